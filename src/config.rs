@@ -1,0 +1,192 @@
+//! Configuration: command-line flags, then environment variables, then an optional TOML file,
+//! then the embedded defaults (documented in README.md). Flags and environment variables are
+//! merged by clap (`--data-dir` / `ENCLAVE_DATA_DIR`, ...); the file fills what both left unset.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+pub const DEFAULT_DATA_DIR: &str = "./data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+/// ~250 KiB and 3 file descriptors per open workspace: 256 open ≈ 64 MiB and 768 fds.
+pub const DEFAULT_MAX_OPEN_WORKSPACES: usize = 256;
+pub const DEFAULT_WRITER_IDLE_SECS: u64 = 30;
+pub const DEFAULT_OPEN_WAIT_SECS: u64 = 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Options shared by every command that touches the data directory or serves.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file (keys as in README.md).
+    #[arg(long, env = "ENCLAVE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./data].
+    #[arg(long, env = "ENCLAVE_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7700].
+    #[arg(long, env = "ENCLAVE_LISTEN", global = true)]
+    pub listen: Option<String>,
+    /// Capacity of the cache of open workspaces [default: 256].
+    #[arg(long, env = "ENCLAVE_MAX_OPEN_WORKSPACES", global = true)]
+    pub max_open_workspaces: Option<usize>,
+    /// Log format [default: text].
+    #[arg(long, env = "ENCLAVE_LOG_FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+    /// Seconds after which an idle Tantivy writer is committed and closed [default: 30].
+    #[arg(long, env = "ENCLAVE_WRITER_IDLE_SECS", global = true)]
+    pub writer_idle_secs: Option<u64>,
+    /// Seconds a request waits for a free open-workspace slot before 503 [default: 30].
+    #[arg(long, env = "ENCLAVE_OPEN_WAIT_SECS", global = true)]
+    pub open_wait_secs: Option<u64>,
+}
+
+/// The keys a TOML configuration file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    max_open_workspaces: Option<usize>,
+    log_format: Option<LogFormat>,
+    writer_idle_secs: Option<u64>,
+    open_wait_secs: Option<u64>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub max_open_workspaces: usize,
+    pub log_format: LogFormat,
+    pub writer_idle_secs: u64,
+    pub open_wait_secs: u64,
+    /// `ENCLAVE_ADMIN_TOKEN`: read from the environment only, never from a flag or file.
+    pub admin_token: Option<String>,
+}
+
+impl Config {
+    /// Defaults for everything, with the data directory given (tests and benchmarks).
+    pub fn for_data_dir(data_dir: &Path) -> Config {
+        Config {
+            data_dir: data_dir.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_open_workspaces: DEFAULT_MAX_OPEN_WORKSPACES,
+            log_format: LogFormat::Text,
+            writer_idle_secs: DEFAULT_WRITER_IDLE_SECS,
+            open_wait_secs: DEFAULT_OPEN_WAIT_SECS,
+            admin_token: None,
+        }
+    }
+
+    pub fn resolve(args: &ConfigArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read config file {}: {e}", path.display())
+                })?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            anyhow::anyhow!("invalid listen address {listen_text:?} (want IP:PORT)")
+        })?;
+        let max_open_workspaces = args
+            .max_open_workspaces
+            .or(file.max_open_workspaces)
+            .unwrap_or(DEFAULT_MAX_OPEN_WORKSPACES);
+        if max_open_workspaces == 0 {
+            anyhow::bail!("max-open-workspaces must be at least 1");
+        }
+        let admin_token = std::env::var("ENCLAVE_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            anyhow::bail!("ENCLAVE_ADMIN_TOKEN must be at least 16 characters");
+        }
+        Ok(Config {
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            max_open_workspaces,
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            writer_idle_secs: args
+                .writer_idle_secs
+                .or(file.writer_idle_secs)
+                .unwrap_or(DEFAULT_WRITER_IDLE_SECS),
+            open_wait_secs: args
+                .open_wait_secs
+                .or(file.open_wait_secs)
+                .unwrap_or(DEFAULT_OPEN_WAIT_SECS),
+            admin_token,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_which_beats_defaults() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("enclave.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nmax_open_workspaces = 7\n",
+        )
+        .expect("write");
+        let args = ConfigArgs {
+            config: Some(file.clone()),
+            max_open_workspaces: Some(9),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).expect("resolve");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_open_workspaces, 9);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_errors() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("bad.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").expect("write");
+        let args = ConfigArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+        let args = ConfigArgs {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+        let args = ConfigArgs {
+            max_open_workspaces: Some(0),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+    }
+}

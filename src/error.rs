@@ -1,0 +1,74 @@
+//! The domain error: one typed enum for everything below the HTTP layer.
+//! `http::error` maps it to SPEC's status codes in one place.
+
+use std::fmt;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of resource an error is about, for clear messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Org,
+    Workspace,
+    Route,
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resource::Org => "organization",
+            Resource::Workspace => "workspace",
+            Resource::Route => "route",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field or id from the caller is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The resource does not exist, or the caller may not know that it does.
+    #[error("{0} not found")]
+    NotFound(Resource),
+    /// A uniqueness rule (slug) was violated.
+    #[error("{0}")]
+    Conflict(String),
+    /// The organization is suspended.
+    #[error("the organization is suspended")]
+    Suspended,
+    /// Every slot of the open-workspace cache is held by requests in flight.
+    #[error("the server is busy: every open workspace slot is in use, try again shortly")]
+    Busy,
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("index error: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Anything else that is the server's fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Error::Internal(msg.into())
+    }
+
+    /// True when a SQLite error is a UNIQUE constraint violation.
+    pub fn is_unique_violation(err: &rusqlite::Error) -> bool {
+        matches!(
+            err,
+            rusqlite::Error::SqliteFailure(e, _)
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+        )
+    }
+}

@@ -1,0 +1,111 @@
+//! The one place where errors become HTTP responses with SPEC's status codes and error codes:
+//! `{"error": {"code": "<snake_case>", "message": "<human sentence>"}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::Error;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn invalid(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(status, "invalid_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Invalid(m) => ApiError::invalid(StatusCode::BAD_REQUEST, m),
+            Error::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            Error::Suspended => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_suspended",
+                "the organization is suspended",
+            ),
+            e @ (Error::Busy | Error::ShuttingDown) => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
+            },
+            e @ (Error::Sqlite(_) | Error::Index(_) | Error::Io(_) | Error::Internal(_)) => {
+                tracing::error!(error = %e, "internal error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "an internal error occurred; the request id identifies it in the server log",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Resource;
+
+    #[test]
+    fn domain_errors_map_to_spec_codes() {
+        let cases: Vec<(Error, u16, &str)> = vec![
+            (Error::invalid("x"), 400, "invalid_request"),
+            (Error::NotFound(Resource::Workspace), 404, "not_found"),
+            (Error::Conflict("x".into()), 409, "conflict"),
+            (Error::Suspended, 403, "tenant_suspended"),
+            (Error::Busy, 503, "unavailable"),
+            (Error::internal("secret detail"), 500, "internal"),
+        ];
+        for (err, status, code) in cases {
+            let api = ApiError::from(err);
+            assert_eq!((api.status.as_u16(), api.code), (status, code));
+            assert!(!api.message.contains("secret detail"));
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The HTTP API (axum). One module per resource; handlers parse, call one `App` function and
+//! map the result. Domain code knows nothing of axum.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+mod orgs;
+mod system;
+mod workspaces;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::app::App;
+use error::ApiError;
+
+pub fn router(app: Arc<App>) -> Router {
+    let v1 = Router::new()
+        .route("/orgs", post(orgs::create).get(orgs::list))
+        .route(
+            "/orgs/{org}",
+            get(orgs::get).patch(orgs::patch).delete(orgs::delete),
+        )
+        .route("/orgs/{org}/suspend", post(orgs::suspend))
+        .route("/orgs/{org}/reactivate", post(orgs::reactivate))
+        .route(
+            "/orgs/{org}/workspaces",
+            post(orgs::create_workspace).get(orgs::list_workspaces),
+        )
+        .route(
+            "/workspaces/{ws}",
+            get(workspaces::get)
+                .patch(workspaces::patch)
+                .delete(workspaces::delete),
+        );
+    Router::new()
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+        "method not allowed on this route",
+    )
+}

@@ -1,0 +1,119 @@
+//! `/v1/orgs` and `/v1/orgs/{org}/workspaces`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Operator;
+use super::error::ApiResult;
+use super::extract::{blocking, Json, Path, Query};
+use super::middleware::record_tenant;
+use crate::app::App;
+use crate::control::{NewOrg, NewWorkspace, OrgPatch, OrgStatus, Page};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+impl PageQuery {
+    pub fn page(&self) -> crate::Result<Page> {
+        Page::new(self.limit, self.offset)
+    }
+}
+
+pub async fn create(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    Json(new): Json<NewOrg>,
+) -> ApiResult<impl IntoResponse> {
+    let org = blocking(move || app.create_org(new)).await?;
+    record_tenant(Some(org.id), None);
+    Ok((StatusCode::CREATED, axum::Json(org)))
+}
+
+pub async fn list(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let orgs = blocking(move || app.list_orgs(q.page()?)).await?;
+    Ok(axum::Json(json!({ "data": orgs })))
+}
+
+pub async fn get(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    Path(org): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let org = blocking(move || app.get_org(&org)).await?;
+    record_tenant(Some(org.id), None);
+    Ok(axum::Json(org))
+}
+
+pub async fn patch(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    Path(org): Path<String>,
+    Json(patch): Json<OrgPatch>,
+) -> ApiResult<impl IntoResponse> {
+    let org = blocking(move || app.update_org(&org, patch)).await?;
+    record_tenant(Some(org.id), None);
+    Ok(axum::Json(org))
+}
+
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    Path(org): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    blocking(move || app.delete_org(&org)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn suspend(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    Path(org): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let org = blocking(move || app.set_org_status(&org, OrgStatus::Suspended)).await?;
+    record_tenant(Some(org.id), None);
+    Ok(axum::Json(org))
+}
+
+pub async fn reactivate(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    Path(org): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let org = blocking(move || app.set_org_status(&org, OrgStatus::Active)).await?;
+    record_tenant(Some(org.id), None);
+    Ok(axum::Json(org))
+}
+
+pub async fn create_workspace(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    Path(org): Path<String>,
+    Json(new): Json<NewWorkspace>,
+) -> ApiResult<impl IntoResponse> {
+    let ws = blocking(move || app.create_workspace(&org, new)).await?;
+    record_tenant(Some(ws.org_id), Some(ws.id));
+    Ok((StatusCode::CREATED, axum::Json(ws)))
+}
+
+pub async fn list_workspaces(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    Path(org): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let list = blocking(move || app.list_workspaces(&org, q.page()?)).await?;
+    Ok(axum::Json(json!({ "data": list })))
+}

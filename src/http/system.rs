@@ -1,0 +1,102 @@
+//! `/healthz` (the process answers), `/readyz` (it can serve: control plane reachable, not
+//! draining) and `/metrics` (Prometheus text; aggregate numbers only, no tenant ids).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::app::App;
+
+/// Responses by status class: 1xx..5xx.
+static RESPONSES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+pub fn count_response(status: u16) {
+    let class = usize::from(status / 100).clamp(1, 5) - 1;
+    RESPONSES[class].fetch_add(1, Ordering::Relaxed);
+}
+
+pub async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let draining = app.is_draining();
+    let db_ok = super::extract::blocking({
+        let app = app.clone();
+        move || app.control.ping()
+    })
+    .await
+    .is_ok();
+    let ready = db_ok && !draining;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "control_plane": if db_ok { "ok" } else { "failing" },
+        "draining": draining,
+    });
+    (status, axum::Json(body))
+}
+
+pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let r = app.registry.stats();
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    gauge(
+        "enclave_workspaces_open",
+        "Workspace stores open now.",
+        "gauge",
+        r.open as u64,
+    );
+    gauge(
+        "enclave_workspaces_open_peak",
+        "Most workspace stores open at once since start.",
+        "gauge",
+        r.peak_open,
+    );
+    gauge(
+        "enclave_workspaces_cache_capacity",
+        "Capacity of the cache of open workspaces.",
+        "gauge",
+        r.capacity as u64,
+    );
+    gauge(
+        "enclave_workspace_opens_total",
+        "Workspace stores opened since start.",
+        "counter",
+        r.opens_total,
+    );
+    gauge(
+        "enclave_workspace_evictions_total",
+        "Workspace stores evicted from the cache since start.",
+        "counter",
+        r.evictions_total,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP enclave_http_responses_total HTTP responses by status class."
+    );
+    let _ = writeln!(out, "# TYPE enclave_http_responses_total counter");
+    for (i, c) in RESPONSES.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "enclave_http_responses_total{{class=\"{}xx\"}} {}",
+            i + 1,
+            c.load(Ordering::Relaxed)
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

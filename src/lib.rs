@@ -1,0 +1,17 @@
+//! Enclave: a self-hosted, single-binary, multi-tenant knowledge base.
+//!
+//! The module map and the invariants are in `ARCHITECTURE.md`.
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod server;
+pub mod workspace;
+
+pub use error::{Error, Result};

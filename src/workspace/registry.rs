@@ -1,0 +1,397 @@
+//! The registry of open workspaces: opens stores lazily on first use and keeps at most
+//! `capacity` of them open, least recently used first out.
+//!
+//! Invariants:
+//! - Every open store is counted in `live`, from the moment it opens until its last handle drops;
+//!   `live + opening <= capacity` always, so file descriptors are bounded by the capacity.
+//! - Eviction only ever picks a store no request holds. When every slot is held, a new open
+//!   waits for a release (up to `wait_timeout`, then [`Error::Busy`]).
+//! - A store is opened at most once at a time: concurrent requests for it share one handle.
+
+use std::collections::HashSet;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{dir_of, Workspace};
+use crate::error::{Error, Result};
+
+/// A shared, reference-counted handle to an open store. The store stays open while any handle
+/// to it exists, even after the registry evicted it.
+pub struct Handle {
+    ws: Option<Arc<Workspace>>,
+    shared: Arc<Shared>,
+}
+
+impl Deref for Handle {
+    type Target = Workspace;
+    fn deref(&self) -> &Workspace {
+        // `ws` is only ever `None` inside `drop`.
+        self.ws.as_deref().expect("handle used after drop")
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Release our reference first (closing the store if we were the last), then wake
+        // anyone waiting for a slot to become idle.
+        drop(self.ws.take());
+        let _guard = self.shared.lock();
+        self.shared.changed.notify_all();
+    }
+}
+
+struct State {
+    cache: LruCache<Uuid, Arc<Workspace>>,
+    opening: HashSet<Uuid>,
+    live: usize,
+}
+
+struct Shared {
+    data_dir: PathBuf,
+    capacity: usize,
+    wait_timeout: Duration,
+    state: Mutex<State>,
+    changed: Condvar,
+    closed: AtomicBool,
+    peak: AtomicU64,
+    opens: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(
+        &self,
+        guard: MutexGuard<'a, State>,
+        deadline: Instant,
+    ) -> Result<MutexGuard<'a, State>> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::Busy);
+        }
+        let (guard, _) = self
+            .changed
+            .wait_timeout(guard, deadline - now)
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(guard)
+    }
+}
+
+/// Counters of the registry, for `/metrics` and the benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryStats {
+    pub capacity: usize,
+    pub open: usize,
+    pub cached: usize,
+    pub peak_open: u64,
+    pub opens_total: u64,
+    pub evictions_total: u64,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+impl Registry {
+    pub fn new(data_dir: &Path, capacity: usize, wait_timeout: Duration) -> Self {
+        let capacity = capacity.max(1);
+        Registry {
+            shared: Arc::new(Shared {
+                data_dir: data_dir.to_path_buf(),
+                capacity,
+                wait_timeout,
+                state: Mutex::new(State {
+                    cache: LruCache::unbounded(),
+                    opening: HashSet::new(),
+                    live: 0,
+                }),
+                changed: Condvar::new(),
+                closed: AtomicBool::new(false),
+                peak: AtomicU64::new(0),
+                opens: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.data_dir
+    }
+
+    /// Returns a handle to the store of workspace `id`, opening it if needed. The caller must
+    /// already know from the control plane that the workspace exists.
+    pub fn get(&self, id: Uuid) -> Result<Handle> {
+        let sh = &self.shared;
+        let deadline = Instant::now() + sh.wait_timeout;
+        let mut st = sh.lock();
+        loop {
+            if sh.closed.load(Ordering::Acquire) {
+                return Err(Error::ShuttingDown);
+            }
+            if let Some(ws) = st.cache.get(&id) {
+                return Ok(self.handle(ws.clone()));
+            }
+            if st.opening.contains(&id) {
+                st = sh.wait(st, deadline)?;
+                continue;
+            }
+            if st.live + st.opening.len() >= sh.capacity {
+                let victim = st
+                    .cache
+                    .iter()
+                    .rev()
+                    .find(|(_, ws)| Arc::strong_count(ws) == 1)
+                    .map(|(k, _)| *k);
+                match victim {
+                    Some(k) => {
+                        let evicted = st.cache.pop(&k);
+                        drop(st);
+                        sh.evictions.fetch_add(1, Ordering::Relaxed);
+                        // Closing does I/O (writer commit); never under the lock.
+                        drop(evicted);
+                        st = sh.lock();
+                    }
+                    None => st = sh.wait(st, deadline)?,
+                }
+                continue;
+            }
+            st.opening.insert(id);
+            drop(st);
+            let opened = Workspace::open(&dir_of(&sh.data_dir, id), id);
+            let mut st = sh.lock();
+            st.opening.remove(&id);
+            sh.changed.notify_all();
+            let mut ws = opened?;
+            let weak: Weak<Shared> = Arc::downgrade(&self.shared);
+            ws.set_on_close(Box::new(move || {
+                if let Some(sh) = weak.upgrade() {
+                    let mut st = sh.lock();
+                    st.live = st.live.saturating_sub(1);
+                    sh.changed.notify_all();
+                }
+            }));
+            st.live += 1;
+            sh.peak.fetch_max(st.live as u64, Ordering::Relaxed);
+            sh.opens.fetch_add(1, Ordering::Relaxed);
+            let ws = Arc::new(ws);
+            st.cache.put(id, ws.clone());
+            return Ok(self.handle(ws));
+        }
+    }
+
+    fn handle(&self, ws: Arc<Workspace>) -> Handle {
+        Handle {
+            ws: Some(ws),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Takes workspace `id` out of the cache (before its folder is deleted). Requests that hold
+    /// it keep a working handle until they finish. Returns whether it was cached.
+    pub fn remove(&self, id: Uuid) -> bool {
+        let sh = &self.shared;
+        let mut st = sh.lock();
+        while st.opening.contains(&id) {
+            st = sh.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        let removed = st.cache.pop(&id);
+        drop(st);
+        removed.is_some()
+    }
+
+    /// Commits and closes the Tantivy writers that have been idle for `idle`.
+    pub fn close_idle_writers(&self, idle: Duration) -> usize {
+        let open: Vec<Arc<Workspace>> = {
+            let st = self.shared.lock();
+            st.cache.iter().map(|(_, ws)| ws.clone()).collect()
+        };
+        let mut closed = 0;
+        for ws in open {
+            match ws.close_writer_if_idle(idle) {
+                Ok(true) => closed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(workspace_id = %ws.id(), error = %e, "closing idle writer failed")
+                }
+            }
+        }
+        closed
+    }
+
+    /// Refuses new opens, then flushes and closes every cached store (writers committed, WAL
+    /// checkpointed). Stores still held by a request close when it lets go.
+    pub fn shutdown(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        let all: Vec<Arc<Workspace>> = {
+            let mut st = self.shared.lock();
+            let mut all = Vec::with_capacity(st.cache.len());
+            while let Some((_, ws)) = st.cache.pop_lru() {
+                all.push(ws);
+            }
+            self.shared.changed.notify_all();
+            all
+        };
+        for ws in all {
+            if let Err(e) = ws.flush() {
+                tracing::warn!(workspace_id = %ws.id(), error = %e, "flush on shutdown failed");
+            }
+        }
+    }
+
+    pub fn stats(&self) -> RegistryStats {
+        let sh = &self.shared;
+        let st = sh.lock();
+        RegistryStats {
+            capacity: sh.capacity,
+            open: st.live,
+            cached: st.cache.len(),
+            peak_open: sh.peak.load(Ordering::Relaxed),
+            opens_total: sh.opens.load(Ordering::Relaxed),
+            evictions_total: sh.evictions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::create;
+    use std::sync::mpsc;
+
+    fn setup(
+        n: usize,
+        capacity: usize,
+        wait: Duration,
+    ) -> (tempfile::TempDir, Registry, Vec<Uuid>) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ids: Vec<Uuid> = (0..n).map(|_| crate::ids::new_id()).collect();
+        for id in &ids {
+            create(&dir_of(tmp.path(), *id)).expect("create");
+        }
+        let reg = Registry::new(tmp.path(), capacity, wait);
+        (tmp, reg, ids)
+    }
+
+    fn usable(h: &Handle) -> bool {
+        h.stats().is_ok()
+    }
+
+    #[test]
+    fn never_more_open_than_capacity() {
+        let (_t, reg, ids) = setup(6, 2, Duration::from_secs(5));
+        for round in 0..3 {
+            for id in &ids {
+                let h = reg.get(*id).expect("get");
+                assert!(usable(&h), "round {round}");
+            }
+        }
+        let s = reg.stats();
+        assert!(s.peak_open <= 2, "{s:?}");
+        assert_eq!(s.open, 2);
+        assert!(s.evictions_total >= 16);
+    }
+
+    #[test]
+    fn a_held_store_is_not_evicted() {
+        let (_t, reg, ids) = setup(3, 2, Duration::from_secs(5));
+        let held = reg.get(ids[0]).expect("a");
+        drop(reg.get(ids[1]).expect("b"));
+        drop(reg.get(ids[2]).expect("c")); // must evict b, the idle one
+        assert!(usable(&held));
+        let s = reg.stats();
+        assert_eq!((s.open, s.evictions_total), (2, 1));
+        // `a` is still the cached instance: getting it again opens nothing new.
+        let opens = s.opens_total;
+        drop(reg.get(ids[0]).expect("a again"));
+        assert_eq!(reg.stats().opens_total, opens);
+    }
+
+    #[test]
+    fn a_full_cache_of_held_stores_makes_new_opens_wait_for_a_release() {
+        let (_t, reg, ids) = setup(2, 1, Duration::from_secs(10));
+        let held = reg.get(ids[0]).expect("a");
+        let (tx, rx) = mpsc::channel();
+        let reg2 = reg.clone();
+        let b = ids[1];
+        let waiter = std::thread::spawn(move || {
+            let h = reg2.get(b);
+            let ok = h.as_ref().map(usable).unwrap_or(false);
+            tx.send(ok).expect("send");
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(rx.try_recv().is_err(), "b must wait while a is held");
+        // The slow holder keeps a working store the whole time.
+        assert!(usable(&held));
+        drop(held);
+        assert!(rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("b finished"));
+        waiter.join().expect("join");
+        assert_eq!(reg.stats().peak_open, 1);
+    }
+
+    #[test]
+    fn waiting_too_long_is_busy_not_a_hang() {
+        let (_t, reg, ids) = setup(2, 1, Duration::from_millis(50));
+        let _held = reg.get(ids[0]).expect("a");
+        assert!(matches!(reg.get(ids[1]), Err(Error::Busy)));
+    }
+
+    #[test]
+    fn removing_a_held_store_keeps_the_holder_working() {
+        let (_t, reg, ids) = setup(1, 2, Duration::from_secs(5));
+        let held = reg.get(ids[0]).expect("a");
+        assert!(reg.remove(ids[0]));
+        assert!(usable(&held));
+        assert_eq!(reg.stats().cached, 0);
+        assert_eq!(reg.stats().open, 1, "still open while held");
+        drop(held);
+        assert_eq!(reg.stats().open, 0, "closed when the last holder let go");
+    }
+
+    #[test]
+    fn concurrent_gets_of_one_store_open_it_once() {
+        let (_t, reg, ids) = setup(1, 4, Duration::from_secs(5));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let reg = reg.clone();
+                let id = ids[0];
+                std::thread::spawn(move || reg.get(id).map(|h| usable(&h)).unwrap_or(false))
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().expect("join"));
+        }
+        assert_eq!(reg.stats().opens_total, 1);
+    }
+
+    #[test]
+    fn a_missing_store_is_not_found_and_leaves_no_slot_taken() {
+        let (_t, reg, _) = setup(0, 1, Duration::from_secs(1));
+        assert!(matches!(
+            reg.get(crate::ids::new_id()),
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(reg.stats().open, 0);
+    }
+
+    #[test]
+    fn shutdown_refuses_new_opens() {
+        let (_t, reg, ids) = setup(1, 2, Duration::from_secs(1));
+        drop(reg.get(ids[0]).expect("a"));
+        reg.shutdown();
+        assert_eq!(reg.stats().open, 0);
+        assert!(matches!(reg.get(ids[0]), Err(Error::ShuttingDown)));
+    }
+}
