@@ -27,6 +27,7 @@ pub struct App {
     pub registry: Registry,
     operator_digest: Option<[u8; 32]>,
     draining: AtomicBool,
+    pub http_metrics: crate::http::system::HttpMetrics,
 }
 
 /// A workspace with the live statistics of its store.
@@ -49,17 +50,15 @@ impl App {
             config.max_open_workspaces,
             Duration::from_secs(config.open_wait_secs),
         );
-        let draining = AtomicBool::new(false);
-        Ok((
-            Arc::new(App {
-                config,
-                control,
-                registry,
-                operator_digest,
-                draining,
-            }),
-            source,
-        ))
+        let app = App {
+            config,
+            control,
+            registry,
+            operator_digest,
+            draining: AtomicBool::new(false),
+            http_metrics: Default::default(),
+        };
+        Ok((Arc::new(app), source))
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -4,11 +4,15 @@
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::{field::Empty, Instrument};
+
+use crate::app::App;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -24,7 +28,11 @@ fn acceptable(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-pub async fn request_context(mut req: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(app): State<Arc<App>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = req
         .headers()
         .get(&REQUEST_ID)
@@ -50,7 +58,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let status = resp.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
     span.in_scope(|| tracing::info!(status, latency_us = micros, "request finished"));
-    super::system::count_response(status);
+    app.http_metrics.count_response(status);
     resp
 }
 

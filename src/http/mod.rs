@@ -6,7 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 mod orgs;
-mod system;
+pub mod system;
 mod workspaces;
 
 use std::sync::Arc;
@@ -43,7 +43,10 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(middleware::request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            middleware::request_context,
+        ))
         .with_state(app)
 }
 

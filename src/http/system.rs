@@ -12,12 +12,18 @@ use serde_json::json;
 
 use crate::app::App;
 
-/// Responses by status class: 1xx..5xx.
-static RESPONSES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+/// Counters of the HTTP layer, one set per server.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    /// Responses by status class: 1xx..5xx.
+    responses: [AtomicU64; 5],
+}
 
-pub fn count_response(status: u16) {
-    let class = usize::from(status / 100).clamp(1, 5) - 1;
-    RESPONSES[class].fetch_add(1, Ordering::Relaxed);
+impl HttpMetrics {
+    pub fn count_response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub async fn healthz() -> impl IntoResponse {
@@ -90,7 +96,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "# HELP enclave_http_responses_total HTTP responses by status class."
     );
     let _ = writeln!(out, "# TYPE enclave_http_responses_total counter");
-    for (i, c) in RESPONSES.iter().enumerate() {
+    for (i, c) in app.http_metrics.responses.iter().enumerate() {
         let _ = writeln!(
             out,
             "enclave_http_responses_total{{class=\"{}xx\"}} {}",

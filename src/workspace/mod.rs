@@ -307,18 +307,29 @@ impl Drop for Workspace {
     }
 }
 
-/// Sum of the sizes of the files under `dir`.
+/// Sum of the sizes of the files under `dir`. Files and folders that vanish during the walk
+/// (segment merges, a concurrent deletion) are skipped rather than failing the count.
 pub fn dir_size(dir: &Path) -> Result<u64> {
+    fn gone(e: &std::io::Error) -> bool {
+        e.kind() == std::io::ErrorKind::NotFound
+    }
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let entry = entry?;
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                total += meta.len();
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let meta = match entry.and_then(|e| e.metadata().map(|m| (e.path(), m))) {
+                Ok(found) => found,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match meta {
+                (path, m) if m.is_dir() => stack.push(path),
+                (_, m) => total += m.len(),
             }
         }
     }

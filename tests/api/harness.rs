@@ -1,0 +1,292 @@
+//! The one test harness: boots Enclave's real server on a temp data dir and a free loopback
+//! port, and talks HTTP to it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use enclave::app::App;
+use enclave::config::Config;
+use enclave::control::AdminTokenSource;
+use reqwest::Method;
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-operator-token-0123456789";
+
+pub struct Options {
+    pub data_dir: Option<PathBuf>,
+    pub max_open_workspaces: usize,
+    /// `None`: no configured token (a stored or generated one is used).
+    pub admin_token: Option<String>,
+    pub open_wait_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            data_dir: None,
+            max_open_workspaces: 16,
+            admin_token: Some(TOKEN.to_string()),
+            open_wait_secs: 30,
+        }
+    }
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub app: Arc<App>,
+    tmp: Option<tempfile::TempDir>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> TestServer {
+        let (tmp, data_dir) = match opts.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().expect("tempdir");
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        let mut config = Config::for_data_dir(&data_dir);
+        config.max_open_workspaces = opts.max_open_workspaces;
+        config.admin_token = opts.admin_token.clone();
+        config.open_wait_secs = opts.open_wait_secs;
+        let (app, source) = App::open(config).expect("open app");
+        let token = match source {
+            AdminTokenSource::Generated(t) => t,
+            _ => opts.admin_token.unwrap_or_default(),
+        };
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server_app = app.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = enclave::server::bind(([127, 0, 0, 1], 0).into())
+                    .await
+                    .expect("bind");
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                enclave::server::serve(server_app, listener, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .expect("serve");
+            });
+        });
+        let addr = addr_rx.recv().expect("server address");
+        TestServer {
+            base: format!("http://{addr}"),
+            token,
+            data_dir,
+            app,
+            tmp,
+            shutdown: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops gracefully and hands back the temp dir so the data outlives the server.
+    pub fn stop(mut self) -> Option<tempfile::TempDir> {
+        self.halt();
+        self.tmp.take()
+    }
+
+    fn halt(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.base, Some(&self.token))
+    }
+
+    pub fn anonymous(&self) -> Api {
+        Api::new(&self.base, None)
+    }
+
+    pub fn data_path(&self, rel: &str) -> PathBuf {
+        self.data_dir.join(rel)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// A response: status, parsed JSON body (or `Null`), headers.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Resp {
+    /// The SPEC error code of an error response.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn id(&self) -> String {
+        self.body["id"]
+            .as_str()
+            .expect("response has an id")
+            .to_string()
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str, token: Option<&str>) -> Api {
+        Api {
+            base: base.to_string(),
+            token: token.map(str::to_string),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn with_token(&self, token: &str) -> Api {
+        Api {
+            token: Some(token.to_string()),
+            ..self.clone()
+        }
+    }
+
+    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        Self::read(resp).await
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, content_type: &str, body: &str) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .header("content-type", content_type)
+            .body(body.to_string());
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        Self::read(req.send().await.expect("request")).await
+    }
+
+    async fn read(resp: reqwest::Response) -> Resp {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    pub async fn text(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{}", self.base, path))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    // ---- fixtures ----
+
+    pub async fn create_org(&self, slug: &str) -> String {
+        let r = self
+            .post("/v1/orgs", serde_json::json!({"name": slug, "slug": slug}))
+            .await;
+        assert_eq!(r.status, 201, "create org: {:?}", r.body);
+        r.id()
+    }
+
+    pub async fn create_workspace(&self, org: &str, slug: &str) -> String {
+        let r = self
+            .post(
+                &format!("/v1/orgs/{org}/workspaces"),
+                serde_json::json!({"name": slug, "slug": slug}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "create workspace: {:?}", r.body);
+        r.id()
+    }
+}
+
+/// Value of a metric in `/metrics` text.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+/// Every file name under `dir`, relative, sorted.
+pub fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
+                if p.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,8 @@
+//! API integration tests: a real server on a loopback port, real HTTP.
+
+mod harness;
+mod lifecycle;
+mod orgs;
+mod registry;
+mod traversal;
+mod workspaces;

@@ -1,0 +1,145 @@
+use serde_json::json;
+
+use crate::harness::TestServer;
+
+#[tokio::test]
+async fn workspace_crud_with_live_stats() {
+    let s = TestServer::start();
+    let api = s.api();
+    let org = api.create_org("acme").await;
+    let r = api
+        .post(
+            &format!("/v1/orgs/{org}/workspaces"),
+            json!({"name": "Support Docs"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let ws = r.id();
+    assert_eq!(r.body["slug"], "support-docs");
+    assert_eq!(r.body["org_id"].as_str(), Some(org.as_str()));
+    assert!(s.data_path(&ws).join("workspace.db").is_file());
+    assert!(s.data_path(&ws).join("index").is_dir());
+    assert!(s.data_path(&ws).join("blobs").is_dir());
+
+    let r = api.get(&format!("/v1/workspaces/{ws}")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["stats"]["documents"], 0);
+    assert_eq!(r.body["stats"]["chunks"], 0);
+    assert!(r.body["stats"]["bytes_on_disk"].as_u64().unwrap_or(0) > 0);
+
+    // The slug can be used by org too.
+    let r = api.get("/v1/orgs/acme/workspaces").await;
+    assert_eq!(r.body["data"].as_array().map(Vec::len), Some(1));
+
+    let r = api
+        .patch(
+            &format!("/v1/workspaces/{ws}"),
+            json!({"name": "Help", "slug": "help"}),
+        )
+        .await;
+    assert_eq!((r.status, r.body["slug"].as_str()), (200, Some("help")));
+    let other = api.create_workspace(&org, "other").await;
+    let r = api
+        .patch(&format!("/v1/workspaces/{other}"), json!({"slug": "help"}))
+        .await;
+    assert_eq!((r.status, r.code()), (409, "conflict"));
+    let r = api
+        .patch(&format!("/v1/workspaces/{other}"), json!({"slug": "-bad-"}))
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"));
+
+    // The same slug is fine in another org.
+    let org2 = api.create_org("globex").await;
+    api.create_workspace(&org2, "help").await;
+
+    assert_eq!(
+        api.delete(&format!("/v1/workspaces/{ws}")).await.status,
+        204
+    );
+    assert!(!s.data_path(&ws).exists(), "folder removed");
+    let r = api.get(&format!("/v1/workspaces/{ws}")).await;
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+    assert_eq!(
+        api.delete(&format!("/v1/workspaces/{ws}")).await.status,
+        404
+    );
+    let r = api
+        .patch(&format!("/v1/workspaces/{ws}"), json!({"name": "x"}))
+        .await;
+    assert_eq!(r.status, 404);
+
+    // Workspaces of unknown orgs.
+    let r = api
+        .post(
+            "/v1/orgs/0191b1c8-0000-7000-8000-000000000000/workspaces",
+            json!({"name": "x"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn deleting_an_org_deletes_its_workspaces() {
+    let s = TestServer::start();
+    let api = s.api();
+    let org = api.create_org("doomed").await;
+    let keep_org = api.create_org("kept").await;
+    let a = api.create_workspace(&org, "a").await;
+    let b = api.create_workspace(&org, "b").await;
+    let kept = api.create_workspace(&keep_org, "a").await;
+    // Open one so deletion has to close it.
+    assert_eq!(api.get(&format!("/v1/workspaces/{a}")).await.status, 200);
+
+    assert_eq!(api.delete(&format!("/v1/orgs/{org}")).await.status, 204);
+    for ws in [&a, &b] {
+        assert_eq!(api.get(&format!("/v1/workspaces/{ws}")).await.status, 404);
+        assert!(!s.data_path(ws).exists());
+    }
+    assert_eq!(api.get(&format!("/v1/workspaces/{kept}")).await.status, 200);
+    assert_eq!(
+        api.get(&format!("/v1/orgs/{org}/workspaces")).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn concurrent_creation_of_one_workspace_slug_has_one_winner() {
+    let s = TestServer::start();
+    let api = s.api();
+    let org = api.create_org("racers").await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let api = api.clone();
+            let org = org.clone();
+            tokio::spawn(async move {
+                api.post(
+                    &format!("/v1/orgs/{org}/workspaces"),
+                    json!({"name": format!("W {i}"), "slug": "same"}),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("join"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        19,
+        "{statuses:?}"
+    );
+    // Losers left no store behind: exactly one workspace folder exists.
+    let folders = std::fs::read_dir(&s.data_dir)
+        .expect("read data dir")
+        .flatten()
+        .filter(|e| uuid::Uuid::try_parse(&e.file_name().to_string_lossy()).is_ok())
+        .count();
+    assert_eq!(folders, 1);
+}
