@@ -1,6 +1,7 @@
 //! Benchmarks: commands that print a report, never timed tests. Each benchmark lives in its own
 //! module and adds one variant to [`BenchCommand`].
 
+pub mod report;
 mod tenants;
 
 use clap::Subcommand;

@@ -1,14 +1,448 @@
-//! `enclave bench tenants`.
+//! `enclave bench tenants --workspaces N`: creates N workspaces with a few rows each, then
+//! reports creation rate, cold and warm open latency, RSS and file descriptors with K workspaces
+//! held open, and server start time with N workspaces on disk.
 
-use crate::config::ConfigArgs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use uuid::Uuid;
+
+use super::report::{percentile, Table};
+use crate::app::App;
+use crate::config::{Config, ConfigArgs};
+use crate::control::{NewOrg, NewWorkspace};
+use crate::workspace::{Handle, Registry};
+
+const BENCH_TOKEN: &str = "bench-operator-token-0123456789";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Number of workspaces to create.
     #[arg(long, default_value_t = 1000)]
     pub workspaces: usize,
+    /// Workspaces held open at once for the RSS and fd measurement (default: min(1000, N)).
+    #[arg(long)]
+    pub hold: Option<usize>,
+    /// Workspaces opened for the cold and warm open latency (default: min(1000, N)).
+    #[arg(long)]
+    pub sample: Option<usize>,
+    /// Documents (and chunks) written into each workspace.
+    #[arg(long, default_value_t = 3)]
+    pub rows: usize,
+    /// Threads that create workspaces.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Keep the benchmark's data directory instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
 }
 
-pub fn run(_a: Args, _config: &ConfigArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.workspaces > 0, "--workspaces must be at least 1");
+    let (data_dir, owned) = match &config.data_dir {
+        Some(d) => {
+            anyhow::ensure!(
+                !d.exists() || std::fs::read_dir(d)?.next().is_none(),
+                "the benchmark needs a new or empty --data-dir ({} is not empty)",
+                d.display()
+            );
+            (d.clone(), false)
+        }
+        None => (
+            std::env::temp_dir().join(format!("enclave-bench-{}", Uuid::now_v7().simple())),
+            true,
+        ),
+    };
+    let result = bench(&a, &data_dir);
+    if owned && !a.keep {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    } else {
+        println!("data kept in {}", data_dir.display());
+    }
+    result
+}
+
+fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
+    let n = a.workspaces;
+    let hold = a.hold.unwrap_or(n.min(1000)).min(n);
+    let sample = a.sample.unwrap_or(n.min(1000)).min(n);
+    crate::server::raise_fd_limit();
+    println!(
+        "enclave bench tenants: {n} workspaces, {} rows each, data in {}",
+        a.rows,
+        data_dir.display()
+    );
+
+    // 1. Creation.
+    let mut config = Config::for_data_dir(data_dir);
+    config.admin_token = Some(BENCH_TOKEN.into());
+    config.max_open_workspaces = 64;
+    let (app, _) = App::open(config)?;
+    let org = app.create_org(NewOrg {
+        name: "Bench".into(),
+        plan: Some("enterprise".into()),
+        ..Default::default()
+    })?;
+    let threads = a.threads.max(1);
+    let started = Instant::now();
+    let ids: Vec<Uuid> = parallel(n, threads, |i| {
+        let new = NewWorkspace {
+            name: format!("Workspace {i}"),
+            slug: Some(format!("ws-{i}")),
+            settings: None,
+        };
+        Ok(app.create_workspace(&org.slug, new)?.id)
+    })?;
+    let create_secs = started.elapsed().as_secs_f64();
+    println!("  created {n} workspaces in {create_secs:.1} s");
+    let started = Instant::now();
+    parallel(n, threads, |i| seed(&app.registry.get(ids[i])?, a.rows))?;
+    let seed_secs = started.elapsed().as_secs_f64();
+    println!("  seeded them in {seed_secs:.1} s");
+    app.shutdown();
+    drop(app);
+
+    // 2. Cold and warm opens, through a registry of our own.
+    let picks: Vec<Uuid> = spread(&ids, sample);
+    let registry = Registry::new(data_dir, sample.max(1) + 1, Duration::from_secs(30));
+    let mut dropped_cache = true;
+    let mut cold = Vec::with_capacity(picks.len());
+    for id in &picks {
+        dropped_cache &= evict_from_page_cache(&crate::workspace::dir_of(data_dir, *id));
+        cold.push(timed_open(&registry, *id)?);
+        registry.remove(*id);
+    }
+    let mut warm = Vec::with_capacity(picks.len());
+    for id in &picks {
+        warm.push(timed_open(&registry, *id)?);
+        registry.remove(*id);
+    }
+    drop(registry);
+
+    // 3. RSS and fds with `hold` workspaces open.
+    trim_heap();
+    let (rss0, fds0) = (rss_kib(), open_fds());
+    let registry = Registry::new(data_dir, hold.max(1), Duration::from_secs(30));
+    let mut held: Vec<Handle> = Vec::with_capacity(hold);
+    for id in spread(&ids, hold) {
+        let h = registry.get(id)?;
+        h.stats()?;
+        held.push(h);
+    }
+    let (rss1, fds1) = (rss_kib(), open_fds());
+    drop(held);
+    drop(registry);
+    trim_heap();
+    let rss2 = rss_kib();
+
+    // 4. Server start time with N workspaces on disk.
+    let mut starts = Vec::new();
+    for _ in 0..5 {
+        starts.push(server_start(data_dir)?);
+    }
+
+    let ms = |v: f64| format!("{v:.2} ms");
+    let per_ws_rss = (rss1.saturating_sub(rss0)) as f64 / hold.max(1) as f64;
+    let per_ws_fds = (fds1.saturating_sub(fds0)) as f64 / hold.max(1) as f64;
+    let mut t = Table::new(&["measure", "value", "target"]);
+    t.row(&["workspaces on disk".into(), n.to_string(), String::new()]);
+    t.row(&[
+        "creation rate (empty store + record)".into(),
+        format!("{:.0} workspaces/s", n as f64 / create_secs),
+        String::new(),
+    ]);
+    t.row(&[
+        format!("seeding rate ({} rows indexed + committed)", a.rows),
+        format!("{:.0} workspaces/s", n as f64 / seed_secs),
+        String::new(),
+    ]);
+    let cold_label = if dropped_cache {
+        "cold open p50 (page cache dropped)"
+    } else {
+        "cold open p50 (page cache NOT dropped)"
+    };
+    t.row(&[
+        cold_label.into(),
+        ms(percentile(&mut cold, 50.0)),
+        String::new(),
+    ]);
+    t.row(&[
+        "cold open p99".into(),
+        ms(percentile(&mut cold, 99.0)),
+        "< 5 ms".into(),
+    ]);
+    t.row(&[
+        "warm open p50".into(),
+        ms(percentile(&mut warm, 50.0)),
+        String::new(),
+    ]);
+    t.row(&[
+        "warm open p99".into(),
+        ms(percentile(&mut warm, 99.0)),
+        String::new(),
+    ]);
+    t.row(&[
+        format!("RSS with {hold} open"),
+        format!("{:.1} MiB", rss1 as f64 / 1024.0),
+        if hold == 1000 {
+            "< 400 MiB".into()
+        } else {
+            String::new()
+        },
+    ]);
+    t.row(&[
+        "RSS per open workspace".into(),
+        format!("{per_ws_rss:.0} KiB"),
+        String::new(),
+    ]);
+    t.row(&[
+        "RSS after closing all (trimmed)".into(),
+        format!("{:.1} MiB", rss2 as f64 / 1024.0),
+        String::new(),
+    ]);
+    t.row(&[
+        format!("open fds with {hold} open"),
+        format!("{fds1} ({fds0} before)"),
+        String::new(),
+    ]);
+    t.row(&[
+        "fds per open workspace".into(),
+        format!("{per_ws_fds:.2}"),
+        "<= 3 + constant".into(),
+    ]);
+    t.row(&[
+        "server start p50 (to /healthz)".into(),
+        ms(percentile(&mut starts, 50.0)),
+        "< 1 s".into(),
+    ]);
+    t.row(&[
+        "server start max".into(),
+        ms(starts.iter().cloned().fold(0.0, f64::max)),
+        String::new(),
+    ]);
+    println!();
+    t.print();
+    println!("\nopen = registry open (SQLite + migrations check + Tantivy index + reader) and one first read of each.");
+    Ok(())
+}
+
+/// Runs `job(i)` for every `i < n` on `threads` threads; returns what each call produced.
+fn parallel<T: Send>(
+    n: usize,
+    threads: usize,
+    job: impl Fn(usize) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<T>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<anyhow::Result<Vec<(usize, T)>>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= n {
+                            return Ok(mine);
+                        }
+                        mine.push((i, job(i)?));
+                        if i > 0 && i.is_multiple_of(1000) {
+                            eprintln!("  ... {i}");
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker thread panicked")))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(n);
+    for r in results {
+        all.extend(r?);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
+}
+
+/// Writes `rows` documents with one chunk each, indexed in Tantivy and committed.
+fn seed(ws: &Handle, rows: usize) -> anyhow::Result<()> {
+    let now = crate::db::now();
+    let mut chunk_ids = Vec::with_capacity(rows);
+    {
+        let mut conn = ws.conn();
+        let tx = conn.transaction()?;
+        for r in 0..rows {
+            let doc = Uuid::now_v7().to_string();
+            tx.execute(
+                "INSERT INTO documents (id, title, mime_type, content_hash, byte_size, status, chunk_count, created_at, updated_at)
+                 VALUES (?1, ?2, 'text/plain', ?3, 64, 'indexed', 1, ?4, ?4)",
+                rusqlite::params![doc, format!("Document {r}"), format!("{:064x}", r), now],
+            )?;
+            tx.execute(
+                "INSERT INTO chunks (document_id, ordinal, text) VALUES (?1, 0, ?2)",
+                rusqlite::params![doc, format!("benchmark text number {r} about tenants")],
+            )?;
+            chunk_ids.push((tx.last_insert_rowid() as u64, doc));
+        }
+        tx.commit()?;
+    }
+    for (chunk, doc) in &chunk_ids {
+        ws.index_chunk(*chunk, doc, "Document", "", "benchmark text about tenants")?;
+    }
+    ws.close_writer_if_idle(Duration::ZERO)?;
+    Ok(())
+}
+
+/// `k` ids spread evenly over `ids`.
+fn spread(ids: &[Uuid], k: usize) -> Vec<Uuid> {
+    if k == 0 || ids.is_empty() {
+        return Vec::new();
+    }
+    let step = ids.len() as f64 / k as f64;
+    (0..k)
+        .map(|i| ids[((i as f64 * step) as usize).min(ids.len() - 1)])
+        .collect()
+}
+
+/// Milliseconds to open a workspace through the registry and read from it once.
+fn timed_open(registry: &Registry, id: Uuid) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let h = registry.get(id)?;
+    let docs: i64 = h
+        .conn()
+        .query_row("SELECT count(*) FROM documents", [], |r| r.get(0))?;
+    let indexed = h.indexed_chunks();
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(
+        docs >= 0 && indexed as i64 >= 0,
+        "unreadable workspace {id}"
+    );
+    Ok(ms)
+}
+
+/// Asks the kernel to drop the cached pages of every file under `dir` (clean pages only, so
+/// each file is synced first). Returns whether every file accepted the advice.
+fn evict_from_page_cache(dir: &Path) -> bool {
+    let mut ok = true;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            return false;
+        };
+        for e in entries.flatten() {
+            let p: PathBuf = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let Ok(f) = std::fs::File::open(&p) else {
+                ok = false;
+                continue;
+            };
+            let _ = f.sync_data();
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid open descriptor; the advice has no memory-safety effect.
+            let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            ok &= rc == 0;
+        }
+    }
+    ok
+}
+
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Resident set size of this process, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Milliseconds from spawning `enclave serve` on `data_dir` until `/healthz` answers 200.
+fn server_start(data_dir: &Path) -> anyhow::Result<f64> {
+    let exe = std::env::current_exe().context("locating the enclave binary")?;
+    let t = Instant::now();
+    let mut child = Command::new(exe)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("ENCLAVE_ADMIN_TOKEN", BENCH_TOKEN)
+        .env("ENCLAVE_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning enclave serve")?;
+    let stderr = child.stderr.take().context("server stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            anyhow::bail!("the server exited before listening");
+        };
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().unwrap_or("").to_string();
+        }
+    };
+    let ms = loop {
+        if healthz(&addr) {
+            break t.elapsed().as_secs_f64() * 1000.0;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "server did not become healthy"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    Ok(ms)
+}
+
+fn healthz(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
 }
