@@ -97,7 +97,9 @@ fn finish_key(k: RawKey) -> Result<ApiKey> {
     })
 }
 
-fn key_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, String, String, Option<String>, bool)> {
+fn key_row(
+    r: &Row<'_>,
+) -> rusqlite::Result<(String, String, String, String, String, Option<String>, bool)> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -110,7 +112,15 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, String, Str
 }
 
 fn finish_key_row(
-    (id, org, ws, digest, scopes, expires_at, revoked): (String, String, String, String, String, Option<String>, bool),
+    (id, org, ws, digest, scopes, expires_at, revoked): (
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        bool,
+    ),
 ) -> Result<KeyRow> {
     Ok(KeyRow {
         id: uuid(&id)?,

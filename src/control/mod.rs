@@ -19,9 +19,9 @@ use crate::error::Result;
 
 pub use audit::AuditEntry;
 pub use keys::{format_time, ApiKey, KeyRow};
-pub use users::{Accepted, Invitation, Member, SessionRow, User};
 pub use operator::{operator_token_matches, AdminTokenSource, TOKEN_PREFIX};
 pub use orgs::{NewOrg, Org, OrgPatch, OrgStatus};
+pub use users::{Accepted, Invitation, Member, SessionRow, User};
 pub use workspaces::{NewWorkspace, WorkspacePatch, WorkspaceRecord};
 
 pub const CONTROL_DB: &str = "control.db";

@@ -116,7 +116,12 @@ impl ControlPlane {
 
     // ---- sessions ----
 
-    pub fn insert_session(&self, user_id: Uuid, digest_hex: &str, expires_at: &str) -> Result<Uuid> {
+    pub fn insert_session(
+        &self,
+        user_id: Uuid,
+        digest_hex: &str,
+        expires_at: &str,
+    ) -> Result<Uuid> {
         let id = crate::ids::new_id();
         let conn = self.conn();
         let now = db::now();
@@ -128,7 +133,13 @@ impl ControlPlane {
         conn.execute(
             "INSERT INTO sessions (id, user_id, token_sha256, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id.to_string(), user_id.to_string(), digest_hex, now, expires_at],
+            params![
+                id.to_string(),
+                user_id.to_string(),
+                digest_hex,
+                now,
+                expires_at
+            ],
         )?;
         Ok(id)
     }
@@ -140,7 +151,9 @@ impl ControlPlane {
             "SELECT id, user_id FROM sessions WHERE token_sha256 = ?1 AND expires_at > ?2",
         )?;
         let row: Option<(String, String)> = stmt
-            .query_row(params![digest_hex, db::now()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![digest_hex, db::now()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         row.map(|(id, user)| {
             Ok(SessionRow {
@@ -165,7 +178,9 @@ impl ControlPlane {
         let mut stmt =
             conn.prepare_cached("SELECT role FROM memberships WHERE org_id = ?1 AND user_id = ?2")?;
         let role: Option<String> = stmt
-            .query_row(params![org_id.to_string(), user_id.to_string()], |r| r.get(0))
+            .query_row(params![org_id.to_string(), user_id.to_string()], |r| {
+                r.get(0)
+            })
             .optional()?;
         role.map(|r| Role::parse(&r)).transpose()
     }
@@ -330,7 +345,16 @@ impl ControlPlane {
                  WHERE i.token_sha256 = ?1 AND i.accepted_at IS NULL AND i.expires_at > ?2
                    AND o.status = 'active'",
                 params![digest_hex, db::now()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
             )
             .optional()?;
         let (id, org, email, role, created_at, expires_at) =
@@ -365,28 +389,27 @@ impl ControlPlane {
         if n == 0 {
             return Err(Error::NotFound(Resource::Invitation));
         }
-        let (user_id, created_user) = match (existing_user, new_user) {
-            (Some(id), _) => (id, false),
-            (None, Some((name, hash))) => {
-                let id = crate::ids::new_id();
-                let r = tx.execute(
-                    "INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
+        let (user_id, created_user) =
+            match (existing_user, new_user) {
+                (Some(id), _) => (id, false),
+                (None, Some((name, hash))) => {
+                    let id = crate::ids::new_id();
+                    let r = tx.execute(
+                        "INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    params![id.to_string(), invitation.email, name, hash, now],
-                );
-                match r {
-                    Ok(_) => (id, true),
-                    Err(e) if Error::is_unique_violation(&e) => {
-                        return Err(Error::Conflict(
+                        params![id.to_string(), invitation.email, name, hash, now],
+                    );
+                    match r {
+                        Ok(_) => (id, true),
+                        Err(e) if Error::is_unique_violation(&e) => return Err(Error::Conflict(
                             "a user with this email exists: log in and accept with your session"
                                 .into(),
-                        ))
+                        )),
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(e) => return Err(e.into()),
                 }
-            }
-            (None, None) => return Err(Error::internal("accept without a user")),
-        };
+                (None, None) => return Err(Error::internal("accept without a user")),
+            };
         let current: Option<String> = tx
             .query_row(
                 "SELECT role FROM memberships WHERE org_id = ?1 AND user_id = ?2",

@@ -35,8 +35,7 @@ fn valid_field(f: &str) -> bool {
         && f.len() <= MAX_FIELD_LEN
         && f.split('.').all(|w| {
             !w.is_empty()
-                && w
-                    .bytes()
+                && w.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         })
 }
@@ -60,7 +59,9 @@ fn check_condition(field: &str, cond: &Value) -> Result<()> {
     }
     if let Some(list) = ops.get("in") {
         if ops.len() != 1 {
-            return Err(bad(format!("{field}: \"in\" cannot be combined with other operators")));
+            return Err(bad(format!(
+                "{field}: \"in\" cannot be combined with other operators"
+            )));
         }
         let Value::Array(items) = list else {
             return Err(bad(format!("{field}: \"in\" takes an array")));

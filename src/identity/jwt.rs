@@ -115,12 +115,16 @@ pub fn verify(
         return Err(TokenError::Malformed);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
-    let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| TokenError::Malformed)?;
-    let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| TokenError::Malformed)?;
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| TokenError::Malformed)?;
+    let header: Header =
+        serde_json::from_slice(&header_bytes).map_err(|_| TokenError::Malformed)?;
     if header.alg != "HS256" {
         return Err(TokenError::Algorithm);
     }
@@ -129,13 +133,18 @@ pub fn verify(
     }
     let kid = header.kid.ok_or(TokenError::UnknownKey)?;
     let secret = secret_of(&kid).ok_or(TokenError::UnknownKey)?;
-    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| TokenError::Malformed)?;
     let input = &token[..h.len() + 1 + c.len()];
     mac(&secret, input)
         .verify_slice(&sig)
         .map_err(|_| TokenError::Signature)?;
-    let claims_bytes = URL_SAFE_NO_PAD.decode(c).map_err(|_| TokenError::Malformed)?;
-    let claims: Claims = serde_json::from_slice(&claims_bytes).map_err(|_| TokenError::Malformed)?;
+    let claims_bytes = URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| TokenError::Malformed)?;
+    let claims: Claims =
+        serde_json::from_slice(&claims_bytes).map_err(|_| TokenError::Malformed)?;
     if claims.iss != ISSUER {
         return Err(TokenError::Malformed);
     }
@@ -218,11 +227,21 @@ mod tests {
         assert_eq!(verify(&hs512, keys, 1001), Err(TokenError::Algorithm));
         let lower = forge(json!({"alg": "hs256", "kid": "k1"}), &c, SECRET, "HS256");
         assert_eq!(verify(&lower, keys, 1001), Err(TokenError::Algorithm));
-        let wrong_key = forge(json!({"alg": "HS256", "kid": "k1"}), &c, b"another secret", "HS256");
+        let wrong_key = forge(
+            json!({"alg": "HS256", "kid": "k1"}),
+            &c,
+            b"another secret",
+            "HS256",
+        );
         assert_eq!(verify(&wrong_key, keys, 1001), Err(TokenError::Signature));
         let no_kid = forge(json!({"alg": "HS256"}), &c, SECRET, "HS256");
         assert_eq!(verify(&no_kid, keys, 1001), Err(TokenError::UnknownKey));
-        let crit = forge(json!({"alg": "HS256", "kid": "k1", "crit": ["x"]}), &c, SECRET, "HS256");
+        let crit = forge(
+            json!({"alg": "HS256", "kid": "k1", "crit": ["x"]}),
+            &c,
+            SECRET,
+            "HS256",
+        );
         assert_eq!(verify(&crit, keys, 1001), Err(TokenError::Malformed));
 
         // A payload edited after signing (filter removed) fails the signature.
@@ -249,9 +268,15 @@ mod tests {
         assert_eq!(verify(&t, keys, 1600), Err(TokenError::Expired));
         let mut long = claims(1000);
         long.exp = 1000 + MAX_LIFETIME_SECS + 1;
-        assert_eq!(verify(&sign(&long, "k1", SECRET), keys, 1001), Err(TokenError::Lifetime));
+        assert_eq!(
+            verify(&sign(&long, "k1", SECRET), keys, 1001),
+            Err(TokenError::Lifetime)
+        );
         let mut future = claims(5000);
         future.exp = 5600;
-        assert_eq!(verify(&sign(&future, "k1", SECRET), keys, 1001), Err(TokenError::Lifetime));
+        assert_eq!(
+            verify(&sign(&future, "k1", SECRET), keys, 1001),
+            Err(TokenError::Lifetime)
+        );
     }
 }

@@ -290,19 +290,27 @@ mod tests {
         assert!(!Scopes::all().is_subset_of(s));
         assert!(Scopes::parse_list(&["admin"]).is_err());
         assert!(Scopes::parse_list::<&str>(&[]).is_err());
-        assert_eq!(serde_json::to_value(s).expect("json"), serde_json::json!(["search", "chat"]));
+        assert_eq!(
+            serde_json::to_value(s).expect("json"),
+            serde_json::json!(["search", "chat"])
+        );
     }
 
     #[test]
     fn roles_are_ordered_by_privilege() {
-        assert!(Role::Owner > Role::Admin && Role::Admin > Role::Member && Role::Member > Role::Viewer);
+        assert!(
+            Role::Owner > Role::Admin && Role::Admin > Role::Member && Role::Member > Role::Viewer
+        );
         assert_eq!(Role::parse("admin").expect("parse"), Role::Admin);
         assert!(Role::parse("root").is_err());
     }
 
     #[test]
     fn emails_are_normalised() {
-        assert_eq!(normalize_email("  Ann@Example.COM ").expect("ok"), "ann@example.com");
+        assert_eq!(
+            normalize_email("  Ann@Example.COM ").expect("ok"),
+            "ann@example.com"
+        );
         for bad in ["", "ann", "@x", "ann@", "a b@x", "a@b@c", "a\0@x"] {
             assert!(normalize_email(bad).is_err(), "{bad:?}");
         }

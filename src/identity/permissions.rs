@@ -205,10 +205,16 @@ mod tests {
         assert!(permits(m(Owner), Action::OrgDelete));
         assert!(!permits(m(Owner), Action::OrgSuspend));
         assert!(!permits(m(Owner), Action::OrgCreate));
-        assert!(!permits(m(Owner), Action::TenantTokenMint), "users do not mint tokens");
+        assert!(
+            !permits(m(Owner), Action::TenantTokenMint),
+            "users do not mint tokens"
+        );
         assert!(may_manage_role(m(Admin), Member));
         assert!(may_manage_role(m(Admin), Admin));
-        assert!(!may_manage_role(m(Admin), Owner), "admins never touch owners");
+        assert!(
+            !may_manage_role(m(Admin), Owner),
+            "admins never touch owners"
+        );
         assert!(may_manage_role(m(Owner), Owner));
     }
 
@@ -219,14 +225,23 @@ mod tests {
         assert!(permits(Subject::Key(search), Action::Search));
         assert!(!permits(Subject::Key(search), Action::Chat));
         assert!(permits(Subject::Key(manage), Action::WorkspaceUpdate));
-        assert!(!permits(Subject::Key(Scopes::all()), Action::WorkspaceDelete));
+        assert!(!permits(
+            Subject::Key(Scopes::all()),
+            Action::WorkspaceDelete
+        ));
         assert!(!permits(Subject::Key(Scopes::all()), Action::ApiKeysManage));
         assert!(!permits(Subject::Key(Scopes::all()), Action::OrgRead));
         assert!(permits(Subject::Key(search), Action::TenantTokenMint));
         assert!(permits(Subject::Token(search), Action::Search));
         assert!(!permits(Subject::Token(Scopes::all()), Action::Ingest));
-        assert!(!permits(Subject::Token(Scopes::all()), Action::WorkspaceRead));
-        assert!(!permits(Subject::Token(Scopes::all()), Action::TenantTokenMint));
+        assert!(!permits(
+            Subject::Token(Scopes::all()),
+            Action::WorkspaceRead
+        ));
+        assert!(!permits(
+            Subject::Token(Scopes::all()),
+            Action::TenantTokenMint
+        ));
         // No action is open to a key or token holding no scope.
         for a in ALL {
             assert!(!permits(Subject::Key(Scopes::NONE), a));

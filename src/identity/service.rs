@@ -12,7 +12,9 @@ use uuid::Uuid;
 use super::jwt::{self, Claims};
 use super::permissions::may_manage_role;
 use super::state::WorkspaceStatus;
-use super::{filter, normalize_email, password, permits, secrets, Action, Principal, Role, Scopes, Subject};
+use super::{
+    filter, normalize_email, password, permits, secrets, Action, Principal, Role, Scopes, Subject,
+};
 use crate::app::App;
 use crate::control::{
     format_time, Accepted, ApiKey, AuditEntry, Invitation, Member, Org, OrgStatus, Page, User,
@@ -256,7 +258,9 @@ impl App {
             key_id: key.id,
             org_id: key.org_id,
             workspace_id: key.workspace_id,
-            scopes: scopes.intersect(key.scopes).intersect(Scopes::TENANT_TOKEN_MAX),
+            scopes: scopes
+                .intersect(key.scopes)
+                .intersect(Scopes::TENANT_TOKEN_MAX),
             filter: claims.filter.map(Arc::new),
             subject: claims.sub,
         })
@@ -304,15 +308,14 @@ impl App {
         ws: Option<Uuid>,
         hint: Option<Uuid>,
     ) -> Result<WorkspaceAccess> {
-        let target = match (ws, principal.bound_workspace()) {
-            (Some(w), _) => w,
-            (None, Some((_, w))) => w,
-            (None, None) => {
-                return Err(Error::invalid(
+        let target =
+            match (ws, principal.bound_workspace()) {
+                (Some(w), _) => w,
+                (None, Some((_, w))) => w,
+                (None, None) => return Err(Error::invalid(
                     "this route takes its workspace from an API key; use /v1/workspaces/{ws}/...",
-                ))
-            }
-        };
+                )),
+            };
         if hint.is_some_and(|h| h != target) {
             return Err(Error::NotFound(Resource::Workspace));
         }
@@ -547,9 +550,16 @@ impl App {
 
     /// Changes a member's role. Admins manage admins, members and viewers; only owners grant,
     /// change or take away the owner role; the last owner stays an owner.
-    pub fn change_member_role(&self, access: &OrgAccess, user_id: Uuid, role: Role) -> Result<Member> {
+    pub fn change_member_role(
+        &self,
+        access: &OrgAccess,
+        user_id: Uuid,
+        role: Role,
+    ) -> Result<Member> {
         access.require(Action::MembersManage)?;
-        let subject = access.subject().ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
+        let subject = access
+            .subject()
+            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
         if !may_manage_role(subject, role) {
             return Err(Error::forbidden("only an owner may grant the owner role"));
         }
@@ -574,7 +584,9 @@ impl App {
         if !leaving {
             access.require(Action::MembersManage)?;
         }
-        let subject = access.subject().ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
+        let subject = access
+            .subject()
+            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
         self.control
             .change_membership(access.org.id, user_id, None, |current| {
                 if leaving || may_manage_role(subject, current) {
@@ -586,9 +598,16 @@ impl App {
     }
 
     /// Invites someone by email; returns the invitation and its single-use token.
-    pub fn invite(&self, access: &OrgAccess, email: &str, role: Role) -> Result<(Invitation, String)> {
+    pub fn invite(
+        &self,
+        access: &OrgAccess,
+        email: &str,
+        role: Role,
+    ) -> Result<(Invitation, String)> {
         access.require(Action::MembersManage)?;
-        let subject = access.subject().ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
+        let subject = access
+            .subject()
+            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
         if !may_manage_role(subject, role) {
             return Err(Error::forbidden("only an owner may invite an owner"));
         }
@@ -627,7 +646,10 @@ impl App {
                         "this invitation is for an existing user: log in as that user to accept it",
                     ));
                 }
-                Ok((self.control.accept_invitation(&inv, Some(user.id), None)?, None))
+                Ok((
+                    self.control.accept_invitation(&inv, Some(user.id), None)?,
+                    None,
+                ))
             }
             None => {
                 let pass = pass.ok_or_else(|| {
@@ -639,7 +661,9 @@ impl App {
                     _ => String::new(),
                 };
                 let hash = password::hash(pass)?;
-                let accepted = self.control.accept_invitation(&inv, None, Some((&name, &hash)))?;
+                let accepted = self
+                    .control
+                    .accept_invitation(&inv, None, Some((&name, &hash)))?;
                 let session = self.open_session(accepted.user.clone())?;
                 Ok((accepted, Some(session)))
             }
@@ -649,7 +673,11 @@ impl App {
     // ---- API keys ----
 
     /// Creates an API key for the workspace; returns it with its secret (shown only now).
-    pub fn create_api_key(&self, access: &WorkspaceAccess, new: NewApiKey) -> Result<(ApiKey, String)> {
+    pub fn create_api_key(
+        &self,
+        access: &WorkspaceAccess,
+        new: NewApiKey,
+    ) -> Result<(ApiKey, String)> {
         access.require(Action::ApiKeysManage)?;
         let name = crate::ids::validate_name(&new.name)?;
         let scopes = Scopes::parse_list(&new.scopes)?;
@@ -705,9 +733,18 @@ impl App {
 
     /// Mints a tenant token from the API key of `access`: scopes narrowed to what the key holds
     /// (search and chat at most), an optional metadata filter, a short life.
-    pub fn mint_tenant_token(&self, access: &WorkspaceAccess, req: NewTenantToken) -> Result<MintedToken> {
+    pub fn mint_tenant_token(
+        &self,
+        access: &WorkspaceAccess,
+        req: NewTenantToken,
+    ) -> Result<MintedToken> {
         access.require(Action::TenantTokenMint)?;
-        let Principal::ApiKey { key_id, scopes: key_scopes, .. } = &access.principal else {
+        let Principal::ApiKey {
+            key_id,
+            scopes: key_scopes,
+            ..
+        } = &access.principal
+        else {
             return Err(Error::forbidden("tenant tokens are minted with an API key"));
         };
         let scopes = match &req.scopes {
@@ -720,10 +757,14 @@ impl App {
             ));
         }
         if !scopes.is_subset_of(Scopes::TENANT_TOKEN_MAX) {
-            return Err(Error::invalid("tenant tokens carry only the search and chat scopes"));
+            return Err(Error::invalid(
+                "tenant tokens carry only the search and chat scopes",
+            ));
         }
         if !scopes.is_subset_of(*key_scopes) {
-            return Err(Error::forbidden("a tenant token cannot hold a scope its key lacks"));
+            return Err(Error::forbidden(
+                "a tenant token cannot hold a scope its key lacks",
+            ));
         }
         if let Some(f) = &req.filter {
             filter::validate(f)?;

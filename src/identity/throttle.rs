@@ -95,7 +95,10 @@ mod tests {
         }
         let wait = t.check("a@x", Some("5.6.7.8")).expect_err("locked");
         assert!(wait > 0 && wait <= WINDOW.as_secs());
-        assert!(t.check("b@x", Some("1.2.3.4")).is_ok(), "client under its limit");
+        assert!(
+            t.check("b@x", Some("1.2.3.4")).is_ok(),
+            "client under its limit"
+        );
         t.succeeded("a@x");
         assert!(t.check("a@x", None).is_ok());
     }
