@@ -1,5 +1,6 @@
 //! API integration tests: a real server on a loopback port, real HTTP.
 
+mod auth;
 mod harness;
 mod lifecycle;
 mod orgs;
