@@ -97,9 +97,10 @@ fn finish_key(k: RawKey) -> Result<ApiKey> {
     })
 }
 
-fn key_row(
-    r: &Row<'_>,
-) -> rusqlite::Result<(String, String, String, String, String, Option<String>, bool)> {
+/// id, org, workspace, digest, scopes, expiry, revoked.
+type RawKeyRow = (String, String, String, String, String, Option<String>, bool);
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<RawKeyRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -111,17 +112,7 @@ fn key_row(
     ))
 }
 
-fn finish_key_row(
-    (id, org, ws, digest, scopes, expires_at, revoked): (
-        String,
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        bool,
-    ),
-) -> Result<KeyRow> {
+fn finish_key_row((id, org, ws, digest, scopes, expires_at, revoked): RawKeyRow) -> Result<KeyRow> {
     Ok(KeyRow {
         id: uuid(&id)?,
         org_id: uuid(&org)?,

@@ -838,3 +838,159 @@ impl App {
         self.control.list_audit(org_id, page)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::control::{NewOrg, NewWorkspace};
+
+    fn app() -> (tempfile::TempDir, Arc<App>) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::for_data_dir(tmp.path());
+        config.admin_token = Some("operator-token-for-unit-tests".into());
+        let (app, _) = App::open(config).expect("open");
+        (tmp, app)
+    }
+
+    fn workspace(app: &App, slug: &str) -> (Uuid, Uuid) {
+        let org = app
+            .create_org(NewOrg {
+                name: slug.into(),
+                ..Default::default()
+            })
+            .expect("org");
+        let ws = app
+            .create_workspace(
+                &org.slug,
+                NewWorkspace {
+                    name: "w".into(),
+                    ..Default::default()
+                },
+            )
+            .expect("ws");
+        (org.id, ws.id)
+    }
+
+    fn key(app: &App, ws: Uuid, scopes: &[&str]) -> String {
+        let op = app
+            .workspace_access(&Principal::Operator, Some(ws), None)
+            .expect("op");
+        app.create_api_key(
+            &op,
+            NewApiKey {
+                name: "k".into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                expires_at: None,
+            },
+        )
+        .expect("key")
+        .1
+    }
+
+    #[test]
+    fn a_request_filter_narrows_but_never_widens_the_token_filter() {
+        let (_t, app) = app();
+        let (_, ws) = workspace(&app, "a");
+        let k = key(&app, ws, &["search"]);
+        let access = app
+            .workspace_access(&app.authenticate(&k).expect("auth"), None, None)
+            .expect("access");
+        let minted = app
+            .mint_tenant_token(
+                &access,
+                NewTenantToken {
+                    filter: Some(json!({"group": "sales"})),
+                    ..Default::default()
+                },
+            )
+            .expect("mint");
+        let principal = app.authenticate(&minted.token).expect("token");
+        let ctx = app.workspace_access(&principal, None, None).expect("ctx");
+        let sales = json!({"group": "sales", "year": 2024});
+        let ops = json!({"group": "ops", "year": 2024});
+        let widen = json!({"group": {"in": ["sales", "ops"]}});
+        assert!(ctx.allows_metadata(Some(&widen), &sales).expect("ok"));
+        assert!(
+            !ctx.allows_metadata(Some(&widen), &ops).expect("ok"),
+            "widened"
+        );
+        assert!(!ctx.allows_metadata(None, &ops).expect("ok"));
+        let narrow = json!({"year": {"lt": 2024}});
+        assert!(
+            !ctx.allows_metadata(Some(&narrow), &sales).expect("ok"),
+            "narrowed"
+        );
+        assert_eq!(ctx.filters(Some(&Value::Null)).expect("ok").len(), 1);
+        assert!(ctx
+            .filters(Some(&json!({"group": {"regex": "."}})))
+            .is_err());
+        assert_eq!(ctx.filters(Some(&widen)).expect("ok").len(), 2);
+    }
+
+    #[test]
+    fn key_usage_is_kept_in_memory_and_flushed() {
+        let (_t, app) = app();
+        let (_, ws) = workspace(&app, "a");
+        let k = key(&app, ws, &["search"]);
+        app.authenticate(&k).expect("auth");
+        let stored = app.control.list_api_keys(ws).expect("list");
+        assert!(stored[0].last_used_at.is_none(), "no write per request");
+        let op = app
+            .workspace_access(&Principal::Operator, Some(ws), None)
+            .expect("op");
+        assert!(app.list_api_keys(&op).expect("list")[0]
+            .last_used_at
+            .is_some());
+        app.flush_key_usage().expect("flush");
+        assert!(app.control.list_api_keys(ws).expect("list")[0]
+            .last_used_at
+            .is_some());
+    }
+
+    #[test]
+    fn status_changes_reach_the_cache_at_once() {
+        let (_t, app) = app();
+        let (org, ws) = workspace(&app, "a");
+        let k = key(&app, ws, &["search"]);
+        let p = app.authenticate(&k).expect("auth");
+        assert!(app.workspace_access(&p, None, None).is_ok());
+        app.set_org_status(&org.to_string(), OrgStatus::Suspended)
+            .expect("suspend");
+        assert!(matches!(
+            app.workspace_access(&p, None, None),
+            Err(Error::Suspended)
+        ));
+        app.set_org_status(&org.to_string(), OrgStatus::Active)
+            .expect("reactivate");
+        app.delete_workspace(ws).expect("delete");
+        assert!(matches!(
+            app.authenticate(&k),
+            Err(Error::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn the_last_owner_stays() {
+        let (_t, app) = app();
+        let (org, _) = workspace(&app, "a");
+        let owner = app
+            .create_user("o@x.io", "", "password1", Some(("a", Role::Owner)))
+            .expect("user");
+        let access = app
+            .org_access(&Principal::Operator, &org.to_string(), None)
+            .expect("access");
+        assert!(matches!(
+            app.change_member_role(&access, owner.id, Role::Admin),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            app.remove_member(&access, owner.id),
+            Err(Error::Conflict(_))
+        ));
+        assert!(
+            app.create_user("O@X.io", "", "password1", None).is_err(),
+            "emails are unique"
+        );
+    }
+}

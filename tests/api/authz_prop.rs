@@ -107,6 +107,15 @@ struct World {
     tokens: Vec<Token>,
 }
 
+/// What a request checks: name, method, path, body, and the expected (status, code).
+type Call = (
+    String,
+    reqwest::Method,
+    String,
+    Option<Value>,
+    (u16, &'static str),
+);
+
 #[derive(Debug, Clone, Copy)]
 enum P {
     Anonymous,
@@ -358,13 +367,7 @@ async fn check_case(s: &TestServer, spec: Spec) -> Result<(), TestCaseError> {
     for p in w.principals() {
         let c = w.client(&api, p);
         let foreign = w.foreign_ids(p);
-        let mut calls: Vec<(
-            String,
-            reqwest::Method,
-            String,
-            Option<Value>,
-            (u16, &'static str),
-        )> = Vec::new();
+        let mut calls: Vec<Call> = Vec::new();
         for (o, org) in w.orgs.iter().enumerate() {
             for (path, action) in [
                 (format!("/v1/orgs/{}", org.id), Action::OrgRead),
