@@ -13,7 +13,7 @@
 //! elements does. A field missing from the metadata matches nothing.
 //!
 //! Tenant tokens carry one such filter; a request may bring another. Both must hold:
-//! [`crate::http::auth::WorkspaceContext::filters`] returns the list that every search and chat
+//! [`crate::identity::WorkspaceAccess::filters`] (through `http::auth::WorkspaceContext`) returns the list that every search and chat
 //! ANDs together, so a request can narrow the token's filter but never widen it.
 
 use serde_json::{Map, Value};
