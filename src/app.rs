@@ -28,6 +28,8 @@ pub struct App {
     operator_digest: Option<[u8; 32]>,
     draining: AtomicBool,
     pub http_metrics: crate::http::system::HttpMetrics,
+    /// Identity's in-memory state: status cache, key usage, login throttle, signing keys.
+    pub identity: crate::identity::IdentityState,
 }
 
 /// A workspace with the live statistics of its store.
@@ -45,6 +47,8 @@ impl App {
         let control = ControlPlane::open(&config.data_dir)?;
         let source = control.init_operator_token(config.admin_token.as_deref())?;
         let operator_digest = control.operator_token_digest()?;
+        let identity = crate::identity::IdentityState::default();
+        identity.set_signing_keys(control.signing_keys()?);
         let registry = Registry::new(
             &config.data_dir,
             config.max_open_workspaces,
@@ -57,6 +61,7 @@ impl App {
             operator_digest,
             draining: AtomicBool::new(false),
             http_metrics: Default::default(),
+            identity,
         };
         Ok((Arc::new(app), source))
     }
@@ -93,13 +98,17 @@ impl App {
 
     pub fn set_org_status(&self, key: &str, status: OrgStatus) -> Result<Org> {
         let org = self.control.get_org(key)?;
-        self.control.set_org_status(org.id, status)
+        let org = self.control.set_org_status(org.id, status)?;
+        self.identity.invalidate_status();
+        Ok(org)
     }
 
     /// Deletes an org and every one of its workspaces (records first, then folders).
     pub fn delete_org(&self, key: &str) -> Result<()> {
         let org = self.control.get_org(key)?;
-        for id in self.control.delete_org(org.id)? {
+        let ids = self.control.delete_org(org.id)?;
+        self.identity.invalidate_status();
+        for id in ids {
             self.remove_store(id);
         }
         tracing::info!(org_id = %org.id, "organization deleted");
@@ -169,6 +178,7 @@ impl App {
     pub fn delete_workspace(&self, id: Uuid) -> Result<()> {
         let record = self.control.get_workspace(id)?;
         self.control.mark_workspace_deleted(id)?;
+        self.identity.invalidate_status();
         self.remove_store(id);
         tracing::info!(org_id = %record.org_id, workspace_id = %id, "workspace deleted");
         Ok(())
@@ -223,6 +233,9 @@ impl App {
     /// Flushes everything for a clean stop: writers committed, WALs checkpointed.
     pub fn shutdown(&self) {
         self.registry.shutdown();
+        if let Err(e) = self.flush_key_usage() {
+            tracing::warn!(error = %e, "could not flush API key usage");
+        }
         if let Err(e) = self.control.checkpoint() {
             tracing::warn!(error = %e, "control plane checkpoint failed");
         }

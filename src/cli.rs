@@ -1,4 +1,4 @@
-//! The command line: `serve`, `org`, `workspace` and `bench`. Management commands work on the
+//! The command line: `serve`, `org`, `workspace`, `user`, `key` and `bench`. Management commands work on the
 //! data directory directly (no server needed).
 
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::app::App;
 use crate::config::{Config, ConfigArgs, LogFormat};
 use crate::control::{AdminTokenSource, NewOrg, NewWorkspace, Page};
+use crate::identity::{NewApiKey, Principal, Role, WorkspaceAccess};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +34,12 @@ pub enum Command {
     /// Manage workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage workspace API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Run a benchmark and print its report.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -71,6 +78,53 @@ pub enum WorkspaceCommand {
     },
     /// Delete a workspace and its folder.
     Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user, optionally as a member of an organization.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The password (prefer --password-stdin: arguments show in process lists).
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Organization (id or slug) to add the user to.
+        #[arg(long, requires = "role")]
+        org: Option<String>,
+        /// Role in that organization: owner, admin, member or viewer.
+        #[arg(long, requires = "org")]
+        role: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key for a workspace; prints the key once.
+    Create {
+        #[arg(long)]
+        workspace: String,
+        /// Comma-separated: search, chat, ingest, manage.
+        #[arg(long)]
+        scopes: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// RFC 3339 expiry time.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List the API keys of a workspace (never their secrets).
+    List {
+        #[arg(long)]
+        workspace: String,
+    },
+    /// Revoke an API key, effective at once.
+    Revoke { id: String },
 }
 
 pub fn main() -> ExitCode {
@@ -115,29 +169,114 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Org(cmd) => {
             let app = open_app(config)?;
             match cmd {
-                OrgCommand::Create { name, slug, plan } => print_json(&app.create_org(NewOrg {
-                    name,
-                    slug,
-                    plan,
-                    settings: None,
-                })?),
+                OrgCommand::Create { name, slug, plan } => {
+                    let org = app.create_org(NewOrg {
+                        name,
+                        slug,
+                        plan,
+                        settings: None,
+                    })?;
+                    audit_cli(&app, "org create", Some(org.id), None);
+                    print_json(&org)
+                }
                 OrgCommand::List => print_json(&app.list_orgs(Page {
                     limit: crate::control::MAX_PAGE,
                     offset: 0,
                 })?),
             }
         }
+        Command::User(UserCommand::Create {
+            email,
+            name,
+            password,
+            password_stdin,
+            org,
+            role,
+        }) => {
+            let password = match (password, password_stdin) {
+                (Some(p), _) => p,
+                (None, true) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+                (None, false) => anyhow::bail!("give --password-stdin (or --password)"),
+            };
+            let role = role.map(|r| Role::parse(&r)).transpose()?;
+            let app = open_app(config)?;
+            let membership = org.as_deref().zip(role);
+            let user = app.create_user(&email, &name, &password, membership)?;
+            audit_cli(
+                &app,
+                "user create",
+                membership
+                    .and_then(|(o, _)| app.get_org(o).ok())
+                    .map(|o| o.id),
+                None,
+            );
+            print_json(&user)
+        }
+        Command::Key(cmd) => {
+            let app = open_app(config)?;
+            match cmd {
+                KeyCommand::Create {
+                    workspace,
+                    scopes,
+                    name,
+                    expires_at,
+                } => {
+                    let access = operator_access(&app, &workspace)?;
+                    let new = NewApiKey {
+                        name,
+                        scopes: scopes.split(',').map(|s| s.trim().to_string()).collect(),
+                        expires_at,
+                    };
+                    let (key, secret) = app.create_api_key(&access, new)?;
+                    audit_cli(
+                        &app,
+                        "key create",
+                        Some(access.org_id),
+                        Some(access.workspace_id),
+                    );
+                    let mut v = serde_json::to_value(&key)?;
+                    v["key"] = serde_json::json!(secret);
+                    print_json(&v)
+                }
+                KeyCommand::List { workspace } => {
+                    let access = operator_access(&app, &workspace)?;
+                    print_json(&app.list_api_keys(&access)?)
+                }
+                KeyCommand::Revoke { id } => {
+                    let id = crate::ids::parse_uuid(&id, "API key")?;
+                    let ws = app.control.workspace_of_key(id)?;
+                    let access = operator_access(&app, &ws.to_string())?;
+                    app.revoke_api_key(&access, id)?;
+                    audit_cli(
+                        &app,
+                        "key revoke",
+                        Some(access.org_id),
+                        Some(access.workspace_id),
+                    );
+                    println!("revoked API key {id}");
+                    Ok(())
+                }
+            }
+        }
         Command::Workspace(cmd) => {
             let app = open_app(config)?;
             match cmd {
-                WorkspaceCommand::Create { org, name, slug } => print_json(&app.create_workspace(
-                    &org,
-                    NewWorkspace {
-                        name,
-                        slug,
-                        settings: None,
-                    },
-                )?),
+                WorkspaceCommand::Create { org, name, slug } => {
+                    let ws = app.create_workspace(
+                        &org,
+                        NewWorkspace {
+                            name,
+                            slug,
+                            settings: None,
+                        },
+                    )?;
+                    audit_cli(&app, "workspace create", Some(ws.org_id), Some(ws.id));
+                    print_json(&ws)
+                }
                 WorkspaceCommand::List { org } => print_json(&app.list_workspaces(
                     &org,
                     Page {
@@ -148,12 +287,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 WorkspaceCommand::Delete { id } => {
                     let id = crate::ids::parse_uuid(&id, "workspace")?;
                     app.delete_workspace(id)?;
+                    audit_cli(&app, "workspace delete", None, Some(id));
                     println!("deleted workspace {id}");
                     Ok(())
                 }
             }
         }
     }
+}
+
+/// The command line acts as the operator on a workspace.
+fn operator_access(app: &App, workspace: &str) -> anyhow::Result<WorkspaceAccess> {
+    let id = crate::ids::parse_uuid(workspace, "workspace")?;
+    Ok(app.workspace_access(&Principal::Operator, Some(id), None)?)
+}
+
+/// Records a management command in the operator audit log.
+fn audit_cli(
+    app: &App,
+    action: &str,
+    org_id: Option<uuid::Uuid>,
+    workspace_id: Option<uuid::Uuid>,
+) {
+    app.record_audit(&crate::control::AuditEntry {
+        actor: "cli".into(),
+        action: action.into(),
+        org_id,
+        workspace_id,
+        ..Default::default()
+    });
 }
 
 /// Opens the app for a management command; a generated operator token is shown once here too.

@@ -46,6 +46,9 @@ pub struct ConfigArgs {
     /// Seconds a request waits for a free open-workspace slot before 503 [default: 30].
     #[arg(long, env = "ENCLAVE_OPEN_WAIT_SECS", global = true)]
     pub open_wait_secs: Option<u64>,
+    /// Domain under which `<workspace-id>.<domain>` names a workspace [default: none].
+    #[arg(long, env = "ENCLAVE_TENANT_DOMAIN", global = true)]
+    pub tenant_domain: Option<String>,
 }
 
 /// The keys a TOML configuration file may hold.
@@ -58,6 +61,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     writer_idle_secs: Option<u64>,
     open_wait_secs: Option<u64>,
+    tenant_domain: Option<String>,
 }
 
 /// The resolved configuration.
@@ -69,6 +73,9 @@ pub struct Config {
     pub log_format: LogFormat,
     pub writer_idle_secs: u64,
     pub open_wait_secs: u64,
+    /// With `example.com`, a request to `<workspace-id>.example.com` names that workspace, which
+    /// must agree with the credential (like `X-Tenant-ID`).
+    pub tenant_domain: Option<String>,
     /// `ENCLAVE_ADMIN_TOKEN`: read from the environment only, never from a flag or file.
     pub admin_token: Option<String>,
 }
@@ -83,6 +90,7 @@ impl Config {
             log_format: LogFormat::Text,
             writer_idle_secs: DEFAULT_WRITER_IDLE_SECS,
             open_wait_secs: DEFAULT_OPEN_WAIT_SECS,
+            tenant_domain: None,
             admin_token: None,
         }
     }
@@ -139,6 +147,12 @@ impl Config {
                 .open_wait_secs
                 .or(file.open_wait_secs)
                 .unwrap_or(DEFAULT_OPEN_WAIT_SECS),
+            tenant_domain: args
+                .tenant_domain
+                .clone()
+                .or(file.tenant_domain)
+                .map(|d| d.trim().trim_matches('.').to_ascii_lowercase())
+                .filter(|d| !d.is_empty()),
             admin_token,
         })
     }

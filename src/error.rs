@@ -11,6 +11,10 @@ pub enum Resource {
     Org,
     Workspace,
     Route,
+    User,
+    Member,
+    Invitation,
+    ApiKey,
 }
 
 impl fmt::Display for Resource {
@@ -19,6 +23,10 @@ impl fmt::Display for Resource {
             Resource::Org => "organization",
             Resource::Workspace => "workspace",
             Resource::Route => "route",
+            Resource::User => "user",
+            Resource::Member => "member",
+            Resource::Invitation => "invitation",
+            Resource::ApiKey => "API key",
         })
     }
 }
@@ -34,6 +42,15 @@ pub enum Error {
     /// A uniqueness rule (slug) was violated.
     #[error("{0}")]
     Conflict(String),
+    /// No credential, or one that is malformed, unknown, expired or revoked.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid credential without the role or scope the action needs.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many attempts (login throttling); retry after this many seconds.
+    #[error("too many attempts: try again in {0} seconds")]
+    RateLimited(u64),
     /// The organization is suspended.
     #[error("the organization is suspended")]
     Suspended,
@@ -57,6 +74,14 @@ pub enum Error {
 impl Error {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
+    }
+
+    pub fn unauthenticated(msg: impl Into<String>) -> Self {
+        Error::Unauthenticated(msg.into())
+    }
+
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Error::Forbidden(msg.into())
     }
 
     pub fn internal(msg: impl Into<String>) -> Self {

@@ -10,6 +10,7 @@ pub mod control;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod ids;
 pub mod server;
 pub mod workspace;

@@ -35,6 +35,9 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// How often API keys' in-memory `last_used_at` is written to the control plane.
+pub const KEY_USAGE_FLUSH: Duration = Duration::from_secs(30);
+
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
@@ -76,7 +79,27 @@ pub async fn serve(
         }
     });
 
-    let router = crate::http::router(app.clone());
+    // API keys' `last_used_at` lives in memory and is written here, not on every request.
+    let usage = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut tick = tokio::time::interval(KEY_USAGE_FLUSH);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let app = app.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = app.flush_key_usage() {
+                        tracing::warn!(error = %e, "could not flush API key usage");
+                    }
+                })
+                .await;
+            }
+        }
+    });
+
+    let router =
+        crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let draining_app = app.clone();
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
@@ -86,6 +109,7 @@ pub async fn serve(
         })
         .await;
     sweeper.abort();
+    usage.abort();
     let flush_app = app.clone();
     let _ = tokio::task::spawn_blocking(move || flush_app.shutdown()).await;
     tracing::info!("stopped");

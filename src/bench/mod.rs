@@ -1,6 +1,7 @@
 //! Benchmarks: commands that print a report, never timed tests. Each benchmark lives in its own
 //! module and adds one variant to [`BenchCommand`].
 
+mod auth;
 pub mod report;
 mod tenants;
 
@@ -12,10 +13,13 @@ use crate::config::ConfigArgs;
 pub enum BenchCommand {
     /// Many tenants: creation rate, cold/warm open, RSS and fds held open, start time.
     Tenants(tenants::Args),
+    /// Authentication: an API-key request against the same request without auth (p50/p99).
+    Auth(auth::Args),
 }
 
 pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Tenants(a) => tenants::run(a, args),
+        BenchCommand::Auth(a) => auth::run(a, args),
     }
 }

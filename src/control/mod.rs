@@ -1,9 +1,12 @@
 //! The control plane: `data/control.db`, holding organizations, workspaces and server settings
-//! (later: users, memberships, API keys, usage). It never touches workspace folders; `app`
+//! users, sessions, memberships, invitations, API keys, tenant-token signing keys and the operator audit log. It never touches workspace folders; `app`
 //! combines it with the workspace registry.
 
+mod audit;
+mod keys;
 mod operator;
 mod orgs;
+mod users;
 mod workspaces;
 
 use std::path::Path;
@@ -14,17 +17,27 @@ use rusqlite::Connection;
 use crate::db::{self, Migration};
 use crate::error::Result;
 
+pub use audit::AuditEntry;
+pub use keys::{format_time, ApiKey, KeyRow};
 pub use operator::{operator_token_matches, AdminTokenSource, TOKEN_PREFIX};
 pub use orgs::{NewOrg, Org, OrgPatch, OrgStatus};
+pub use users::{Accepted, Invitation, Member, SessionRow, User};
 pub use workspaces::{NewWorkspace, WorkspacePatch, WorkspaceRecord};
 
 pub const CONTROL_DB: &str = "control.db";
 
-pub static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../schema/control/0001_init.sql"),
-}];
+pub static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../schema/control/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "identity",
+        sql: include_str!("../../schema/control/0002_identity.sql"),
+    },
+];
 
 /// Largest page a list call returns.
 pub const MAX_PAGE: u32 = 1000;
@@ -60,6 +73,9 @@ impl Page {
 
 pub struct ControlPlane {
     conn: Mutex<Connection>,
+    /// A second connection for the read-only lookups of authentication (keys, sessions,
+    /// memberships): WAL lets it read while the main connection writes.
+    auth: Mutex<Connection>,
 }
 
 impl ControlPlane {
@@ -68,13 +84,20 @@ impl ControlPlane {
         std::fs::create_dir_all(data_dir)?;
         let mut conn = db::open(&data_dir.join(CONTROL_DB), true)?;
         db::migrate(&mut conn, MIGRATIONS)?;
+        let auth = db::open(&data_dir.join(CONTROL_DB), false)?;
+        auth.pragma_update(None, "query_only", "ON")?;
         Ok(ControlPlane {
             conn: Mutex::new(conn),
+            auth: Mutex::new(auth),
         })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn auth_conn(&self) -> MutexGuard<'_, Connection> {
+        self.auth.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A cheap liveness query, for `/readyz`.

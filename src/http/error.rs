@@ -48,6 +48,16 @@ impl From<Error> for ApiError {
             Error::Invalid(m) => ApiError::invalid(StatusCode::BAD_REQUEST, m),
             Error::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            Error::Unauthenticated(m) => ApiError::unauthenticated(m),
+            Error::Forbidden(m) => ApiError::forbidden(m),
+            Error::RateLimited(secs) => ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many attempts: try again in {secs} seconds"),
+                )
+            },
             Error::Suspended => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "tenant_suspended",
@@ -99,6 +109,9 @@ mod tests {
             (Error::NotFound(Resource::Workspace), 404, "not_found"),
             (Error::Conflict("x".into()), 409, "conflict"),
             (Error::Suspended, 403, "tenant_suspended"),
+            (Error::unauthenticated("x"), 401, "unauthenticated"),
+            (Error::forbidden("x"), 403, "forbidden"),
+            (Error::RateLimited(7), 429, "rate_limited"),
             (Error::Busy, 503, "unavailable"),
             (Error::internal("secret detail"), 500, "internal"),
         ];

@@ -2,11 +2,11 @@
 //! incoming `X-Request-Id`, else generated), one log span per request that handlers enrich with
 //! org and workspace ids, and one access log line per request.
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -26,6 +26,29 @@ fn acceptable(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// What the request turned out to be about: filled by the auth extractors and
+/// [`record_tenant`], read after the response for the operator audit log.
+#[derive(Debug, Default, Clone)]
+pub struct RequestTenant {
+    pub principal: Option<&'static str>,
+    pub org_id: Option<uuid::Uuid>,
+    pub workspace_id: Option<uuid::Uuid>,
+}
+
+tokio::task_local! {
+    static TENANT: Arc<Mutex<RequestTenant>>;
+}
+
+fn with_tenant(f: impl FnOnce(&mut RequestTenant)) {
+    let _ = TENANT.try_with(|t| f(&mut t.lock().unwrap_or_else(|p| p.into_inner())));
+}
+
+/// Records who is asking on the request's log span (and for the audit log).
+pub fn record_principal(kind: &'static str) {
+    tracing::Span::current().record("principal", kind);
+    with_tenant(|t| t.principal = Some(kind));
 }
 
 pub async fn request_context(
@@ -50,8 +73,38 @@ pub async fn request_context(
         workspace_id = Empty,
     );
     req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let slot = Arc::new(Mutex::new(RequestTenant::default()));
     let started = Instant::now();
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = TENANT
+        .scope(slot.clone(), next.run(req).instrument(span.clone()))
+        .await;
+    let tenant = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if tenant.principal == Some("operator") {
+        // Every operator request is recorded: who, what, which org and workspace, when.
+        let entry = crate::control::AuditEntry {
+            actor: "operator".into(),
+            action: format!("{method} {}", route.as_deref().unwrap_or(&path)),
+            path,
+            status: Some(resp.status().as_u16()),
+            org_id: tenant.org_id,
+            workspace_id: tenant.workspace_id,
+            request_id: Some(id.clone()),
+            client,
+            ..Default::default()
+        };
+        let audit_app = app.clone();
+        let _ = tokio::task::spawn_blocking(move || audit_app.record_audit(&entry)).await;
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID.clone(), v);
     }
@@ -71,4 +124,8 @@ pub fn record_tenant(org_id: Option<uuid::Uuid>, workspace_id: Option<uuid::Uuid
     if let Some(w) = workspace_id {
         span.record("workspace_id", tracing::field::display(w));
     }
+    with_tenant(|t| {
+        t.org_id = org_id.or(t.org_id);
+        t.workspace_id = workspace_id.or(t.workspace_id);
+    });
 }

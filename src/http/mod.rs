@@ -1,17 +1,21 @@
 //! The HTTP API (axum). One module per resource; handlers parse, call one `App` function and
 //! map the result. Domain code knows nothing of axum.
 
+mod admin;
 pub mod auth;
 pub mod error;
 pub mod extract;
+mod keys;
+mod members;
 pub mod middleware;
 mod orgs;
+mod session;
 pub mod system;
 mod workspaces;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 
 use crate::app::App;
@@ -19,6 +23,9 @@ use error::ApiError;
 
 pub fn router(app: Arc<App>) -> Router {
     let v1 = Router::new()
+        .route("/auth/login", post(session::login))
+        .route("/auth/logout", post(session::logout))
+        .route("/me", get(session::me))
         .route("/orgs", post(orgs::create).get(orgs::list))
         .route(
             "/orgs/{org}",
@@ -30,11 +37,30 @@ pub fn router(app: Arc<App>) -> Router {
             "/orgs/{org}/workspaces",
             post(orgs::create_workspace).get(orgs::list_workspaces),
         )
+        .route("/orgs/{org}/members", get(members::list))
+        .route(
+            "/orgs/{org}/members/{user}",
+            patch(members::change_role).delete(members::remove),
+        )
+        .route("/orgs/{org}/invitations", post(members::invite))
+        .route("/invitations/{token}/accept", post(members::accept))
         .route(
             "/workspaces/{ws}",
             get(workspaces::get)
                 .patch(workspaces::patch)
                 .delete(workspaces::delete),
+        )
+        .route(
+            "/workspaces/{ws}/api-keys",
+            post(keys::create).get(keys::list),
+        )
+        .route("/workspaces/{ws}/api-keys/{id}", delete(keys::revoke))
+        .route("/workspaces/{ws}/tenant-tokens", post(keys::mint_token))
+        .route("/tenant-tokens", post(keys::mint_token))
+        .route("/admin/audit", get(admin::audit))
+        .route(
+            "/admin/tenant-token-secret/rotate",
+            post(admin::rotate_token_secret),
         );
     Router::new()
         .route("/healthz", get(system::healthz))

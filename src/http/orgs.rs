@@ -8,12 +8,15 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::Operator;
+use super::auth::{Action, Auth, Operator, OrgContext};
 use super::error::ApiResult;
-use super::extract::{blocking, Json, Path, Query};
+use super::extract::{blocking, Json, Query};
 use super::middleware::record_tenant;
 use crate::app::App;
 use crate::control::{NewOrg, NewWorkspace, OrgPatch, OrgStatus, Page};
+
+// Handlers check the action against the permission table (`ctx.require`) before calling `App`:
+// the extractor has already proven that the principal may reach the org at all (else `404`).
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,48 +43,40 @@ pub async fn create(
 
 pub async fn list(
     State(app): State<Arc<App>>,
-    _: Operator,
+    auth: Auth,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let orgs = blocking(move || app.list_orgs(q.page()?)).await?;
+    let orgs = blocking(move || app.orgs_for(&auth.principal, q.page()?)).await?;
     Ok(axum::Json(json!({ "data": orgs })))
 }
 
-pub async fn get(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Path(org): Path<String>,
-) -> ApiResult<impl IntoResponse> {
-    let org = blocking(move || app.get_org(&org)).await?;
-    record_tenant(Some(org.id), None);
-    Ok(axum::Json(org))
+pub async fn get(ctx: OrgContext) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::OrgRead)?;
+    Ok(axum::Json(ctx.0.org))
 }
 
 pub async fn patch(
     State(app): State<Arc<App>>,
-    _: Operator,
-    Path(org): Path<String>,
+    ctx: OrgContext,
     Json(patch): Json<OrgPatch>,
 ) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::OrgUpdate)?;
+    let org = ctx.org.id.to_string();
     let org = blocking(move || app.update_org(&org, patch)).await?;
     record_tenant(Some(org.id), None);
     Ok(axum::Json(org))
 }
 
-pub async fn delete(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Path(org): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+pub async fn delete(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::OrgDelete)?;
+    let org = ctx.org.id.to_string();
     blocking(move || app.delete_org(&org)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn suspend(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Path(org): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+pub async fn suspend(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::OrgSuspend)?;
+    let org = ctx.org.id.to_string();
     let org = blocking(move || app.set_org_status(&org, OrgStatus::Suspended)).await?;
     record_tenant(Some(org.id), None);
     Ok(axum::Json(org))
@@ -89,9 +84,10 @@ pub async fn suspend(
 
 pub async fn reactivate(
     State(app): State<Arc<App>>,
-    _: Operator,
-    Path(org): Path<String>,
+    ctx: OrgContext,
 ) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::OrgSuspend)?;
+    let org = ctx.org.id.to_string();
     let org = blocking(move || app.set_org_status(&org, OrgStatus::Active)).await?;
     record_tenant(Some(org.id), None);
     Ok(axum::Json(org))
@@ -99,10 +95,11 @@ pub async fn reactivate(
 
 pub async fn create_workspace(
     State(app): State<Arc<App>>,
-    _: Operator,
-    Path(org): Path<String>,
+    ctx: OrgContext,
     Json(new): Json<NewWorkspace>,
 ) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::WorkspaceCreate)?;
+    let org = ctx.org.id.to_string();
     let ws = blocking(move || app.create_workspace(&org, new)).await?;
     record_tenant(Some(ws.org_id), Some(ws.id));
     Ok((StatusCode::CREATED, axum::Json(ws)))
@@ -110,10 +107,11 @@ pub async fn create_workspace(
 
 pub async fn list_workspaces(
     State(app): State<Arc<App>>,
-    _: Operator,
-    Path(org): Path<String>,
+    ctx: OrgContext,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::WorkspaceList)?;
+    let org = ctx.org.id.to_string();
     let list = blocking(move || app.list_workspaces(&org, q.page()?)).await?;
     Ok(axum::Json(json!({ "data": list })))
 }

@@ -6,46 +6,39 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
-use super::auth::Operator;
+use super::auth::{Action, WorkspaceContext};
 use super::error::ApiResult;
-use super::extract::{blocking, Json, Path};
-use super::middleware::record_tenant;
+use super::extract::{blocking, Json};
 use crate::app::App;
 use crate::control::WorkspacePatch;
-use crate::ids::parse_uuid;
 
 pub async fn get(
     State(app): State<Arc<App>>,
-    _: Operator,
-    Path(ws): Path<String>,
+    ctx: WorkspaceContext,
 ) -> ApiResult<impl IntoResponse> {
-    let id = parse_uuid(&ws, "workspace")?;
-    record_tenant(None, Some(id));
+    ctx.require(Action::WorkspaceRead)?;
+    let id = ctx.workspace_id;
     let view = blocking(move || app.get_workspace(id)).await?;
-    record_tenant(Some(view.record.org_id), None);
     Ok(axum::Json(view))
 }
 
 pub async fn patch(
     State(app): State<Arc<App>>,
-    _: Operator,
-    Path(ws): Path<String>,
+    ctx: WorkspaceContext,
     Json(patch): Json<WorkspacePatch>,
 ) -> ApiResult<impl IntoResponse> {
-    let id = parse_uuid(&ws, "workspace")?;
-    record_tenant(None, Some(id));
+    ctx.require(Action::WorkspaceUpdate)?;
+    let id = ctx.workspace_id;
     let rec = blocking(move || app.update_workspace(id, patch)).await?;
-    record_tenant(Some(rec.org_id), None);
     Ok(axum::Json(rec))
 }
 
 pub async fn delete(
     State(app): State<Arc<App>>,
-    _: Operator,
-    Path(ws): Path<String>,
+    ctx: WorkspaceContext,
 ) -> ApiResult<impl IntoResponse> {
-    let id = parse_uuid(&ws, "workspace")?;
-    record_tenant(None, Some(id));
+    ctx.require(Action::WorkspaceDelete)?;
+    let id = ctx.workspace_id;
     blocking(move || app.delete_workspace(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

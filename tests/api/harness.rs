@@ -18,6 +18,8 @@ pub struct Options {
     /// `None`: no configured token (a stored or generated one is used).
     pub admin_token: Option<String>,
     pub open_wait_secs: u64,
+    /// `tenant_domain`: `<workspace-id>.<domain>` names a workspace.
+    pub tenant_domain: Option<String>,
 }
 
 impl Default for Options {
@@ -27,6 +29,7 @@ impl Default for Options {
             max_open_workspaces: 16,
             admin_token: Some(TOKEN.to_string()),
             open_wait_secs: 30,
+            tenant_domain: None,
         }
     }
 }
@@ -59,6 +62,7 @@ impl TestServer {
         config.max_open_workspaces = opts.max_open_workspaces;
         config.admin_token = opts.admin_token.clone();
         config.open_wait_secs = opts.open_wait_secs;
+        config.tenant_domain = opts.tenant_domain.clone();
         let (app, source) = App::open(config).expect("open app");
         let token = match source {
             AdminTokenSource::Generated(t) => t,
@@ -159,7 +163,27 @@ impl Resp {
 pub struct Api {
     base: String,
     token: Option<String>,
+    headers: Vec<(String, String)>,
     client: reqwest::Client,
+}
+
+/// Password of the users the fixtures create.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A user made by [`Api::create_user`]: id, email and a session token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub token: String,
+}
+
+/// An API key made by [`Api::create_key`].
+#[derive(Debug, Clone)]
+pub struct TestKey {
+    pub id: String,
+    pub key: String,
+    pub prefix: String,
 }
 
 impl Api {
@@ -167,6 +191,7 @@ impl Api {
         Api {
             base: base.to_string(),
             token: token.map(str::to_string),
+            headers: Vec::new(),
             client: reqwest::Client::new(),
         }
     }
@@ -178,12 +203,30 @@ impl Api {
         }
     }
 
+    /// The same client without a credential.
+    pub fn without_token(&self) -> Api {
+        Api {
+            token: None,
+            ..self.clone()
+        }
+    }
+
+    /// The same client sending one more header on every request (e.g. `X-Tenant-ID`, `Host`).
+    pub fn with_header(&self, name: &str, value: &str) -> Api {
+        let mut api = self.clone();
+        api.headers.push((name.to_string(), value.to_string()));
+        api
+    }
+
     pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
         let mut req = self
             .client
             .request(method, format!("{}{}", self.base, path));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
         }
         if let Some(b) = body {
             req = req.json(&b);
@@ -251,6 +294,66 @@ impl Api {
             .await;
         assert_eq!(r.status, 201, "create org: {:?}", r.body);
         r.id()
+    }
+
+    /// Invites `email` into `org` with `role` (this client must be allowed to) and accepts as a
+    /// new user; returns the user with a live session.
+    pub async fn create_user(&self, org: &str, email: &str, role: &str) -> TestUser {
+        let r = self
+            .post(
+                &format!("/v1/orgs/{org}/invitations"),
+                serde_json::json!({"email": email, "role": role}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "invite: {:?}", r.body);
+        let invitation = r.body["token"]
+            .as_str()
+            .expect("invitation token")
+            .to_string();
+        let r = self
+            .without_token()
+            .post(
+                &format!("/v1/invitations/{invitation}/accept"),
+                serde_json::json!({"password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "accept: {:?}", r.body);
+        TestUser {
+            id: r.body["user"]["id"].as_str().expect("user id").to_string(),
+            email: email.to_string(),
+            token: r.body["token"].as_str().expect("session").to_string(),
+        }
+    }
+
+    /// Logs in; returns the session token.
+    pub async fn login(&self, email: &str, password: &str) -> Resp {
+        self.without_token()
+            .post(
+                "/v1/auth/login",
+                serde_json::json!({"email": email, "password": password}),
+            )
+            .await
+    }
+
+    /// Creates an API key with `scopes` for `ws`.
+    pub async fn create_key(&self, ws: &str, scopes: &[&str]) -> TestKey {
+        let r = self
+            .post(
+                &format!("/v1/workspaces/{ws}/api-keys"),
+                serde_json::json!({"name": "test", "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "create key: {:?}", r.body);
+        TestKey {
+            id: r.id(),
+            key: r.body["key"].as_str().expect("key").to_string(),
+            prefix: r.body["prefix"].as_str().expect("prefix").to_string(),
+        }
+    }
+
+    /// Mints a tenant token with this client's API key.
+    pub async fn mint_token(&self, body: Value) -> Resp {
+        self.post("/v1/tenant-tokens", body).await
     }
 
     pub async fn create_workspace(&self, org: &str, slug: &str) -> String {

@@ -1,5 +1,7 @@
 //! API integration tests: a real server on a loopback port, real HTTP.
 
+mod auth;
+mod authz_prop;
 mod harness;
 mod lifecycle;
 mod orgs;

@@ -1,0 +1,126 @@
+//! In-memory state of identity, one per server: the status cache of workspaces and orgs, the
+//! `last_used_at` of API keys (flushed to the control plane by one background task), the login
+//! throttle and the tenant-token signing keys.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use lru::LruCache;
+use uuid::Uuid;
+
+use super::throttle::Throttle;
+use crate::control::OrgStatus;
+
+/// How long a cached workspace status is trusted. Changes made through this server invalidate
+/// the cache at once; the TTL only bounds staleness from another process (the command line).
+pub const STATUS_TTL: Duration = Duration::from_secs(5);
+const STATUS_CAPACITY: usize = 16_384;
+
+/// What the hot path needs to know about a live workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkspaceStatus {
+    pub org_id: Uuid,
+    pub org_status: OrgStatus,
+}
+
+/// A signing key of tenant tokens.
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub secret: Vec<u8>,
+}
+
+pub struct IdentityState {
+    status: Mutex<LruCache<Uuid, (WorkspaceStatus, Instant)>>,
+    last_used: Mutex<HashMap<Uuid, DateTime<Utc>>>,
+    pub throttle: Throttle,
+    /// Newest first: the first signs, all verify.
+    signing: RwLock<Vec<SigningKey>>,
+}
+
+impl Default for IdentityState {
+    fn default() -> Self {
+        IdentityState {
+            status: Mutex::new(LruCache::new(
+                NonZeroUsize::new(STATUS_CAPACITY).unwrap_or(NonZeroUsize::MIN),
+            )),
+            last_used: Mutex::new(HashMap::new()),
+            throttle: Throttle::default(),
+            signing: RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl IdentityState {
+    pub fn cached_status(&self, ws: Uuid) -> Option<WorkspaceStatus> {
+        let mut c = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        match c.get(&ws) {
+            Some((s, at)) if at.elapsed() < STATUS_TTL => Some(*s),
+            Some(_) => {
+                c.pop(&ws);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn cache_status(&self, ws: Uuid, status: WorkspaceStatus) {
+        let mut c = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        c.put(ws, (status, Instant::now()));
+    }
+
+    /// Forgets every cached status: called on any org or workspace status change.
+    pub fn invalidate_status(&self) {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Notes that a key was used now (memory only).
+    pub fn touch_key(&self, key_id: Uuid) {
+        let now = Utc::now();
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key_id, now);
+    }
+
+    /// The pending (not yet flushed) last use of a key.
+    pub fn pending_last_use(&self, key_id: Uuid) -> Option<DateTime<Utc>> {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key_id)
+            .copied()
+    }
+
+    /// Takes every pending last use, for a flush.
+    pub fn take_last_used(&self) -> HashMap<Uuid, DateTime<Utc>> {
+        std::mem::take(&mut *self.last_used.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn set_signing_keys(&self, keys: Vec<SigningKey>) {
+        *self.signing.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
+    pub fn current_signing_key(&self) -> Option<SigningKey> {
+        self.signing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .cloned()
+    }
+
+    pub fn signing_secret(&self, kid: &str) -> Option<Vec<u8>> {
+        self.signing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(|k| k.secret.clone())
+    }
+}
