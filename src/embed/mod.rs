@@ -66,3 +66,6 @@ pub(crate) fn default_threads() -> usize {
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
+
+#[cfg(test)]
+mod tests;
