@@ -102,7 +102,12 @@ pub fn bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
     )?);
     let load = StaticModel::preload()?;
     let stat = StaticModel::with_threads(args.threads);
-    let many: Vec<String> = chunks.iter().cycle().take(chunks.len() * 100).cloned().collect();
+    let many: Vec<String> = chunks
+        .iter()
+        .cycle()
+        .take(chunks.len() * 100)
+        .cloned()
+        .collect();
     rows.push(measure(
         &stat,
         load.as_secs_f64() * 1e3,
@@ -187,8 +192,7 @@ fn load_corpus(
 }
 
 fn read_jsonl_field(path: &Path, fields: &[&str]) -> anyhow::Result<Vec<String>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut out = Vec::new();
     for line in std::io::BufReader::new(file).lines() {
         let line = line?;
@@ -208,12 +212,58 @@ fn read_jsonl_field(path: &Path, fields: &[&str]) -> anyhow::Result<Vec<String>>
 }
 
 const WORDS: &[&str] = &[
-    "the", "system", "stores", "documents", "and", "search", "queries", "across", "many",
-    "workspaces", "with", "embedding", "models", "running", "locally", "on", "small", "servers",
-    "while", "retrieval", "quality", "depends", "on", "chunking", "structure", "tables", "lists",
-    "headings", "paragraphs", "of", "technical", "manuals", "policies", "reports", "describing",
-    "procedures", "for", "engineers", "customers", "support", "teams", "in", "2024", "budget",
-    "network", "latency", "storage", "backup", "encryption", "keys", "rotation", "audit",
+    "the",
+    "system",
+    "stores",
+    "documents",
+    "and",
+    "search",
+    "queries",
+    "across",
+    "many",
+    "workspaces",
+    "with",
+    "embedding",
+    "models",
+    "running",
+    "locally",
+    "on",
+    "small",
+    "servers",
+    "while",
+    "retrieval",
+    "quality",
+    "depends",
+    "on",
+    "chunking",
+    "structure",
+    "tables",
+    "lists",
+    "headings",
+    "paragraphs",
+    "of",
+    "technical",
+    "manuals",
+    "policies",
+    "reports",
+    "describing",
+    "procedures",
+    "for",
+    "engineers",
+    "customers",
+    "support",
+    "teams",
+    "in",
+    "2024",
+    "budget",
+    "network",
+    "latency",
+    "storage",
+    "backup",
+    "encryption",
+    "keys",
+    "rotation",
+    "audit",
 ];
 
 fn generated_chunks(n: usize, words: usize) -> Vec<String> {

@@ -184,7 +184,9 @@ impl MiniLm {
                 )));
             }
             if let Some(&bad) = s.iter().find(|&&id| id as usize >= w.vocab) {
-                return Err(Error::invalid(format!("token id {bad} is out of the vocabulary")));
+                return Err(Error::invalid(format!(
+                    "token id {bad} is out of the vocabulary"
+                )));
             }
         }
         let mut out = Vec::with_capacity(seqs.len());

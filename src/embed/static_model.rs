@@ -64,10 +64,9 @@ impl Table {
 
     #[inline]
     fn accumulate(&self, id: usize, acc: &mut [f32]) {
-        let (Some(row), Some(&scale)) = (
-            self.rows.get(id * DIM..(id + 1) * DIM),
-            self.scales.get(id),
-        ) else {
+        let (Some(row), Some(&scale)) =
+            (self.rows.get(id * DIM..(id + 1) * DIM), self.scales.get(id))
+        else {
             return;
         };
         for (a, &q) in acc.iter_mut().zip(row) {
