@@ -21,7 +21,7 @@ mod safetensors;
 pub mod static_model;
 pub mod tokenizer;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 pub use minilm::MiniLm;
 pub use static_model::StaticModel;
@@ -56,6 +56,24 @@ pub fn tokenizer() -> Result<&'static tokenizer::Tokenizer> {
     TOK.get_or_init(|| tokenizer::Tokenizer::from_vocab(VOCAB).map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| Error::internal(e.clone()))
+}
+
+/// The process-wide thread pool with `threads` threads used by the embedders (one per distinct
+/// thread count, created on first use and kept for the life of the process).
+pub(crate) fn pool(threads: usize) -> Result<&'static rayon::ThreadPool> {
+    static POOLS: Mutex<Vec<(usize, &'static rayon::ThreadPool)>> = Mutex::new(Vec::new());
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = pools.iter().find(|(n, _)| *n == threads) {
+        return Ok(p);
+    }
+    let p = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("embed-{i}"))
+        .build()
+        .map_err(|e| Error::internal(format!("embedding thread pool: {e}")))?;
+    let p: &'static rayon::ThreadPool = Box::leak(Box::new(p));
+    pools.push((threads, p));
+    Ok(p)
 }
 
 /// Threads used by the embedders: all cores unless `ENCLAVE_EMBED_THREADS` says otherwise.
