@@ -65,7 +65,7 @@ pub struct Packed {
 impl Packed {
     /// From a PyTorch `Linear` weight, `[n, k]` row-major (`y = x · Wᵀ`).
     pub fn from_linear(w: &[f32], n: usize, k: usize) -> Result<Self> {
-        if n % NR != 0 || w.len() != n * k {
+        if !n.is_multiple_of(NR) || w.len() != n * k {
             return Err(Error::internal(format!(
                 "linear weight of {} values cannot be packed as [{n}, {k}]",
                 w.len()
@@ -109,7 +109,7 @@ pub unsafe fn gemm(
     bias: *const f32,
     accumulate: bool,
 ) {
-    debug_assert_eq!(n % NR, 0);
+    debug_assert!(n.is_multiple_of(NR));
     let mr = match isa {
         Isa::Avx512 => MR512,
         Isa::Avx2 => MR256,
