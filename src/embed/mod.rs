@@ -13,6 +13,16 @@
 //! product and L2 distance ranks the same way. Empty or whitespace-only texts never yield NaN
 //! or a zero vector: MiniLM embeds them as `[CLS] [SEP]` (exactly what the reference
 //! sentence-transformers model does), the static model as its `[UNK]` vector.
+//!
+//! Fidelity (tests in `tests.rs`): token ids equal the reference `transformers` tokenizer's on
+//! 1,020 texts (600 from the evaluation sets, 400 non-ASCII ones, 20 odd-Unicode cases); MiniLM
+//! vectors (float16 weights widened to f32) have cosine ≥ 0.999999 with sentence-transformers'
+//! float32 ones; the int8 static model ≥ 0.99995 with model2vec's float32 one. Brute-force
+//! cosine nDCG@10 on `shared/eval` dev queries: MiniLM 0.820 (msmarco) / 0.483 (dbpedia), static
+//! 0.683 / 0.461, the same as the Python models under the same harness.
+//!
+//! Speed: `enclave bench embed` (`bench.rs`). The dense layers take ~70% of MiniLM's time, in the
+//! AVX-512 micro-kernel; without AVX-512 an AVX2+FMA kernel runs, and a portable one elsewhere.
 
 pub mod bench;
 pub mod kernels;
