@@ -178,21 +178,37 @@ impl MiniLm {
                 )));
             }
         }
-        let mut out = Vec::with_capacity(seqs.len());
-        self.pool()?.install(|| {
-            let mut start = 0;
-            while start < seqs.len() {
-                let mut end = start;
-                let mut tokens = 0;
-                while end < seqs.len() && (end == start || tokens + seqs[end].len() <= TOKEN_BUDGET)
-                {
-                    tokens += seqs[end].len();
-                    end += 1;
-                }
-                forward(w, &seqs[start..end], &mut out);
-                start = end;
+        // Micro-batches of at most TOKEN_BUDGET tokens run in parallel (each core keeps its own
+        // activations warm); inside one, the dense layers and attention split across whatever
+        // threads are idle, which is all of them when there is a single micro-batch (a query).
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        while start < seqs.len() {
+            let mut end = start;
+            let mut tokens = 0;
+            while end < seqs.len() && (end == start || tokens + seqs[end].len() <= TOKEN_BUDGET) {
+                tokens += seqs[end].len();
+                end += 1;
             }
+            ranges.push(start..end);
+            start = end;
+        }
+        let parts: Vec<Vec<Vec<f32>>> = self.pool()?.install(|| {
+            if let [r] = ranges.as_slice() {
+                let mut part = Vec::with_capacity(r.len());
+                forward(w, &seqs[r.clone()], &mut part);
+                return vec![part];
+            }
+            ranges
+                .into_par_iter()
+                .map(|r| {
+                    let mut part = Vec::with_capacity(r.len());
+                    forward(w, &seqs[r], &mut part);
+                    part
+                })
+                .collect()
         });
+        let out: Vec<Vec<f32>> = parts.into_iter().flatten().collect();
         Ok(out)
     }
 }
