@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod db;
+pub mod embed;
 pub mod error;
 pub mod http;
 pub mod identity;

@@ -13,6 +13,8 @@ use crate::config::ConfigArgs;
 pub enum BenchCommand {
     /// Many tenants: creation rate, cold/warm open, RSS and fds held open, start time.
     Tenants(tenants::Args),
+    /// Embedding models: chunks/s per model, query latency, load time.
+    Embed(crate::embed::bench::EmbedBenchArgs),
     /// Authentication: an API-key request against the same request without auth (p50/p99).
     Auth(auth::Args),
 }
@@ -21,5 +23,6 @@ pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Tenants(a) => tenants::run(a, args),
         BenchCommand::Auth(a) => auth::run(a, args),
+        BenchCommand::Embed(a) => crate::embed::bench::bench(a),
     }
 }
