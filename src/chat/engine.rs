@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::agents::{self, Agent};
 use super::provider::{self, OpenAiConfig, ProviderUsage};
 use super::retrieve::{self, Mode, Passage};
-use super::sessions::{self, Session};
+use super::sessions;
 use super::tools::{self, Tool};
 use super::{blocking, estimate_tokens, snippet};
 use crate::app::App;
@@ -97,8 +97,8 @@ pub enum History {
 
 #[derive(Debug, Clone)]
 pub struct ChatInput {
-    /// Agent id or slug.
-    pub agent: String,
+    /// Agent id or slug; `None`: the session's agent, or the workspace's default agent.
+    pub agent: Option<String>,
     pub query: String,
     pub history: History,
     /// A metadata filter that narrows what the answer may draw from.
@@ -209,27 +209,35 @@ impl App {
         let (_, handle) = self.open_workspace(ctx.workspace_id)?;
         let (agent, session_id, new_session, history) = {
             let conn = handle.conn();
-            let agent = agents::visible_agent(&conn, ctx, &input.agent)?;
-            match input.history {
-                History::Session(Some(id)) => {
-                    let s: Session = sessions::owned(&conn, ctx, &id)?;
+            let session = match &input.history {
+                History::Session(Some(id)) => Some(sessions::owned(&conn, ctx, id)?),
+                _ => None,
+            };
+            let key = match (&input.agent, &session) {
+                (Some(a), _) => a.clone(),
+                (None, Some(s)) => s.agent_id.clone(),
+                (None, None) => "default".to_string(),
+            };
+            let agent = agents::visible_agent(&conn, ctx, &key)?;
+            match (session, input.history) {
+                (Some(s), _) => {
                     if s.agent_id != agent.id {
                         return Err(Error::invalid("this session belongs to another agent"));
                     }
                     let h = sessions::history(&conn, &s.id, sessions::HISTORY_TOKENS)?;
                     (agent, Some(s.id), false, h)
                 }
-                History::Session(None) => (
-                    agent,
-                    Some(crate::ids::new_id().to_string()),
-                    true,
-                    Vec::new(),
-                ),
-                History::Given(turns) => (
+                (None, History::Given(turns)) => (
                     agent,
                     None,
                     false,
                     cut_history(turns, sessions::HISTORY_TOKENS),
+                ),
+                (None, History::Session(_)) => (
+                    agent,
+                    Some(crate::ids::new_id().to_string()),
+                    true,
+                    Vec::new(),
                 ),
             }
         };
