@@ -2,8 +2,11 @@
 
 mod auth;
 mod authz_prop;
+mod chat;
+mod facade;
 mod harness;
 mod lifecycle;
+mod mock_llm;
 mod orgs;
 mod registry;
 mod traversal;
