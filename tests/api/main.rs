@@ -3,6 +3,7 @@
 mod auth;
 mod authz_prop;
 mod chat;
+mod clients;
 mod facade;
 mod harness;
 mod lifecycle;
