@@ -504,7 +504,7 @@ impl Prepared {
                 }),
             }
             answer.push_str(&c.content);
-            if !(offer && !c.tool_calls.is_empty()) {
+            if !offer || c.tool_calls.is_empty() {
                 break;
             }
             let calls: Vec<_> = c.tool_calls.into_iter().take(MAX_CALLS_PER_ROUND).collect();
