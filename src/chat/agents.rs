@@ -459,3 +459,36 @@ impl App {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::{self, Workspace};
+
+    #[test]
+    fn a_store_made_before_agents_gets_its_default_agent_when_opened() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = workspace::dir_of(tmp.path(), id);
+        workspace::create(&dir).expect("create");
+        {
+            // Roll the store back to what it was before agents existed.
+            let ws = Workspace::open(&dir, id).expect("open");
+            let conn = ws.conn();
+            conn.execute_batch(
+                "DROP TABLE chat_messages; DROP TABLE chat_sessions; DROP TABLE agents;
+                 DELETE FROM schema_migrations WHERE version = 3; PRAGMA user_version = 1;",
+            )
+            .expect("roll back");
+        }
+        let ws = Workspace::open(&dir, id).expect("reopen");
+        let conn = ws.conn();
+        let agents = list(&conn).expect("list");
+        assert_eq!(agents.len(), 1);
+        let a = &agents[0];
+        assert!(a.is_default && a.public && a.slug == "default");
+        assert!(crate::ids::parse_uuid(&a.id, "agent").is_ok(), "{}", a.id);
+        assert!(chrono::DateTime::parse_from_rfc3339(&a.created_at).is_ok());
+        assert_eq!(a.tools, ["search", "get_document"]);
+    }
+}
