@@ -30,6 +30,9 @@ pub struct App {
     pub http_metrics: crate::http::system::HttpMetrics,
     /// Identity's in-memory state: status cache, key usage, login throttle, signing keys.
     pub identity: crate::identity::IdentityState,
+    /// Chat's state: the master key that opens provider keys, the provider HTTP client, MCP
+    /// sessions.
+    pub chat: crate::chat::ChatState,
 }
 
 /// A workspace with the live statistics of its store.
@@ -49,6 +52,14 @@ impl App {
         let operator_digest = control.operator_token_digest()?;
         let identity = crate::identity::IdentityState::default();
         identity.set_signing_keys(control.signing_keys()?);
+        let (chat, key_source) = crate::chat::ChatState::new(&config)?;
+        if key_source == crate::crypto::MasterKeySource::Generated {
+            tracing::info!(
+                "generated the master key that seals provider API keys: {}/{} (keep it with the data)",
+                config.data_dir.display(),
+                crate::crypto::MASTER_KEY_FILE
+            );
+        }
         let registry = Registry::new(
             &config.data_dir,
             config.max_open_workspaces,
@@ -62,6 +73,7 @@ impl App {
             draining: AtomicBool::new(false),
             http_metrics: Default::default(),
             identity,
+            chat,
         };
         Ok((Arc::new(app), source))
     }

@@ -14,6 +14,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 pub const DEFAULT_MAX_OPEN_WORKSPACES: usize = 256;
 pub const DEFAULT_WRITER_IDLE_SECS: u64 = 30;
 pub const DEFAULT_OPEN_WAIT_SECS: u64 = 30;
+/// Seconds a model provider may take to answer (to its first byte when streaming, then between
+/// chunks) before the request fails with `502 provider_error`.
+pub const DEFAULT_PROVIDER_TIMEOUT_SECS: u64 = 60;
+/// Retries of a provider call that answered 429 or 5xx or could not be reached.
+pub const DEFAULT_PROVIDER_RETRIES: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -49,6 +54,16 @@ pub struct ConfigArgs {
     /// Domain under which `<workspace-id>.<domain>` names a workspace [default: none].
     #[arg(long, env = "ENCLAVE_TENANT_DOMAIN", global = true)]
     pub tenant_domain: Option<String>,
+    /// File holding the master key that seals provider API keys [default: ENCLAVE_MASTER_KEY,
+    /// else data/master.key, generated on first start].
+    #[arg(long, env = "ENCLAVE_MASTER_KEY_FILE", global = true)]
+    pub master_key_file: Option<PathBuf>,
+    /// Seconds a model provider may take before 502 provider_error [default: 60].
+    #[arg(long, env = "ENCLAVE_PROVIDER_TIMEOUT_SECS", global = true)]
+    pub provider_timeout_secs: Option<u64>,
+    /// Retries of a provider call answering 429 / 5xx [default: 2].
+    #[arg(long, env = "ENCLAVE_PROVIDER_RETRIES", global = true)]
+    pub provider_retries: Option<u32>,
 }
 
 /// The keys a TOML configuration file may hold.
@@ -62,6 +77,9 @@ struct FileConfig {
     writer_idle_secs: Option<u64>,
     open_wait_secs: Option<u64>,
     tenant_domain: Option<String>,
+    master_key_file: Option<PathBuf>,
+    provider_timeout_secs: Option<u64>,
+    provider_retries: Option<u32>,
 }
 
 /// The resolved configuration.
@@ -78,6 +96,11 @@ pub struct Config {
     pub tenant_domain: Option<String>,
     /// `ENCLAVE_ADMIN_TOKEN`: read from the environment only, never from a flag or file.
     pub admin_token: Option<String>,
+    /// `ENCLAVE_MASTER_KEY`: read from the environment only.
+    pub master_key: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub provider_timeout_secs: u64,
+    pub provider_retries: u32,
 }
 
 impl Config {
@@ -92,6 +115,10 @@ impl Config {
             open_wait_secs: DEFAULT_OPEN_WAIT_SECS,
             tenant_domain: None,
             admin_token: None,
+            master_key: None,
+            master_key_file: None,
+            provider_timeout_secs: DEFAULT_PROVIDER_TIMEOUT_SECS,
+            provider_retries: DEFAULT_PROVIDER_RETRIES,
         }
     }
 
@@ -154,6 +181,20 @@ impl Config {
                 .map(|d| d.trim().trim_matches('.').to_ascii_lowercase())
                 .filter(|d| !d.is_empty()),
             admin_token,
+            master_key: std::env::var("ENCLAVE_MASTER_KEY")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            master_key_file: args.master_key_file.clone().or(file.master_key_file),
+            provider_timeout_secs: args
+                .provider_timeout_secs
+                .or(file.provider_timeout_secs)
+                .unwrap_or(DEFAULT_PROVIDER_TIMEOUT_SECS)
+                .max(1),
+            provider_retries: args
+                .provider_retries
+                .or(file.provider_retries)
+                .unwrap_or(DEFAULT_PROVIDER_RETRIES)
+                .min(10),
         })
     }
 }

@@ -15,6 +15,10 @@ pub enum Resource {
     Member,
     Invitation,
     ApiKey,
+    Agent,
+    Session,
+    Provider,
+    Document,
 }
 
 impl fmt::Display for Resource {
@@ -27,6 +31,10 @@ impl fmt::Display for Resource {
             Resource::Member => "member",
             Resource::Invitation => "invitation",
             Resource::ApiKey => "API key",
+            Resource::Agent => "agent",
+            Resource::Session => "chat session",
+            Resource::Provider => "provider",
+            Resource::Document => "document",
         })
     }
 }
@@ -51,6 +59,9 @@ pub enum Error {
     /// Too many attempts (login throttling); retry after this many seconds.
     #[error("too many attempts: try again in {0} seconds")]
     RateLimited(u64),
+    /// The model provider failed, timed out or answered something unusable.
+    #[error("{0}")]
+    Provider(String),
     /// The organization is suspended.
     #[error("the organization is suspended")]
     Suspended,

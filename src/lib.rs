@@ -4,9 +4,11 @@
 
 pub mod app;
 pub mod bench;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod crypto;
 pub mod db;
 pub mod embed;
 pub mod error;

@@ -6,6 +6,7 @@ mod audit;
 mod keys;
 mod operator;
 mod orgs;
+mod providers;
 mod users;
 mod workspaces;
 
@@ -21,6 +22,7 @@ pub use audit::AuditEntry;
 pub use keys::{format_time, ApiKey, KeyRow};
 pub use operator::{operator_token_matches, AdminTokenSource, TOKEN_PREFIX};
 pub use orgs::{NewOrg, Org, OrgPatch, OrgStatus};
+pub use providers::ProviderRow;
 pub use users::{Accepted, Invitation, Member, SessionRow, User};
 pub use workspaces::{NewWorkspace, WorkspacePatch, WorkspaceRecord};
 
@@ -36,6 +38,11 @@ pub static MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "identity",
         sql: include_str!("../../schema/control/0002_identity.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "providers",
+        sql: include_str!("../../schema/control/0003_providers.sql"),
     },
 ];
 

@@ -293,6 +293,11 @@ impl ControlPlane {
             let rows = stmt.query_map(params![id.to_string(), now], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
+        // A deleted org's provider keys are destroyed with it.
+        tx.execute(
+            "DELETE FROM org_providers WHERE org_id = ?1",
+            [id.to_string()],
+        )?;
         tx.commit()?;
         Ok(ws_ids
             .iter()

@@ -58,6 +58,7 @@ impl From<Error> for ApiError {
                     format!("too many attempts: try again in {secs} seconds"),
                 )
             },
+            Error::Provider(m) => ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", m),
             Error::Suspended => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "tenant_suspended",
@@ -113,6 +114,7 @@ mod tests {
             (Error::forbidden("x"), 403, "forbidden"),
             (Error::RateLimited(7), 429, "rate_limited"),
             (Error::Busy, 503, "unavailable"),
+            (Error::Provider("x".into()), 502, "provider_error"),
             (Error::internal("secret detail"), 500, "internal"),
         ];
         for (err, status, code) in cases {

@@ -3,26 +3,30 @@
 
 mod admin;
 pub mod auth;
+mod chat;
 pub mod error;
 pub mod extract;
 mod keys;
+mod mcp;
 mod members;
 pub mod middleware;
+mod openai;
 mod orgs;
+mod providers;
 mod session;
 pub mod system;
 mod workspaces;
 
 use std::sync::Arc;
 
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 
 use crate::app::App;
 use error::ApiError;
 
 pub fn router(app: Arc<App>) -> Router {
-    let v1 = Router::new()
+    let mut v1 = Router::new()
         .route("/auth/login", post(session::login))
         .route("/auth/logout", post(session::logout))
         .route("/me", get(session::me))
@@ -57,11 +61,45 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/workspaces/{ws}/api-keys/{id}", delete(keys::revoke))
         .route("/workspaces/{ws}/tenant-tokens", post(keys::mint_token))
         .route("/tenant-tokens", post(keys::mint_token))
+        .route("/orgs/{org}/providers", get(providers::list))
+        .route(
+            "/orgs/{org}/providers/{name}",
+            put(providers::put).delete(providers::delete),
+        )
         .route("/admin/audit", get(admin::audit))
         .route(
             "/admin/tenant-token-secret/rotate",
             post(admin::rotate_token_secret),
         );
+    // Data-plane routes of agents and chat, with `{ws}` and (for API keys and tenant tokens,
+    // which bring their workspace) without.
+    for prefix in ["/workspaces/{ws}", ""] {
+        let at = |p: &str| format!("{prefix}{p}");
+        v1 = v1
+            .route(
+                &at("/agents"),
+                get(chat::list_agents).post(chat::create_agent),
+            )
+            .route(
+                &at("/agents/{id}"),
+                get(chat::get_agent)
+                    .patch(chat::patch_agent)
+                    .delete(chat::delete_agent),
+            )
+            .route(&at("/sessions"), get(chat::list_sessions))
+            .route(&at("/sessions/{id}/messages"), get(chat::session_messages))
+            .route(&at("/chat"), post(chat::chat))
+            .route(
+                &at("/mcp"),
+                post(mcp::post).get(mcp::get).delete(mcp::delete),
+            )
+            .route(&at("/openai/v1/models"), get(openai::models))
+            .route(&at("/openai/v1/models/{model}"), get(openai::model))
+            .route(
+                &at("/openai/v1/chat/completions"),
+                post(openai::completions),
+            );
+    }
     Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))

@@ -39,7 +39,14 @@ pub enum Action {
     Ingest,
     AgentsRead,
     AgentsManage,
+    /// See every agent (private ones of others too) and edit or delete any agent; without it,
+    /// only the owner of an agent edits it and only public agents are visible.
+    AgentsAdmin,
     SessionsRead,
+    /// Read every chat session of the workspace, not only one's own.
+    SessionsReadAll,
+    /// Set, clear and list an org's model providers (bring-your-own keys).
+    ProvidersManage,
     Export,
 }
 
@@ -109,7 +116,10 @@ pub const fn rule_for(action: Action) -> Rule {
         Action::Ingest => rule(Some(Member), S(Scope::Ingest), false),
         Action::AgentsRead => rule(Some(Viewer), S(Scope::Chat), true),
         Action::AgentsManage => rule(Some(Member), S(Scope::Manage), false),
+        Action::AgentsAdmin => rule(Some(Admin), S(Scope::Manage), false),
         Action::SessionsRead => rule(Some(Viewer), S(Scope::Chat), false),
+        Action::SessionsReadAll => rule(Some(Admin), S(Scope::Manage), false),
+        Action::ProvidersManage => rule(Some(Admin), Never, false),
         Action::Export => rule(Some(Admin), S(Scope::Manage), false),
     }
 }
@@ -149,7 +159,7 @@ pub fn may_manage_role(actor: Subject, target: Role) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 25] = [
+    const ALL: [Action; 28] = [
         Action::OrgCreate,
         Action::OrgListAll,
         Action::OrgSuspend,
@@ -173,7 +183,10 @@ mod tests {
         Action::Ingest,
         Action::AgentsRead,
         Action::AgentsManage,
+        Action::AgentsAdmin,
         Action::SessionsRead,
+        Action::SessionsReadAll,
+        Action::ProvidersManage,
         Action::Export,
     ];
 

@@ -23,11 +23,19 @@ pub const INDEX_DIR: &str = "index";
 pub const BLOBS_DIR: &str = "blobs";
 
 /// Migrations of a workspace database, applied when a store is opened.
-pub static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../schema/workspace/0001_init.sql"),
-}];
+pub static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../schema/workspace/0001_init.sql"),
+    },
+    // Version 2 is knowledge's (documents and search).
+    Migration {
+        version: 3,
+        name: "agents",
+        sql: include_str!("../../schema/workspace/0003_agents.sql"),
+    },
+];
 
 /// Memory budget of the (single-threaded) Tantivy writer; Tantivy's minimum is 15 MB.
 const WRITER_MEMORY: usize = 20_000_000;

@@ -20,6 +20,9 @@ pub struct Options {
     pub open_wait_secs: u64,
     /// `tenant_domain`: `<workspace-id>.<domain>` names a workspace.
     pub tenant_domain: Option<String>,
+    /// Model provider timeout and retries (short, so failures are quick in tests).
+    pub provider_timeout_secs: u64,
+    pub provider_retries: u32,
 }
 
 impl Default for Options {
@@ -30,6 +33,8 @@ impl Default for Options {
             admin_token: Some(TOKEN.to_string()),
             open_wait_secs: 30,
             tenant_domain: None,
+            provider_timeout_secs: 2,
+            provider_retries: 2,
         }
     }
 }
@@ -63,6 +68,8 @@ impl TestServer {
         config.admin_token = opts.admin_token.clone();
         config.open_wait_secs = opts.open_wait_secs;
         config.tenant_domain = opts.tenant_domain.clone();
+        config.provider_timeout_secs = opts.provider_timeout_secs;
+        config.provider_retries = opts.provider_retries;
         let (app, source) = App::open(config).expect("open app");
         let token = match source {
             AdminTokenSource::Generated(t) => t,
@@ -128,6 +135,49 @@ impl TestServer {
 
     pub fn data_path(&self, rel: &str) -> PathBuf {
         self.data_dir.join(rel)
+    }
+
+    /// Puts documents straight into a workspace's store and full-text index (no ingestion
+    /// pipeline): `(title, metadata, chunk texts)` each. Returns `(document id, chunk ids)`.
+    pub fn seed_documents(
+        &self,
+        ws: &str,
+        docs: &[(&str, Value, &[&str])],
+    ) -> Vec<(String, Vec<i64>)> {
+        let id = uuid::Uuid::parse_str(ws).expect("workspace id");
+        let (_, handle) = self.app.open_workspace(id).expect("open workspace");
+        let mut out = Vec::new();
+        for (title, metadata, chunks) in docs {
+            let doc_id = uuid::Uuid::now_v7().to_string();
+            let now = "2026-01-01T00:00:00.000Z";
+            let mut ids = Vec::new();
+            {
+                let conn = handle.conn();
+                conn.execute(
+                    "INSERT INTO documents (id, title, mime_type, content_hash, byte_size, metadata,
+                         status, chunk_count, created_at, updated_at)
+                     VALUES (?1, ?2, 'text/plain', ?1, 0, ?3, 'indexed', ?4, ?5, ?5)",
+                    rusqlite::params![doc_id, title, metadata.to_string(), chunks.len() as i64, now],
+                )
+                .expect("insert document");
+                for (i, text) in chunks.iter().enumerate() {
+                    conn.execute(
+                        "INSERT INTO chunks (document_id, ordinal, text) VALUES (?1, ?2, ?3)",
+                        rusqlite::params![doc_id, i as i64, text],
+                    )
+                    .expect("insert chunk");
+                    ids.push(conn.last_insert_rowid());
+                }
+            }
+            for (cid, text) in ids.iter().zip(chunks.iter()) {
+                handle
+                    .index_chunk(*cid as u64, &doc_id, title, "", text)
+                    .expect("index chunk");
+            }
+            out.push((doc_id, ids));
+        }
+        handle.commit_index().expect("commit");
+        out
     }
 }
 
@@ -257,6 +307,38 @@ impl Api {
             body,
             headers,
         }
+    }
+
+    /// POSTs and reads a Server-Sent Events answer: `(status, [(event name, data)])`; a data
+    /// line that is not JSON is kept as a JSON string.
+    pub async fn sse(&self, path: &str, body: Value) -> (u16, Vec<(String, Value)>) {
+        let mut req = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .json(&body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let mut events = Vec::new();
+        for block in text.split("\n\n") {
+            let mut name = String::from("message");
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event:") {
+                    name = n.trim().to_string();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                }
+            }
+            if !data.is_empty() {
+                let v = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                events.push((name, v));
+            }
+        }
+        (status, events)
     }
 
     pub async fn get(&self, path: &str) -> Resp {

@@ -2,8 +2,12 @@
 
 mod auth;
 mod authz_prop;
+mod chat;
+mod clients;
+mod facade;
 mod harness;
 mod lifecycle;
+mod mock_llm;
 mod orgs;
 mod registry;
 mod traversal;

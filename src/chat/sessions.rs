@@ -1,0 +1,255 @@
+//! Chat sessions and their messages, in the workspace database. A session belongs to the
+//! principal that started it (`owner`): a user, an API key, a tenant token's end user (its key
+//! and subject), or the operator. Only its owner, and whoever holds `SessionsReadAll` (org
+//! admins, `manage` keys, the operator), reach it; to anyone else it does not exist.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::engine::{Citation, Turn, Usage};
+use crate::app::App;
+use crate::control::Page;
+use crate::error::{Error, Resource, Result};
+use crate::identity::{Action, Principal, WorkspaceAccess};
+
+/// How much history (estimated tokens) goes into a prompt, newest first.
+pub const HISTORY_TOKENS: u64 = 3_000;
+/// Most messages considered for history.
+const HISTORY_MESSAGES: u32 = 40;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub id: String,
+    pub agent_id: String,
+    pub title: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip)]
+    pub owner: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub id: i64,
+    pub session_id: String,
+    pub role: String,
+    pub content: String,
+    pub citations: Value,
+    pub tool_calls: Value,
+    pub usage: Option<Value>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub created_at: String,
+}
+
+/// The owner key of sessions started by `principal`.
+pub fn owner_of(principal: &Principal) -> String {
+    match principal {
+        Principal::Operator => "operator".into(),
+        Principal::User { user_id, .. } => format!("user:{user_id}"),
+        Principal::ApiKey { key_id, .. } => format!("key:{key_id}"),
+        Principal::TenantToken {
+            key_id, subject, ..
+        } => format!("token:{key_id}:{}", subject.as_deref().unwrap_or("")),
+    }
+}
+
+fn may_read(session: &Session, ctx: &WorkspaceAccess) -> bool {
+    session.owner == owner_of(&ctx.principal) || ctx.require(Action::SessionsReadAll).is_ok()
+}
+
+const SELECT: &str = "SELECT id, agent_id, title, created_at, updated_at, owner FROM chat_sessions";
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: r.get(0)?,
+        agent_id: r.get(1)?,
+        title: r.get(2)?,
+        created_at: r.get(3)?,
+        updated_at: r.get(4)?,
+        owner: r.get(5)?,
+    })
+}
+
+/// A session the context may read; `NotFound` otherwise.
+pub fn readable(conn: &Connection, ctx: &WorkspaceAccess, id: &str) -> Result<Session> {
+    if id.is_empty() || id.len() > 100 {
+        return Err(Error::NotFound(Resource::Session));
+    }
+    conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], session_row)
+        .optional()?
+        .filter(|s| may_read(s, ctx))
+        .ok_or(Error::NotFound(Resource::Session))
+}
+
+/// A session the context may continue (its own only, whatever its role).
+pub fn owned(conn: &Connection, ctx: &WorkspaceAccess, id: &str) -> Result<Session> {
+    let s = readable(conn, ctx, id)?;
+    if s.owner != owner_of(&ctx.principal) {
+        return Err(Error::forbidden("only the session's owner may continue it"));
+    }
+    Ok(s)
+}
+
+/// Creates a session with the id given (chosen before the first answer, so a stream can name
+/// it at once).
+pub fn create(
+    conn: &Connection,
+    ctx: &WorkspaceAccess,
+    id: &str,
+    agent_id: &str,
+    title: &str,
+) -> Result<Session> {
+    let now = crate::db::now();
+    let title = super::snippet(title, 80);
+    conn.execute(
+        "INSERT INTO chat_sessions (id, agent_id, owner, title, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        params![id, agent_id, owner_of(&ctx.principal), title, now],
+    )?;
+    conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], session_row)
+        .map_err(Error::from)
+}
+
+const MSG_SELECT: &str = "SELECT id, session_id, role, content, citations, tool_calls, usage,
+    provider, model, created_at FROM chat_messages";
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<(Message, String, String, Option<String>)> {
+    Ok((
+        Message {
+            id: r.get(0)?,
+            session_id: r.get(1)?,
+            role: r.get(2)?,
+            content: r.get(3)?,
+            citations: Value::Null,
+            tool_calls: Value::Null,
+            usage: None,
+            provider: r.get(7)?,
+            model: r.get(8)?,
+            created_at: r.get(9)?,
+        },
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn finish_message((mut m, c, t, u): (Message, String, String, Option<String>)) -> Result<Message> {
+    m.citations = crate::db::json_column(&c)?;
+    m.tool_calls = crate::db::json_column(&t)?;
+    m.usage = u.map(|u| crate::db::json_column(&u)).transpose()?;
+    Ok(m)
+}
+
+pub fn messages(conn: &Connection, session_id: &str, page: Page) -> Result<Vec<Message>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{MSG_SELECT} WHERE session_id = ?1 ORDER BY id LIMIT ?2 OFFSET ?3"
+    ))?;
+    let rows = stmt.query_map(params![session_id, page.limit, page.offset], message_row)?;
+    rows.map(|r| finish_message(r?)).collect()
+}
+
+/// The newest turns of a session that fit in `budget` estimated tokens, oldest first.
+pub fn history(conn: &Connection, session_id: &str, budget: u64) -> Result<Vec<Turn>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT role, content FROM chat_messages WHERE session_id = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![session_id, HISTORY_MESSAGES], |r| {
+        Ok(Turn {
+            role: r.get(0)?,
+            content: r.get(1)?,
+        })
+    })?;
+    let mut out = Vec::new();
+    let mut used = 0;
+    for t in rows {
+        let t = t?;
+        let cost = super::estimate_tokens(&t.content) + 4;
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        out.push(t);
+    }
+    out.reverse();
+    // A history never starts with an answer whose question was cut off.
+    while out.first().is_some_and(|t| t.role != "user") {
+        out.remove(0);
+    }
+    Ok(out)
+}
+
+/// What one exchange stores: the question and the answer with its citations, tools and usage.
+pub struct Exchange<'a> {
+    pub question: &'a str,
+    pub answer: &'a str,
+    pub citations: &'a [Citation],
+    pub tool_calls: &'a Value,
+    pub usage: &'a Usage,
+    pub provider: &'a str,
+    pub model: &'a str,
+}
+
+/// Stores an exchange in one transaction; returns the answer's message id.
+pub fn append(conn: &mut Connection, session_id: &str, ex: &Exchange<'_>) -> Result<i64> {
+    let tx = conn.transaction()?;
+    let now = crate::db::now();
+    tx.execute(
+        "INSERT INTO chat_messages (session_id, role, content, created_at) VALUES (?1, 'user', ?2, ?3)",
+        params![session_id, ex.question, now],
+    )?;
+    tx.execute(
+        "INSERT INTO chat_messages (session_id, role, content, citations, tool_calls, usage,
+             provider, model, created_at)
+         VALUES (?1, 'assistant', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            session_id,
+            ex.answer,
+            to_json(ex.citations)?,
+            to_json(ex.tool_calls)?,
+            to_json(ex.usage)?,
+            ex.provider,
+            ex.model,
+            now
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.execute(
+        "UPDATE chat_sessions SET updated_at = ?2 WHERE id = ?1",
+        params![session_id, now],
+    )?;
+    tx.commit()?;
+    Ok(id)
+}
+
+fn to_json<T: Serialize + ?Sized>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::internal(e.to_string()))
+}
+
+impl App {
+    /// The sessions the context may read, newest first.
+    pub fn list_sessions(&self, ctx: &WorkspaceAccess, page: Page) -> Result<Vec<Session>> {
+        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        let conn = handle.conn();
+        let all = ctx.require(Action::SessionsReadAll).is_ok();
+        let owner = owner_of(&ctx.principal);
+        let mut stmt = conn.prepare_cached(&format!(
+            "{SELECT} WHERE (?1 OR owner = ?2) ORDER BY updated_at DESC, id DESC LIMIT ?3 OFFSET ?4"
+        ))?;
+        let rows = stmt.query_map(params![all, owner, page.limit, page.offset], session_row)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Error::from)
+    }
+
+    pub fn session_messages(
+        &self,
+        ctx: &WorkspaceAccess,
+        id: &str,
+        page: Page,
+    ) -> Result<Vec<Message>> {
+        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        let conn = handle.conn();
+        let s = readable(&conn, ctx, id)?;
+        messages(&conn, &s.id, page)
+    }
+}

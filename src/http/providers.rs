@@ -1,0 +1,42 @@
+//! `/v1/orgs/{org}/providers`: an org's model providers (bring your own key), for org admins.
+//! Listing never returns a key; only whether one is set.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::auth::{Action, OrgContext};
+use super::error::ApiResult;
+use super::extract::{blocking, Json, Path};
+use crate::app::App;
+use crate::chat::providers::ProviderInput;
+
+pub async fn list(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::ProvidersManage)?;
+    let list = blocking(move || app.list_providers(&ctx)).await?;
+    Ok(axum::Json(json!({ "data": list })))
+}
+
+pub async fn put(
+    State(app): State<Arc<App>>,
+    ctx: OrgContext,
+    Path((_, name)): Path<(String, String)>,
+    Json(input): Json<ProviderInput>,
+) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::ProvidersManage)?;
+    let view = blocking(move || app.set_provider(&ctx, &name, input)).await?;
+    Ok(axum::Json(view))
+}
+
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    ctx: OrgContext,
+    Path((_, name)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::ProvidersManage)?;
+    blocking(move || app.delete_provider(&ctx, &name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
