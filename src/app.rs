@@ -28,6 +28,12 @@ pub struct App {
     operator_digest: Option<[u8; 32]>,
     draining: AtomicBool,
     pub http_metrics: crate::http::system::HttpMetrics,
+    /// The server-wide job scheduler (ingestion, embedding, re-embedding).
+    pub scheduler: crate::knowledge::scheduler::Scheduler,
+    /// Embedding models, shared by all workspaces.
+    pub embedders: crate::knowledge::Embedders,
+    /// Hybrid-search fusion parameters.
+    pub fusion: crate::knowledge::search::Fusion,
 }
 
 /// A workspace with the live statistics of its store.
@@ -50,7 +56,11 @@ impl App {
             config.max_open_workspaces,
             Duration::from_secs(config.open_wait_secs),
         );
+        let scheduler = crate::knowledge::scheduler::Scheduler::new(&config.data_dir);
         let app = App {
+            scheduler,
+            embedders: Default::default(),
+            fusion: Default::default(),
             config,
             control,
             registry,
@@ -222,6 +232,7 @@ impl App {
 
     /// Flushes everything for a clean stop: writers committed, WALs checkpointed.
     pub fn shutdown(&self) {
+        self.scheduler.stop();
         self.registry.shutdown();
         if let Err(e) = self.control.checkpoint() {
             tracing::warn!(error = %e, "control plane checkpoint failed");

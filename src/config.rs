@@ -14,6 +14,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 pub const DEFAULT_MAX_OPEN_WORKSPACES: usize = 256;
 pub const DEFAULT_WRITER_IDLE_SECS: u64 = 30;
 pub const DEFAULT_OPEN_WAIT_SECS: u64 = 30;
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 50 << 20;
+pub const DEFAULT_INGEST_WORKERS: usize = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -46,6 +48,12 @@ pub struct ConfigArgs {
     /// Seconds a request waits for a free open-workspace slot before 503 [default: 30].
     #[arg(long, env = "ENCLAVE_OPEN_WAIT_SECS", global = true)]
     pub open_wait_secs: Option<u64>,
+    /// Largest document upload in bytes; larger ones are refused with 413 [default: 52428800].
+    #[arg(long, env = "ENCLAVE_MAX_UPLOAD_BYTES", global = true)]
+    pub max_upload_bytes: Option<u64>,
+    /// Threads that run ingestion and embedding jobs for the whole server [default: 1].
+    #[arg(long, env = "ENCLAVE_INGEST_WORKERS", global = true)]
+    pub ingest_workers: Option<usize>,
 }
 
 /// The keys a TOML configuration file may hold.
@@ -58,6 +66,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     writer_idle_secs: Option<u64>,
     open_wait_secs: Option<u64>,
+    max_upload_bytes: Option<u64>,
+    ingest_workers: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -69,6 +79,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub writer_idle_secs: u64,
     pub open_wait_secs: u64,
+    pub max_upload_bytes: u64,
+    pub ingest_workers: usize,
     /// `ENCLAVE_ADMIN_TOKEN`: read from the environment only, never from a flag or file.
     pub admin_token: Option<String>,
 }
@@ -83,6 +95,8 @@ impl Config {
             log_format: LogFormat::Text,
             writer_idle_secs: DEFAULT_WRITER_IDLE_SECS,
             open_wait_secs: DEFAULT_OPEN_WAIT_SECS,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            ingest_workers: DEFAULT_INGEST_WORKERS,
             admin_token: None,
         }
     }
@@ -139,6 +153,16 @@ impl Config {
                 .open_wait_secs
                 .or(file.open_wait_secs)
                 .unwrap_or(DEFAULT_OPEN_WAIT_SECS),
+            max_upload_bytes: args
+                .max_upload_bytes
+                .or(file.max_upload_bytes)
+                .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES)
+                .max(1),
+            ingest_workers: args
+                .ingest_workers
+                .or(file.ingest_workers)
+                .unwrap_or(DEFAULT_INGEST_WORKERS)
+                .max(1),
             admin_token,
         })
     }

@@ -11,6 +11,8 @@ pub enum Resource {
     Org,
     Workspace,
     Route,
+    Document,
+    Job,
 }
 
 impl fmt::Display for Resource {
@@ -19,6 +21,8 @@ impl fmt::Display for Resource {
             Resource::Org => "organization",
             Resource::Workspace => "workspace",
             Resource::Route => "route",
+            Resource::Document => "document",
+            Resource::Job => "job",
         })
     }
 }
@@ -40,6 +44,15 @@ pub enum Error {
     /// Every slot of the open-workspace cache is held by requests in flight.
     #[error("the server is busy: every open workspace slot is in use, try again shortly")]
     Busy,
+    /// An upload is over the configured size limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A file type Enclave does not ingest.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The embedding or model provider failed or timed out.
+    #[error("{0}")]
+    Provider(String),
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,

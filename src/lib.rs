@@ -8,9 +8,11 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod db;
+pub mod embed;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod knowledge;
 pub mod server;
 pub mod workspace;
 

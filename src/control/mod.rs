@@ -4,6 +4,7 @@
 
 mod operator;
 mod orgs;
+mod plans;
 mod workspaces;
 
 use std::path::Path;

@@ -48,6 +48,16 @@ impl From<Error> for ApiError {
             Error::Invalid(m) => ApiError::invalid(StatusCode::BAD_REQUEST, m),
             Error::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            Error::PayloadTooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+            }
+            Error::UnsupportedMediaType(m) => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m)
+            }
+            Error::Provider(m) => {
+                tracing::warn!(error = %m, "provider error");
+                ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", m)
+            }
             Error::Suspended => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "tenant_suspended",
@@ -100,6 +110,9 @@ mod tests {
             (Error::Conflict("x".into()), 409, "conflict"),
             (Error::Suspended, 403, "tenant_suspended"),
             (Error::Busy, 503, "unavailable"),
+            (Error::PayloadTooLarge("x".into()), 413, "payload_too_large"),
+            (Error::UnsupportedMediaType("x".into()), 415, "unsupported_media_type"),
+            (Error::Provider("x".into()), 502, "provider_error"),
             (Error::internal("secret detail"), 500, "internal"),
         ];
         for (err, status, code) in cases {

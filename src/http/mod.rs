@@ -4,13 +4,15 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+mod knowledge;
 pub mod middleware;
-mod orgs;
+pub(crate) mod orgs;
 pub mod system;
 mod workspaces;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -18,6 +20,11 @@ use crate::app::App;
 use error::ApiError;
 
 pub fn router(app: Arc<App>) -> Router {
+    // Uploads: the configured limit plus room for multipart framing and JSON escaping.
+    let upload_limit = usize::try_from(app.config.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .saturating_add(64 << 10);
     let v1 = Router::new()
         .route("/orgs", post(orgs::create).get(orgs::list))
         .route(
@@ -35,6 +42,24 @@ pub fn router(app: Arc<App>) -> Router {
             get(workspaces::get)
                 .patch(workspaces::patch)
                 .delete(workspaces::delete),
+        )
+        .route(
+            "/workspaces/{ws}/documents",
+            post(knowledge::add)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .get(knowledge::list),
+        )
+        .route(
+            "/workspaces/{ws}/documents/{id}",
+            get(knowledge::get).delete(knowledge::delete),
+        )
+        .route("/workspaces/{ws}/jobs", get(knowledge::list_jobs))
+        .route("/workspaces/{ws}/jobs/{id}", get(knowledge::get_job))
+        .route("/workspaces/{ws}/jobs/{id}/cancel", post(knowledge::cancel_job))
+        .route("/workspaces/{ws}/search", post(knowledge::search))
+        .route(
+            "/workspaces/{ws}/embedder",
+            get(knowledge::get_embedder).put(knowledge::set_embedder),
         );
     Router::new()
         .route("/healthz", get(system::healthz))
