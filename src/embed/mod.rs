@@ -1,9 +1,71 @@
-//! Embedding models. (Placeholder for the `embed` branch, which brings the in-process models;
-//! only the trait the knowledge module codes against lives here until it is merged.)
+//! In-process text embedding models that ship inside the binary.
+//!
+//! * [`MiniLm`]: all-MiniLM-L6-v2, a 6-layer BERT sentence encoder (384 dims), run by our own
+//!   forward pass ([`kernels`]) with no network and no native library.
+//! * [`StaticModel`]: a Model2Vec static model distilled from the same encoder (256 dims): a
+//!   lookup table averaged over the text's tokens, ~1000× faster, for bulk ingestion.
+//!
+//! Both use the same WordPiece [`tokenizer::Tokenizer`] and vocabulary. Weights are compiled in
+//! from `assets/models/` (see its README for where each file comes from and
+//! `scripts/build-models.sh` to rebuild them) and are decoded once per process, on first use.
+//!
+//! Every vector returned is L2-normalised (unit length, finite), so cosine similarity is a dot
+//! product and L2 distance ranks the same way. Empty or whitespace-only texts never yield NaN
+//! or a zero vector: MiniLM embeds them as `[CLS] [SEP]` (exactly what the reference
+//! sentence-transformers model does), the static model as its `[UNK]` vector.
 
-/// A sentence embedder. Outputs are L2-normalised.
+pub mod bench;
+pub mod kernels;
+pub mod minilm;
+mod safetensors;
+pub mod static_model;
+pub mod tokenizer;
+
+use std::sync::OnceLock;
+
+pub use minilm::MiniLm;
+pub use static_model::StaticModel;
+
+use crate::error::{Error, Result};
+
+/// A text embedding model.
 pub trait Embedder: Send + Sync {
+    /// Stable identifier of the model and its version (stored with the vectors it produced).
     fn id(&self) -> &str;
+    /// Number of dimensions of every vector.
     fn dim(&self) -> usize;
-    fn embed(&self, texts: &[&str]) -> crate::Result<Vec<Vec<f32>>>;
+    /// One L2-normalised vector per text, in order.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// The vector of one search query.
+    fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+        self.embed(&[query])?
+            .pop()
+            .ok_or_else(|| Error::internal("embedder returned no vector"))
+    }
 }
+
+/// The WordPiece vocabulary shared by both models (BERT uncased, 30,522 tokens).
+pub(crate) static VOCAB: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/models/vocab.txt"
+));
+
+/// The shared tokenizer, built once.
+pub fn tokenizer() -> Result<&'static tokenizer::Tokenizer> {
+    static TOK: OnceLock<std::result::Result<tokenizer::Tokenizer, String>> = OnceLock::new();
+    TOK.get_or_init(|| tokenizer::Tokenizer::from_vocab(VOCAB).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| Error::internal(e.clone()))
+}
+
+/// Threads used by the embedders: all cores unless `ENCLAVE_EMBED_THREADS` says otherwise.
+pub(crate) fn default_threads() -> usize {
+    std::env::var("ENCLAVE_EMBED_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -164,10 +164,8 @@ impl Embedders {
 /// The built-in models.
 pub fn builtin_models(cfg: &EmbedderConfig) -> Result<Arc<dyn Embedder>> {
     match cfg {
-        // MERGE-EMBED: wired to crate::embed::{MiniLm, StaticModel} when the models land.
-        EmbedderConfig::Minilm | EmbedderConfig::Static => Err(Error::Provider(
-            "the built-in embedding models are not in this build".into(),
-        )),
+        EmbedderConfig::Minilm => Ok(Arc::new(crate::embed::MiniLm::new())),
+        EmbedderConfig::Static => Ok(Arc::new(crate::embed::StaticModel::new())),
         _ => Err(Error::internal("not a built-in embedder")),
     }
 }

@@ -14,6 +14,7 @@ pub mod eval;
 pub mod extract;
 pub mod filter;
 pub mod ingest;
+pub mod ingest_cli;
 pub mod scheduler;
 pub mod search;
 pub mod service;

@@ -1,0 +1,264 @@
+//! `enclave bench embed`: throughput and latency of the in-process embedders.
+//!
+//! Chunks are ~200-word windows over a BEIR `corpus.jsonl` (title + text) when one is given,
+//! otherwise generated text; they are embedded in batches of 32, as ingestion does. Queries are
+//! the corpus's sibling `queries.jsonl`, or generated short questions, embedded one at a time.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::{Embedder, MiniLm, StaticModel};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmbedBenchArgs {
+    /// BEIR corpus.jsonl to take chunks (and the sibling queries.jsonl) from.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Chunks embedded by the transformer (the static model gets 100× as many).
+    #[arg(long, default_value_t = 256)]
+    pub chunks: usize,
+    /// Words per chunk.
+    #[arg(long, default_value_t = 200)]
+    pub words: usize,
+    /// Chunks per `embed` call.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Queries timed one by one.
+    #[arg(long, default_value_t = 200)]
+    pub queries: usize,
+    /// Threads for each embedder.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
+impl Default for EmbedBenchArgs {
+    fn default() -> Self {
+        EmbedBenchArgs {
+            corpus: None,
+            chunks: 256,
+            words: 200,
+            batch: 32,
+            queries: 200,
+            threads: 2,
+        }
+    }
+}
+
+struct Row {
+    model: String,
+    load_ms: f64,
+    chunks_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+pub fn bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
+    let (chunks, queries) = match &args.corpus {
+        Some(path) => load_corpus(path, args.words, args.chunks.max(1))?,
+        None => (
+            generated_chunks(args.chunks.max(1), args.words),
+            generated_queries(),
+        ),
+    };
+    anyhow::ensure!(
+        !chunks.is_empty(),
+        "the corpus gave no chunk of {} words",
+        args.words
+    );
+    let batch = args.batch.max(1);
+    let tok = super::tokenizer()?;
+    let mean_tokens = chunks
+        .iter()
+        .map(|c| {
+            let mut v = Vec::new();
+            tok.tokenize(c, usize::MAX, &mut v);
+            v.len() + 2
+        })
+        .sum::<usize>() as f64
+        / chunks.len() as f64;
+    println!(
+        "embedding benchmark: {} chunks of {} words (≈ {:.0} tokens before truncation), batches of {batch}, {} threads, {} queries, kernels: {:?}",
+        chunks.len(),
+        args.words,
+        mean_tokens,
+        args.threads,
+        queries.len().min(args.queries),
+        super::kernels::isa()
+    );
+
+    let mut rows = Vec::new();
+    let load = MiniLm::preload()?;
+    let minilm = MiniLm::with_threads(args.threads);
+    rows.push(measure(
+        &minilm,
+        load.as_secs_f64() * 1e3,
+        &chunks,
+        batch,
+        &queries,
+        args.queries,
+    )?);
+    let load = StaticModel::preload()?;
+    let stat = StaticModel::with_threads(args.threads);
+    let many: Vec<String> = chunks.iter().cycle().take(chunks.len() * 100).cloned().collect();
+    rows.push(measure(
+        &stat,
+        load.as_secs_f64() * 1e3,
+        &many,
+        batch,
+        &queries,
+        args.queries,
+    )?);
+
+    println!(
+        "\n| model | dims | load (ms) | chunks/s | query p50 (ms) | query p99 (ms) |\n|---|---|---|---|---|---|"
+    );
+    for (r, dim) in rows.iter().zip([minilm.dim(), stat.dim()]) {
+        println!(
+            "| {} | {dim} | {:.1} | {:.1} | {:.3} | {:.3} |",
+            r.model, r.load_ms, r.chunks_per_s, r.p50_ms, r.p99_ms
+        );
+    }
+    Ok(())
+}
+
+fn measure(
+    model: &dyn Embedder,
+    load_ms: f64,
+    chunks: &[String],
+    batch: usize,
+    queries: &[String],
+    n_queries: usize,
+) -> anyhow::Result<Row> {
+    let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    // Warm-up: thread pool, page faults of the weights, allocator.
+    model.embed(&refs[..batch.min(refs.len())])?;
+    let t = Instant::now();
+    for b in refs.chunks(batch) {
+        model.embed(b)?;
+    }
+    let chunks_per_s = refs.len() as f64 / t.elapsed().as_secs_f64();
+    let mut lat = Vec::with_capacity(n_queries);
+    for q in queries.iter().cycle().take(n_queries.max(1)) {
+        let t = Instant::now();
+        model.embed_query(q)?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+    Ok(Row {
+        model: model.id().to_string(),
+        load_ms,
+        chunks_per_s,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    })
+}
+
+/// ~`words`-word windows over the corpus's title + text, and the sibling queries.
+fn load_corpus(
+    path: &Path,
+    words: usize,
+    limit: usize,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let texts = read_jsonl_field(path, &["title", "text"])?;
+    let mut chunks = Vec::new();
+    let mut pending: Vec<String> = Vec::new();
+    for t in texts {
+        pending.extend(t.split_whitespace().map(str::to_string));
+        while pending.len() >= words && chunks.len() < limit {
+            let rest = pending.split_off(words);
+            chunks.push(pending.join(" "));
+            pending = rest;
+        }
+        if chunks.len() >= limit {
+            break;
+        }
+    }
+    let qpath = path.with_file_name("queries.jsonl");
+    let queries = if qpath.exists() {
+        read_jsonl_field(&qpath, &["text"])?
+    } else {
+        generated_queries()
+    };
+    Ok((chunks, queries))
+}
+
+fn read_jsonl_field(path: &Path, fields: &[&str]) -> anyhow::Result<Vec<String>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("parsing {}", path.display()))?;
+        let text: Vec<&str> = fields
+            .iter()
+            .filter_map(|f| v.get(*f).and_then(|x| x.as_str()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        out.push(text.join(" "));
+    }
+    Ok(out)
+}
+
+const WORDS: &[&str] = &[
+    "the", "system", "stores", "documents", "and", "search", "queries", "across", "many",
+    "workspaces", "with", "embedding", "models", "running", "locally", "on", "small", "servers",
+    "while", "retrieval", "quality", "depends", "on", "chunking", "structure", "tables", "lists",
+    "headings", "paragraphs", "of", "technical", "manuals", "policies", "reports", "describing",
+    "procedures", "for", "engineers", "customers", "support", "teams", "in", "2024", "budget",
+    "network", "latency", "storage", "backup", "encryption", "keys", "rotation", "audit",
+];
+
+fn generated_chunks(n: usize, words: usize) -> Vec<String> {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|_| {
+            (0..words)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    WORDS[(state % WORDS.len() as u64) as usize]
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+fn generated_queries() -> Vec<String> {
+    [
+        "how do I rotate encryption keys",
+        "backup storage policy for customers",
+        "what is the network latency budget",
+        "support procedures for engineers",
+        "audit report on search quality",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// `cargo test --release --lib embed::bench -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn run_bench() {
+        let corpus = std::path::PathBuf::from("../shared/eval/msmarco/corpus.jsonl");
+        let args = super::EmbedBenchArgs {
+            corpus: corpus.exists().then_some(corpus),
+            ..Default::default()
+        };
+        if let Err(e) = super::bench(args) {
+            panic!("{e:#}");
+        }
+    }
+}

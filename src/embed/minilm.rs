@@ -1,0 +1,413 @@
+//! all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 12 heads, FFN 1536): mean pooling over the
+//! tokens, then L2 normalisation, as in sentence-transformers; texts truncated at 256 tokens.
+//!
+//! The forward pass works on "packed" batches: the tokens of all sequences of a micro-batch are
+//! stacked as rows of one matrix with no padding, so the dense layers are single large GEMMs and
+//! attention runs per (sequence, head) over that sequence's own length (no mask, no wasted work).
+//! Dense layers split their rows across threads; attention splits its (sequence, head) pairs.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use super::kernels::{self, gemm, isa, Packed, NR};
+use super::safetensors::SafeTensors;
+use super::{default_threads, tokenizer, Embedder};
+use crate::error::{Error, Result};
+
+pub const ID: &str = "minilm-l6-v2";
+pub const DIM: usize = 384;
+/// Longest input in tokens, `[CLS]` and `[SEP]` included (sentence-transformers' setting).
+pub const MAX_TOKENS: usize = 256;
+
+const HIDDEN: usize = 384;
+const HEADS: usize = 12;
+const HEAD_DIM: usize = 32;
+const FFN: usize = 1536;
+const LAYERS: usize = 6;
+const MAX_POS: usize = 512;
+const LN_EPS: f32 = 1e-12;
+/// Tokens per micro-batch: bounds the activations (~15 KiB per token) and keeps them cache-warm.
+const TOKEN_BUDGET: usize = 2048;
+/// Rows per dense-layer task (a multiple of the GEMM's row block).
+const ROWS_PER_TASK: usize = 112;
+
+static WEIGHTS_BYTES: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/models/minilm/model.safetensors"
+));
+
+struct Layer {
+    qkv: Packed,
+    qkv_b: Vec<f32>,
+    out: Packed,
+    out_b: Vec<f32>,
+    ln1_g: Vec<f32>,
+    ln1_b: Vec<f32>,
+    ff1: Packed,
+    ff1_b: Vec<f32>,
+    ff2: Packed,
+    ff2_b: Vec<f32>,
+    ln2_g: Vec<f32>,
+    ln2_b: Vec<f32>,
+}
+
+struct Weights {
+    word: Vec<f32>,
+    /// Position embeddings with the token-type-0 embedding already added.
+    pos_type: Vec<f32>,
+    ln_g: Vec<f32>,
+    ln_b: Vec<f32>,
+    layers: Vec<Layer>,
+    vocab: usize,
+}
+
+impl Weights {
+    fn load(bytes: &[u8]) -> Result<Self> {
+        let st = SafeTensors::parse(bytes)?;
+        let word_shape = &st.get("embeddings.word_embeddings.weight")?.shape;
+        let vocab = word_shape.first().copied().unwrap_or(0);
+        let word = st.f32("embeddings.word_embeddings.weight", &[vocab, HIDDEN])?;
+        let mut pos_type = st.f32("embeddings.position_embeddings.weight", &[MAX_POS, HIDDEN])?;
+        let typ = st.f32("embeddings.token_type_embeddings.weight", &[2, HIDDEN])?;
+        for row in pos_type.chunks_exact_mut(HIDDEN) {
+            kernels::add_inplace(row, &typ[..HIDDEN]);
+        }
+        let ln_g = st.f32("embeddings.LayerNorm.weight", &[HIDDEN])?;
+        let ln_b = st.f32("embeddings.LayerNorm.bias", &[HIDDEN])?;
+        let scale = 1.0 / (HEAD_DIM as f32).sqrt();
+        let mut layers = Vec::with_capacity(LAYERS);
+        for l in 0..LAYERS {
+            let p = |s: &str| format!("encoder.layer.{l}.{s}");
+            let lin = |name: &str, n: usize, k: usize| -> Result<(Vec<f32>, Vec<f32>)> {
+                Ok((
+                    st.f32(&p(&format!("{name}.weight")), &[n, k])?,
+                    st.f32(&p(&format!("{name}.bias")), &[n])?,
+                ))
+            };
+            let (mut qw, mut qb) = lin("attention.self.query", HIDDEN, HIDDEN)?;
+            // Fold the 1/sqrt(head_dim) attention scale into the query projection.
+            qw.iter_mut().chain(qb.iter_mut()).for_each(|v| *v *= scale);
+            let (kw, kb) = lin("attention.self.key", HIDDEN, HIDDEN)?;
+            let (vw, vb) = lin("attention.self.value", HIDDEN, HIDDEN)?;
+            let qkv_w: Vec<f32> = [qw, kw, vw].concat();
+            let qkv_b: Vec<f32> = [qb, kb, vb].concat();
+            let (ow, out_b) = lin("attention.output.dense", HIDDEN, HIDDEN)?;
+            let (f1w, ff1_b) = lin("intermediate.dense", FFN, HIDDEN)?;
+            let (f2w, ff2_b) = lin("output.dense", HIDDEN, FFN)?;
+            layers.push(Layer {
+                qkv: Packed::from_linear(&qkv_w, 3 * HIDDEN, HIDDEN)?,
+                qkv_b,
+                out: Packed::from_linear(&ow, HIDDEN, HIDDEN)?,
+                out_b,
+                ln1_g: st.f32(&p("attention.output.LayerNorm.weight"), &[HIDDEN])?,
+                ln1_b: st.f32(&p("attention.output.LayerNorm.bias"), &[HIDDEN])?,
+                ff1: Packed::from_linear(&f1w, FFN, HIDDEN)?,
+                ff1_b,
+                ff2: Packed::from_linear(&f2w, HIDDEN, FFN)?,
+                ff2_b,
+                ln2_g: st.f32(&p("output.LayerNorm.weight"), &[HIDDEN])?,
+                ln2_b: st.f32(&p("output.LayerNorm.bias"), &[HIDDEN])?,
+            });
+        }
+        Ok(Weights {
+            word,
+            pos_type,
+            ln_g,
+            ln_b,
+            layers,
+            vocab,
+        })
+    }
+}
+
+/// The all-MiniLM-L6-v2 sentence encoder. Cheap to construct; the weights (≈ 90 MB as f32) are
+/// decoded on first use and shared by every instance in the process.
+pub struct MiniLm {
+    pool: OnceLock<std::result::Result<rayon::ThreadPool, String>>,
+    threads: usize,
+}
+
+impl Default for MiniLm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MiniLm {
+    /// Uses all cores (or `ENCLAVE_EMBED_THREADS`).
+    pub fn new() -> Self {
+        Self::with_threads(default_threads())
+    }
+
+    pub fn with_threads(threads: usize) -> Self {
+        MiniLm {
+            pool: OnceLock::new(),
+            threads: threads.max(1),
+        }
+    }
+
+    /// Decodes the weights now (if no instance has yet) and returns how long that took.
+    pub fn preload() -> Result<Duration> {
+        let t = Instant::now();
+        weights()?;
+        Ok(t.elapsed())
+    }
+
+    fn pool(&self) -> Result<&rayon::ThreadPool> {
+        self.pool
+            .get_or_init(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.threads)
+                    .thread_name(|i| format!("embed-{i}"))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| Error::internal(format!("embedding thread pool: {e}")))
+    }
+
+    /// Token ids as the model sees them (`[CLS] … [SEP]`, at most [`MAX_TOKENS`]).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(tokenizer()?.encode_with_special(text, MAX_TOKENS))
+    }
+
+    /// Embeds already-tokenised sequences (each `[CLS] … [SEP]`, at most [`MAX_TOKENS`] ids).
+    pub fn embed_ids(&self, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let w = weights()?;
+        for s in seqs {
+            if s.is_empty() || s.len() > MAX_TOKENS {
+                return Err(Error::invalid(format!(
+                    "a sequence must have 1 to {MAX_TOKENS} tokens, not {}",
+                    s.len()
+                )));
+            }
+            if let Some(&bad) = s.iter().find(|&&id| id as usize >= w.vocab) {
+                return Err(Error::invalid(format!("token id {bad} is out of the vocabulary")));
+            }
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        self.pool()?.install(|| {
+            let mut start = 0;
+            while start < seqs.len() {
+                let mut end = start;
+                let mut tokens = 0;
+                while end < seqs.len() && (end == start || tokens + seqs[end].len() <= TOKEN_BUDGET)
+                {
+                    tokens += seqs[end].len();
+                    end += 1;
+                }
+                forward(w, &seqs[start..end], &mut out);
+                start = end;
+            }
+        });
+        Ok(out)
+    }
+}
+
+fn weights() -> Result<&'static Weights> {
+    static W: OnceLock<std::result::Result<Weights, String>> = OnceLock::new();
+    W.get_or_init(|| Weights::load(WEIGHTS_BYTES).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| Error::internal(format!("loading the MiniLM model: {e}")))
+}
+
+impl Embedder for MiniLm {
+    fn id(&self) -> &str {
+        ID
+    }
+
+    fn dim(&self) -> usize {
+        DIM
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let tok = tokenizer()?;
+        let seqs: Vec<Vec<u32>> = self.pool()?.install(|| {
+            texts
+                .par_iter()
+                .map(|t| tok.encode_with_special(t, MAX_TOKENS))
+                .collect()
+        });
+        self.embed_ids(&seqs)
+    }
+}
+
+/// A raw pointer that tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `c[m × w.n] = a[m × w.k] · w + bias (+ c)`, rows split across the pool's threads; `post` runs
+/// on each finished block of rows.
+fn linear(
+    a: &[f32],
+    w: &Packed,
+    bias: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+    post: impl Fn(&mut [f32]) + Sync,
+) {
+    let (k, n) = (w.k, w.n);
+    let isa = isa();
+    c.par_chunks_mut(ROWS_PER_TASK * n)
+        .zip(a.par_chunks(ROWS_PER_TASK * k))
+        .for_each(|(cb, ab)| {
+            let rows = cb.len() / n;
+            debug_assert_eq!(ab.len(), rows * k);
+            // SAFETY: `ab` holds `rows` rows of `k`, `cb` `rows` rows of `n`; `w` packs [k, n];
+            // `bias` has `n` values.
+            unsafe {
+                gemm(
+                    isa,
+                    rows,
+                    k,
+                    n,
+                    ab.as_ptr(),
+                    k,
+                    w.as_ptr(),
+                    cb.as_mut_ptr(),
+                    n,
+                    bias.as_ptr(),
+                    accumulate,
+                );
+            }
+            post(cb);
+        });
+}
+
+/// Runs the encoder on one micro-batch and appends one pooled, normalised vector per sequence.
+fn forward(w: &Weights, seqs: &[Vec<u32>], out: &mut Vec<Vec<f32>>) {
+    let total: usize = seqs.iter().map(Vec::len).sum();
+    let mut offsets: Vec<(usize, usize)> = Vec::with_capacity(seqs.len());
+    let mut x = vec![0f32; total * HIDDEN];
+    let mut rows = x.chunks_exact_mut(HIDDEN);
+    let mut off = 0;
+    for s in seqs {
+        offsets.push((off, s.len()));
+        off += s.len();
+        for (pos, (&id, row)) in s.iter().zip(&mut rows).enumerate() {
+            let id = id as usize;
+            row.copy_from_slice(&w.word[id * HIDDEN..(id + 1) * HIDDEN]);
+            kernels::add_inplace(row, &w.pos_type[pos * HIDDEN..(pos + 1) * HIDDEN]);
+            kernels::layer_norm_inplace(row, &w.ln_g, &w.ln_b, LN_EPS);
+        }
+    }
+
+    let mut qkv = vec![0f32; total * 3 * HIDDEN];
+    let mut ctx = vec![0f32; total * HIDDEN];
+    let mut ffn = vec![0f32; total * FFN];
+    for layer in &w.layers {
+        linear(&x, &layer.qkv, &layer.qkv_b, &mut qkv, false, |_| {});
+        attention(&qkv, &offsets, &mut ctx);
+        let ln = |rows: &mut [f32]| {
+            for r in rows.chunks_exact_mut(HIDDEN) {
+                kernels::layer_norm_inplace(r, &layer.ln1_g, &layer.ln1_b, LN_EPS);
+            }
+        };
+        linear(&ctx, &layer.out, &layer.out_b, &mut x, true, ln);
+        linear(&x, &layer.ff1, &layer.ff1_b, &mut ffn, false, |rows| {
+            kernels::gelu_inplace(rows)
+        });
+        let ln2 = |rows: &mut [f32]| {
+            for r in rows.chunks_exact_mut(HIDDEN) {
+                kernels::layer_norm_inplace(r, &layer.ln2_g, &layer.ln2_b, LN_EPS);
+            }
+        };
+        linear(&ffn, &layer.ff2, &layer.ff2_b, &mut x, true, ln2);
+    }
+
+    for &(off, len) in &offsets {
+        let mut v = vec![0f32; HIDDEN];
+        for row in x[off * HIDDEN..(off + len) * HIDDEN].chunks_exact(HIDDEN) {
+            kernels::add_inplace(&mut v, row);
+        }
+        let inv = 1.0 / len as f32;
+        v.iter_mut().for_each(|e| *e *= inv);
+        if !kernels::l2_normalize(&mut v) {
+            // Not reachable with finite weights; keep the output a unit vector regardless.
+            v.iter_mut().for_each(|e| *e = 0.0);
+            v[0] = 1.0;
+        }
+        out.push(v);
+    }
+}
+
+/// Multi-head self-attention of every sequence: `ctx = softmax(Q Kᵀ) V` per head (Q pre-scaled).
+fn attention(qkv: &[f32], offsets: &[(usize, usize)], ctx: &mut [f32]) {
+    let isa = isa();
+    let ctx_ptr = SendPtr(ctx.as_mut_ptr());
+    let ld = 3 * HIDDEN;
+    let tasks: Vec<(usize, usize)> = (0..offsets.len())
+        .flat_map(|s| (0..HEADS).map(move |h| (s, h)))
+        .collect();
+    tasks.par_iter().for_each_init(
+        || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new()),
+        |(kt, v, scores), &(s, h)| {
+            let (off, len) = offsets[s];
+            let lp = len.div_ceil(NR) * NR;
+            // Kᵀ packed into NR-wide panels of keys: panel j, row d holds K[j*NR.., d].
+            kt.clear();
+            kt.resize(HEAD_DIM * lp, 0.0);
+            for key in 0..len {
+                let src = &qkv[(off + key) * ld + HIDDEN + h * HEAD_DIM..][..HEAD_DIM];
+                let (panel, jj) = (key / NR, key % NR);
+                for (d, &val) in src.iter().enumerate() {
+                    kt[panel * HEAD_DIM * NR + d * NR + jj] = val;
+                }
+            }
+            // V is one NR-wide panel (HEAD_DIM == NR) of `len` rows.
+            v.clear();
+            for i in 0..len {
+                v.extend_from_slice(&qkv[(off + i) * ld + 2 * HIDDEN + h * HEAD_DIM..][..HEAD_DIM]);
+            }
+            scores.clear();
+            scores.resize(len * lp, 0.0);
+            // SAFETY: Q rows `off..off+len` of the head's 32 columns are in `qkv` (stride `ld`);
+            // `kt` holds lp/NR panels of HEAD_DIM × NR; `scores` is len × lp.
+            unsafe {
+                gemm(
+                    isa,
+                    len,
+                    HEAD_DIM,
+                    lp,
+                    qkv.as_ptr().add(off * ld + h * HEAD_DIM),
+                    ld,
+                    kt.as_ptr(),
+                    scores.as_mut_ptr(),
+                    lp,
+                    std::ptr::null(),
+                    false,
+                );
+            }
+            for row in scores.chunks_exact_mut(lp) {
+                kernels::softmax_inplace(&mut row[..len]);
+            }
+            // SAFETY: `scores` rows have `len` probabilities at stride `lp`; `v` is a len × NR
+            // panel; this task alone writes rows off..off+len, columns h*32..h*32+32 of `ctx`.
+            unsafe {
+                gemm(
+                    isa,
+                    len,
+                    len,
+                    HEAD_DIM,
+                    scores.as_ptr(),
+                    lp,
+                    v.as_ptr(),
+                    ctx_ptr.get().add(off * HIDDEN + h * HEAD_DIM),
+                    HIDDEN,
+                    std::ptr::null(),
+                    false,
+                );
+            }
+        },
+    );
+}

@@ -1,0 +1,176 @@
+//! Checks against the reference implementations (Python `transformers` tokenizer,
+//! sentence-transformers, model2vec); the expected values in `testdata/reference.json` were
+//! computed with them (see `assets/models/README.md`).
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+use super::{tokenizer, Embedder, MiniLm, StaticModel};
+
+#[derive(Deserialize)]
+struct Reference {
+    sentences: Vec<String>,
+    minilm: Vec<Vec<f32>>,
+    #[serde(rename = "static")]
+    static_: Vec<Vec<f32>>,
+    tokens: HashMap<String, Vec<u32>>,
+}
+
+fn reference() -> &'static Reference {
+    static R: OnceLock<Reference> = OnceLock::new();
+    R.get_or_init(|| {
+        serde_json::from_str(include_str!("testdata/reference.json")).expect("reference.json")
+    })
+}
+
+/// The MiniLM vectors of the reference sentences, computed once per test binary.
+fn minilm_batch() -> &'static Vec<Vec<f32>> {
+    static V: OnceLock<Vec<Vec<f32>>> = OnceLock::new();
+    V.get_or_init(|| {
+        let texts: Vec<&str> = reference().sentences.iter().map(String::as_str).collect();
+        MiniLm::new().embed(&texts).expect("embed")
+    })
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+fn assert_unit(v: &[f32]) {
+    assert!(v.iter().all(|x| x.is_finite()));
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+}
+
+#[test]
+fn token_ids_match_the_reference_tokenizer() {
+    let tok = tokenizer().unwrap();
+    for (text, want) in &reference().tokens {
+        let mut got = Vec::new();
+        tok.tokenize(text, usize::MAX, &mut got);
+        assert_eq!(&got, want, "tokens of {text:?}");
+    }
+    // Fixed literals, from `BertTokenizerFast(all-MiniLM-L6-v2)(text)["input_ids"]`.
+    let cases: &[(&str, &[u32])] = &[
+        ("Hello, World!", &[101, 7592, 1010, 2088, 999, 102]),
+        ("", &[101, 102]),
+        ("Héllo naïve café", &[101, 7592, 15743, 7668, 102]),
+    ];
+    for (text, want) in cases {
+        assert_eq!(&tok.encode_with_special(text, 256), want, "{text:?}");
+    }
+}
+
+#[test]
+fn truncation_keeps_cls_and_sep() {
+    let tok = tokenizer().unwrap();
+    let long = "word ".repeat(1000);
+    let ids = tok.encode_with_special(&long, 256);
+    assert_eq!(ids.len(), 256);
+    assert_eq!((ids[0], ids[255]), (tok.cls, tok.sep));
+}
+
+#[test]
+fn minilm_matches_sentence_transformers() {
+    let got = minilm_batch();
+    let want = &reference().minilm;
+    assert_eq!(got.len(), want.len());
+    for ((g, w), s) in got.iter().zip(want).zip(&reference().sentences) {
+        assert_eq!(g.len(), 384);
+        assert_unit(g);
+        let c = cosine(g, w);
+        assert!(c > 0.999, "cosine {c} for {s:?}");
+    }
+}
+
+#[test]
+fn minilm_batch_equals_one_by_one() {
+    let batch = minilm_batch();
+    let model = MiniLm::with_threads(1);
+    for (s, b) in reference().sentences.iter().zip(batch) {
+        let one = model.embed_query(s).unwrap();
+        let diff = one
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "{s:?}: max difference {diff}");
+    }
+}
+
+#[test]
+fn minilm_empty_and_blank_texts_are_unit_vectors() {
+    let empty = &minilm_batch()[3];
+    assert_eq!(reference().sentences[3], "");
+    assert_unit(empty);
+    assert!(MiniLm::new().embed(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn static_model_matches_model2vec() {
+    let model = StaticModel::new();
+    let texts: Vec<&str> = reference().sentences.iter().map(String::as_str).collect();
+    let got = model.embed(&texts).unwrap();
+    for ((g, w), s) in got.iter().zip(&reference().static_).zip(&texts) {
+        assert_eq!(g.len(), 256);
+        assert_unit(g);
+        if s.trim().is_empty() {
+            continue; // model2vec returns zeros there; we return the [UNK] direction
+        }
+        let c = cosine(g, w);
+        assert!(c > 0.999, "cosine {c} for {s:?}");
+    }
+}
+
+#[test]
+fn static_model_batch_equals_one_by_one_and_handles_blank_text() {
+    let model = StaticModel::new();
+    let texts: Vec<String> = (0..40).map(|i| format!("document number {i} about keys")).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let batch = model.embed(&refs).unwrap();
+    for (t, b) in refs.iter().zip(&batch) {
+        assert_eq!(&model.embed_query(t).unwrap(), b);
+    }
+    let blank = model.embed(&["", "   \n\t", "\u{1F600}"]).unwrap();
+    for v in &blank {
+        assert_unit(v);
+    }
+    assert_eq!(blank[0], blank[1]);
+}
+
+/// Compares the tokenizer with a dump of the reference tokenizer over many texts:
+/// `ENCLAVE_TOKREF=tok_ref.jsonl cargo test --lib embed::tests::tokenizer_dump -- --ignored`,
+/// where each line is `{"text", "ids", "st_ids"}` (ids without and with special tokens at 256).
+#[test]
+#[ignore]
+fn tokenizer_dump() {
+    let Ok(path) = std::env::var("ENCLAVE_TOKREF") else {
+        return;
+    };
+    #[derive(Deserialize)]
+    struct Line {
+        text: String,
+        ids: Vec<u32>,
+        st_ids: Vec<u32>,
+    }
+    let tok = tokenizer().unwrap();
+    let data = std::fs::read_to_string(path).unwrap();
+    let (mut n, mut bad) = (0, 0);
+    for line in data.lines() {
+        let l: Line = serde_json::from_str(line).unwrap();
+        let mut got = Vec::new();
+        tok.tokenize(&l.text, usize::MAX, &mut got);
+        n += 1;
+        if got != l.ids || tok.encode_with_special(&l.text, 256) != l.st_ids {
+            bad += 1;
+            eprintln!("MISMATCH {:?}\n  want {:?}\n  got  {:?}", l.text, l.ids, got);
+        }
+    }
+    eprintln!("{n} texts, {bad} mismatches");
+    assert_eq!(bad, 0);
+}
