@@ -51,7 +51,8 @@ pub struct ConfigArgs {
     /// Largest document upload in bytes; larger ones are refused with 413 [default: 52428800].
     #[arg(long, env = "ENCLAVE_MAX_UPLOAD_BYTES", global = true)]
     pub max_upload_bytes: Option<u64>,
-    /// Threads that run ingestion and embedding jobs for the whole server [default: 1].
+    /// Threads that run ingestion and embedding jobs for the whole server; 0 queues jobs
+    /// without running them (maintenance) [default: 1].
     #[arg(long, env = "ENCLAVE_INGEST_WORKERS", global = true)]
     pub ingest_workers: Option<usize>,
 }
@@ -161,8 +162,7 @@ impl Config {
             ingest_workers: args
                 .ingest_workers
                 .or(file.ingest_workers)
-                .unwrap_or(DEFAULT_INGEST_WORKERS)
-                .max(1),
+                .unwrap_or(DEFAULT_INGEST_WORKERS),
             admin_token,
         })
     }

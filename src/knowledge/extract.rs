@@ -306,6 +306,14 @@ pub fn markdown(text: &str) -> Extracted {
 /// navigation are skipped.
 pub fn html(text: &str, limits: &Limits) -> Result<Extracted, ExtractError> {
     use scraper::{Html, Node};
+    // The HTML parser's tree building is quadratic in the nesting depth: refuse hostile
+    // nesting before parsing.
+    if html_depth(text) > limits.max_depth * 4 {
+        return Err(err(format!(
+            "the HTML is nested too deeply (more than {} levels)",
+            limits.max_depth * 4
+        )));
+    }
     let doc = Html::parse_document(text);
     let mut title = None;
     let mut blocks = Vec::new();
@@ -369,6 +377,9 @@ pub fn html(text: &str, limits: &Limits) -> Result<Extracted, ExtractError> {
                     continue;
                 }
                 if depth >= limits.max_depth {
+                    // Deeper structure is flattened into loose text.
+                    loose.push_str(&collect_text(node, limits.max_depth * 4));
+                    loose.push(' ');
                     continue;
                 }
                 if matches!(name, "div" | "section" | "article" | "br" | "ul" | "ol" | "table") {
@@ -401,6 +412,39 @@ pub fn html(text: &str, limits: &Limits) -> Result<Extracted, ExtractError> {
         blocks.push(Block::Para(t));
     }
     Ok(Extracted { title, blocks })
+}
+
+/// An estimate of the element nesting depth of an HTML text (void and self-closing elements
+/// do not nest).
+fn html_depth(text: &str) -> usize {
+    const VOID: &[&str] = &[
+        "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+        "track", "wbr", "p", "li", "td", "tr", "th", "option",
+    ];
+    let b = text.as_bytes();
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|&c| c == b'<') {
+        i += off + 1;
+        match b.get(i) {
+            Some(b'/') => depth = depth.saturating_sub(1),
+            Some(c) if c.is_ascii_alphabetic() => {
+                let end = b[i..]
+                    .iter()
+                    .position(|c| !c.is_ascii_alphanumeric())
+                    .map_or(b.len(), |p| i + p);
+                let name = text[i..end].to_ascii_lowercase();
+                let close = b[end..].iter().position(|&c| c == b'>').map(|p| end + p);
+                let self_closing = close.is_some_and(|c| c > 0 && b[c - 1] == b'/');
+                if !self_closing && !VOID.contains(&name.as_str()) {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+            }
+            _ => {}
+        }
+    }
+    max
 }
 
 fn collect_text(node: ego_tree::NodeRef<'_, scraper::Node>, max_depth: usize) -> String {
@@ -820,9 +864,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn deeply_nested_html_does_not_overflow() {
+    fn deeply_nested_html_is_refused_and_moderate_nesting_works() {
         let deep = "<div>".repeat(100_000) + "deep text" + &"</div>".repeat(100_000);
-        assert!(html(&deep, &Limits::default()).is_ok());
+        let e = html(&deep, &Limits::default()).expect_err("hostile nesting");
+        assert!(e.0.contains("nested too deeply"), "{e}");
+        let ok = "<div><span>".repeat(200) + "deep text" + &"</span></div>".repeat(200);
+        let ex = html(&ok, &Limits::default()).expect("moderate nesting");
+        assert!(format!("{:?}", ex.blocks).contains("deep text"));
+        assert_eq!(html_depth("<p>a<br><img src=x/><div><b>x</b></div>"), 2);
     }
 
     #[test]

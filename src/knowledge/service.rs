@@ -287,7 +287,7 @@ impl App {
 
     /// Starts the server's job workers.
     pub fn start_job_workers(self: &Arc<Self>) -> Vec<std::thread::JoinHandle<()>> {
-        (0..self.config.ingest_workers.max(1))
+        (0..self.config.ingest_workers)
             .filter_map(|i| {
                 let app = self.clone();
                 std::thread::Builder::new()

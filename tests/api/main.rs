@@ -6,3 +6,4 @@ mod orgs;
 mod registry;
 mod traversal;
 mod workspaces;
+mod knowledge;
