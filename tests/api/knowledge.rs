@@ -318,7 +318,7 @@ async fn jobs_survive_a_restart_and_can_be_cancelled() {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["progress"], 1.0);
     assert_eq!(api.search(&ws, json!({"query": "puffin"})).await.len(), 1);
-    assert!(api.search(&ws, json!({"query": "cormorant"})).await.is_empty());
+    assert!(api.search(&ws, json!({"query": "cormorant", "mode": "fulltext"})).await.is_empty());
     let again = api.post(&format!("/v1/workspaces/{ws}/jobs/{job}/cancel"), json!({})).await;
     assert_eq!(again.status, 409);
 }
