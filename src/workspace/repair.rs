@@ -182,3 +182,80 @@ pub fn reconcile(ws: &Workspace) -> Result<Repair> {
         Ok((report, gen))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::{create, dir_of};
+
+    fn seed(ws: &Workspace, doc: &str, texts: &[&str]) {
+        let conn = ws.conn();
+        conn.execute(
+            "INSERT INTO documents (id, title, mime_type, content_hash, byte_size, status, created_at, updated_at)
+             VALUES (?1, 'T', 'text/plain', 'h', 1, 'indexed', 'now', 'now')",
+            [doc],
+        )
+        .expect("doc");
+        for (i, t) in texts.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO chunks (document_id, ordinal, text) VALUES (?1, ?2, ?3)",
+                rusqlite::params![doc, i as i64, t],
+            )
+            .expect("chunk");
+        }
+        bump_generation(&conn).expect("bump");
+    }
+
+    #[test]
+    fn an_index_behind_or_ahead_of_sqlite_is_repaired_on_open() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = dir_of(tmp.path(), id);
+        create(&dir).expect("create");
+        {
+            let ws = Workspace::open(&dir, id).expect("open");
+            assert_eq!(repair_if_needed(&ws).expect("check"), None, "a fresh store is in sync");
+            // Crash after the SQLite commit, before the Tantivy commit.
+            seed(&ws, "d1", &["alpha", "beta"]);
+            assert_eq!(ws.indexed_chunks(), 0);
+        }
+        {
+            let ws = Workspace::open(&dir, id).expect("reopen");
+            assert_eq!(ws.indexed_chunks(), 2, "missing chunks were added");
+            assert_eq!(repair_if_needed(&ws).expect("check"), None, "now in sync");
+            // A stale entry: the index holds a chunk SQLite no longer has.
+            ws.index_chunk(999, "gone", "T", "", "stale").expect("index");
+            ws.commit_index().expect("commit");
+            bump_generation(&ws.conn()).expect("bump");
+        }
+        let ws = Workspace::open(&dir, id).expect("reopen again");
+        assert_eq!(ws.indexed_chunks(), 2, "the stale chunk was removed");
+        assert_eq!(repair_if_needed(&ws).expect("check"), None);
+    }
+
+    #[test]
+    fn an_index_of_an_older_schema_is_rebuilt() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = dir_of(tmp.path(), id);
+        create(&dir).expect("create");
+        {
+            let ws = Workspace::open(&dir, id).expect("open");
+            seed(&ws, "d1", &["gamma"]);
+        }
+        // Replace the index with one whose text fields use the default tokenizer.
+        let idx = dir.join(crate::workspace::INDEX_DIR);
+        std::fs::remove_dir_all(&idx).expect("rm");
+        std::fs::create_dir_all(&idx).expect("mkdir");
+        let mut b = Schema::builder();
+        b.add_u64_field("chunk_id", tantivy::schema::INDEXED | tantivy::schema::FAST);
+        b.add_text_field("document_id", tantivy::schema::STRING);
+        for f in ["title", "headings", "text"] {
+            b.add_text_field(f, tantivy::schema::TEXT);
+        }
+        Index::create_in_dir(&idx, b.build()).expect("old index");
+        let ws = Workspace::open(&dir, id).expect("reopen");
+        assert!(schema_is_current(&ws.index().schema()));
+        assert_eq!(ws.indexed_chunks(), 1);
+    }
+}
