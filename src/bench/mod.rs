@@ -1,6 +1,7 @@
 //! Benchmarks: commands that print a report, never timed tests. Each benchmark lives in its own
 //! module and adds one variant to [`BenchCommand`].
 
+mod search;
 mod tenants;
 
 use clap::Subcommand;
@@ -11,10 +12,14 @@ use crate::config::ConfigArgs;
 pub enum BenchCommand {
     /// Many tenants: creation rate, cold/warm open, RSS and fds held open, start time.
     Tenants(tenants::Args),
+    /// Knowledge: ingestion rate per embedder, search latency on a big workspace and across
+    /// many small ones, through HTTP.
+    Search(search::Args),
 }
 
 pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Tenants(a) => tenants::run(a, args),
+        BenchCommand::Search(a) => search::run(a, args),
     }
 }
