@@ -65,7 +65,7 @@ pub struct Packed {
 impl Packed {
     /// From a PyTorch `Linear` weight, `[n, k]` row-major (`y = x · Wᵀ`).
     pub fn from_linear(w: &[f32], n: usize, k: usize) -> Result<Self> {
-        if n % NR != 0 || w.len() != n * k {
+        if !n.is_multiple_of(NR) || w.len() != n * k {
             return Err(Error::internal(format!(
                 "linear weight of {} values cannot be packed as [{n}, {k}]",
                 w.len()
@@ -109,7 +109,7 @@ pub unsafe fn gemm(
     bias: *const f32,
     accumulate: bool,
 ) {
-    debug_assert_eq!(n % NR, 0);
+    debug_assert!(n.is_multiple_of(NR));
     let mr = match isa {
         Isa::Avx512 => MR512,
         Isa::Avx2 => MR256,
@@ -120,7 +120,11 @@ pub unsafe fn gemm(
         let i1 = (i0 + MC).min(m);
         for j in 0..n / NR {
             let panel = b.add(j * k * NR);
-            let bias_j = if bias.is_null() { bias } else { bias.add(j * NR) };
+            let bias_j = if bias.is_null() {
+                bias
+            } else {
+                bias.add(j * NR)
+            };
             let mut i = i0;
             while i < i1 {
                 let rows = mr.min(i1 - i);
@@ -474,7 +478,11 @@ multiversion! {
 /// L2-normalises `v` in place. Returns false (and leaves `v` alone) if its norm is zero or not
 /// finite.
 pub fn l2_normalize(v: &mut [f32]) -> bool {
-    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
     if !norm.is_finite() || norm <= f64::MIN_POSITIVE {
         return false;
     }
@@ -506,8 +514,12 @@ mod tests {
     #[test]
     fn gemm_matches_naive_on_every_isa() {
         let (m, k, n) = (61, 37, 64);
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
         let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
         let want = naive(m, k, n, &a, &w, &bias);
         let packed = Packed::from_linear(&w, n, k).unwrap();
@@ -542,7 +554,11 @@ mod tests {
         for i in -2000..=2000 {
             let x = i as f32 * 0.01;
             let e = exp_fast(x);
-            assert!(((e - x.exp()) / x.exp()).abs() < 1e-6, "exp({x}): {e} vs {}", x.exp());
+            assert!(
+                ((e - x.exp()) / x.exp()).abs() < 1e-6,
+                "exp({x}): {e} vs {}",
+                x.exp()
+            );
             let want = libm_erf(f64::from(x));
             let got = f64::from(erf_fast(x));
             assert!((got - want).abs() < 5e-7, "erf({x}): {got} vs {want}");

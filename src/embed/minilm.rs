@@ -125,7 +125,6 @@ impl Weights {
 /// The all-MiniLM-L6-v2 sentence encoder. Cheap to construct; the weights (≈ 90 MB as f32) are
 /// decoded on first use and shared by every instance in the process.
 pub struct MiniLm {
-    pool: OnceLock<std::result::Result<rayon::ThreadPool, String>>,
     threads: usize,
 }
 
@@ -143,7 +142,6 @@ impl MiniLm {
 
     pub fn with_threads(threads: usize) -> Self {
         MiniLm {
-            pool: OnceLock::new(),
             threads: threads.max(1),
         }
     }
@@ -155,17 +153,8 @@ impl MiniLm {
         Ok(t.elapsed())
     }
 
-    fn pool(&self) -> Result<&rayon::ThreadPool> {
-        self.pool
-            .get_or_init(|| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(self.threads)
-                    .thread_name(|i| format!("embed-{i}"))
-                    .build()
-                    .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(|e| Error::internal(format!("embedding thread pool: {e}")))
+    fn pool(&self) -> Result<&'static rayon::ThreadPool> {
+        super::pool(self.threads)
     }
 
     /// Token ids as the model sees them (`[CLS] … [SEP]`, at most [`MAX_TOKENS`]).
@@ -184,7 +173,9 @@ impl MiniLm {
                 )));
             }
             if let Some(&bad) = s.iter().find(|&&id| id as usize >= w.vocab) {
-                return Err(Error::invalid(format!("token id {bad} is out of the vocabulary")));
+                return Err(Error::invalid(format!(
+                    "token id {bad} is out of the vocabulary"
+                )));
             }
         }
         let mut out = Vec::with_capacity(seqs.len());
@@ -258,6 +249,38 @@ fn linear(
 ) {
     let (k, n) = (w.k, w.n);
     let isa = isa();
+    let m = c.len() / n;
+    let threads = rayon::current_num_threads();
+    if m <= ROWS_PER_TASK && threads > 1 && n >= 2 * NR {
+        // Few rows (a short query): split the columns instead, so every core streams its share
+        // of the weights.
+        let panels = n / NR;
+        let per = panels.div_ceil(threads);
+        let cp = SendPtr(c.as_mut_ptr());
+        (0..panels.div_ceil(per)).into_par_iter().for_each(|t| {
+            let p0 = t * per;
+            let cols = (panels - p0).min(per) * NR;
+            // SAFETY: as below, restricted to panels p0.. of `w` and the matching columns of
+            // `c` and `bias`; tasks write disjoint columns.
+            unsafe {
+                gemm(
+                    isa,
+                    m,
+                    k,
+                    cols,
+                    a.as_ptr(),
+                    k,
+                    w.as_ptr().add(p0 * k * NR),
+                    cp.get().add(p0 * NR),
+                    n,
+                    bias.as_ptr().add(p0 * NR),
+                    accumulate,
+                );
+            }
+        });
+        post(c);
+        return;
+    }
     c.par_chunks_mut(ROWS_PER_TASK * n)
         .zip(a.par_chunks(ROWS_PER_TASK * k))
         .for_each(|(cb, ab)| {

@@ -64,10 +64,9 @@ impl Table {
 
     #[inline]
     fn accumulate(&self, id: usize, acc: &mut [f32]) {
-        let (Some(row), Some(&scale)) = (
-            self.rows.get(id * DIM..(id + 1) * DIM),
-            self.scales.get(id),
-        ) else {
+        let (Some(row), Some(&scale)) =
+            (self.rows.get(id * DIM..(id + 1) * DIM), self.scales.get(id))
+        else {
             return;
         };
         for (a, &q) in acc.iter_mut().zip(row) {
@@ -102,7 +101,6 @@ fn table() -> Result<&'static Table> {
 
 /// The static embedding model. Cheap to construct; the table is set up on first use.
 pub struct StaticModel {
-    pool: OnceLock<std::result::Result<rayon::ThreadPool, String>>,
     threads: usize,
 }
 
@@ -119,7 +117,6 @@ impl StaticModel {
 
     pub fn with_threads(threads: usize) -> Self {
         StaticModel {
-            pool: OnceLock::new(),
             threads: threads.max(1),
         }
     }
@@ -131,17 +128,8 @@ impl StaticModel {
         Ok(t.elapsed())
     }
 
-    fn pool(&self) -> Result<&rayon::ThreadPool> {
-        self.pool
-            .get_or_init(|| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(self.threads)
-                    .thread_name(|i| format!("embed-static-{i}"))
-                    .build()
-                    .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(|e| Error::internal(format!("embedding thread pool: {e}")))
+    fn pool(&self) -> Result<&'static rayon::ThreadPool> {
+        super::pool(self.threads)
     }
 }
 

@@ -84,6 +84,7 @@ fn minilm_matches_sentence_transformers() {
         assert_eq!(g.len(), 384);
         assert_unit(g);
         let c = cosine(g, w);
+        eprintln!("cosine with the reference {c:.6} for {s:?}");
         assert!(c > 0.999, "cosine {c} for {s:?}");
     }
 }
@@ -123,6 +124,7 @@ fn static_model_matches_model2vec() {
             continue; // model2vec returns zeros there; we return the [UNK] direction
         }
         let c = cosine(g, w);
+        eprintln!("cosine with the reference {c:.6} for {s:?}");
         assert!(c > 0.999, "cosine {c} for {s:?}");
     }
 }
@@ -130,7 +132,9 @@ fn static_model_matches_model2vec() {
 #[test]
 fn static_model_batch_equals_one_by_one_and_handles_blank_text() {
     let model = StaticModel::new();
-    let texts: Vec<String> = (0..40).map(|i| format!("document number {i} about keys")).collect();
+    let texts: Vec<String> = (0..40)
+        .map(|i| format!("document number {i} about keys"))
+        .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let batch = model.embed(&refs).unwrap();
     for (t, b) in refs.iter().zip(&batch) {
@@ -168,9 +172,109 @@ fn tokenizer_dump() {
         n += 1;
         if got != l.ids || tok.encode_with_special(&l.text, 256) != l.st_ids {
             bad += 1;
-            eprintln!("MISMATCH {:?}\n  want {:?}\n  got  {:?}", l.text, l.ids, got);
+            eprintln!(
+                "MISMATCH {:?}\n  want {:?}\n  got  {:?}",
+                l.text, l.ids, got
+            );
         }
     }
     eprintln!("{n} texts, {bad} mismatches");
     assert_eq!(bad, 0);
+}
+
+/// Brute-force cosine nDCG@10 of both models on BEIR folders (dev qrels):
+/// `ENCLAVE_BEIR=../shared/eval/msmarco,../shared/eval/dbpedia cargo test --release --lib
+/// embed::tests::beir_ndcg -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn beir_ndcg() {
+    let Ok(dirs) = std::env::var("ENCLAVE_BEIR") else {
+        return;
+    };
+    let models: Vec<Box<dyn Embedder>> =
+        vec![Box::new(MiniLm::new()), Box::new(StaticModel::new())];
+    for dir in dirs.split(',') {
+        let read = |name: &str| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(format!("{dir}/{name}"))
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let field = |v: &serde_json::Value, f: &str| v[f].as_str().unwrap_or("").to_string();
+        let corpus = read("corpus.jsonl");
+        let doc_ids: Vec<String> = corpus.iter().map(|d| field(d, "_id")).collect();
+        let docs: Vec<String> = corpus
+            .iter()
+            .map(|d| {
+                format!("{} {}", field(d, "title"), field(d, "text"))
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        let mut qrels: HashMap<String, HashMap<String, f64>> = HashMap::new();
+        for line in std::fs::read_to_string(format!("{dir}/qrels/dev.tsv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+        {
+            let p: Vec<&str> = line.split('\t').collect();
+            if p.len() == 3 {
+                qrels
+                    .entry(p[0].to_string())
+                    .or_default()
+                    .insert(p[1].to_string(), p[2].parse().unwrap());
+            }
+        }
+        let queries: Vec<(String, String)> = read("queries.jsonl")
+            .iter()
+            .map(|q| (field(q, "_id"), field(q, "text")))
+            .filter(|(id, _)| qrels.contains_key(id))
+            .collect();
+        for model in &models {
+            let t = std::time::Instant::now();
+            let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+            let mut dv = Vec::new();
+            for b in refs.chunks(64) {
+                dv.extend(model.embed(b).unwrap());
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let mut total = 0.0;
+            for (qid, text) in &queries {
+                let q = model.embed_query(text).unwrap();
+                let mut scored: Vec<(f32, usize)> = dv
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (d.iter().zip(&q).map(|(a, b)| a * b).sum(), i))
+                    .collect();
+                scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let rels = &qrels[qid];
+                let dcg: f64 = scored
+                    .iter()
+                    .take(10)
+                    .enumerate()
+                    .map(|(r, &(_, i))| {
+                        rels.get(&doc_ids[i]).copied().unwrap_or(0.0) / (r as f64 + 2.0).log2()
+                    })
+                    .sum();
+                let mut ideal: Vec<f64> = rels.values().copied().collect();
+                ideal.sort_by(|a, b| b.total_cmp(a));
+                let idcg: f64 = ideal
+                    .iter()
+                    .take(10)
+                    .enumerate()
+                    .map(|(r, g)| g / (r as f64 + 2.0).log2())
+                    .sum();
+                total += if idcg > 0.0 { dcg / idcg } else { 0.0 };
+            }
+            eprintln!(
+                "{dir} {}: nDCG@10 {:.3} over {} queries ({} docs embedded in {secs:.1} s)",
+                model.id(),
+                total / queries.len() as f64,
+                queries.len(),
+                docs.len()
+            );
+        }
+    }
 }

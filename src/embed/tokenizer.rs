@@ -106,7 +106,7 @@ impl Tokenizer {
     /// Token ids of `text` without special tokens, at most `max_tokens` of them (the first ones).
     pub fn tokenize(&self, text: &str, max_tokens: usize, out: &mut Vec<u32>) {
         let start_len = out.len();
-        let limit = start_len + max_tokens;
+        let limit = start_len.saturating_add(max_tokens);
         if text.is_ascii() {
             // ASCII is invariant under NFD and has no non-spacing marks or CJK: fast path.
             let mut word = String::new();
