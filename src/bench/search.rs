@@ -64,7 +64,9 @@ impl Lexicon {
         let mut seen = std::collections::HashSet::new();
         while words.len() < n {
             let k = rng.random_range(1..=4);
-            let w: String = (0..k).map(|_| SYL[rng.random_range(0..SYL.len())]).collect();
+            let w: String = (0..k)
+                .map(|_| SYL[rng.random_range(0..SYL.len())])
+                .collect();
             if seen.insert(w.clone()) {
                 words.push(w);
             }
@@ -84,7 +86,10 @@ impl Lexicon {
 
     fn word(&self, rng: &mut StdRng) -> &str {
         let x: f64 = rng.random();
-        let i = self.cdf.partition_point(|c| *c < x).min(self.words.len() - 1);
+        let i = self
+            .cdf
+            .partition_point(|c| *c < x)
+            .min(self.words.len() - 1);
         &self.words[i]
     }
 
@@ -118,7 +123,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn new_workspace(app: &App, org: &str, name: &str, embedder: EmbedderConfig) -> anyhow::Result<Uuid> {
+fn new_workspace(
+    app: &App,
+    org: &str,
+    name: &str,
+    embedder: EmbedderConfig,
+) -> anyhow::Result<Uuid> {
     let ws = app
         .create_workspace(
             org,
@@ -159,7 +169,13 @@ fn add_docs(
 }
 
 /// Ingests and runs the jobs; returns chunks/s.
-fn ingest_rate(app: &App, ws: Uuid, lex: &Lexicon, rng: &mut StdRng, chunks: usize) -> anyhow::Result<(usize, f64)> {
+fn ingest_rate(
+    app: &App,
+    ws: Uuid,
+    lex: &Lexicon,
+    rng: &mut StdRng,
+    chunks: usize,
+) -> anyhow::Result<(usize, f64)> {
     let docs = chunks.div_ceil(CHUNKS_PER_DOC).max(1);
     let t = Instant::now();
     add_docs(app, ws, lex, rng, docs, CHUNKS_PER_DOC)?;
@@ -180,7 +196,10 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
@@ -249,7 +268,10 @@ fn latencies(
 pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
     let dir = match &config.data_dir {
         Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("enclave-bench-search-{}", crate::ids::new_id().simple())),
+        None => std::env::temp_dir().join(format!(
+            "enclave-bench-search-{}",
+            crate::ids::new_id().simple()
+        )),
     };
     std::fs::create_dir_all(&dir)?;
     let token = "bench-operator-token-0123456789".to_string();
@@ -270,7 +292,9 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
         _ => EmbedderConfig::Static,
     };
 
-    println!("## Ingestion (extraction, chunking, full text, embeddings; through the job scheduler)\n");
+    println!(
+        "## Ingestion (extraction, chunking, full text, embeddings; through the job scheduler)\n"
+    );
     println!("| embedder | chunks | chunks/s |");
     println!("|---|---|---|");
     let ws = new_workspace(&app, &org, "ingest-minilm", EmbedderConfig::Minilm)?;
@@ -298,7 +322,10 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
-    println!("\n## Search latency through HTTP (ms, {} queries each, 2 cores)\n", a.queries);
+    println!(
+        "\n## Search latency through HTTP (ms, {} queries each, 2 cores)\n",
+        a.queries
+    );
     println!("| workspace(s) | mode | p50 | p99 |");
     println!("|---|---|---|---|");
     let big_label = format!("1 × {n} chunks ({})", a.embedder);
@@ -320,17 +347,35 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
             }
             (big, body)
         })?;
-        let label = if filter.is_some() { format!("{mode} + filter") } else { mode.to_string() };
-        println!("| {big_label} | {label} | {:.2} | {:.2} |", percentile(&l, 0.5), percentile(&l, 0.99));
+        let label = if filter.is_some() {
+            format!("{mode} + filter")
+        } else {
+            mode.to_string()
+        };
+        println!(
+            "| {big_label} | {label} | {:.2} | {:.2} |",
+            percentile(&l, 0.5),
+            percentile(&l, 0.99)
+        );
     }
-    let small_label = format!("{} random × {} docs (cache {})", a.workspaces, a.docs_per_workspace, app.config.max_open_workspaces);
+    let small_label = format!(
+        "{} random × {} docs (cache {})",
+        a.workspaces, a.docs_per_workspace, app.config.max_open_workspaces
+    );
     for mode in ["fulltext", "hybrid"] {
         let mut qrng = StdRng::seed_from_u64(13);
         let l = latencies(&client, &server.base, &token, a.queries, || {
             let ws = small[qrng.random_range(0..small.len())];
-            (ws, json!({"query": lex.query(&mut qrng), "mode": mode, "limit": 10}))
+            (
+                ws,
+                json!({"query": lex.query(&mut qrng), "mode": mode, "limit": 10}),
+            )
         })?;
-        println!("| {small_label} | {mode} | {:.2} | {:.2} |", percentile(&l, 0.5), percentile(&l, 0.99));
+        println!(
+            "| {small_label} | {mode} | {:.2} | {:.2} |",
+            percentile(&l, 0.5),
+            percentile(&l, 0.99)
+        );
     }
     // The transformer's query embedding, alone.
     let minilm = app.embedders.get(&EmbedderConfig::Minilm)?;
@@ -344,7 +389,11 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
             t.push(s.elapsed().as_secs_f64() * 1000.0);
         }
         t.sort_by(f64::total_cmp);
-        println!("\nMiniLM query embedding: p50 {:.2} ms, p99 {:.2} ms", percentile(&t, 0.5), percentile(&t, 0.99));
+        println!(
+            "\nMiniLM query embedding: p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&t, 0.5),
+            percentile(&t, 0.99)
+        );
     }
     drop(server);
     if a.keep {

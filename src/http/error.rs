@@ -51,9 +51,11 @@ impl From<Error> for ApiError {
             Error::PayloadTooLarge(m) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
             }
-            Error::UnsupportedMediaType(m) => {
-                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m)
-            }
+            Error::UnsupportedMediaType(m) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                m,
+            ),
             Error::Provider(m) => {
                 tracing::warn!(error = %m, "provider error");
                 ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", m)
@@ -111,7 +113,11 @@ mod tests {
             (Error::Suspended, 403, "tenant_suspended"),
             (Error::Busy, 503, "unavailable"),
             (Error::PayloadTooLarge("x".into()), 413, "payload_too_large"),
-            (Error::UnsupportedMediaType("x".into()), 415, "unsupported_media_type"),
+            (
+                Error::UnsupportedMediaType("x".into()),
+                415,
+                "unsupported_media_type",
+            ),
             (Error::Provider("x".into()), 502, "provider_error"),
             (Error::internal("secret detail"), 500, "internal"),
         ];

@@ -65,7 +65,10 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
             "the upload is over the limit",
         )
     } else {
-        ApiError::invalid(StatusCode::BAD_REQUEST, format!("bad multipart body: {}", e.body_text()))
+        ApiError::invalid(
+            StatusCode::BAD_REQUEST,
+            format!("bad multipart body: {}", e.body_text()),
+        )
     }
 }
 

@@ -55,7 +55,10 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/workspaces/{ws}/jobs", get(knowledge::list_jobs))
         .route("/workspaces/{ws}/jobs/{id}", get(knowledge::get_job))
-        .route("/workspaces/{ws}/jobs/{id}/cancel", post(knowledge::cancel_job))
+        .route(
+            "/workspaces/{ws}/jobs/{id}/cancel",
+            post(knowledge::cancel_job),
+        )
         .route("/workspaces/{ws}/search", post(knowledge::search))
         .route(
             "/workspaces/{ws}/embedder",

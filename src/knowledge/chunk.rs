@@ -210,7 +210,9 @@ mod tests {
             overlap_words: 5,
             max_chunks: 100,
         };
-        let small: Vec<Block> = (0..10).map(|i| Block::Para(words(10, &format!("p{i}_")))).collect();
+        let small: Vec<Block> = (0..10)
+            .map(|i| Block::Para(words(10, &format!("p{i}_"))))
+            .collect();
         let c = chunk(&small, &cfg);
         assert!(c.len() >= 2 && c.len() <= 3, "{}", c.len());
         assert!(c.iter().all(|c| c.words <= 50));
@@ -221,15 +223,28 @@ mod tests {
         let long = vec![Block::Para(words(500, "w"))];
         let c = chunk(&long, &cfg);
         assert!(c.len() >= 10, "{}", c.len());
-        assert!(c.iter().all(|c| c.words <= 50), "{:?}", c.iter().map(|c| c.words).collect::<Vec<_>>());
+        assert!(
+            c.iter().all(|c| c.words <= 50),
+            "{:?}",
+            c.iter().map(|c| c.words).collect::<Vec<_>>()
+        );
         // Every word survives.
-        let all: String = c.iter().map(|c| c.text.clone()).collect::<Vec<_>>().join(" ");
+        let all: String = c
+            .iter()
+            .map(|c| c.text.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
         assert!(all.contains("w0 ") && all.contains("w499"));
     }
 
     #[test]
     fn sentences_are_split_at_their_ends() {
-        let text = format!("{}. {}. {}.", words(30, "a"), words(30, "b"), words(30, "c"));
+        let text = format!(
+            "{}. {}. {}.",
+            words(30, "a"),
+            words(30, "b"),
+            words(30, "c")
+        );
         let parts = split_long(&text, 40);
         assert_eq!(parts.len(), 3);
         assert!(parts[1].starts_with("b0"));

@@ -89,7 +89,9 @@ impl EmbedderConfig {
 
 fn check_dim(d: usize) -> Result<()> {
     if d == 0 || d > 8192 {
-        return Err(Error::invalid("embedder dimension must be between 1 and 8192"));
+        return Err(Error::invalid(
+            "embedder dimension must be between 1 and 8192",
+        ));
     }
     Ok(())
 }
@@ -303,7 +305,10 @@ pub(crate) mod tests {
                 .iter()
                 .map(|t| {
                     let mut v = vec![0f32; self.0];
-                    for w in t.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+                    for w in t
+                        .split(|c: char| !c.is_alphanumeric())
+                        .filter(|w| !w.is_empty())
+                    {
                         let w = w.to_lowercase();
                         let h = w.bytes().fold(1469598103934665603u64, |h, b| {
                             (h ^ b as u64).wrapping_mul(1099511628211)

@@ -28,6 +28,10 @@ pub struct EvalArgs {
     /// Also print hybrid results for a sweep of fusion weights.
     #[arg(long)]
     pub sweep: bool,
+    /// Write each query's full-text and vector candidates (top 100, with scores) as JSON lines
+    /// to this file, for offline fusion tuning.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
     /// Qrels file inside `qrels/` [default: dev.tsv].
     #[arg(long, default_value = "dev.tsv")]
     pub qrels: String,
@@ -86,7 +90,12 @@ fn read_qrels(path: &Path) -> anyhow::Result<Qrels> {
 }
 
 /// nDCG@k with linear gains (as trec_eval), and recall@k of the relevant (grade > 0) docs.
-pub fn ndcg_recall(ranked: &[String], rels: &HashMap<String, u32>, k: usize, rk: usize) -> (f64, f64) {
+pub fn ndcg_recall(
+    ranked: &[String],
+    rels: &HashMap<String, u32>,
+    k: usize,
+    rk: usize,
+) -> (f64, f64) {
     let dcg: f64 = ranked
         .iter()
         .take(k)
@@ -175,6 +184,38 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         chunks as f64 / secs
     );
 
+    if let Some(path) = &args.dump {
+        let mut out = String::new();
+        for q in &queries {
+            let mut lists = Vec::new();
+            for mode in [Mode::Fulltext, Mode::Vector] {
+                let resp = app.search(
+                    ws,
+                    &SearchRequest {
+                        query: q.text.clone(),
+                        mode: Some(mode),
+                        limit: Some(100),
+                        highlight: Some(false),
+                        ..Default::default()
+                    },
+                    None,
+                )?;
+                let list: Vec<(String, f32)> = resp
+                    .results
+                    .into_iter()
+                    .filter_map(|r| r.external_id.map(|e| (e, r.score)))
+                    .collect();
+                lists.push(list);
+            }
+            out.push_str(
+                &serde_json::json!({"qid": q.id, "lexical": lists[0], "semantic": lists[1],
+                    "qrels": qrels.get(&q.id)})
+                .to_string(),
+            );
+            out.push('\n');
+        }
+        std::fs::write(path, out)?;
+    }
     let mut runs: Vec<(String, Mode, Option<f32>)> = vec![
         ("fulltext".into(), Mode::Fulltext, None),
         ("vector".into(), Mode::Vector, None),
@@ -244,7 +285,11 @@ mod tests {
 
     #[test]
     fn ndcg_and_recall() {
-        let rels = HashMap::from([("a".to_string(), 2), ("b".to_string(), 1), ("z".to_string(), 0)]);
+        let rels = HashMap::from([
+            ("a".to_string(), 2),
+            ("b".to_string(), 1),
+            ("z".to_string(), 0),
+        ]);
         let perfect = vec!["a".to_string(), "b".to_string()];
         let (n, r) = ndcg_recall(&perfect, &rels, 10, 100);
         assert!((n - 1.0).abs() < 1e-9 && (r - 1.0).abs() < 1e-9);

@@ -108,7 +108,10 @@ impl Format {
 /// A structural unit of a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Block {
-    Heading { level: u8, text: String },
+    Heading {
+        level: u8,
+        text: String,
+    },
     Para(String),
     ListItem(String),
     /// One table row, cells joined.
@@ -382,7 +385,10 @@ pub fn html(text: &str, limits: &Limits) -> Result<Extracted, ExtractError> {
                     loose.push(' ');
                     continue;
                 }
-                if matches!(name, "div" | "section" | "article" | "br" | "ul" | "ol" | "table") {
+                if matches!(
+                    name,
+                    "div" | "section" | "article" | "br" | "ul" | "ol" | "table"
+                ) {
                     let t = normalize_ws(&loose);
                     if !t.is_empty() {
                         blocks.push(Block::Para(t));
@@ -900,7 +906,8 @@ pub(crate) mod tests {
     #[test]
     fn docx_zip_bomb_is_refused() {
         // 200 MB of one repeated paragraph compresses to a few hundred KB.
-        let para = "<w:p><w:r><w:t>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</w:t></w:r></w:p>";
+        let para =
+            "<w:p><w:r><w:t>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</w:t></w:r></w:p>";
         let body = para.repeat(2_000_000 / para.len() * 100);
         let bytes = make_docx(&body);
         assert!(bytes.len() < 2 << 20, "compressed size {}", bytes.len());
@@ -936,8 +943,8 @@ pub(crate) mod tests {
                 Block::Row("name: Alan".into())
             ]
         );
-        let ex = json(br#"{"title": "Cfg", "server": {"port": 80, "tags": ["a", "b"]}}"#)
-            .expect("json");
+        let ex =
+            json(br#"{"title": "Cfg", "server": {"port": 80, "tags": ["a", "b"]}}"#).expect("json");
         assert_eq!(ex.title.as_deref(), Some("Cfg"));
         assert!(ex.blocks.contains(&Block::Para("server.port: 80".into())));
         assert!(ex.blocks.contains(&Block::Para("server.tags: b".into())));

@@ -228,11 +228,13 @@ fn parse_op(k: &str, v: &Value) -> Result<Op> {
                         "filter {k:?}: \"in\" cannot be combined with other operators"
                     )));
                 }
-                let arr = list
-                    .as_array()
-                    .ok_or_else(|| Error::invalid(format!("filter {k:?}: \"in\" takes an array")))?;
+                let arr = list.as_array().ok_or_else(|| {
+                    Error::invalid(format!("filter {k:?}: \"in\" takes an array"))
+                })?;
                 if arr.len() > 10_000 {
-                    return Err(Error::invalid(format!("filter {k:?}: \"in\" list is too long")));
+                    return Err(Error::invalid(format!(
+                        "filter {k:?}: \"in\" list is too long"
+                    )));
                 }
                 return Ok(Op::In(
                     arr.iter().map(|x| scalar(k, x)).collect::<Result<_>>()?,
@@ -254,11 +256,9 @@ fn parse_op(k: &str, v: &Value) -> Result<Op> {
                     "gte" => range.1 = s,
                     "lt" => range.2 = s,
                     "lte" => range.3 = s,
-                    other => {
-                        return Err(Error::invalid(format!(
-                            "filter {k:?}: unknown operator {other:?} (use in, eq, gt, gte, lt, lte)"
-                        )))
-                    }
+                    other => return Err(Error::invalid(format!(
+                        "filter {k:?}: unknown operator {other:?} (use in, eq, gt, gte, lt, lte)"
+                    ))),
                 }
             }
             if o.is_empty() {
@@ -315,27 +315,49 @@ mod tests {
     #[test]
     fn equality_membership_and_arrays() {
         assert_eq!(ids(json!({"metadata.group": "sales"})), vec!["a"]);
-        assert_eq!(ids(json!({"group": {"in": ["sales", "eng"]}})), vec!["a", "b"]);
+        assert_eq!(
+            ids(json!({"group": {"in": ["sales", "eng"]}})),
+            vec!["a", "b"]
+        );
         assert_eq!(ids(json!({"tags": "y"})), vec!["a"]);
         assert_eq!(ids(json!({"tags": {"in": ["z", "q"]}})), vec!["b"]);
         assert_eq!(ids(json!({"n.k": true})), vec!["a"]);
         assert_eq!(ids(json!({"external_id": "eb"})), vec!["b"]);
-        assert_eq!(ids(json!({"document_id": {"in": ["a", "c"]}})), vec!["a", "c"]);
+        assert_eq!(
+            ids(json!({"document_id": {"in": ["a", "c"]}})),
+            vec!["a", "c"]
+        );
     }
 
     #[test]
     fn ranges_compare_like_with_like() {
-        assert_eq!(ids(json!({"year": {"gte": 2021}})), vec!["b"], "text '2021' is not a number");
+        assert_eq!(
+            ids(json!({"year": {"gte": 2021}})),
+            vec!["b"],
+            "text '2021' is not a number"
+        );
         assert_eq!(ids(json!({"year": {"gt": 2019, "lt": 2023}})), vec!["a"]);
         assert_eq!(ids(json!({"score": {"lte": 1.5}})), vec!["b"]);
-        assert_eq!(ids(json!({"pub": {"gte": "2024-01-01", "lt": "2025-01-01"}})), vec!["a"]);
-        assert_eq!(ids(json!({"created_at": {"gt": "2024-01-01"}})), vec!["b", "c"]);
+        assert_eq!(
+            ids(json!({"pub": {"gte": "2024-01-01", "lt": "2025-01-01"}})),
+            vec!["a"]
+        );
+        assert_eq!(
+            ids(json!({"created_at": {"gt": "2024-01-01"}})),
+            vec!["b", "c"]
+        );
     }
 
     #[test]
     fn logic_combines() {
-        assert_eq!(ids(json!({"or": [{"group": "eng"}, {"title": "C"}]})), vec!["b", "c"]);
-        assert_eq!(ids(json!({"not": {"group": "sales"}, "mime_type": "text/plain"})), vec!["b"]);
+        assert_eq!(
+            ids(json!({"or": [{"group": "eng"}, {"title": "C"}]})),
+            vec!["b", "c"]
+        );
+        assert_eq!(
+            ids(json!({"not": {"group": "sales"}, "mime_type": "text/plain"})),
+            vec!["b"]
+        );
         let both = Filter::and(
             Some(Filter::parse(&json!({"group": {"in": ["sales", "eng"]}})).expect("a")),
             Some(Filter::parse(&json!({"year": 2023})).expect("b")),

@@ -101,7 +101,15 @@ fn fail_job(ws: &Workspace, job_id: &str, doc_id: &str, msg: &str) -> Result<()>
 }
 
 fn index_batch(ws: &Workspace, limits: &Limits) -> Result<Option<usize>> {
-    type JobRow = (String, String, String, String, String, Option<String>, String);
+    type JobRow = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+    );
     let jobs: Vec<JobRow> = {
         let conn = ws.conn();
         let mut stmt = conn.prepare_cached(
@@ -152,8 +160,10 @@ fn index_batch(ws: &Workspace, limits: &Limits) -> Result<Option<usize>> {
             .get("embedding")
             .and_then(|e| serde_json::from_value(e.clone()).ok());
         let outcome = (|| -> std::result::Result<(String, Vec<super::chunk::Chunk>), String> {
-            let format = Format::from_mime(&mime).ok_or_else(|| format!("unsupported type {mime}"))?;
-            let bytes = store::read_blob(ws, &hash).map_err(|e| format!("cannot read the original: {e}"))?;
+            let format =
+                Format::from_mime(&mime).ok_or_else(|| format!("unsupported type {mime}"))?;
+            let bytes = store::read_blob(ws, &hash)
+                .map_err(|e| format!("cannot read the original: {e}"))?;
             let extracted = std::panic::catch_unwind(|| extract::extract(format, &bytes, limits))
                 .map_err(|_| "the file could not be read (the extractor failed)".to_string())?
                 .map_err(|e| e.0)?;
@@ -170,7 +180,11 @@ fn index_batch(ws: &Workspace, limits: &Limits) -> Result<Option<usize>> {
                 if embedding.is_some() || active.config.is_user_provided() {
                     // A document with its own vector is one chunk.
                     if chunks.len() > 1 {
-                        let text = chunks.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join("\n");
+                        let text = chunks
+                            .iter()
+                            .map(|c| c.text.as_str())
+                            .collect::<Vec<_>>()
+                            .join("\n");
                         let words = chunks.iter().map(|c| c.words).sum();
                         chunks = vec![super::chunk::Chunk {
                             heading_path: String::new(),
@@ -313,7 +327,11 @@ fn unembedded(ws: &Workspace, limit: usize) -> Result<Vec<ChunkRow>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-fn embed_rows(embedders: &Embedders, cfg: &EmbedderConfig, rows: &[ChunkRow]) -> Result<Vec<Vec<f32>>> {
+fn embed_rows(
+    embedders: &Embedders,
+    cfg: &EmbedderConfig,
+    rows: &[ChunkRow],
+) -> Result<Vec<Vec<f32>>> {
     let e = embedders
         .get(cfg)?
         .ok_or_else(|| Error::internal("no embedder for user-provided vectors"))?;
@@ -324,7 +342,9 @@ fn embed_rows(embedders: &Embedders, cfg: &EmbedderConfig, rows: &[ChunkRow]) ->
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let vs = e.embed(&refs)?;
     if vs.len() != rows.len() {
-        return Err(Error::Provider("the embedder returned the wrong number of vectors".into()));
+        return Err(Error::Provider(
+            "the embedder returned the wrong number of vectors".into(),
+        ));
     }
     Ok(vs)
 }
@@ -344,7 +364,9 @@ fn embed_batch(ws: &Workspace, embedders: &Embedders) -> Result<Option<usize>> {
     }
     let result = embed_rows(embedders, &active.config, &rows).and_then(|a| {
         let b = match &building {
-            Some(s) if !s.config.is_user_provided() => Some(embed_rows(embedders, &s.config, &rows)?),
+            Some(s) if !s.config.is_user_provided() => {
+                Some(embed_rows(embedders, &s.config, &rows)?)
+            }
             _ => None,
         };
         Ok((a, b))
@@ -488,7 +510,10 @@ fn reembed_batch(ws: &Workspace, embedders: &Embedders) -> Result<Option<usize>>
         let tx = conn.transaction()?;
         let old = vectors::active(&tx)?;
         vectors::drop_space(&tx, &old)?;
-        tx.execute("UPDATE vector_spaces SET state = 'active' WHERE id = ?1", [space.id])?;
+        tx.execute(
+            "UPDATE vector_spaces SET state = 'active' WHERE id = ?1",
+            [space.id],
+        )?;
         tx.execute("UPDATE chunks SET embedded = 1 WHERE embedded <> 1", [])?;
         tx.execute(
             "UPDATE jobs SET status = 'succeeded', phase = 'done', progress = 1, finished_at = ?2
@@ -510,7 +535,9 @@ fn reembed_batch(ws: &Workspace, embedders: &Embedders) -> Result<Option<usize>>
             return Err(e);
         }
     };
-    let total: i64 = ws.conn().query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?;
+    let total: i64 = ws
+        .conn()
+        .query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?;
     let last = rows.last().map(|r| r.0).unwrap_or(cursor);
     let mut conn = ws.conn();
     let tx = conn.transaction()?;
@@ -518,7 +545,9 @@ fn reembed_batch(ws: &Workspace, embedders: &Embedders) -> Result<Option<usize>>
         check_dim(&space, v)?;
         vectors::put(&tx, &space.table, row.0, v)?;
     }
-    let done: i64 = tx.query_row("SELECT count(*) FROM chunks WHERE id <= ?1", [last], |r| r.get(0))?;
+    let done: i64 = tx.query_row("SELECT count(*) FROM chunks WHERE id <= ?1", [last], |r| {
+        r.get(0)
+    })?;
     tx.execute(
         "UPDATE jobs SET status = 'running', started_at = coalesce(started_at, ?3), payload = ?2,
             progress = ?4 WHERE id = ?1",
@@ -526,7 +555,11 @@ fn reembed_batch(ws: &Workspace, embedders: &Embedders) -> Result<Option<usize>>
             job_id,
             serde_json::json!({ "cursor": last }).to_string(),
             now,
-            if total > 0 { done as f64 / total as f64 } else { 1.0 }
+            if total > 0 {
+                done as f64 / total as f64
+            } else {
+                1.0
+            }
         ],
     )?;
     tx.commit()?;

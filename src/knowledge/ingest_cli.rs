@@ -93,7 +93,7 @@ pub fn run(app: &Arc<App>, args: IngestArgs) -> anyhow::Result<()> {
     let mut ticks = 0u32;
     app.run_jobs_until_idle(|| {
         ticks += 1;
-        if ticks % 8 == 0 {
+        if ticks.is_multiple_of(8) {
             let done = jobs
                 .iter()
                 .filter(|(_, j)| {
@@ -119,7 +119,11 @@ pub fn run(app: &Arc<App>, args: IngestArgs) -> anyhow::Result<()> {
     println!(
         "{} files: {} added or updated, {} unchanged, {} failed",
         files.len(),
-        added - failures.iter().filter(|(p, _)| jobs.iter().any(|(q, _)| q == p)).count(),
+        added
+            - failures
+                .iter()
+                .filter(|(p, _)| jobs.iter().any(|(q, _)| q == p))
+                .count(),
         unchanged,
         failures.len()
     );

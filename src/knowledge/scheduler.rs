@@ -137,7 +137,11 @@ impl Scheduler {
                 .map(|w| w.pass)
                 .fold(f64::INFINITY, f64::min);
             let o = st.orgs.entry(org).or_insert(OrgEntry {
-                pass: if org_floor.is_finite() { org_floor } else { 0.0 },
+                pass: if org_floor.is_finite() {
+                    org_floor
+                } else {
+                    0.0
+                },
                 weight: priority.max(0.01),
                 members: 0,
             });
@@ -295,7 +299,11 @@ mod tests {
         s.notify(small, id(200), 1.0);
         let order = simulate(&s, &mut work, 3);
         assert!(order.contains(&small), "{order:?}");
-        assert_eq!(s.marked(), vec![big], "small's marker is gone once it is idle");
+        assert_eq!(
+            s.marked(),
+            vec![big],
+            "small's marker is gone once it is idle"
+        );
     }
 
     #[test]
@@ -309,7 +317,10 @@ mod tests {
         let order = simulate(&s, &mut work, 500);
         let na = order.iter().filter(|w| **w == a).count();
         let nb = order.len() - na;
-        assert!((3.5..4.5).contains(&(na as f64 / nb as f64)), "{na} vs {nb}");
+        assert!(
+            (3.5..4.5).contains(&(na as f64 / nb as f64)),
+            "{na} vs {nb}"
+        );
     }
 
     #[test]
@@ -337,7 +348,11 @@ mod tests {
         s.notify(id(1), id(100), 1.0);
         let t = s.try_next().expect("first");
         assert!(s.try_next().is_none());
-        s.done(t, Duration::from_millis(1), Outcome::Retry(Duration::from_secs(60)));
+        s.done(
+            t,
+            Duration::from_millis(1),
+            Outcome::Retry(Duration::from_secs(60)),
+        );
         assert!(s.try_next().is_none(), "waiting for its retry");
         // New work resets the pause.
         s.notify(id(1), id(100), 1.0);

@@ -108,10 +108,14 @@ pub fn search(
     let limit = req.limit.unwrap_or(10);
     let offset = req.offset.unwrap_or(0);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(Error::invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
+        return Err(Error::invalid(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
     }
     if offset > MAX_OFFSET {
-        return Err(Error::invalid(format!("offset must be at most {MAX_OFFSET}")));
+        return Err(Error::invalid(format!(
+            "offset must be at most {MAX_OFFSET}"
+        )));
     }
     if req.query.len() > 10_000 {
         return Err(Error::invalid("query is too long (at most 10,000 bytes)"));
@@ -214,7 +218,9 @@ fn fulltext(
     let query: Box<dyn Query> = match allowed {
         None => q,
         Some(ids) => {
-            let terms = ids.iter().map(|id| Term::from_field_text(f.document_id, id));
+            let terms = ids
+                .iter()
+                .map(|id| Term::from_field_text(f.document_id, id));
             Box::new(BooleanQuery::new(vec![
                 (Occur::Must, q),
                 (Occur::Must, Box::new(TermSetQuery::new(terms))),
@@ -329,7 +335,12 @@ fn vector(
 /// similarities are min-max normalised over the candidates.
 pub fn fuse(lexical: &[(i64, f32)], semantic: &[(i64, f32)], weight: f32) -> Vec<(i64, f32)> {
     let mut scores: HashMap<i64, f32> = HashMap::new();
-    if let Some(max) = lexical.iter().map(|x| x.1).reduce(f32::max).filter(|m| *m > 0.0) {
+    if let Some(max) = lexical
+        .iter()
+        .map(|x| x.1)
+        .reduce(f32::max)
+        .filter(|m| *m > 0.0)
+    {
         for (id, s) in lexical {
             *scores.entry(*id).or_default() += (1.0 - weight) * s / max;
         }
@@ -407,6 +418,91 @@ pub type SharedEmbedders = Arc<Embedders>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::knowledge::embedders::tests::test_models;
+    use crate::knowledge::extract::{Format, Limits};
+    use crate::knowledge::{ingest, store};
+    use serde_json::json;
+
+    fn workspace_with(
+        docs: &[(&str, Value)],
+    ) -> (tempfile::TempDir, Workspace, Embedders, Vec<String>) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = crate::workspace::dir_of(tmp.path(), id);
+        crate::workspace::create(&dir).expect("create");
+        let ws = Workspace::open(&dir, id).expect("open");
+        let embedders = Embedders::with_builtin(test_models);
+        let mut ids = Vec::new();
+        for (text, meta) in docs {
+            let added = store::add(
+                &ws,
+                store::NewDocument {
+                    bytes: text.as_bytes().to_vec(),
+                    format: Format::Text,
+                    title: None,
+                    metadata: meta.clone(),
+                    external_id: None,
+                    source_name: None,
+                    embedding: None,
+                },
+            )
+            .expect("add");
+            ids.push(added.id);
+        }
+        while ingest::run_quantum(&ws, &embedders, &Limits::default())
+            .expect("quantum")
+            .worked
+        {}
+        (tmp, ws, embedders, ids)
+    }
+
+    #[test]
+    fn every_mode_honours_filters_and_the_extra_filter() {
+        let (_t, ws, emb, ids) = workspace_with(&[
+            (
+                "apples and pears grow in the orchard",
+                json!({"team": "a", "n": 1}),
+            ),
+            (
+                "apples are red, pears are green",
+                json!({"team": "b", "n": 2}),
+            ),
+            ("the orchard sells cider", json!({"team": "a", "n": 3})),
+        ]);
+        let run = |mode, filter: Option<Value>, extra: Option<Filter>| {
+            let req = SearchRequest {
+                query: "apples pears orchard".into(),
+                mode: Some(mode),
+                filter,
+                ..Default::default()
+            };
+            let mut got: Vec<String> = search(&ws, &emb, &req, extra.as_ref(), &Fusion::default())
+                .expect("search")
+                .results
+                .into_iter()
+                .map(|r| r.document_id)
+                .collect();
+            got.sort();
+            got
+        };
+        for mode in [Mode::Fulltext, Mode::Vector, Mode::Hybrid] {
+            assert_eq!(run(mode, None, None).len(), 3, "{mode:?}");
+            assert_eq!(
+                run(mode, Some(json!({"team": "a"})), None),
+                vec![ids[0].clone(), ids[2].clone()]
+            );
+            let extra = Filter::parse(&json!({"n": {"gte": 2}})).expect("extra");
+            assert_eq!(
+                run(mode, Some(json!({"team": "a"})), Some(extra.clone())),
+                vec![ids[2].clone()],
+                "{mode:?}: the extra filter is ANDed"
+            );
+            assert_eq!(
+                run(mode, None, Some(extra)),
+                vec![ids[1].clone(), ids[2].clone()]
+            );
+        }
+    }
 
     #[test]
     fn fusion_rewards_agreement_and_respects_weight() {

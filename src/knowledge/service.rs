@@ -87,9 +87,17 @@ impl App {
         if metadata.to_string().len() > MAX_METADATA_BYTES {
             return Err(Error::invalid("metadata is too large (at most 64 KiB)"));
         }
-        let title = input.title.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
-        if title.as_ref().is_some_and(|t| t.chars().count() > MAX_TITLE_CHARS) {
-            return Err(Error::invalid("title is too long (at most 1000 characters)"));
+        let title = input
+            .title
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        if title
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > MAX_TITLE_CHARS)
+        {
+            return Err(Error::invalid(
+                "title is too long (at most 1000 characters)",
+            ));
         }
         if let Some(ext) = &input.external_id {
             if ext.is_empty()
@@ -123,7 +131,10 @@ impl App {
                     )
                 })?
         };
-        if input.is_text && input.bytes.iter().all(u8::is_ascii_whitespace) && input.embedding.is_none() {
+        if input.is_text
+            && input.bytes.iter().all(u8::is_ascii_whitespace)
+            && input.embedding.is_none()
+        {
             return Err(Error::invalid("text must not be empty"));
         }
         let (rec, handle) = self.knowledge_workspace(ws)?;

@@ -385,7 +385,10 @@ pub fn list_jobs(conn: &Connection, limit: u32, offset: u32) -> Result<Vec<JobVi
 pub fn cancel_job(ws: &Workspace, id: &str) -> Result<JobView> {
     let job = get_job(&ws.conn(), id)?;
     if !matches!(job.status.as_str(), "queued" | "running") {
-        return Err(Error::Conflict(format!("the job is already {}", job.status)));
+        return Err(Error::Conflict(format!(
+            "the job is already {}",
+            job.status
+        )));
     }
     match job.kind.as_str() {
         "ingest" => {

@@ -162,9 +162,8 @@ pub fn scan_documents(
          ORDER BY d LIMIT ?3",
         space.table
     ))?;
-    let rows = stmt.query_map(
-        params![to_blob(query), document_ids_json, k as i64],
-        |r| Ok((r.get::<_, i64>(0)?, similarity(r.get::<_, f64>(1)?))),
-    )?;
+    let rows = stmt.query_map(params![to_blob(query), document_ids_json, k as i64], |r| {
+        Ok((r.get::<_, i64>(0)?, similarity(r.get::<_, f64>(1)?)))
+    })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }

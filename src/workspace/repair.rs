@@ -44,14 +44,15 @@ pub fn bump_generation(conn: &Connection) -> Result<i64> {
 pub fn schema_is_current(schema: &Schema) -> bool {
     let (current, _) = index_schema();
     ["title", "headings", "text"].iter().all(|name| {
-        schema.get_field(name).ok().is_some_and(|f| {
-            match schema.get_field_entry(f).field_type() {
+        schema
+            .get_field(name)
+            .ok()
+            .is_some_and(|f| match schema.get_field_entry(f).field_type() {
                 tantivy::schema::FieldType::Str(opts) => opts
                     .get_indexing_options()
                     .is_some_and(|i| i.tokenizer() == TEXT_TOKENIZER),
                 _ => false,
-            }
-        })
+            })
     }) && current
         .fields()
         .all(|(_, e)| schema.get_field(e.name()).is_ok())
@@ -214,7 +215,11 @@ mod tests {
         create(&dir).expect("create");
         {
             let ws = Workspace::open(&dir, id).expect("open");
-            assert_eq!(repair_if_needed(&ws).expect("check"), None, "a fresh store is in sync");
+            assert_eq!(
+                repair_if_needed(&ws).expect("check"),
+                None,
+                "a fresh store is in sync"
+            );
             // Crash after the SQLite commit, before the Tantivy commit.
             seed(&ws, "d1", &["alpha", "beta"]);
             assert_eq!(ws.indexed_chunks(), 0);
@@ -224,7 +229,8 @@ mod tests {
             assert_eq!(ws.indexed_chunks(), 2, "missing chunks were added");
             assert_eq!(repair_if_needed(&ws).expect("check"), None, "now in sync");
             // A stale entry: the index holds a chunk SQLite no longer has.
-            ws.index_chunk(999, "gone", "T", "", "stale").expect("index");
+            ws.index_chunk(999, "gone", "T", "", "stale")
+                .expect("index");
             ws.commit_index().expect("commit");
             bump_generation(&ws.conn()).expect("bump");
         }

@@ -342,7 +342,11 @@ impl Api {
             if s != "queued" && s != "running" {
                 return r.body;
             }
-            assert!(std::time::Instant::now() < deadline, "job {job} did not finish: {:?}", r.body);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {job} did not finish: {:?}",
+                r.body
+            );
             tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         }
     }

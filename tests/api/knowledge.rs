@@ -25,7 +25,9 @@ pub fn pdf_with_text(text: &str) -> Vec<u8> {
         out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
     }
     let xref = out.len();
-    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
     for off in offsets {
         out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
     }
@@ -98,26 +100,52 @@ async fn json_documents_are_searchable_in_every_mode_with_filters() {
 
     // Full text: stemming ("refunds" finds "refund"), highlights, SPEC's shape.
     let r = api
-        .search(&ws, json!({"query": "refunds hardware", "mode": "fulltext"}))
+        .search(
+            &ws,
+            json!({"query": "refunds hardware", "mode": "fulltext"}),
+        )
         .await;
     assert_eq!(ids(&r)[0], a);
     let top = &r[0];
-    for key in ["document_id", "external_id", "chunk_id", "title", "text", "score", "metadata", "highlights"] {
+    for key in [
+        "document_id",
+        "external_id",
+        "chunk_id",
+        "title",
+        "text",
+        "score",
+        "metadata",
+        "highlights",
+    ] {
         assert!(top.get(key).is_some(), "missing {key}: {top}");
     }
     assert_eq!(top["title"], "Refund policy");
     assert_eq!(top["heading_path"], "Refunds");
-    assert!(top["highlights"][0].as_str().unwrap_or("").contains("<mark>"), "{top}");
+    assert!(
+        top["highlights"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("<mark>"),
+        "{top}"
+    );
 
     // Vector and hybrid find by meaning.
     for mode in ["vector", "hybrid"] {
         let r = api
-            .search(&ws, json!({"query": "drain nodes before upgrading kubernetes", "mode": mode}))
+            .search(
+                &ws,
+                json!({"query": "drain nodes before upgrading kubernetes", "mode": mode}),
+            )
             .await;
         assert_eq!(ids(&r)[0], b, "{mode}: {r:?}");
     }
     // Default mode is hybrid.
-    let r = api.post(&format!("/v1/workspaces/{ws}/search"), json!({"query": "office closed holidays"})).await;
+    let r = api
+        .post(
+            &format!("/v1/workspaces/{ws}/search"),
+            json!({"query": "office closed holidays"}),
+        )
+        .await;
     assert_eq!(r.body["mode"], "hybrid");
     assert_eq!(r.body["results"][0]["document_id"], c.as_str());
 
@@ -126,16 +154,31 @@ async fn json_documents_are_searchable_in_every_mode_with_filters() {
     for mode in ["fulltext", "vector", "hybrid"] {
         let cases = [
             (json!({"metadata.group": "eng"}), vec![b.clone()]),
-            (json!({"group": {"in": ["hr", "sales"]}}), vec![a.clone(), c.clone()]),
+            (
+                json!({"group": {"in": ["hr", "sales"]}}),
+                vec![a.clone(), c.clone()],
+            ),
             (json!({"year": {"gte": 2022, "lt": 2024}}), vec![c.clone()]),
-            (json!({"published": {"gt": "2023-01-01"}}), vec![b.clone(), c.clone()]),
+            (
+                json!({"published": {"gt": "2023-01-01"}}),
+                vec![b.clone(), c.clone()],
+            ),
             (json!({"tags": "policy"}), vec![a.clone()]),
-            (json!({"document_id": {"in": [a, b]}}), vec![a.clone(), b.clone()]),
-            (json!({"or": [{"group": "hr"}, {"year": 2024}]}), vec![b.clone(), c.clone()]),
+            (
+                json!({"document_id": {"in": [a, b]}}),
+                vec![a.clone(), b.clone()],
+            ),
+            (
+                json!({"or": [{"group": "hr"}, {"year": 2024}]}),
+                vec![b.clone(), c.clone()],
+            ),
         ];
         for (filter, want) in cases {
             let r = api
-                .search(&ws, json!({"query": q, "mode": mode, "filter": filter, "limit": 10}))
+                .search(
+                    &ws,
+                    json!({"query": q, "mode": mode, "filter": filter, "limit": 10}),
+                )
                 .await;
             let mut got = ids(&r);
             got.sort();
@@ -146,9 +189,14 @@ async fn json_documents_are_searchable_in_every_mode_with_filters() {
         }
     }
     // limit / offset page through the same ranking.
-    let all = api.search(&ws, json!({"query": q, "mode": "fulltext", "limit": 3})).await;
+    let all = api
+        .search(&ws, json!({"query": q, "mode": "fulltext", "limit": 3}))
+        .await;
     let second = api
-        .search(&ws, json!({"query": q, "mode": "fulltext", "limit": 1, "offset": 1}))
+        .search(
+            &ws,
+            json!({"query": q, "mode": "fulltext", "limit": 1, "offset": 1}),
+        )
         .await;
     assert_eq!(ids(&second), vec![ids(&all)[1].clone()]);
 
@@ -161,7 +209,9 @@ async fn json_documents_are_searchable_in_every_mode_with_filters() {
         json!({"query": ""}),
         json!({"query": "x", "unknown": 1}),
     ] {
-        let r = api.post(&format!("/v1/workspaces/{ws}/search"), bad.clone()).await;
+        let r = api
+            .post(&format!("/v1/workspaces/{ws}/search"), bad.clone())
+            .await;
         assert!(matches!(r.status, 400 | 422), "{bad}: {}", r.status);
         assert_eq!(r.code(), "invalid_request", "{bad}");
     }
@@ -186,18 +236,33 @@ async fn every_format_is_ingested() {
         )), "gazelle"),
     ];
     for (name, ct, bytes, word) in files {
-        let r = api.upload(&path, name, ct, bytes, &[("metadata", r#"{"kind": "file"}"#)]).await;
+        let r = api
+            .upload(
+                &path,
+                name,
+                ct,
+                bytes,
+                &[("metadata", r#"{"kind": "file"}"#)],
+            )
+            .await;
         assert_eq!(r.status, 201, "{name}: {:?}", r.body);
         assert_eq!(r.body["status"], "indexed", "{name}");
         assert_eq!(r.body["source_name"], name);
-        let hits = api.search(&ws, json!({"query": word, "mode": "fulltext"})).await;
+        let hits = api
+            .search(&ws, json!({"query": word, "mode": "fulltext"}))
+            .await;
         assert_eq!(hits.len(), 1, "{name}: {hits:?}");
         assert_eq!(hits[0]["metadata"]["kind"], "file");
     }
     // The script of the HTML page is not indexed.
-    assert!(api.search(&ws, json!({"query": "capybara", "mode": "fulltext"})).await.is_empty());
+    assert!(api
+        .search(&ws, json!({"query": "capybara", "mode": "fulltext"}))
+        .await
+        .is_empty());
     // Heading paths are indexed and returned.
-    let hits = api.search(&ws, json!({"query": "setup", "mode": "fulltext"})).await;
+    let hits = api
+        .search(&ws, json!({"query": "setup", "mode": "fulltext"}))
+        .await;
     assert_eq!(hits[0]["heading_path"], "Guide > Setup");
     let docs = api.get(&format!("/v1/workspaces/{ws}/documents")).await;
     assert_eq!(docs.body["data"].as_array().map(Vec::len), Some(7));
@@ -212,37 +277,80 @@ async fn hostile_and_unsupported_files_fail_alone() {
     let api = s.api();
     let ws = api.knowledge_workspace("k-hostile").await;
     let path = format!("/v1/workspaces/{ws}/documents?wait=true");
-    api.add_doc(&ws, json!({"title": "ok", "text": "the survivor document"})).await;
+    api.add_doc(&ws, json!({"title": "ok", "text": "the survivor document"}))
+        .await;
 
     // A zip bomb DOCX: ~100 MB of XML in well under a megabyte.
     let p = para(&"a".repeat(1000));
     let bomb = docx(&p.repeat(100_000));
     assert!(bomb.len() < (4 << 20), "{}", bomb.len());
     let r = api.upload(&path, "bomb.docx", None, bomb, &[]).await;
-    assert_eq!((r.status, r.code()), (422, "invalid_request"), "{:?}", r.body);
-    assert!(r.body["error"]["message"].as_str().unwrap_or("").contains("zip bomb"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("zip bomb"),
+        "{:?}",
+        r.body
+    );
 
-    let r = api.upload(&path, "broken.pdf", None, b"%PDF-1.7\n1 0 obj << /Broken".to_vec(), &[]).await;
+    let r = api
+        .upload(
+            &path,
+            "broken.pdf",
+            None,
+            b"%PDF-1.7\n1 0 obj << /Broken".to_vec(),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 422, "{:?}", r.body);
     let deep = "[".repeat(50_000) + &"]".repeat(50_000);
-    let r = api.upload(&path, "deep.json", None, deep.into_bytes(), &[]).await;
-    assert_eq!(r.status, 422, "{:?}", r.body);
-    assert!(r.body["error"]["message"].as_str().unwrap_or("").contains("nested"));
-
-    let r = api.upload(&path, "x.png", Some("image/png"), b"\x89PNG\r\n\x1a\n\0\0".to_vec(), &[]).await;
-    assert_eq!((r.status, r.code()), (415, "unsupported_media_type"));
-    let r = api.upload(&path, "big.txt", None, vec![b'a'; 5 << 20], &[]).await;
-    assert_eq!((r.status, r.code()), (413, "payload_too_large"));
     let r = api
-        .post(&path, json!({"text": "x".repeat(5 << 20)}))
+        .upload(&path, "deep.json", None, deep.into_bytes(), &[])
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("nested"));
+
+    let r = api
+        .upload(
+            &path,
+            "x.png",
+            Some("image/png"),
+            b"\x89PNG\r\n\x1a\n\0\0".to_vec(),
+            &[],
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (415, "unsupported_media_type"));
+    let r = api
+        .upload(&path, "big.txt", None, vec![b'a'; 5 << 20], &[])
         .await;
     assert_eq!((r.status, r.code()), (413, "payload_too_large"));
-    let r = api.upload(&path, "a.txt", None, b"hi".to_vec(), &[("metadata", "[1]")]).await;
+    let r = api.post(&path, json!({"text": "x".repeat(5 << 20)})).await;
+    assert_eq!((r.status, r.code()), (413, "payload_too_large"));
+    let r = api
+        .upload(&path, "a.txt", None, b"hi".to_vec(), &[("metadata", "[1]")])
+        .await;
     assert_eq!(r.code(), "invalid_request");
 
     // Failed documents are listed with their reason; the good one is untouched.
-    let failed = api.get(&format!("/v1/workspaces/{ws}/documents?status=failed")).await;
-    assert_eq!(failed.body["data"].as_array().map(Vec::len), Some(3), "{:?}", failed.body);
+    let failed = api
+        .get(&format!("/v1/workspaces/{ws}/documents?status=failed"))
+        .await;
+    assert_eq!(
+        failed.body["data"].as_array().map(Vec::len),
+        Some(3),
+        "{:?}",
+        failed.body
+    );
     let hits = api.search(&ws, json!({"query": "survivor"})).await;
     assert_eq!(hits.len(), 1);
 }
@@ -254,34 +362,59 @@ async fn external_ids_replace_dedup_and_delete_removes_everything() {
     let ws = api.knowledge_workspace("k-ext").await;
     let docs = format!("/v1/workspaces/{ws}/documents");
     let first = api
-        .add_doc(&ws, json!({"external_id": "kb-1", "title": "v1", "text": "original walrus text"}))
+        .add_doc(
+            &ws,
+            json!({"external_id": "kb-1", "title": "v1", "text": "original walrus text"}),
+        )
         .await;
     // Identical again: nothing new.
     let r = api
-        .post(&docs, json!({"external_id": "kb-1", "title": "v1", "text": "original walrus text"}))
+        .post(
+            &docs,
+            json!({"external_id": "kb-1", "title": "v1", "text": "original walrus text"}),
+        )
         .await;
-    assert_eq!((r.status, r.body["duplicate"].as_bool()), (200, Some(true)), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.body["duplicate"].as_bool()),
+        (200, Some(true)),
+        "{:?}",
+        r.body
+    );
     assert_eq!(r.id(), first);
     // New content under the same external id replaces it.
     let second = api
-        .add_doc(&ws, json!({"external_id": "kb-1", "title": "v2", "text": "updated narwhal text"}))
+        .add_doc(
+            &ws,
+            json!({"external_id": "kb-1", "title": "v2", "text": "updated narwhal text"}),
+        )
         .await;
     assert_ne!(first, second);
     let list = api.get(&docs).await;
     assert_eq!(list.body["data"].as_array().map(Vec::len), Some(1));
     assert_eq!(list.body["data"][0]["external_id"], "kb-1");
-    assert!(api.search(&ws, json!({"query": "walrus", "mode": "fulltext"})).await.is_empty());
+    assert!(api
+        .search(&ws, json!({"query": "walrus", "mode": "fulltext"}))
+        .await
+        .is_empty());
     let hits = api.search(&ws, json!({"query": "narwhal"})).await;
     assert_eq!(hits[0]["external_id"], "kb-1");
     assert_eq!(api.get(&format!("{docs}/{first}")).await.status, 404);
 
     // Delete: gone from every index and its blob removed.
     let blobs_before = tree(&s.data_path(&format!("{ws}/blobs")));
-    assert!(blobs_before.iter().any(|f| f.len() > 60), "{blobs_before:?}");
+    assert!(
+        blobs_before.iter().any(|f| f.len() > 60),
+        "{blobs_before:?}"
+    );
     let r = api.delete(&format!("{docs}/{second}")).await;
     assert_eq!(r.status, 204);
     for mode in ["fulltext", "vector", "hybrid"] {
-        assert!(api.search(&ws, json!({"query": "narwhal", "mode": mode})).await.is_empty(), "{mode}");
+        assert!(
+            api.search(&ws, json!({"query": "narwhal", "mode": mode}))
+                .await
+                .is_empty(),
+            "{mode}"
+        );
     }
     let blobs_after = tree(&s.data_path(&format!("{ws}/blobs")));
     assert!(!blobs_after.iter().any(|f| f.len() > 60), "{blobs_after:?}");
@@ -304,11 +437,18 @@ async fn jobs_survive_a_restart_and_can_be_cancelled() {
     let r = api.post(&docs, json!({"text": "persistent puffin"})).await;
     assert_eq!(r.status, 202, "{:?}", r.body);
     let job = r.body["job_id"].as_str().expect("job").to_string();
-    let r = api.post(&docs, json!({"text": "cancelled cormorant"})).await;
+    let r = api
+        .post(&docs, json!({"text": "cancelled cormorant"}))
+        .await;
     let cancel_job = r.body["job_id"].as_str().expect("job").to_string();
     let j = api.get(&format!("/v1/workspaces/{ws}/jobs/{job}")).await;
     assert_eq!(j.body["status"], "queued");
-    let c = api.post(&format!("/v1/workspaces/{ws}/jobs/{cancel_job}/cancel"), json!({})).await;
+    let c = api
+        .post(
+            &format!("/v1/workspaces/{ws}/jobs/{cancel_job}/cancel"),
+            json!({}),
+        )
+        .await;
     assert_eq!(c.body["status"], "cancelled", "{:?}", c.body);
     drop(s);
 
@@ -318,8 +458,13 @@ async fn jobs_survive_a_restart_and_can_be_cancelled() {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["progress"], 1.0);
     assert_eq!(api.search(&ws, json!({"query": "puffin"})).await.len(), 1);
-    assert!(api.search(&ws, json!({"query": "cormorant", "mode": "fulltext"})).await.is_empty());
-    let again = api.post(&format!("/v1/workspaces/{ws}/jobs/{job}/cancel"), json!({})).await;
+    assert!(api
+        .search(&ws, json!({"query": "cormorant", "mode": "fulltext"}))
+        .await
+        .is_empty());
+    let again = api
+        .post(&format!("/v1/workspaces/{ws}/jobs/{job}/cancel"), json!({}))
+        .await;
     assert_eq!(again.status, 409);
 }
 
@@ -346,7 +491,10 @@ async fn a_big_backlog_does_not_starve_a_small_workspace() {
         big_jobs.push(r.body["job_id"].as_str().expect("job").to_string());
     }
     let r = api
-        .post(&format!("/v1/workspaces/{small}/documents"), json!({"text": "the single small one"}))
+        .post(
+            &format!("/v1/workspaces/{small}/documents"),
+            json!({"text": "the single small one"}),
+        )
         .await;
     let small_job = r.body["job_id"].as_str().expect("job").to_string();
     drop(s);
@@ -355,8 +503,14 @@ async fn a_big_backlog_does_not_starve_a_small_workspace() {
     let api = s.api();
     let done = api.wait_job(&small, &small_job, 120).await;
     assert_eq!(done["status"], "succeeded");
-    let last = api.get(&format!("/v1/workspaces/{big}/jobs/{}", big_jobs[399])).await;
-    assert_ne!(last.body["status"], "succeeded", "the big backlog finished first: {:?}", last.body);
+    let last = api
+        .get(&format!("/v1/workspaces/{big}/jobs/{}", big_jobs[399]))
+        .await;
+    assert_ne!(
+        last.body["status"], "succeeded",
+        "the big backlog finished first: {:?}",
+        last.body
+    );
     let done = api.wait_job(&big, &big_jobs[399], 300).await;
     assert_eq!(done["status"], "succeeded");
 }
@@ -378,10 +532,19 @@ async fn switching_embedder_reembeds_in_the_background() {
     assert_eq!(e.body["active"]["dimension"], 256);
     // Switch to the transformer: a re-embedding job; search keeps working meanwhile.
     let r = api
-        .send(Method::PUT, &format!("/v1/workspaces/{ws}/embedder"), Some(json!({"kind": "minilm"})))
+        .send(
+            Method::PUT,
+            &format!("/v1/workspaces/{ws}/embedder"),
+            Some(json!({"kind": "minilm"})),
+        )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let hits = api.search(&ws, json!({"query": "how does dough rise", "mode": "vector"})).await;
+    let hits = api
+        .search(
+            &ws,
+            json!({"query": "how does dough rise", "mode": "vector"}),
+        )
+        .await;
     assert!(!hits.is_empty());
     if let Some(job) = r.body["building"]["job"]["id"].as_str() {
         let done = api.wait_job(&ws, job, 300).await;
@@ -391,11 +554,28 @@ async fn switching_embedder_reembeds_in_the_background() {
     assert_eq!(e.body["active"]["embedder"]["kind"], "minilm");
     assert_eq!(e.body["active"]["dimension"], 384);
     assert!(e.body["building"].is_null());
-    let hits = api.search(&ws, json!({"query": "how does dough rise", "mode": "vector"})).await;
-    assert!(hits[0]["text"].as_str().unwrap_or("").contains("yeast"), "{hits:?}");
+    let hits = api
+        .search(
+            &ws,
+            json!({"query": "how does dough rise", "mode": "vector"}),
+        )
+        .await;
+    assert!(
+        hits[0]["text"].as_str().unwrap_or("").contains("yeast"),
+        "{hits:?}"
+    );
     // Bad configurations are refused.
-    for bad in [json!({"kind": "nope"}), json!({"kind": "openai", "base_url": "ftp://x", "model": "m", "dimension": 3})] {
-        let r = api.send(Method::PUT, &format!("/v1/workspaces/{ws}/embedder"), Some(bad)).await;
+    for bad in [
+        json!({"kind": "nope"}),
+        json!({"kind": "openai", "base_url": "ftp://x", "model": "m", "dimension": 3}),
+    ] {
+        let r = api
+            .send(
+                Method::PUT,
+                &format!("/v1/workspaces/{ws}/embedder"),
+                Some(bad),
+            )
+            .await;
         assert!(matches!(r.status, 400 | 422), "{:?}", r.body);
     }
 }
@@ -408,7 +588,11 @@ async fn fake_provider() -> String {
         use axum::response::IntoResponse;
         let inputs: Vec<String> = body["input"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         if inputs.iter().any(|t| t.contains("explode")) {
             return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
@@ -426,7 +610,9 @@ async fn fake_provider() -> String {
             .collect();
         axum::Json(json!({"data": data})).into_response()
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let app = axum::Router::new().route("/v1/embeddings", post(embeddings));
@@ -450,27 +636,59 @@ async fn openai_compatible_and_user_provided_embedders() {
         )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert!(!r.body.to_string().contains("sk-secret"), "secret leaked: {}", r.body);
+    assert!(
+        !r.body.to_string().contains("sk-secret"),
+        "secret leaked: {}",
+        r.body
+    );
     api.add_doc(&ws, json!({"text": "zzzz zzzz"})).await;
     api.add_doc(&ws, json!({"text": "aaaa aaaa"})).await;
-    let hits = api.search(&ws, json!({"query": "zzz", "mode": "vector"})).await;
-    assert!(hits[0]["text"].as_str().unwrap_or("").contains("zzzz"), "{hits:?}");
-    let r = api.post(&format!("/v1/workspaces/{ws}/search"), json!({"query": "explode", "mode": "vector"})).await;
+    let hits = api
+        .search(&ws, json!({"query": "zzz", "mode": "vector"}))
+        .await;
+    assert!(
+        hits[0]["text"].as_str().unwrap_or("").contains("zzzz"),
+        "{hits:?}"
+    );
+    let r = api
+        .post(
+            &format!("/v1/workspaces/{ws}/search"),
+            json!({"query": "explode", "mode": "vector"}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (502, "provider_error"));
 
     // Bring your own vectors.
     let ws2 = api.create_workspace(&org, "byo").await;
     let r = api
-        .send(Method::PUT, &format!("/v1/workspaces/{ws2}/embedder"), Some(json!({"kind": "user-provided", "dimension": 3})))
+        .send(
+            Method::PUT,
+            &format!("/v1/workspaces/{ws2}/embedder"),
+            Some(json!({"kind": "user-provided", "dimension": 3})),
+        )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    api.add_doc(&ws2, json!({"text": "east", "embedding": [1.0, 0.0, 0.0]})).await;
-    api.add_doc(&ws2, json!({"text": "north", "embedding": [0.0, 1.0, 0.0]})).await;
-    let hits = api.search(&ws2, json!({"vector": [0.1, 0.9, 0.0], "mode": "vector"})).await;
+    api.add_doc(&ws2, json!({"text": "east", "embedding": [1.0, 0.0, 0.0]}))
+        .await;
+    api.add_doc(&ws2, json!({"text": "north", "embedding": [0.0, 1.0, 0.0]}))
+        .await;
+    let hits = api
+        .search(&ws2, json!({"vector": [0.1, 0.9, 0.0], "mode": "vector"}))
+        .await;
     assert_eq!(hits[0]["text"], "north");
-    let r = api.post(&format!("/v1/workspaces/{ws2}/documents"), json!({"text": "no vector"})).await;
+    let r = api
+        .post(
+            &format!("/v1/workspaces/{ws2}/documents"),
+            json!({"text": "no vector"}),
+        )
+        .await;
     assert_eq!(r.code(), "invalid_request");
-    let r = api.post(&format!("/v1/workspaces/{ws2}/search"), json!({"vector": [1.0], "mode": "vector"})).await;
+    let r = api
+        .post(
+            &format!("/v1/workspaces/{ws2}/search"),
+            json!({"vector": [1.0], "mode": "vector"}),
+        )
+        .await;
     assert_eq!(r.code(), "invalid_request");
 }
 
@@ -479,9 +697,20 @@ async fn knowledge_routes_need_a_credential_and_a_workspace() {
     let s = TestServer::start();
     let anon = s.anonymous();
     let id = "01900000-0000-7000-8000-000000000000";
-    let r = anon.post(&format!("/v1/workspaces/{id}/search"), json!({"query": "x"})).await;
+    let r = anon
+        .post(
+            &format!("/v1/workspaces/{id}/search"),
+            json!({"query": "x"}),
+        )
+        .await;
     assert_eq!(r.status, 401);
-    let r = s.api().post(&format!("/v1/workspaces/{id}/search"), json!({"query": "x"})).await;
+    let r = s
+        .api()
+        .post(
+            &format!("/v1/workspaces/{id}/search"),
+            json!({"query": "x"}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (404, "not_found"));
     let r = s.api().get(&format!("/v1/workspaces/{id}/jobs/{id}")).await;
     assert_eq!(r.status, 404);
