@@ -33,7 +33,7 @@ pub struct App {
     /// Embedding models, shared by all workspaces.
     pub embedders: crate::knowledge::Embedders,
     /// Hybrid-search fusion parameters.
-    pub fusion: crate::knowledge::search::Fusion,
+    pub fusion: std::sync::RwLock<crate::knowledge::search::Fusion>,
 }
 
 /// A workspace with the live statistics of its store.

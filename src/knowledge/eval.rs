@@ -221,52 +221,65 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         ("vector".into(), Mode::Vector, None),
         ("hybrid".into(), Mode::Hybrid, None),
     ];
-    if args.sweep {
-        for w in [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8] {
+    let boosts: Vec<f32> = if args.sweep {
+        for w in [0.4, 0.5, 0.55, 0.65, 0.7, 0.8] {
             runs.push((format!("hybrid w={w}"), Mode::Hybrid, Some(w)));
         }
-    }
+        vec![1.0, 2.0, 3.0, 5.0]
+    } else {
+        vec![app.fusion.read().map(|f| f.title_boost).unwrap_or(2.0)]
+    };
     println!("{}: {} queries", args.beir.display(), queries.len());
     println!("| mode | nDCG@10 | recall@100 | p50 ms |");
     println!("|---|---|---|---|");
-    for (name, mode, weight) in runs {
-        let (mut ndcg, mut recall) = (0.0, 0.0);
-        let mut times = Vec::new();
-        for q in &queries {
-            let t = Instant::now();
-            let resp = app.search(
-                ws,
-                &SearchRequest {
-                    query: q.text.clone(),
-                    mode: Some(mode),
-                    limit: Some(100),
-                    highlight: Some(false),
-                    hybrid_weight: weight,
-                    ..Default::default()
-                },
-                None,
-            )?;
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
-            let mut seen = std::collections::HashSet::new();
-            let ranked: Vec<String> = resp
-                .results
-                .into_iter()
-                .filter_map(|r| r.external_id)
-                .filter(|d| seen.insert(d.clone()))
-                .collect();
-            let rels = qrels.get(&q.id).cloned().unwrap_or_default();
-            let (n, r) = ndcg_recall(&ranked, &rels, 10, 100);
-            ndcg += n;
-            recall += r;
+    for boost in boosts {
+        if let Ok(mut f) = app.fusion.write() {
+            f.title_boost = boost;
         }
-        times.sort_by(f64::total_cmp);
-        let nq = queries.len().max(1) as f64;
-        println!(
-            "| {name} | {:.3} | {:.3} | {:.1} |",
-            ndcg / nq,
-            recall / nq,
-            times.get(times.len() / 2).copied().unwrap_or(0.0)
-        );
+        for (name, mode, weight) in runs.clone() {
+            let name = if args.sweep {
+                format!("{name} title×{boost}")
+            } else {
+                name
+            };
+            let (mut ndcg, mut recall) = (0.0, 0.0);
+            let mut times = Vec::new();
+            for q in &queries {
+                let t = Instant::now();
+                let resp = app.search(
+                    ws,
+                    &SearchRequest {
+                        query: q.text.clone(),
+                        mode: Some(mode),
+                        limit: Some(100),
+                        highlight: Some(false),
+                        hybrid_weight: weight,
+                        ..Default::default()
+                    },
+                    None,
+                )?;
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+                let mut seen = std::collections::HashSet::new();
+                let ranked: Vec<String> = resp
+                    .results
+                    .into_iter()
+                    .filter_map(|r| r.external_id)
+                    .filter(|d| seen.insert(d.clone()))
+                    .collect();
+                let rels = qrels.get(&q.id).cloned().unwrap_or_default();
+                let (n, r) = ndcg_recall(&ranked, &rels, 10, 100);
+                ndcg += n;
+                recall += r;
+            }
+            times.sort_by(f64::total_cmp);
+            let nq = queries.len().max(1) as f64;
+            println!(
+                "| {name} | {:.3} | {:.3} | {:.1} |",
+                ndcg / nq,
+                recall / nq,
+                times.get(times.len() / 2).copied().unwrap_or(0.0)
+            );
+        }
     }
     app.shutdown();
     let _ = std::fs::remove_dir_all(&tmp);

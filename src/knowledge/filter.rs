@@ -256,9 +256,11 @@ fn parse_op(k: &str, v: &Value) -> Result<Op> {
                     "gte" => range.1 = s,
                     "lt" => range.2 = s,
                     "lte" => range.3 = s,
-                    other => return Err(Error::invalid(format!(
+                    other => {
+                        return Err(Error::invalid(format!(
                         "filter {k:?}: unknown operator {other:?} (use in, eq, gt, gte, lt, lte)"
-                    ))),
+                    )))
+                    }
                 }
             }
             if o.is_empty() {

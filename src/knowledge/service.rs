@@ -238,7 +238,8 @@ impl App {
         extra: Option<&Filter>,
     ) -> Result<SearchResponse> {
         let (_, handle) = self.knowledge_workspace(ws)?;
-        super::search::search(&handle, &self.embedders, req, extra, &self.fusion)
+        let fusion = *self.fusion.read().unwrap_or_else(|p| p.into_inner());
+        super::search::search(&handle, &self.embedders, req, extra, &fusion)
     }
 
     pub fn get_embedder(&self, ws: Uuid) -> Result<EmbedderView> {
