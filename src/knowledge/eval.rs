@@ -274,7 +274,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             times.sort_by(f64::total_cmp);
             let nq = queries.len().max(1) as f64;
             println!(
-                "| {name} | {:.3} | {:.3} | {:.1} |",
+                "| {name} | {:.4} | {:.3} | {:.1} |",
                 ndcg / nq,
                 recall / nq,
                 times.get(times.len() / 2).copied().unwrap_or(0.0)

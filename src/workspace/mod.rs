@@ -42,6 +42,9 @@ pub static MIGRATIONS: &[Migration] = &[
 /// The tokenizer of the full-text fields: lower-cased, English-stemmed.
 pub const TEXT_TOKENIZER: &str = "en_stem";
 
+/// `PRAGMA mmap_size` of a workspace database.
+const MMAP_SIZE: i64 = 1 << 30;
+
 /// Memory budget of the (single-threaded) Tantivy writer; Tantivy's minimum is 15 MB.
 const WRITER_MEMORY: usize = 20_000_000;
 
@@ -162,6 +165,10 @@ impl Workspace {
             return Err(Error::NotFound(Resource::Workspace));
         }
         let mut conn = db::open(&dir.join(DB_FILE), false)?;
+        // sqlite-vec reads and writes vectors through blob I/O over overflow pages; memory-mapped
+        // reads keep that (and brute-force KNN) out of pread copies. Address space only: the
+        // pages are the OS page cache, shared, not per-connection heap.
+        conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
         db::migrate(&mut conn, MIGRATIONS)?;
         let mut index = Index::open_in_dir(dir.join(INDEX_DIR))?;
         if !repair::schema_is_current(&index.schema()) {
