@@ -359,7 +359,7 @@ fn embed_batch(ws: &Workspace, embedders: &Embedders) -> Result<Option<usize>> {
     }
     let rows = unembedded(ws, active.config.batch_size())?;
     if rows.is_empty() {
-        finish_embedding_jobs(ws)?;
+        finish_embedding_jobs(ws, None)?;
         return Ok(None);
     }
     let result = embed_rows(embedders, &active.config, &rows).and_then(|a| {
@@ -399,7 +399,10 @@ fn embed_batch(ws: &Workspace, embedders: &Embedders) -> Result<Option<usize>> {
         }
         tx.commit()?;
     }
-    finish_embedding_jobs(ws)?;
+    let mut docs: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    docs.sort_unstable();
+    docs.dedup();
+    finish_embedding_jobs(ws, Some(&docs))?;
     Ok(Some(rows.len()))
 }
 
@@ -453,14 +456,31 @@ fn give_up_or_retry(ws: &Workspace, rows: &[ChunkRow], err: &Error) -> Result<()
     Ok(())
 }
 
-/// Jobs in the embedding phase whose documents have all their vectors are done.
-fn finish_embedding_jobs(ws: &Workspace) -> Result<()> {
-    ws.conn().execute(
-        "UPDATE jobs SET status = 'succeeded', phase = 'done', progress = 1, finished_at = ?1
-         WHERE status = 'running' AND phase = 'embedding'
-           AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = jobs.document_id AND c.embedded = 0)",
-        [db::now()],
-    )?;
+/// Jobs in the embedding phase whose documents have all their vectors are done: those of
+/// `docs` (the documents a batch touched), or all of them.
+fn finish_embedding_jobs(ws: &Workspace, docs: Option<&[&str]>) -> Result<()> {
+    let conn = ws.conn();
+    let now = db::now();
+    match docs {
+        None => {
+            conn.execute(
+                "UPDATE jobs SET status = 'succeeded', phase = 'done', progress = 1, finished_at = ?1
+                 WHERE status = 'running' AND phase = 'embedding'
+                   AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = jobs.document_id AND c.embedded = 0)",
+                [&now],
+            )?;
+        }
+        Some(docs) => {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE jobs SET status = 'succeeded', phase = 'done', progress = 1, finished_at = ?1
+                 WHERE document_id = ?2 AND status = 'running' AND phase = 'embedding'
+                   AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = ?2 AND c.embedded = 0)",
+            )?;
+            for d in docs {
+                stmt.execute(params![now, d])?;
+            }
+        }
+    }
     Ok(())
 }
 
