@@ -33,6 +33,12 @@ pub struct App {
     /// Chat's state: the master key that opens provider keys, the provider HTTP client, MCP
     /// sessions.
     pub chat: crate::chat::ChatState,
+    /// The server-wide job scheduler (ingestion, embedding, re-embedding).
+    pub scheduler: crate::knowledge::scheduler::Scheduler,
+    /// Embedding models, shared by all workspaces.
+    pub embedders: crate::knowledge::Embedders,
+    /// Hybrid-search fusion parameters.
+    pub fusion: std::sync::RwLock<crate::knowledge::search::Fusion>,
 }
 
 /// A workspace with the live statistics of its store.
@@ -65,7 +71,11 @@ impl App {
             config.max_open_workspaces,
             Duration::from_secs(config.open_wait_secs),
         );
+        let scheduler = crate::knowledge::scheduler::Scheduler::new(&config.data_dir);
         let app = App {
+            scheduler,
+            embedders: Default::default(),
+            fusion: Default::default(),
             config,
             control,
             registry,
@@ -244,6 +254,7 @@ impl App {
 
     /// Flushes everything for a clean stop: writers committed, WALs checkpointed.
     pub fn shutdown(&self) {
+        self.scheduler.stop();
         self.registry.shutdown();
         if let Err(e) = self.flush_key_usage() {
             tracing::warn!(error = %e, "could not flush API key usage");

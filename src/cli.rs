@@ -40,6 +40,10 @@ pub enum Command {
     /// Manage workspace API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Ingest files and folders into a workspace (skips files already ingested unchanged).
+    Ingest(crate::knowledge::ingest_cli::IngestArgs),
+    /// Evaluate retrieval quality on a BEIR-format folder (nDCG@10, recall@100 per mode).
+    Eval(crate::knowledge::eval::EvalArgs),
     /// Run a benchmark and print its report.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -166,6 +170,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config),
         Command::Bench(cmd) => crate::bench::run(cmd, &cli.config),
+        Command::Eval(args) => crate::knowledge::eval::run(args),
+        Command::Ingest(args) => {
+            let app = open_app(config)?;
+            crate::knowledge::ingest_cli::run(&app, args)
+        }
         Command::Org(cmd) => {
             let app = open_app(config)?;
             match cmd {

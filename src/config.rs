@@ -19,6 +19,8 @@ pub const DEFAULT_OPEN_WAIT_SECS: u64 = 30;
 pub const DEFAULT_PROVIDER_TIMEOUT_SECS: u64 = 60;
 /// Retries of a provider call that answered 429 or 5xx or could not be reached.
 pub const DEFAULT_PROVIDER_RETRIES: u32 = 2;
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 50 << 20;
+pub const DEFAULT_INGEST_WORKERS: usize = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -64,6 +66,13 @@ pub struct ConfigArgs {
     /// Retries of a provider call answering 429 / 5xx [default: 2].
     #[arg(long, env = "ENCLAVE_PROVIDER_RETRIES", global = true)]
     pub provider_retries: Option<u32>,
+    /// Largest document upload in bytes; larger ones are refused with 413 [default: 52428800].
+    #[arg(long, env = "ENCLAVE_MAX_UPLOAD_BYTES", global = true)]
+    pub max_upload_bytes: Option<u64>,
+    /// Threads that run ingestion and embedding jobs for the whole server; 0 queues jobs
+    /// without running them (maintenance) [default: 1].
+    #[arg(long, env = "ENCLAVE_INGEST_WORKERS", global = true)]
+    pub ingest_workers: Option<usize>,
 }
 
 /// The keys a TOML configuration file may hold.
@@ -80,6 +89,8 @@ struct FileConfig {
     master_key_file: Option<PathBuf>,
     provider_timeout_secs: Option<u64>,
     provider_retries: Option<u32>,
+    max_upload_bytes: Option<u64>,
+    ingest_workers: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -94,6 +105,8 @@ pub struct Config {
     /// With `example.com`, a request to `<workspace-id>.example.com` names that workspace, which
     /// must agree with the credential (like `X-Tenant-ID`).
     pub tenant_domain: Option<String>,
+    pub max_upload_bytes: u64,
+    pub ingest_workers: usize,
     /// `ENCLAVE_ADMIN_TOKEN`: read from the environment only, never from a flag or file.
     pub admin_token: Option<String>,
     /// `ENCLAVE_MASTER_KEY`: read from the environment only.
@@ -114,6 +127,8 @@ impl Config {
             writer_idle_secs: DEFAULT_WRITER_IDLE_SECS,
             open_wait_secs: DEFAULT_OPEN_WAIT_SECS,
             tenant_domain: None,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            ingest_workers: DEFAULT_INGEST_WORKERS,
             admin_token: None,
             master_key: None,
             master_key_file: None,
@@ -180,6 +195,15 @@ impl Config {
                 .or(file.tenant_domain)
                 .map(|d| d.trim().trim_matches('.').to_ascii_lowercase())
                 .filter(|d| !d.is_empty()),
+            max_upload_bytes: args
+                .max_upload_bytes
+                .or(file.max_upload_bytes)
+                .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES)
+                .max(1),
+            ingest_workers: args
+                .ingest_workers
+                .or(file.ingest_workers)
+                .unwrap_or(DEFAULT_INGEST_WORKERS),
             admin_token,
             master_key: std::env::var("ENCLAVE_MASTER_KEY")
                 .ok()

@@ -19,6 +19,7 @@ pub enum Resource {
     Session,
     Provider,
     Document,
+    Job,
 }
 
 impl fmt::Display for Resource {
@@ -35,6 +36,7 @@ impl fmt::Display for Resource {
             Resource::Session => "chat session",
             Resource::Provider => "provider",
             Resource::Document => "document",
+            Resource::Job => "job",
         })
     }
 }
@@ -68,6 +70,12 @@ pub enum Error {
     /// Every slot of the open-workspace cache is held by requests in flight.
     #[error("the server is busy: every open workspace slot is in use, try again shortly")]
     Busy,
+    /// An upload is over the configured size limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A file type Enclave does not ingest.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,

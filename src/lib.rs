@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod ids;
+pub mod knowledge;
 pub mod server;
 pub mod workspace;
 

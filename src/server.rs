@@ -64,6 +64,14 @@ pub async fn serve(
         move || app.empty_trash()
     });
 
+    // One scheduler for the whole server runs ingestion jobs; the workspaces that had pending
+    // jobs when it last stopped are re-queued in the background.
+    let workers = app.start_job_workers();
+    tokio::task::spawn_blocking({
+        let app = app.clone();
+        move || app.recover_jobs()
+    });
+
     // One sweeper for the whole server closes idle Tantivy writers.
     let idle = Duration::from_secs(app.config.writer_idle_secs.max(1));
     let sweeper = tokio::spawn({
@@ -110,8 +118,15 @@ pub async fn serve(
         .await;
     sweeper.abort();
     usage.abort();
+    app.scheduler.stop();
     let flush_app = app.clone();
-    let _ = tokio::task::spawn_blocking(move || flush_app.shutdown()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+        flush_app.shutdown()
+    })
+    .await;
     tracing::info!("stopped");
     result
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod report;
+mod search;
 mod tenants;
 
 use clap::Subcommand;
@@ -17,6 +18,9 @@ pub enum BenchCommand {
     Embed(crate::embed::bench::EmbedBenchArgs),
     /// Authentication: an API-key request against the same request without auth (p50/p99).
     Auth(auth::Args),
+    /// Knowledge: ingestion rate per embedder, search latency on a big workspace and across
+    /// many small ones, through HTTP.
+    Search(search::Args),
 }
 
 pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
@@ -24,5 +28,6 @@ pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
         BenchCommand::Tenants(a) => tenants::run(a, args),
         BenchCommand::Auth(a) => auth::run(a, args),
         BenchCommand::Embed(a) => crate::embed::bench::bench(a),
+        BenchCommand::Search(a) => search::run(a, args),
     }
 }

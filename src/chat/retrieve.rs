@@ -2,19 +2,16 @@
 //! workspace's search. Every call applies the tenant context's filters (`ctx.filters`): the
 //! tenant token's filter AND the caller's, so a request can narrow, never widen.
 //!
-//! Until the knowledge module's hybrid search is merged, `search` runs BM25 over the
-//! workspace's Tantivy chunk index for every mode (documented; the mode is passed through).
-
-use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::Value;
-use tantivy::collector::TopDocs;
-use tantivy::query::QueryParser;
 
 use crate::app::App;
 use crate::error::{Error, Resource, Result};
 use crate::identity::{filter, WorkspaceAccess};
+use crate::knowledge::filter::Filter as KFilter;
+use crate::knowledge::search::Mode as KMode;
+use crate::knowledge::SearchRequest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,84 +56,45 @@ pub fn filters_of(ctx: &WorkspaceAccess, extra: &[Value]) -> Result<Vec<Value>> 
     Ok(all)
 }
 
-/// Searches the context's workspace for `query`; `extra` filters narrow the context's own.
+/// Searches the context's workspace for `query` with the workspace's own search (the same
+/// code path as `POST /search`); `extra` filters narrow the context's own.
 pub fn search(
     app: &App,
     ctx: &WorkspaceAccess,
     query: &str,
-    _mode: Mode,
+    mode: Mode,
     limit: usize,
     extra: &[Value],
 ) -> Result<Vec<Passage>> {
-    let filters = filters_of(ctx, extra)?;
-    let limit = limit.clamp(1, 100);
-    let (_, handle) = app.open_workspace(ctx.workspace_id)?;
-    let searcher = handle.reader().searcher();
-    let f = handle.fields();
-    let parser = QueryParser::for_index(searcher.index(), vec![f.title, f.headings, f.text]);
-    let (q, _) = parser.parse_query_lenient(query);
-    // Over-fetch so that filtered-out chunks do not starve the answer.
-    let depth = if filters.is_empty() {
-        limit
-    } else {
-        limit * 8 + 50
+    let mut combined = None;
+    for f in filters_of(ctx, extra)? {
+        combined = KFilter::and(combined, Some(KFilter::parse(&f)?));
+    }
+    let req = SearchRequest {
+        query: query.to_string(),
+        mode: Some(match mode {
+            Mode::Hybrid => KMode::Hybrid,
+            Mode::Fulltext => KMode::Fulltext,
+            Mode::Vector => KMode::Vector,
+        }),
+        limit: Some(limit.clamp(1, crate::knowledge::search::MAX_LIMIT)),
+        highlight: Some(false),
+        ..Default::default()
     };
-    let top = searcher.search(&q, &TopDocs::with_limit(depth).order_by_score())?;
-    let mut scored: Vec<(i64, f32)> = Vec::with_capacity(top.len());
-    let mut columns = HashMap::new();
-    for (score, addr) in top {
-        let col = match columns.entry(addr.segment_ord) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                searcher
-                    .segment_reader(addr.segment_ord)
-                    .fast_fields()
-                    .u64("chunk_id")?,
-            ),
-        };
-        if let Some(id) = col.first(addr.doc_id) {
-            scored.push((id as i64, score));
-        }
-    }
-    let conn = handle.conn();
-    let mut stmt = conn.prepare_cached(
-        "SELECT c.document_id, c.heading_path, c.text, d.title, d.metadata
-         FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
-    )?;
-    let mut out = Vec::with_capacity(limit);
-    for (chunk_id, score) in scored {
-        let row = stmt.query_row([chunk_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        });
-        let (document_id, heading_path, text, title, meta) = match row {
-            Ok(r) => r,
-            Err(rusqlite::Error::QueryReturnedNoRows) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let metadata = crate::db::json_column(&meta)?;
-        if !filters.iter().all(|fl| filter::matches(fl, &metadata)) {
-            continue;
-        }
-        out.push(Passage {
-            chunk_id,
-            document_id,
-            title,
-            heading_path,
-            text,
-            score,
-            metadata,
-        });
-        if out.len() == limit {
-            break;
-        }
-    }
-    Ok(out)
+    let found = app.search(ctx.workspace_id, &req, combined.as_ref())?;
+    Ok(found
+        .results
+        .into_iter()
+        .map(|r| Passage {
+            chunk_id: r.chunk_id,
+            document_id: r.document_id,
+            title: r.title,
+            heading_path: r.heading_path,
+            text: r.text,
+            score: r.score,
+            metadata: r.metadata,
+        })
+        .collect())
 }
 
 /// One document of the context's workspace, if the context's filters let it be seen (else

@@ -6,6 +6,7 @@ mod audit;
 mod keys;
 mod operator;
 mod orgs;
+mod plans;
 mod providers;
 mod users;
 mod workspaces;

@@ -58,7 +58,18 @@ impl From<Error> for ApiError {
                     format!("too many attempts: try again in {secs} seconds"),
                 )
             },
-            Error::Provider(m) => ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", m),
+            Error::PayloadTooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+            }
+            Error::UnsupportedMediaType(m) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                m,
+            ),
+            Error::Provider(m) => {
+                tracing::warn!(error = %m, "provider error");
+                ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", m)
+            }
             Error::Suspended => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "tenant_suspended",
@@ -114,6 +125,12 @@ mod tests {
             (Error::forbidden("x"), 403, "forbidden"),
             (Error::RateLimited(7), 429, "rate_limited"),
             (Error::Busy, 503, "unavailable"),
+            (Error::PayloadTooLarge("x".into()), 413, "payload_too_large"),
+            (
+                Error::UnsupportedMediaType("x".into()),
+                415,
+                "unsupported_media_type",
+            ),
             (Error::Provider("x".into()), 502, "provider_error"),
             (Error::internal("secret detail"), 500, "internal"),
         ];

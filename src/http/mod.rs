@@ -7,11 +7,12 @@ mod chat;
 pub mod error;
 pub mod extract;
 mod keys;
+mod knowledge;
 mod mcp;
 mod members;
 pub mod middleware;
 mod openai;
-mod orgs;
+pub(crate) mod orgs;
 mod providers;
 mod session;
 pub mod system;
@@ -19,6 +20,7 @@ mod workspaces;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 
@@ -26,6 +28,11 @@ use crate::app::App;
 use error::ApiError;
 
 pub fn router(app: Arc<App>) -> Router {
+    // Uploads: the configured limit plus room for multipart framing and JSON escaping.
+    let upload_limit = usize::try_from(app.config.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .saturating_add(64 << 10);
     let mut v1 = Router::new()
         .route("/auth/login", post(session::login))
         .route("/auth/logout", post(session::logout))
@@ -70,6 +77,27 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/admin/tenant-token-secret/rotate",
             post(admin::rotate_token_secret),
+        )
+        .route(
+            "/workspaces/{ws}/documents",
+            post(knowledge::add)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .get(knowledge::list),
+        )
+        .route(
+            "/workspaces/{ws}/documents/{id}",
+            get(knowledge::get).delete(knowledge::delete),
+        )
+        .route("/workspaces/{ws}/jobs", get(knowledge::list_jobs))
+        .route("/workspaces/{ws}/jobs/{id}", get(knowledge::get_job))
+        .route(
+            "/workspaces/{ws}/jobs/{id}/cancel",
+            post(knowledge::cancel_job),
+        )
+        .route("/workspaces/{ws}/search", post(knowledge::search))
+        .route(
+            "/workspaces/{ws}/embedder",
+            get(knowledge::get_embedder).put(knowledge::set_embedder),
         );
     // Data-plane routes of agents and chat, with `{ws}` and (for API keys and tenant tokens,
     // which bring their workspace) without.

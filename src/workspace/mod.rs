@@ -2,6 +2,7 @@
 //! `data/<workspace_id>/`. Code reaches an open store only through a [`registry::Handle`].
 
 pub mod registry;
+pub mod repair;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -9,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use serde::Serialize;
-use tantivy::schema::{Field, Schema, FAST, INDEXED, STORED, STRING, TEXT};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED, STRING,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy};
 use uuid::Uuid;
 
 use crate::db::{self, Migration};
@@ -29,13 +32,23 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "init",
         sql: include_str!("../../schema/workspace/0001_init.sql"),
     },
-    // Version 2 is knowledge's (documents and search).
+    Migration {
+        version: 2,
+        name: "knowledge",
+        sql: include_str!("../../schema/workspace/0002_knowledge.sql"),
+    },
     Migration {
         version: 3,
         name: "agents",
         sql: include_str!("../../schema/workspace/0003_agents.sql"),
     },
 ];
+
+/// The tokenizer of the full-text fields: lower-cased, English-stemmed.
+pub const TEXT_TOKENIZER: &str = "en_stem";
+
+/// `PRAGMA mmap_size` of a workspace database.
+const MMAP_SIZE: i64 = 1 << 30;
 
 /// Memory budget of the (single-threaded) Tantivy writer; Tantivy's minimum is 15 MB.
 const WRITER_MEMORY: usize = 20_000_000;
@@ -58,12 +71,17 @@ pub struct IndexFields {
 
 fn index_schema() -> (Schema, IndexFields) {
     let mut b = Schema::builder();
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TEXT_TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
     let fields = IndexFields {
         chunk_id: b.add_u64_field("chunk_id", INDEXED | STORED | FAST),
         document_id: b.add_text_field("document_id", STRING | STORED),
-        title: b.add_text_field("title", TEXT),
-        headings: b.add_text_field("headings", TEXT),
-        text: b.add_text_field("text", TEXT),
+        title: b.add_text_field("title", text.clone()),
+        headings: b.add_text_field("headings", text.clone()),
+        text: b.add_text_field("text", text),
     };
     (b.build(), fields)
 }
@@ -109,6 +127,20 @@ pub struct Stats {
 struct WriterSlot {
     writer: IndexWriter,
     last_used: Instant,
+    /// The payload of the last commit (the SQLite generation the index reflects), carried by
+    /// every later commit of this writer.
+    payload: Option<String>,
+}
+
+impl WriterSlot {
+    fn commit(&mut self) -> Result<()> {
+        let mut prepared = self.writer.prepare_commit()?;
+        if let Some(p) = &self.payload {
+            prepared.set_payload(p);
+        }
+        prepared.commit()?;
+        Ok(())
+    }
 }
 
 /// An open workspace store. Dropping it closes it: the writer is committed and closed, and
@@ -138,14 +170,24 @@ impl Workspace {
             return Err(Error::NotFound(Resource::Workspace));
         }
         let mut conn = db::open(&dir.join(DB_FILE), false)?;
+        // sqlite-vec reads and writes vectors through blob I/O over overflow pages; memory-mapped
+        // reads keep that (and brute-force KNN) out of pread copies. Address space only: the
+        // pages are the OS page cache, shared, not per-connection heap.
+        conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
         db::migrate(&mut conn, MIGRATIONS)?;
-        let index = Index::open_in_dir(dir.join(INDEX_DIR))?;
+        let mut index = Index::open_in_dir(dir.join(INDEX_DIR))?;
+        if !repair::schema_is_current(&index.schema()) {
+            // An index of an older schema (tokenizers) is rebuilt from SQLite below.
+            tracing::info!(workspace_id = %id, "full-text index schema changed: rebuilding");
+            drop(index);
+            index = repair::recreate_index(&dir.join(INDEX_DIR))?;
+        }
         let fields = fields_of(&index.schema())?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        Ok(Workspace {
+        let ws = Workspace {
             id,
             dir: dir.to_path_buf(),
             conn: Mutex::new(conn),
@@ -154,7 +196,13 @@ impl Workspace {
             fields,
             writer: Mutex::new(None),
             on_close: None,
-        })
+        };
+        repair::repair_if_needed(&ws)?;
+        Ok(ws)
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
     }
 
     pub fn id(&self) -> Uuid {
@@ -185,6 +233,46 @@ impl Workspace {
 
     /// Runs `f` with the workspace's single Tantivy writer, opening it on first use.
     pub fn with_writer<T>(&self, f: impl FnOnce(&mut IndexWriter) -> Result<T>) -> Result<T> {
+        self.with_writer_slot(|slot| f(&mut slot.writer))
+    }
+
+    /// Commits the writer (if open) and makes the commit visible to searchers.
+    pub fn commit_index(&self) -> Result<()> {
+        let committed = {
+            let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_mut() {
+                Some(entry) => {
+                    entry.commit()?;
+                    true
+                }
+                None => false,
+            }
+        };
+        if committed {
+            self.reader.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with the writer, then commits recording `generation` (the SQLite generation of
+    /// the chunks the index now reflects) and makes the commit visible. The writer lock is held
+    /// throughout, so index mutations of one store are serialised: callers do their SQLite
+    /// transaction inside `f`, before the Tantivy operations.
+    pub fn index_transaction<T>(
+        &self,
+        f: impl FnOnce(&mut IndexWriter) -> Result<(T, i64)>,
+    ) -> Result<T> {
+        let out = self.with_writer_slot(|slot| {
+            let (out, generation) = f(&mut slot.writer)?;
+            slot.payload = Some(generation.to_string());
+            slot.commit()?;
+            Ok(out)
+        })?;
+        self.reader.reload()?;
+        Ok(out)
+    }
+
+    fn with_writer_slot<T>(&self, f: impl FnOnce(&mut WriterSlot) -> Result<T>) -> Result<T> {
         let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             let options = tantivy::indexer::IndexWriterOptions::builder()
@@ -193,39 +281,18 @@ impl Workspace {
                 .num_merge_threads(1)
                 .build();
             let writer = self.index.writer_with_options(options)?;
+            let payload = self.index.load_metas()?.payload;
             *slot = Some(WriterSlot {
                 writer,
                 last_used: Instant::now(),
+                payload,
             });
         }
         let entry = slot
             .as_mut()
             .ok_or_else(|| Error::internal("writer vanished"))?;
         entry.last_used = Instant::now();
-        f(&mut entry.writer)
-    }
-
-    /// Commits the writer (if open) and makes the commit visible to searchers.
-    pub fn commit_index(&self) -> Result<()> {
-        let committed = self.with_open_writer(|w| {
-            w.commit()?;
-            Ok(())
-        })?;
-        if committed.is_some() {
-            self.reader.reload()?;
-        }
-        Ok(())
-    }
-
-    fn with_open_writer<T>(
-        &self,
-        f: impl FnOnce(&mut IndexWriter) -> Result<T>,
-    ) -> Result<Option<T>> {
-        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.as_mut() {
-            Some(entry) => f(&mut entry.writer).map(Some),
-            None => Ok(None),
-        }
+        f(entry)
     }
 
     pub fn writer_is_open(&self) -> bool {
@@ -241,7 +308,7 @@ impl Workspace {
             return Ok(false);
         }
         if let Some(mut entry) = slot.take() {
-            entry.writer.commit()?;
+            entry.commit()?;
             entry.writer.wait_merging_threads()?;
             self.reader.reload()?;
         }
@@ -287,13 +354,14 @@ impl Workspace {
     ) -> Result<()> {
         let f = self.fields;
         self.with_writer(|w| {
-            let mut doc = TantivyDocument::default();
-            doc.add_u64(f.chunk_id, chunk_id);
-            doc.add_text(f.document_id, document_id);
-            doc.add_text(f.title, title);
-            doc.add_text(f.headings, headings);
-            doc.add_text(f.text, text);
-            w.add_document(doc)?;
+            w.add_document(repair::chunk_document(
+                &f,
+                chunk_id,
+                document_id,
+                title,
+                headings,
+                text,
+            ))?;
             Ok(())
         })
     }
@@ -303,7 +371,7 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         if let Ok(mut slot) = self.writer.lock() {
             if let Some(mut entry) = slot.take() {
-                if let Err(e) = entry.writer.commit() {
+                if let Err(e) = entry.commit() {
                     tracing::warn!(workspace_id = %self.id, error = %e, "commit on close failed");
                 }
                 let _ = entry.writer.wait_merging_threads();

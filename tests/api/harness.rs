@@ -23,6 +23,9 @@ pub struct Options {
     /// Model provider timeout and retries (short, so failures are quick in tests).
     pub provider_timeout_secs: u64,
     pub provider_retries: u32,
+    /// Job workers; 0 queues jobs without running them.
+    pub ingest_workers: usize,
+    pub max_upload_bytes: u64,
 }
 
 impl Default for Options {
@@ -35,6 +38,8 @@ impl Default for Options {
             tenant_domain: None,
             provider_timeout_secs: 2,
             provider_retries: 2,
+            ingest_workers: 1,
+            max_upload_bytes: 8 << 20,
         }
     }
 }
@@ -70,6 +75,8 @@ impl TestServer {
         config.tenant_domain = opts.tenant_domain.clone();
         config.provider_timeout_secs = opts.provider_timeout_secs;
         config.provider_retries = opts.provider_retries;
+        config.ingest_workers = opts.ingest_workers;
+        config.max_upload_bytes = opts.max_upload_bytes;
         let (app, source) = App::open(config).expect("open app");
         let token = match source {
             AdminTokenSource::Generated(t) => t,
@@ -297,6 +304,33 @@ impl Api {
         Self::read(req.send().await.expect("request")).await
     }
 
+    /// Uploads a file as multipart (`file` part plus extra text parts).
+    pub async fn upload(
+        &self,
+        path: &str,
+        file_name: &str,
+        content_type: Option<&str>,
+        bytes: Vec<u8>,
+        fields: &[(&str, &str)],
+    ) -> Resp {
+        let mut part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string());
+        if let Some(ct) = content_type {
+            part = part.mime_str(ct).expect("mime");
+        }
+        let mut form = reqwest::multipart::Form::new().part("file", part);
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        let mut req = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .multipart(form);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        Self::read(req.send().await.expect("request")).await
+    }
+
     async fn read(resp: reqwest::Response) -> Resp {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -447,6 +481,59 @@ impl Api {
             .await;
         assert_eq!(r.status, 201, "create workspace: {:?}", r.body);
         r.id()
+    }
+}
+
+impl Api {
+    /// A new workspace in a new org, using the fast static embedder (most knowledge tests).
+    pub async fn knowledge_workspace(&self, slug: &str) -> String {
+        let org = self.create_org(slug).await;
+        let ws = self.create_workspace(&org, slug).await;
+        let r = self
+            .send(
+                Method::PUT,
+                &format!("/v1/workspaces/{ws}/embedder"),
+                Some(serde_json::json!({"kind": "static"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "set embedder: {:?}", r.body);
+        ws
+    }
+
+    /// Adds a JSON document with `?wait=true` and returns its id.
+    pub async fn add_doc(&self, ws: &str, body: Value) -> String {
+        let r = self
+            .post(&format!("/v1/workspaces/{ws}/documents?wait=true"), body)
+            .await;
+        assert!(r.status == 201, "add document: {} {:?}", r.status, r.body);
+        r.id()
+    }
+
+    pub async fn search(&self, ws: &str, body: Value) -> Vec<Value> {
+        let r = self
+            .post(&format!("/v1/workspaces/{ws}/search"), body)
+            .await;
+        assert_eq!(r.status, 200, "search: {:?}", r.body);
+        r.body["results"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Polls a job until it leaves queued/running (at most `secs`).
+    pub async fn wait_job(&self, ws: &str, job: &str, secs: u64) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let r = self.get(&format!("/v1/workspaces/{ws}/jobs/{job}")).await;
+            assert_eq!(r.status, 200, "job: {:?}", r.body);
+            let s = r.body["status"].as_str().unwrap_or("").to_string();
+            if s != "queued" && s != "running" {
+                return r.body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {job} did not finish: {:?}",
+                r.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
     }
 }
 

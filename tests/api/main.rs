@@ -6,6 +6,7 @@ mod chat;
 mod clients;
 mod facade;
 mod harness;
+mod knowledge;
 mod lifecycle;
 mod mock_llm;
 mod orgs;

@@ -1,0 +1,405 @@
+//! `enclave bench search`: ingestion rate (chunks/s) per embedder mode, and search latency
+//! p50/p99 through HTTP on one workspace of many chunks and across many random workspaces.
+//!
+//! The text is synthetic (Zipf-distributed pseudo-words, so posting lists look like a natural
+//! language's); documents go through `App::add_document` and the job scheduler, exactly the
+//! API's path; queries go through the real HTTP server on a loopback port.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::config::{Config, ConfigArgs};
+use crate::control::{NewOrg, NewWorkspace};
+use crate::knowledge::service::DocumentInput;
+use crate::knowledge::EmbedderConfig;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Chunks in the big workspace.
+    #[arg(long, default_value_t = 100_000)]
+    pub chunks: usize,
+    /// Number of small workspaces for the many-tenant latency run.
+    #[arg(long, default_value_t = 1000)]
+    pub workspaces: usize,
+    /// Documents per small workspace.
+    #[arg(long, default_value_t = 10)]
+    pub docs_per_workspace: usize,
+    /// Queries per latency measurement.
+    #[arg(long, default_value_t = 300)]
+    pub queries: usize,
+    /// Chunks ingested with the transformer for its ingestion rate.
+    #[arg(long, default_value_t = 320)]
+    pub minilm_chunks: usize,
+    /// Embedder of the big workspace (static or minilm).
+    #[arg(long, default_value = "static")]
+    pub embedder: String,
+    /// Keep the data directory (printed) instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Words per chunk of the synthetic documents (the chunker's target).
+const WORDS_PER_CHUNK: usize = 170;
+const CHUNKS_PER_DOC: usize = 10;
+const GROUPS: [&str; 3] = ["a", "b", "c"];
+
+struct Lexicon {
+    words: Vec<String>,
+    cdf: Vec<f64>,
+}
+
+impl Lexicon {
+    fn new(n: usize, rng: &mut StdRng) -> Self {
+        const SYL: &[&str] = &[
+            "ka", "lo", "mi", "ren", "to", "sa", "vel", "dor", "an", "is", "qu", "ber", "tan",
+            "el", "or", "fi", "nu", "gra", "pe", "sol", "mar", "tri", "zen", "ho", "lu",
+        ];
+        let mut words = Vec::with_capacity(n);
+        let mut seen = std::collections::HashSet::new();
+        while words.len() < n {
+            let k = rng.random_range(1..=4);
+            let w: String = (0..k)
+                .map(|_| SYL[rng.random_range(0..SYL.len())])
+                .collect();
+            if seen.insert(w.clone()) {
+                words.push(w);
+            }
+        }
+        let weights: Vec<f64> = (1..=n).map(|r| 1.0 / r as f64).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let cdf = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        Lexicon { words, cdf }
+    }
+
+    fn word(&self, rng: &mut StdRng) -> &str {
+        let x: f64 = rng.random();
+        let i = self
+            .cdf
+            .partition_point(|c| *c < x)
+            .min(self.words.len() - 1);
+        &self.words[i]
+    }
+
+    fn text(&self, rng: &mut StdRng, words: usize) -> String {
+        let mut s = String::with_capacity(words * 7);
+        for i in 0..words {
+            s.push_str(self.word(rng));
+            s.push(if i % 15 == 14 { '.' } else { ' ' });
+            if i % 15 == 14 {
+                s.push(' ');
+            }
+        }
+        s
+    }
+
+    fn query(&self, rng: &mut StdRng) -> String {
+        // Queries favour mid-frequency words, as real ones do.
+        let n = rng.random_range(2..=5);
+        (0..n)
+            .map(|_| self.words[rng.random_range(20..self.words.len().min(3000))].clone())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn new_workspace(
+    app: &App,
+    org: &str,
+    name: &str,
+    embedder: EmbedderConfig,
+) -> anyhow::Result<Uuid> {
+    let ws = app
+        .create_workspace(
+            org,
+            NewWorkspace {
+                name: name.into(),
+                ..Default::default()
+            },
+        )?
+        .id;
+    app.set_embedder(ws, embedder)?;
+    Ok(ws)
+}
+
+fn add_docs(
+    app: &App,
+    ws: Uuid,
+    lex: &Lexicon,
+    rng: &mut StdRng,
+    docs: usize,
+    chunks_per_doc: usize,
+) -> anyhow::Result<()> {
+    for i in 0..docs {
+        let text: Vec<String> = (0..chunks_per_doc)
+            .map(|_| lex.text(rng, WORDS_PER_CHUNK))
+            .collect();
+        app.add_document(
+            ws,
+            DocumentInput {
+                bytes: text.join("\n\n").into_bytes(),
+                title: Some(format!("{} {}", lex.word(rng), lex.word(rng))),
+                metadata: Some(json!({"n": i, "group": GROUPS[i % 3]})),
+                is_text: true,
+                ..Default::default()
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Ingests and runs the jobs; returns chunks/s.
+fn ingest_rate(
+    app: &App,
+    ws: Uuid,
+    lex: &Lexicon,
+    rng: &mut StdRng,
+    chunks: usize,
+) -> anyhow::Result<(usize, f64)> {
+    let docs = chunks.div_ceil(CHUNKS_PER_DOC).max(1);
+    let t = Instant::now();
+    add_docs(app, ws, lex, rng, docs, CHUNKS_PER_DOC)?;
+    app.run_jobs_until_idle(|| {});
+    let secs = t.elapsed().as_secs_f64();
+    let n = app.get_workspace(ws)?.stats.chunks as usize;
+    Ok((n, n as f64 / secs))
+}
+
+struct Server {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(app: Arc<App>) -> anyhow::Result<Server> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(listener) = crate::server::bind(([127, 0, 0, 1], 0).into()).await else {
+                    return;
+                };
+                let _ = tx.send(listener.local_addr().ok());
+                let _ = crate::server::serve(app, listener, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            });
+        });
+        let addr = rx
+            .recv()
+            .ok()
+            .flatten()
+            .ok_or_else(|| anyhow::anyhow!("the server did not start"))?;
+        Ok(Server {
+            base: format!("http://{addr}"),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `n` searches through HTTP; returns sorted latencies in ms.
+fn latencies(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    token: &str,
+    n: usize,
+    mut next: impl FnMut() -> (Uuid, serde_json::Value),
+) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (ws, body) = next();
+        let t = Instant::now();
+        let resp = client
+            .post(format!("{base}/v1/workspaces/{ws}/search"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()?;
+        let status = resp.status();
+        let _ = resp.bytes()?;
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+        if !status.is_success() {
+            anyhow::bail!("search answered {status}");
+        }
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
+    let dir = match &config.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!(
+            "enclave-bench-search-{}",
+            crate::ids::new_id().simple()
+        )),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let token = "bench-operator-token-0123456789".to_string();
+    let mut cfg = Config::for_data_dir(&dir);
+    cfg.admin_token = Some(token.clone());
+    let (app, _) = App::open(cfg)?;
+    let mut rng = StdRng::seed_from_u64(7);
+    let lex = Lexicon::new(30_000, &mut rng);
+    let org = app
+        .create_org(NewOrg {
+            name: "bench".into(),
+            ..Default::default()
+        })?
+        .id
+        .to_string();
+    let big_embedder = match a.embedder.as_str() {
+        "minilm" => EmbedderConfig::Minilm,
+        _ => EmbedderConfig::Static,
+    };
+
+    println!(
+        "## Ingestion (extraction, chunking, full text, embeddings; through the job scheduler)\n"
+    );
+    println!("| embedder | chunks | chunks/s |");
+    println!("|---|---|---|");
+    let ws = new_workspace(&app, &org, "ingest-minilm", EmbedderConfig::Minilm)?;
+    let (n, rate) = ingest_rate(&app, ws, &lex, &mut rng, a.minilm_chunks)?;
+    println!("| minilm (transformer, 384 d) | {n} | {rate:.0} |");
+    let ws = new_workspace(&app, &org, "ingest-static", EmbedderConfig::Static)?;
+    let (n, rate) = ingest_rate(&app, ws, &lex, &mut rng, 20_000)?;
+    println!("| static (Model2Vec, 256 d) | {n} | {rate:.0} |");
+
+    eprintln!("building a workspace of {} chunks...", a.chunks);
+    let big = new_workspace(&app, &org, "big", big_embedder.clone())?;
+    let (n, rate) = ingest_rate(&app, big, &lex, &mut rng, a.chunks)?;
+    eprintln!("  {n} chunks at {rate:.0} chunks/s");
+
+    eprintln!("building {} small workspaces...", a.workspaces);
+    let mut small = Vec::with_capacity(a.workspaces);
+    for i in 0..a.workspaces {
+        let ws = new_workspace(&app, &org, &format!("small-{i}"), EmbedderConfig::Static)?;
+        add_docs(&app, ws, &lex, &mut rng, a.docs_per_workspace, 1)?;
+        small.push(ws);
+    }
+    app.run_jobs_until_idle(|| {});
+
+    let server = Server::start(app.clone())?;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    println!(
+        "\n## Search latency through HTTP (ms, {} queries each, 2 cores)\n",
+        a.queries
+    );
+    println!("| workspace(s) | mode | p50 | p99 |");
+    println!("|---|---|---|---|");
+    let big_label = format!("1 × {n} chunks ({})", a.embedder);
+    for (mode, filter) in [
+        ("fulltext", None),
+        ("vector", None),
+        ("hybrid", None),
+        ("hybrid", Some(json!({"group": "a"}))),
+    ] {
+        // Warm-up.
+        let mut qrng = StdRng::seed_from_u64(11);
+        let _ = latencies(&client, &server.base, &token, 10, || {
+            (big, json!({"query": lex.query(&mut qrng), "mode": mode}))
+        })?;
+        let l = latencies(&client, &server.base, &token, a.queries, || {
+            let mut body = json!({"query": lex.query(&mut qrng), "mode": mode, "limit": 10});
+            if let Some(f) = &filter {
+                body["filter"] = f.clone();
+            }
+            (big, body)
+        })?;
+        let label = if filter.is_some() {
+            format!("{mode} + filter")
+        } else {
+            mode.to_string()
+        };
+        println!(
+            "| {big_label} | {label} | {:.2} | {:.2} |",
+            percentile(&l, 0.5),
+            percentile(&l, 0.99)
+        );
+    }
+    let small_label = format!(
+        "{} random × {} docs (cache {})",
+        a.workspaces, a.docs_per_workspace, app.config.max_open_workspaces
+    );
+    for mode in ["fulltext", "hybrid"] {
+        let mut qrng = StdRng::seed_from_u64(13);
+        let l = latencies(&client, &server.base, &token, a.queries, || {
+            let ws = small[qrng.random_range(0..small.len())];
+            (
+                ws,
+                json!({"query": lex.query(&mut qrng), "mode": mode, "limit": 10}),
+            )
+        })?;
+        println!(
+            "| {small_label} | {mode} | {:.2} | {:.2} |",
+            percentile(&l, 0.5),
+            percentile(&l, 0.99)
+        );
+    }
+    // The transformer's query embedding, alone.
+    let minilm = app.embedders.get(&EmbedderConfig::Minilm)?;
+    if let Some(e) = minilm {
+        let mut qrng = StdRng::seed_from_u64(17);
+        let mut t = Vec::new();
+        for _ in 0..50 {
+            let q = lex.query(&mut qrng);
+            let s = Instant::now();
+            e.embed(&[q.as_str()])?;
+            t.push(s.elapsed().as_secs_f64() * 1000.0);
+        }
+        t.sort_by(f64::total_cmp);
+        println!(
+            "\nMiniLM query embedding: p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&t, 0.5),
+            percentile(&t, 0.99)
+        );
+    }
+    drop(server);
+    if a.keep {
+        println!("\ndata kept in {}", dir.display());
+    } else if config.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}

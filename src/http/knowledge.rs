@@ -1,0 +1,328 @@
+//! `/v1/workspaces/{ws}/documents`, `/jobs`, `/search` and `/embedder`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{Action, WorkspaceContext};
+use super::error::{ApiError, ApiResult};
+use super::extract::{blocking, Json, Path, Query};
+use super::middleware::record_tenant;
+use crate::app::App;
+use crate::control::Page;
+use crate::ids::parse_uuid;
+use crate::knowledge::filter::Filter;
+use crate::knowledge::service::DocumentInput;
+use crate::knowledge::{EmbedderConfig, SearchRequest};
+
+/// The JSON body of `POST /documents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDocumentBody {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// `text/plain` (default), `text/markdown` or `text/html`.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// The document's vector (workspaces with a `user-provided` embedder).
+    #[serde(default)]
+    pub embedding: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddQuery {
+    #[serde(default)]
+    pub wait: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+    pub status: Option<String>,
+}
+
+/// How long `?wait=true` waits before answering 202 anyway.
+const WAIT_LIMIT: Duration = Duration::from_secs(600);
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the upload is over the limit",
+        )
+    } else {
+        ApiError::invalid(
+            StatusCode::BAD_REQUEST,
+            format!("bad multipart body: {}", e.body_text()),
+        )
+    }
+}
+
+async fn read_multipart(mut mp: Multipart) -> ApiResult<DocumentInput> {
+    let mut input = DocumentInput::default();
+    let mut got_file = false;
+    while let Some(field) = mp.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or("").to_string();
+        match name.as_str() {
+            "file" => {
+                input.file_name = field.file_name().map(str::to_string);
+                input.content_type = field.content_type().map(str::to_string);
+                input.bytes = field.bytes().await.map_err(multipart_error)?.to_vec();
+                got_file = true;
+            }
+            "metadata" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                let v: Value = serde_json::from_str(&text).map_err(|e| {
+                    ApiError::invalid(StatusCode::BAD_REQUEST, format!("metadata is not valid JSON: {e}"))
+                })?;
+                input.metadata = Some(v);
+            }
+            "title" => input.title = Some(field.text().await.map_err(multipart_error)?),
+            "external_id" => input.external_id = Some(field.text().await.map_err(multipart_error)?),
+            other => {
+                return Err(ApiError::invalid(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown multipart field {other:?} (expected file, metadata, title, external_id)"),
+                ))
+            }
+        }
+    }
+    if !got_file {
+        return Err(ApiError::invalid(
+            StatusCode::BAD_REQUEST,
+            "the multipart body has no \"file\" part",
+        ));
+    }
+    Ok(input)
+}
+
+pub async fn add(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+    Query(q): Query<AddQuery>,
+    req: Request,
+) -> ApiResult<Response> {
+    ctx.require(Action::Ingest)?;
+    let id = ctx.workspace_id;
+    record_tenant(Some(ctx.org_id), Some(id));
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let input = if ct.starts_with("multipart/form-data") {
+        let mp = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::invalid(StatusCode::BAD_REQUEST, e.body_text()))?;
+        read_multipart(mp).await?
+    } else {
+        let Json(body) = Json::<NewDocumentBody>::from_request(req, &()).await?;
+        DocumentInput {
+            bytes: body.text.into_bytes(),
+            content_type: body.content_type,
+            title: body.title,
+            metadata: body.metadata,
+            external_id: body.external_id,
+            embedding: body.embedding,
+            is_text: true,
+            ..Default::default()
+        }
+    };
+    let added = blocking({
+        let app = app.clone();
+        move || app.add_document(id, input)
+    })
+    .await?;
+    if !q.wait.unwrap_or(false) {
+        let status = if added.duplicate {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        return Ok((status, axum::Json(added)).into_response());
+    }
+    let Some(job_id) = added.job_id.clone() else {
+        return Ok((StatusCode::OK, axum::Json(added)).into_response());
+    };
+    let started = Instant::now();
+    loop {
+        let job = blocking({
+            let (app, job_id) = (app.clone(), job_id.clone());
+            move || app.get_job(id, &job_id)
+        })
+        .await?;
+        match job.status.as_str() {
+            "succeeded" => {
+                let doc_id = added.id.clone();
+                let doc = blocking({
+                    let app = app.clone();
+                    move || app.get_document(id, &doc_id)
+                })
+                .await?;
+                let mut body = serde_json::to_value(&doc).unwrap_or(Value::Null);
+                body["job_id"] = json!(job_id);
+                body["duplicate"] = json!(added.duplicate);
+                return Ok((StatusCode::CREATED, axum::Json(body)).into_response());
+            }
+            "failed" => {
+                return Err(ApiError::invalid(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "the document could not be ingested: {}",
+                        job.error.unwrap_or_else(|| "unknown error".into())
+                    ),
+                ))
+            }
+            "cancelled" => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "the ingestion job was cancelled",
+                ))
+            }
+            _ if started.elapsed() > WAIT_LIMIT => {
+                return Ok((StatusCode::ACCEPTED, axum::Json(added)).into_response())
+            }
+            _ => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
+
+pub async fn list(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::DocumentsRead)?;
+    let id = ctx.workspace_id;
+    record_tenant(Some(ctx.org_id), Some(id));
+    let docs = blocking(move || {
+        app.list_documents(id, Page::new(q.limit, q.offset)?, q.status.as_deref())
+    })
+    .await?;
+    Ok(axum::Json(json!({ "data": docs })))
+}
+
+pub async fn get(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+    Path((_, doc)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::DocumentsRead)?;
+    let id = ctx.workspace_id;
+    let doc = parse_uuid(&doc, "document")?.hyphenated().to_string();
+    record_tenant(Some(ctx.org_id), Some(id));
+    let view = blocking(move || app.get_document(id, &doc)).await?;
+    Ok(axum::Json(view))
+}
+
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+    Path((_, doc)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::Ingest)?;
+    let id = ctx.workspace_id;
+    let doc = parse_uuid(&doc, "document")?.hyphenated().to_string();
+    record_tenant(Some(ctx.org_id), Some(id));
+    blocking(move || app.delete_document(id, &doc)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_jobs(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+    Query(q): Query<super::orgs::PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::DocumentsRead)?;
+    let id = ctx.workspace_id;
+    record_tenant(Some(ctx.org_id), Some(id));
+    let jobs = blocking(move || app.list_jobs(id, q.page()?)).await?;
+    Ok(axum::Json(json!({ "data": jobs })))
+}
+
+pub async fn get_job(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+    Path((_, job)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::DocumentsRead)?;
+    let id = ctx.workspace_id;
+    let job = parse_uuid(&job, "job")?.hyphenated().to_string();
+    record_tenant(Some(ctx.org_id), Some(id));
+    let view = blocking(move || app.get_job(id, &job)).await?;
+    Ok(axum::Json(view))
+}
+
+pub async fn cancel_job(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+    Path((_, job)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::Ingest)?;
+    let id = ctx.workspace_id;
+    let job = parse_uuid(&job, "job")?.hyphenated().to_string();
+    record_tenant(Some(ctx.org_id), Some(id));
+    let view = blocking(move || app.cancel_job(id, &job)).await?;
+    Ok(axum::Json(view))
+}
+
+pub async fn search(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+    Json(req): Json<SearchRequest>,
+) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::Search)?;
+    let id = ctx.workspace_id;
+    record_tenant(Some(ctx.org_id), Some(id));
+    // A tenant token's filter is ANDed with the request's: it can be narrowed, never widened.
+    let token_filters = ctx.filters(None)?;
+    let resp = blocking(move || {
+        let mut extra = None;
+        for f in &token_filters {
+            extra = Filter::and(extra, Some(Filter::parse(f)?));
+        }
+        app.search(id, &req, extra.as_ref())
+    })
+    .await?;
+    Ok(axum::Json(resp))
+}
+
+pub async fn get_embedder(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::DocumentsRead)?;
+    let id = ctx.workspace_id;
+    record_tenant(Some(ctx.org_id), Some(id));
+    let view = blocking(move || app.get_embedder(id)).await?;
+    Ok(axum::Json(view))
+}
+
+pub async fn set_embedder(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+    Json(cfg): Json<EmbedderConfig>,
+) -> ApiResult<impl IntoResponse> {
+    ctx.require(Action::WorkspaceUpdate)?;
+    let id = ctx.workspace_id;
+    record_tenant(Some(ctx.org_id), Some(id));
+    let view = blocking(move || app.set_embedder(id, cfg)).await?;
+    Ok(axum::Json(view))
+}

@@ -1,0 +1,315 @@
+//! `enclave eval --beir DIR`: ingests a BEIR folder (`corpus.jsonl`, `queries.jsonl`,
+//! `qrels/dev.tsv`) into a temporary workspace through the same code path as the API
+//! ([`App::add_document`], the scheduler, [`App::search`]) and prints nDCG@10 and recall@100
+//! for each mode.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use super::embedders::EmbedderConfig;
+use super::search::{Mode, SearchRequest};
+use super::service::DocumentInput;
+use crate::app::App;
+use crate::config::Config;
+use crate::control::{NewOrg, NewWorkspace};
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// A BEIR-format folder.
+    #[arg(long)]
+    pub beir: PathBuf,
+    /// Embedder of the temporary workspace: minilm (default) or static.
+    #[arg(long, default_value = "minilm")]
+    pub embedder: String,
+    /// Also print hybrid results for a sweep of fusion weights.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Write each query's full-text and vector candidates (top 100, with scores) as JSON lines
+    /// to this file, for offline fusion tuning.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
+    /// Qrels file inside `qrels/` [default: dev.tsv].
+    #[arg(long, default_value = "dev.tsv")]
+    pub qrels: String,
+}
+
+#[derive(Deserialize)]
+struct CorpusDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    #[serde(default)]
+    title: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct QueryRow {
+    #[serde(rename = "_id")]
+    id: String,
+    text: String,
+}
+
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(&line)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?,
+        );
+    }
+    Ok(out)
+}
+
+type Qrels = HashMap<String, HashMap<String, u32>>;
+
+fn read_qrels(path: &Path) -> anyhow::Result<Qrels> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut q: Qrels = HashMap::new();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() < 3 || cols[2].parse::<u32>().is_err() {
+            continue; // header or malformed
+        }
+        let rel: u32 = cols[2].parse().unwrap_or(0);
+        q.entry(cols[0].to_string())
+            .or_default()
+            .insert(cols[1].to_string(), rel);
+    }
+    Ok(q)
+}
+
+/// nDCG@k with linear gains (as trec_eval), and recall@k of the relevant (grade > 0) docs.
+pub fn ndcg_recall(
+    ranked: &[String],
+    rels: &HashMap<String, u32>,
+    k: usize,
+    rk: usize,
+) -> (f64, f64) {
+    let dcg: f64 = ranked
+        .iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, d)| *rels.get(d).unwrap_or(&0) as f64 / (i as f64 + 2.0).log2())
+        .sum();
+    let mut ideal: Vec<u32> = rels.values().copied().collect();
+    ideal.sort_unstable_by(|a, b| b.cmp(a));
+    let idcg: f64 = ideal
+        .iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, r)| *r as f64 / (i as f64 + 2.0).log2())
+        .sum();
+    let relevant = rels.values().filter(|r| **r > 0).count();
+    let found = ranked
+        .iter()
+        .take(rk)
+        .filter(|d| rels.get(*d).is_some_and(|r| *r > 0))
+        .count();
+    (
+        if idcg > 0.0 { dcg / idcg } else { 0.0 },
+        if relevant > 0 {
+            found as f64 / relevant as f64
+        } else {
+            0.0
+        },
+    )
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let corpus: Vec<CorpusDoc> = read_jsonl(&args.beir.join("corpus.jsonl"))?;
+    let queries: Vec<QueryRow> = read_jsonl(&args.beir.join("queries.jsonl"))?;
+    let qrels = read_qrels(&args.beir.join("qrels").join(&args.qrels))?;
+    let queries: Vec<QueryRow> = queries
+        .into_iter()
+        .filter(|q| qrels.contains_key(&q.id))
+        .collect();
+    let embedder: EmbedderConfig = match args.embedder.as_str() {
+        "minilm" => EmbedderConfig::Minilm,
+        "static" => EmbedderConfig::Static,
+        other => anyhow::bail!("unknown embedder {other:?} (minilm or static)"),
+    };
+
+    let tmp = tempfile_dir()?;
+    let mut config = Config::for_data_dir(&tmp);
+    config.admin_token = Some("eval-operator-token-0000".into());
+    let (app, _) = App::open(config)?;
+    let org = app.create_org(NewOrg {
+        name: "eval".into(),
+        ..Default::default()
+    })?;
+    let ws = app
+        .create_workspace(
+            &org.id.to_string(),
+            NewWorkspace {
+                name: "eval".into(),
+                ..Default::default()
+            },
+        )?
+        .id;
+    app.set_embedder(ws, embedder)?;
+
+    eprintln!("ingesting {} documents...", corpus.len());
+    let started = Instant::now();
+    for d in &corpus {
+        app.add_document(
+            ws,
+            DocumentInput {
+                bytes: d.text.clone().into_bytes(),
+                title: Some(d.title.clone()),
+                external_id: Some(d.id.clone()),
+                is_text: true,
+                ..Default::default()
+            },
+        )?;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    app.run_jobs_until_idle(|| bar.tick());
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let chunks = app.get_workspace(ws)?.stats.chunks;
+    eprintln!(
+        "ingested {} documents ({chunks} chunks) in {secs:.1} s ({:.0} chunks/s)",
+        corpus.len(),
+        chunks as f64 / secs
+    );
+
+    if let Some(path) = &args.dump {
+        let mut out = String::new();
+        for q in &queries {
+            let mut lists = Vec::new();
+            for mode in [Mode::Fulltext, Mode::Vector] {
+                let resp = app.search(
+                    ws,
+                    &SearchRequest {
+                        query: q.text.clone(),
+                        mode: Some(mode),
+                        limit: Some(100),
+                        highlight: Some(false),
+                        ..Default::default()
+                    },
+                    None,
+                )?;
+                let list: Vec<(String, f32)> = resp
+                    .results
+                    .into_iter()
+                    .filter_map(|r| r.external_id.map(|e| (e, r.score)))
+                    .collect();
+                lists.push(list);
+            }
+            out.push_str(
+                &serde_json::json!({"qid": q.id, "lexical": lists[0], "semantic": lists[1],
+                    "qrels": qrels.get(&q.id)})
+                .to_string(),
+            );
+            out.push('\n');
+        }
+        std::fs::write(path, out)?;
+    }
+    let mut runs: Vec<(String, Mode, Option<f32>)> = vec![
+        ("fulltext".into(), Mode::Fulltext, None),
+        ("vector".into(), Mode::Vector, None),
+        ("hybrid".into(), Mode::Hybrid, None),
+    ];
+    let boosts: Vec<f32> = if args.sweep {
+        for w in [0.4, 0.5, 0.55, 0.65, 0.7, 0.8] {
+            runs.push((format!("hybrid w={w}"), Mode::Hybrid, Some(w)));
+        }
+        vec![1.0, 2.0, 3.0, 5.0]
+    } else {
+        vec![app.fusion.read().map(|f| f.title_boost).unwrap_or(2.0)]
+    };
+    println!("{}: {} queries", args.beir.display(), queries.len());
+    println!("| mode | nDCG@10 | recall@100 | p50 ms |");
+    println!("|---|---|---|---|");
+    for boost in boosts {
+        if let Ok(mut f) = app.fusion.write() {
+            f.title_boost = boost;
+        }
+        for (name, mode, weight) in runs.clone() {
+            let name = if args.sweep {
+                format!("{name} title×{boost}")
+            } else {
+                name
+            };
+            let (mut ndcg, mut recall) = (0.0, 0.0);
+            let mut times = Vec::new();
+            for q in &queries {
+                let t = Instant::now();
+                let resp = app.search(
+                    ws,
+                    &SearchRequest {
+                        query: q.text.clone(),
+                        mode: Some(mode),
+                        limit: Some(100),
+                        highlight: Some(false),
+                        hybrid_weight: weight,
+                        ..Default::default()
+                    },
+                    None,
+                )?;
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+                let mut seen = std::collections::HashSet::new();
+                let ranked: Vec<String> = resp
+                    .results
+                    .into_iter()
+                    .filter_map(|r| r.external_id)
+                    .filter(|d| seen.insert(d.clone()))
+                    .collect();
+                let rels = qrels.get(&q.id).cloned().unwrap_or_default();
+                let (n, r) = ndcg_recall(&ranked, &rels, 10, 100);
+                ndcg += n;
+                recall += r;
+            }
+            times.sort_by(f64::total_cmp);
+            let nq = queries.len().max(1) as f64;
+            println!(
+                "| {name} | {:.4} | {:.3} | {:.1} |",
+                ndcg / nq,
+                recall / nq,
+                times.get(times.len() / 2).copied().unwrap_or(0.0)
+            );
+        }
+    }
+    app.shutdown();
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("enclave-eval-{}", crate::ids::new_id().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndcg_and_recall() {
+        let rels = HashMap::from([
+            ("a".to_string(), 2),
+            ("b".to_string(), 1),
+            ("z".to_string(), 0),
+        ]);
+        let perfect = vec!["a".to_string(), "b".to_string()];
+        let (n, r) = ndcg_recall(&perfect, &rels, 10, 100);
+        assert!((n - 1.0).abs() < 1e-9 && (r - 1.0).abs() < 1e-9);
+        let swapped = vec!["b".to_string(), "a".to_string()];
+        let (n, _) = ndcg_recall(&swapped, &rels, 10, 100);
+        assert!(n < 1.0 && n > 0.7);
+        let (n, r) = ndcg_recall(&["x".to_string()], &rels, 10, 100);
+        assert_eq!((n, r), (0.0, 0.0));
+    }
+}

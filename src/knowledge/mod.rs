@@ -1,0 +1,27 @@
+//! Knowledge: documents become searchable by full text, by meaning and by both.
+//!
+//! - [`extract`] turns files into structural blocks, [`chunk`] cuts them into chunks;
+//! - [`store`] keeps documents, blobs and jobs in the workspace database;
+//! - [`ingest`] does the jobs' work in quanta, which the server-wide [`scheduler`] hands out
+//!   fairly across workspaces, weighted by plan priority;
+//! - [`embedders`] selects a workspace's embedder, [`vectors`] keeps its vector tables;
+//! - [`search`] runs full-text, vector and hybrid search with [`filter`]s;
+//! - [`service`] is the API of all this on [`crate::app::App`].
+
+pub mod chunk;
+pub mod embedders;
+pub mod eval;
+pub mod extract;
+pub mod filter;
+pub mod ingest;
+pub mod ingest_cli;
+pub mod scheduler;
+pub mod search;
+pub mod service;
+pub mod store;
+pub mod vectors;
+
+pub use embedders::{EmbedderConfig, Embedders};
+pub use filter::Filter;
+pub use search::{Mode, SearchRequest, SearchResponse, SearchResult};
+pub use store::{Added, DocumentView, JobView};

@@ -1,0 +1,577 @@
+//! Search: `fulltext` (Tantivy BM25 over title, heading path and text, English-stemmed, title
+//! boosted), `vector` (sqlite-vec KNN) and `hybrid` (both, fused). Filters resolve to a set of
+//! documents in SQLite, which every mode honours: full text through a term-set clause on the
+//! document id, vectors through an exact scan of the allowed chunks (or a deep KNN,
+//! post-filtered, when they are many). Results are hydrated from SQLite, the source of truth.
+//!
+//! Fusion: weighted reciprocal-rank fusion, `w/(k+rank_vector) + (1-w)/(k+rank_fulltext)`.
+//! The first page is decided by the fusion of the two lists' heads (top `head` of each): a
+//! document deep in one list gets no credit from it there, which measured better than fusing
+//! whole lists. Candidates beyond the heads follow, ordered by the fusion of the full lists
+//! (`depth` each), so recall is that of both lists. Normalised-score (convex) fusion was
+//! measured too and lost; the figures are in the README.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::types::Value as Sql;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermSetQuery};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::Term;
+
+use super::embedders::Embedders;
+use super::filter::Filter;
+use super::vectors::{self, Space};
+use crate::error::{Error, Result};
+use crate::workspace::Workspace;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Hybrid,
+    Fulltext,
+    Vector,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    #[serde(default)]
+    pub query: String,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+    pub filter: Option<Value>,
+    /// The query vector, for workspaces whose embedder is `user-provided`.
+    pub vector: Option<Vec<f32>>,
+    /// Whether to compute highlights (default true).
+    pub highlight: Option<bool>,
+    /// Weight of the vector list in hybrid fusion, 0..=1 (default tuned).
+    pub hybrid_weight: Option<f32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResult {
+    pub document_id: String,
+    pub external_id: Option<String>,
+    pub chunk_id: i64,
+    pub title: String,
+    pub heading_path: String,
+    pub text: String,
+    pub score: f32,
+    pub metadata: Value,
+    pub highlights: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResponse {
+    pub results: Vec<SearchResult>,
+    pub mode: Mode,
+}
+
+/// Fusion parameters (tuned on the evaluation sets).
+#[derive(Debug, Clone, Copy)]
+pub struct Fusion {
+    /// Weight of the vector list.
+    pub weight: f32,
+    /// The RRF constant.
+    pub k: f32,
+    /// Head of each list that decides the first page.
+    pub head: usize,
+    /// Candidates taken from each list (at least `offset + limit`).
+    pub depth: usize,
+    /// Title boost in the full-text query.
+    pub title_boost: f32,
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion {
+            weight: 0.6,
+            k: 60.0,
+            head: 10,
+            depth: 100,
+            title_boost: 2.0,
+        }
+    }
+}
+
+pub const MAX_LIMIT: usize = 100;
+pub const MAX_OFFSET: usize = 1000;
+
+/// Runs a search. `extra` is ANDed with the request's filter (a tenant token's filter).
+pub fn search(
+    ws: &Workspace,
+    embedders: &Embedders,
+    req: &SearchRequest,
+    extra: Option<&Filter>,
+    fusion: &Fusion,
+) -> Result<SearchResponse> {
+    let mode = req.mode.unwrap_or_default();
+    let limit = req.limit.unwrap_or(10);
+    let offset = req.offset.unwrap_or(0);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(Error::invalid(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    if offset > MAX_OFFSET {
+        return Err(Error::invalid(format!(
+            "offset must be at most {MAX_OFFSET}"
+        )));
+    }
+    if req.query.len() > 10_000 {
+        return Err(Error::invalid("query is too long (at most 10,000 bytes)"));
+    }
+    let mut fusion = *fusion;
+    if let Some(w) = req.hybrid_weight {
+        if !(0.0..=1.0).contains(&w) {
+            return Err(Error::invalid("hybrid_weight must be between 0 and 1"));
+        }
+        fusion.weight = w;
+    }
+    let filter = Filter::and(
+        req.filter.as_ref().map(Filter::parse).transpose()?,
+        extra.cloned(),
+    );
+    let want = offset + limit;
+    let query_text = req.query.trim();
+    if query_text.is_empty() && req.vector.is_none() {
+        return Err(Error::invalid("query must not be empty"));
+    }
+
+    // Documents allowed by the filter (None: all).
+    let allowed: Option<Vec<String>> = match &filter {
+        None => None,
+        Some(f) => {
+            let mut params: Vec<Sql> = Vec::new();
+            let cond = f.to_sql(&mut params);
+            let conn = ws.conn();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT d.id FROM documents d WHERE d.status = 'indexed' AND ({cond})"
+            ))?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| r.get(0))?;
+            Some(rows.collect::<rusqlite::Result<_>>()?)
+        }
+    };
+    if allowed.as_ref().is_some_and(|a| a.is_empty()) {
+        return Ok(SearchResponse {
+            results: Vec::new(),
+            mode,
+        });
+    }
+
+    let searcher = ws.reader().searcher();
+    let f = ws.fields();
+    let mut parser = QueryParser::for_index(ws.index(), vec![f.title, f.headings, f.text]);
+    parser.set_field_boost(f.title, fusion.title_boost);
+    let text_query: Option<Box<dyn Query>> = if query_text.is_empty() {
+        None
+    } else {
+        Some(parser.parse_query_lenient(query_text).0)
+    };
+
+    let depth = match mode {
+        Mode::Hybrid => fusion.depth.max(want),
+        _ => want,
+    };
+    let lexical = match (&text_query, mode) {
+        (Some(q), Mode::Hybrid | Mode::Fulltext) => {
+            fulltext(ws, &searcher, q.box_clone(), allowed.as_deref(), depth)?
+        }
+        _ => Vec::new(),
+    };
+    let semantic = match mode {
+        Mode::Hybrid | Mode::Vector => {
+            vector(ws, embedders, req, query_text, allowed.as_deref(), depth)?
+        }
+        Mode::Fulltext => Vec::new(),
+    };
+    let ranked: Vec<(i64, f32)> = match mode {
+        Mode::Fulltext => lexical,
+        Mode::Vector => semantic,
+        Mode::Hybrid => fuse_rrf(&lexical, &semantic, &fusion),
+    };
+    let page: Vec<(i64, f32)> = ranked.into_iter().skip(offset).take(limit).collect();
+    let mut results = hydrate(ws, &page)?;
+    if req.highlight.unwrap_or(true) {
+        if let Some(q) = &text_query {
+            let mut gen = SnippetGenerator::create(&searcher, q.as_ref(), f.text)?;
+            gen.set_max_num_chars(200);
+            for r in &mut results {
+                let mut s = gen.snippet(&r.text);
+                if !s.highlighted().is_empty() {
+                    s.set_snippet_prefix_postfix("<mark>", "</mark>");
+                    r.highlights.push(s.to_html());
+                }
+            }
+        }
+    }
+    Ok(SearchResponse { results, mode })
+}
+
+fn fulltext(
+    ws: &Workspace,
+    searcher: &tantivy::Searcher,
+    q: Box<dyn Query>,
+    allowed: Option<&[String]>,
+    k: usize,
+) -> Result<Vec<(i64, f32)>> {
+    let f = ws.fields();
+    let query: Box<dyn Query> = match allowed {
+        None => q,
+        Some(ids) => {
+            let terms = ids
+                .iter()
+                .map(|id| Term::from_field_text(f.document_id, id));
+            Box::new(BooleanQuery::new(vec![
+                (Occur::Must, q),
+                (Occur::Must, Box::new(TermSetQuery::new(terms))),
+            ]))
+        }
+    };
+    let top = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score())?;
+    let mut out = Vec::with_capacity(top.len());
+    let mut columns = HashMap::new();
+    for (score, addr) in top {
+        let col = match columns.entry(addr.segment_ord) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                searcher
+                    .segment_reader(addr.segment_ord)
+                    .fast_fields()
+                    .u64("chunk_id")?,
+            ),
+        };
+        if let Some(id) = col.first(addr.doc_id) {
+            out.push((id as i64, score));
+        }
+    }
+    Ok(out)
+}
+
+fn query_vector(
+    embedders: &Embedders,
+    space: &Space,
+    req: &SearchRequest,
+    text: &str,
+) -> Result<Option<Vec<f32>>> {
+    if let Some(v) = &req.vector {
+        if v.len() != space.dim {
+            return Err(Error::invalid(format!(
+                "vector has {} dimensions; this workspace's vectors have {}",
+                v.len(),
+                space.dim
+            )));
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::invalid("vector must contain finite numbers"));
+        }
+        return Ok(Some(super::embedders::normalize(v.clone())));
+    }
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let Some(e) = embedders.get(&space.config)? else {
+        // User-provided vectors and no query vector: no vector list.
+        return Ok(None);
+    };
+    let v = e
+        .embed(&[text])?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Provider("the embedder returned no vector".into()))?;
+    if v.len() != space.dim || v.iter().all(|x| *x == 0.0) {
+        return Ok(None);
+    }
+    Ok(Some(v))
+}
+
+fn vector(
+    ws: &Workspace,
+    embedders: &Embedders,
+    req: &SearchRequest,
+    text: &str,
+    allowed: Option<&[String]>,
+    k: usize,
+) -> Result<Vec<(i64, f32)>> {
+    let space = vectors::active(&ws.conn())?;
+    let Some(q) = query_vector(embedders, &space, req, text)? else {
+        return Ok(Vec::new());
+    };
+    let conn = ws.conn();
+    match allowed {
+        None => vectors::knn(&conn, &space, &q, k),
+        Some(ids) => {
+            let json = serde_json::to_string(ids).map_err(|e| Error::internal(e.to_string()))?;
+            let n: i64 = conn.query_row(
+                "SELECT count(*) FROM chunks WHERE document_id IN (SELECT value FROM json_each(?1))",
+                [&json],
+                |r| r.get(0),
+            )?;
+            if n <= vectors::EXACT_SCAN_LIMIT {
+                vectors::scan_documents(&conn, &space, &q, &json, k)
+            } else {
+                // Many allowed chunks: a deep KNN, post-filtered.
+                let set: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+                let hits = vectors::knn(&conn, &space, &q, vectors::MAX_K)?;
+                let mut stmt =
+                    conn.prepare_cached("SELECT document_id FROM chunks WHERE id = ?1")?;
+                let mut out = Vec::new();
+                for (id, s) in hits {
+                    let doc: Option<String> =
+                        rusqlite::OptionalExtension::optional(stmt.query_row([id], |r| r.get(0)))?;
+                    if doc.is_some_and(|d| set.contains(d.as_str())) {
+                        out.push((id, s));
+                        if out.len() >= k {
+                            break;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+fn rrf(
+    lexical: &[(i64, f32)],
+    semantic: &[(i64, f32)],
+    f: &Fusion,
+    depth: usize,
+) -> HashMap<i64, f32> {
+    let mut scores: HashMap<i64, f32> = HashMap::new();
+    for (rank, (id, _)) in lexical.iter().take(depth).enumerate() {
+        *scores.entry(*id).or_default() += (1.0 - f.weight) / (f.k + rank as f32 + 1.0);
+    }
+    for (rank, (id, _)) in semantic.iter().take(depth).enumerate() {
+        *scores.entry(*id).or_default() += f.weight / (f.k + rank as f32 + 1.0);
+    }
+    scores
+}
+
+/// Weighted RRF, heads first (see the module documentation). Scores are comparable within one
+/// answer only: head candidates score 1 + their head fusion, the others their full fusion.
+pub fn fuse_rrf(lexical: &[(i64, f32)], semantic: &[(i64, f32)], f: &Fusion) -> Vec<(i64, f32)> {
+    let head = rrf(lexical, semantic, f, f.head.max(1));
+    let full = rrf(lexical, semantic, f, usize::MAX);
+    let mut out: Vec<(i64, f32)> = full
+        .into_iter()
+        .map(|(id, s)| (id, head.get(&id).map_or(s, |h| 1.0 + h)))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+/// Convex combination of normalised scores. BM25 is divided by the list's best score; cosine
+/// similarities are min-max normalised over the candidates.
+pub fn fuse(lexical: &[(i64, f32)], semantic: &[(i64, f32)], weight: f32) -> Vec<(i64, f32)> {
+    let mut scores: HashMap<i64, f32> = HashMap::new();
+    if let Some(max) = lexical
+        .iter()
+        .map(|x| x.1)
+        .reduce(f32::max)
+        .filter(|m| *m > 0.0)
+    {
+        for (id, s) in lexical {
+            *scores.entry(*id).or_default() += (1.0 - weight) * s / max;
+        }
+    }
+    let max = semantic.iter().map(|x| x.1).reduce(f32::max);
+    let min = semantic.iter().map(|x| x.1).reduce(f32::min);
+    if let (Some(max), Some(min)) = (max, min) {
+        let span = (max - min).max(1e-6);
+        for (id, s) in semantic {
+            *scores.entry(*id).or_default() += weight * (s - min) / span;
+        }
+    }
+    let mut out: Vec<(i64, f32)> = scores.into_iter().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+/// Reads the chunks of `ranked` from SQLite, in order; chunks that no longer exist (a stale
+/// index entry) are dropped.
+fn hydrate(ws: &Workspace, ranked: &[(i64, f32)]) -> Result<Vec<SearchResult>> {
+    if ranked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
+    let json = serde_json::to_string(&ids).map_err(|e| Error::internal(e.to_string()))?;
+    let conn = ws.conn();
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.id, c.document_id, d.external_id, d.title, c.heading_path, c.text, d.metadata
+         FROM chunks c JOIN documents d ON d.id = c.document_id
+         WHERE c.id IN (SELECT value FROM json_each(?1)) AND d.status = 'indexed'",
+    )?;
+    let mut found: HashMap<i64, SearchResult> = HashMap::new();
+    let rows = stmt.query_map([&json], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, doc, ext, title, heading_path, text, meta) = row?;
+        found.insert(
+            id,
+            SearchResult {
+                document_id: doc,
+                external_id: ext,
+                chunk_id: id,
+                title,
+                heading_path,
+                text,
+                score: 0.0,
+                metadata: crate::db::json_column(&meta)?,
+                highlights: Vec::new(),
+            },
+        );
+    }
+    Ok(ranked
+        .iter()
+        .filter_map(|(id, score)| {
+            found.remove(id).map(|mut r| {
+                r.score = *score;
+                r
+            })
+        })
+        .collect())
+}
+
+/// Shared, for callers that hold embedders in an `Arc`.
+pub type SharedEmbedders = Arc<Embedders>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knowledge::embedders::tests::test_models;
+    use crate::knowledge::extract::{Format, Limits};
+    use crate::knowledge::{ingest, store};
+    use serde_json::json;
+
+    fn workspace_with(
+        docs: &[(&str, Value)],
+    ) -> (tempfile::TempDir, Workspace, Embedders, Vec<String>) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = crate::workspace::dir_of(tmp.path(), id);
+        crate::workspace::create(&dir).expect("create");
+        let ws = Workspace::open(&dir, id).expect("open");
+        let embedders = Embedders::with_builtin(test_models);
+        let mut ids = Vec::new();
+        for (text, meta) in docs {
+            let added = store::add(
+                &ws,
+                store::NewDocument {
+                    bytes: text.as_bytes().to_vec(),
+                    format: Format::Text,
+                    title: None,
+                    metadata: meta.clone(),
+                    external_id: None,
+                    source_name: None,
+                    embedding: None,
+                },
+            )
+            .expect("add");
+            ids.push(added.id);
+        }
+        while ingest::run_quantum(&ws, &embedders, &Limits::default())
+            .expect("quantum")
+            .worked
+        {}
+        (tmp, ws, embedders, ids)
+    }
+
+    #[test]
+    fn every_mode_honours_filters_and_the_extra_filter() {
+        let (_t, ws, emb, ids) = workspace_with(&[
+            (
+                "apples and pears grow in the orchard",
+                json!({"team": "a", "n": 1}),
+            ),
+            (
+                "apples are red, pears are green",
+                json!({"team": "b", "n": 2}),
+            ),
+            ("the orchard sells cider", json!({"team": "a", "n": 3})),
+        ]);
+        let run = |mode, filter: Option<Value>, extra: Option<Filter>| {
+            let req = SearchRequest {
+                query: "apples pears orchard".into(),
+                mode: Some(mode),
+                filter,
+                ..Default::default()
+            };
+            let mut got: Vec<String> = search(&ws, &emb, &req, extra.as_ref(), &Fusion::default())
+                .expect("search")
+                .results
+                .into_iter()
+                .map(|r| r.document_id)
+                .collect();
+            got.sort();
+            got
+        };
+        for mode in [Mode::Fulltext, Mode::Vector, Mode::Hybrid] {
+            assert_eq!(run(mode, None, None).len(), 3, "{mode:?}");
+            assert_eq!(
+                run(mode, Some(json!({"team": "a"})), None),
+                vec![ids[0].clone(), ids[2].clone()]
+            );
+            let extra = Filter::parse(&json!({"n": {"gte": 2}})).expect("extra");
+            assert_eq!(
+                run(mode, Some(json!({"team": "a"})), Some(extra.clone())),
+                vec![ids[2].clone()],
+                "{mode:?}: the extra filter is ANDed"
+            );
+            assert_eq!(
+                run(mode, None, Some(extra)),
+                vec![ids[1].clone(), ids[2].clone()]
+            );
+        }
+    }
+
+    #[test]
+    fn fusion_rewards_agreement_and_respects_weight() {
+        let lex = vec![(1, 10.0), (2, 5.0), (3, 1.0)];
+        let sem = vec![(2, 0.9), (4, 0.8), (1, 0.1)];
+        let fused = fuse(&lex, &sem, 0.5);
+        assert_eq!(fused[0].0, 2, "{fused:?}");
+        let only_lex = fuse(&lex, &sem, 0.0);
+        assert_eq!(only_lex[0].0, 1);
+        let only_sem = fuse(&lex, &sem, 1.0);
+        assert_eq!(only_sem[0].0, 2);
+        assert_eq!(only_sem[1].0, 4);
+        assert!(fuse(&[], &[], 0.5).is_empty());
+    }
+
+    #[test]
+    fn rrf_heads_decide_the_first_page_and_tails_follow() {
+        let f = Fusion {
+            weight: 0.6,
+            k: 60.0,
+            head: 2,
+            depth: 100,
+            title_boost: 2.0,
+        };
+        let lex = vec![(1, 9.0), (2, 8.0), (3, 7.0), (9, 1.0)];
+        let sem = vec![(3, 0.9), (4, 0.8), (1, 0.7)];
+        let fused = fuse_rrf(&lex, &sem, &f);
+        let ids: Vec<i64> = fused.iter().map(|x| x.0).collect();
+        // Heads: lex {1, 2}, sem {3, 4}; 3 is in both full lists but only one head.
+        assert_eq!(&ids[..4], &[3, 4, 1, 2], "{fused:?}");
+        assert_eq!(ids.len(), 5);
+        assert!(fused.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert!(fuse_rrf(&[], &[], &f).is_empty());
+    }
+}

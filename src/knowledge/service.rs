@@ -1,0 +1,394 @@
+//! The knowledge operations of [`App`]: what HTTP handlers and CLI commands call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::params;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::embedders::EmbedderConfig;
+use super::extract::{Format, Limits};
+use super::filter::Filter;
+use super::scheduler::{Outcome, Ticket};
+use super::search::{SearchRequest, SearchResponse};
+use super::store::{self, Added, DocumentView, JobView, NewDocument};
+use super::{ingest, vectors};
+use crate::app::App;
+use crate::control::{OrgStatus, WorkspaceRecord};
+use crate::error::{Error, Result};
+use crate::workspace::Handle;
+
+/// A document as the API receives it.
+#[derive(Debug, Clone, Default)]
+pub struct DocumentInput {
+    /// The content: the JSON body's `text`, or an uploaded file's bytes.
+    pub bytes: Vec<u8>,
+    /// Declared content type (multipart part type, or the JSON body's `content_type`).
+    pub content_type: Option<String>,
+    pub file_name: Option<String>,
+    pub title: Option<String>,
+    pub metadata: Option<Value>,
+    pub external_id: Option<String>,
+    pub embedding: Option<Vec<f32>>,
+    /// True for JSON bodies: the content is text (plain unless `content_type` says Markdown
+    /// or HTML).
+    pub is_text: bool,
+}
+
+/// A workspace's embedder and, while it switches, the one being built.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbedderView {
+    pub active: SpaceView,
+    pub building: Option<SpaceView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpaceView {
+    pub embedder: EmbedderConfig,
+    pub dimension: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobView>,
+}
+
+const MAX_METADATA_BYTES: usize = 64 << 10;
+const MAX_TITLE_CHARS: usize = 1000;
+const MAX_EXTERNAL_ID_CHARS: usize = 512;
+
+impl App {
+    /// Opens a workspace for a knowledge operation: it must exist and its org be active.
+    fn knowledge_workspace(&self, ws: Uuid) -> Result<(WorkspaceRecord, Handle)> {
+        let (rec, handle) = self.open_workspace(ws)?;
+        if rec.org_status == OrgStatus::Suspended {
+            return Err(Error::Suspended);
+        }
+        Ok((rec, handle))
+    }
+
+    fn extract_limits(&self) -> Limits {
+        Limits::default()
+    }
+
+    /// Adds (or replaces, by `external_id`) a document; its ingestion runs as a job.
+    pub fn add_document(&self, ws: Uuid, input: DocumentInput) -> Result<Added> {
+        if input.bytes.len() as u64 > self.config.max_upload_bytes {
+            return Err(Error::PayloadTooLarge(format!(
+                "the document is over the limit of {} bytes",
+                self.config.max_upload_bytes
+            )));
+        }
+        let metadata = input
+            .metadata
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        if !metadata.is_object() {
+            return Err(Error::invalid("metadata must be a JSON object"));
+        }
+        if metadata.to_string().len() > MAX_METADATA_BYTES {
+            return Err(Error::invalid("metadata is too large (at most 64 KiB)"));
+        }
+        let title = input
+            .title
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        if title
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > MAX_TITLE_CHARS)
+        {
+            return Err(Error::invalid(
+                "title is too long (at most 1000 characters)",
+            ));
+        }
+        if let Some(ext) = &input.external_id {
+            if ext.is_empty()
+                || ext.chars().count() > MAX_EXTERNAL_ID_CHARS
+                || ext.chars().any(char::is_control)
+            {
+                return Err(Error::invalid(
+                    "external_id must be 1 to 512 characters without control characters",
+                ));
+            }
+        }
+        let format = if input.is_text {
+            match input.content_type.as_deref() {
+                None => Format::Text,
+                Some(ct) => match Format::from_mime(ct) {
+                    Some(f @ (Format::Text | Format::Markdown | Format::Html)) => f,
+                    _ => {
+                        return Err(Error::invalid(
+                            "content_type must be text/plain, text/markdown or text/html",
+                        ))
+                    }
+                },
+            }
+        } else {
+            let head = &input.bytes[..input.bytes.len().min(512)];
+            Format::detect(input.content_type.as_deref(), input.file_name.as_deref(), head)
+                .ok_or_else(|| {
+                    Error::UnsupportedMediaType(
+                        "unsupported file type: Enclave ingests plain text, Markdown, HTML, PDF, DOCX, CSV and JSON"
+                            .into(),
+                    )
+                })?
+        };
+        if input.is_text
+            && input.bytes.iter().all(u8::is_ascii_whitespace)
+            && input.embedding.is_none()
+        {
+            return Err(Error::invalid("text must not be empty"));
+        }
+        let (rec, handle) = self.knowledge_workspace(ws)?;
+        let space = vectors::active(&handle.conn())?;
+        match (&input.embedding, space.config.is_user_provided()) {
+            (Some(v), true) => {
+                if v.len() != space.dim || v.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::invalid(format!(
+                        "embedding must be {} finite numbers",
+                        space.dim
+                    )));
+                }
+            }
+            (None, true) => {
+                return Err(Error::invalid(
+                    "this workspace's embedder is user-provided: send the document's embedding",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(Error::invalid(
+                    "embedding is only accepted by workspaces whose embedder is user-provided",
+                ))
+            }
+            (None, false) => {}
+        }
+        // The marker first: a crash after the job is written still finds it on restart.
+        self.scheduler.mark(ws)?;
+        let added = store::add(
+            &handle,
+            NewDocument {
+                bytes: input.bytes,
+                format,
+                title,
+                metadata,
+                external_id: input.external_id,
+                source_name: input.file_name,
+                embedding: input.embedding,
+            },
+        )?;
+        self.wake_scheduler(ws, rec.org_id);
+        Ok(added)
+    }
+
+    fn wake_scheduler(&self, ws: Uuid, org: Uuid) {
+        let priority = self.control.org_priority(org).unwrap_or(1.0);
+        self.scheduler.notify(ws, org, priority);
+    }
+
+    pub fn get_document(&self, ws: Uuid, id: &str) -> Result<DocumentView> {
+        let (_, handle) = self.knowledge_workspace(ws)?;
+        let conn = handle.conn();
+        store::get(&conn, id)
+    }
+
+    pub fn list_documents(
+        &self,
+        ws: Uuid,
+        page: crate::control::Page,
+        status: Option<&str>,
+    ) -> Result<Vec<DocumentView>> {
+        if let Some(s) = status {
+            if !matches!(s, "pending" | "indexing" | "indexed" | "failed") {
+                return Err(Error::invalid(
+                    "status must be pending, indexing, indexed or failed",
+                ));
+            }
+        }
+        let (_, handle) = self.knowledge_workspace(ws)?;
+        let conn = handle.conn();
+        store::list(&conn, page.limit, page.offset, status)
+    }
+
+    pub fn delete_document(&self, ws: Uuid, id: &str) -> Result<()> {
+        let (_, handle) = self.knowledge_workspace(ws)?;
+        store::delete(&handle, id)
+    }
+
+    pub fn get_job(&self, ws: Uuid, id: &str) -> Result<JobView> {
+        let (_, handle) = self.knowledge_workspace(ws)?;
+        let conn = handle.conn();
+        store::get_job(&conn, id)
+    }
+
+    pub fn list_jobs(&self, ws: Uuid, page: crate::control::Page) -> Result<Vec<JobView>> {
+        let (_, handle) = self.knowledge_workspace(ws)?;
+        let conn = handle.conn();
+        store::list_jobs(&conn, page.limit, page.offset)
+    }
+
+    pub fn cancel_job(&self, ws: Uuid, id: &str) -> Result<JobView> {
+        let (_, handle) = self.knowledge_workspace(ws)?;
+        store::cancel_job(&handle, id)
+    }
+
+    /// Searches a workspace. `extra` is ANDed with the request's filter: a tenant token's
+    /// filter goes there.
+    pub fn search(
+        &self,
+        ws: Uuid,
+        req: &SearchRequest,
+        extra: Option<&Filter>,
+    ) -> Result<SearchResponse> {
+        let (_, handle) = self.knowledge_workspace(ws)?;
+        let fusion = *self.fusion.read().unwrap_or_else(|p| p.into_inner());
+        super::search::search(&handle, &self.embedders, req, extra, &fusion)
+    }
+
+    pub fn get_embedder(&self, ws: Uuid) -> Result<EmbedderView> {
+        let (_, handle) = self.knowledge_workspace(ws)?;
+        embedder_view(&handle)
+    }
+
+    /// Switches a workspace's embedder. An empty workspace switches at once; otherwise a
+    /// re-embedding job fills a new vector space while search keeps using the current one.
+    pub fn set_embedder(&self, ws: Uuid, cfg: EmbedderConfig) -> Result<EmbedderView> {
+        cfg.validate()?;
+        let dim = self.embedders.dim(&cfg)?;
+        let (rec, handle) = self.knowledge_workspace(ws)?;
+        let mut enqueue = false;
+        {
+            let mut conn = handle.conn();
+            let tx = conn.transaction()?;
+            let active = vectors::active(&tx)?;
+            let building = vectors::building(&tx)?;
+            let now = crate::db::now();
+            if let Some(b) = building {
+                vectors::drop_space(&tx, &b)?;
+                tx.execute(
+                    "UPDATE jobs SET status = 'cancelled', finished_at = ?1,
+                        error = 'superseded by another embedder change'
+                     WHERE kind = 'reembed' AND status IN ('queued', 'running')",
+                    [&now],
+                )?;
+            }
+            if active.config != cfg {
+                let chunks: i64 = tx.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?;
+                if chunks == 0 {
+                    vectors::drop_space(&tx, &active)?;
+                    vectors::create_space(&tx, &cfg, dim, "active")?;
+                } else if cfg.is_user_provided() {
+                    return Err(Error::invalid(
+                        "a workspace with documents cannot switch to user-provided vectors",
+                    ));
+                } else {
+                    vectors::create_space(&tx, &cfg, dim, "building")?;
+                    tx.execute(
+                        "INSERT INTO jobs (id, kind, status, phase, payload, created_at)
+                         VALUES (?1, 'reembed', 'queued', 'queued', '{}', ?2)",
+                        params![crate::ids::new_id().to_string(), now],
+                    )?;
+                    enqueue = true;
+                }
+            }
+            tx.commit()?;
+        }
+        if enqueue {
+            self.scheduler.mark(ws)?;
+            self.wake_scheduler(ws, rec.org_id);
+        }
+        embedder_view(&handle)
+    }
+
+    /// Starts the server's job workers.
+    pub fn start_job_workers(self: &Arc<Self>) -> Vec<std::thread::JoinHandle<()>> {
+        (0..self.config.ingest_workers)
+            .filter_map(|i| {
+                let app = self.clone();
+                std::thread::Builder::new()
+                    .name(format!("enclave-jobs-{i}"))
+                    .spawn(move || {
+                        while let Some(t) = app.scheduler.next() {
+                            app.run_ticket(t);
+                        }
+                    })
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Re-queues the workspaces that had pending jobs when the server stopped.
+    pub fn recover_jobs(&self) {
+        for ws in self.scheduler.marked() {
+            match self.control.get_workspace(ws) {
+                Ok(rec) => self.wake_scheduler(ws, rec.org_id),
+                Err(Error::NotFound(_)) => self.scheduler.unmark(ws),
+                Err(e) => tracing::warn!(workspace_id = %ws, error = %e, "cannot recover jobs"),
+            }
+        }
+    }
+
+    /// Runs jobs in the calling thread until none is left (CLI commands, evaluation).
+    pub fn run_jobs_until_idle(&self, mut progress: impl FnMut()) {
+        loop {
+            match self.scheduler.try_next() {
+                Some(t) => {
+                    self.run_ticket(t);
+                    progress();
+                }
+                None if self.scheduler.is_idle() => return,
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn run_ticket(&self, t: Ticket) {
+        let started = Instant::now();
+        let outcome = match self.open_workspace(t.workspace) {
+            Err(Error::NotFound(_)) => Outcome::Gone,
+            Err(e) => {
+                tracing::warn!(workspace_id = %t.workspace, error = %e, "cannot open workspace for its jobs");
+                Outcome::Retry(Duration::from_secs(5))
+            }
+            Ok((_, handle)) => {
+                let limits = self.extract_limits();
+                match ingest::run_quantum(&handle, &self.embedders, &limits) {
+                    Ok(q) if q.worked => Outcome::More,
+                    Ok(_) => Outcome::Idle,
+                    Err(e) => {
+                        tracing::warn!(workspace_id = %t.workspace, error = %e, "job step failed; will retry");
+                        Outcome::Retry(Duration::from_secs(2))
+                    }
+                }
+            }
+        };
+        self.scheduler.done(t, started.elapsed(), outcome);
+    }
+}
+
+fn embedder_view(handle: &Handle) -> Result<EmbedderView> {
+    let conn = handle.conn();
+    let active = vectors::active(&conn)?;
+    let building = vectors::building(&conn)?;
+    let job = match &building {
+        Some(_) => {
+            let id: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row(
+                "SELECT id FROM jobs WHERE kind = 'reembed' AND status IN ('queued', 'running')
+                 ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            ))?;
+            id.map(|id| store::get_job(&conn, &id)).transpose()?
+        }
+        None => None,
+    };
+    Ok(EmbedderView {
+        active: SpaceView {
+            embedder: active.config.redacted(),
+            dimension: active.dim,
+            job: None,
+        },
+        building: building.map(|b| SpaceView {
+            embedder: b.config.redacted(),
+            dimension: b.dim,
+            job,
+        }),
+    })
+}

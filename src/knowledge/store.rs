@@ -1,0 +1,429 @@
+//! Documents, blobs and jobs inside one workspace store.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tantivy::Term;
+
+use super::extract::Format;
+use super::vectors;
+use crate::db::{self, json_column};
+use crate::error::{Error, Resource, Result};
+use crate::workspace::{repair, Workspace, BLOBS_DIR};
+
+/// A document to add, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    pub bytes: Vec<u8>,
+    pub format: Format,
+    pub title: Option<String>,
+    pub metadata: Value,
+    pub external_id: Option<String>,
+    pub source_name: Option<String>,
+    /// A user-provided vector (workspaces whose embedder is `user-provided`).
+    pub embedding: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Added {
+    pub id: String,
+    pub job_id: Option<String>,
+    pub status: String,
+    /// True when an identical document was already there (nothing new was stored or indexed).
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DocumentView {
+    pub id: String,
+    pub external_id: Option<String>,
+    pub title: String,
+    pub source_name: Option<String>,
+    pub mime_type: String,
+    pub content_hash: String,
+    pub byte_size: i64,
+    pub metadata: Value,
+    pub status: String,
+    pub error: Option<String>,
+    pub chunk_count: i64,
+    pub embedded_chunks: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub kind: String,
+    pub status: String,
+    pub phase: String,
+    pub progress: f64,
+    pub document_id: Option<String>,
+    pub error: Option<String>,
+    pub attempts: i64,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+fn hex_sha256(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn blob_path(ws: &Workspace, hash: &str) -> PathBuf {
+    let prefix = hash.get(..2).unwrap_or("00");
+    ws.dir().join(BLOBS_DIR).join(prefix).join(hash)
+}
+
+/// Writes a blob if it is not there yet (content-addressed: same bytes, same file).
+fn put_blob(ws: &Workspace, hash: &str, bytes: &[u8]) -> Result<()> {
+    let path = blob_path(ws, hash);
+    if path.is_file() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", crate::ids::new_id().simple()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+pub fn read_blob(ws: &Workspace, hash: &str) -> Result<Vec<u8>> {
+    Ok(std::fs::read(blob_path(ws, hash))?)
+}
+
+/// Removes blobs that no document refers to any more.
+pub fn collect_blobs(ws: &Workspace, hashes: &[String]) {
+    for h in hashes {
+        let used = ws
+            .conn()
+            .query_row(
+                "SELECT 1 FROM documents WHERE content_hash = ?1 LIMIT 1",
+                [h],
+                |_| Ok(()),
+            )
+            .optional();
+        if let Ok(None) = used {
+            let _ = std::fs::remove_file(blob_path(ws, h));
+        }
+    }
+}
+
+/// Records a new document and its ingestion job (or finds the identical one already there).
+pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
+    let hash = content_hash(&new.bytes);
+    let title = new.title.clone().unwrap_or_default();
+    let meta = new.metadata.to_string();
+    let emb = new
+        .embedding
+        .as_ref()
+        .map(|v| serde_json::to_string(v).unwrap_or_default())
+        .unwrap_or_default();
+    let fingerprint = hex_sha256(&[
+        hash.as_bytes(),
+        title.as_bytes(),
+        meta.as_bytes(),
+        new.format.mime().as_bytes(),
+        emb.as_bytes(),
+    ]);
+    // Identical document already present (same content, title, metadata and external id)?
+    {
+        let conn = ws.conn();
+        let existing: Option<(String, String)> = conn
+            .query_row(
+                "SELECT id, status FROM documents
+                 WHERE fingerprint = ?1 AND status <> 'failed'
+                   AND (coalesce(external_id, pending_external_id) IS ?2)
+                 ORDER BY id DESC LIMIT 1",
+                params![fingerprint, new.external_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((id, status)) = existing {
+            let job_id: Option<String> = conn
+                .query_row(
+                    "SELECT id FROM jobs WHERE document_id = ?1 ORDER BY id DESC LIMIT 1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            return Ok(Added {
+                id,
+                job_id,
+                status,
+                duplicate: true,
+            });
+        }
+        if let Some(ext) = &new.external_id {
+            let racing: Option<String> = conn
+                .query_row(
+                    "SELECT id FROM documents WHERE pending_external_id = ?1
+                     AND status IN ('pending', 'indexing') LIMIT 1",
+                    [ext],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if racing.is_some() {
+                return Err(Error::Conflict(format!(
+                    "a document with external_id {ext:?} is still being ingested; retry when its job is done"
+                )));
+            }
+        }
+    }
+    put_blob(ws, &hash, &new.bytes)?;
+    let id = crate::ids::new_id().to_string();
+    let job_id = crate::ids::new_id().to_string();
+    let now = db::now();
+    let payload = serde_json::json!({ "embedding": new.embedding });
+    let mut conn = ws.conn();
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO documents (id, external_id, pending_external_id, title, source_name, mime_type,
+            content_hash, byte_size, metadata, status, fingerprint, created_at, updated_at)
+         VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?10)",
+        params![
+            id,
+            new.external_id,
+            title,
+            new.source_name,
+            new.format.mime(),
+            hash,
+            new.bytes.len() as i64,
+            meta,
+            fingerprint,
+            now
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO jobs (id, kind, document_id, status, phase, payload, created_at)
+         VALUES (?1, 'ingest', ?2, 'queued', 'queued', ?3, ?4)",
+        params![job_id, id, payload.to_string(), now],
+    )?;
+    tx.commit()?;
+    Ok(Added {
+        id,
+        job_id: Some(job_id),
+        status: "pending".into(),
+        duplicate: false,
+    })
+}
+
+const DOC_COLUMNS: &str = "d.id, d.external_id, d.pending_external_id, d.title, d.source_name,
+    d.mime_type, d.content_hash, d.byte_size, d.metadata, d.status, d.error, d.chunk_count,
+    (SELECT count(*) FROM chunks c WHERE c.document_id = d.id AND c.embedded = 1),
+    d.created_at, d.updated_at";
+
+fn doc_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(DocumentView, String)> {
+    let external: Option<String> = r.get(1)?;
+    let pending: Option<String> = r.get(2)?;
+    Ok((
+        DocumentView {
+            id: r.get(0)?,
+            external_id: external.or(pending),
+            title: r.get(3)?,
+            source_name: r.get(4)?,
+            mime_type: r.get(5)?,
+            content_hash: r.get(6)?,
+            byte_size: r.get(7)?,
+            metadata: Value::Null,
+            status: r.get(9)?,
+            error: r.get(10)?,
+            chunk_count: r.get(11)?,
+            embedded_chunks: r.get(12)?,
+            created_at: r.get(13)?,
+            updated_at: r.get(14)?,
+        },
+        r.get(8)?,
+    ))
+}
+
+fn finish_doc((mut d, meta): (DocumentView, String)) -> Result<DocumentView> {
+    d.metadata = json_column(&meta)?;
+    Ok(d)
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<DocumentView> {
+    let row = conn
+        .query_row(
+            &format!("SELECT {DOC_COLUMNS} FROM documents d WHERE d.id = ?1"),
+            [id],
+            doc_from_row,
+        )
+        .optional()?;
+    finish_doc(row.ok_or(Error::NotFound(Resource::Document))?)
+}
+
+pub fn list(
+    conn: &Connection,
+    limit: u32,
+    offset: u32,
+    status: Option<&str>,
+) -> Result<Vec<DocumentView>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DOC_COLUMNS} FROM documents d WHERE (?3 IS NULL OR d.status = ?3)
+         ORDER BY d.id LIMIT ?1 OFFSET ?2"
+    ))?;
+    let rows = stmt.query_map(params![limit, offset, status], doc_from_row)?;
+    rows.map(|r| finish_doc(r?)).collect()
+}
+
+/// Deletes a document from SQLite, the vector tables and the full-text index, cancels its
+/// unfinished jobs, and removes its blob when nothing else refers to it.
+pub fn delete(ws: &Workspace, id: &str) -> Result<()> {
+    let f = ws.fields();
+    let hash = ws.index_transaction(|w| {
+        let mut conn = ws.conn();
+        let tx = conn.transaction()?;
+        let hash: Option<String> = tx
+            .query_row(
+                "SELECT content_hash FROM documents WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(hash) = hash else {
+            return Err(Error::NotFound(Resource::Document));
+        };
+        remove_document_rows(&tx, id)?;
+        tx.execute(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?2,
+                error = coalesce(error, 'the document was deleted')
+             WHERE document_id = ?1 AND status IN ('queued', 'running')",
+            params![id, db::now()],
+        )?;
+        let gen = repair::bump_generation(&tx)?;
+        tx.commit()?;
+        w.delete_term(Term::from_field_text(f.document_id, id));
+        Ok((hash, gen))
+    })?;
+    collect_blobs(ws, &[hash]);
+    Ok(())
+}
+
+/// Removes a document's vectors, chunks and row (inside the caller's transaction).
+pub fn remove_document_rows(conn: &Connection, id: &str) -> Result<()> {
+    let chunk_ids: Vec<i64> = {
+        let mut stmt = conn.prepare_cached("SELECT id FROM chunks WHERE document_id = ?1")?;
+        let rows = stmt.query_map([id], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    vectors::delete_chunks(conn, &chunk_ids)?;
+    conn.execute("DELETE FROM chunks WHERE document_id = ?1", [id])?;
+    conn.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+const JOB_COLUMNS: &str = "j.id, j.kind, j.status, j.phase, j.progress, j.document_id, j.error,
+    j.attempts, j.created_at, j.started_at, j.finished_at,
+    (SELECT count(*) FROM chunks c WHERE c.document_id = j.document_id),
+    (SELECT count(*) FROM chunks c WHERE c.document_id = j.document_id AND c.embedded <> 0)";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
+    let status: String = r.get(2)?;
+    let phase: String = r.get(3)?;
+    let mut progress: f64 = r.get(4)?;
+    let total: i64 = r.get(11)?;
+    let done: i64 = r.get(12)?;
+    if status == "running" && phase == "embedding" && total > 0 {
+        progress = 0.5 + 0.5 * done as f64 / total as f64;
+    }
+    Ok(JobView {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        status,
+        phase,
+        progress,
+        document_id: r.get(5)?,
+        error: r.get(6)?,
+        attempts: r.get(7)?,
+        created_at: r.get(8)?,
+        started_at: r.get(9)?,
+        finished_at: r.get(10)?,
+    })
+}
+
+pub fn get_job(conn: &Connection, id: &str) -> Result<JobView> {
+    conn.query_row(
+        &format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?1"),
+        [id],
+        job_from_row,
+    )
+    .optional()?
+    .ok_or(Error::NotFound(Resource::Job))
+}
+
+pub fn list_jobs(conn: &Connection, limit: u32, offset: u32) -> Result<Vec<JobView>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs j ORDER BY j.id DESC LIMIT ?1 OFFSET ?2"
+    ))?;
+    let rows = stmt.query_map(params![limit, offset], job_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Cancels a job that has not finished. An ingestion job's document goes with it (it was not
+/// yet, or only partly, indexed); a re-embedding job's new vector space is dropped and search
+/// keeps the current one.
+pub fn cancel_job(ws: &Workspace, id: &str) -> Result<JobView> {
+    let job = get_job(&ws.conn(), id)?;
+    if !matches!(job.status.as_str(), "queued" | "running") {
+        return Err(Error::Conflict(format!(
+            "the job is already {}",
+            job.status
+        )));
+    }
+    match job.kind.as_str() {
+        "ingest" => {
+            if let Some(doc) = &job.document_id {
+                match delete(ws, doc) {
+                    Ok(()) | Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        "reembed" => {
+            let conn = ws.conn();
+            if let Some(space) = vectors::building(&conn)? {
+                vectors::drop_space(&conn, &space)?;
+            }
+        }
+        _ => {}
+    }
+    ws.conn().execute(
+        "UPDATE jobs SET status = 'cancelled', finished_at = ?2
+         WHERE id = ?1 AND status IN ('queued', 'running')",
+        params![id, db::now()],
+    )?;
+    get_job(&ws.conn(), id)
+}
+
+/// Whether the workspace has work for the scheduler.
+pub fn has_work(conn: &Connection) -> Result<bool> {
+    let jobs: bool = conn
+        .query_row(
+            "SELECT 1 FROM jobs WHERE status IN ('queued', 'running') LIMIT 1",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    Ok(jobs)
+}

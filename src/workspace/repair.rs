@@ -1,0 +1,267 @@
+//! SQLite is the source of truth; the Tantivy index is derived from it. Every transaction that
+//! changes the chunks bumps `fts_generation` in `workspace_meta`, and the Tantivy commit that
+//! follows records that generation as its payload. When a store is opened and the two differ
+//! (a crash between the SQLite commit and the Tantivy commit, or an index of an older schema),
+//! the index is reconciled with SQLite: stale chunks are deleted, missing ones added.
+//!
+//! The vector tables live in the same SQLite database and change in the same transactions as
+//! the chunks, so they cannot disagree with it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension};
+use tantivy::schema::Schema;
+use tantivy::{Index, IndexWriter, TantivyDocument, Term};
+
+use super::{index_schema, IndexFields, Workspace, TEXT_TOKENIZER};
+use crate::error::Result;
+
+/// The generation of the chunks in SQLite.
+pub fn generation(conn: &Connection) -> Result<i64> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM workspace_meta WHERE key = 'fts_generation'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Bumps the generation inside the caller's transaction and returns the new value.
+pub fn bump_generation(conn: &Connection) -> Result<i64> {
+    let next = generation(conn)? + 1;
+    conn.execute(
+        "INSERT INTO workspace_meta (key, value) VALUES ('fts_generation', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [next.to_string()],
+    )?;
+    Ok(next)
+}
+
+/// Whether an index was built with the current schema (field names and tokenizers).
+pub fn schema_is_current(schema: &Schema) -> bool {
+    let (current, _) = index_schema();
+    ["title", "headings", "text"].iter().all(|name| {
+        schema
+            .get_field(name)
+            .ok()
+            .is_some_and(|f| match schema.get_field_entry(f).field_type() {
+                tantivy::schema::FieldType::Str(opts) => opts
+                    .get_indexing_options()
+                    .is_some_and(|i| i.tokenizer() == TEXT_TOKENIZER),
+                _ => false,
+            })
+    }) && current
+        .fields()
+        .all(|(_, e)| schema.get_field(e.name()).is_ok())
+}
+
+/// Replaces the index folder with a new, empty index of the current schema.
+pub fn recreate_index(dir: &Path) -> Result<Index> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let (schema, _) = index_schema();
+    Ok(Index::create_in_dir(dir, schema)?)
+}
+
+/// The Tantivy document of one chunk.
+pub fn chunk_document(
+    f: &IndexFields,
+    chunk_id: u64,
+    document_id: &str,
+    title: &str,
+    headings: &str,
+    text: &str,
+) -> TantivyDocument {
+    let mut doc = TantivyDocument::default();
+    doc.add_u64(f.chunk_id, chunk_id);
+    doc.add_text(f.document_id, document_id);
+    doc.add_text(f.title, title);
+    doc.add_text(f.headings, headings);
+    doc.add_text(f.text, text);
+    doc
+}
+
+/// What a repair did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Repair {
+    pub removed: usize,
+    pub added: usize,
+}
+
+/// Checks the index against SQLite and reconciles them when their generations differ.
+pub fn repair_if_needed(ws: &Workspace) -> Result<Option<Repair>> {
+    let gen = generation(&ws.conn())?;
+    let payload = ws.index().load_metas()?.payload;
+    let in_sync = match payload.as_deref() {
+        Some(p) => p == gen.to_string(),
+        // A fresh store: nothing was ever indexed.
+        None => gen == 0 && ws.reader().searcher().num_docs() == 0,
+    };
+    if in_sync {
+        return Ok(None);
+    }
+    let report = reconcile(ws)?;
+    tracing::warn!(
+        workspace_id = %ws.id(),
+        removed = report.removed,
+        added = report.added,
+        "full-text index disagreed with the database and was repaired"
+    );
+    Ok(Some(report))
+}
+
+/// Makes the index hold exactly the chunks of indexed documents in SQLite.
+pub fn reconcile(ws: &Workspace) -> Result<Repair> {
+    let f = ws.fields();
+    ws.index_transaction(|w: &mut IndexWriter| {
+        // Under the writer lock: nothing else changes the index meanwhile.
+        let (wanted, gen) = {
+            let conn = ws.conn();
+            let mut stmt = conn.prepare(
+                "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id
+                 WHERE d.status = 'indexed'",
+            )?;
+            let ids = stmt
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<HashSet<i64>>>()?;
+            (ids, generation(&conn)?)
+        };
+        let mut present: HashMap<u64, usize> = HashMap::new();
+        let searcher = ws.reader().searcher();
+        for seg in searcher.segment_readers() {
+            let col = seg.fast_fields().u64("chunk_id")?;
+            let alive = seg.alive_bitset();
+            for doc in 0..seg.max_doc() {
+                if alive.is_some_and(|a| !a.is_alive(doc)) {
+                    continue;
+                }
+                if let Some(id) = col.first(doc) {
+                    *present.entry(id).or_default() += 1;
+                }
+            }
+        }
+        let mut report = Repair::default();
+        let mut to_add: Vec<i64> = Vec::new();
+        for (&id, &count) in &present {
+            let keep = i64::try_from(id).is_ok_and(|i| wanted.contains(&i));
+            if !keep || count > 1 {
+                w.delete_term(Term::from_field_u64(f.chunk_id, id));
+                report.removed += count;
+                if keep {
+                    to_add.push(id as i64);
+                }
+            }
+        }
+        to_add.extend(
+            wanted
+                .iter()
+                .filter(|id| !present.contains_key(&(**id as u64))),
+        );
+        if !to_add.is_empty() {
+            let conn = ws.conn();
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.document_id, d.title, c.heading_path, c.text
+                 FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
+            )?;
+            for id in &to_add {
+                let row: Option<(String, String, String, String)> = stmt
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()?;
+                if let Some((doc_id, title, headings, text)) = row {
+                    w.add_document(chunk_document(
+                        &f, *id as u64, &doc_id, &title, &headings, &text,
+                    ))?;
+                    report.added += 1;
+                }
+            }
+        }
+        Ok((report, gen))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::{create, dir_of};
+
+    fn seed(ws: &Workspace, doc: &str, texts: &[&str]) {
+        let conn = ws.conn();
+        conn.execute(
+            "INSERT INTO documents (id, title, mime_type, content_hash, byte_size, status, created_at, updated_at)
+             VALUES (?1, 'T', 'text/plain', 'h', 1, 'indexed', 'now', 'now')",
+            [doc],
+        )
+        .expect("doc");
+        for (i, t) in texts.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO chunks (document_id, ordinal, text) VALUES (?1, ?2, ?3)",
+                rusqlite::params![doc, i as i64, t],
+            )
+            .expect("chunk");
+        }
+        bump_generation(&conn).expect("bump");
+    }
+
+    #[test]
+    fn an_index_behind_or_ahead_of_sqlite_is_repaired_on_open() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = dir_of(tmp.path(), id);
+        create(&dir).expect("create");
+        {
+            let ws = Workspace::open(&dir, id).expect("open");
+            assert_eq!(
+                repair_if_needed(&ws).expect("check"),
+                None,
+                "a fresh store is in sync"
+            );
+            // Crash after the SQLite commit, before the Tantivy commit.
+            seed(&ws, "d1", &["alpha", "beta"]);
+            assert_eq!(ws.indexed_chunks(), 0);
+        }
+        {
+            let ws = Workspace::open(&dir, id).expect("reopen");
+            assert_eq!(ws.indexed_chunks(), 2, "missing chunks were added");
+            assert_eq!(repair_if_needed(&ws).expect("check"), None, "now in sync");
+            // A stale entry: the index holds a chunk SQLite no longer has.
+            ws.index_chunk(999, "gone", "T", "", "stale")
+                .expect("index");
+            ws.commit_index().expect("commit");
+            bump_generation(&ws.conn()).expect("bump");
+        }
+        let ws = Workspace::open(&dir, id).expect("reopen again");
+        assert_eq!(ws.indexed_chunks(), 2, "the stale chunk was removed");
+        assert_eq!(repair_if_needed(&ws).expect("check"), None);
+    }
+
+    #[test]
+    fn an_index_of_an_older_schema_is_rebuilt() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = dir_of(tmp.path(), id);
+        create(&dir).expect("create");
+        {
+            let ws = Workspace::open(&dir, id).expect("open");
+            seed(&ws, "d1", &["gamma"]);
+        }
+        // Replace the index with one whose text fields use the default tokenizer.
+        let idx = dir.join(crate::workspace::INDEX_DIR);
+        std::fs::remove_dir_all(&idx).expect("rm");
+        std::fs::create_dir_all(&idx).expect("mkdir");
+        let mut b = Schema::builder();
+        b.add_u64_field("chunk_id", tantivy::schema::INDEXED | tantivy::schema::FAST);
+        b.add_text_field("document_id", tantivy::schema::STRING);
+        for f in ["title", "headings", "text"] {
+            b.add_text_field(f, tantivy::schema::TEXT);
+        }
+        Index::create_in_dir(&idx, b.build()).expect("old index");
+        let ws = Workspace::open(&dir, id).expect("reopen");
+        assert!(schema_is_current(&ws.index().schema()));
+        assert_eq!(ws.indexed_chunks(), 1);
+    }
+}
