@@ -4,6 +4,7 @@ mod auth;
 mod authz_prop;
 mod chat;
 mod clients;
+mod dataplane;
 mod facade;
 mod harness;
 mod knowledge;
