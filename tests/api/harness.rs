@@ -472,6 +472,28 @@ impl Api {
         self.post("/v1/tenant-tokens", body).await
     }
 
+    /// Sends `n` POSTs to `path` at once, the `i`-th with body `body(i)`; returns their statuses.
+    pub async fn post_concurrently(
+        &self,
+        path: &str,
+        n: usize,
+        body: impl Fn(usize) -> Value,
+    ) -> Vec<u16> {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let api = self.clone();
+                let path = path.to_string();
+                let body = body(i);
+                tokio::spawn(async move { api.post(&path, body).await.status })
+            })
+            .collect();
+        let mut statuses = Vec::with_capacity(n);
+        for t in tasks {
+            statuses.push(t.await.expect("join"));
+        }
+        statuses
+    }
+
     pub async fn create_workspace(&self, org: &str, slug: &str) -> String {
         let r = self
             .post(
@@ -535,6 +557,11 @@ impl Api {
             tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         }
     }
+}
+
+/// How many of `statuses` are `status`.
+pub fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
 }
 
 /// Value of a metric in `/metrics` text.

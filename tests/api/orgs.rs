@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::harness::{Api, TestServer};
+use crate::harness::{count, Api, TestServer};
 
 #[tokio::test]
 async fn org_crud() {
@@ -171,31 +171,13 @@ async fn request_ids_on_every_response() {
 async fn concurrent_creation_of_one_org_slug_has_one_winner() {
     let s = TestServer::start();
     let api = s.api();
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let api = api.clone();
-            tokio::spawn(async move {
-                api.post(
-                    "/v1/orgs",
-                    json!({"name": format!("Racer {i}"), "slug": "race"}),
-                )
-                .await
-                .status
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.expect("join"));
-    }
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        15,
-        "{statuses:?}"
-    );
+    let statuses = api
+        .post_concurrently(
+            "/v1/orgs",
+            16,
+            |i| json!({"name": format!("Racer {i}"), "slug": "race"}),
+        )
+        .await;
+    assert_eq!(count(&statuses, 201), 1, "{statuses:?}");
+    assert_eq!(count(&statuses, 409), 15, "{statuses:?}");
 }

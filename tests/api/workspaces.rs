@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::harness::TestServer;
+use crate::harness::{count, TestServer};
 
 #[tokio::test]
 async fn workspace_crud_with_live_stats() {
@@ -107,34 +107,16 @@ async fn concurrent_creation_of_one_workspace_slug_has_one_winner() {
     let s = TestServer::start();
     let api = s.api();
     let org = api.create_org("racers").await;
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let api = api.clone();
-            let org = org.clone();
-            tokio::spawn(async move {
-                api.post(
-                    &format!("/v1/orgs/{org}/workspaces"),
-                    json!({"name": format!("W {i}"), "slug": "same"}),
-                )
-                .await
-                .status
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.expect("join"));
-    }
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        19,
-        "{statuses:?}"
-    );
+    let path = format!("/v1/orgs/{org}/workspaces");
+    let statuses = api
+        .post_concurrently(
+            &path,
+            20,
+            |i| json!({"name": format!("W {i}"), "slug": "same"}),
+        )
+        .await;
+    assert_eq!(count(&statuses, 201), 1, "{statuses:?}");
+    assert_eq!(count(&statuses, 409), 19, "{statuses:?}");
     // Losers left no store behind: exactly one workspace folder exists.
     let folders = std::fs::read_dir(&s.data_dir)
         .expect("read data dir")
