@@ -39,7 +39,12 @@ pub struct Args {
     /// Embedder of the big workspace (static or minilm).
     #[arg(long, default_value = "static")]
     pub embedder: String,
-    /// Keep the data directory (printed) instead of removing it.
+    /// Only the big-workspace latency runs whose label contains this (e.g. `fulltext`,
+    /// `filter`): for profiling one path.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Keep the data directory (printed) instead of removing it; a later run given the same
+    /// `--data-dir` reuses its workspaces and measures latency only.
     #[arg(long)]
     pub keep: bool,
 }
@@ -265,6 +270,15 @@ fn latencies(
     Ok(out)
 }
 
+/// The workspaces of a kept data directory (`--keep`), for latency runs that reuse them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    big: Uuid,
+    small: Vec<Uuid>,
+}
+
+const MANIFEST: &str = "bench-search.json";
+
 pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
     let dir = match &config.data_dir {
         Some(d) => d.clone(),
@@ -280,43 +294,65 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
     let (app, _) = App::open(cfg)?;
     let mut rng = StdRng::seed_from_u64(7);
     let lex = Lexicon::new(30_000, &mut rng);
-    let org = app
-        .create_org(NewOrg {
-            name: "bench".into(),
-            ..Default::default()
-        })?
-        .id
-        .to_string();
     let big_embedder = match a.embedder.as_str() {
         "minilm" => EmbedderConfig::Minilm,
         _ => EmbedderConfig::Static,
     };
 
-    println!(
-        "## Ingestion (extraction, chunking, full text, embeddings; through the job scheduler)\n"
-    );
-    println!("| embedder | chunks | chunks/s |");
-    println!("|---|---|---|");
-    let ws = new_workspace(&app, &org, "ingest-minilm", EmbedderConfig::Minilm)?;
-    let (n, rate) = ingest_rate(&app, ws, &lex, &mut rng, a.minilm_chunks)?;
-    println!("| minilm (transformer, 384 d) | {n} | {rate:.0} |");
-    let ws = new_workspace(&app, &org, "ingest-static", EmbedderConfig::Static)?;
-    let (n, rate) = ingest_rate(&app, ws, &lex, &mut rng, 20_000)?;
-    println!("| static (Model2Vec, 256 d) | {n} | {rate:.0} |");
+    // A data directory kept by an earlier `--keep` run is reused as it is: latency only.
+    let manifest = dir.join(MANIFEST);
+    let (big, n, small) = match std::fs::read(&manifest)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+    {
+        Some(m) => {
+            eprintln!("reusing the workspaces of {}", manifest.display());
+            let n = app.get_workspace(m.big)?.stats.chunks as usize;
+            (m.big, n, m.small)
+        }
+        None => {
+            let org = app
+                .create_org(NewOrg {
+                    name: "bench".into(),
+                    ..Default::default()
+                })?
+                .id
+                .to_string();
+            println!(
+                "## Ingestion (extraction, chunking, full text, embeddings; through the job scheduler)\n"
+            );
+            println!("| embedder | chunks | chunks/s |");
+            println!("|---|---|---|");
+            let ws = new_workspace(&app, &org, "ingest-minilm", EmbedderConfig::Minilm)?;
+            let (n, rate) = ingest_rate(&app, ws, &lex, &mut rng, a.minilm_chunks)?;
+            println!("| minilm (transformer, 384 d) | {n} | {rate:.0} |");
+            let ws = new_workspace(&app, &org, "ingest-static", EmbedderConfig::Static)?;
+            let (n, rate) = ingest_rate(&app, ws, &lex, &mut rng, 20_000)?;
+            println!("| static (Model2Vec, 256 d) | {n} | {rate:.0} |");
 
-    eprintln!("building a workspace of {} chunks...", a.chunks);
-    let big = new_workspace(&app, &org, "big", big_embedder.clone())?;
-    let (n, rate) = ingest_rate(&app, big, &lex, &mut rng, a.chunks)?;
-    eprintln!("  {n} chunks at {rate:.0} chunks/s");
+            eprintln!("building a workspace of {} chunks...", a.chunks);
+            let big = new_workspace(&app, &org, "big", big_embedder.clone())?;
+            let (n, rate) = ingest_rate(&app, big, &lex, &mut rng, a.chunks)?;
+            eprintln!("  {n} chunks at {rate:.0} chunks/s");
 
-    eprintln!("building {} small workspaces...", a.workspaces);
-    let mut small = Vec::with_capacity(a.workspaces);
-    for i in 0..a.workspaces {
-        let ws = new_workspace(&app, &org, &format!("small-{i}"), EmbedderConfig::Static)?;
-        add_docs(&app, ws, &lex, &mut rng, a.docs_per_workspace, 1)?;
-        small.push(ws);
-    }
-    app.run_jobs_until_idle(|| {});
+            eprintln!("building {} small workspaces...", a.workspaces);
+            let mut small = Vec::with_capacity(a.workspaces);
+            for i in 0..a.workspaces {
+                let ws = new_workspace(&app, &org, &format!("small-{i}"), EmbedderConfig::Static)?;
+                add_docs(&app, ws, &lex, &mut rng, a.docs_per_workspace, 1)?;
+                small.push(ws);
+            }
+            app.run_jobs_until_idle(|| {});
+            if a.keep {
+                let m = Manifest {
+                    big,
+                    small: small.clone(),
+                };
+                std::fs::write(&manifest, serde_json::to_vec(&m)?)?;
+            }
+            (big, n, small)
+        }
+    };
 
     let server = Server::start(app.clone())?;
     let client = reqwest::blocking::Client::builder()
@@ -335,6 +371,14 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
         ("hybrid", None),
         ("hybrid", Some(json!({"group": "a"}))),
     ] {
+        let label = if filter.is_some() {
+            format!("{mode} + filter")
+        } else {
+            mode.to_string()
+        };
+        if a.only.as_ref().is_some_and(|o| !label.contains(o.as_str())) {
+            continue;
+        }
         // Warm-up.
         let mut qrng = StdRng::seed_from_u64(11);
         let _ = latencies(&client, &server.base, &token, 10, || {
@@ -347,11 +391,6 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
             }
             (big, body)
         })?;
-        let label = if filter.is_some() {
-            format!("{mode} + filter")
-        } else {
-            mode.to_string()
-        };
         println!(
             "| {big_label} | {label} | {:.2} | {:.2} |",
             percentile(&l, 0.5),
@@ -363,6 +402,9 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
         a.workspaces, a.docs_per_workspace, app.config.max_open_workspaces
     );
     for mode in ["fulltext", "hybrid"] {
+        if a.only.is_some() {
+            break;
+        }
         let mut qrng = StdRng::seed_from_u64(13);
         let l = latencies(&client, &server.base, &token, a.queries, || {
             let ws = small[qrng.random_range(0..small.len())];
@@ -379,7 +421,7 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
     }
     // The transformer's query embedding, alone.
     let minilm = app.embedders.get(&EmbedderConfig::Minilm)?;
-    if let Some(e) = minilm {
+    if let (Some(e), None) = (minilm, &a.only) {
         let mut qrng = StdRng::seed_from_u64(17);
         let mut t = Vec::new();
         for _ in 0..50 {

@@ -4,10 +4,12 @@
 //! - [`store`] keeps documents, blobs and jobs in the workspace database;
 //! - [`ingest`] does the jobs' work in quanta, which the server-wide [`scheduler`] hands out
 //!   fairly across workspaces, weighted by plan priority;
-//! - [`embedders`] selects a workspace's embedder, [`vectors`] keeps its vector tables;
+//! - [`embedders`] selects a workspace's embedder, [`vectors`] keeps its vector tables, and
+//!   [`ann`] their in-memory binary codes for fast approximate search of large workspaces;
 //! - [`search`] runs full-text, vector and hybrid search with [`filter`]s;
 //! - [`service`] is the API of all this on [`crate::app::App`].
 
+pub mod ann;
 pub mod chunk;
 pub mod embedders;
 pub mod eval;

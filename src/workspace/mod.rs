@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::db::{self, Migration};
 use crate::error::{Error, Resource, Result};
+use crate::knowledge::ann::Ann;
 
 pub use registry::{Handle, Registry};
 
@@ -153,6 +154,8 @@ pub struct Workspace {
     reader: IndexReader,
     fields: IndexFields,
     writer: Mutex<Option<WriterSlot>>,
+    /// Binary codes of the vector spaces, derived from SQLite (see `knowledge::ann`).
+    ann: Ann,
     /// Told when the store closes (the registry's count of live stores).
     on_close: Option<Box<dyn Fn() + Send + Sync>>,
 }
@@ -175,6 +178,8 @@ impl Workspace {
         // pages are the OS page cache, shared, not per-connection heap.
         conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
         db::migrate(&mut conn, MIGRATIONS)?;
+        let ann = Ann::default();
+        ann.install(&conn)?;
         let mut index = Index::open_in_dir(dir.join(INDEX_DIR))?;
         if !repair::schema_is_current(&index.schema()) {
             // An index of an older schema (tokenizers) is rebuilt from SQLite below.
@@ -195,6 +200,7 @@ impl Workspace {
             reader,
             fields,
             writer: Mutex::new(None),
+            ann,
             on_close: None,
         };
         repair::repair_if_needed(&ws)?;
@@ -215,6 +221,11 @@ impl Workspace {
 
     pub fn fields(&self) -> IndexFields {
         self.fields
+    }
+
+    /// The in-memory binary codes of the vector spaces (see `knowledge::ann`).
+    pub fn ann(&self) -> &Ann {
+        &self.ann
     }
 
     pub fn reader(&self) -> &IndexReader {
