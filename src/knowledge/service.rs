@@ -178,7 +178,7 @@ impl App {
         Ok(added)
     }
 
-    fn wake_scheduler(&self, ws: Uuid, org: Uuid) {
+    pub(crate) fn wake_scheduler(&self, ws: Uuid, org: Uuid) {
         let priority = self.control.org_priority(org).unwrap_or(1.0);
         self.scheduler.notify(ws, org, priority);
     }
@@ -318,9 +318,25 @@ impl App {
     pub fn recover_jobs(&self) {
         for ws in self.scheduler.marked() {
             match self.control.get_workspace(ws) {
+                // A suspended org's work waits (marker kept) for `set_org_status(Active)`.
+                Ok(rec) if rec.org_status == OrgStatus::Suspended => {}
                 Ok(rec) => self.wake_scheduler(ws, rec.org_id),
                 Err(Error::NotFound(_)) => self.scheduler.unmark(ws),
                 Err(e) => tracing::warn!(workspace_id = %ws, error = %e, "cannot recover jobs"),
+            }
+        }
+    }
+
+    /// Wakes the workspaces of `org` that have pending work (after the org is reactivated).
+    pub(crate) fn wake_org_jobs(&self, org: Uuid) {
+        for ws in self.scheduler.marked() {
+            match self.control.get_workspace(ws) {
+                Ok(rec) if rec.org_id == org && rec.org_status == OrgStatus::Active => {
+                    self.wake_scheduler(ws, org)
+                }
+                Ok(_) => {}
+                Err(Error::NotFound(_)) => self.scheduler.unmark(ws),
+                Err(e) => tracing::warn!(workspace_id = %ws, error = %e, "cannot wake jobs"),
             }
         }
     }
@@ -347,6 +363,8 @@ impl App {
                 tracing::warn!(workspace_id = %t.workspace, error = %e, "cannot open workspace for its jobs");
                 Outcome::Retry(Duration::from_secs(5))
             }
+            // The API refuses a suspended org's requests; its queued jobs wait too.
+            Ok((rec, _)) if rec.org_status == OrgStatus::Suspended => Outcome::Suspended,
             Ok((_, handle)) => {
                 let limits = self.extract_limits();
                 match ingest::run_quantum(&handle, &self.embedders, &limits) {

@@ -468,6 +468,84 @@ async fn jobs_survive_a_restart_and_can_be_cancelled() {
     assert_eq!(again.status, 409);
 }
 
+/// The status of a job read straight from the workspace database (the API refuses a suspended
+/// org's requests, the operator's included).
+fn job_status(s: &TestServer, ws: &str, job: &str) -> String {
+    let id = uuid::Uuid::parse_str(ws).expect("ws id");
+    let (_, handle) = s.app.open_workspace(id).expect("open");
+    let conn = handle.conn();
+    conn.query_row("SELECT status FROM jobs WHERE id = ?1", [job], |r| {
+        r.get::<_, String>(0)
+    })
+    .expect("job row")
+}
+
+#[tokio::test]
+async fn a_suspended_orgs_jobs_wait_for_its_reactivation() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let opts = |workers| Options {
+        data_dir: Some(tmp.path().to_path_buf()),
+        ingest_workers: workers,
+        ..Options::default()
+    };
+    // No workers: the test runs the scheduler's quanta itself, so nothing races.
+    let s = TestServer::start_with(opts(0));
+    let api = s.api();
+    let ws = api.knowledge_workspace("k-suspended").await;
+    let docs = format!("/v1/workspaces/{ws}/documents");
+    let r = api.post(&docs, json!({"text": "dormant dormouse"})).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let job = r.body["job_id"].as_str().expect("job").to_string();
+    let r = api.post("/v1/orgs/k-suspended/suspend", json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let marker = s.data_path(&format!(".queue/{ws}"));
+    assert!(marker.exists());
+
+    let app = s.app.clone();
+    tokio::task::spawn_blocking(move || app.run_jobs_until_idle(|| ()))
+        .await
+        .expect("run");
+    assert!(
+        s.app.scheduler.is_idle(),
+        "the suspended workspace left the queue"
+    );
+    assert_eq!(job_status(&s, &ws, &job), "queued");
+    assert!(marker.exists(), "the marker stays for the reactivation");
+    let r = api.get(&format!("/v1/workspaces/{ws}/jobs/{job}")).await;
+    assert_eq!((r.status, r.code()), (403, "tenant_suspended"));
+
+    let r = api.post("/v1/orgs/k-suspended/reactivate", json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(
+        !s.app.scheduler.is_idle(),
+        "reactivation woke the workspace"
+    );
+    let app = s.app.clone();
+    tokio::task::spawn_blocking(move || app.run_jobs_until_idle(|| ()))
+        .await
+        .expect("run");
+    assert_eq!(job_status(&s, &ws, &job), "succeeded");
+    assert!(!marker.exists());
+    assert_eq!(api.search(&ws, json!({"query": "dormouse"})).await.len(), 1);
+
+    // Across a restart: a job queued, the org suspended, the server restarted with a worker;
+    // reactivation starts the job.
+    let r = api
+        .post(&docs, json!({"text": "hibernating hedgehog"}))
+        .await;
+    let job = r.body["job_id"].as_str().expect("job").to_string();
+    let r = api.post("/v1/orgs/k-suspended/suspend", json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    drop(s);
+    let s = TestServer::start_with(opts(1));
+    let api = s.api();
+    assert!(s.data_path(&format!(".queue/{ws}")).exists());
+    let r = api.post("/v1/orgs/k-suspended/reactivate", json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let done = api.wait_job(&ws, &job, 60).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+}
+
 #[tokio::test]
 async fn a_big_backlog_does_not_starve_a_small_workspace() {
     let tmp = tempfile::tempdir().expect("tmp");
