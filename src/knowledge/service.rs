@@ -456,7 +456,8 @@ fn scrub_legacy_embedders(handle: &Handle) -> Result<Vec<EmbedderConfig>> {
     }
     if !legacy.is_empty() {
         let conn = handle.conn();
-        conn.pragma_update(None, "secure_delete", "ON")?;
+        let before: i64 = conn.pragma_query_value(None, "secure_delete", |r| r.get(0))?;
+        conn.pragma_update(None, "secure_delete", 1)?;
         let result = (|| -> Result<()> {
             for (id, cfg) in &legacy {
                 let text =
@@ -469,7 +470,7 @@ fn scrub_legacy_embedders(handle: &Handle) -> Result<Vec<EmbedderConfig>> {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             Ok(())
         })();
-        conn.pragma_update(None, "secure_delete", "OFF")?;
+        conn.pragma_update(None, "secure_delete", before)?;
         result?;
         tracing::info!(
             "moved a legacy openai embedder to the organization's provider; its plaintext key was removed"
