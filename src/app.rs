@@ -122,6 +122,10 @@ impl App {
         let org = self.control.get_org(key)?;
         let org = self.control.set_org_status(org.id, status)?;
         self.identity.invalidate_status();
+        if status == OrgStatus::Active {
+            // Jobs queued while the org was suspended resume (their markers were kept).
+            self.wake_org_jobs(org.id);
+        }
         Ok(org)
     }
 

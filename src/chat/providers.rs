@@ -142,7 +142,13 @@ impl App {
     /// The OpenAI-compatible provider of `org` with its key opened, if the org has one. `org`
     /// must be the verified org of the request.
     pub(crate) fn org_openai_provider(&self, org: Uuid) -> Result<Option<OpenAiConfig>> {
-        let Some(row) = self.control.get_provider(org, OPENAI_COMPATIBLE)? else {
+        self.open_org_provider(org, OPENAI_COMPATIBLE)
+    }
+
+    /// The provider `name` of `org` with its key opened (chat and embeddings), if the org has
+    /// one. `org` must be the verified org of the request or the workspace's record.
+    pub(crate) fn open_org_provider(&self, org: Uuid, name: &str) -> Result<Option<OpenAiConfig>> {
+        let Some(row) = self.control.get_provider(org, name)? else {
             return Ok(None);
         };
         if row.org_id != org {

@@ -1,5 +1,8 @@
-//! `/v1/workspaces/{ws}/documents`, `/jobs`, `/search` and `/embedder`.
+//! `/v1/workspaces/{ws}/documents`, `/jobs`, `/search` and `/embedder`, and the same routes
+//! without `{ws}` (`/v1/documents`, ...) for API keys and tenant tokens, which bring their
+//! workspace.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +56,13 @@ pub struct ListQuery {
     pub limit: Option<u32>,
     pub offset: Option<u32>,
     pub status: Option<String>,
+}
+
+/// A path parameter of the matched route.
+fn param<'a>(p: &'a HashMap<String, String>, name: &str) -> ApiResult<&'a str> {
+    p.get(name)
+        .map(String::as_str)
+        .ok_or_else(|| ApiError::from(crate::Error::internal(format!("route has no {{{name}}}"))))
 }
 
 /// How long `?wait=true` waits before answering 202 anyway.
@@ -222,11 +232,13 @@ pub async fn list(
 pub async fn get(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
-    Path((_, doc)): Path<(String, String)>,
+    Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::DocumentsRead)?;
     let id = ctx.workspace_id;
-    let doc = parse_uuid(&doc, "document")?.hyphenated().to_string();
+    let doc = parse_uuid(param(&p, "id")?, "document")?
+        .hyphenated()
+        .to_string();
     record_tenant(Some(ctx.org_id), Some(id));
     let view = blocking(move || app.get_document(id, &doc)).await?;
     Ok(axum::Json(view))
@@ -235,11 +247,13 @@ pub async fn get(
 pub async fn delete(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
-    Path((_, doc)): Path<(String, String)>,
+    Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::Ingest)?;
     let id = ctx.workspace_id;
-    let doc = parse_uuid(&doc, "document")?.hyphenated().to_string();
+    let doc = parse_uuid(param(&p, "id")?, "document")?
+        .hyphenated()
+        .to_string();
     record_tenant(Some(ctx.org_id), Some(id));
     blocking(move || app.delete_document(id, &doc)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -260,11 +274,13 @@ pub async fn list_jobs(
 pub async fn get_job(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
-    Path((_, job)): Path<(String, String)>,
+    Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::DocumentsRead)?;
     let id = ctx.workspace_id;
-    let job = parse_uuid(&job, "job")?.hyphenated().to_string();
+    let job = parse_uuid(param(&p, "id")?, "job")?
+        .hyphenated()
+        .to_string();
     record_tenant(Some(ctx.org_id), Some(id));
     let view = blocking(move || app.get_job(id, &job)).await?;
     Ok(axum::Json(view))
@@ -273,11 +289,13 @@ pub async fn get_job(
 pub async fn cancel_job(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
-    Path((_, job)): Path<(String, String)>,
+    Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::Ingest)?;
     let id = ctx.workspace_id;
-    let job = parse_uuid(&job, "job")?.hyphenated().to_string();
+    let job = parse_uuid(param(&p, "id")?, "job")?
+        .hyphenated()
+        .to_string();
     record_tenant(Some(ctx.org_id), Some(id));
     let view = blocking(move || app.cancel_job(id, &job)).await?;
     Ok(axum::Json(view))

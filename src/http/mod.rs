@@ -77,33 +77,30 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/admin/tenant-token-secret/rotate",
             post(admin::rotate_token_secret),
-        )
-        .route(
-            "/workspaces/{ws}/documents",
-            post(knowledge::add)
-                .layer(DefaultBodyLimit::max(upload_limit))
-                .get(knowledge::list),
-        )
-        .route(
-            "/workspaces/{ws}/documents/{id}",
-            get(knowledge::get).delete(knowledge::delete),
-        )
-        .route("/workspaces/{ws}/jobs", get(knowledge::list_jobs))
-        .route("/workspaces/{ws}/jobs/{id}", get(knowledge::get_job))
-        .route(
-            "/workspaces/{ws}/jobs/{id}/cancel",
-            post(knowledge::cancel_job),
-        )
-        .route("/workspaces/{ws}/search", post(knowledge::search))
-        .route(
-            "/workspaces/{ws}/embedder",
-            get(knowledge::get_embedder).put(knowledge::set_embedder),
         );
-    // Data-plane routes of agents and chat, with `{ws}` and (for API keys and tenant tokens,
-    // which bring their workspace) without.
+    // Data-plane routes (documents, jobs, search, embedder, agents, chat), with `{ws}` and (for
+    // API keys and tenant tokens, which bring their workspace) without.
     for prefix in ["/workspaces/{ws}", ""] {
         let at = |p: &str| format!("{prefix}{p}");
         v1 = v1
+            .route(
+                &at("/documents"),
+                post(knowledge::add)
+                    .layer(DefaultBodyLimit::max(upload_limit))
+                    .get(knowledge::list),
+            )
+            .route(
+                &at("/documents/{id}"),
+                get(knowledge::get).delete(knowledge::delete),
+            )
+            .route(&at("/jobs"), get(knowledge::list_jobs))
+            .route(&at("/jobs/{id}"), get(knowledge::get_job))
+            .route(&at("/jobs/{id}/cancel"), post(knowledge::cancel_job))
+            .route(&at("/search"), post(knowledge::search))
+            .route(
+                &at("/embedder"),
+                get(knowledge::get_embedder).put(knowledge::set_embedder),
+            )
             .route(
                 &at("/agents"),
                 get(chat::list_agents).post(chat::create_agent),

@@ -2,15 +2,29 @@
 //! static model (`static`, fast), an OpenAI-compatible `/embeddings` endpoint (`openai`), or
 //! vectors supplied by the client (`user-provided`). Model instances are shared by every
 //! workspace of the server.
+//!
+//! An `openai` embedder names one of the org's providers (`/v1/orgs/{org}/providers`): its base
+//! URL and sealed key live in the control plane, never in the workspace database. The service
+//! resolves the provider of the workspace's own org for each search and each job quantum
+//! ([`Embedders::bind`]); the key is opened only then.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
+
+/// The provider an `openai` embedder uses when the request names none.
+pub const DEFAULT_PROVIDER: &str = "openai-compatible";
+
+fn default_provider() -> String {
+    DEFAULT_PROVIDER.to_string()
+}
 
 /// A workspace's embedder, as stored in its `vector_spaces` row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,32 +34,51 @@ pub enum EmbedderConfig {
     Minilm,
     /// The built-in static Model2Vec model distilled from it (fast mode).
     Static,
-    /// An OpenAI-compatible `/embeddings` endpoint with the org's own key.
+    /// An OpenAI-compatible `/embeddings` endpoint: the org's provider `provider` (its base URL
+    /// and key), with this embedding model.
     Openai {
-        base_url: String,
+        #[serde(default = "default_provider")]
+        provider: String,
         model: String,
         dimension: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        api_key: Option<String>,
+        /// Only in configurations stored before org providers: read, never written (the
+        /// service rewrites such rows without it), refused in requests.
+        #[serde(default, skip_serializing)]
+        base_url: Option<String>,
+        /// As `base_url`; the value itself is dropped while parsing.
+        #[serde(default, skip_serializing)]
+        api_key: Option<serde::de::IgnoredAny>,
     },
     /// The client sends each document's `embedding` and each search's query `vector`.
     UserProvided { dimension: usize },
 }
 
 impl EmbedderConfig {
+    /// Checks a configuration a client sent.
     pub fn validate(&self) -> Result<()> {
         match self {
             EmbedderConfig::Openai {
-                base_url,
+                provider,
                 model,
                 dimension,
-                ..
+                base_url,
+                api_key,
             } => {
-                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                    return Err(Error::invalid("embedder base_url must be an http(s) URL"));
+                if base_url.is_some() || api_key.is_some() {
+                    return Err(Error::invalid(
+                        "an openai embedder takes its base_url and api_key from the organization's provider: \
+                         set them with PUT /v1/orgs/{org}/providers/openai-compatible, then send \
+                         {\"kind\": \"openai\", \"provider\": \"openai-compatible\", \"model\": ..., \"dimension\": ...}",
+                    ));
                 }
-                if model.trim().is_empty() {
-                    return Err(Error::invalid("embedder model must not be empty"));
+                if provider != DEFAULT_PROVIDER {
+                    return Err(Error::invalid(format!(
+                        "unknown provider {provider:?}: an openai embedder uses the organization's \"openai-compatible\" provider"
+                    )));
+                }
+                let m = model.trim();
+                if m.is_empty() || m.len() > 200 || m.chars().any(char::is_control) {
+                    return Err(Error::invalid("embedder model must be 1 to 200 characters"));
                 }
                 check_dim(*dimension)
             }
@@ -54,21 +87,39 @@ impl EmbedderConfig {
         }
     }
 
-    /// The configuration as shown to clients: secrets are never returned.
+    /// Whether this is a configuration stored before org providers (with its own base URL or
+    /// plaintext key).
+    pub fn is_legacy(&self) -> bool {
+        matches!(
+            self,
+            EmbedderConfig::Openai { base_url, api_key, .. } if base_url.is_some() || api_key.is_some()
+        )
+    }
+
+    /// The configuration without the fields of a legacy one: what is stored and shown.
     pub fn redacted(&self) -> EmbedderConfig {
         match self {
             EmbedderConfig::Openai {
-                base_url,
+                provider,
                 model,
                 dimension,
-                api_key,
+                ..
             } => EmbedderConfig::Openai {
-                base_url: base_url.clone(),
+                provider: provider.clone(),
                 model: model.clone(),
                 dimension: *dimension,
-                api_key: api_key.as_ref().map(|_| "***".to_string()),
+                base_url: None,
+                api_key: None,
             },
             other => other.clone(),
+        }
+    }
+
+    /// The org provider this configuration needs, if any.
+    pub fn provider(&self) -> Option<&str> {
+        match self {
+            EmbedderConfig::Openai { provider, .. } => Some(provider),
+            _ => None,
         }
     }
 
@@ -96,15 +147,46 @@ fn check_dim(d: usize) -> Result<()> {
     Ok(())
 }
 
+/// An org provider's endpoint with its key opened, for one search or job quantum.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub org: Uuid,
+    pub base_url: String,
+    /// Empty when the provider has no key (a local model server).
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("org", &self.org)
+            .field("base_url", &self.base_url)
+            .field("api_key", &"***")
+            .finish()
+    }
+}
+
+/// A provider as resolved for the workspace's org: its endpoint, or why it cannot be used
+/// (reported as `provider_error` when an embedding is needed, so full-text search still works).
+pub type Resolved = std::result::Result<Endpoint, String>;
+
 /// Constructs a built-in model. The models come from `crate::embed`.
 pub type BuiltinFactory = fn(&EmbedderConfig) -> Result<Arc<dyn Embedder>>;
 
-/// The embedder instances of the server, shared by all workspaces.
-pub struct Embedders {
+struct Shared {
     minilm: OnceLock<Arc<dyn Embedder>>,
     static_model: OnceLock<Arc<dyn Embedder>>,
-    remote: Mutex<HashMap<String, Arc<dyn Embedder>>>,
+    /// Remote clients by a digest of (org, endpoint, key, model, dimension).
+    remote: Mutex<HashMap<[u8; 32], Arc<dyn Embedder>>>,
     builtin: BuiltinFactory,
+}
+
+/// The embedder instances of the server, shared by all workspaces. [`Embedders::bind`] makes a
+/// view that also knows the org providers of one workspace's org.
+#[derive(Clone)]
+pub struct Embedders {
+    shared: Arc<Shared>,
+    providers: Arc<HashMap<String, Resolved>>,
 }
 
 impl Default for Embedders {
@@ -116,10 +198,21 @@ impl Default for Embedders {
 impl Embedders {
     pub fn with_builtin(builtin: BuiltinFactory) -> Self {
         Embedders {
-            minilm: OnceLock::new(),
-            static_model: OnceLock::new(),
-            remote: Mutex::new(HashMap::new()),
-            builtin,
+            shared: Arc::new(Shared {
+                minilm: OnceLock::new(),
+                static_model: OnceLock::new(),
+                remote: Mutex::new(HashMap::new()),
+                builtin,
+            }),
+            providers: Arc::new(HashMap::new()),
+        }
+    }
+
+    /// The same models, with the resolved providers of one org (by provider name).
+    pub fn bind(&self, providers: HashMap<String, Resolved>) -> Embedders {
+        Embedders {
+            shared: self.shared.clone(),
+            providers: Arc::new(providers),
         }
     }
 
@@ -127,15 +220,38 @@ impl Embedders {
     pub fn get(&self, cfg: &EmbedderConfig) -> Result<Option<Arc<dyn Embedder>>> {
         let cell = match cfg {
             EmbedderConfig::UserProvided { .. } => return Ok(None),
-            EmbedderConfig::Minilm => &self.minilm,
-            EmbedderConfig::Static => &self.static_model,
-            EmbedderConfig::Openai { .. } => {
-                let key = serde_json::to_string(cfg).map_err(|e| Error::internal(e.to_string()))?;
-                let mut cache = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            EmbedderConfig::Minilm => &self.shared.minilm,
+            EmbedderConfig::Static => &self.shared.static_model,
+            EmbedderConfig::Openai {
+                provider,
+                model,
+                dimension,
+                ..
+            } => {
+                let ep = match self.providers.get(provider) {
+                    Some(Ok(ep)) => ep,
+                    Some(Err(why)) => return Err(Error::Provider(why.clone())),
+                    None => {
+                        return Err(Error::Provider(format!(
+                            "the organization's provider {provider:?} is not available for this workspace"
+                        )))
+                    }
+                };
+                let key: [u8; 32] = Sha256::new()
+                    .chain_update(ep.org.as_bytes())
+                    .chain_update(ep.base_url.as_bytes())
+                    .chain_update([0])
+                    .chain_update(ep.api_key.as_bytes())
+                    .chain_update([0])
+                    .chain_update(model.as_bytes())
+                    .chain_update(dimension.to_le_bytes())
+                    .finalize()
+                    .into();
+                let mut cache = self.shared.remote.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(e) = cache.get(&key) {
                     return Ok(Some(e.clone()));
                 }
-                let e: Arc<dyn Embedder> = Arc::new(OpenAiEmbedder::new(cfg)?);
+                let e: Arc<dyn Embedder> = Arc::new(OpenAiEmbedder::new(ep, model, *dimension)?);
                 if cache.len() > 256 {
                     cache.clear();
                 }
@@ -146,7 +262,7 @@ impl Embedders {
         if let Some(e) = cell.get() {
             return Ok(Some(e.clone()));
         }
-        let e = (self.builtin)(cfg)?;
+        let e = (self.shared.builtin)(cfg)?;
         Ok(Some(cell.get_or_init(|| e).clone()))
     }
 
@@ -183,16 +299,7 @@ pub struct OpenAiEmbedder {
 }
 
 impl OpenAiEmbedder {
-    pub fn new(cfg: &EmbedderConfig) -> Result<Self> {
-        let EmbedderConfig::Openai {
-            base_url,
-            model,
-            dimension,
-            api_key,
-        } = cfg
-        else {
-            return Err(Error::internal("not an openai embedder"));
-        };
+    pub fn new(ep: &Endpoint, model: &str, dimension: usize) -> Result<Self> {
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
@@ -200,10 +307,10 @@ impl OpenAiEmbedder {
             .map_err(|e| Error::Provider(format!("cannot build HTTP client: {e}")))?;
         Ok(OpenAiEmbedder {
             id: format!("openai:{model}"),
-            url: format!("{}/embeddings", base_url.trim_end_matches('/')),
-            model: model.clone(),
-            dim: *dimension,
-            api_key: api_key.clone(),
+            url: format!("{}/embeddings", ep.base_url.trim_end_matches('/')),
+            model: model.to_string(),
+            dim: dimension,
+            api_key: Some(ep.api_key.clone()).filter(|k| !k.is_empty()),
             client,
         })
     }
@@ -329,14 +436,40 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn configs_round_trip_and_hide_secrets() {
+    fn configs_round_trip_and_hold_no_secrets() {
         let c: EmbedderConfig = serde_json::from_str(
-            r#"{"kind":"openai","base_url":"https://x/v1","model":"m","dimension":8,"api_key":"sk"}"#,
+            r#"{"kind":"openai","provider":"openai-compatible","model":"m","dimension":8}"#,
         )
         .expect("parse");
         c.validate().expect("valid");
-        let shown = serde_json::to_string(&c.redacted()).expect("ser");
-        assert!(!shown.contains("sk\""), "{shown}");
+        assert_eq!(c.provider(), Some(DEFAULT_PROVIDER));
+        let d: EmbedderConfig =
+            serde_json::from_str(r#"{"kind":"openai","model":"m","dimension":8}"#)
+                .expect("default");
+        assert_eq!(c, d, "the provider defaults to openai-compatible");
+        // A request may not bring its own endpoint or key, nor name another provider.
+        for body in [
+            r#"{"kind":"openai","model":"m","dimension":8,"api_key":"sk-x"}"#,
+            r#"{"kind":"openai","model":"m","dimension":8,"base_url":"https://x/v1"}"#,
+            r#"{"kind":"openai","provider":"other-org/openai-compatible","model":"m","dimension":8}"#,
+        ] {
+            let c: EmbedderConfig = serde_json::from_str(body).expect("parse");
+            assert!(c.validate().is_err(), "{body}");
+        }
+        // A legacy stored configuration reads, and is written back without its secret.
+        let legacy: EmbedderConfig = serde_json::from_str(
+            r#"{"kind":"openai","base_url":"https://x/v1","model":"m","dimension":8,"api_key":"sk-legacy"}"#,
+        )
+        .expect("legacy");
+        assert!(legacy.is_legacy());
+        assert!(!format!("{legacy:?}").contains("sk-legacy"));
+        let stored = serde_json::to_string(&legacy).expect("ser");
+        assert!(
+            !stored.contains("sk-legacy") && !stored.contains("base_url"),
+            "{stored}"
+        );
+        assert_eq!(legacy.redacted(), c_default());
+        assert!(!legacy.redacted().is_legacy());
         let u: EmbedderConfig =
             serde_json::from_str(r#"{"kind":"user-provided","dimension":3}"#).expect("up");
         assert!(u.is_user_provided());
@@ -344,5 +477,42 @@ pub(crate) mod tests {
         assert!(EmbedderConfig::UserProvided { dimension: 0 }
             .validate()
             .is_err());
+    }
+
+    fn c_default() -> EmbedderConfig {
+        EmbedderConfig::Openai {
+            provider: DEFAULT_PROVIDER.into(),
+            model: "m".into(),
+            dimension: 8,
+            base_url: None,
+            api_key: None,
+        }
+    }
+
+    #[test]
+    fn an_openai_embedder_needs_its_orgs_resolved_provider() {
+        let e = Embedders::with_builtin(test_models);
+        let cfg = c_default();
+        let err = e.get(&cfg).err().expect("unbound");
+        assert!(matches!(err, Error::Provider(_)), "{err:?}");
+        let bound = e.bind(HashMap::from([(
+            DEFAULT_PROVIDER.to_string(),
+            Err("no provider set".to_string()),
+        )]));
+        match bound.get(&cfg) {
+            Err(Error::Provider(m)) => assert_eq!(m, "no provider set"),
+            other => panic!("{:?}", other.err()),
+        }
+        let ep = Endpoint {
+            org: Uuid::nil(),
+            base_url: "http://127.0.0.1:9/v1".into(),
+            api_key: "sk-secret".into(),
+        };
+        assert!(!format!("{ep:?}").contains("sk-secret"));
+        let bound = e.bind(HashMap::from([(DEFAULT_PROVIDER.to_string(), Ok(ep))]));
+        let a = bound.get(&cfg).expect("ok").expect("remote");
+        let b = bound.get(&cfg).expect("ok").expect("remote");
+        assert!(Arc::ptr_eq(&a, &b), "clients are cached");
+        assert_eq!(a.dim(), 8);
     }
 }

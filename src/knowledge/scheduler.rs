@@ -14,6 +14,10 @@
 //! the workspaces with pending work without scanning `data/`, each such workspace has an empty
 //! marker file in `data/.queue/`, created before its jobs are written and removed once it has
 //! no work left.
+//!
+//! A workspace whose org is suspended leaves the in-memory state (its quantum ends
+//! [`Outcome::Suspended`]) but keeps its marker: reactivating the org (`App::set_org_status`)
+//! or restarting the server wakes it again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -66,6 +70,9 @@ pub enum Outcome {
     Retry(Duration),
     /// The workspace is gone.
     Gone,
+    /// The workspace's org is suspended: forget it until the org is reactivated, but keep its
+    /// marker (its jobs stay queued in its database).
+    Suspended,
 }
 
 pub struct Scheduler {
@@ -229,7 +236,9 @@ impl Scheduler {
             match outcome {
                 Outcome::More => {}
                 Outcome::Retry(d) => w.not_before = Some(Instant::now() + d),
-                Outcome::Idle => remove = w.epoch == t.epoch,
+                // A notify that came while the quantum ran (new work, a reactivation) keeps the
+                // entry: the next quantum looks again.
+                Outcome::Idle | Outcome::Suspended => remove = w.epoch == t.epoch,
                 Outcome::Gone => remove = true,
             }
         }
@@ -238,7 +247,9 @@ impl Scheduler {
         }
         if remove {
             st.ws.remove(&t.workspace);
-            self.unmark(t.workspace);
+            if outcome != Outcome::Suspended {
+                self.unmark(t.workspace);
+            }
             let empty = st.orgs.get_mut(&t.org).map(|o| {
                 o.members = o.members.saturating_sub(1);
                 o.members == 0
@@ -365,5 +376,51 @@ mod tests {
         s.done(t, Duration::from_millis(1), Outcome::Idle);
         assert!(s.is_idle());
         assert!(s.marked().is_empty());
+    }
+
+    #[test]
+    fn a_suspended_workspace_is_dropped_but_keeps_its_marker() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let s = Scheduler::new(tmp.path());
+        let (ws, other) = (id(1), id(2));
+        s.notify(ws, id(100), 1.0);
+        s.notify(other, id(200), 1.0);
+        let mut seen = Vec::new();
+        while let Some(t) = s.try_next() {
+            seen.push(t.workspace);
+            let outcome = if t.workspace == ws {
+                Outcome::Suspended
+            } else {
+                Outcome::Idle
+            };
+            s.done(t, Duration::from_millis(1), outcome);
+        }
+        assert_eq!(seen.len(), 2, "each handed out once: {seen:?}");
+        assert!(s.is_idle(), "the suspended workspace left the queue");
+        assert_eq!(
+            s.marked(),
+            vec![ws],
+            "its marker stays for the reactivation"
+        );
+        // Reactivation (or a restart's recovery) notifies it again.
+        s.notify(ws, id(100), 1.0);
+        let t = s.try_next().expect("handed out again");
+        assert_eq!(t.workspace, ws);
+        s.done(t, Duration::from_millis(1), Outcome::Idle);
+        assert!(s.is_idle());
+        assert!(s.marked().is_empty());
+    }
+
+    #[test]
+    fn a_reactivation_during_the_suspended_quantum_is_not_lost() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let s = Scheduler::new(tmp.path());
+        s.notify(id(1), id(100), 1.0);
+        let t = s.try_next().expect("first");
+        // The worker saw the org suspended; meanwhile it was reactivated and woke the workspace.
+        s.notify(id(1), id(100), 1.0);
+        s.done(t, Duration::from_millis(1), Outcome::Suspended);
+        assert!(!s.is_idle());
+        assert!(s.try_next().is_some(), "the wake-up survives");
     }
 }

@@ -1,5 +1,6 @@
 //! The knowledge operations of [`App`]: what HTTP handlers and CLI commands call.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::embedders::EmbedderConfig;
+use super::embedders::{EmbedderConfig, Embedders, Endpoint, Resolved};
 use super::extract::{Format, Limits};
 use super::filter::Filter;
 use super::scheduler::{Outcome, Ticket};
@@ -17,7 +18,7 @@ use super::store::{self, Added, DocumentView, JobView, NewDocument};
 use super::{ingest, vectors};
 use crate::app::App;
 use crate::control::{OrgStatus, WorkspaceRecord};
-use crate::error::{Error, Result};
+use crate::error::{Error, Resource, Result};
 use crate::workspace::Handle;
 
 /// A document as the API receives it.
@@ -178,7 +179,7 @@ impl App {
         Ok(added)
     }
 
-    fn wake_scheduler(&self, ws: Uuid, org: Uuid) {
+    pub(crate) fn wake_scheduler(&self, ws: Uuid, org: Uuid) {
         let priority = self.control.org_priority(org).unwrap_or(1.0);
         self.scheduler.notify(ws, org, priority);
     }
@@ -237,13 +238,15 @@ impl App {
         req: &SearchRequest,
         extra: Option<&Filter>,
     ) -> Result<SearchResponse> {
-        let (_, handle) = self.knowledge_workspace(ws)?;
+        let (rec, handle) = self.knowledge_workspace(ws)?;
+        let embedders = self.workspace_embedders(rec.org_id, &handle)?;
         let fusion = *self.fusion.read().unwrap_or_else(|p| p.into_inner());
-        super::search::search(&handle, &self.embedders, req, extra, &fusion)
+        super::search::search(&handle, &embedders, req, extra, &fusion)
     }
 
     pub fn get_embedder(&self, ws: Uuid) -> Result<EmbedderView> {
         let (_, handle) = self.knowledge_workspace(ws)?;
+        scrub_legacy_embedders(&handle)?;
         embedder_view(&handle)
     }
 
@@ -253,6 +256,13 @@ impl App {
         cfg.validate()?;
         let dim = self.embedders.dim(&cfg)?;
         let (rec, handle) = self.knowledge_workspace(ws)?;
+        if let Some(name) = cfg.provider() {
+            // Only a provider of the workspace's own org: another org's is never reachable.
+            if self.control.get_provider(rec.org_id, name)?.is_none() {
+                return Err(Error::NotFound(Resource::Provider));
+            }
+        }
+        scrub_legacy_embedders(&handle)?;
         let mut enqueue = false;
         {
             let mut conn = handle.conn();
@@ -318,9 +328,25 @@ impl App {
     pub fn recover_jobs(&self) {
         for ws in self.scheduler.marked() {
             match self.control.get_workspace(ws) {
+                // A suspended org's work waits (marker kept) for `set_org_status(Active)`.
+                Ok(rec) if rec.org_status == OrgStatus::Suspended => {}
                 Ok(rec) => self.wake_scheduler(ws, rec.org_id),
                 Err(Error::NotFound(_)) => self.scheduler.unmark(ws),
                 Err(e) => tracing::warn!(workspace_id = %ws, error = %e, "cannot recover jobs"),
+            }
+        }
+    }
+
+    /// Wakes the workspaces of `org` that have pending work (after the org is reactivated).
+    pub(crate) fn wake_org_jobs(&self, org: Uuid) {
+        for ws in self.scheduler.marked() {
+            match self.control.get_workspace(ws) {
+                Ok(rec) if rec.org_id == org && rec.org_status == OrgStatus::Active => {
+                    self.wake_scheduler(ws, org)
+                }
+                Ok(_) => {}
+                Err(Error::NotFound(_)) => self.scheduler.unmark(ws),
+                Err(e) => tracing::warn!(workspace_id = %ws, error = %e, "cannot wake jobs"),
             }
         }
     }
@@ -347,9 +373,14 @@ impl App {
                 tracing::warn!(workspace_id = %t.workspace, error = %e, "cannot open workspace for its jobs");
                 Outcome::Retry(Duration::from_secs(5))
             }
-            Ok((_, handle)) => {
+            // The API refuses a suspended org's requests; its queued jobs wait too.
+            Ok((rec, _)) if rec.org_status == OrgStatus::Suspended => Outcome::Suspended,
+            Ok((rec, handle)) => {
                 let limits = self.extract_limits();
-                match ingest::run_quantum(&handle, &self.embedders, &limits) {
+                match self
+                    .workspace_embedders(rec.org_id, &handle)
+                    .and_then(|embedders| ingest::run_quantum(&handle, &embedders, &limits))
+                {
                     Ok(q) if q.worked => Outcome::More,
                     Ok(_) => Outcome::Idle,
                     Err(e) => {
@@ -361,6 +392,91 @@ impl App {
         };
         self.scheduler.done(t, started.elapsed(), outcome);
     }
+}
+
+impl App {
+    /// The server's embedders bound to the org providers the workspace's embedders name (the
+    /// active one and any being built), resolved now in the workspace's own org, keys opened.
+    /// A provider that cannot be used becomes a `provider_error` only when an embedding is
+    /// needed. Legacy configurations with a plaintext key are rewritten first.
+    fn workspace_embedders(&self, org: Uuid, handle: &Handle) -> Result<Embedders> {
+        let configs = scrub_legacy_embedders(handle)?;
+        let mut providers: HashMap<String, Resolved> = HashMap::new();
+        for name in configs.iter().filter_map(EmbedderConfig::provider) {
+            if !providers.contains_key(name) {
+                providers.insert(name.to_string(), self.resolve_provider(org, name));
+            }
+        }
+        if providers.is_empty() {
+            return Ok(self.embedders.clone());
+        }
+        Ok(self.embedders.bind(providers))
+    }
+
+    fn resolve_provider(&self, org: Uuid, name: &str) -> Resolved {
+        match self.open_org_provider(org, name) {
+            Ok(Some(p)) => Ok(Endpoint {
+                org,
+                base_url: p.base_url,
+                api_key: p.api_key,
+            }),
+            Ok(None) => Err(format!(
+                "the workspace's embedder uses the organization's {name:?} provider, which is not set \
+                 (PUT /v1/orgs/{{org}}/providers/{name})"
+            )),
+            Err(Error::Provider(m)) => Err(m),
+            Err(e) => {
+                tracing::warn!(org_id = %org, error = %e, "cannot resolve the embedding provider");
+                Err("the organization's provider cannot be read right now".into())
+            }
+        }
+    }
+}
+
+/// The embedder configurations of a workspace (active and building). Rows stored before org
+/// providers (with their own `base_url` and a plaintext `api_key`) are rewritten to use the
+/// org's provider, with `secure_delete` so the key's bytes are overwritten, and the WAL is
+/// checkpointed and truncated.
+fn scrub_legacy_embedders(handle: &Handle) -> Result<Vec<EmbedderConfig>> {
+    let rows: Vec<(i64, String)> = {
+        let conn = handle.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, embedder FROM vector_spaces")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut configs = Vec::with_capacity(rows.len());
+    let mut legacy = Vec::new();
+    for (id, text) in rows {
+        let cfg: EmbedderConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::internal(format!("corrupt embedder configuration: {e}")))?;
+        if cfg.is_legacy() {
+            legacy.push((id, cfg.redacted()));
+        }
+        configs.push(cfg.redacted());
+    }
+    if !legacy.is_empty() {
+        let conn = handle.conn();
+        let before: i64 = conn.pragma_query_value(None, "secure_delete", |r| r.get(0))?;
+        conn.pragma_update(None, "secure_delete", 1)?;
+        let result = (|| -> Result<()> {
+            for (id, cfg) in &legacy {
+                let text =
+                    serde_json::to_string(cfg).map_err(|e| Error::internal(e.to_string()))?;
+                conn.execute(
+                    "UPDATE vector_spaces SET embedder = ?2 WHERE id = ?1",
+                    params![id, text],
+                )?;
+            }
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })();
+        conn.pragma_update(None, "secure_delete", before)?;
+        result?;
+        tracing::info!(
+            "moved a legacy openai embedder to the organization's provider; its plaintext key was removed"
+        );
+    }
+    Ok(configs)
 }
 
 fn embedder_view(handle: &Handle) -> Result<EmbedderView> {

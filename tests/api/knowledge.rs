@@ -2,6 +2,7 @@
 //! deletion, hostile files, job survival across a restart, scheduler fairness, embedders.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -468,6 +469,84 @@ async fn jobs_survive_a_restart_and_can_be_cancelled() {
     assert_eq!(again.status, 409);
 }
 
+/// The status of a job read straight from the workspace database (the API refuses a suspended
+/// org's requests, the operator's included).
+fn job_status(s: &TestServer, ws: &str, job: &str) -> String {
+    let id = uuid::Uuid::parse_str(ws).expect("ws id");
+    let (_, handle) = s.app.open_workspace(id).expect("open");
+    let conn = handle.conn();
+    conn.query_row("SELECT status FROM jobs WHERE id = ?1", [job], |r| {
+        r.get::<_, String>(0)
+    })
+    .expect("job row")
+}
+
+#[tokio::test]
+async fn a_suspended_orgs_jobs_wait_for_its_reactivation() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let opts = |workers| Options {
+        data_dir: Some(tmp.path().to_path_buf()),
+        ingest_workers: workers,
+        ..Options::default()
+    };
+    // No workers: the test runs the scheduler's quanta itself, so nothing races.
+    let s = TestServer::start_with(opts(0));
+    let api = s.api();
+    let ws = api.knowledge_workspace("k-suspended").await;
+    let docs = format!("/v1/workspaces/{ws}/documents");
+    let r = api.post(&docs, json!({"text": "dormant dormouse"})).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let job = r.body["job_id"].as_str().expect("job").to_string();
+    let r = api.post("/v1/orgs/k-suspended/suspend", json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let marker = s.data_path(&format!(".queue/{ws}"));
+    assert!(marker.exists());
+
+    let app = s.app.clone();
+    tokio::task::spawn_blocking(move || app.run_jobs_until_idle(|| ()))
+        .await
+        .expect("run");
+    assert!(
+        s.app.scheduler.is_idle(),
+        "the suspended workspace left the queue"
+    );
+    assert_eq!(job_status(&s, &ws, &job), "queued");
+    assert!(marker.exists(), "the marker stays for the reactivation");
+    let r = api.get(&format!("/v1/workspaces/{ws}/jobs/{job}")).await;
+    assert_eq!((r.status, r.code()), (403, "tenant_suspended"));
+
+    let r = api.post("/v1/orgs/k-suspended/reactivate", json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(
+        !s.app.scheduler.is_idle(),
+        "reactivation woke the workspace"
+    );
+    let app = s.app.clone();
+    tokio::task::spawn_blocking(move || app.run_jobs_until_idle(|| ()))
+        .await
+        .expect("run");
+    assert_eq!(job_status(&s, &ws, &job), "succeeded");
+    assert!(!marker.exists());
+    assert_eq!(api.search(&ws, json!({"query": "dormouse"})).await.len(), 1);
+
+    // Across a restart: a job queued, the org suspended, the server restarted with a worker;
+    // reactivation starts the job.
+    let r = api
+        .post(&docs, json!({"text": "hibernating hedgehog"}))
+        .await;
+    let job = r.body["job_id"].as_str().expect("job").to_string();
+    let r = api.post("/v1/orgs/k-suspended/suspend", json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    drop(s);
+    let s = TestServer::start_with(opts(1));
+    let api = s.api();
+    assert!(s.data_path(&format!(".queue/{ws}")).exists());
+    let r = api.post("/v1/orgs/k-suspended/reactivate", json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let done = api.wait_job(&ws, &job, 60).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+}
+
 #[tokio::test]
 async fn a_big_backlog_does_not_starve_a_small_workspace() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -581,11 +660,23 @@ async fn switching_embedder_reembeds_in_the_background() {
 }
 
 /// A fake OpenAI-compatible `/embeddings` endpoint: 8-dimensional bag-of-letters vectors, or
-/// HTTP 500 when the input contains "explode".
-async fn fake_provider() -> String {
+/// HTTP 500 when the input contains "explode". Returns its base URL and the `Authorization`
+/// headers it received.
+async fn fake_provider() -> (String, Arc<Mutex<Vec<Option<String>>>>) {
     use axum::routing::post;
-    async fn embeddings(axum::Json(body): axum::Json<Value>) -> axum::response::Response {
+    type Seen = Arc<Mutex<Vec<Option<String>>>>;
+    async fn embeddings(
+        axum::extract::State(seen): axum::extract::State<Seen>,
+        headers: axum::http::HeaderMap,
+        axum::Json(body): axum::Json<Value>,
+    ) -> axum::response::Response {
         use axum::response::IntoResponse;
+        seen.lock().expect("lock").push(
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        );
         let inputs: Vec<String> = body["input"]
             .as_array()
             .map(|a| {
@@ -614,33 +705,66 @@ async fn fake_provider() -> String {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let seen: Seen = Arc::default();
+    let state = seen.clone();
     tokio::spawn(async move {
-        let app = axum::Router::new().route("/v1/embeddings", post(embeddings));
+        let app = axum::Router::new()
+            .route("/v1/embeddings", post(embeddings))
+            .with_state(state);
         let _ = axum::serve(listener, app).await;
     });
-    format!("http://{addr}/v1")
+    (format!("http://{addr}/v1"), seen)
 }
+
+/// Whether `needle` occurs in the bytes of any file of the workspace database (db, WAL).
+fn in_workspace_db(s: &TestServer, ws: &str, needle: &str) -> bool {
+    ["workspace.db", "workspace.db-wal"].iter().any(|f| {
+        std::fs::read(s.data_path(&format!("{ws}/{f}")))
+            .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .unwrap_or(false)
+    })
+}
+
+const EMBED_KEY: &str = "sk-embed-secret-4242424242";
 
 #[tokio::test]
 async fn openai_compatible_and_user_provided_embedders() {
     let s = TestServer::start();
     let api = s.api();
-    let base = fake_provider().await;
+    let (base, seen) = fake_provider().await;
     let org = api.create_org("k-remote").await;
     let ws = api.create_workspace(&org, "remote").await;
+    let embedder = format!("/v1/workspaces/{ws}/embedder");
+    let openai =
+        json!({"kind": "openai", "provider": "openai-compatible", "model": "fake", "dimension": 8});
+    // No provider in the org yet: not found.
+    let r = api.send(Method::PUT, &embedder, Some(openai.clone())).await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{:?}", r.body);
     let r = api
         .send(
             Method::PUT,
-            &format!("/v1/workspaces/{ws}/embedder"),
-            Some(json!({"kind": "openai", "base_url": base, "model": "fake", "dimension": 8, "api_key": "sk-secret"})),
+            &format!("/v1/orgs/{org}/providers/openai-compatible"),
+            Some(json!({"base_url": base, "model": "chat-model", "api_key": EMBED_KEY})),
         )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert!(
-        !r.body.to_string().contains("sk-secret"),
-        "secret leaked: {}",
-        r.body
-    );
+    // The endpoint and key come from the provider only.
+    for body in [
+        json!({"kind": "openai", "base_url": base, "model": "fake", "dimension": 8, "api_key": "sk-own"}),
+        json!({"kind": "openai", "provider": "openai-compatible", "model": "fake", "dimension": 8, "base_url": "http://127.0.0.1:9/v1"}),
+        json!({"kind": "openai", "provider": "elsewhere", "model": "fake", "dimension": 8}),
+    ] {
+        let r = api.send(Method::PUT, &embedder, Some(body.clone())).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_request"),
+            "{body}: {:?}",
+            r.body
+        );
+    }
+    let r = api.send(Method::PUT, &embedder, Some(openai.clone())).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["active"]["embedder"], openai, "{:?}", r.body);
     api.add_doc(&ws, json!({"text": "zzzz zzzz"})).await;
     api.add_doc(&ws, json!({"text": "aaaa aaaa"})).await;
     let hits = api
@@ -650,6 +774,13 @@ async fn openai_compatible_and_user_provided_embedders() {
         hits[0]["text"].as_str().unwrap_or("").contains("zzzz"),
         "{hits:?}"
     );
+    let auth = seen.lock().expect("lock").clone();
+    assert!(!auth.is_empty());
+    let bearer = format!("Bearer {EMBED_KEY}");
+    assert!(
+        auth.iter().all(|a| a.as_deref() == Some(bearer.as_str())),
+        "{auth:?}"
+    );
     let r = api
         .post(
             &format!("/v1/workspaces/{ws}/search"),
@@ -657,6 +788,68 @@ async fn openai_compatible_and_user_provided_embedders() {
         )
         .await;
     assert_eq!((r.status, r.code()), (502, "provider_error"));
+    // The key is nowhere in the workspace's database, nor in clear in the control plane.
+    let (_, handle) = s
+        .app
+        .open_workspace(ws.parse().expect("uuid"))
+        .expect("open");
+    handle
+        .conn()
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .expect("checkpoint");
+    drop(handle);
+    assert!(!in_workspace_db(&s, &ws, EMBED_KEY));
+    let control = std::fs::read(s.data_path("control.db")).expect("control.db");
+    assert!(!control
+        .windows(EMBED_KEY.len())
+        .any(|w| w == EMBED_KEY.as_bytes()));
+    let r = api.get(&embedder).await;
+    assert!(!r.body.to_string().contains(EMBED_KEY), "{:?}", r.body);
+
+    // Another org's workspace cannot use this org's provider (its lookup is in its own org).
+    let other_org = api.create_org("k-remote-other").await;
+    let other = api.create_workspace(&other_org, "other").await;
+    let r = api
+        .send(
+            Method::PUT,
+            &format!("/v1/workspaces/{other}/embedder"),
+            Some(openai.clone()),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{:?}", r.body);
+    // Nor can an admin of the other org touch this org's provider.
+    let admin = api
+        .create_user(&other_org, "k-remote@example.com", "admin")
+        .await;
+    let r = api
+        .with_token(&admin.token)
+        .get(&format!("/v1/orgs/{org}/providers"))
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{:?}", r.body);
+
+    // Without the provider, vector search is a provider error; full text still works.
+    let r = api
+        .delete(&format!("/v1/orgs/{org}/providers/openai-compatible"))
+        .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let r = api
+        .post(
+            &format!("/v1/workspaces/{ws}/search"),
+            json!({"query": "zzzz", "mode": "vector"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (502, "provider_error"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        api.search(&ws, json!({"query": "zzzz", "mode": "fulltext"}))
+            .await
+            .len(),
+        1
+    );
 
     // Bring your own vectors.
     let ws2 = api.create_workspace(&org, "byo").await;
@@ -714,4 +907,65 @@ async fn knowledge_routes_need_a_credential_and_a_workspace() {
     assert_eq!((r.status, r.code()), (404, "not_found"));
     let r = s.api().get(&format!("/v1/workspaces/{id}/jobs/{id}")).await;
     assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn a_legacy_plaintext_embedder_key_is_moved_to_the_org_provider() {
+    let s = TestServer::start();
+    let api = s.api();
+    let (base, seen) = fake_provider().await;
+    let org = api.create_org("k-legacy").await;
+    let ws = api.create_workspace(&org, "legacy").await;
+    let r = api
+        .send(
+            Method::PUT,
+            &format!("/v1/orgs/{org}/providers/openai-compatible"),
+            Some(json!({"base_url": base, "model": "chat-model", "api_key": EMBED_KEY})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let openai =
+        json!({"kind": "openai", "provider": "openai-compatible", "model": "fake", "dimension": 8});
+    let r = api
+        .send(
+            Method::PUT,
+            &format!("/v1/workspaces/{ws}/embedder"),
+            Some(openai.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    api.add_doc(&ws, json!({"text": "zzzz zzzz"})).await;
+    // What an older version stored: its own base URL and the key in clear.
+    const LEGACY_KEY: &str = "sk-legacy-plaintext-0123456789";
+    let (_, handle) = s
+        .app
+        .open_workspace(ws.parse().expect("uuid"))
+        .expect("open");
+    {
+        let conn = handle.conn();
+        conn.execute(
+            "UPDATE vector_spaces SET embedder = ?1 WHERE state = 'active'",
+            [json!({"kind": "openai", "base_url": base, "model": "fake", "dimension": 8, "api_key": LEGACY_KEY}).to_string()],
+        )
+        .expect("legacy row");
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("checkpoint");
+    }
+    assert!(in_workspace_db(&s, &ws, LEGACY_KEY), "the fixture wrote it");
+    seen.lock().expect("lock").clear();
+    // The next use rewrites it: the org's provider (and its key) from now on.
+    let hits = api
+        .search(&ws, json!({"query": "zzz", "mode": "vector"}))
+        .await;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let bearer = format!("Bearer {EMBED_KEY}");
+    assert_eq!(
+        seen.lock().expect("lock").clone(),
+        vec![Some(bearer)],
+        "the org provider's key, not the legacy one"
+    );
+    let r = api.get(&format!("/v1/workspaces/{ws}/embedder")).await;
+    assert_eq!(r.body["active"]["embedder"], openai, "{:?}", r.body);
+    drop(handle);
+    assert!(!in_workspace_db(&s, &ws, LEGACY_KEY));
 }

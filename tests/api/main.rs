@@ -3,6 +3,7 @@
 mod auth;
 mod authz_prop;
 mod chat;
+mod cli;
 mod clients;
 mod dataplane;
 mod facade;

@@ -1,0 +1,229 @@
+//! The real binary's management commands on a temp data dir: org and workspace creation, then
+//! `enclave ingest` of a folder (summary, failures with their reasons, unchanged files skipped,
+//! changed files replaced), and the server on that data dir finding what was ingested.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::harness::{Options, TestServer, TOKEN};
+
+/// Runs `enclave --data-dir DIR ARGS...` to completion.
+fn enclave(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("ENCLAVE_ADMIN_TOKEN", TOKEN)
+        .env("ENCLAVE_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run enclave")
+}
+
+/// Runs a command that must succeed; returns its standard output.
+fn enclave_ok(data_dir: &Path, args: &[&str]) -> String {
+    let out = enclave(data_dir, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "enclave {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn json_of(stdout: &str) -> Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// The summary line of `enclave ingest` and its `failed:` lines.
+fn summary(stdout: &str) -> (String, Vec<String>) {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" files: "))
+        .unwrap_or_else(|| panic!("no summary in: {stdout}"))
+        .to_string();
+    let failed = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("failed: "))
+        .map(str::to_string)
+        .collect();
+    (line, failed)
+}
+
+#[tokio::test]
+async fn ingest_a_folder_from_the_command_line() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let org = json_of(&enclave_ok(
+        &data,
+        &["org", "create", "--name", "CLI Org", "--slug", "cli-org"],
+    ));
+    assert_eq!(org["slug"], "cli-org", "{org}");
+    let ws = json_of(&enclave_ok(
+        &data,
+        &["workspace", "create", "--org", "cli-org", "--name", "Docs"],
+    ));
+    let ws = ws["id"].as_str().expect("workspace id").to_string();
+    // The fast static embedder (the default MiniLM is slow in a debug build).
+    {
+        let s = TestServer::start_with(Options {
+            data_dir: Some(data.clone()),
+            ingest_workers: 0,
+            ..Options::default()
+        });
+        let r = s
+            .api()
+            .send(
+                Method::PUT,
+                &format!("/v1/workspaces/{ws}/embedder"),
+                Some(json!({"kind": "static"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        s.stop();
+    }
+
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(docs.join("sub")).expect("mkdir");
+    let write = |rel: &str, bytes: &[u8]| std::fs::write(docs.join(rel), bytes).expect("write");
+    write(
+        "guide.md",
+        b"# Setup\n\nInstall the quokka toolkit before anything else.\n\n## Usage\n\nRun it daily.",
+    );
+    write("notes.txt", b"Penguins huddle together in winter storms.");
+    write("sub/more.txt", b"Walruses rest on floating ice.");
+    write(
+        "broken.pdf",
+        b"%PDF-1.4\nthis is not really a PDF file at all",
+    );
+    write(
+        "photo.png",
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR not an image we read",
+    );
+    write(".hidden.txt", b"never ingested: hidden files are skipped");
+    let docs_arg = docs.to_str().expect("utf-8 path");
+
+    let out = enclave_ok(&data, &["ingest", "--workspace", &ws, docs_arg]);
+    let (line, failed) = summary(&out);
+    assert_eq!(
+        line, "5 files: 3 added or updated, 0 unchanged, 2 failed",
+        "{out}"
+    );
+    assert_eq!(failed.len(), 2, "{out}");
+    let pdf = failed
+        .iter()
+        .find(|l| l.contains("broken.pdf"))
+        .unwrap_or_else(|| panic!("broken.pdf not reported: {out}"));
+    let reason = pdf.rsplit("broken.pdf: ").next().unwrap_or("");
+    assert!(reason.len() > 5, "a reason for the corrupt PDF: {pdf}");
+    let png = failed
+        .iter()
+        .find(|l| l.contains("photo.png"))
+        .unwrap_or_else(|| panic!("photo.png not reported: {out}"));
+    assert!(png.contains("unsupported file type"), "{png}");
+
+    // Again: unchanged files are skipped; the failures are tried (and reported) again.
+    let out = enclave_ok(&data, &["ingest", "--workspace", &ws, docs_arg]);
+    let (line, failed) = summary(&out);
+    assert_eq!(
+        line, "5 files: 0 added or updated, 3 unchanged, 2 failed",
+        "{out}"
+    );
+    assert_eq!(failed.len(), 2, "{out}");
+
+    // A changed file replaces its previous version (its path is its external id).
+    write(
+        "notes.txt",
+        b"Penguins slide on their bellies across the ice.",
+    );
+    let out = enclave_ok(
+        &data,
+        &[
+            "ingest",
+            "--workspace",
+            &ws,
+            docs.join("notes.txt").to_str().expect("path"),
+        ],
+    );
+    assert_eq!(
+        summary(&out).0,
+        "1 files: 1 added or updated, 0 unchanged, 0 failed",
+        "{out}"
+    );
+
+    // Bad input: a clear error and a failing exit status.
+    let out = enclave(&data, &["ingest", "--workspace", "../etc", docs_arg]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("workspace"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The server on that data dir finds the documents, with a key made by the CLI.
+    let key = json_of(&enclave_ok(
+        &data,
+        &[
+            "key",
+            "create",
+            "--workspace",
+            &ws,
+            "--scopes",
+            "search,ingest",
+        ],
+    ));
+    let key = key["key"].as_str().expect("key").to_string();
+    let s = TestServer::start_with(Options {
+        data_dir: Some(data.clone()),
+        ..Options::default()
+    });
+    let app = s.api().with_token(&key);
+    let search = |q: &'static str| {
+        let app = app.clone();
+        async move {
+            let r = app
+                .post("/v1/search", json!({"query": q, "mode": "fulltext"}))
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            r.body["results"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let hits = search("quokka").await;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(hits[0]["external_id"]
+        .as_str()
+        .unwrap_or("")
+        .ends_with("guide.md"));
+    assert_eq!(search("walruses").await.len(), 1);
+    let hits = search("penguins").await;
+    assert_eq!(hits.len(), 1, "only the new version: {hits:?}");
+    assert!(hits[0]["text"].as_str().unwrap_or("").contains("bellies"));
+    assert!(search("hidden").await.is_empty());
+    let hits = app
+        .post(
+            "/v1/search",
+            json!({"query": "quokka toolkit", "mode": "vector"}),
+        )
+        .await;
+    assert_eq!(hits.status, 200, "vectors were computed: {:?}", hits.body);
+    assert!(!hits.body["results"].as_array().is_none_or(Vec::is_empty));
+
+    let r = app.get("/v1/documents?status=failed").await;
+    let failed: Vec<&str> = r.body["data"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|x| x["source_name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(failed.iter().all(|n| *n == "broken.pdf"), "{failed:?}");
+    assert!(!failed.is_empty(), "{:?}", r.body);
+    let r = app.get("/v1/documents?status=indexed").await;
+    assert_eq!(
+        r.body["data"].as_array().map(Vec::len),
+        Some(3),
+        "{:?}",
+        r.body
+    );
+}
