@@ -160,7 +160,7 @@ impl Ann {
         query: &[f32],
         k: usize,
         params: &AnnParams,
-        allowed: Option<&HashSet<i64>>,
+        allowed: Option<&HashSet<u64>>,
     ) -> Result<Vec<(i64, f32)>> {
         let (table, dim) = (space.table.as_str(), space.dim);
         let mut st = self.lock();
@@ -171,7 +171,7 @@ impl Ann {
         let rerank = params.rerank.max(2 * k);
         let candidates = params.candidates.max(20 * k).max(rerank);
         let n = codes.len();
-        let admitted = |i: usize| allowed.is_none_or(|a| a.contains(&codes.ids[i]));
+        let admitted = |i: usize| allowed.is_none_or(|a| a.contains(&(codes.ids[i] as u64)));
 
         // 1. Hamming distance of every code to the query's signs.
         let w = codes.words;
@@ -245,6 +245,7 @@ impl Ann {
             (Some(_), None) => false,
         };
         if rebuild {
+            let started = std::time::Instant::now();
             let mut codes = Codes::new(dim);
             let mut stmt = conn.prepare(&format!("SELECT chunk_id, embedding FROM {table}"))?;
             let mut rows = stmt.query([])?;
@@ -254,6 +255,14 @@ impl Ann {
                 if let Some(v) = blob.as_blob().ok().and_then(floats) {
                     codes.upsert(id, &v);
                 }
+            }
+            if codes.len() >= 10_000 {
+                tracing::info!(
+                    table,
+                    vectors = codes.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "vector codes built"
+                );
             }
             st.dirty.remove(table);
             st.tables.insert(table.to_string(), codes);
@@ -423,13 +432,13 @@ mod tests {
         assert_eq!(got(&conn), exact(&vs, &q, 5));
         assert_eq!(ann.len(&conn, &space(dim)).expect("len"), 40);
         // A filter admits only its chunks.
-        let allowed: HashSet<i64> = (1..=10).collect();
+        let allowed: HashSet<u64> = (1..=10).collect();
         let filtered = ann
             .search(&conn, &space(dim), &q, 3, &p, Some(&allowed))
             .expect("filtered");
         let only: HashMap<i64, Vec<f32>> = vs
             .iter()
-            .filter(|(id, _)| allowed.contains(id))
+            .filter(|(id, _)| allowed.contains(&(**id as u64)))
             .map(|(a, b)| (*a, b.clone()))
             .collect();
         assert_eq!(

@@ -1,8 +1,10 @@
 //! Search: `fulltext` (Tantivy BM25 over title, heading path and text, English-stemmed, title
-//! boosted), `vector` (sqlite-vec KNN) and `hybrid` (both, fused). Filters resolve to a set of
-//! documents in SQLite, which every mode honours: full text through a term-set clause on the
-//! document id, vectors through an exact scan of the allowed chunks (or a deep KNN,
-//! post-filtered, when they are many). Results are hydrated from SQLite, the source of truth.
+//! boosted), `vector` (sqlite-vec KNN, or the in-memory binary codes of [`super::ann`] for large
+//! spaces) and `hybrid` (both, fused). Filters resolve in SQLite to the set of allowed chunks,
+//! which every mode honours: full text through a term set on `chunk_id` (few chunks) or a
+//! fast-field filter on its matches (many), vectors through the codes restricted to the set (or,
+//! in a small space, an exact scan of few allowed chunks, a post-filtered deep KNN of many).
+//! Results are hydrated from SQLite, the source of truth.
 //!
 //! Fusion: weighted reciprocal-rank fusion, `w/(k+rank_vector) + (1-w)/(k+rank_fulltext)`.
 //! The first page is decided by the fusion of the two lists' heads (top `head` of each): a
@@ -11,15 +13,15 @@
 //! (`depth` each), so recall is that of both lists. Normalised-score (convex) fusion was
 //! measured too and lost; the figures are in the README.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::types::Value as Sql;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tantivy::collector::TopDocs;
+use tantivy::collector::{FilterCollector, TopDocs};
 use tantivy::query::{
-    BooleanQuery, BoostQuery, Occur, Query, QueryParser, TermQuery, TermSetQuery,
+    BooleanQuery, BoostQuery, Occur, PhraseQuery, Query, QueryParser, TermQuery, TermSetQuery,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::snippet::SnippetGenerator;
@@ -96,6 +98,9 @@ pub struct Fusion {
     pub approx_min: usize,
     /// Candidate depths of the approximate path.
     pub ann: AnnParams,
+    /// Up to this many allowed chunks, a filtered full-text search restricts its query to them
+    /// with a term set; beyond, it filters its matches on the `chunk_id` fast field.
+    pub term_set_limit: usize,
 }
 
 impl Default for Fusion {
@@ -108,6 +113,7 @@ impl Default for Fusion {
             title_boost: 2.0,
             approx_min: 10_000,
             ann: AnnParams::default(),
+            term_set_limit: 1024,
         }
     }
 }
@@ -156,21 +162,9 @@ pub fn search(
         return Err(Error::invalid("query must not be empty"));
     }
 
-    // Documents allowed by the filter (None: all).
-    let allowed: Option<Vec<String>> = match &filter {
-        None => None,
-        Some(f) => {
-            let mut params: Vec<Sql> = Vec::new();
-            let cond = f.to_sql(&mut params);
-            let conn = ws.conn();
-            let mut stmt = conn.prepare(&format!(
-                "SELECT d.id FROM documents d WHERE d.status = 'indexed' AND ({cond})"
-            ))?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| r.get(0))?;
-            Some(rows.collect::<rusqlite::Result<_>>()?)
-        }
-    };
-    if allowed.as_ref().is_some_and(|a| a.is_empty()) {
+    // Chunks allowed by the filter (None: all).
+    let allowed: Option<Allowed> = filter.as_ref().map(|f| allowed_chunks(ws, f)).transpose()?;
+    if allowed.as_ref().is_some_and(|a| a.chunks.is_empty()) {
         return Ok(SearchResponse {
             results: Vec::new(),
             mode,
@@ -186,9 +180,14 @@ pub fn search(
         _ => want,
     };
     let lexical = match (&text_query, mode) {
-        (Some(q), Mode::Hybrid | Mode::Fulltext) => {
-            fulltext(ws, &searcher, q.box_clone(), allowed.as_deref(), depth)?
-        }
+        (Some(q), Mode::Hybrid | Mode::Fulltext) => fulltext(
+            ws,
+            &searcher,
+            q.box_clone(),
+            allowed.as_ref(),
+            depth,
+            fusion.term_set_limit,
+        )?,
         _ => Vec::new(),
     };
     let semantic = match mode {
@@ -197,7 +196,7 @@ pub fn search(
             embedders,
             req,
             query_text,
-            allowed.as_deref(),
+            allowed.as_ref(),
             depth,
             &fusion,
         )?,
@@ -236,7 +235,7 @@ fn uses_query_syntax(text: &str) -> bool {
 
 /// The full-text query of `text`: plain words become one flat disjunction of term queries (each
 /// word in title, headings and text, the title boosted), which Tantivy answers with block-WAND
-/// top-k pruning; the query parser's nesting of one disjunction per word rules that out and
+/// top-k pruning (a compound word such as `state-city` becomes a phrase, as the parser does); the query parser's nesting of one disjunction per word rules that out and
 /// scans every posting. Scores are the same sums either way. Queries written in the query
 /// language (phrases, `field:`, `+`/`-`) go through the lenient parser.
 fn lexical_query(ws: &Workspace, text: &str, title_boost: f32) -> Option<Box<dyn Query>> {
@@ -250,27 +249,47 @@ fn lexical_query(ws: &Workspace, text: &str, title_boost: f32) -> Option<Box<dyn
         return Some(parser.parse_query_lenient(text).0);
     }
     let mut analyzer = ws.index().tokenizer_for_field(f.text).ok()?;
-    let mut words: Vec<String> = Vec::new();
-    let mut stream = analyzer.token_stream(text);
-    while stream.advance() {
-        let t = &stream.token().text;
-        if !words.contains(t) {
-            words.push(t.clone());
+    let fields = [(f.title, title_boost), (f.headings, 1.0), (f.text, 1.0)];
+    let boosted = |q: Box<dyn Query>, boost: f32| -> Box<dyn Query> {
+        if boost == 1.0 {
+            q
+        } else {
+            Box::new(BoostQuery::new(q, boost))
         }
-    }
-    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(words.len() * 3);
-    for w in &words {
-        for (field, boost) in [(f.title, title_boost), (f.headings, 1.0), (f.text, 1.0)] {
-            let q = TermQuery::new(
-                Term::from_field_text(field, w),
-                IndexRecordOption::WithFreqs,
-            );
-            let q: Box<dyn Query> = if boost == 1.0 {
-                Box::new(q)
-            } else {
-                Box::new(BoostQuery::new(Box::new(q), boost))
-            };
-            clauses.push((Occur::Should, q));
+    };
+    let mut words: Vec<String> = Vec::new();
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    for word in text.split_whitespace() {
+        let mut tokens: Vec<String> = Vec::new();
+        let mut stream = analyzer.token_stream(word);
+        while stream.advance() {
+            tokens.push(stream.token().text.clone());
+        }
+        if tokens.len() > 1 {
+            // A compound ("state-city") is a phrase, as the query parser makes it.
+            for (field, boost) in fields {
+                let terms = tokens
+                    .iter()
+                    .map(|t| Term::from_field_text(field, t))
+                    .collect();
+                clauses.push((
+                    Occur::Should,
+                    boosted(Box::new(PhraseQuery::new(terms)), boost),
+                ));
+            }
+        } else if let Some(t) = tokens.pop() {
+            // A repeated word counts once, as the parser makes it.
+            if words.contains(&t) {
+                continue;
+            }
+            for (field, boost) in fields {
+                let q = TermQuery::new(
+                    Term::from_field_text(field, &t),
+                    IndexRecordOption::WithFreqs,
+                );
+                clauses.push((Occur::Should, boosted(Box::new(q), boost)));
+            }
+            words.push(t);
         }
     }
     if clauses.is_empty() {
@@ -279,27 +298,69 @@ fn lexical_query(ws: &Workspace, text: &str, title_boost: f32) -> Option<Box<dyn
     Some(Box::new(BooleanQuery::new(clauses)))
 }
 
+/// The chunks a filter allows: their ids, and the documents they belong to.
+struct Allowed {
+    chunks: Arc<HashSet<u64>>,
+    documents: Vec<String>,
+}
+
+fn allowed_chunks(ws: &Workspace, f: &Filter) -> Result<Allowed> {
+    let mut params: Vec<Sql> = Vec::new();
+    let cond = f.to_sql(&mut params);
+    let conn = ws.conn();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT d.id, c.id FROM documents d JOIN chunks c ON c.document_id = d.id
+         WHERE d.status = 'indexed' AND ({cond}) ORDER BY d.id"
+    ))?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+    let mut chunks = HashSet::new();
+    let mut documents: Vec<String> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let doc = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        if documents.last().is_none_or(|d| d != doc) {
+            documents.push(doc.to_string());
+        }
+        chunks.insert(r.get::<_, i64>(1)? as u64);
+    }
+    Ok(Allowed {
+        chunks: Arc::new(chunks),
+        documents,
+    })
+}
+
 fn fulltext(
     ws: &Workspace,
     searcher: &tantivy::Searcher,
     q: Box<dyn Query>,
-    allowed: Option<&[String]>,
+    allowed: Option<&Allowed>,
     k: usize,
+    term_set_limit: usize,
 ) -> Result<Vec<(i64, f32)>> {
     let f = ws.fields();
-    let query: Box<dyn Query> = match allowed {
-        None => q,
-        Some(ids) => {
-            let terms = ids
+    let top_docs = TopDocs::with_limit(k.max(1)).order_by_score();
+    let top = match allowed {
+        None => searcher.search(&q, &top_docs)?,
+        Some(a) if a.chunks.len() <= term_set_limit => {
+            let terms = a
+                .chunks
                 .iter()
-                .map(|id| Term::from_field_text(f.document_id, id));
-            Box::new(BooleanQuery::new(vec![
+                .map(|id| Term::from_field_u64(f.chunk_id, *id));
+            let query = BooleanQuery::new(vec![
                 (Occur::Must, q),
                 (Occur::Must, Box::new(TermSetQuery::new(terms))),
-            ]))
+            ]);
+            searcher.search(&query, &top_docs)?
+        }
+        Some(a) => {
+            let set = a.chunks.clone();
+            let filtered = FilterCollector::new(
+                "chunk_id".to_string(),
+                move |id: u64| set.contains(&id),
+                top_docs,
+            );
+            searcher.search(&q, &filtered)?
         }
     };
-    let top = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score())?;
     let mut out = Vec::with_capacity(top.len());
     let mut columns = HashMap::new();
     for (score, addr) in top {
@@ -361,7 +422,7 @@ fn vector(
     embedders: &Embedders,
     req: &SearchRequest,
     text: &str,
-    allowed: Option<&[String]>,
+    allowed: Option<&Allowed>,
     k: usize,
     fusion: &Fusion,
 ) -> Result<Vec<(i64, f32)>> {
@@ -371,50 +432,30 @@ fn vector(
     };
     let conn = ws.conn();
     let approx = ws.ann().len(&conn, &space)? >= fusion.approx_min;
-    let Some(ids) = allowed else {
+    let Some(allowed) = allowed else {
         return if approx {
             ws.ann().search(&conn, &space, &q, k, &fusion.ann, None)
         } else {
             vectors::knn(&conn, &space, &q, k)
         };
     };
-    let json = serde_json::to_string(ids).map_err(|e| Error::internal(e.to_string()))?;
     if approx {
-        // The codes, restricted to the allowed documents' chunks.
-        let mut stmt = conn.prepare_cached(
-            "SELECT id FROM chunks WHERE document_id IN (SELECT value FROM json_each(?1))",
-        )?;
-        let chunks = stmt
-            .query_map([&json], |r| r.get::<_, i64>(0))?
-            .collect::<rusqlite::Result<std::collections::HashSet<i64>>>()?;
         return ws
             .ann()
-            .search(&conn, &space, &q, k, &fusion.ann, Some(&chunks));
+            .search(&conn, &space, &q, k, &fusion.ann, Some(&allowed.chunks));
     }
-    let n: i64 = conn.query_row(
-        "SELECT count(*) FROM chunks WHERE document_id IN (SELECT value FROM json_each(?1))",
-        [&json],
-        |r| r.get(0),
-    )?;
-    if n <= vectors::EXACT_SCAN_LIMIT {
+    if allowed.chunks.len() <= vectors::EXACT_SCAN_LIMIT {
+        let json = serde_json::to_string(&allowed.documents)
+            .map_err(|e| Error::internal(e.to_string()))?;
         return vectors::scan_documents(&conn, &space, &q, &json, k);
     }
-    // Many allowed chunks: a deep KNN, post-filtered.
-    let set: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    // A small space and many allowed chunks: a deep KNN, post-filtered.
     let hits = vectors::knn(&conn, &space, &q, vectors::MAX_K)?;
-    let mut stmt = conn.prepare_cached("SELECT document_id FROM chunks WHERE id = ?1")?;
-    let mut out = Vec::new();
-    for (id, s) in hits {
-        let doc: Option<String> =
-            rusqlite::OptionalExtension::optional(stmt.query_row([id], |r| r.get(0)))?;
-        if doc.is_some_and(|d| set.contains(d.as_str())) {
-            out.push((id, s));
-            if out.len() >= k {
-                break;
-            }
-        }
-    }
-    Ok(out)
+    Ok(hits
+        .into_iter()
+        .filter(|(id, _)| allowed.chunks.contains(&(*id as u64)))
+        .take(k)
+        .collect())
 }
 
 fn rrf(
@@ -594,14 +635,27 @@ mod tests {
                 filter,
                 ..Default::default()
             };
-            let mut got: Vec<String> = search(&ws, &emb, &req, extra.as_ref(), &Fusion::default())
-                .expect("search")
-                .results
-                .into_iter()
-                .map(|r| r.document_id)
-                .collect();
-            got.sort();
-            got
+            let mut seen = None;
+            // Every path: sqlite-vec or the codes, a term set or a fast-field filter.
+            for (approx_min, term_set_limit) in [(10_000, 1024), (0, 0)] {
+                let fusion = Fusion {
+                    approx_min,
+                    term_set_limit,
+                    ..Fusion::default()
+                };
+                let mut got: Vec<String> = search(&ws, &emb, &req, extra.as_ref(), &fusion)
+                    .expect("search")
+                    .results
+                    .into_iter()
+                    .map(|r| r.document_id)
+                    .collect();
+                got.sort();
+                if let Some(prev) = &seen {
+                    assert_eq!(prev, &got, "{mode:?}: the paths agree");
+                }
+                seen = Some(got);
+            }
+            seen.unwrap_or_default()
         };
         for mode in [Mode::Fulltext, Mode::Vector, Mode::Hybrid] {
             assert_eq!(run(mode, None, None).len(), 3, "{mode:?}");
@@ -620,6 +674,43 @@ mod tests {
                 vec![ids[1].clone(), ids[2].clone()]
             );
         }
+    }
+
+    #[test]
+    fn plain_queries_score_as_the_query_parser_does() {
+        let (_t, ws, _emb, _) = workspace_with(&[
+            ("Apples and pears grow in the orchard", json!({})),
+            ("apples are red, pears are green; apple pie", json!({})),
+            ("the orchard sells cider and a state-city map", json!({})),
+        ]);
+        let searcher = ws.reader().searcher();
+        let f = ws.fields();
+        let mut parser = QueryParser::for_index(ws.index(), vec![f.title, f.headings, f.text]);
+        parser.set_field_boost(f.title, 2.0);
+        let top = |q: &dyn Query| {
+            searcher
+                .search(q, &TopDocs::with_limit(10).order_by_score())
+                .expect("search")
+                .into_iter()
+                .map(|(s, a)| ((s * 1e4).round() as i64, a))
+                .collect::<Vec<_>>()
+        };
+        for text in [
+            "apples orchard",
+            "Pears, cider!",
+            "state-city orchard",
+            "the apples of the orchard",
+            "apples or pears",
+            "apples and pears",
+            "1 apples 1974!",
+        ] {
+            assert!(!uses_query_syntax(text));
+            let flat = lexical_query(&ws, text, 2.0).expect("query");
+            let parsed = parser.parse_query_lenient(text).0;
+            assert_eq!(top(flat.as_ref()), top(parsed.as_ref()), "{text}");
+        }
+        assert!(uses_query_syntax("\"apple pie\""));
+        assert!(uses_query_syntax("title:apples -pears"));
     }
 
     #[test]
@@ -646,6 +737,7 @@ mod tests {
             title_boost: 2.0,
             approx_min: 10_000,
             ann: AnnParams::default(),
+            term_set_limit: 1024,
         };
         let lex = vec![(1, 9.0), (2, 8.0), (3, 7.0), (9, 1.0)];
         let sem = vec![(3, 0.9), (4, 0.8), (1, 0.7)];

@@ -16,9 +16,9 @@ pub struct Space {
     pub dim: usize,
 }
 
-/// Up to this many candidate chunks, a filtered vector search scans them exactly instead of
-/// post-filtering a KNN.
-pub const EXACT_SCAN_LIMIT: i64 = 20_000;
+/// Up to this many allowed chunks, a filtered vector search of a small space reads their
+/// vectors one by one (≈ 8 µs each) instead of post-filtering a deep KNN.
+pub const EXACT_SCAN_LIMIT: usize = 2_000;
 /// sqlite-vec's largest `k`.
 pub const MAX_K: usize = 4096;
 

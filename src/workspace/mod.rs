@@ -43,6 +43,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "agents",
         sql: include_str!("../../schema/workspace/0003_agents.sql"),
     },
+    Migration {
+        version: 4,
+        name: "unembedded_by_document",
+        sql: include_str!("../../schema/workspace/0004_unembedded_by_document.sql"),
+    },
 ];
 
 /// The tokenizer of the full-text fields: lower-cased, English-stemmed.
