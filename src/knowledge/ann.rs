@@ -10,7 +10,8 @@
 //! When the space holds no more than `rerank` vectors the answer is exact.
 //!
 //! The codes are derived data: built from the vector table on first use, and kept current by
-//! an SQLite update hook on the table's rowid shadow table, which marks the chunk of every
+//! the workspace connection's SQLite update hook (see `Workspace::open`) on the table's rowid
+//! shadow table, which marks the chunk of every
 //! inserted or deleted vector dirty. The next search re-reads dirty chunks from SQLite, so a
 //! rolled-back write leaves nothing behind. Lock order: the connection, then the codes.
 
@@ -129,21 +130,15 @@ impl Ann {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Installs the update hook that keeps the codes current. Call once, on the workspace's
-    /// only connection.
-    pub fn install(&self, conn: &Connection) -> Result<()> {
-        let state = self.state.clone();
-        conn.update_hook(Some(
-            move |_: rusqlite::hooks::Action, _: &str, table: &str, rowid: i64| {
-                if let Some(t) = table.strip_suffix(ROWIDS_SUFFIX) {
-                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                    if st.tables.contains_key(t) {
-                        st.dirty.entry(t.to_string()).or_default().insert(rowid);
-                    }
-                }
-            },
-        ))?;
-        Ok(())
+    /// Notes a row change reported by the connection's update hook: an inserted or deleted
+    /// vector (a row of a vector table's rowid shadow table) makes its chunk dirty.
+    pub fn note(&self, table: &str, rowid: i64) {
+        if let Some(t) = table.strip_suffix(ROWIDS_SUFFIX) {
+            let mut st = self.lock();
+            if st.tables.contains_key(t) {
+                st.dirty.entry(t.to_string()).or_default().insert(rowid);
+            }
+        }
     }
 
     /// Memory held by the codes, in bytes (approximate).
@@ -361,6 +356,16 @@ mod tests {
         v.into_iter().map(|x| x / n).collect()
     }
 
+    fn install(ann: &Ann, conn: &Connection) {
+        let ann = ann.clone();
+        conn.update_hook(Some(
+            move |_: rusqlite::hooks::Action, _: &str, table: &str, rowid: i64| {
+                ann.note(table, rowid)
+            },
+        ))
+        .expect("hook");
+    }
+
     fn table(dim: usize) -> Connection {
         crate::db::register_sqlite_vec();
         let conn = Connection::open_in_memory().expect("db");
@@ -397,7 +402,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let mut conn = table(dim);
         let ann = Ann::default();
-        ann.install(&conn).expect("hook");
+        install(&ann, &conn);
         let mut vs = HashMap::new();
         for id in 1..=40 {
             let v = unit(&mut rng, dim);
@@ -454,7 +459,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let conn = table(dim);
         let ann = Ann::default();
-        ann.install(&conn).expect("hook");
+        install(&ann, &conn);
         let mut vs = HashMap::new();
         for id in 1..=3000 {
             let v = unit(&mut rng, dim);

@@ -14,7 +14,7 @@
 //! measured too and lost; the figures are in the README.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::types::Value as Sql;
 use serde::{Deserialize, Serialize};
@@ -163,7 +163,10 @@ pub fn search(
     }
 
     // Chunks allowed by the filter (None: all).
-    let allowed: Option<Allowed> = filter.as_ref().map(|f| allowed_chunks(ws, f)).transpose()?;
+    let allowed: Option<Arc<Allowed>> = filter
+        .as_ref()
+        .map(|f| ws.allowed_cache().get_or_compute(ws, f))
+        .transpose()?;
     if allowed.as_ref().is_some_and(|a| a.chunks.is_empty()) {
         return Ok(SearchResponse {
             results: Vec::new(),
@@ -184,7 +187,7 @@ pub fn search(
             ws,
             &searcher,
             q.box_clone(),
-            allowed.as_ref(),
+            allowed.as_deref(),
             depth,
             fusion.term_set_limit,
         )?,
@@ -196,7 +199,7 @@ pub fn search(
             embedders,
             req,
             query_text,
-            allowed.as_ref(),
+            allowed.as_deref(),
             depth,
             &fusion,
         )?,
@@ -299,15 +302,59 @@ fn lexical_query(ws: &Workspace, text: &str, title_boost: f32) -> Option<Box<dyn
 }
 
 /// The chunks a filter allows: their ids, and the documents they belong to.
-struct Allowed {
+#[derive(Debug)]
+pub struct Allowed {
     chunks: Arc<HashSet<u64>>,
     documents: Vec<String>,
 }
 
-fn allowed_chunks(ws: &Workspace, f: &Filter) -> Result<Allowed> {
+/// The allowed chunks of a workspace's recent filters, each valid while the workspace's data
+/// version is the one it was computed at. A tenant token's filter is the same on every request,
+/// so its set is computed once per change of the data, not once per search.
+#[derive(Debug)]
+pub struct AllowedCache {
+    entries: Mutex<lru::LruCache<String, (u64, Arc<Allowed>)>>,
+}
+
+/// Filters remembered per open workspace, and the largest set remembered.
+const ALLOWED_CACHE_ENTRIES: usize = 8;
+const ALLOWED_CACHE_MAX_CHUNKS: usize = 200_000;
+
+impl Default for AllowedCache {
+    fn default() -> Self {
+        AllowedCache {
+            entries: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(ALLOWED_CACHE_ENTRIES)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+        }
+    }
+}
+
+impl AllowedCache {
+    fn get_or_compute(&self, ws: &Workspace, f: &Filter) -> Result<Arc<Allowed>> {
+        let key = format!("{f:?}");
+        let conn = ws.conn();
+        let version = ws.data_version();
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, a)) = entries.get(&key) {
+            if *v == version {
+                return Ok(a.clone());
+            }
+        }
+        drop(entries);
+        let a = Arc::new(allowed_chunks(&conn, f)?);
+        if a.chunks.len() <= ALLOWED_CACHE_MAX_CHUNKS {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            entries.put(key, (version, a.clone()));
+        }
+        Ok(a)
+    }
+}
+
+fn allowed_chunks(conn: &rusqlite::Connection, f: &Filter) -> Result<Allowed> {
     let mut params: Vec<Sql> = Vec::new();
     let cond = f.to_sql(&mut params);
-    let conn = ws.conn();
     let mut stmt = conn.prepare(&format!(
         "SELECT d.id, c.id FROM documents d JOIN chunks c ON c.document_id = d.id
          WHERE d.status = 'indexed' AND ({cond}) ORDER BY d.id"
@@ -674,6 +721,71 @@ mod tests {
                 vec![ids[1].clone(), ids[2].clone()]
             );
         }
+    }
+
+    #[test]
+    fn a_cached_filter_sees_added_changed_and_deleted_documents() {
+        let (_t, ws, emb, ids) = workspace_with(&[
+            ("apples in the orchard", json!({"team": "a"})),
+            ("apples on the market", json!({"team": "b"})),
+        ]);
+        let run = |mode| -> Vec<String> {
+            let req = SearchRequest {
+                query: "apples".into(),
+                mode: Some(mode),
+                filter: Some(json!({"team": "a"})),
+                ..Default::default()
+            };
+            let mut got: Vec<String> = search(&ws, &emb, &req, None, &Fusion::default())
+                .expect("search")
+                .results
+                .into_iter()
+                .map(|r| r.document_id)
+                .collect();
+            got.sort();
+            got
+        };
+        let ingest = || {
+            while ingest::run_quantum(&ws, &emb, &Limits::default())
+                .expect("quantum")
+                .worked
+            {}
+        };
+        for mode in [Mode::Fulltext, Mode::Vector, Mode::Hybrid] {
+            assert_eq!(run(mode), vec![ids[0].clone()]);
+        }
+        let added = store::add(
+            &ws,
+            store::NewDocument {
+                bytes: b"apples and cider".to_vec(),
+                format: Format::Text,
+                title: None,
+                metadata: json!({"team": "a"}),
+                external_id: None,
+                source_name: None,
+                embedding: None,
+            },
+        )
+        .expect("add");
+        ingest();
+        let mut both = vec![ids[0].clone(), added.id.clone()];
+        both.sort();
+        for mode in [Mode::Fulltext, Mode::Vector, Mode::Hybrid] {
+            assert_eq!(run(mode), both, "{mode:?}: a new document is seen");
+        }
+        store::delete(&ws, &ids[0]).expect("delete");
+        ingest();
+        for mode in [Mode::Fulltext, Mode::Vector, Mode::Hybrid] {
+            assert_eq!(run(mode), vec![added.id.clone()], "{mode:?}: a deleted one is not");
+        }
+        // A metadata change moves a document in or out of the filter.
+        ws.conn()
+            .execute(
+                "UPDATE documents SET metadata = '{\"team\": \"b\"}' WHERE id = ?1",
+                [&added.id],
+            )
+            .expect("update");
+        assert!(run(Mode::Hybrid).is_empty());
     }
 
     #[test]

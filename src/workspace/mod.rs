@@ -5,7 +5,8 @@ pub mod registry;
 pub mod repair;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use crate::db::{self, Migration};
 use crate::error::{Error, Resource, Result};
 use crate::knowledge::ann::Ann;
+use crate::knowledge::search::AllowedCache;
 
 pub use registry::{Handle, Registry};
 
@@ -161,6 +163,10 @@ pub struct Workspace {
     writer: Mutex<Option<WriterSlot>>,
     /// Binary codes of the vector spaces, derived from SQLite (see `knowledge::ann`).
     ann: Ann,
+    /// Bumped by every write to `documents` or `chunks` (committed or not).
+    version: Arc<AtomicU64>,
+    /// Chunks allowed by recent filters, checked against `version`.
+    allowed: AllowedCache,
     /// Told when the store closes (the registry's count of live stores).
     on_close: Option<Box<dyn Fn() + Send + Sync>>,
 }
@@ -183,8 +189,21 @@ impl Workspace {
         // pages are the OS page cache, shared, not per-connection heap.
         conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
         db::migrate(&mut conn, MIGRATIONS)?;
+        // One update hook feeds the caches derived from this database: the vector codes, and
+        // the data version that cached filter results are checked against.
         let ann = Ann::default();
-        ann.install(&conn)?;
+        let version = Arc::new(AtomicU64::new(0));
+        {
+            let (ann, version) = (ann.clone(), version.clone());
+            conn.update_hook(Some(
+                move |_: rusqlite::hooks::Action, _: &str, table: &str, rowid: i64| {
+                    if table == "documents" || table == "chunks" {
+                        version.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ann.note(table, rowid);
+                },
+            ))?;
+        }
         let mut index = Index::open_in_dir(dir.join(INDEX_DIR))?;
         if !repair::schema_is_current(&index.schema()) {
             // An index of an older schema (tokenizers) is rebuilt from SQLite below.
@@ -206,6 +225,8 @@ impl Workspace {
             fields,
             writer: Mutex::new(None),
             ann,
+            version,
+            allowed: AllowedCache::default(),
             on_close: None,
         };
         repair::repair_if_needed(&ws)?;
@@ -226,6 +247,17 @@ impl Workspace {
 
     pub fn fields(&self) -> IndexFields {
         self.fields
+    }
+
+    /// A counter that changes whenever documents or chunks change. Read it while holding the
+    /// connection: writes hold it too, so the value then describes what the reads see.
+    pub fn data_version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Chunks allowed by recent search filters (see `knowledge::search`).
+    pub fn allowed_cache(&self) -> &AllowedCache {
+        &self.allowed
     }
 
     /// The in-memory binary codes of the vector spaces (see `knowledge::ann`).
