@@ -477,7 +477,8 @@ mod tests {
             let conn = ws.conn();
             conn.execute_batch(
                 "DROP TABLE chat_messages; DROP TABLE chat_sessions; DROP TABLE agents;
-                 DELETE FROM schema_migrations WHERE version = 3; PRAGMA user_version = 2;",
+                 DROP INDEX chunks_unembedded_by_document;
+                 DELETE FROM schema_migrations WHERE version >= 3; PRAGMA user_version = 2;",
             )
             .expect("roll back");
         }
