@@ -776,7 +776,11 @@ mod tests {
         store::delete(&ws, &ids[0]).expect("delete");
         ingest();
         for mode in [Mode::Fulltext, Mode::Vector, Mode::Hybrid] {
-            assert_eq!(run(mode), vec![added.id.clone()], "{mode:?}: a deleted one is not");
+            assert_eq!(
+                run(mode),
+                vec![added.id.clone()],
+                "{mode:?}: a deleted one is not"
+            );
         }
         // A metadata change moves a document in or out of the filter.
         ws.conn()
