@@ -26,6 +26,8 @@ use crate::error::Result;
 /// Tuning of the approximate path.
 #[derive(Debug, Clone, Copy)]
 pub struct AnnParams {
+    /// Spaces of fewer vectors hold no codes: sqlite-vec's exact KNN serves them.
+    pub min_vectors: usize,
     /// Hamming-ranked candidates re-scored asymmetrically (at least this many, or `20 × k`).
     pub candidates: usize,
     /// Asymmetric-ranked candidates re-ranked exactly (at least this many, or `2 × k`).
@@ -35,6 +37,7 @@ pub struct AnnParams {
 impl Default for AnnParams {
     fn default() -> Self {
         AnnParams {
+            min_vectors: 10_000,
             candidates: 2000,
             rerank: 60,
         }
@@ -113,6 +116,8 @@ impl Codes {
 struct State {
     /// Codes by vector table name (only the searched, active table is kept).
     tables: HashMap<String, Codes>,
+    /// Vector counts of searched tables too small for codes (forgotten on any change).
+    small: HashMap<String, usize>,
     /// Chunks whose vector changed since the codes were last brought up to date.
     dirty: HashMap<String, HashSet<i64>>,
 }
@@ -138,6 +143,7 @@ impl Ann {
             if st.tables.contains_key(t) {
                 st.dirty.entry(t.to_string()).or_default().insert(rowid);
             }
+            st.small.remove(t);
         }
     }
 
@@ -146,8 +152,10 @@ impl Ann {
         self.lock().tables.values().map(Codes::bytes).sum()
     }
 
-    /// The `k` nearest chunks of `table` to the L2-normalised `query`: (chunk id, cosine),
-    /// best first. `conn` is the workspace's connection, held by the caller for the duration.
+    /// The `k` nearest chunks of `space` to the L2-normalised `query`: (chunk id, cosine),
+    /// best first; `None` when the space is smaller than `params.min_vectors` (it holds no
+    /// codes: search it with sqlite-vec). `conn` is the workspace's connection, held by the
+    /// caller for the duration.
     pub fn search(
         &self,
         conn: &Connection,
@@ -156,12 +164,14 @@ impl Ann {
         k: usize,
         params: &AnnParams,
         allowed: Option<&HashSet<u64>>,
-    ) -> Result<Vec<(i64, f32)>> {
+    ) -> Result<Option<Vec<(i64, f32)>>> {
         let (table, dim) = (space.table.as_str(), space.dim);
         let mut st = self.lock();
-        self.refresh(&mut st, conn, table, dim)?;
+        if !Self::refresh(&mut st, conn, table, dim, params.min_vectors)? {
+            return Ok(None);
+        }
         let Some(codes) = st.tables.get(table) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let rerank = params.rerank.max(2 * k);
         let candidates = params.candidates.max(20 * k).max(rerank);
@@ -217,22 +227,39 @@ impl Ann {
         }
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         out.truncate(k);
-        Ok(out)
+        Ok(Some(out))
     }
 
-    /// The number of vectors in `table` (bringing its codes up to date).
-    pub fn len(&self, conn: &Connection, space: &Space) -> Result<usize> {
-        let (table, dim) = (space.table.as_str(), space.dim);
-        let mut st = self.lock();
-        self.refresh(&mut st, conn, table, dim)?;
-        Ok(st.tables.get(table).map_or(0, Codes::len))
-    }
-
-    /// Builds the codes of `table` if missing, or applies its dirty chunks.
-    fn refresh(&self, st: &mut State, conn: &Connection, table: &str, dim: usize) -> Result<()> {
+    /// Builds the codes of `table` if missing, or applies its dirty chunks; false when the
+    /// table is too small to have codes.
+    fn refresh(
+        st: &mut State,
+        conn: &Connection,
+        table: &str,
+        dim: usize,
+        min_vectors: usize,
+    ) -> Result<bool> {
         // Only the searched table is kept: a replaced space's codes go.
         st.tables.retain(|t, c| t == table && c.dim == dim);
         st.dirty.retain(|t, _| t == table);
+        st.small.retain(|t, _| t == table);
+        if !st.tables.contains_key(table) {
+            let count = match st.small.get(table) {
+                Some(n) => *n,
+                None => {
+                    let n: i64 = conn.query_row(
+                        &format!("SELECT count(*) FROM {table}{ROWIDS_SUFFIX}"),
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    n.max(0) as usize
+                }
+            };
+            if count < min_vectors {
+                st.small.insert(table.to_string(), count);
+                return Ok(false);
+            }
+        }
         let rebuild = match (st.tables.get(table), st.dirty.get(table)) {
             (None, _) => true,
             // Bulk changes: one scan beats many point reads.
@@ -261,13 +288,13 @@ impl Ann {
             }
             st.dirty.remove(table);
             st.tables.insert(table.to_string(), codes);
-            return Ok(());
+            return Ok(true);
         }
         let Some(dirty) = st.dirty.remove(table) else {
-            return Ok(());
+            return Ok(true);
         };
         let Some(codes) = st.tables.get_mut(table) else {
-            return Ok(());
+            return Ok(false);
         };
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT embedding FROM {table} WHERE chunk_id = ?1"
@@ -279,7 +306,14 @@ impl Ann {
                 None => codes.remove(id),
             }
         }
-        Ok(())
+        // A space that shrank well below the threshold gives its memory back.
+        if codes.len() < min_vectors / 2 {
+            let n = codes.len();
+            st.tables.remove(table);
+            st.small.insert(table.to_string(), n);
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
 
@@ -409,11 +443,20 @@ mod tests {
             put(&conn, id, &v);
             vs.insert(id, v);
         }
-        let p = AnnParams::default();
         let q = unit(&mut rng, dim);
+        // Below the threshold a space holds no codes.
+        let none = ann
+            .search(&conn, &space(dim), &q, 5, &AnnParams::default(), None)
+            .expect("search");
+        assert!(none.is_none() && ann.memory() == 0);
+        let p = AnnParams {
+            min_vectors: 0,
+            ..AnnParams::default()
+        };
         let got = |conn: &Connection| -> Vec<i64> {
             ann.search(conn, &space(dim), &q, 5, &p, None)
                 .expect("search")
+                .expect("codes")
                 .into_iter()
                 .map(|x| x.0)
                 .collect()
@@ -435,12 +478,12 @@ mod tests {
             tx.rollback().expect("rollback");
         }
         assert_eq!(got(&conn), exact(&vs, &q, 5));
-        assert_eq!(ann.len(&conn, &space(dim)).expect("len"), 40);
         // A filter admits only its chunks.
         let allowed: HashSet<u64> = (1..=10).collect();
         let filtered = ann
             .search(&conn, &space(dim), &q, 3, &p, Some(&allowed))
-            .expect("filtered");
+            .expect("filtered")
+            .expect("codes");
         let only: HashMap<i64, Vec<f32>> = vs
             .iter()
             .filter(|(id, _)| allowed.contains(&(**id as u64)))
@@ -467,6 +510,7 @@ mod tests {
             vs.insert(id, v);
         }
         let p = AnnParams {
+            min_vectors: 1000,
             candidates: 600,
             rerank: 60,
         };
@@ -476,7 +520,8 @@ mod tests {
             let want = exact(&vs, &q, 10);
             let got = ann
                 .search(&conn, &space(dim), &q, 10, &p, None)
-                .expect("search");
+                .expect("search")
+                .expect("codes");
             hit += got.iter().filter(|x| want.contains(&x.0)).count();
         }
         assert!(hit >= 150, "recall@10 {hit}/200");

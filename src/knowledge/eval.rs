@@ -242,10 +242,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         for (name, mode, weight, codes) in runs.clone() {
             if let Ok(mut f) = app.fusion.write() {
-                f.approx_min = if codes {
+                f.ann.min_vectors = if codes {
                     0
                 } else {
-                    Fusion::default().approx_min
+                    Fusion::default().ann.min_vectors
                 };
             }
             let name = if args.sweep {

@@ -93,10 +93,8 @@ pub struct Fusion {
     pub depth: usize,
     /// Title boost in the full-text query.
     pub title_boost: f32,
-    /// Vector spaces of at least this many vectors are searched through their in-memory
-    /// binary codes (`ann`); smaller ones by sqlite-vec's exact KNN.
-    pub approx_min: usize,
-    /// Candidate depths of the approximate path.
+    /// The approximate vector path (`ann`): spaces of at least `ann.min_vectors` vectors are
+    /// searched through their in-memory binary codes, smaller ones by sqlite-vec's exact KNN.
     pub ann: AnnParams,
     /// Up to this many allowed chunks, a filtered full-text search restricts its query to them
     /// with a term set; beyond, it filters its matches on the `chunk_id` fast field.
@@ -111,7 +109,6 @@ impl Default for Fusion {
             head: 10,
             depth: 100,
             title_boost: 2.0,
-            approx_min: 10_000,
             ann: AnnParams::default(),
             term_set_limit: 1024,
         }
@@ -478,19 +475,13 @@ fn vector(
         return Ok(Vec::new());
     };
     let conn = ws.conn();
-    let approx = ws.ann().len(&conn, &space)? >= fusion.approx_min;
-    let Some(allowed) = allowed else {
-        return if approx {
-            ws.ann().search(&conn, &space, &q, k, &fusion.ann, None)
-        } else {
-            vectors::knn(&conn, &space, &q, k)
-        };
-    };
-    if approx {
-        return ws
-            .ann()
-            .search(&conn, &space, &q, k, &fusion.ann, Some(&allowed.chunks));
+    let chunks = allowed.map(|a| a.chunks.as_ref());
+    if let Some(hits) = ws.ann().search(&conn, &space, &q, k, &fusion.ann, chunks)? {
+        return Ok(hits);
     }
+    let Some(allowed) = allowed else {
+        return vectors::knn(&conn, &space, &q, k);
+    };
     if allowed.chunks.len() <= vectors::EXACT_SCAN_LIMIT {
         let json = serde_json::to_string(&allowed.documents)
             .map_err(|e| Error::internal(e.to_string()))?;
@@ -684,9 +675,12 @@ mod tests {
             };
             let mut seen = None;
             // Every path: sqlite-vec or the codes, a term set or a fast-field filter.
-            for (approx_min, term_set_limit) in [(10_000, 1024), (0, 0)] {
+            for (min_vectors, term_set_limit) in [(10_000, 1024), (0, 0)] {
                 let fusion = Fusion {
-                    approx_min,
+                    ann: AnnParams {
+                        min_vectors,
+                        ..AnnParams::default()
+                    },
                     term_set_limit,
                     ..Fusion::default()
                 };
@@ -851,7 +845,6 @@ mod tests {
             head: 2,
             depth: 100,
             title_boost: 2.0,
-            approx_min: 10_000,
             ann: AnnParams::default(),
             term_set_limit: 1024,
         };
