@@ -13,7 +13,9 @@
 //! the workspace connection's SQLite update hook (see `Workspace::open`) on the table's rowid
 //! shadow table, which marks the chunk of every
 //! inserted or deleted vector dirty. The next search re-reads dirty chunks from SQLite, so a
-//! rolled-back write leaves nothing behind. Lock order: the connection, then the codes.
+//! rolled-back write leaves nothing behind. Writes by another connection (another process on
+//! the same data directory) do not reach the hook; SQLite's `PRAGMA data_version` tells of
+//! them, and the codes are then rebuilt. Lock order: the connection, then the codes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -118,6 +120,9 @@ struct State {
     tables: HashMap<String, Codes>,
     /// Vector counts of searched tables too small for codes (forgotten on any change).
     small: HashMap<String, usize>,
+    /// SQLite's `data_version` when the above was read: another connection's (another
+    /// process's) commit changes it, and everything is read again.
+    epoch: Option<i64>,
     /// Chunks whose vector changed since the codes were last brought up to date.
     dirty: HashMap<String, HashSet<i64>>,
 }
@@ -239,6 +244,13 @@ impl Ann {
         dim: usize,
         min_vectors: usize,
     ) -> Result<bool> {
+        let epoch: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if st.epoch != Some(epoch) {
+            st.tables.clear();
+            st.small.clear();
+            st.dirty.clear();
+            st.epoch = Some(epoch);
+        }
         // Only the searched table is kept: a replaced space's codes go.
         st.tables.retain(|t, c| t == table && c.dim == dim);
         st.dirty.retain(|t, _| t == table);
@@ -493,6 +505,43 @@ mod tests {
             filtered.into_iter().map(|x| x.0).collect::<Vec<_>>(),
             exact(&only, &q, 3)
         );
+    }
+
+    #[test]
+    fn another_connections_writes_are_seen() {
+        let dim = 16;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("v.db");
+        crate::db::register_sqlite_vec();
+        let conn = Connection::open(&path).expect("db");
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; CREATE VIRTUAL TABLE vec_1 USING vec0 (
+             chunk_id INTEGER PRIMARY KEY, embedding float[{dim}], chunk_size = 128)"
+        ))
+        .expect("table");
+        let ann = Ann::default();
+        install(&ann, &conn);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for id in 1..=20 {
+            put(&conn, id, &unit(&mut rng, dim));
+        }
+        let p = AnnParams {
+            min_vectors: 0,
+            ..AnnParams::default()
+        };
+        let q = unit(&mut rng, dim);
+        let top = |conn: &Connection| {
+            ann.search(conn, &space(dim), &q, 1, &p, None)
+                .expect("search")
+                .expect("codes")[0]
+                .0
+        };
+        assert_ne!(top(&conn), 99);
+        // Another process adds the query itself: the next search rebuilds and finds it.
+        let other = Connection::open(&path).expect("other");
+        put(&other, 99, &q);
+        drop(other);
+        assert_eq!(top(&conn), 99);
     }
 
     #[test]

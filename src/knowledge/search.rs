@@ -310,8 +310,12 @@ pub struct Allowed {
 /// so its set is computed once per change of the data, not once per search.
 #[derive(Debug)]
 pub struct AllowedCache {
-    entries: Mutex<lru::LruCache<String, (u64, Arc<Allowed>)>>,
+    entries: Mutex<lru::LruCache<String, (DataVersion, Arc<Allowed>)>>,
 }
+
+/// This connection's write count (the update hook's) and SQLite's `data_version` (which other
+/// connections' commits change).
+type DataVersion = (u64, i64);
 
 /// Filters remembered per open workspace, and the largest set remembered.
 const ALLOWED_CACHE_ENTRIES: usize = 8;
@@ -332,7 +336,9 @@ impl AllowedCache {
     fn get_or_compute(&self, ws: &Workspace, f: &Filter) -> Result<Arc<Allowed>> {
         let key = format!("{f:?}");
         let conn = ws.conn();
-        let version = ws.data_version();
+        // This connection's writes (the hook's count) and other connections' (SQLite's).
+        let external: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let version = (ws.data_version(), external);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((v, a)) = entries.get(&key) {
             if *v == version {
