@@ -71,24 +71,24 @@ impl Codes {
     }
 
     fn encode(&self, v: &[f32], out: &mut [u64]) {
-        out.fill(0);
-        for (i, x) in v.iter().enumerate().take(self.dim) {
-            if *x > 0.0 {
-                out[i / 64] |= 1 << (i % 64);
-            }
-        }
+        words_of(&code_of(&v[..v.len().min(self.dim)]), out);
     }
 
     fn upsert(&mut self, id: i64, v: &[f32]) {
+        self.upsert_code(id, &code_of(&v[..v.len().min(self.dim)]));
+    }
+
+    /// Inserts or replaces a code in its stored form (`code_of`).
+    fn upsert_code(&mut self, id: i64, code: &[u8]) {
         let w = self.words;
-        let mut code = vec![0u64; w];
-        self.encode(v, &mut code);
+        let mut words = vec![0u64; w];
+        words_of(code, &mut words);
         match self.pos.get(&id) {
-            Some(&p) => self.bits[p * w..(p + 1) * w].copy_from_slice(&code),
+            Some(&p) => self.bits[p * w..(p + 1) * w].copy_from_slice(&words),
             None => {
                 self.pos.insert(id, self.ids.len());
                 self.ids.push(id);
-                self.bits.extend_from_slice(&code);
+                self.bits.extend_from_slice(&words);
             }
         }
     }
@@ -172,7 +172,7 @@ impl Ann {
     ) -> Result<Option<Vec<(i64, f32)>>> {
         let (table, dim) = (space.table.as_str(), space.dim);
         let mut st = self.lock();
-        if !Self::refresh(&mut st, conn, table, dim, params.min_vectors)? {
+        if !Self::refresh(&mut st, conn, space, params.min_vectors)? {
             return Ok(None);
         }
         let Some(codes) = st.tables.get(table) else {
@@ -235,15 +235,15 @@ impl Ann {
         Ok(Some(out))
     }
 
-    /// Builds the codes of `table` if missing, or applies its dirty chunks; false when the
-    /// table is too small to have codes.
+    /// Loads the codes of `space` if missing, or applies its dirty chunks; false when the
+    /// space is too small to have codes.
     fn refresh(
         st: &mut State,
         conn: &Connection,
-        table: &str,
-        dim: usize,
+        space: &Space,
         min_vectors: usize,
     ) -> Result<bool> {
+        let (table, dim) = (space.table.as_str(), space.dim);
         let epoch: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         if st.epoch != Some(epoch) {
             st.tables.clear();
@@ -255,8 +255,9 @@ impl Ann {
         st.tables.retain(|t, c| t == table && c.dim == dim);
         st.dirty.retain(|t, _| t == table);
         st.small.retain(|t, _| t == table);
+        let mut count = None;
         if !st.tables.contains_key(table) {
-            let count = match st.small.get(table) {
+            let n = match st.small.get(table) {
                 Some(n) => *n,
                 None => {
                     let n: i64 = conn.query_row(
@@ -267,10 +268,11 @@ impl Ann {
                     n.max(0) as usize
                 }
             };
-            if count < min_vectors {
-                st.small.insert(table.to_string(), count);
+            if n < min_vectors {
+                st.small.insert(table.to_string(), n);
                 return Ok(false);
             }
+            count = Some(n);
         }
         let rebuild = match (st.tables.get(table), st.dirty.get(table)) {
             (None, _) => true,
@@ -280,16 +282,7 @@ impl Ann {
         };
         if rebuild {
             let started = std::time::Instant::now();
-            let mut codes = Codes::new(dim);
-            let mut stmt = conn.prepare(&format!("SELECT chunk_id, embedding FROM {table}"))?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                let id: i64 = r.get(0)?;
-                let blob = r.get_ref(1)?;
-                if let Some(v) = blob.as_blob().ok().and_then(floats) {
-                    codes.upsert(id, &v);
-                }
-            }
+            let codes = load(conn, space, count)?;
             if codes.len() >= 10_000 {
                 tracing::info!(
                     table,
@@ -326,6 +319,95 @@ impl Ann {
             return Ok(false);
         }
         Ok(true)
+    }
+}
+
+/// The codes of `space`: from `vector_codes` when its rows match the vector count (`count`, if
+/// known), else computed from the vectors themselves and written back for next time.
+fn load(conn: &Connection, space: &Space, count: Option<usize>) -> Result<Codes> {
+    let table = &space.table;
+    let vectors = match count {
+        Some(n) => n as i64,
+        None => conn.query_row(
+            &format!("SELECT count(*) FROM {table}{ROWIDS_SUFFIX}"),
+            [],
+            |r| r.get(0),
+        )?,
+    };
+    let stored: i64 = conn.query_row(
+        "SELECT count(*) FROM vector_codes WHERE space_id = ?1",
+        [space.id],
+        |r| r.get(0),
+    )?;
+    let mut codes = Codes::new(space.dim);
+    if stored == vectors {
+        let mut stmt =
+            conn.prepare_cached("SELECT chunk_id, code FROM vector_codes WHERE space_id = ?1")?;
+        let mut rows = stmt.query([space.id])?;
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            if let Ok(code) = r.get_ref(1)?.as_blob() {
+                codes.upsert_code(id, code);
+            }
+        }
+        return Ok(codes);
+    }
+    let mut stmt = conn.prepare(&format!("SELECT chunk_id, embedding FROM {table}"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        if let Some(v) = r.get_ref(1)?.as_blob().ok().and_then(floats) {
+            codes.upsert(id, &v);
+        }
+    }
+    // Written back (a space from before `vector_codes`, or out of step): best effort, the
+    // codes in memory serve this search either way.
+    let written = (|| -> Result<()> {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute("DELETE FROM vector_codes WHERE space_id = ?1", [space.id])?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO vector_codes (space_id, chunk_id, code) VALUES (?1, ?2, ?3)",
+            )?;
+            let w = codes.words;
+            for (i, id) in codes.ids.iter().enumerate() {
+                let bytes: Vec<u8> = codes.bits[i * w..(i + 1) * w]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .take(space.dim.div_ceil(8))
+                    .collect();
+                ins.execute(rusqlite::params![space.id, id, bytes])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        tracing::warn!(table = %table, error = %e, "could not store vector codes");
+    }
+    Ok(codes)
+}
+
+/// The stored form of a vector's code (`vector_codes.code`): sign bit `i` (set when the
+/// component is positive) in byte `i / 8`, bit `i % 8`.
+pub fn code_of(v: &[f32]) -> Vec<u8> {
+    let mut bytes = vec![0u8; v.len().div_ceil(8)];
+    for (i, x) in v.iter().enumerate() {
+        if *x > 0.0 {
+            bytes[i / 8] |= 1 << (i % 8);
+        }
+    }
+    bytes
+}
+
+/// Little-endian words of a stored code (missing bytes are zero).
+fn words_of(code: &[u8], out: &mut [u64]) {
+    for (w, word) in out.iter_mut().enumerate() {
+        let mut b = [0u8; 8];
+        for (k, byte) in b.iter_mut().enumerate() {
+            *byte = code.get(w * 8 + k).copied().unwrap_or(0);
+        }
+        *word = u64::from_le_bytes(b);
     }
 }
 
@@ -417,7 +499,8 @@ mod tests {
         let conn = Connection::open_in_memory().expect("db");
         conn.execute_batch(&format!(
             "CREATE VIRTUAL TABLE vec_1 USING vec0 (chunk_id INTEGER PRIMARY KEY,
-             embedding float[{dim}], chunk_size = 128)"
+             embedding float[{dim}], chunk_size = 128); {}",
+            include_str!("../../schema/workspace/0005_vector_codes.sql")
         ))
         .expect("table");
         conn
@@ -433,7 +516,7 @@ mod tests {
     }
 
     fn put(conn: &Connection, id: i64, v: &[f32]) {
-        crate::knowledge::vectors::put(conn, "vec_1", id, v).expect("put");
+        crate::knowledge::vectors::put(conn, &space(v.len()), id, v).expect("put");
     }
 
     fn exact(vs: &HashMap<i64, Vec<f32>>, q: &[f32], k: usize) -> Vec<i64> {
@@ -516,7 +599,8 @@ mod tests {
         let conn = Connection::open(&path).expect("db");
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; CREATE VIRTUAL TABLE vec_1 USING vec0 (
-             chunk_id INTEGER PRIMARY KEY, embedding float[{dim}], chunk_size = 128)"
+             chunk_id INTEGER PRIMARY KEY, embedding float[{dim}], chunk_size = 128); {}",
+            include_str!("../../schema/workspace/0005_vector_codes.sql")
         ))
         .expect("table");
         let ann = Ann::default();
@@ -574,6 +658,44 @@ mod tests {
             hit += got.iter().filter(|x| want.contains(&x.0)).count();
         }
         assert!(hit >= 150, "recall@10 {hit}/200");
+    }
+
+    #[test]
+    fn codes_are_stored_with_the_vectors_and_written_back_when_missing() {
+        let dim = 20;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let conn = table(dim);
+        let vs: Vec<Vec<f32>> = (0..30).map(|_| unit(&mut rng, dim)).collect();
+        for (i, v) in vs.iter().enumerate() {
+            put(&conn, i as i64 + 1, v);
+        }
+        let stored = |conn: &Connection| -> HashMap<i64, Vec<u8>> {
+            let mut stmt = conn
+                .prepare("SELECT chunk_id, code FROM vector_codes WHERE space_id = 1")
+                .expect("select");
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("rows")
+                .collect::<rusqlite::Result<_>>()
+                .expect("codes")
+        };
+        let first = stored(&conn);
+        assert_eq!(first.len(), 30);
+        assert_eq!(first[&1], code_of(&vs[0]));
+        // Loaded from the table, the codes equal those computed from the vectors.
+        let from_table = load(&conn, &space(dim), None).expect("load");
+        conn.execute("DELETE FROM vector_codes", []).expect("clear");
+        let from_vectors = load(&conn, &space(dim), None).expect("load");
+        assert_eq!(from_table.ids.len(), from_vectors.ids.len());
+        for (i, id) in from_vectors.ids.iter().enumerate() {
+            let j = from_table.pos[id];
+            let w = from_table.words;
+            assert_eq!(
+                from_table.bits[j * w..(j + 1) * w],
+                from_vectors.bits[i * w..(i + 1) * w]
+            );
+        }
+        // ... and the missing rows were written back.
+        assert_eq!(stored(&conn), first);
     }
 
     #[test]

@@ -267,7 +267,7 @@ fn index_batch(ws: &Workspace, limits: &Limits) -> Result<Option<usize>> {
                 }
             }
             if let (Some(v), Some(first)) = (user_vector, ids.first()) {
-                vectors::put(&tx, &active.table, *first, &super::embedders::normalize(v.clone()))?;
+                vectors::put(&tx, &active, *first, &super::embedders::normalize(v.clone()))?;
             }
             let waiting = needs_vectors && !p.chunks.is_empty() && user_vector.is_none();
             tx.execute(
@@ -390,10 +390,10 @@ fn embed_batch(ws: &Workspace, embedders: &Embedders) -> Result<Option<usize>> {
                 continue;
             }
             check_dim(&active, &vs[i])?;
-            vectors::put(&tx, &active.table, *id, &vs[i])?;
+            vectors::put(&tx, &active, *id, &vs[i])?;
             if let (Some(space), Some(bv)) = (&building, &building_vs) {
                 check_dim(space, &bv[i])?;
-                vectors::put(&tx, &space.table, *id, &bv[i])?;
+                vectors::put(&tx, space, *id, &bv[i])?;
             }
             tx.execute("UPDATE chunks SET embedded = 1 WHERE id = ?1", [id])?;
         }
@@ -563,7 +563,7 @@ fn reembed_batch(ws: &Workspace, embedders: &Embedders) -> Result<Option<usize>>
     let tx = conn.transaction()?;
     for (row, v) in rows.iter().zip(&vs) {
         check_dim(&space, v)?;
-        vectors::put(&tx, &space.table, row.0, v)?;
+        vectors::put(&tx, &space, row.0, v)?;
     }
     let done: i64 = tx.query_row("SELECT count(*) FROM chunks WHERE id <= ?1", [last], |r| {
         r.get(0)

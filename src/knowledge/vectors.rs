@@ -93,37 +93,47 @@ pub fn create_space(
 /// Drops a space and its table.
 pub fn drop_space(conn: &Connection, space: &Space) -> Result<()> {
     conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", space.table))?;
+    conn.execute("DELETE FROM vector_codes WHERE space_id = ?1", [space.id])?;
     conn.execute("DELETE FROM vector_spaces WHERE id = ?1", [space.id])?;
     Ok(())
 }
 
-pub fn all_tables(conn: &Connection) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT table_name FROM vector_spaces")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+/// Every space: (id, table name).
+pub fn all_tables(conn: &Connection) -> Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached("SELECT id, table_name FROM vector_spaces")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 pub fn to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Stores (or replaces) the vector of a chunk.
-pub fn put(conn: &Connection, table: &str, chunk_id: i64, v: &[f32]) -> Result<()> {
+/// Stores (or replaces) the vector of a chunk, and its code (`vector_codes`).
+pub fn put(conn: &Connection, space: &Space, chunk_id: i64, v: &[f32]) -> Result<()> {
+    let table = &space.table;
     conn.prepare_cached(&format!("DELETE FROM {table} WHERE chunk_id = ?1"))?
         .execute([chunk_id])?;
     conn.prepare_cached(&format!(
         "INSERT INTO {table} (chunk_id, embedding) VALUES (?1, ?2)"
     ))?
     .execute(params![chunk_id, to_blob(v)])?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO vector_codes (space_id, chunk_id, code) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![space.id, chunk_id, super::ann::code_of(v)])?;
     Ok(())
 }
 
-/// Removes the vectors of chunks from every space.
+/// Removes the vectors (and codes) of chunks from every space.
 pub fn delete_chunks(conn: &Connection, chunk_ids: &[i64]) -> Result<()> {
-    for table in all_tables(conn)? {
+    for (space_id, table) in all_tables(conn)? {
         let mut stmt = conn.prepare_cached(&format!("DELETE FROM {table} WHERE chunk_id = ?1"))?;
+        let mut codes =
+            conn.prepare_cached("DELETE FROM vector_codes WHERE space_id = ?1 AND chunk_id = ?2")?;
         for id in chunk_ids {
             stmt.execute([id])?;
+            codes.execute([space_id, *id])?;
         }
     }
     Ok(())

@@ -50,6 +50,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "unembedded_by_document",
         sql: include_str!("../../schema/workspace/0004_unembedded_by_document.sql"),
     },
+    Migration {
+        version: 5,
+        name: "vector_codes",
+        sql: include_str!("../../schema/workspace/0005_vector_codes.sql"),
+    },
 ];
 
 /// The tokenizer of the full-text fields: lower-cased, English-stemmed.
