@@ -218,13 +218,9 @@ impl Ann {
         // 3. Exact cosine from the stored vectors.
         let ids: Vec<i64> = scored.iter().map(|&(_, i)| codes.ids[i as usize]).collect();
         drop(st);
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT embedding FROM {table} WHERE chunk_id = ?1"
-        ))?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let blob: Option<Vec<u8>> = stmt.query_row([id], |r| r.get(0)).optional()?;
-            if let Some(v) = blob.as_deref().and_then(floats) {
+            if let Some(v) = stored_vector(conn, table, id)? {
                 if v.len() == query.len() {
                     out.push((id, dot(&v, query)));
                 }
@@ -259,14 +255,7 @@ impl Ann {
         if !st.tables.contains_key(table) {
             let n = match st.small.get(table) {
                 Some(n) => *n,
-                None => {
-                    let n: i64 = conn.query_row(
-                        &format!("SELECT count(*) FROM {table}{ROWIDS_SUFFIX}"),
-                        [],
-                        |r| r.get(0),
-                    )?;
-                    n.max(0) as usize
-                }
+                None => vector_count(conn, table)?,
             };
             if n < min_vectors {
                 st.small.insert(table.to_string(), n);
@@ -301,12 +290,8 @@ impl Ann {
         let Some(codes) = st.tables.get_mut(table) else {
             return Ok(false);
         };
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT embedding FROM {table} WHERE chunk_id = ?1"
-        ))?;
         for id in dirty {
-            let blob: Option<Vec<u8>> = stmt.query_row([id], |r| r.get(0)).optional()?;
-            match blob.as_deref().and_then(floats) {
+            match stored_vector(conn, table, id)? {
                 Some(v) => codes.upsert(id, &v),
                 None => codes.remove(id),
             }
@@ -322,17 +307,32 @@ impl Ann {
     }
 }
 
+/// The number of vectors in a vector table (its rowid shadow table's rows).
+fn vector_count(conn: &Connection, table: &str) -> Result<usize> {
+    let n: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM {table}{ROWIDS_SUFFIX}"),
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n.max(0) as usize)
+}
+
+/// The stored float vector of a chunk, if it has one.
+fn stored_vector(conn: &Connection, table: &str, chunk_id: i64) -> Result<Option<Vec<f32>>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT embedding FROM {table} WHERE chunk_id = ?1"
+    ))?;
+    let blob: Option<Vec<u8>> = stmt.query_row([chunk_id], |r| r.get(0)).optional()?;
+    Ok(blob.as_deref().and_then(floats))
+}
+
 /// The codes of `space`: from `vector_codes` when its rows match the vector count (`count`, if
 /// known), else computed from the vectors themselves and written back for next time.
 fn load(conn: &Connection, space: &Space, count: Option<usize>) -> Result<Codes> {
     let table = &space.table;
     let vectors = match count {
-        Some(n) => n as i64,
-        None => conn.query_row(
-            &format!("SELECT count(*) FROM {table}{ROWIDS_SUFFIX}"),
-            [],
-            |r| r.get(0),
-        )?,
+        Some(n) => n,
+        None => vector_count(conn, table)?,
     };
     let stored: i64 = conn.query_row(
         "SELECT count(*) FROM vector_codes WHERE space_id = ?1",
@@ -340,7 +340,7 @@ fn load(conn: &Connection, space: &Space, count: Option<usize>) -> Result<Codes>
         |r| r.get(0),
     )?;
     let mut codes = Codes::new(space.dim);
-    if stored == vectors {
+    if stored.max(0) as usize == vectors {
         let mut stmt =
             conn.prepare_cached("SELECT chunk_id, code FROM vector_codes WHERE space_id = ?1")?;
         let mut rows = stmt.query([space.id])?;

@@ -659,6 +659,24 @@ mod tests {
         (tmp, ws, embedders, ids)
     }
 
+    /// The documents a search returns, sorted.
+    fn sorted_documents(
+        ws: &Workspace,
+        emb: &Embedders,
+        req: &SearchRequest,
+        extra: Option<&Filter>,
+        fusion: &Fusion,
+    ) -> Vec<String> {
+        let mut got: Vec<String> = search(ws, emb, req, extra, fusion)
+            .expect("search")
+            .results
+            .into_iter()
+            .map(|r| r.document_id)
+            .collect();
+        got.sort();
+        got
+    }
+
     #[test]
     fn every_mode_honours_filters_and_the_extra_filter() {
         let (_t, ws, emb, ids) = workspace_with(&[
@@ -690,13 +708,7 @@ mod tests {
                     term_set_limit,
                     ..Fusion::default()
                 };
-                let mut got: Vec<String> = search(&ws, &emb, &req, extra.as_ref(), &fusion)
-                    .expect("search")
-                    .results
-                    .into_iter()
-                    .map(|r| r.document_id)
-                    .collect();
-                got.sort();
+                let got = sorted_documents(&ws, &emb, &req, extra.as_ref(), &fusion);
                 if let Some(prev) = &seen {
                     assert_eq!(prev, &got, "{mode:?}: the paths agree");
                 }
@@ -736,14 +748,7 @@ mod tests {
                 filter: Some(json!({"team": "a"})),
                 ..Default::default()
             };
-            let mut got: Vec<String> = search(&ws, &emb, &req, None, &Fusion::default())
-                .expect("search")
-                .results
-                .into_iter()
-                .map(|r| r.document_id)
-                .collect();
-            got.sort();
-            got
+            sorted_documents(&ws, &emb, &req, None, &Fusion::default())
         };
         let ingest = || {
             while ingest::run_quantum(&ws, &emb, &Limits::default())
