@@ -117,8 +117,9 @@ pub fn run(app: &Arc<App>, args: IngestArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{} files: {} added or updated, {} unchanged, {} failed",
+        "{} {}: {} added or updated, {} unchanged, {} failed",
         files.len(),
+        if files.len() == 1 { "file" } else { "files" },
         added
             - failures
                 .iter()
@@ -131,6 +132,10 @@ pub fn run(app: &Arc<App>, args: IngestArgs) -> anyhow::Result<()> {
         println!("  failed: {}: {why}", display(p));
     }
     app.shutdown();
+    // Scripts see partial failure in the exit status (the summary above says which files).
+    if !failures.is_empty() {
+        anyhow::bail!("{} of {} files failed", failures.len(), files.len());
+    }
     Ok(())
 }
 

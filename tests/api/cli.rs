@@ -35,6 +35,20 @@ fn enclave_ok(data_dir: &Path, args: &[&str]) -> String {
     stdout
 }
 
+/// Runs a command that must fail (partially: `ingest` with files that fail); returns its
+/// standard output, and checks the error names the failures.
+fn enclave_failing(data_dir: &Path, args: &[&str]) -> String {
+    let out = enclave(data_dir, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "enclave {args:?} succeeded: {stdout}"
+    );
+    assert!(stderr.contains("files failed"), "{stderr}");
+    stdout
+}
+
 fn json_of(stdout: &str) -> Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
@@ -43,7 +57,7 @@ fn json_of(stdout: &str) -> Value {
 fn summary(stdout: &str) -> (String, Vec<String>) {
     let line = stdout
         .lines()
-        .find(|l| l.contains(" files: "))
+        .find(|l| l.contains(" files: ") || l.contains(" file: "))
         .unwrap_or_else(|| panic!("no summary in: {stdout}"))
         .to_string();
     let failed = stdout
@@ -107,7 +121,7 @@ async fn ingest_a_folder_from_the_command_line() {
     write(".hidden.txt", b"never ingested: hidden files are skipped");
     let docs_arg = docs.to_str().expect("utf-8 path");
 
-    let out = enclave_ok(&data, &["ingest", "--workspace", &ws, docs_arg]);
+    let out = enclave_failing(&data, &["ingest", "--workspace", &ws, docs_arg]);
     let (line, failed) = summary(&out);
     assert_eq!(
         line, "5 files: 3 added or updated, 0 unchanged, 2 failed",
@@ -127,7 +141,7 @@ async fn ingest_a_folder_from_the_command_line() {
     assert!(png.contains("unsupported file type"), "{png}");
 
     // Again: unchanged files are skipped; the failures are tried (and reported) again.
-    let out = enclave_ok(&data, &["ingest", "--workspace", &ws, docs_arg]);
+    let out = enclave_failing(&data, &["ingest", "--workspace", &ws, docs_arg]);
     let (line, failed) = summary(&out);
     assert_eq!(
         line, "5 files: 0 added or updated, 3 unchanged, 2 failed",
@@ -151,7 +165,7 @@ async fn ingest_a_folder_from_the_command_line() {
     );
     assert_eq!(
         summary(&out).0,
-        "1 files: 1 added or updated, 0 unchanged, 0 failed",
+        "1 file: 1 added or updated, 0 unchanged, 0 failed",
         "{out}"
     );
 
