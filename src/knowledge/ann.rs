@@ -108,10 +108,6 @@ impl Codes {
         self.ids.truncate(last);
         self.bits.truncate(last * w);
     }
-
-    fn bytes(&self) -> usize {
-        self.ids.len() * (8 + self.words * 8 + 24)
-    }
 }
 
 #[derive(Debug, Default)]
@@ -150,11 +146,6 @@ impl Ann {
             }
             st.small.remove(t);
         }
-    }
-
-    /// Memory held by the codes, in bytes (approximate).
-    pub fn memory(&self) -> usize {
-        self.lock().tables.values().map(Codes::bytes).sum()
     }
 
     /// The `k` nearest chunks of `space` to the L2-normalised `query`: (chunk id, cosine),
@@ -494,16 +485,39 @@ mod tests {
         .expect("hook");
     }
 
-    fn table(dim: usize) -> Connection {
-        crate::db::register_sqlite_vec();
-        let conn = Connection::open_in_memory().expect("db");
+    /// Creates space 1's vector table and `vector_codes` on `conn`.
+    fn create_tables(conn: &Connection, dim: usize) {
         conn.execute_batch(&format!(
             "CREATE VIRTUAL TABLE vec_1 USING vec0 (chunk_id INTEGER PRIMARY KEY,
              embedding float[{dim}], chunk_size = 128); {}",
             include_str!("../../schema/workspace/0005_vector_codes.sql")
         ))
         .expect("table");
+    }
+
+    fn table(dim: usize) -> Connection {
+        crate::db::register_sqlite_vec();
+        let conn = Connection::open_in_memory().expect("db");
+        create_tables(&conn, dim);
         conn
+    }
+
+    /// `n` random unit vectors (ids 1..=n) put into `conn`, with an `Ann` hooked to it.
+    fn filled(
+        conn: &Connection,
+        dim: usize,
+        n: i64,
+        rng: &mut rand::rngs::StdRng,
+    ) -> (Ann, HashMap<i64, Vec<f32>>) {
+        let ann = Ann::default();
+        install(&ann, conn);
+        let mut vs = HashMap::new();
+        for id in 1..=n {
+            let v = unit(rng, dim);
+            put(conn, id, &v);
+            vs.insert(id, v);
+        }
+        (ann, vs)
     }
 
     fn space(dim: usize) -> Space {
@@ -530,20 +544,13 @@ mod tests {
         let dim = 48;
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let mut conn = table(dim);
-        let ann = Ann::default();
-        install(&ann, &conn);
-        let mut vs = HashMap::new();
-        for id in 1..=40 {
-            let v = unit(&mut rng, dim);
-            put(&conn, id, &v);
-            vs.insert(id, v);
-        }
+        let (ann, mut vs) = filled(&conn, dim, 40, &mut rng);
         let q = unit(&mut rng, dim);
         // Below the threshold a space holds no codes.
         let none = ann
             .search(&conn, &space(dim), &q, 5, &AnnParams::default(), None)
             .expect("search");
-        assert!(none.is_none() && ann.memory() == 0);
+        assert!(none.is_none() && ann.lock().tables.is_empty());
         let p = AnnParams {
             min_vectors: 0,
             ..AnnParams::default()
@@ -597,18 +604,11 @@ mod tests {
         let path = tmp.path().join("v.db");
         crate::db::register_sqlite_vec();
         let conn = Connection::open(&path).expect("db");
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; CREATE VIRTUAL TABLE vec_1 USING vec0 (
-             chunk_id INTEGER PRIMARY KEY, embedding float[{dim}], chunk_size = 128); {}",
-            include_str!("../../schema/workspace/0005_vector_codes.sql")
-        ))
-        .expect("table");
-        let ann = Ann::default();
-        install(&ann, &conn);
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .expect("wal");
+        create_tables(&conn, dim);
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        for id in 1..=20 {
-            put(&conn, id, &unit(&mut rng, dim));
-        }
+        let (ann, _) = filled(&conn, dim, 20, &mut rng);
         let p = AnnParams {
             min_vectors: 0,
             ..AnnParams::default()
@@ -634,14 +634,7 @@ mod tests {
         let dim = 64;
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let conn = table(dim);
-        let ann = Ann::default();
-        install(&ann, &conn);
-        let mut vs = HashMap::new();
-        for id in 1..=3000 {
-            let v = unit(&mut rng, dim);
-            put(&conn, id, &v);
-            vs.insert(id, v);
-        }
+        let (ann, vs) = filled(&conn, dim, 3000, &mut rng);
         let p = AnnParams {
             min_vectors: 1000,
             candidates: 600,
