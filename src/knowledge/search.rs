@@ -234,10 +234,11 @@ fn uses_query_syntax(text: &str) -> bool {
 }
 
 /// The full-text query of `text`: plain words become one flat disjunction of term queries (each
-/// word in title, headings and text, the title boosted), which Tantivy answers with block-WAND
-/// top-k pruning (a compound word such as `state-city` becomes a phrase, as the parser does); the query parser's nesting of one disjunction per word rules that out and
-/// scans every posting. Scores are the same sums either way. Queries written in the query
-/// language (phrases, `field:`, `+`/`-`) go through the lenient parser.
+/// word in title, headings and text, the title boosted; a compound such as `state-city` a
+/// phrase, as the parser makes it), which Tantivy answers with block-WAND top-k pruning; the
+/// query parser's nesting of one disjunction per word rules that out and scans every posting.
+/// Scores are the same sums either way. Queries written in the query language (phrases,
+/// `field:`, `+`/`-`) go through the lenient parser.
 fn lexical_query(ws: &Workspace, text: &str, title_boost: f32) -> Option<Box<dyn Query>> {
     if text.is_empty() {
         return None;
