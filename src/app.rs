@@ -21,6 +21,65 @@ use crate::workspace::{self, Handle, Registry, Stats};
 /// Folder under the data dir where deleted workspace folders go before removal.
 pub const TRASH_DIR: &str = ".trash";
 
+/// The data directory's lock file (it holds the owning process id).
+pub const LOCK_FILE: &str = ".lock";
+
+/// An exclusive lock on `<data>/.lock`, held while an app that runs jobs is open on the
+/// directory (the server, `enclave ingest`): a second one is refused rather than racing the
+/// first (two schedulers on one job queue, two Tantivy writers, index readers and caches that
+/// never see the other process's writes). Management commands (`App::open_for_management`)
+/// take no lock: they write the control plane (SQLite, safe beside a server) and create or
+/// remove workspace folders, which a server is built to see.
+struct DataDirLock(std::sync::Mutex<Option<std::fs::File>>);
+
+impl DataDirLock {
+    fn acquire(dir: &Path) -> Result<DataDirLock> {
+        use std::io::{Read, Write};
+        std::fs::create_dir_all(dir)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0)?;
+                writeln!(file, "{}", std::process::id())?;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder
+                    .trim()
+                    .parse::<u32>()
+                    .map(|pid| format!(" (process {pid})"))
+                    .unwrap_or_default();
+                return Err(Error::Conflict(format!(
+                    "the data directory {} is in use by another enclave process{holder}: \
+                     stop it first, or do this through its HTTP API",
+                    dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::warn!(
+                    data_dir = %dir.display(),
+                    "file locks are not supported here: nothing stops a second process on this data directory"
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        Ok(DataDirLock(std::sync::Mutex::new(Some(file))))
+    }
+
+    fn release(&self) {
+        if let Ok(mut f) = self.0.lock() {
+            // Closing the file releases the lock.
+            f.take();
+        }
+    }
+}
+
 pub struct App {
     pub config: Config,
     pub control: ControlPlane,
@@ -39,6 +98,8 @@ pub struct App {
     pub embedders: crate::knowledge::Embedders,
     /// Hybrid-search fusion parameters.
     pub fusion: std::sync::RwLock<crate::knowledge::search::Fusion>,
+    /// Held from `open` to `shutdown` (or drop).
+    lock: DataDirLock,
 }
 
 /// A workspace with the live statistics of its store.
@@ -50,9 +111,21 @@ pub struct WorkspaceView {
 }
 
 impl App {
-    /// Opens the control plane and settles the operator token. Returns the app and, on a first
-    /// start without `ENCLAVE_ADMIN_TOKEN`, the generated token to print once.
+    /// Takes the data directory's lock (`Conflict` while another process holds it), opens the
+    /// control plane and settles the operator token. Returns the app and, on a first start
+    /// without `ENCLAVE_ADMIN_TOKEN`, the generated token to print once.
     pub fn open(config: Config) -> Result<(Arc<App>, AdminTokenSource)> {
+        let lock = DataDirLock::acquire(&config.data_dir)?;
+        Self::open_with(config, lock)
+    }
+
+    /// As [`App::open`], without the data directory's lock: for management commands, which may
+    /// run beside a server. Such an app must not run jobs.
+    pub fn open_for_management(config: Config) -> Result<(Arc<App>, AdminTokenSource)> {
+        Self::open_with(config, DataDirLock(std::sync::Mutex::new(None)))
+    }
+
+    fn open_with(config: Config, lock: DataDirLock) -> Result<(Arc<App>, AdminTokenSource)> {
         let control = ControlPlane::open(&config.data_dir)?;
         let source = control.init_operator_token(config.admin_token.as_deref())?;
         let operator_digest = control.operator_token_digest()?;
@@ -84,6 +157,7 @@ impl App {
             http_metrics: Default::default(),
             identity,
             chat,
+            lock,
         };
         Ok((Arc::new(app), source))
     }
@@ -266,5 +340,36 @@ impl App {
         if let Err(e) = self.control.checkpoint() {
             tracing::warn!(error = %e, "control plane checkpoint failed");
         }
+        self.lock.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_app_at_a_time_per_data_dir() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = || {
+            let mut c = Config::for_data_dir(tmp.path());
+            c.admin_token = Some("operator-token-for-unit-tests".into());
+            c
+        };
+        let (first, _) = App::open(config()).expect("open");
+        let held = std::fs::read_to_string(tmp.path().join(LOCK_FILE)).expect("lock file");
+        assert_eq!(held.trim(), std::process::id().to_string());
+        match App::open(config()) {
+            Err(Error::Conflict(m)) => assert!(m.contains("in use"), "{m}"),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a second app opened the same data dir"),
+        }
+        // Released at shutdown, even while the first app is still referenced.
+        first.shutdown();
+        let (second, _) = App::open(config()).expect("reopen after shutdown");
+        drop(second);
+        // And released when an app is dropped without a shutdown.
+        App::open(config()).expect("reopen after drop");
+        drop(first);
     }
 }

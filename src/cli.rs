@@ -172,7 +172,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => crate::bench::run(cmd, &cli.config),
         Command::Eval(args) => crate::knowledge::eval::run(args),
         Command::Ingest(args) => {
-            let app = open_app(config)?;
+            let (app, source) = App::open(config)?;
+            announce_token(&source);
             crate::knowledge::ingest_cli::run(&app, args)
         }
         Command::Org(cmd) => {
@@ -327,9 +328,10 @@ fn audit_cli(
     });
 }
 
-/// Opens the app for a management command; a generated operator token is shown once here too.
+/// Opens the app for a management command (beside a server, if one runs on the data dir); a
+/// generated operator token is shown once here too.
 fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
-    let (app, source) = App::open(config)?;
+    let (app, source) = App::open_for_management(config)?;
     announce_token(&source);
     Ok(app)
 }

@@ -1,6 +1,7 @@
 //! The real binary's management commands on a temp data dir: org and workspace creation, then
 //! `enclave ingest` of a folder (summary, failures with their reasons, unchanged files skipped,
-//! changed files replaced), and the server on that data dir finding what was ingested.
+//! changed files replaced), and the server on that data dir finding what was ingested; commands
+//! refused while a server holds the data dir.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -239,5 +240,83 @@ async fn ingest_a_folder_from_the_command_line() {
         Some(3),
         "{:?}",
         r.body
+    );
+}
+
+/// One job-running process per data directory: while a server holds it, `enclave ingest` and a
+/// second server are refused with a clear error and change nothing; management commands still
+/// work beside it; once the server stops, `ingest` runs.
+#[tokio::test]
+async fn a_running_server_keeps_its_data_dir_to_itself() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let org = json_of(&enclave_ok(
+        &data,
+        &["org", "create", "--name", "Lock Org", "--slug", "lock-org"],
+    ));
+    assert_eq!(org["slug"], "lock-org", "{org}");
+    let ws = json_of(&enclave_ok(
+        &data,
+        &[
+            "workspace",
+            "create",
+            "--org",
+            "lock-org",
+            "--name",
+            "Notes",
+        ],
+    ));
+    let ws = ws["id"].as_str().expect("workspace id").to_string();
+    let s = TestServer::start_with(Options {
+        data_dir: Some(data.clone()),
+        ..Options::default()
+    });
+    let r = s
+        .api()
+        .send(
+            Method::PUT,
+            &format!("/v1/workspaces/{ws}/embedder"),
+            Some(json!({"kind": "static"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let notes = tmp.path().join("notes.txt");
+    std::fs::write(&notes, b"Otters hold hands while they sleep.").expect("write");
+    let notes = notes.to_str().expect("utf-8 path");
+    for args in [
+        vec!["ingest", "--workspace", &ws, notes],
+        vec!["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let out = enclave(&data, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} ran beside the server");
+        assert!(
+            stderr.contains("is in use by another enclave process")
+                && stderr.contains(&format!("(process {})", std::process::id())),
+            "{stderr}"
+        );
+    }
+    let r = s.api().get(&format!("/v1/workspaces/{ws}/documents")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["data"].as_array().map(Vec::len),
+        Some(0),
+        "{:?}",
+        r.body
+    );
+    // Management commands run beside the server, which sees what they did.
+    enclave_ok(
+        &data,
+        &["org", "create", "--name", "Second", "--slug", "second"],
+    );
+    let r = s.api().get("/v1/orgs/second").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    let _kept = s.stop();
+    let out = enclave_ok(&data, &["ingest", "--workspace", &ws, notes]);
+    assert_eq!(
+        summary(&out).0,
+        "1 file: 1 added or updated, 0 unchanged, 0 failed",
+        "{out}"
     );
 }
