@@ -85,11 +85,7 @@ async fn ingest_a_folder_from_the_command_line() {
     let ws = ws["id"].as_str().expect("workspace id").to_string();
     // The fast static embedder (the default MiniLM is slow in a debug build).
     {
-        let s = TestServer::start_with(Options {
-            data_dir: Some(data.clone()),
-            ingest_workers: 0,
-            ..Options::default()
-        });
+        let s = TestServer::start_with(Options::on(&data, 0));
         let r = s
             .api()
             .send(
@@ -192,10 +188,7 @@ async fn ingest_a_folder_from_the_command_line() {
         ],
     ));
     let key = key["key"].as_str().expect("key").to_string();
-    let s = TestServer::start_with(Options {
-        data_dir: Some(data.clone()),
-        ..Options::default()
-    });
+    let s = TestServer::start_with(Options::on(&data, 1));
     let app = s.api().with_token(&key);
     let search = |q: &'static str| {
         let app = app.clone();
@@ -267,10 +260,7 @@ async fn a_running_server_keeps_its_data_dir_to_itself() {
         ],
     ));
     let ws = ws["id"].as_str().expect("workspace id").to_string();
-    let s = TestServer::start_with(Options {
-        data_dir: Some(data.clone()),
-        ..Options::default()
-    });
+    let s = TestServer::start_with(Options::on(&data, 1));
     let r = s
         .api()
         .send(

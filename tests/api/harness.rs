@@ -44,6 +44,18 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// A server on `dir` (kept after it stops, so a later server restarts on it) with
+    /// `ingest_workers` job workers.
+    pub fn on(dir: &std::path::Path, ingest_workers: usize) -> Options {
+        Options {
+            data_dir: Some(dir.to_path_buf()),
+            ingest_workers,
+            ..Options::default()
+        }
+    }
+}
+
 pub struct TestServer {
     pub base: String,
     pub token: String,

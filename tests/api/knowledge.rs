@@ -426,12 +426,7 @@ async fn external_ids_replace_dedup_and_delete_removes_everything() {
 #[tokio::test]
 async fn jobs_survive_a_restart_and_can_be_cancelled() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let opts = |workers| Options {
-        data_dir: Some(tmp.path().to_path_buf()),
-        ingest_workers: workers,
-        ..Options::default()
-    };
-    let s = TestServer::start_with(opts(0));
+    let s = TestServer::start_with(Options::on(tmp.path(), 0));
     let api = s.api();
     let ws = api.knowledge_workspace("k-restart").await;
     let docs = format!("/v1/workspaces/{ws}/documents");
@@ -453,7 +448,7 @@ async fn jobs_survive_a_restart_and_can_be_cancelled() {
     assert_eq!(c.body["status"], "cancelled", "{:?}", c.body);
     drop(s);
 
-    let s = TestServer::start_with(opts(1));
+    let s = TestServer::start_with(Options::on(tmp.path(), 1));
     let api = s.api();
     let done = api.wait_job(&ws, &job, 60).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -484,13 +479,8 @@ fn job_status(s: &TestServer, ws: &str, job: &str) -> String {
 #[tokio::test]
 async fn a_suspended_orgs_jobs_wait_for_its_reactivation() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let opts = |workers| Options {
-        data_dir: Some(tmp.path().to_path_buf()),
-        ingest_workers: workers,
-        ..Options::default()
-    };
     // No workers: the test runs the scheduler's quanta itself, so nothing races.
-    let s = TestServer::start_with(opts(0));
+    let s = TestServer::start_with(Options::on(tmp.path(), 0));
     let api = s.api();
     let ws = api.knowledge_workspace("k-suspended").await;
     let docs = format!("/v1/workspaces/{ws}/documents");
@@ -538,7 +528,7 @@ async fn a_suspended_orgs_jobs_wait_for_its_reactivation() {
     let r = api.post("/v1/orgs/k-suspended/suspend", json!({})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     drop(s);
-    let s = TestServer::start_with(opts(1));
+    let s = TestServer::start_with(Options::on(tmp.path(), 1));
     let api = s.api();
     assert!(s.data_path(&format!(".queue/{ws}")).exists());
     let r = api.post("/v1/orgs/k-suspended/reactivate", json!({})).await;
@@ -550,12 +540,7 @@ async fn a_suspended_orgs_jobs_wait_for_its_reactivation() {
 #[tokio::test]
 async fn a_big_backlog_does_not_starve_a_small_workspace() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let opts = |workers| Options {
-        data_dir: Some(tmp.path().to_path_buf()),
-        ingest_workers: workers,
-        ..Options::default()
-    };
-    let s = TestServer::start_with(opts(0));
+    let s = TestServer::start_with(Options::on(tmp.path(), 0));
     let api = s.api();
     let big = api.knowledge_workspace("k-big").await;
     let small = api.knowledge_workspace("k-small").await;
@@ -578,7 +563,7 @@ async fn a_big_backlog_does_not_starve_a_small_workspace() {
     let small_job = r.body["job_id"].as_str().expect("job").to_string();
     drop(s);
 
-    let s = TestServer::start_with(opts(1));
+    let s = TestServer::start_with(Options::on(tmp.path(), 1));
     let api = s.api();
     let done = api.wait_job(&small, &small_job, 120).await;
     assert_eq!(done["status"], "succeeded");
