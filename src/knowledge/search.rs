@@ -359,9 +359,13 @@ impl AllowedCache {
 fn allowed_chunks(conn: &rusqlite::Connection, f: &Filter) -> Result<Allowed> {
     let mut params: Vec<Sql> = Vec::new();
     let cond = f.to_sql(&mut params);
+    // The filter runs once per document in the subquery; written as a join, SQLite evaluated
+    // it (a `json_each` per metadata condition) once per chunk: 34 ms instead of 9 for a third
+    // of 10,000 documents of 10 chunks.
     let mut stmt = conn.prepare(&format!(
-        "SELECT d.id, c.id FROM documents d JOIN chunks c ON c.document_id = d.id
-         WHERE d.status = 'indexed' AND ({cond}) ORDER BY d.id"
+        "SELECT c.document_id, c.id FROM chunks c
+         WHERE c.document_id IN (SELECT d.id FROM documents d WHERE d.status = 'indexed' AND ({cond}))
+         ORDER BY c.document_id"
     ))?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
     let mut chunks = HashSet::new();
