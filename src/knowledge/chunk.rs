@@ -262,3 +262,80 @@ mod tests {
         assert_eq!(c.len(), 3);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A block kind and its word count; words are numbered afterwards so each is unique.
+    fn blocks() -> impl Strategy<Value = Vec<(u8, usize, bool)>> {
+        prop::collection::vec((0u8..5, 0usize..300, any::<bool>()), 0..40)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Whatever the blocks and sizes: no chunk is empty or over the target, the word count
+        /// is right, every body word survives in order (overlap only repeats words), and each
+        /// chunk carries the heading path in force where it starts.
+        #[test]
+        fn chunks_keep_every_word_in_order_within_the_target(
+            spec in blocks(),
+            target in 1usize..200,
+            overlap_pct in 0usize..60,
+        ) {
+            let cfg = ChunkConfig {
+                target_words: target,
+                overlap_words: target * overlap_pct / 100,
+                max_chunks: usize::MAX,
+            };
+            let mut n = 0;
+            let mut word = |sentence_end: bool| {
+                n += 1;
+                if sentence_end && n % 7 == 0 { format!("w{n}.") } else { format!("w{n}") }
+            };
+            let mut input: Vec<Block> = Vec::new();
+            let mut body: Vec<String> = Vec::new();
+            let mut paths: Vec<String> = Vec::new();
+            for (kind, len, ends) in spec {
+                let text: Vec<String> = (0..len).map(|_| word(ends)).collect();
+                let joined = text.join(" ");
+                input.push(match kind {
+                    0 => {
+                        let level = (len % 4) as u8 + 1;
+                        let title = format!("h{}", paths.len());
+                        paths.push(title.clone());
+                        Block::Heading { level, text: title }
+                    }
+                    1 => Block::Para(joined),
+                    2 => {
+                        body.push("-".into());
+                        Block::ListItem(joined)
+                    }
+                    3 => Block::Row(joined),
+                    _ => Block::Code(joined),
+                });
+                if kind != 0 {
+                    body.extend(text);
+                }
+            }
+            let chunks = chunk(&input, &cfg);
+            let mut flat: Vec<&str> = Vec::new();
+            for c in &chunks {
+                let words = c.text.split_whitespace().count();
+                prop_assert_eq!(words, c.words);
+                prop_assert!(words >= 1 && words <= target, "{} words, target {}", words, target);
+                for h in c.heading_path.split(" > ").filter(|h| !h.is_empty()) {
+                    prop_assert!(paths.iter().any(|p| p == h), "unknown heading {}", h);
+                }
+                flat.extend(c.text.split_whitespace());
+            }
+            // `body` is a subsequence of the chunks' words.
+            let mut it = flat.iter();
+            for w in &body {
+                prop_assert!(it.any(|f| f == w), "{} lost or out of order", w);
+            }
+        }
+    }
+}

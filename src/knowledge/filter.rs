@@ -388,3 +388,195 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    const KEYS: &[&str] = &[
+        "and",
+        "or",
+        "not",
+        "in",
+        "eq",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "k",
+        "metadata.k",
+        "a.b",
+        "title",
+        "document_id",
+        "created_at",
+        "x'y",
+        "",
+        "$",
+        "a[0]",
+        "metadata.",
+        "a..b",
+    ];
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| json!(i)),
+            (-1e6f64..1e6).prop_map(|f| json!(f)),
+            "[a-z' ]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..5).prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    /// A scalar as both the filter's JSON and the comparable value.
+    #[derive(Debug, Clone, PartialEq)]
+    enum S {
+        I(i64),
+        T(String),
+    }
+
+    impl S {
+        fn json(&self) -> Value {
+            match self {
+                S::I(i) => json!(i),
+                S::T(t) => json!(t),
+            }
+        }
+    }
+
+    fn scalar_s() -> impl Strategy<Value = S> {
+        prop_oneof![(0i64..5).prop_map(S::I), "[abc]".prop_map(S::T)]
+    }
+
+    #[derive(Debug, Clone)]
+    enum F {
+        Eq(S),
+        In(Vec<S>),
+        Range(i64, i64),
+        Not(Box<F>),
+        And(Box<F>, Box<F>),
+        Or(Box<F>, Box<F>),
+    }
+
+    fn filter_f() -> impl Strategy<Value = F> {
+        let leaf = prop_oneof![
+            scalar_s().prop_map(F::Eq),
+            prop::collection::vec(scalar_s(), 0..4).prop_map(F::In),
+            (0i64..5, 0i64..6).prop_map(|(a, b)| F::Range(a, b)),
+        ];
+        leaf.prop_recursive(3, 12, 2, |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|f| F::Not(Box::new(f))),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| F::And(Box::new(a), Box::new(b))),
+                (inner.clone(), inner).prop_map(|(a, b)| F::Or(Box::new(a), Box::new(b))),
+            ]
+        })
+    }
+
+    impl F {
+        fn json(&self) -> Value {
+            match self {
+                F::Eq(s) => json!({ "k": s.json() }),
+                F::In(v) => json!({ "k": { "in": v.iter().map(S::json).collect::<Vec<_>>() } }),
+                F::Range(a, b) => json!({ "k": { "gte": a, "lt": b } }),
+                F::Not(f) => json!({ "not": f.json() }),
+                F::And(a, b) => json!({ "and": [a.json(), b.json()] }),
+                F::Or(a, b) => json!({ "or": [a.json(), b.json()] }),
+            }
+        }
+
+        /// The documented semantics: `k` is a scalar or an array of scalars (matched by any
+        /// element); equality and ranges compare like with like (numbers with numbers).
+        fn matches(&self, vals: &[S]) -> bool {
+            match self {
+                F::Eq(s) => vals.contains(s),
+                F::In(v) => vals.iter().any(|x| v.contains(x)),
+                F::Range(a, b) => vals.iter().any(|x| matches!(x, S::I(i) if a <= i && i < b)),
+                F::Not(f) => !f.matches(vals),
+                F::And(a, b) => a.matches(vals) && b.matches(vals),
+                F::Or(a, b) => a.matches(vals) || b.matches(vals),
+            }
+        }
+    }
+
+    /// A document's `k`: missing, one scalar, or an array of scalars.
+    fn doc_k() -> impl Strategy<Value = Option<(bool, Vec<S>)>> {
+        prop::option::of((any::<bool>(), prop::collection::vec(scalar_s(), 0..3)))
+    }
+
+    fn run(conn: &rusqlite::Connection, f: &Filter) -> rusqlite::Result<Vec<i64>> {
+        let mut params = Vec::new();
+        let sql = format!(
+            "SELECT rowid FROM documents d WHERE {} ORDER BY rowid",
+            f.to_sql(&mut params)
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| r.get(0))?;
+        rows.collect()
+    }
+
+    fn table() -> rusqlite::Connection {
+        let c = rusqlite::Connection::open_in_memory().expect("db");
+        c.execute_batch(
+            "CREATE TABLE documents (id TEXT, external_id TEXT, title TEXT, mime_type TEXT,
+             created_at TEXT, updated_at TEXT, metadata TEXT);
+             INSERT INTO documents VALUES ('a', 'x', 'T', 'text/plain', '2024', '2024',
+                '{\"k\": [1, \"b\"], \"a\": {\"b\": 2}}');",
+        )
+        .expect("table");
+        c
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Any JSON is either refused as an invalid request or becomes SQL that runs.
+        #[test]
+        fn any_json_is_invalid_or_runs(v in any_json()) {
+            match Filter::parse(&v) {
+                Ok(f) => {
+                    let conn = table();
+                    prop_assert!(run(&conn, &f).is_ok(), "{} did not run", v);
+                }
+                Err(e) => prop_assert!(matches!(e, Error::Invalid(_)), "{}: {:?}", v, e),
+            }
+        }
+
+        /// The SQL of a filter selects exactly the documents the documented semantics do.
+        #[test]
+        fn filters_select_what_the_semantics_say(
+            docs in prop::collection::vec(doc_k(), 1..12),
+            f in filter_f(),
+        ) {
+            let conn = table();
+            conn.execute("DELETE FROM documents", []).expect("clear");
+            let mut want = Vec::new();
+            for (i, k) in docs.iter().enumerate() {
+                let (meta, vals) = match k {
+                    None => (json!({"other": 1}), vec![]),
+                    Some((true, v)) if !v.is_empty() => (json!({"k": v[0].json()}), vec![v[0].clone()]),
+                    Some((_, v)) => (json!({"k": v.iter().map(S::json).collect::<Vec<_>>()}), v.clone()),
+                };
+                conn.execute(
+                    "INSERT INTO documents (rowid, id, metadata) VALUES (?1, ?1, ?2)",
+                    rusqlite::params![i as i64 + 1, meta.to_string()],
+                )
+                .expect("insert");
+                if f.matches(&vals) {
+                    want.push(i as i64 + 1);
+                }
+            }
+            let parsed = Filter::parse(&f.json()).expect("a generated filter parses");
+            prop_assert_eq!(run(&conn, &parsed).expect("runs"), want, "{}", f.json());
+        }
+    }
+}

@@ -258,9 +258,15 @@ fn lexical_query(ws: &Workspace, text: &str, title_boost: f32) -> Option<Box<dyn
             Box::new(BoostQuery::new(q, boost))
         }
     };
-    let mut words: Vec<String> = Vec::new();
+    let mut words: Vec<&str> = Vec::new();
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     for word in text.split_whitespace() {
+        // A word written twice counts once, as the parser makes it; two spellings of one term
+        // ("Apple apples") count twice, as they do there.
+        if words.contains(&word) {
+            continue;
+        }
+        words.push(word);
         let mut tokens: Vec<String> = Vec::new();
         let mut stream = analyzer.token_stream(word);
         while stream.advance() {
@@ -279,10 +285,6 @@ fn lexical_query(ws: &Workspace, text: &str, title_boost: f32) -> Option<Box<dyn
                 ));
             }
         } else if let Some(t) = tokens.pop() {
-            // A repeated word counts once, as the parser makes it.
-            if words.contains(&t) {
-                continue;
-            }
             for (field, boost) in fields {
                 let q = TermQuery::new(
                     Term::from_field_text(field, &t),
@@ -290,7 +292,6 @@ fn lexical_query(ws: &Workspace, text: &str, title_boost: f32) -> Option<Box<dyn
                 );
                 clauses.push((Occur::Should, boosted(Box::new(q), boost)));
             }
-            words.push(t);
         }
     }
     if clauses.is_empty() {
@@ -837,6 +838,50 @@ mod tests {
         }
         assert!(uses_query_syntax("\"apple pie\""));
         assert!(uses_query_syntax("title:apples -pears"));
+
+        // Any plain query over words of the corpus and others, in any case, with punctuation,
+        // compounds, numbers and repeats.
+        use proptest::prelude::*;
+        let word = prop::sample::select(vec![
+            "apples",
+            "Apple",
+            "PEARS",
+            "orchard",
+            "cider",
+            "state-city",
+            "map",
+            "the",
+            "and",
+            "of",
+            "a",
+            "red,",
+            "green;",
+            "pie!",
+            "1974",
+            "1",
+            "grow",
+            "sells",
+            "unknown",
+            "zebra",
+            "pears-apples",
+            "e-mail",
+            "x",
+            "ÉCOLE",
+            "naïve",
+        ]);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(200));
+        runner
+            .run(&prop::collection::vec(word, 1..8), |words| {
+                let text = words.join(" ");
+                prop_assume!(!uses_query_syntax(&text));
+                let Some(flat) = lexical_query(&ws, &text, 2.0) else {
+                    return Ok(());
+                };
+                let parsed = parser.parse_query_lenient(&text).0;
+                prop_assert_eq!(top(flat.as_ref()), top(parsed.as_ref()), "{}", text);
+                Ok(())
+            })
+            .expect("flat queries score as the parser's");
     }
 
     #[test]
