@@ -171,11 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(config),
         Command::Bench(cmd) => crate::bench::run(cmd, &cli.config),
         Command::Eval(args) => crate::knowledge::eval::run(args),
-        Command::Ingest(args) => {
-            let (app, source) = App::open(config)?;
-            announce_token(&source);
-            crate::knowledge::ingest_cli::run(&app, args)
-        }
+        Command::Ingest(args) => crate::knowledge::ingest_cli::run(config, args),
         Command::Org(cmd) => {
             let app = open_app(config)?;
             match cmd {
@@ -336,7 +332,7 @@ fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
     Ok(app)
 }
 
-fn announce_token(source: &AdminTokenSource) {
+pub(crate) fn announce_token(source: &AdminTokenSource) {
     if let AdminTokenSource::Generated(token) = source {
         println!(
             "Generated the operator token. It is shown only this once; keep it safe \

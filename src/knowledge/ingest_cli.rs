@@ -1,10 +1,13 @@
-//! `enclave ingest --workspace WS PATH…`: walks files and folders, adds every file through the
-//! same code path as the API (each file's path is its `external_id`, so a changed file replaces
-//! its previous version and an unchanged one is skipped), runs the jobs with a progress bar and
-//! prints a summary with the failures and their reasons.
+//! `enclave ingest --workspace WS PATH…`: walks files and folders and adds every file (its
+//! absolute path is its `external_id`, so a changed file replaces its previous version and an
+//! unchanged one is skipped), follows the jobs with a progress bar and prints a summary with the
+//! failures and their reasons. Two targets, one flow: the data directory itself (the same code
+//! path as the API; the server must be stopped, the data directory's lock says so), or a running
+//! server through its HTTP API (`--server URL --token CREDENTIAL`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::service::DocumentInput;
 use crate::app::App;
@@ -18,6 +21,14 @@ pub struct IngestArgs {
     /// Files or folders (walked recursively; hidden entries are skipped).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Send the files to the running server at this base URL (e.g. `http://127.0.0.1:7700`)
+    /// instead of opening the data directory.
+    #[arg(long, env = "ENCLAVE_SERVER")]
+    pub server: Option<String>,
+    /// Bearer credential for `--server`: an API key with the `ingest` scope, a user's session
+    /// token, or the operator token.
+    #[arg(long, env = "ENCLAVE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 fn walk(roots: &[PathBuf]) -> Vec<PathBuf> {
@@ -44,9 +55,222 @@ fn walk(roots: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-pub fn run(app: &Arc<App>, args: IngestArgs) -> anyhow::Result<()> {
+/// Where the files go: the data directory, or a running server.
+trait Target {
+    /// Adds one file: `Ok(Some(job))` when it is new or changed, `Ok(None)` when unchanged.
+    fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, String>;
+    /// Until every job has ended; `progress` is told how many have.
+    fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(u64));
+    /// How a job ended: `Err(reason)` unless it succeeded.
+    fn outcome(&mut self, job: &str) -> Result<(), String>;
+}
+
+/// The data directory, through the same code path as the API; this process runs the jobs.
+struct Local {
+    app: Arc<App>,
+    ws: uuid::Uuid,
+}
+
+impl Target for Local {
+    fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, String> {
+        let added = self
+            .app
+            .add_document(
+                self.ws,
+                DocumentInput {
+                    bytes,
+                    file_name: path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .map(str::to_string),
+                    external_id: Some(path.display().to_string()),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(if added.duplicate { None } else { added.job_id })
+    }
+
+    fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(u64)) {
+        let (app, ws) = (self.app.clone(), self.ws);
+        let mut ticks = 0u32;
+        self.app.run_jobs_until_idle(|| {
+            ticks += 1;
+            if ticks.is_multiple_of(8) {
+                let done = jobs
+                    .iter()
+                    .filter(|(_, j)| {
+                        app.get_job(ws, j)
+                            .is_ok_and(|v| !matches!(v.status.as_str(), "queued" | "running"))
+                    })
+                    .count();
+                progress(done as u64);
+            }
+        });
+    }
+
+    fn outcome(&mut self, job: &str) -> Result<(), String> {
+        let v = self.app.get_job(self.ws, job).map_err(|e| e.to_string())?;
+        if v.status == "succeeded" {
+            Ok(())
+        } else {
+            Err(v.error.unwrap_or_else(|| format!("job {}", v.status)))
+        }
+    }
+}
+
+/// A running server, through its HTTP API.
+struct Remote {
+    client: reqwest::blocking::Client,
+    /// `{server}/v1/workspaces/{ws}`.
+    base: String,
+    token: String,
+    /// Jobs that ended: their status and error.
+    ended: std::collections::HashMap<String, (String, Option<String>)>,
+}
+
+/// How often `Remote::wait` asks for the jobs' status.
+const POLL: Duration = Duration::from_millis(250);
+
+impl Remote {
+    fn new(server: &str, ws: uuid::Uuid, token: String) -> anyhow::Result<Remote> {
+        let server = server.trim_end_matches('/');
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            anyhow::bail!("--server must be an http:// or https:// URL, not {server:?}");
+        }
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()?;
+        client
+            .get(format!("{server}/healthz"))
+            .send()
+            .map_err(|e| anyhow::anyhow!("cannot reach the server at {server}: {e}"))?;
+        Ok(Remote {
+            client,
+            base: format!("{server}/v1/workspaces/{ws}"),
+            token,
+            ended: Default::default(),
+        })
+    }
+
+    /// The body of a successful answer, or the server's error message.
+    fn answer(
+        r: reqwest::Result<reqwest::blocking::Response>,
+    ) -> Result<(u16, serde_json::Value), String> {
+        let r = r.map_err(|e| format!("the server did not answer: {e}"))?;
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().unwrap_or(serde_json::Value::Null);
+        if status >= 400 {
+            let msg = body["error"]["message"].as_str().unwrap_or("no message");
+            return Err(format!("{msg} (HTTP {status})"));
+        }
+        Ok((status, body))
+    }
+
+    fn job(&self, job: &str) -> Result<(String, Option<String>), String> {
+        let r = self
+            .client
+            .get(format!("{}/jobs/{job}", self.base))
+            .bearer_auth(&self.token)
+            .send();
+        let (_, body) = Self::answer(r)?;
+        let status = body["status"].as_str().unwrap_or("unknown").to_string();
+        Ok((status, body["error"].as_str().map(str::to_string)))
+    }
+}
+
+impl Target for Remote {
+    fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, String> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file")
+            .to_string();
+        let form = reqwest::blocking::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::blocking::multipart::Part::bytes(bytes).file_name(name),
+            )
+            .text("external_id", path.display().to_string());
+        let r = self
+            .client
+            .post(format!("{}/documents", self.base))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send();
+        let (status, body) = Self::answer(r)?;
+        if status == 200 || body["duplicate"] == serde_json::Value::Bool(true) {
+            return Ok(None);
+        }
+        match body["job_id"].as_str() {
+            Some(j) => Ok(Some(j.to_string())),
+            None => Err(format!(
+                "the server answered {status} without a job: {body}"
+            )),
+        }
+    }
+
+    fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(u64)) {
+        loop {
+            for (_, j) in jobs {
+                if self.ended.contains_key(j) {
+                    continue;
+                }
+                match self.job(j) {
+                    Ok((status, _)) if matches!(status.as_str(), "queued" | "running") => {}
+                    Ok(ended) => {
+                        self.ended.insert(j.clone(), ended);
+                    }
+                    Err(e) => {
+                        self.ended.insert(j.clone(), ("unknown".into(), Some(e)));
+                    }
+                }
+            }
+            progress(self.ended.len() as u64);
+            if jobs.iter().all(|(_, j)| self.ended.contains_key(j)) {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn outcome(&mut self, job: &str) -> Result<(), String> {
+        match self.ended.get(job) {
+            Some((status, _)) if status == "succeeded" => Ok(()),
+            Some((status, error)) => Err(error.clone().unwrap_or_else(|| format!("job {status}"))),
+            None => Err("the job's end was not seen".into()),
+        }
+    }
+}
+
+/// Runs `enclave ingest`: into the data directory (`config`), or to `--server`.
+pub fn run(config: crate::config::Config, args: IngestArgs) -> anyhow::Result<()> {
     let ws = crate::ids::parse_uuid(&args.workspace, "workspace")?;
+    if let Some(server) = &args.server {
+        let token = args.token.clone().ok_or_else(|| {
+            anyhow::anyhow!("--server needs a credential: --token (or ENCLAVE_TOKEN)")
+        })?;
+        let mut remote = Remote::new(server, ws, token)?;
+        return ingest(&mut remote, &args);
+    }
+    let (app, source) = App::open(config).map_err(|e| match e {
+        Error::Conflict(m) => anyhow::anyhow!(
+            "{m}\n(to send the files to that server: enclave ingest --server URL --token CREDENTIAL ...)"
+        ),
+        e => e.into(),
+    })?;
+    crate::cli::announce_token(&source);
     app.get_workspace(ws)?;
+    let mut local = Local {
+        app: app.clone(),
+        ws,
+    };
+    let result = ingest(&mut local, &args);
+    app.shutdown();
+    result
+}
+
+fn ingest(target: &mut dyn Target, args: &IngestArgs) -> anyhow::Result<()> {
     let files = walk(&args.paths);
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     bar.set_style(
@@ -60,26 +284,16 @@ pub fn run(app: &Arc<App>, args: IngestArgs) -> anyhow::Result<()> {
     for path in &files {
         bar.inc(1);
         let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-        let result = std::fs::read(&abs).map_err(Error::from).and_then(|bytes| {
-            app.add_document(
-                ws,
-                DocumentInput {
-                    bytes,
-                    file_name: abs.file_name().and_then(|n| n.to_str()).map(str::to_string),
-                    external_id: Some(abs.display().to_string()),
-                    ..Default::default()
-                },
-            )
-        });
+        let result = std::fs::read(&abs)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| target.add(&abs, bytes));
         match result {
-            Ok(a) if a.duplicate => unchanged += 1,
-            Ok(a) => {
+            Ok(None) => unchanged += 1,
+            Ok(Some(job)) => {
                 added += 1;
-                if let Some(j) = a.job_id {
-                    jobs.push((path.clone(), j));
-                }
+                jobs.push((path.clone(), job));
             }
-            Err(e) => failures.push((path.clone(), e.to_string())),
+            Err(e) => failures.push((path.clone(), e)),
         }
     }
     bar.finish_and_clear();
@@ -90,48 +304,27 @@ pub fn run(app: &Arc<App>, args: IngestArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message("indexing");
-    let mut ticks = 0u32;
-    app.run_jobs_until_idle(|| {
-        ticks += 1;
-        if ticks.is_multiple_of(8) {
-            let done = jobs
-                .iter()
-                .filter(|(_, j)| {
-                    app.get_job(ws, j)
-                        .is_ok_and(|v| !matches!(v.status.as_str(), "queued" | "running"))
-                })
-                .count();
-            bar.set_position(done as u64);
-        }
-    });
+    target.wait(&jobs, &mut |done| bar.set_position(done));
     bar.set_position(total);
     bar.finish_and_clear();
+    let mut failed_jobs = 0;
     for (path, j) in &jobs {
-        if let Ok(v) = app.get_job(ws, j) {
-            if v.status != "succeeded" {
-                failures.push((
-                    path.clone(),
-                    v.error.unwrap_or_else(|| format!("job {}", v.status)),
-                ));
-            }
+        if let Err(why) = target.outcome(j) {
+            failed_jobs += 1;
+            failures.push((path.clone(), why));
         }
     }
     println!(
         "{} {}: {} added or updated, {} unchanged, {} failed",
         files.len(),
         if files.len() == 1 { "file" } else { "files" },
-        added
-            - failures
-                .iter()
-                .filter(|(p, _)| jobs.iter().any(|(q, _)| q == p))
-                .count(),
+        added - failed_jobs,
         unchanged,
         failures.len()
     );
     for (p, why) in &failures {
         println!("  failed: {}: {why}", display(p));
     }
-    app.shutdown();
     // Scripts see partial failure in the exit status (the summary above says which files).
     if !failures.is_empty() {
         anyhow::bail!("{} of {} files failed", failures.len(), files.len());

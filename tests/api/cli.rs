@@ -238,7 +238,8 @@ async fn ingest_a_folder_from_the_command_line() {
 
 /// One job-running process per data directory: while a server holds it, `enclave ingest` and a
 /// second server are refused with a clear error and change nothing; management commands still
-/// work beside it; once the server stops, `ingest` runs.
+/// work beside it; `enclave ingest --server` sends the files through the server's API; once the
+/// server stops, `ingest` opens the data directory itself.
 #[tokio::test]
 async fn a_running_server_keeps_its_data_dir_to_itself() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -302,11 +303,125 @@ async fn a_running_server_keeps_its_data_dir_to_itself() {
     let r = s.api().get("/v1/orgs/second").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 
+    // The refusal names the way through the server, and that way works: with an API key that
+    // may ingest, through the HTTP API.
+    let out = enclave(&data, &["ingest", "--workspace", &ws, notes]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server URL"));
+    let r = s
+        .api()
+        .post(
+            &format!("/v1/workspaces/{ws}/api-keys"),
+            json!({"name": "cli", "scopes": ["ingest"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let key = r.body["key"].as_str().expect("key").to_string();
+    let broken = tmp.path().join("broken.pdf");
+    std::fs::write(&broken, b"%PDF-1.4\nnot a PDF at all").expect("write");
+    let photo = tmp.path().join("photo.png");
+    std::fs::write(&photo, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").expect("write");
+    let remote = |paths: &[&str]| {
+        let mut args = vec![
+            "ingest",
+            "--workspace",
+            &ws,
+            "--server",
+            &s.base,
+            "--token",
+            &key,
+        ];
+        args.extend_from_slice(paths);
+        enclave(&data, &args)
+    };
+    let paths = [
+        notes,
+        broken.to_str().expect("utf-8 path"),
+        photo.to_str().expect("utf-8 path"),
+    ];
+    let out = remote(&paths);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "two files failed: {stdout}");
+    let (line, failed) = summary(&stdout);
+    assert_eq!(
+        line, "3 files: 1 added or updated, 0 unchanged, 2 failed",
+        "{stdout}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("photo.png") && l.contains("HTTP 415")),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("broken.pdf") && l.to_lowercase().contains("pdf")),
+        "{failed:?}"
+    );
+    let hits = s
+        .api()
+        .post(
+            &format!("/v1/workspaces/{ws}/search"),
+            json!({"query": "otters", "mode": "fulltext"}),
+        )
+        .await;
+    assert_eq!(
+        hits.body["results"].as_array().map(Vec::len),
+        Some(1),
+        "{:?}",
+        hits.body
+    );
+    let out = remote(&[notes]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        summary(&stdout).0,
+        "1 file: 0 added or updated, 1 unchanged, 0 failed"
+    );
+    // A wrong credential is a failure with the server's reason, not a crash.
+    let out = enclave(
+        &data,
+        &[
+            "ingest",
+            "--workspace",
+            &ws,
+            "--server",
+            &s.base,
+            "--token",
+            "enc_bogus",
+            notes,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success());
+    assert!(
+        summary(&stdout).1.iter().any(|l| l.contains("HTTP 401")),
+        "{stdout}"
+    );
+
+    let out = enclave(
+        &data,
+        &[
+            "ingest",
+            "--workspace",
+            &ws,
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            &key,
+            notes,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"));
+
+    // Once the server stops, ingest opens the data directory itself; what the server stored
+    // through the API is the same document (same path, same bytes): unchanged.
     let _kept = s.stop();
     let out = enclave_ok(&data, &["ingest", "--workspace", &ws, notes]);
     assert_eq!(
         summary(&out).0,
-        "1 file: 1 added or updated, 0 unchanged, 0 failed",
+        "1 file: 0 added or updated, 1 unchanged, 0 failed",
         "{out}"
     );
 }
