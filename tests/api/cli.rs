@@ -69,32 +69,41 @@ fn summary(stdout: &str) -> (String, Vec<String>) {
     (line, failed)
 }
 
+/// An org (slug `slug`) and a workspace in it, made by the command line; the workspace id.
+fn org_and_workspace(data: &Path, slug: &str) -> String {
+    let org = json_of(&enclave_ok(
+        data,
+        &["org", "create", "--name", slug, "--slug", slug],
+    ));
+    assert_eq!(org["slug"], slug, "{org}");
+    let ws = json_of(&enclave_ok(
+        data,
+        &["workspace", "create", "--org", slug, "--name", "Docs"],
+    ));
+    ws["id"].as_str().expect("workspace id").to_string()
+}
+
+/// The fast static embedder (the default MiniLM is slow in a debug build).
+async fn use_static_embedder(s: &TestServer, ws: &str) {
+    let r = s
+        .api()
+        .send(
+            Method::PUT,
+            &format!("/v1/workspaces/{ws}/embedder"),
+            Some(json!({"kind": "static"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
 #[tokio::test]
 async fn ingest_a_folder_from_the_command_line() {
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
-    let org = json_of(&enclave_ok(
-        &data,
-        &["org", "create", "--name", "CLI Org", "--slug", "cli-org"],
-    ));
-    assert_eq!(org["slug"], "cli-org", "{org}");
-    let ws = json_of(&enclave_ok(
-        &data,
-        &["workspace", "create", "--org", "cli-org", "--name", "Docs"],
-    ));
-    let ws = ws["id"].as_str().expect("workspace id").to_string();
-    // The fast static embedder (the default MiniLM is slow in a debug build).
+    let ws = org_and_workspace(&data, "cli-org");
     {
         let s = TestServer::start_with(Options::on(&data, 0));
-        let r = s
-            .api()
-            .send(
-                Method::PUT,
-                &format!("/v1/workspaces/{ws}/embedder"),
-                Some(json!({"kind": "static"})),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{:?}", r.body);
+        use_static_embedder(&s, &ws).await;
         s.stop();
     }
 
@@ -244,33 +253,9 @@ async fn ingest_a_folder_from_the_command_line() {
 async fn a_running_server_keeps_its_data_dir_to_itself() {
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
-    let org = json_of(&enclave_ok(
-        &data,
-        &["org", "create", "--name", "Lock Org", "--slug", "lock-org"],
-    ));
-    assert_eq!(org["slug"], "lock-org", "{org}");
-    let ws = json_of(&enclave_ok(
-        &data,
-        &[
-            "workspace",
-            "create",
-            "--org",
-            "lock-org",
-            "--name",
-            "Notes",
-        ],
-    ));
-    let ws = ws["id"].as_str().expect("workspace id").to_string();
+    let ws = org_and_workspace(&data, "lock-org");
     let s = TestServer::start_with(Options::on(&data, 1));
-    let r = s
-        .api()
-        .send(
-            Method::PUT,
-            &format!("/v1/workspaces/{ws}/embedder"),
-            Some(json!({"kind": "static"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    use_static_embedder(&s, &ws).await;
     let notes = tmp.path().join("notes.txt");
     std::fs::write(&notes, b"Otters hold hands while they sleep.").expect("write");
     let notes = notes.to_str().expect("utf-8 path");
