@@ -212,12 +212,15 @@ impl Target for Remote {
 
     fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(u64)) {
         loop {
+            // A workspace's jobs run about in order: each round asks from the first job not seen
+            // to end up to the first still pending, so a round costs a request per job that
+            // ended since, plus one (not one per pending job).
             for (_, j) in jobs {
                 if self.ended.contains_key(j) {
                     continue;
                 }
                 match self.job(j) {
-                    Ok((status, _)) if matches!(status.as_str(), "queued" | "running") => {}
+                    Ok((status, _)) if matches!(status.as_str(), "queued" | "running") => break,
                     Ok(ended) => {
                         self.ended.insert(j.clone(), ended);
                     }
