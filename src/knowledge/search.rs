@@ -919,4 +919,57 @@ mod tests {
         assert!(fused.windows(2).all(|w| w[0].1 >= w[1].1));
         assert!(fuse_rrf(&[], &[], &f).is_empty());
     }
+
+    /// A ranked list of distinct ids (scores decreasing), as a search list is.
+    fn ranked_ids() -> proptest::strategy::BoxedStrategy<Vec<(i64, f32)>> {
+        use proptest::prelude::*;
+        prop::collection::hash_set(0i64..60, 0..30)
+            .prop_map(|set| set.into_iter().collect::<Vec<_>>())
+            .prop_shuffle()
+            .prop_map(|ids| {
+                let n = ids.len() as f32;
+                ids.into_iter()
+                    .enumerate()
+                    .map(|(i, id)| (id, n - i as f32))
+                    .collect()
+            })
+            .boxed()
+    }
+
+    proptest::proptest! {
+        /// Whatever the two lists: every candidate comes out once, best first; every member of
+        /// either head comes before every other candidate; and with the weight at 0 or 1 the
+        /// head of that list comes first in its own order.
+        #[test]
+        fn fusion_keeps_every_candidate_once_heads_first(
+            lex in ranked_ids(),
+            sem in ranked_ids(),
+            head in 1usize..12,
+            weight in proptest::prop_oneof![proptest::strategy::Just(0.0f32), proptest::strategy::Just(1.0f32), 0.0f32..1.0],
+        ) {
+            let f = Fusion { weight, head, ..Fusion::default() };
+            let fused = fuse_rrf(&lex, &sem, &f);
+            let ids: Vec<i64> = fused.iter().map(|x| x.0).collect();
+            let mut want: Vec<i64> = lex.iter().chain(&sem).map(|x| x.0).collect();
+            want.sort_unstable();
+            want.dedup();
+            let mut got = ids.clone();
+            got.sort_unstable();
+            proptest::prop_assert_eq!(&got, &want);
+            proptest::prop_assert!(fused.windows(2).all(|w| w[0].1 >= w[1].1));
+            let heads: HashSet<i64> =
+                lex.iter().take(head).chain(sem.iter().take(head)).map(|x| x.0).collect();
+            let first_other = ids.iter().position(|id| !heads.contains(id)).unwrap_or(ids.len());
+            proptest::prop_assert!(ids[first_other..].iter().all(|id| !heads.contains(id)));
+            let lead = |list: &[(i64, f32)]| -> Vec<i64> {
+                list.iter().take(head).map(|x| x.0).collect()
+            };
+            if weight == 1.0 {
+                proptest::prop_assert_eq!(&ids[..sem.len().min(head)], &lead(&sem)[..]);
+            }
+            if weight == 0.0 {
+                proptest::prop_assert_eq!(&ids[..lex.len().min(head)], &lead(&lex)[..]);
+            }
+        }
+    }
 }
