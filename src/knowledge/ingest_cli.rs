@@ -55,10 +55,17 @@ fn walk(roots: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
+/// Why a file was not added: its own fault, or one that every file would meet (a refused
+/// credential, a workspace out of reach), which ends the run.
+enum AddError {
+    File(String),
+    Fatal(String),
+}
+
 /// Where the files go: the data directory, or a running server.
 trait Target {
     /// Adds one file: `Ok(Some(job))` when it is new or changed, `Ok(None)` when unchanged.
-    fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, String>;
+    fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, AddError>;
     /// Until every job has ended; `progress` is told how many have.
     fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(u64));
     /// How a job ended: `Err(reason)` unless it succeeded.
@@ -72,7 +79,7 @@ struct Local {
 }
 
 impl Target for Local {
-    fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, String> {
+    fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, AddError> {
         let added = self
             .app
             .add_document(
@@ -87,7 +94,7 @@ impl Target for Local {
                     ..Default::default()
                 },
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| AddError::File(e.to_string()))?;
         Ok(if added.duplicate { None } else { added.job_id })
     }
 
@@ -141,10 +148,16 @@ impl Remote {
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(300))
             .build()?;
-        client
+        let health = client
             .get(format!("{server}/healthz"))
             .send()
             .map_err(|e| anyhow::anyhow!("cannot reach the server at {server}: {e}"))?;
+        if !health.status().is_success() {
+            anyhow::bail!(
+                "no Enclave server answers at {server} (GET /healthz: HTTP {}); give its base URL, e.g. http://127.0.0.1:7700",
+                health.status().as_u16()
+            );
+        }
         Ok(Remote {
             client,
             base: format!("{server}/v1/workspaces/{ws}"),
@@ -153,16 +166,16 @@ impl Remote {
         })
     }
 
-    /// The body of a successful answer, or the server's error message.
+    /// The body of a successful answer, or the server's error message and status.
     fn answer(
         r: reqwest::Result<reqwest::blocking::Response>,
-    ) -> Result<(u16, serde_json::Value), String> {
-        let r = r.map_err(|e| format!("the server did not answer: {e}"))?;
+    ) -> Result<(u16, serde_json::Value), (Option<u16>, String)> {
+        let r = r.map_err(|e| (None, format!("the server did not answer: {e}")))?;
         let status = r.status().as_u16();
         let body: serde_json::Value = r.json().unwrap_or(serde_json::Value::Null);
         if status >= 400 {
             let msg = body["error"]["message"].as_str().unwrap_or("no message");
-            return Err(format!("{msg} (HTTP {status})"));
+            return Err((Some(status), format!("{msg} (HTTP {status})")));
         }
         Ok((status, body))
     }
@@ -173,14 +186,14 @@ impl Remote {
             .get(format!("{}/jobs/{job}", self.base))
             .bearer_auth(&self.token)
             .send();
-        let (_, body) = Self::answer(r)?;
+        let (_, body) = Self::answer(r).map_err(|e| e.1)?;
         let status = body["status"].as_str().unwrap_or("unknown").to_string();
         Ok((status, body["error"].as_str().map(str::to_string)))
     }
 }
 
 impl Target for Remote {
-    fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, String> {
+    fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, AddError> {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -198,15 +211,18 @@ impl Target for Remote {
             .bearer_auth(&self.token)
             .multipart(form)
             .send();
-        let (status, body) = Self::answer(r)?;
+        let (status, body) = Self::answer(r).map_err(|(status, msg)| match status {
+            Some(401 | 403 | 404) => AddError::Fatal(format!("the server refused: {msg}")),
+            _ => AddError::File(msg),
+        })?;
         if status == 200 || body["duplicate"] == serde_json::Value::Bool(true) {
             return Ok(None);
         }
         match body["job_id"].as_str() {
             Some(j) => Ok(Some(j.to_string())),
-            None => Err(format!(
+            None => Err(AddError::File(format!(
                 "the server answered {status} without a job: {body}"
-            )),
+            ))),
         }
     }
 
@@ -288,7 +304,7 @@ fn ingest(target: &mut dyn Target, args: &IngestArgs) -> anyhow::Result<()> {
         bar.inc(1);
         let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
         let result = std::fs::read(&abs)
-            .map_err(|e| e.to_string())
+            .map_err(|e| AddError::File(e.to_string()))
             .and_then(|bytes| target.add(&abs, bytes));
         match result {
             Ok(None) => unchanged += 1,
@@ -296,7 +312,11 @@ fn ingest(target: &mut dyn Target, args: &IngestArgs) -> anyhow::Result<()> {
                 added += 1;
                 jobs.push((path.clone(), job));
             }
-            Err(e) => failures.push((path.clone(), e)),
+            Err(AddError::File(e)) => failures.push((path.clone(), e)),
+            Err(AddError::Fatal(e)) => {
+                bar.finish_and_clear();
+                anyhow::bail!("{e}");
+            }
         }
     }
     bar.finish_and_clear();

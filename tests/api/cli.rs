@@ -363,42 +363,43 @@ async fn a_running_server_keeps_its_data_dir_to_itself() {
         summary(&stdout).0,
         "1 file: 0 added or updated, 1 unchanged, 0 failed"
     );
-    // A wrong credential is a failure with the server's reason, not a crash.
-    let out = enclave(
-        &data,
-        &[
-            "ingest",
-            "--workspace",
-            &ws,
-            "--server",
-            &s.base,
-            "--token",
-            "enc_bogus",
-            notes,
-        ],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(!out.status.success());
-    assert!(
-        summary(&stdout).1.iter().any(|l| l.contains("HTTP 401")),
-        "{stdout}"
-    );
-
-    let out = enclave(
-        &data,
-        &[
-            "ingest",
-            "--workspace",
-            &ws,
-            "--server",
+    // What every file would meet ends the run at once with the reason: a refused credential,
+    // a workspace the key cannot reach, a URL that is not the server's base, no server at all.
+    let other_ws = uuid::Uuid::now_v7().to_string();
+    let wrong_base = format!("{}/v1", s.base);
+    for (workspace, server, token, reason) in [
+        (ws.as_str(), s.base.as_str(), "enc_bogus", "HTTP 401"),
+        (other_ws.as_str(), s.base.as_str(), key.as_str(), "HTTP 404"),
+        (
+            ws.as_str(),
+            wrong_base.as_str(),
+            key.as_str(),
+            "no Enclave server answers",
+        ),
+        (
+            ws.as_str(),
             "http://127.0.0.1:9",
-            "--token",
-            &key,
-            notes,
-        ],
-    );
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"));
+            key.as_str(),
+            "cannot reach the server",
+        ),
+    ] {
+        let out = enclave(
+            &data,
+            &[
+                "ingest",
+                "--workspace",
+                workspace,
+                "--server",
+                server,
+                "--token",
+                token,
+                notes,
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{reason}");
+        assert!(stderr.contains(reason), "{reason}: {stderr}");
+    }
 
     // Once the server stops, ingest opens the data directory itself; what the server stored
     // through the API is the same document (same path, same bytes): unchanged.
