@@ -139,6 +139,9 @@ struct Remote {
 /// How often `Remote::wait` asks for the jobs' status.
 const POLL: Duration = Duration::from_millis(250);
 
+/// Rounds without an answer (`POLL` apart, ~1 minute) before the jobs still pending are given up.
+const SILENT_ROUNDS: u32 = 240;
+
 impl Remote {
     fn new(server: &str, ws: uuid::Uuid, token: String) -> anyhow::Result<Remote> {
         let server = server.trim_end_matches('/');
@@ -180,13 +183,14 @@ impl Remote {
         Ok((status, body))
     }
 
-    fn job(&self, job: &str) -> Result<(String, Option<String>), String> {
+    /// A job's status and error; `Err((None, _))` when the server did not answer.
+    fn job(&self, job: &str) -> Result<(String, Option<String>), (Option<u16>, String)> {
         let r = self
             .client
             .get(format!("{}/jobs/{job}", self.base))
             .bearer_auth(&self.token)
             .send();
-        let (_, body) = Self::answer(r).map_err(|e| e.1)?;
+        let (_, body) = Self::answer(r)?;
         let status = body["status"].as_str().unwrap_or("unknown").to_string();
         Ok((status, body["error"].as_str().map(str::to_string)))
     }
@@ -227,6 +231,8 @@ impl Target for Remote {
     }
 
     fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(u64)) {
+        // Rounds in a row in which the server did not answer (a restart is waited out).
+        let mut silent = 0u32;
         loop {
             // A workspace's jobs run about in order: each round asks from the first job not seen
             // to end up to the first still pending, so a round costs a request per job that
@@ -236,11 +242,19 @@ impl Target for Remote {
                     continue;
                 }
                 match self.job(j) {
-                    Ok((status, _)) if matches!(status.as_str(), "queued" | "running") => break,
+                    Ok((status, _)) if matches!(status.as_str(), "queued" | "running") => {
+                        silent = 0;
+                        break;
+                    }
                     Ok(ended) => {
+                        silent = 0;
                         self.ended.insert(j.clone(), ended);
                     }
-                    Err(e) => {
+                    Err((None, _)) if silent < SILENT_ROUNDS => {
+                        silent += 1;
+                        break;
+                    }
+                    Err((_, e)) => {
                         self.ended.insert(j.clone(), ("unknown".into(), Some(e)));
                     }
                 }
