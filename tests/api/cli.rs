@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::{Options, TestServer, TOKEN};
@@ -83,19 +82,6 @@ fn org_and_workspace(data: &Path, slug: &str) -> String {
     ws["id"].as_str().expect("workspace id").to_string()
 }
 
-/// The fast static embedder (the default MiniLM is slow in a debug build).
-async fn use_static_embedder(s: &TestServer, ws: &str) {
-    let r = s
-        .api()
-        .send(
-            Method::PUT,
-            &format!("/v1/workspaces/{ws}/embedder"),
-            Some(json!({"kind": "static"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
-}
-
 #[tokio::test]
 async fn ingest_a_folder_from_the_command_line() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -103,7 +89,7 @@ async fn ingest_a_folder_from_the_command_line() {
     let ws = org_and_workspace(&data, "cli-org");
     {
         let s = TestServer::start_with(Options::on(&data, 0));
-        use_static_embedder(&s, &ws).await;
+        s.api().use_static_embedder(&ws).await;
         s.stop();
     }
 
@@ -255,7 +241,7 @@ async fn a_running_server_keeps_its_data_dir_to_itself() {
     let data = tmp.path().join("data");
     let ws = org_and_workspace(&data, "lock-org");
     let s = TestServer::start_with(Options::on(&data, 1));
-    use_static_embedder(&s, &ws).await;
+    s.api().use_static_embedder(&ws).await;
     let notes = tmp.path().join("notes.txt");
     std::fs::write(&notes, b"Otters hold hands while they sleep.").expect("write");
     let notes = notes.to_str().expect("utf-8 path");

@@ -523,6 +523,12 @@ impl Api {
     pub async fn knowledge_workspace(&self, slug: &str) -> String {
         let org = self.create_org(slug).await;
         let ws = self.create_workspace(&org, slug).await;
+        self.use_static_embedder(&ws).await;
+        ws
+    }
+
+    /// Switches a workspace to the fast static embedder (MiniLM is slow in a debug build).
+    pub async fn use_static_embedder(&self, ws: &str) {
         let r = self
             .send(
                 Method::PUT,
@@ -531,7 +537,15 @@ impl Api {
             )
             .await;
         assert_eq!(r.status, 200, "set embedder: {:?}", r.body);
-        ws
+    }
+
+    /// Adds a document (JSON body) without waiting; returns its job id.
+    pub async fn queue_document(&self, ws: &str, body: Value) -> String {
+        let r = self
+            .post(&format!("/v1/workspaces/{ws}/documents"), body)
+            .await;
+        assert_eq!(r.status, 202, "add document: {:?}", r.body);
+        r.body["job_id"].as_str().expect("job id").to_string()
     }
 
     /// Adds a JSON document with `?wait=true` and returns its id.

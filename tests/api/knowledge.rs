@@ -429,14 +429,12 @@ async fn jobs_survive_a_restart_and_can_be_cancelled() {
     let s = TestServer::start_with(Options::on(tmp.path(), 0));
     let api = s.api();
     let ws = api.knowledge_workspace("k-restart").await;
-    let docs = format!("/v1/workspaces/{ws}/documents");
-    let r = api.post(&docs, json!({"text": "persistent puffin"})).await;
-    assert_eq!(r.status, 202, "{:?}", r.body);
-    let job = r.body["job_id"].as_str().expect("job").to_string();
-    let r = api
-        .post(&docs, json!({"text": "cancelled cormorant"}))
+    let job = api
+        .queue_document(&ws, json!({"text": "persistent puffin"}))
         .await;
-    let cancel_job = r.body["job_id"].as_str().expect("job").to_string();
+    let cancel_job = api
+        .queue_document(&ws, json!({"text": "cancelled cormorant"}))
+        .await;
     let j = api.get(&format!("/v1/workspaces/{ws}/jobs/{job}")).await;
     assert_eq!(j.body["status"], "queued");
     let c = api
@@ -483,10 +481,9 @@ async fn a_suspended_orgs_jobs_wait_for_its_reactivation() {
     let s = TestServer::start_with(Options::on(tmp.path(), 0));
     let api = s.api();
     let ws = api.knowledge_workspace("k-suspended").await;
-    let docs = format!("/v1/workspaces/{ws}/documents");
-    let r = api.post(&docs, json!({"text": "dormant dormouse"})).await;
-    assert_eq!(r.status, 202, "{:?}", r.body);
-    let job = r.body["job_id"].as_str().expect("job").to_string();
+    let job = api
+        .queue_document(&ws, json!({"text": "dormant dormouse"}))
+        .await;
     let r = api.post("/v1/orgs/k-suspended/suspend", json!({})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let marker = s.data_path(&format!(".queue/{ws}"));
@@ -521,10 +518,9 @@ async fn a_suspended_orgs_jobs_wait_for_its_reactivation() {
 
     // Across a restart: a job queued, the org suspended, the server restarted with a worker;
     // reactivation starts the job.
-    let r = api
-        .post(&docs, json!({"text": "hibernating hedgehog"}))
+    let job = api
+        .queue_document(&ws, json!({"text": "hibernating hedgehog"}))
         .await;
-    let job = r.body["job_id"].as_str().expect("job").to_string();
     let r = api.post("/v1/orgs/k-suspended/suspend", json!({})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     drop(s);
@@ -546,21 +542,15 @@ async fn a_big_backlog_does_not_starve_a_small_workspace() {
     let small = api.knowledge_workspace("k-small").await;
     let mut big_jobs = Vec::new();
     for i in 0..400 {
-        let r = api
-            .post(
-                &format!("/v1/workspaces/{big}/documents"),
-                json!({"text": format!("bulk document number {i} about many things. {}", "filler words here. ".repeat(40))}),
-            )
-            .await;
-        big_jobs.push(r.body["job_id"].as_str().expect("job").to_string());
+        let text = format!(
+            "bulk document number {i} about many things. {}",
+            "filler words here. ".repeat(40)
+        );
+        big_jobs.push(api.queue_document(&big, json!({ "text": text })).await);
     }
-    let r = api
-        .post(
-            &format!("/v1/workspaces/{small}/documents"),
-            json!({"text": "the single small one"}),
-        )
+    let small_job = api
+        .queue_document(&small, json!({"text": "the single small one"}))
         .await;
-    let small_job = r.body["job_id"].as_str().expect("job").to_string();
     drop(s);
 
     let s = TestServer::start_with(Options::on(tmp.path(), 1));
