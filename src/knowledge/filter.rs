@@ -285,7 +285,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn db() -> rusqlite::Connection {
+    pub(super) fn db() -> rusqlite::Connection {
         let c = rusqlite::Connection::open_in_memory().expect("db");
         c.execute_batch(
             "CREATE TABLE documents (id TEXT, external_id TEXT, title TEXT, mime_type TEXT,
@@ -524,18 +524,6 @@ mod props {
         rows.collect()
     }
 
-    fn table() -> rusqlite::Connection {
-        let c = rusqlite::Connection::open_in_memory().expect("db");
-        c.execute_batch(
-            "CREATE TABLE documents (id TEXT, external_id TEXT, title TEXT, mime_type TEXT,
-             created_at TEXT, updated_at TEXT, metadata TEXT);
-             INSERT INTO documents VALUES ('a', 'x', 'T', 'text/plain', '2024', '2024',
-                '{\"k\": [1, \"b\"], \"a\": {\"b\": 2}}');",
-        )
-        .expect("table");
-        c
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -544,7 +532,7 @@ mod props {
         fn any_json_is_invalid_or_runs(v in any_json()) {
             match Filter::parse(&v) {
                 Ok(f) => {
-                    let conn = table();
+                    let conn = super::tests::db();
                     prop_assert!(run(&conn, &f).is_ok(), "{} did not run", v);
                 }
                 Err(e) => prop_assert!(matches!(e, Error::Invalid(_)), "{}: {:?}", v, e),
@@ -557,7 +545,7 @@ mod props {
             docs in prop::collection::vec(doc_k(), 1..12),
             f in filter_f(),
         ) {
-            let conn = table();
+            let conn = super::tests::db();
             conn.execute("DELETE FROM documents", []).expect("clear");
             let mut want = Vec::new();
             for (i, k) in docs.iter().enumerate() {

@@ -55,6 +55,20 @@ fn walk(roots: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
+/// Whether a job with this status has yet to end.
+fn pending(status: &str) -> bool {
+    matches!(status, "queued" | "running")
+}
+
+/// How a job that ended did: `Err(reason)` unless it succeeded.
+fn ended(status: &str, error: Option<&str>) -> Result<(), String> {
+    match (status, error) {
+        ("succeeded", _) => Ok(()),
+        (_, Some(e)) => Err(e.to_string()),
+        (s, None) => Err(format!("job {s}")),
+    }
+}
+
 /// Why a file was not added: its own fault, or one that every file would meet (a refused
 /// credential, a workspace out of reach), which ends the run.
 enum AddError {
@@ -106,10 +120,7 @@ impl Target for Local {
             if ticks.is_multiple_of(8) {
                 let done = jobs
                     .iter()
-                    .filter(|(_, j)| {
-                        app.get_job(ws, j)
-                            .is_ok_and(|v| !matches!(v.status.as_str(), "queued" | "running"))
-                    })
+                    .filter(|(_, j)| app.get_job(ws, j).is_ok_and(|v| !pending(&v.status)))
                     .count();
                 progress(done as u64);
             }
@@ -118,11 +129,7 @@ impl Target for Local {
 
     fn outcome(&mut self, job: &str) -> Result<(), String> {
         let v = self.app.get_job(self.ws, job).map_err(|e| e.to_string())?;
-        if v.status == "succeeded" {
-            Ok(())
-        } else {
-            Err(v.error.unwrap_or_else(|| format!("job {}", v.status)))
-        }
+        ended(&v.status, v.error.as_deref())
     }
 }
 
@@ -242,7 +249,7 @@ impl Target for Remote {
                     continue;
                 }
                 match self.job(j) {
-                    Ok((status, _)) if matches!(status.as_str(), "queued" | "running") => {
+                    Ok((status, _)) if pending(&status) => {
                         silent = 0;
                         break;
                     }
@@ -269,8 +276,7 @@ impl Target for Remote {
 
     fn outcome(&mut self, job: &str) -> Result<(), String> {
         match self.ended.get(job) {
-            Some((status, _)) if status == "succeeded" => Ok(()),
-            Some((status, error)) => Err(error.clone().unwrap_or_else(|| format!("job {status}"))),
+            Some((status, error)) => ended(status, error.as_deref()),
             None => Err("the job's end was not seen".into()),
         }
     }
