@@ -1,0 +1,1 @@
+//! Hardening (issue 10): server.
