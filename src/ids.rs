@@ -32,7 +32,18 @@ pub fn new_id() -> Uuid {
 pub const MAX_SLUG_LEN: usize = 63;
 pub const MAX_NAME_LEN: usize = 200;
 
-/// Checks a slug: 1 to 63 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`.
+/// Whether `text` has the shape of an id: it parses as a UUID in a form [`parse_uuid`] accepts
+/// (hyphenated in any case, or 32 hex digits), or in any other form `uuid` reads (braced, URN).
+/// Such text is never a slug, so a lookup by "id or slug" can never be taken over by a slug.
+pub fn looks_like_id(text: &str) -> bool {
+    parse_uuid(text, "x").is_ok() || Uuid::try_parse(text).is_ok()
+}
+
+/// Prefix [`slugify`] puts before a name whose slug would look like an id.
+const ID_SHAPED_SLUG_PREFIX: &str = "slug-";
+
+/// Checks a slug: 1 to 63 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`,
+/// and not shaped like an id (see [`looks_like_id`]).
 pub fn validate_slug(slug: &str) -> Result<()> {
     let valid = !slug.is_empty()
         && slug.len() <= MAX_SLUG_LEN
@@ -41,17 +52,23 @@ pub fn validate_slug(slug: &str) -> Result<()> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !slug.starts_with('-')
         && !slug.ends_with('-');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::invalid(
+    if !valid {
+        return Err(Error::invalid(
             "slug must be 1 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-'",
-        ))
+        ));
     }
+    if looks_like_id(slug) {
+        return Err(Error::invalid(
+            "slug must not look like an id (a UUID, with or without hyphens): ids and slugs name \
+             the same things; choose a slug with a letter after 'f' or a different length",
+        ));
+    }
+    Ok(())
 }
 
 /// Derives a slug from a display name: lowercase ASCII letters and digits, runs of anything
-/// else folded into one `-`.
+/// else folded into one `-`. A result shaped like an id (a name that is a UUID) gets the prefix
+/// `slug-`, so a derived slug is always valid.
 pub fn slugify(name: &str) -> String {
     let mut out = String::new();
     for c in name.chars() {
@@ -67,6 +84,8 @@ pub fn slugify(name: &str) -> String {
     let trimmed = out.trim_matches('-');
     if trimmed.is_empty() {
         "untitled".to_string()
+    } else if looks_like_id(trimmed) {
+        format!("{ID_SHAPED_SLUG_PREFIX}{trimmed}")
     } else {
         trimmed.to_string()
     }
@@ -121,7 +140,53 @@ mod tests {
         assert_eq!(slugify("日本"), "untitled");
     }
 
+    #[test]
+    fn id_shaped_slugs_are_refused_and_never_derived() {
+        let id = new_id();
+        let forms = [
+            id.hyphenated().to_string(),
+            id.simple().to_string(),
+            id.hyphenated().to_string().to_uppercase(),
+            id.simple().to_string().to_uppercase(),
+            id.braced().to_string(),
+            id.urn().to_string(),
+        ];
+        for form in &forms {
+            assert!(looks_like_id(form), "{form}");
+            let err = validate_slug(form).expect_err(form);
+            assert!(matches!(err, Error::Invalid(_)), "{form}: {err:?}");
+            // A name that is an id gives a slug that is not one.
+            let derived = slugify(form);
+            assert!(validate_slug(&derived).is_ok(), "{form} -> {derived}");
+            assert!(!looks_like_id(&derived), "{form} -> {derived}");
+        }
+        assert_eq!(
+            slugify(&id.hyphenated().to_string()),
+            format!("slug-{}", id.hyphenated())
+        );
+        // Near misses stay valid slugs.
+        let near = format!("{}0", id.simple());
+        assert!(validate_slug(&near).is_ok());
+        assert!(validate_slug("deadbeef").is_ok());
+    }
+
     proptest! {
+        /// No text is both an id and a valid slug, whatever it is.
+        #[test]
+        fn nothing_is_both_an_id_and_a_slug(s in "[0-9a-fA-F-]{30,38}|\\PC{0,64}") {
+            prop_assert!(!(parse_uuid(&s, "x").is_ok() && validate_slug(&s).is_ok()));
+        }
+
+        /// Every UUID, in every form, is refused as a slug.
+        #[test]
+        fn no_uuid_form_is_a_slug(bytes in proptest::array::uniform16(any::<u8>())) {
+            let id = Uuid::from_bytes(bytes);
+            for form in [id.hyphenated().to_string(), id.simple().to_string()] {
+                prop_assert!(validate_slug(&form).is_err());
+                prop_assert!(validate_slug(&slugify(&form)).is_ok());
+            }
+        }
+
         #[test]
         fn parsed_ids_only_ever_yield_canonical_path_segments(s in "\\PC{0,80}") {
             if let Ok(id) = parse_uuid(&s, "x") {

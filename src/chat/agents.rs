@@ -210,15 +210,25 @@ fn finish((mut a, tools): (Agent, String)) -> Result<Agent> {
     Ok(a)
 }
 
-/// A live agent by id or slug.
+/// A live agent by id or slug. A key that parses as an id (in any form the id parser accepts)
+/// is looked up by id only, never by slug: no slug can stand in for another agent's id.
 pub fn find(conn: &Connection, key: &str) -> Result<Option<Agent>> {
-    let r = conn
-        .query_row(
-            &format!("{SELECT} WHERE (id = ?1 OR slug = ?1) AND deleted_at IS NULL"),
-            [key],
-            from_row,
-        )
-        .optional()?;
+    let r = match crate::ids::parse_uuid(key, "agent") {
+        Ok(id) => conn
+            .query_row(
+                &format!("{SELECT} WHERE id = ?1 AND deleted_at IS NULL"),
+                [id.hyphenated().to_string()],
+                from_row,
+            )
+            .optional()?,
+        Err(_) => conn
+            .query_row(
+                &format!("{SELECT} WHERE slug = ?1 AND deleted_at IS NULL"),
+                [key],
+                from_row,
+            )
+            .optional()?,
+    };
     r.map(finish).transpose()
 }
 
@@ -491,5 +501,64 @@ mod tests {
         assert!(crate::ids::parse_uuid(&a.id, "agent").is_ok(), "{}", a.id);
         assert!(chrono::DateTime::parse_from_rfc3339(&a.created_at).is_ok());
         assert_eq!(a.tools, ["search", "get_document"]);
+    }
+
+    #[test]
+    fn lookups_by_id_never_match_a_slug_and_old_id_shaped_slugs_are_renamed() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = workspace::dir_of(tmp.path(), id);
+        workspace::create(&dir).expect("create");
+        let ws = Workspace::open(&dir, id).expect("open");
+        let conn = ws.conn();
+        let default = find(&conn, "default")
+            .expect("find")
+            .expect("default agent");
+        // Rows written before slugs were checked: one whose slug is the default agent's id, one
+        // whose slug is an id in simple form, and one whose renamed slug is already taken.
+        let victim = uuid::Uuid::try_parse(&default.id).expect("id");
+        let simple = crate::ids::new_id().simple().to_string();
+        let taken = crate::ids::new_id().hyphenated().to_string();
+        for (n, slug) in [
+            (1, victim.hyphenated().to_string()),
+            (2, simple.clone()),
+            (3, taken.clone()),
+            (4, format!("slug-{taken}")),
+        ] {
+            conn.execute(
+                "INSERT INTO agents (id, slug, name, created_at, updated_at)
+                 VALUES (?1, ?2, 'impostor', 'now', 'now')",
+                params![format!("00000000-0000-4000-8000-00000000000{n}"), slug],
+            )
+            .expect("insert");
+        }
+        // By id, in every accepted form: the real agent, never the row whose slug is that id.
+        for key in [
+            victim.hyphenated().to_string(),
+            victim.hyphenated().to_string().to_uppercase(),
+            victim.simple().to_string(),
+        ] {
+            let a = find(&conn, &key).expect("find").expect("found");
+            assert_eq!(a.id, default.id, "{key}");
+        }
+        assert!(find(&conn, &simple).expect("find").is_none());
+
+        conn.execute_batch(include_str!(
+            "../../schema/workspace/0006_id_shaped_slugs.sql"
+        ))
+        .expect("migration");
+        let slugs: Vec<String> = list(&conn)
+            .expect("list")
+            .into_iter()
+            .map(|a| a.slug)
+            .collect();
+        assert!(
+            slugs.iter().all(|s| crate::ids::validate_slug(s).is_ok()),
+            "{slugs:?}"
+        );
+        assert!(slugs.contains(&format!("slug-{victim}")), "{slugs:?}");
+        assert!(slugs.contains(&format!("slug-{simple}")), "{slugs:?}");
+        assert!(slugs.contains(&format!("slug-{taken}")), "{slugs:?}");
+        assert!(slugs.iter().any(|s| s.starts_with("renamed-")), "{slugs:?}");
     }
 }

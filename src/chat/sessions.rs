@@ -1,6 +1,7 @@
 //! Chat sessions and their messages, in the workspace database. A session belongs to the
-//! principal that started it (`owner`): a user, an API key, a tenant token's end user (its key
-//! and subject), or the operator. Only its owner, and whoever holds `SessionsReadAll` (org
+//! principal that started it (`owner`): a user, an API key, a tenant token (its `jti`; or, when
+//! the token names a `subject`, that end user of its key, so tokens minted for the same subject
+//! share sessions), or the operator. Only its owner, and whoever holds `SessionsReadAll` (org
 //! admins, `manage` keys, the operator), reach it; to anyone else it does not exist.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -43,15 +44,25 @@ pub struct Message {
     pub created_at: String,
 }
 
-/// The owner key of sessions started by `principal`.
+/// The owner key of sessions (chat and MCP) started by `principal`. A tenant token without a
+/// subject (or with an empty one) owns its sessions alone: another token of the same key, with
+/// another filter, must not continue them. `token:<key>:<subject>` is the format of the sessions
+/// of an end user; `token-jti:<key>:<jti>` (another prefix, so no subject can spell it) those of
+/// one token. Sessions stored as `token:<key>:` by older versions (tokens without a subject, which
+/// were shared) are no token's any more; admins still read them.
 pub fn owner_of(principal: &Principal) -> String {
     match principal {
         Principal::Operator => "operator".into(),
         Principal::User { user_id, .. } => format!("user:{user_id}"),
         Principal::ApiKey { key_id, .. } => format!("key:{key_id}"),
         Principal::TenantToken {
-            key_id, subject, ..
-        } => format!("token:{key_id}:{}", subject.as_deref().unwrap_or("")),
+            key_id,
+            subject: Some(subject),
+            ..
+        } if !subject.is_empty() => format!("token:{key_id}:{subject}"),
+        Principal::TenantToken {
+            key_id, token_id, ..
+        } => format!("token-jti:{key_id}:{token_id}"),
     }
 }
 
@@ -251,5 +262,48 @@ impl App {
         let conn = handle.conn();
         let s = readable(&conn, ctx, id)?;
         messages(&conn, &s.id, page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Scopes;
+    use uuid::Uuid;
+
+    fn token(key: Uuid, jti: &str, subject: Option<&str>) -> Principal {
+        Principal::TenantToken {
+            key_id: key,
+            org_id: Uuid::nil(),
+            workspace_id: Uuid::nil(),
+            scopes: Scopes::TENANT_TOKEN_MAX,
+            filter: None,
+            subject: subject.map(str::to_string),
+            token_id: jti.to_string(),
+        }
+    }
+
+    #[test]
+    fn tenant_tokens_share_sessions_only_through_an_explicit_subject() {
+        let key = crate::ids::new_id();
+        let other_key = crate::ids::new_id();
+        let o = |jti, sub| owner_of(&token(key, jti, sub));
+        // Without a subject (or with an empty one), each token owns its sessions alone.
+        assert_ne!(o("a", None), o("b", None));
+        assert_ne!(o("a", Some("")), o("b", Some("")));
+        assert_ne!(o("a", Some("")), o("b", None));
+        assert_eq!(o("a", None), o("a", Some("")));
+        // The same subject of the same key is one end user; another subject is another.
+        assert_eq!(o("a", Some("u1")), o("b", Some("u1")));
+        assert_ne!(o("a", Some("u1")), o("a", Some("u2")));
+        assert_ne!(
+            o("a", Some("u1")),
+            owner_of(&token(other_key, "a", Some("u1")))
+        );
+        // No subject spells a token's own owner key.
+        let own = o("a", None);
+        let spelled = own.splitn(2, ':').nth(1).unwrap_or_default().to_string();
+        assert_ne!(o("b", Some(&spelled)), own);
+        assert_ne!(o("b", Some(&format!("{key}:a"))), own);
     }
 }

@@ -45,6 +45,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "providers",
         sql: include_str!("../../schema/control/0003_providers.sql"),
     },
+    Migration {
+        version: 4,
+        name: "id_shaped_slugs",
+        sql: include_str!("../../schema/control/0004_id_shaped_slugs.sql"),
+    },
 ];
 
 /// Largest page a list call returns.

@@ -63,9 +63,23 @@ pub struct NewOrg {
 pub struct OrgPatch {
     pub name: Option<String>,
     pub slug: Option<String>,
+    /// A billing field: the operator's only (`Action::OrgBillingUpdate`).
     pub plan: Option<String>,
+    /// A billing field, named here so that naming it is refused as such (`403` to anyone but
+    /// the operator); the operator changes status with `/suspend` and `/reactivate`.
+    pub status: Option<Value>,
+    /// A billing field: an org's limits are its plan's, changed by changing `plan`.
+    pub limits: Option<Value>,
     /// Merged into the current settings (RFC 7396: `null` removes a key).
     pub settings: Option<Value>,
+}
+
+impl OrgPatch {
+    /// Whether the patch names a billing field (plan, status, limits), which only the operator
+    /// may change.
+    pub fn names_billing_fields(&self) -> bool {
+        self.plan.is_some() || self.status.is_some() || self.limits.is_some()
+    }
 }
 
 const ORG_COLUMNS: &str = "id, name, slug, plan, status, settings, created_at, updated_at";
@@ -217,6 +231,17 @@ impl ControlPlane {
     }
 
     pub fn update_org(&self, id: Uuid, patch: OrgPatch) -> Result<Org> {
+        if patch.status.is_some() {
+            return Err(Error::invalid(
+                "an organization's status changes with POST /v1/orgs/{org}/suspend and \
+                 /reactivate, not PATCH",
+            ));
+        }
+        if patch.limits.is_some() {
+            return Err(Error::invalid(
+                "an organization's limits are those of its plan: change \"plan\"",
+            ));
+        }
         let mut org = self.get_org_by_id(id)?;
         if let Some(name) = patch.name {
             org.name = ids::validate_name(&name)?;
@@ -380,6 +405,78 @@ mod tests {
         };
         cp.create_org(new()).expect("first");
         assert!(matches!(cp.create_org(new()), Err(Error::Conflict(_))));
+    }
+
+    #[test]
+    fn id_shaped_slugs_are_refused_and_old_ones_renamed() {
+        let (_t, cp) = cp();
+        let a = cp
+            .create_org(NewOrg {
+                name: "A".into(),
+                ..Default::default()
+            })
+            .expect("a");
+        for slug in [
+            a.id.hyphenated().to_string(),
+            a.id.simple().to_string(),
+            a.id.hyphenated().to_string().to_uppercase(),
+        ] {
+            let new = NewOrg {
+                name: "B".into(),
+                slug: Some(slug.clone()),
+                ..Default::default()
+            };
+            assert!(
+                matches!(cp.create_org(new), Err(Error::Invalid(_))),
+                "{slug}"
+            );
+            let patch = OrgPatch {
+                slug: Some(slug.clone()),
+                ..Default::default()
+            };
+            assert!(
+                matches!(cp.update_org(a.id, patch), Err(Error::Invalid(_))),
+                "{slug}"
+            );
+        }
+        // A name that is an id derives a slug that is not one.
+        let b = cp
+            .create_org(NewOrg {
+                name: a.id.to_string(),
+                ..Default::default()
+            })
+            .expect("b");
+        assert_eq!(b.slug, format!("slug-{}", a.id));
+        // Rows from before the rule are renamed by the migration.
+        let ws = crate::ids::new_id();
+        cp.conn()
+            .execute_batch(&format!(
+                "UPDATE orgs SET slug = '{}' WHERE id = '{}';
+                 INSERT INTO workspaces (id, org_id, name, slug, created_at, updated_at)
+                 VALUES ('{ws}', '{}', 'w', '{}', 'now', 'now');",
+                a.id.simple(),
+                a.id,
+                a.id,
+                ws.simple()
+            ))
+            .expect("seed");
+        assert_eq!(
+            cp.get_org(&a.id.simple().to_string()).expect("by id").id,
+            a.id
+        );
+        cp.conn()
+            .execute_batch(include_str!(
+                "../../schema/control/0004_id_shaped_slugs.sql"
+            ))
+            .expect("migrate");
+        assert_eq!(
+            cp.get_org_by_id(a.id).expect("a").slug,
+            format!("slug-{}", a.id.simple())
+        );
+        assert_eq!(
+            cp.get_workspace(ws).expect("ws").slug,
+            format!("slug-{}", ws.simple())
+        );
     }
 
     #[test]

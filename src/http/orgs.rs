@@ -60,6 +60,10 @@ pub async fn patch(
     ctx: OrgContext,
     Json(patch): Json<OrgPatch>,
 ) -> ApiResult<impl IntoResponse> {
+    // Plan, status and limits are billing fields: the operator's, not the org's own admins'.
+    if patch.names_billing_fields() {
+        ctx.require(Action::OrgBillingUpdate)?;
+    }
     ctx.require(Action::OrgUpdate)?;
     let org = ctx.org.id.to_string();
     let org = blocking(move || app.update_org(&org, patch)).await?;

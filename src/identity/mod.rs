@@ -219,6 +219,8 @@ pub enum Principal {
         scopes: Scopes,
         filter: Option<Arc<Value>>,
         subject: Option<String>,
+        /// The token's own id (`jti`): what its chat sessions belong to when it has no subject.
+        token_id: String,
     },
 }
 

@@ -19,6 +19,9 @@ pub enum Action {
     // An organization.
     OrgRead,
     OrgUpdate,
+    /// Change an org's billing fields: its plan (and so its limits and scheduler priority) and
+    /// its status. Operator only: an org's own admins and owners may not.
+    OrgBillingUpdate,
     OrgDelete,
     MembersRead,
     MembersManage,
@@ -99,6 +102,7 @@ pub const fn rule_for(action: Action) -> Rule {
         }
         Action::OrgRead => rule(Some(Viewer), Never, false),
         Action::OrgUpdate => rule(Some(Admin), Never, false),
+        Action::OrgBillingUpdate => rule(None, Never, false),
         Action::OrgDelete => rule(Some(Owner), Never, false),
         Action::MembersRead => rule(Some(Viewer), Never, false),
         Action::MembersManage => rule(Some(Admin), Never, false),
@@ -121,6 +125,112 @@ pub const fn rule_for(action: Action) -> Rule {
         Action::SessionsReadAll => rule(Some(Admin), S(Scope::Manage), false),
         Action::ProvidersManage => rule(Some(Admin), Never, false),
         Action::Export => rule(Some(Admin), S(Scope::Manage), false),
+    }
+}
+
+impl Action {
+    /// Every action, in table order.
+    pub const ALL: [Action; 29] = [
+        Action::OrgCreate,
+        Action::OrgListAll,
+        Action::OrgSuspend,
+        Action::OperatorAdmin,
+        Action::OrgRead,
+        Action::OrgUpdate,
+        Action::OrgBillingUpdate,
+        Action::OrgDelete,
+        Action::MembersRead,
+        Action::MembersManage,
+        Action::OwnersManage,
+        Action::WorkspaceCreate,
+        Action::WorkspaceList,
+        Action::WorkspaceRead,
+        Action::WorkspaceUpdate,
+        Action::WorkspaceDelete,
+        Action::ApiKeysManage,
+        Action::TenantTokenMint,
+        Action::Search,
+        Action::Chat,
+        Action::DocumentsRead,
+        Action::Ingest,
+        Action::AgentsRead,
+        Action::AgentsManage,
+        Action::AgentsAdmin,
+        Action::SessionsRead,
+        Action::SessionsReadAll,
+        Action::ProvidersManage,
+        Action::Export,
+    ];
+
+    /// What the action does, in the words of a user ("manage API keys"): completes "may not ...".
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Action::OrgCreate => "create organizations",
+            Action::OrgListAll => "list every organization of the server",
+            Action::OrgSuspend => "suspend or reactivate an organization",
+            Action::OperatorAdmin => "use the server's administration routes",
+            Action::OrgRead => "read this organization",
+            Action::OrgUpdate => "change this organization's name, slug or settings",
+            Action::OrgBillingUpdate => "change an organization's plan, status or limits",
+            Action::OrgDelete => "delete this organization",
+            Action::MembersRead => "list the members of this organization",
+            Action::MembersManage => "invite, change or remove members",
+            Action::OwnersManage => "grant, change or remove the owner role",
+            Action::WorkspaceCreate => "create workspaces",
+            Action::WorkspaceList => "list this organization's workspaces",
+            Action::WorkspaceRead => "read this workspace's settings",
+            Action::WorkspaceUpdate => "change this workspace's name, slug or settings",
+            Action::WorkspaceDelete => "delete this workspace",
+            Action::ApiKeysManage => "manage API keys",
+            Action::TenantTokenMint => "mint tenant tokens",
+            Action::Search => "search",
+            Action::Chat => "chat",
+            Action::DocumentsRead => "read documents and jobs",
+            Action::Ingest => "add, replace or delete documents",
+            Action::AgentsRead => "read agents",
+            Action::AgentsManage => "create, change or delete agents",
+            Action::AgentsAdmin => "see private agents of others or change any agent",
+            Action::SessionsRead => "read chat sessions",
+            Action::SessionsReadAll => "read every chat session of this workspace",
+            Action::ProvidersManage => "manage the organization's model providers",
+            Action::Export => "export this workspace",
+        }
+    }
+
+    /// Who may do it, in words: "the admin role (or owner)", "an API key with the manage
+    /// scope", ... joined into one sentence ("this needs ...").
+    pub fn who_may(self) -> String {
+        let r = rule_for(self);
+        let mut who: Vec<String> = Vec::new();
+        if let Some(role) = r.min_role {
+            who.push(match role {
+                Owner => "the owner role".to_string(),
+                role => format!("the {role} role or higher"),
+            });
+        }
+        match r.key {
+            Never => {}
+            AnyScope => who.push("an API key".to_string()),
+            S(scope) if r.token => who.push(format!(
+                "an API key or tenant token with the {} scope",
+                scope.as_str()
+            )),
+            S(scope) => who.push(format!("an API key with the {} scope", scope.as_str())),
+        }
+        match who.len() {
+            0 => "only the server operator may".to_string(),
+            1 => format!("this needs {}", who[0]),
+            _ => {
+                let last = who.pop().unwrap_or_default();
+                format!("this needs {}, or {last}", who.join(", "))
+            }
+        }
+    }
+
+    /// The message of a `403` refusing this action to a `who` ("user", "API key", "tenant
+    /// token"): what is missing and who has it, never an internal name.
+    pub fn forbidden_message(self, who: &str) -> String {
+        format!("this {who} may not {}: {}", self.describe(), self.who_may())
     }
 }
 
@@ -159,36 +269,69 @@ pub fn may_manage_role(actor: Subject, target: Role) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 28] = [
-        Action::OrgCreate,
-        Action::OrgListAll,
-        Action::OrgSuspend,
-        Action::OperatorAdmin,
-        Action::OrgRead,
-        Action::OrgUpdate,
-        Action::OrgDelete,
-        Action::MembersRead,
-        Action::MembersManage,
-        Action::OwnersManage,
-        Action::WorkspaceCreate,
-        Action::WorkspaceList,
-        Action::WorkspaceRead,
-        Action::WorkspaceUpdate,
-        Action::WorkspaceDelete,
-        Action::ApiKeysManage,
-        Action::TenantTokenMint,
-        Action::Search,
-        Action::Chat,
-        Action::DocumentsRead,
-        Action::Ingest,
-        Action::AgentsRead,
-        Action::AgentsManage,
-        Action::AgentsAdmin,
-        Action::SessionsRead,
-        Action::SessionsReadAll,
-        Action::ProvidersManage,
-        Action::Export,
-    ];
+    const ALL: [Action; 29] = Action::ALL;
+
+    /// A word with an upper-case letter after a lower-case one: an enum name like
+    /// `ApiKeysManage` leaking into a message.
+    pub(crate) fn has_camel_case(text: &str) -> bool {
+        text.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
+            w.as_bytes()
+                .windows(2)
+                .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase())
+        })
+    }
+
+    #[test]
+    fn forbidden_messages_say_in_words_what_is_missing_and_who_has_it() {
+        for a in ALL {
+            for who in ["user", "API key", "tenant token", "operator"] {
+                let m = a.forbidden_message(who);
+                assert!(!has_camel_case(&m), "{a:?}: {m}");
+                assert!(!m.contains(&format!("{a:?}")), "{a:?}: {m}");
+                assert!(m.contains(a.describe()), "{m}");
+                assert!(
+                    m.contains("needs") || m.contains("only the server operator"),
+                    "{m}"
+                );
+            }
+            // The roles and scopes the table allows are named.
+            let r = rule_for(a);
+            let m = a.forbidden_message("user");
+            if let Some(role) = r.min_role {
+                assert!(m.contains(role.as_str()), "{a:?}: {m}");
+            }
+            if let S(scope) = r.key {
+                assert!(m.contains(scope.as_str()), "{a:?}: {m}");
+            }
+        }
+        assert_eq!(
+            Action::ApiKeysManage.forbidden_message("user"),
+            "this user may not manage API keys: this needs the admin role or higher"
+        );
+        assert_eq!(
+            Action::WorkspaceUpdate.forbidden_message("API key"),
+            "this API key may not change this workspace's name, slug or settings: this needs \
+             the admin role or higher, or an API key with the manage scope"
+        );
+        assert_eq!(
+            Action::OrgBillingUpdate.forbidden_message("user"),
+            "this user may not change an organization's plan, status or limits: only the \
+             server operator may"
+        );
+        assert!(has_camel_case("x ApiKeysManage y") && !has_camel_case("API keys, admin"));
+    }
+
+    #[test]
+    fn billing_is_the_operators() {
+        assert!(permits(Subject::Operator, Action::OrgBillingUpdate));
+        for role in [Viewer, Member, Admin, Owner] {
+            assert!(!permits(Subject::Member(role), Action::OrgBillingUpdate));
+        }
+        assert!(!permits(
+            Subject::Key(Scopes::all()),
+            Action::OrgBillingUpdate
+        ));
+    }
 
     #[test]
     fn operator_may_do_everything() {

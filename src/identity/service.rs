@@ -62,10 +62,13 @@ fn subject_of(principal: &Principal, role: Option<Role>) -> Option<Subject> {
 }
 
 fn forbidden(action: Action, principal: &Principal) -> Error {
-    Error::forbidden(format!(
-        "this {} may not do this ({action:?}): it lacks the role or scope",
-        principal.kind().replace('_', " ")
-    ))
+    let who = match principal {
+        Principal::Operator => "operator",
+        Principal::User { .. } => "user",
+        Principal::ApiKey { .. } => "API key",
+        Principal::TenantToken { .. } => "tenant token",
+    };
+    Error::forbidden(action.forbidden_message(who))
 }
 
 impl OrgAccess {
@@ -263,6 +266,7 @@ impl App {
                 .intersect(Scopes::TENANT_TOKEN_MAX),
             filter: claims.filter.map(Arc::new),
             subject: claims.sub,
+            token_id: claims.jti,
         })
     }
 
@@ -512,6 +516,7 @@ impl App {
                 scopes,
                 filter,
                 subject,
+                ..
             } => json!({"principal": "tenant_token", "key_id": key_id, "org_id": org_id,
                         "workspace_id": workspace_id, "scopes": scopes,
                         "filter": filter.as_deref(), "subject": subject}),

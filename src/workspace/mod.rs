@@ -55,6 +55,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "vector_codes",
         sql: include_str!("../../schema/workspace/0005_vector_codes.sql"),
     },
+    Migration {
+        version: 6,
+        name: "id_shaped_slugs",
+        sql: include_str!("../../schema/workspace/0006_id_shaped_slugs.sql"),
+    },
 ];
 
 /// The tokenizer of the full-text fields: lower-cased, English-stemmed.
