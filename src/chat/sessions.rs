@@ -302,8 +302,8 @@ mod tests {
         );
         // No subject spells a token's own owner key.
         let own = o("a", None);
-        let spelled = own.splitn(2, ':').nth(1).unwrap_or_default().to_string();
-        assert_ne!(o("b", Some(&spelled)), own);
+        let spelled = own.split_once(':').map(|x| x.1).unwrap_or_default();
+        assert_ne!(o("b", Some(spelled)), own);
         assert_ne!(o("b", Some(&format!("{key}:a"))), own);
     }
 }
