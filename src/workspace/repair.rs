@@ -93,16 +93,24 @@ pub struct Repair {
     pub added: usize,
 }
 
-/// Checks the index against SQLite and reconciles them when their generations differ.
+/// Checks the index against SQLite and reconciles them when they disagree: the generation the
+/// last successful commit recorded must be SQLite's, and the index must hold as many chunks as
+/// SQLite (a commit that recorded the right generation but lost documents shows there).
 pub fn repair_if_needed(ws: &Workspace) -> Result<Option<Repair>> {
-    let gen = generation(&ws.conn())?;
+    let (gen, chunks) = {
+        let conn = ws.conn();
+        let chunks: i64 = conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?;
+        (generation(&conn)?, chunks)
+    };
     let payload = ws.index().load_metas()?.payload;
-    let in_sync = match payload.as_deref() {
+    let indexed = ws.reader().searcher().num_docs();
+    let gen_matches = match payload.as_deref() {
         Some(p) => p == gen.to_string(),
         // A fresh store: nothing was ever indexed.
-        None => gen == 0 && ws.reader().searcher().num_docs() == 0,
+        None => gen == 0,
     };
-    if in_sync {
+    if gen_matches && u64::try_from(chunks).is_ok_and(|c| c == indexed) && !ws.needs_reconcile()
+    {
         return Ok(None);
     }
     let report = reconcile(ws)?;
@@ -115,73 +123,84 @@ pub fn repair_if_needed(ws: &Workspace) -> Result<Option<Repair>> {
     Ok(Some(report))
 }
 
-/// Makes the index hold exactly the chunks of indexed documents in SQLite.
+/// Makes the index hold exactly the chunks in SQLite (every chunk belongs to an indexed
+/// document), and records SQLite's generation. Clears the mark of [`Workspace::needs_reconcile`]
+/// (set again if this fails, or if an index change fails meanwhile).
 pub fn reconcile(ws: &Workspace) -> Result<Repair> {
     let f = ws.fields();
-    ws.index_transaction(|w: &mut IndexWriter| {
-        // Under the writer lock: nothing else changes the index meanwhile.
-        let (wanted, gen) = {
+    ws.set_needs_reconcile(false);
+    let result = ws.index_transaction_now(
+        || {
+            // Under the writer lock: nothing else changes the index meanwhile. A failed commit
+            // may have left the reader behind what is on disk.
+            ws.reader().reload()?;
             let conn = ws.conn();
-            let mut stmt = conn.prepare(
-                "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id
-                 WHERE d.status = 'indexed'",
-            )?;
+            let mut stmt = conn.prepare("SELECT id FROM chunks")?;
             let ids = stmt
                 .query_map([], |r| r.get::<_, i64>(0))?
                 .collect::<rusqlite::Result<HashSet<i64>>>()?;
-            (ids, generation(&conn)?)
-        };
-        let mut present: HashMap<u64, usize> = HashMap::new();
-        let searcher = ws.reader().searcher();
-        for seg in searcher.segment_readers() {
-            let col = seg.fast_fields().u64("chunk_id")?;
-            let alive = seg.alive_bitset();
-            for doc in 0..seg.max_doc() {
-                if alive.is_some_and(|a| !a.is_alive(doc)) {
-                    continue;
-                }
-                if let Some(id) = col.first(doc) {
-                    *present.entry(id).or_default() += 1;
-                }
-            }
-        }
-        let mut report = Repair::default();
-        let mut to_add: Vec<i64> = Vec::new();
-        for (&id, &count) in &present {
-            let keep = i64::try_from(id).is_ok_and(|i| wanted.contains(&i));
-            if !keep || count > 1 {
-                w.delete_term(Term::from_field_u64(f.chunk_id, id));
-                report.removed += count;
-                if keep {
-                    to_add.push(id as i64);
+            Ok((ids, generation(&conn)?))
+        },
+        |w: &mut IndexWriter, wanted: &HashSet<i64>| {
+            let mut present: HashMap<u64, usize> = HashMap::new();
+            let searcher = ws.reader().searcher();
+            for seg in searcher.segment_readers() {
+                let col = seg.fast_fields().u64("chunk_id")?;
+                let alive = seg.alive_bitset();
+                for doc in 0..seg.max_doc() {
+                    if alive.is_some_and(|a| !a.is_alive(doc)) {
+                        continue;
+                    }
+                    if let Some(id) = col.first(doc) {
+                        *present.entry(id).or_default() += 1;
+                    }
                 }
             }
-        }
-        to_add.extend(
-            wanted
-                .iter()
-                .filter(|id| !present.contains_key(&(**id as u64))),
-        );
-        if !to_add.is_empty() {
-            let conn = ws.conn();
-            let mut stmt = conn.prepare_cached(
-                "SELECT c.document_id, d.title, c.heading_path, c.text
-                 FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
-            )?;
-            for id in &to_add {
-                let row: Option<(String, String, String, String)> = stmt
-                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .optional()?;
-                if let Some((doc_id, title, headings, text)) = row {
-                    w.add_document(chunk_document(
-                        &f, *id as u64, &doc_id, &title, &headings, &text,
-                    ))?;
-                    report.added += 1;
+            let mut report = Repair::default();
+            let mut to_add: Vec<i64> = Vec::new();
+            for (&id, &count) in &present {
+                let keep = i64::try_from(id).is_ok_and(|i| wanted.contains(&i));
+                if !keep || count > 1 {
+                    w.delete_term(Term::from_field_u64(f.chunk_id, id));
+                    report.removed += count;
+                    if keep {
+                        to_add.push(id as i64);
+                    }
                 }
             }
+            to_add.extend(
+                wanted
+                    .iter()
+                    .filter(|id| !present.contains_key(&(**id as u64))),
+            );
+            if !to_add.is_empty() {
+                let conn = ws.conn();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT c.document_id, d.title, c.heading_path, c.text
+                     FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
+                )?;
+                for id in &to_add {
+                    let row: Option<(String, String, String, String)> = stmt
+                        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                        .optional()?;
+                    if let Some((doc_id, title, headings, text)) = row {
+                        w.add_document(chunk_document(
+                            &f, *id as u64, &doc_id, &title, &headings, &text,
+                        ))?;
+                        report.added += 1;
+                    }
+                }
+            }
+            Ok(report)
+        },
+    );
+    match result {
+        Ok((_, Ok(report))) => Ok(report),
+        Ok((_, Err(e))) | Err(e) => {
+            ws.set_needs_reconcile(true);
+            Err(e)
         }
-        Ok((report, gen))
-    })
+    }
 }
 
 #[cfg(test)]
