@@ -283,4 +283,189 @@ mod tests {
         assert!(schema_is_current(&ws.index().schema()));
         assert_eq!(ws.indexed_chunks(), 1);
     }
+
+    /// A small tmpfs mounted for a test (root only; `None`, with a message, where mounting is
+    /// not allowed). Unmounted on drop.
+    pub(crate) struct Tmpfs {
+        pub dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        pub(crate) fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().expect("tmp");
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+                return None;
+            }
+            Some(Tmpfs { dir })
+        }
+
+        /// Fills the filesystem with a file; returns its path (remove it to free the space).
+        pub(crate) fn fill(&self) -> std::path::PathBuf {
+            use std::io::Write;
+            let path = self.dir.path().join("filler");
+            let mut f = std::fs::File::create(&path).expect("filler");
+            let block = vec![7u8; 64 << 10];
+            while f.write_all(&block).is_ok() {}
+            let mut small = [7u8; 512];
+            while f.write_all(&small).is_ok() {
+                small[0] = small[0].wrapping_add(1);
+            }
+            path
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    fn words(seed: usize, n: usize) -> String {
+        (0..n)
+            .map(|i| format!("w{}x{}", (i * 7919 + seed) % 100_003, i % 13))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_failed_commit_discards_the_writer_and_the_index_is_reconciled() {
+        let Some(fs) = Tmpfs::mount("6m") else {
+            return;
+        };
+        let id = crate::ids::new_id();
+        let dir = dir_of(fs.dir.path(), id);
+        create(&dir).expect("create");
+        let ws = Workspace::open(&dir, id).expect("open");
+        // The chunks are in SQLite (committed) before the disk fills up.
+        let big = words(1, 150_000);
+        seed(&ws, "d1", &[big.as_str(), "alpha"]);
+        let gen = generation(&ws.conn()).expect("gen");
+        let payload_before = ws.index().load_metas().expect("metas").payload;
+        let filler = fs.fill();
+        let f = ws.fields();
+        let ids: Vec<(i64, String)> = {
+            let conn = ws.conn();
+            let mut stmt = conn.prepare("SELECT id, text FROM chunks").expect("prep");
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("q");
+            rows.collect::<rusqlite::Result<_>>().expect("rows")
+        };
+        let (_, indexed) = ws
+            .index_transaction(
+                || Ok(((), gen)),
+                |w, _| {
+                    for (id, text) in &ids {
+                        w.add_document(chunk_document(&f, *id as u64, "d1", "T", "", text))?;
+                    }
+                    Ok(())
+                },
+            )
+            .expect("sql part");
+        let err = indexed.expect_err("the commit cannot fit");
+        assert!(err.is_storage_full(), "{err:?}");
+        assert!(ws.needs_reconcile(), "marked for reconciliation");
+        assert!(!ws.writer_is_open(), "the failed writer was discarded");
+        assert_eq!(
+            ws.index().load_metas().expect("metas").payload,
+            payload_before,
+            "no generation recorded without a successful commit"
+        );
+        // Space returns; a later change commits with a fresh writer, and the reconciliation
+        // brings back what the failed commit lost.
+        std::fs::remove_file(filler).expect("free");
+        seed(&ws, "d2", &["gamma"]);
+        let gen2 = generation(&ws.conn()).expect("gen");
+        let (_, indexed) = ws
+            .index_transaction(
+                || Ok(((), gen2)),
+                |w, _| {
+                    let id: i64 = ws
+                        .conn()
+                        .query_row("SELECT id FROM chunks WHERE document_id = 'd2'", [], |r| {
+                            r.get(0)
+                        })
+                        .expect("id");
+                    w.add_document(chunk_document(&f, id as u64, "d2", "T", "", "gamma"))?;
+                    Ok(())
+                },
+            )
+            .expect("sql part");
+        indexed.expect("commits again once there is room");
+        assert_eq!(ws.indexed_chunks(), 1, "the failed commit's chunks are not there");
+        assert!(ws.needs_reconcile());
+        reconcile(&ws).expect("reconcile");
+        assert!(!ws.needs_reconcile());
+        assert_eq!(ws.indexed_chunks(), 3, "every chunk of SQLite is indexed");
+        drop(ws);
+        let ws = Workspace::open(&dir, id).expect("reopen");
+        assert_eq!(repair_if_needed(&ws).expect("check"), None, "in sync");
+        assert_eq!(ws.indexed_chunks(), 3);
+    }
+
+    #[test]
+    fn repair_on_open_compares_counts_not_only_the_generation() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = dir_of(tmp.path(), id);
+        create(&dir).expect("create");
+        {
+            let ws = Workspace::open(&dir, id).expect("open");
+            seed(&ws, "d1", &["alpha", "beta"]);
+            let gen = generation(&ws.conn()).expect("gen");
+            // A commit that records the right generation but lost a chunk (what a failed
+            // writer kept in service used to commit).
+            let f = ws.fields();
+            let (_, r) = ws
+                .index_transaction(
+                    || Ok(((), gen)),
+                    |w, _| {
+                        w.add_document(chunk_document(&f, 1, "d1", "T", "", "alpha"))?;
+                        Ok(())
+                    },
+                )
+                .expect("tx");
+            r.expect("commit");
+            assert_eq!(ws.indexed_chunks(), 1);
+        }
+        let ws = Workspace::open(&dir, id).expect("reopen");
+        assert_eq!(ws.indexed_chunks(), 2, "the lost chunk was restored on open");
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_index_opens_empty_and_is_rebuilt() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = dir_of(tmp.path(), id);
+        create(&dir).expect("create");
+        {
+            let ws = Workspace::open(&dir, id).expect("open");
+            seed(&ws, "d1", &["alpha", "beta"]);
+        }
+        let idx = dir.join(crate::workspace::INDEX_DIR);
+        let damages: [&dyn Fn(); 2] = [
+            &|| std::fs::write(idx.join("meta.json"), b"\x00garbage{").expect("garbage"),
+            &|| std::fs::remove_dir_all(&idx).expect("rm"),
+        ];
+        for damage in damages {
+            damage();
+            let ws = Workspace::open(&dir, id).expect("opens despite the index");
+            assert!(ws.rebuild_pending());
+            assert!(matches!(ws.require_index(), Err(crate::error::Error::IndexUnavailable(_))));
+            let report = ws.rebuild_index().expect("rebuild");
+            assert_eq!(report.added, 2);
+            assert!(ws.require_index().is_ok());
+            assert_eq!(ws.indexed_chunks(), 2);
+            assert!(!ws.writer_is_open(), "the rebuild leaves no writer open");
+        }
+    }
 }
