@@ -178,7 +178,10 @@ mod tests {
         ] {
             assert!(err.is_storage_full(), "{err:?}");
             let api = ApiError::from(err);
-            assert_eq!((api.status.as_u16(), api.code), (507, "insufficient_storage"));
+            assert_eq!(
+                (api.status.as_u16(), api.code),
+                (507, "insufficient_storage")
+            );
         }
         let other = ApiError::from(Error::from(std::io::Error::other("boom")));
         assert_eq!(other.status.as_u16(), 500);

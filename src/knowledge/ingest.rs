@@ -360,8 +360,7 @@ fn complete_fulltext_jobs(ws: &Workspace) -> Result<()> {
            AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = jobs.document_id AND c.embedded = 0)",
         [db::now()],
     )?;
-    tx.commit()
-        .map_err(Error::from)
+    tx.commit().map_err(Error::from)
 }
 
 type ChunkRow = (i64, String, String, String, String);

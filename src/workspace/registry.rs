@@ -473,7 +473,11 @@ mod tests {
         assert_eq!(reg.stats().open_writers, 3, "not idle yet");
         assert!(reg.remove(ids[0]));
         assert_eq!(reg.close_idle_writers(Duration::ZERO), 2);
-        assert_eq!(reg.stats().open_writers, 1, "the held, evicted store keeps its writer");
+        assert_eq!(
+            reg.stats().open_writers,
+            1,
+            "the held, evicted store keeps its writer"
+        );
         drop(held);
         assert_eq!(reg.stats().open_writers, 0);
     }

@@ -109,8 +109,7 @@ pub fn repair_if_needed(ws: &Workspace) -> Result<Option<Repair>> {
         // A fresh store: nothing was ever indexed.
         None => gen == 0,
     };
-    if gen_matches && u64::try_from(chunks).is_ok_and(|c| c == indexed) && !ws.needs_reconcile()
-    {
+    if gen_matches && u64::try_from(chunks).is_ok_and(|c| c == indexed) && !ws.needs_reconcile() {
         return Ok(None);
     }
     let report = reconcile(ws)?;
@@ -401,7 +400,11 @@ mod tests {
             )
             .expect("sql part");
         indexed.expect("commits again once there is room");
-        assert_eq!(ws.indexed_chunks(), 1, "the failed commit's chunks are not there");
+        assert_eq!(
+            ws.indexed_chunks(),
+            1,
+            "the failed commit's chunks are not there"
+        );
         assert!(ws.needs_reconcile());
         reconcile(&ws).expect("reconcile");
         assert!(!ws.needs_reconcile());
@@ -438,7 +441,11 @@ mod tests {
             assert_eq!(ws.indexed_chunks(), 1);
         }
         let ws = Workspace::open(&dir, id).expect("reopen");
-        assert_eq!(ws.indexed_chunks(), 2, "the lost chunk was restored on open");
+        assert_eq!(
+            ws.indexed_chunks(),
+            2,
+            "the lost chunk was restored on open"
+        );
     }
 
     #[test]
@@ -460,7 +467,10 @@ mod tests {
             damage();
             let ws = Workspace::open(&dir, id).expect("opens despite the index");
             assert!(ws.rebuild_pending());
-            assert!(matches!(ws.require_index(), Err(crate::error::Error::IndexUnavailable(_))));
+            assert!(matches!(
+                ws.require_index(),
+                Err(crate::error::Error::IndexUnavailable(_))
+            ));
             let report = ws.rebuild_index().expect("rebuild");
             assert_eq!(report.added, 2);
             assert!(ws.require_index().is_ok());

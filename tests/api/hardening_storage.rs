@@ -102,12 +102,21 @@ async fn a_full_disk_is_507_deletions_work_and_no_acknowledged_document_is_lost(
     })
     .await;
 
-    // The disk fills up.
+    // The disk fills up, leaving a little room: some writes get through (blobs, rows), then
+    // an index commit or a database write finds no room.
     let filler = fs.fill();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .expect("filler");
+    let len = f.metadata().expect("len").len();
+    f.set_len(len.saturating_sub(384 << 10))
+        .expect("leave room");
+    drop(f);
     let mut queued: Vec<(String, String)> = Vec::new();
     let mut full = 0;
-    for i in 0..12 {
-        let body = json!({"text": format!("during document {i} {}", "padding ".repeat(4000))});
+    for i in 0..40 {
+        let body = json!({"text": format!("during document {i} {}", "padding ".repeat(2000))});
         let r = api
             .post(&format!("/v1/workspaces/{ws}/documents"), body)
             .await;
@@ -126,7 +135,12 @@ async fn a_full_disk_is_507_deletions_work_and_no_acknowledged_document_is_lost(
             202 => queued.push((r.id(), r.body["job_id"].as_str().unwrap_or("").to_string())),
             s => panic!("adding on a full disk answered {s}: {:?}", r.body),
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eprintln!(
+        "full disk: {full} refused with 507, {} queued",
+        queued.len()
+    );
     assert!(full > 0, "a full disk must refuse some writes with 507");
     // Reads keep working.
     let r = api.get(&format!("/v1/workspaces/{ws}/documents")).await;
@@ -163,7 +177,10 @@ async fn a_full_disk_is_507_deletions_work_and_no_acknowledged_document_is_lost(
     all.extend(found(&api, &ws, "after").await);
     all.extend(found(&api, &ws, "during").await);
     for id in &acknowledged {
-        assert!(all.contains(id), "acknowledged document {id} is missing from full text");
+        assert!(
+            all.contains(id),
+            "acknowledged document {id} is missing from full text"
+        );
     }
     assert!(!all.contains(&gone));
     drop(server);
@@ -253,7 +270,10 @@ async fn a_missing_or_corrupt_index_is_rebuilt_in_the_background() {
                 assert!(r.headers.contains_key("retry-after"), "{how}");
             }
             200 => {}
-            s => panic!("{how}: search during the rebuild answered {s}: {:?}", r.body),
+            s => panic!(
+                "{how}: search during the rebuild answered {s}: {:?}",
+                r.body
+            ),
         }
         poll("the rebuilt index", 60, || async {
             let r = api
