@@ -250,7 +250,13 @@ impl Workspace {
             return Err(Error::NotFound(Resource::Workspace));
         }
         Self::open_store(dir, id, writers).map_err(|e| match e {
-            e @ (Error::Sqlite(_) | Error::Internal(_)) => {
+            e @ Error::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error {
+                    code: rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase,
+                    ..
+                },
+                _,
+            )) => {
                 tracing::error!(workspace_id = %id, error = %e, "the workspace database cannot be opened");
                 Error::Corrupt(format!(
                     "the database of workspace {id} cannot be read ({}); other workspaces are \
