@@ -203,10 +203,11 @@ impl App {
         Ok(org)
     }
 
-    /// Deletes an org and every one of its workspaces (records first, then folders).
+    /// Deletes an org and every one of its workspaces (records first, then folders; a crash
+    /// between the two is finished by [`App::remove_deleted_stores`]).
     pub fn delete_org(&self, key: &str) -> Result<()> {
         let org = self.control.get_org(key)?;
-        let ids = self.control.delete_org(org.id)?;
+        let ids = self.with_reserve(|| self.control.delete_org(org.id))?;
         self.identity.invalidate_status();
         for id in ids {
             self.remove_store(id);
@@ -274,10 +275,11 @@ impl App {
     }
 
     /// Deletes a workspace: the record is marked deleted (from then on nothing opens it), the
-    /// store leaves the cache, and its folder is removed.
+    /// store leaves the cache, and its folder is removed. A crash after the record is marked
+    /// leaves a folder that [`App::remove_deleted_stores`] removes after the next start.
     pub fn delete_workspace(&self, id: Uuid) -> Result<()> {
         let record = self.control.get_workspace(id)?;
-        self.control.mark_workspace_deleted(id)?;
+        self.with_reserve(|| self.control.mark_workspace_deleted(id))?;
         self.identity.invalidate_status();
         self.remove_store(id);
         tracing::info!(org_id = %record.org_id, workspace_id = %id, "workspace deleted");
@@ -310,6 +312,15 @@ impl App {
         }
     }
 
+    /// Runs a write that frees space (a deletion); when it fails for lack of space, releases
+    /// the storage reserve and tries once more.
+    fn with_reserve<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
+        match f() {
+            Err(e) if e.is_storage_full() && workspace::reserve::release(self.data_dir()) => f(),
+            other => other,
+        }
+    }
+
     /// Removes what an interrupted deletion left in the trash. Run in the background after
     /// start, never before serving.
     pub fn empty_trash(&self) {
@@ -318,6 +329,47 @@ impl App {
             for entry in entries.flatten() {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
+        }
+    }
+
+    /// Removes the folders of workspaces whose record is deleted (one by one or with their
+    /// org) but whose folder a crash left in place. Asks the control plane which workspaces
+    /// are deleted and looks only at their folders: `data/` is not scanned. Run in the
+    /// background after start. Returns how many folders it removed.
+    pub fn remove_deleted_stores(&self) -> usize {
+        let ids = match self.control.deleted_workspace_ids() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list deleted workspaces");
+                return 0;
+            }
+        };
+        let mut removed = 0;
+        for id in ids {
+            if workspace::dir_of(self.data_dir(), id).exists() {
+                tracing::info!(workspace_id = %id, "removing the folder of a deleted workspace left by an interrupted deletion");
+                self.remove_store(id);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Background upkeep of the data directory after start: the trash, folders of deleted
+    /// workspaces, the storage reserve.
+    pub fn tidy_data_dir(&self) {
+        self.empty_trash();
+        self.remove_deleted_stores();
+        self.ensure_storage_reserve();
+    }
+
+    /// Writes the storage reserve when it is missing (released for a deletion on a full disk)
+    /// and the disk has room again.
+    pub fn ensure_storage_reserve(&self) {
+        match workspace::reserve::ensure(self.data_dir()) {
+            Ok(true) => tracing::info!("storage reserve written"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot write the storage reserve"),
         }
     }
 

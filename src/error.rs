@@ -79,18 +79,102 @@ pub enum Error {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A write failed for lack of space (disk full or quota exceeded). Reads keep working.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    /// A store's files cannot be read (a corrupt database): the message names the workspace.
+    #[error("{0}")]
+    Corrupt(String),
+    /// The workspace's full-text index is being rebuilt from its database; retry shortly.
+    #[error("{0}")]
+    IndexUnavailable(String),
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("index error: {0}")]
-    Index(#[from] tantivy::TantivyError),
+    Index(tantivy::TantivyError),
     #[error("io error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// Anything else that is the server's fault.
     #[error("{0}")]
     Internal(String),
 }
 
+/// The message of [`Error::InsufficientStorage`].
+pub const STORAGE_FULL_MESSAGE: &str =
+    "the server's disk is full: the change was not saved; reads and deletions keep working, \
+     retry once space has been freed";
+
+/// Whether an I/O error means the disk (or the quota) is full.
+pub fn io_is_storage_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Whether any error in `err`'s source chain is a full disk. Tantivy reports some I/O failures
+/// of its threads only as text, so the text of the chain is checked too.
+fn chain_is_storage_full(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io_is_storage_full(io) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("No space left on device")
+            || text.contains("Disk quota exceeded")
+            || text.contains("os error 28")
+            || text.contains("os error 122")
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        if io_is_storage_full(&e) {
+            tracing::warn!(error = %e, "write failed: disk full");
+            return Error::InsufficientStorage(STORAGE_FULL_MESSAGE.into());
+        }
+        Error::Io(e)
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        let full = matches!(
+            &e,
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull
+        ) || chain_is_storage_full(&e);
+        if full {
+            tracing::warn!(error = %e, "database write failed: disk full");
+            return Error::InsufficientStorage(STORAGE_FULL_MESSAGE.into());
+        }
+        Error::Sqlite(e)
+    }
+}
+
+impl From<tantivy::TantivyError> for Error {
+    fn from(e: tantivy::TantivyError) -> Self {
+        if chain_is_storage_full(&e) {
+            tracing::warn!(error = %e, "index write failed: disk full");
+            return Error::InsufficientStorage(STORAGE_FULL_MESSAGE.into());
+        }
+        Error::Index(e)
+    }
+}
+
 impl Error {
+    /// True for a write that failed for lack of space.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, Error::InsufficientStorage(_))
+    }
+
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
     }

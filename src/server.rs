@@ -58,10 +58,11 @@ pub async fn serve(
         );
     }
 
-    // Leftovers of interrupted deletions are removed in the background, never before serving.
+    // Leftovers of interrupted deletions are removed in the background, never before serving;
+    // the storage reserve is written there too.
     tokio::task::spawn_blocking({
         let app = app.clone();
-        move || app.empty_trash()
+        move || app.tidy_data_dir()
     });
 
     // One scheduler for the whole server runs ingestion jobs; the workspaces that had pending
@@ -81,8 +82,12 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 let app = app.clone();
-                let _ = tokio::task::spawn_blocking(move || app.registry.close_idle_writers(idle))
-                    .await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    app.registry.close_idle_writers(idle);
+                    // A reserve released on a full disk comes back once there is room.
+                    app.ensure_storage_reserve();
+                })
+                .await;
             }
         }
     });

@@ -224,6 +224,20 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Ids of deleted workspaces (records kept, marked deleted), whether deleted one by one or
+    /// with their org: the background task removes any folder a crash left behind.
+    pub fn deleted_workspace_ids(&self) -> Result<Vec<Uuid>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT w.id FROM workspaces w JOIN orgs o ON o.id = w.org_id
+             WHERE w.status = 'deleted' OR o.status = 'deleted'",
+        )?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids.iter().filter_map(|s| Uuid::try_parse(s).ok()).collect())
+    }
+
     /// Removes a workspace record entirely: used only to undo a creation whose store failed.
     pub fn forget_workspace(&self, id: Uuid) -> Result<()> {
         self.conn()

@@ -7,6 +7,9 @@ use serde_json::json;
 
 use crate::error::Error;
 
+/// `Retry-After` of a search answered while the workspace's full-text index is rebuilt.
+pub const INDEX_RETRY_AFTER_SECS: u64 = 2;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -83,6 +86,17 @@ impl From<Error> for ApiError {
                     e.to_string(),
                 )
             },
+            Error::InsufficientStorage(m) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", m)
+            }
+            Error::Corrupt(m) => {
+                tracing::error!(error = %m, "corrupt store");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+            }
+            Error::IndexUnavailable(m) => ApiError {
+                retry_after: Some(INDEX_RETRY_AFTER_SECS),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            },
             e @ (Error::Sqlite(_) | Error::Index(_) | Error::Io(_) | Error::Internal(_)) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(
@@ -132,6 +146,12 @@ mod tests {
                 "unsupported_media_type",
             ),
             (Error::Provider("x".into()), 502, "provider_error"),
+            (
+                Error::InsufficientStorage("x".into()),
+                507,
+                "insufficient_storage",
+            ),
+            (Error::IndexUnavailable("x".into()), 503, "unavailable"),
             (Error::internal("secret detail"), 500, "internal"),
         ];
         for (err, status, code) in cases {
@@ -139,5 +159,31 @@ mod tests {
             assert_eq!((api.status.as_u16(), api.code), (status, code));
             assert!(!api.message.contains("secret detail"));
         }
+    }
+
+    #[test]
+    fn a_full_disk_is_507_from_every_layer() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let quota = std::io::Error::from_raw_os_error(libc::EDQUOT);
+        let sqlite = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        let tantivy = tantivy::TantivyError::from(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        for err in [
+            Error::from(io),
+            Error::from(quota),
+            Error::from(sqlite),
+            Error::from(tantivy),
+        ] {
+            assert!(err.is_storage_full(), "{err:?}");
+            let api = ApiError::from(err);
+            assert_eq!(
+                (api.status.as_u16(), api.code),
+                (507, "insufficient_storage")
+            );
+        }
+        let other = ApiError::from(Error::from(std::io::Error::other("boom")));
+        assert_eq!(other.status.as_u16(), 500);
     }
 }

@@ -91,6 +91,12 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "counter",
         r.evictions_total,
     );
+    gauge(
+        "enclave_index_writers_open",
+        "Full-text index writers open now (closed when idle).",
+        "gauge",
+        r.open_writers,
+    );
     let _ = writeln!(
         out,
         "# HELP enclave_http_responses_total HTTP responses by status class."

@@ -42,6 +42,20 @@ pub struct Quantum {
 
 /// Runs one quantum of the workspace's pending work, most urgent first.
 pub fn run_quantum(ws: &Workspace, embedders: &Embedders, limits: &Limits) -> Result<Quantum> {
+    // Index work waits for a rebuild of the index, and a failed index change is reconciled
+    // before anything else is indexed (and before its documents' jobs are acknowledged).
+    ws.require_index()?;
+    if ws.needs_reconcile() {
+        let report = repair::reconcile(ws)?;
+        tracing::info!(workspace_id = %ws.id(), added = report.added, removed = report.removed,
+            "full-text index reconciled after a failed change");
+        complete_fulltext_jobs(ws)?;
+        return Ok(Quantum {
+            chunks: report.added + report.removed,
+            worked: true,
+        });
+    }
+    complete_fulltext_jobs(ws)?;
     if let Some(n) = index_batch(ws, limits)? {
         return Ok(Quantum {
             chunks: n,
@@ -213,103 +227,140 @@ fn index_batch(ws: &Workspace, limits: &Limits) -> Result<Option<usize>> {
     if prepared.is_empty() {
         return Ok(Some(total));
     }
-    let needs_vectors = !active.config.is_user_provided();
     let f = ws.fields();
-    let replaced_hashes = ws.index_transaction(|w| {
-        let mut conn = ws.conn();
-        let tx = conn.transaction()?;
-        let now = db::now();
-        let mut replaced: Vec<(String, String)> = Vec::new();
-        let mut adds = Vec::new();
-        for p in &prepared {
-            // Still wanted? (deleted or cancelled meanwhile)
-            let alive = tx
-                .query_row("SELECT 1 FROM documents WHERE id = ?1", [&p.doc_id], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if !alive {
-                continue;
-            }
-            if let Some(ext) = &p.pending_external_id {
-                let holder: Option<(String, String)> = tx
-                    .query_row(
-                        "SELECT id, content_hash FROM documents WHERE external_id = ?1",
-                        [ext],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                if let Some((hid, hhash)) = holder {
-                    store::remove_document_rows(&tx, &hid)?;
+    let (done, indexed) = ws.index_transaction(
+        || {
+            let mut conn = ws.conn();
+            let tx = conn.transaction()?;
+            let now = db::now();
+            let mut replaced: Vec<(String, String)> = Vec::new();
+            let mut adds: Vec<(usize, Vec<i64>)> = Vec::new();
+            for (pi, p) in prepared.iter().enumerate() {
+                // Still wanted? (deleted or cancelled meanwhile)
+                let alive = tx
+                    .query_row("SELECT 1 FROM documents WHERE id = ?1", [&p.doc_id], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if !alive {
+                    continue;
+                }
+                if let Some(ext) = &p.pending_external_id {
+                    let holder: Option<(String, String)> = tx
+                        .query_row(
+                            "SELECT id, content_hash FROM documents WHERE external_id = ?1",
+                            [ext],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    if let Some((hid, hhash)) = holder {
+                        store::remove_document_rows(&tx, &hid)?;
+                        tx.execute(
+                            "UPDATE jobs SET status = 'cancelled', finished_at = ?2,
+                                error = 'the document was replaced'
+                             WHERE document_id = ?1 AND status IN ('queued', 'running')",
+                            params![hid, now],
+                        )?;
+                        replaced.push((hid, hhash));
+                    }
                     tx.execute(
-                        "UPDATE jobs SET status = 'cancelled', finished_at = ?2,
-                            error = 'the document was replaced'
-                         WHERE document_id = ?1 AND status IN ('queued', 'running')",
-                        params![hid, now],
+                        "UPDATE documents SET external_id = ?2, pending_external_id = NULL WHERE id = ?1",
+                        params![p.doc_id, ext],
                     )?;
-                    replaced.push((hid, hhash));
+                }
+                let user_vector = p.embedding.as_ref().filter(|v| v.len() == active.dim);
+                let mut ids = Vec::with_capacity(p.chunks.len());
+                {
+                    let mut ins = tx.prepare_cached(
+                        "INSERT INTO chunks (document_id, ordinal, heading_path, text, token_count, embedded)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for (i, c) in p.chunks.iter().enumerate() {
+                        let embedded = i64::from(user_vector.is_some());
+                        ins.execute(params![p.doc_id, i as i64, c.heading_path, c.text, c.words as i64, embedded])?;
+                        ids.push(tx.last_insert_rowid());
+                    }
+                }
+                if let (Some(v), Some(first)) = (user_vector, ids.first()) {
+                    vectors::put(&tx, &active, *first, &super::embedders::normalize(v.clone()))?;
                 }
                 tx.execute(
-                    "UPDATE documents SET external_id = ?2, pending_external_id = NULL WHERE id = ?1",
-                    params![p.doc_id, ext],
+                    "UPDATE documents SET status = 'indexed', title = ?2, chunk_count = ?3,
+                        error = NULL, updated_at = ?4 WHERE id = ?1",
+                    params![p.doc_id, p.title, p.chunks.len() as i64, now],
                 )?;
+                // Not acknowledged yet: the job leaves this phase once the full-text commit
+                // below succeeded (`complete_fulltext_jobs`), so a job never succeeds with a
+                // document that full-text search cannot find.
+                tx.execute(
+                    "UPDATE jobs SET phase = ?2, progress = 0.5 WHERE id = ?1",
+                    params![p.job_id, FULLTEXT_PHASE],
+                )?;
+                adds.push((pi, ids));
             }
-            let user_vector = p.embedding.as_ref().filter(|v| v.len() == active.dim);
-            let mut ids = Vec::with_capacity(p.chunks.len());
-            {
-                let mut ins = tx.prepare_cached(
-                    "INSERT INTO chunks (document_id, ordinal, heading_path, text, token_count, embedded)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                for (i, c) in p.chunks.iter().enumerate() {
-                    let embedded = i64::from(user_vector.is_some());
-                    ins.execute(params![p.doc_id, i as i64, c.heading_path, c.text, c.words as i64, embedded])?;
-                    ids.push(tx.last_insert_rowid());
+            let gen = repair::bump_generation(&tx)?;
+            tx.commit()?;
+            Ok(((replaced, adds), gen))
+        },
+        |w, (replaced, adds)| {
+            for (hid, _) in replaced {
+                w.delete_term(Term::from_field_text(f.document_id, hid));
+            }
+            for (pi, ids) in adds {
+                let p = &prepared[*pi];
+                for (c, id) in p.chunks.iter().zip(ids) {
+                    w.add_document(repair::chunk_document(
+                        &f,
+                        *id as u64,
+                        &p.doc_id,
+                        &p.title,
+                        &c.heading_path,
+                        &c.text,
+                    ))?;
                 }
             }
-            if let (Some(v), Some(first)) = (user_vector, ids.first()) {
-                vectors::put(&tx, &active, *first, &super::embedders::normalize(v.clone()))?;
-            }
-            let waiting = needs_vectors && !p.chunks.is_empty() && user_vector.is_none();
-            tx.execute(
-                "UPDATE documents SET status = 'indexed', title = ?2, chunk_count = ?3,
-                    error = NULL, updated_at = ?4 WHERE id = ?1",
-                params![p.doc_id, p.title, p.chunks.len() as i64, now],
-            )?;
-            if waiting {
-                tx.execute(
-                    "UPDATE jobs SET phase = 'embedding', progress = 0.5 WHERE id = ?1",
-                    [&p.job_id],
-                )?;
-            } else {
-                tx.execute(
-                    "UPDATE jobs SET status = 'succeeded', phase = 'done', progress = 1,
-                        finished_at = ?2 WHERE id = ?1",
-                    params![p.job_id, now],
-                )?;
-            }
-            adds.push((p, ids));
-        }
-        let gen = repair::bump_generation(&tx)?;
-        tx.commit()?;
-        for (hid, _) in &replaced {
-            w.delete_term(Term::from_field_text(f.document_id, hid));
-        }
-        for (p, ids) in adds {
-            for (c, id) in p.chunks.iter().zip(ids) {
-                w.add_document(repair::chunk_document(
-                    &f,
-                    id as u64,
-                    &p.doc_id,
-                    &p.title,
-                    &c.heading_path,
-                    &c.text,
-                ))?;
-            }
-        }
-        Ok((replaced.into_iter().map(|(_, h)| h).collect::<Vec<_>>(), gen))
-    })?;
-    store::collect_blobs(ws, &replaced_hashes);
+            Ok(())
+        },
+    )?;
+    let (replaced, _) = done;
+    // On failure the documents are in SQLite, the index is marked for reconciliation, and
+    // their jobs wait in the full-text phase until it is done (the scheduler retries).
+    indexed?;
+    complete_fulltext_jobs(ws)?;
+    let hashes: Vec<String> = replaced.into_iter().map(|(_, h)| h).collect();
+    store::collect_blobs(ws, &hashes);
     Ok(Some(total))
+}
+
+/// The job phase of documents written to SQLite whose full-text commit has not succeeded yet.
+const FULLTEXT_PHASE: &str = "fulltext";
+
+/// Moves the jobs whose documents the index now holds past the full-text phase: to embedding,
+/// or done when their chunks need no vectors. Only call it when the index is in sync.
+fn complete_fulltext_jobs(ws: &Workspace) -> Result<()> {
+    let mut conn = ws.conn();
+    let pending = conn
+        .query_row(
+            "SELECT 1 FROM jobs WHERE status = 'running' AND phase = ?1 LIMIT 1",
+            [FULLTEXT_PHASE],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !pending {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    tx.execute(
+        "UPDATE jobs SET phase = 'embedding', progress = 0.5 WHERE status = 'running' AND phase = ?1",
+        [FULLTEXT_PHASE],
+    )?;
+    tx.execute(
+        "UPDATE jobs SET status = 'succeeded', phase = 'done', progress = 1, finished_at = ?1
+         WHERE status = 'running' AND phase = 'embedding'
+           AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = jobs.document_id AND c.embedded = 0)",
+        [db::now()],
+    )?;
+    tx.commit().map_err(Error::from)
 }
 
 type ChunkRow = (i64, String, String, String, String);

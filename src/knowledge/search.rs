@@ -171,6 +171,10 @@ pub fn search(
         });
     }
 
+    if matches!(mode, Mode::Fulltext | Mode::Hybrid) {
+        // While the index is rebuilt from SQLite, full text would miss documents: 503.
+        ws.require_index()?;
+    }
     let searcher = ws.reader().searcher();
     let f = ws.fields();
     let text_query = lexical_query(ws, query_text, fusion.title_boost);

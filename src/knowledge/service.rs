@@ -383,6 +383,8 @@ impl App {
                 {
                     Ok(q) if q.worked => Outcome::More,
                     Ok(_) => Outcome::Idle,
+                    // The index is rebuilt in the background; the jobs wait for it.
+                    Err(Error::IndexUnavailable(_)) => Outcome::Retry(Duration::from_secs(1)),
                     Err(e) => {
                         tracing::warn!(workspace_id = %t.workspace, error = %e, "job step failed; will retry");
                         Outcome::Retry(Duration::from_secs(2))

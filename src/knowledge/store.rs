@@ -288,33 +288,56 @@ pub fn list(
 
 /// Deletes a document from SQLite, the vector tables and the full-text index, cancels its
 /// unfinished jobs, and removes its blob when nothing else refers to it.
+///
+/// The deletion is done once SQLite committed it: when the index cannot follow (a full disk, a
+/// rebuild in progress) the index is marked to be reconciled, and search never shows the stale
+/// entry (results are read from SQLite). A full disk is met by the storage reserve: when SQLite
+/// lacks the room to record the deletion, the reserve is released and the deletion retried.
 pub fn delete(ws: &Workspace, id: &str) -> Result<()> {
+    match delete_once(ws, id) {
+        Err(e) if e.is_storage_full() && crate::workspace::reserve::release(ws.data_dir()) => {
+            delete_once(ws, id)
+        }
+        other => other,
+    }
+}
+
+fn delete_once(ws: &Workspace, id: &str) -> Result<()> {
     let f = ws.fields();
-    let hash = ws.index_transaction(|w| {
-        let mut conn = ws.conn();
-        let tx = conn.transaction()?;
-        let hash: Option<String> = tx
-            .query_row(
-                "SELECT content_hash FROM documents WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(hash) = hash else {
-            return Err(Error::NotFound(Resource::Document));
-        };
-        remove_document_rows(&tx, id)?;
-        tx.execute(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?2,
-                error = coalesce(error, 'the document was deleted')
-             WHERE document_id = ?1 AND status IN ('queued', 'running')",
-            params![id, db::now()],
-        )?;
-        let gen = repair::bump_generation(&tx)?;
-        tx.commit()?;
-        w.delete_term(Term::from_field_text(f.document_id, id));
-        Ok((hash, gen))
-    })?;
+    let (hash, indexed) = ws.index_transaction(
+        || {
+            let mut conn = ws.conn();
+            let tx = conn.transaction()?;
+            let hash: Option<String> = tx
+                .query_row(
+                    "SELECT content_hash FROM documents WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(hash) = hash else {
+                return Err(Error::NotFound(Resource::Document));
+            };
+            remove_document_rows(&tx, id)?;
+            tx.execute(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ?2,
+                    error = coalesce(error, 'the document was deleted')
+                 WHERE document_id = ?1 AND status IN ('queued', 'running')",
+                params![id, db::now()],
+            )?;
+            let gen = repair::bump_generation(&tx)?;
+            tx.commit()?;
+            Ok((hash, gen))
+        },
+        |w, _| {
+            w.delete_term(Term::from_field_text(f.document_id, id));
+            Ok(())
+        },
+    )?;
+    if let Err(e) = indexed {
+        tracing::info!(workspace_id = %ws.id(), document_id = %id, error = %e,
+            "document deleted; the full-text index follows when it can");
+    }
     collect_blobs(ws, &[hash]);
     Ok(())
 }

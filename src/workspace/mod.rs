@@ -3,9 +3,10 @@
 
 pub mod registry;
 pub mod repair;
+pub mod reserve;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -142,23 +143,66 @@ pub struct Stats {
     pub bytes_on_disk: u64,
 }
 
+/// Counts the Tantivy writers open (each holds an indexing thread, a merge thread and a lock
+/// file) from the moment one opens until it is dropped, whoever opened it.
+#[derive(Clone, Default)]
+pub struct WriterCount(Arc<AtomicU64>);
+
+impl WriterCount {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn track(&self) -> WriterTracked {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        WriterTracked(self.0.clone())
+    }
+}
+
+/// Decrements the count when its writer is dropped.
+struct WriterTracked(Arc<AtomicU64>);
+
+impl Drop for WriterTracked {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct WriterSlot {
     writer: IndexWriter,
     last_used: Instant,
-    /// The payload of the last commit (the SQLite generation the index reflects), carried by
-    /// every later commit of this writer.
+    /// The payload of the last successful commit (the SQLite generation the index reflects),
+    /// carried by every later commit of this writer. Set only once a commit recording it
+    /// succeeded.
     payload: Option<String>,
+    _tracked: WriterTracked,
 }
 
 impl WriterSlot {
-    fn commit(&mut self) -> Result<()> {
+    /// Commits, recording `payload` (or the last one). A failed commit leaves the writer
+    /// unusable (Tantivy drops its indexing thread): the caller must discard it.
+    fn commit_with(&mut self, payload: Option<String>) -> Result<()> {
+        let payload = payload.or_else(|| self.payload.clone());
         let mut prepared = self.writer.prepare_commit()?;
-        if let Some(p) = &self.payload {
+        if let Some(p) = &payload {
             prepared.set_payload(p);
         }
         prepared.commit()?;
+        self.payload = payload;
         Ok(())
     }
+
+    fn commit(&mut self) -> Result<()> {
+        self.commit_with(None)
+    }
+}
+
+/// Errors a closure returns before touching the index (the writer stays usable).
+fn leaves_writer_intact(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NotFound(_) | Error::Invalid(_) | Error::Conflict(_)
+    )
 }
 
 /// An open workspace store. Dropping it closes it: the writer is committed and closed, and
@@ -171,6 +215,15 @@ pub struct Workspace {
     reader: IndexReader,
     fields: IndexFields,
     writer: Mutex<Option<WriterSlot>>,
+    /// Counts open writers, server-wide (the registry shares one).
+    writers: WriterCount,
+    /// Set when an index change failed after SQLite committed (a failed commit, a full disk):
+    /// the index lacks or holds chunks it should not, and is reconciled before it is next
+    /// written (`knowledge::ingest::run_quantum`), or on the next open.
+    needs_reconcile: AtomicBool,
+    /// Set while the index is rebuilt from SQLite (it was missing or unreadable): full-text
+    /// search answers `IndexUnavailable` until the rebuild is done.
+    rebuilding: AtomicBool,
     /// Binary codes of the vector spaces, derived from SQLite (see `knowledge::ann`).
     ann: Ann,
     /// Bumped by every write to `documents` or `chunks` (committed or not).
@@ -189,10 +242,41 @@ impl std::fmt::Debug for Workspace {
 
 impl Workspace {
     /// Opens an existing store. Never creates anything: a missing folder is `NotFound`.
+    /// A missing or unreadable full-text index is replaced by an empty one to be rebuilt from
+    /// SQLite ([`Workspace::rebuild_pending`], [`Workspace::rebuild_index`]); the caller (the
+    /// registry) rebuilds it in the background.
     pub fn open(dir: &Path, id: Uuid) -> Result<Self> {
+        Self::open_counted(dir, id, WriterCount::default())
+    }
+
+    /// As [`Workspace::open`], counting its writers in `writers`.
+    pub fn open_counted(dir: &Path, id: Uuid, writers: WriterCount) -> Result<Self> {
         if !dir.join(DB_FILE).is_file() {
             return Err(Error::NotFound(Resource::Workspace));
         }
+        Self::open_store(dir, id, writers).map_err(|e| match e {
+            e @ Error::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error {
+                    code: rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase,
+                    ..
+                },
+                _,
+            )) => {
+                tracing::error!(workspace_id = %id, error = %e, "the workspace database cannot be opened");
+                Error::Corrupt(format!(
+                    "the database of workspace {id} cannot be read ({}); other workspaces are \
+                     not affected: restore this one from a backup",
+                    sqlite_reason(&e)
+                ))
+            }
+            e => {
+                tracing::error!(workspace_id = %id, error = %e, "the workspace cannot be opened");
+                e
+            }
+        })
+    }
+
+    fn open_store(dir: &Path, id: Uuid, writers: WriterCount) -> Result<Self> {
         let mut conn = db::open(&dir.join(DB_FILE), false)?;
         // sqlite-vec reads and writes vectors through blob I/O over overflow pages; memory-mapped
         // reads keep that (and brute-force KNN) out of pread copies. Address space only: the
@@ -214,18 +298,30 @@ impl Workspace {
                 },
             ))?;
         }
-        let mut index = Index::open_in_dir(dir.join(INDEX_DIR))?;
-        if !repair::schema_is_current(&index.schema()) {
-            // An index of an older schema (tokenizers) is rebuilt from SQLite below.
-            tracing::info!(workspace_id = %id, "full-text index schema changed: rebuilding");
-            drop(index);
-            index = repair::recreate_index(&dir.join(INDEX_DIR))?;
-        }
+        let index_dir = dir.join(INDEX_DIR);
+        let mut rebuild = false;
+        let (index, reader) = match open_index(&index_dir) {
+            Ok((index, _)) if !repair::schema_is_current(&index.schema()) => {
+                // An index of an older schema (tokenizers) is rebuilt from SQLite below.
+                tracing::info!(workspace_id = %id, "full-text index schema changed: rebuilding");
+                drop(index);
+                repair::recreate_index(&index_dir)?;
+                open_index(&index_dir)?
+            }
+            Ok(opened) => opened,
+            Err(e) => {
+                // The index is derived data: an empty one replaces it and is rebuilt from
+                // SQLite in the background; meanwhile full-text search answers 503.
+                tracing::warn!(
+                    workspace_id = %id, error = %e,
+                    "full-text index missing or unreadable: rebuilding it from the database"
+                );
+                rebuild = true;
+                repair::recreate_index(&index_dir)?;
+                open_index(&index_dir)?
+            }
+        };
         let fields = fields_of(&index.schema())?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
         let ws = Workspace {
             id,
             dir: dir.to_path_buf(),
@@ -234,13 +330,56 @@ impl Workspace {
             reader,
             fields,
             writer: Mutex::new(None),
+            writers,
+            needs_reconcile: AtomicBool::new(rebuild),
+            rebuilding: AtomicBool::new(rebuild),
             ann,
             version,
             allowed: AllowedCache::default(),
             on_close: None,
         };
-        repair::repair_if_needed(&ws)?;
+        if !rebuild {
+            repair::repair_if_needed(&ws)?;
+            // A repair must not leave its writer (threads, lock file) behind.
+            ws.close_writer_if_idle(Duration::ZERO)?;
+        }
         Ok(ws)
+    }
+
+    /// Whether the index was found missing or unreadable at open and awaits its rebuild.
+    pub fn rebuild_pending(&self) -> bool {
+        self.rebuilding.load(Ordering::Acquire)
+    }
+
+    /// Fails with `IndexUnavailable` while the full-text index is being rebuilt.
+    pub fn require_index(&self) -> Result<()> {
+        if self.rebuild_pending() {
+            return Err(Error::IndexUnavailable(
+                "this workspace's full-text index is being rebuilt; retry shortly (vector \
+                 search and documents keep working meanwhile)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the index from SQLite (after it was found missing or unreadable), then makes
+    /// full-text search available again. Leaves no writer open.
+    pub fn rebuild_index(&self) -> Result<repair::Repair> {
+        let report = repair::reconcile(self)?;
+        self.rebuilding.store(false, Ordering::Release);
+        self.close_writer_if_idle(Duration::ZERO)?;
+        tracing::info!(workspace_id = %self.id, added = report.added, "full-text index rebuilt");
+        Ok(report)
+    }
+
+    /// Whether a failed index change left the index to be reconciled with SQLite.
+    pub fn needs_reconcile(&self) -> bool {
+        self.needs_reconcile.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_needs_reconcile(&self, v: bool) {
+        self.needs_reconcile.store(v, Ordering::Release);
     }
 
     pub fn index(&self) -> &Index {
@@ -253,6 +392,11 @@ impl Workspace {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The data directory the store's folder is in.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.parent().unwrap_or(&self.dir)
     }
 
     pub fn fields(&self) -> IndexFields {
@@ -298,10 +442,11 @@ impl Workspace {
     pub fn commit_index(&self) -> Result<()> {
         let committed = {
             let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            match slot.as_mut() {
-                Some(entry) => {
-                    entry.commit()?;
-                    true
+            match slot.as_mut().map(WriterSlot::commit) {
+                Some(Ok(())) => true,
+                Some(Err(e)) => {
+                    self.discard_writer(&mut slot, &e);
+                    return Err(e);
                 }
                 None => false,
             }
@@ -312,26 +457,74 @@ impl Workspace {
         Ok(())
     }
 
-    /// Runs `f` with the writer, then commits recording `generation` (the SQLite generation of
-    /// the chunks the index now reflects) and makes the commit visible. The writer lock is held
-    /// throughout, so index mutations of one store are serialised: callers do their SQLite
-    /// transaction inside `f`, before the Tantivy operations.
-    pub fn index_transaction<T>(
+    /// An index transaction: `sql` makes the SQLite transaction (and returns the generation it
+    /// bumped), then `index` makes the matching Tantivy changes, committed recording that
+    /// generation and made visible. The writer lock is held throughout, so index mutations of
+    /// one store are serialised in SQLite's order.
+    ///
+    /// The outer error: `sql` failed (nothing changed). The inner one: SQLite committed but the
+    /// index could not follow (a failed commit, a full disk). Then the writer is discarded (a
+    /// failed Tantivy writer silently drops later additions) and the index is marked to be
+    /// reconciled; the generation on disk stays that of the last successful commit.
+    #[allow(clippy::type_complexity)]
+    pub fn index_transaction<T, U>(
         &self,
-        f: impl FnOnce(&mut IndexWriter) -> Result<(T, i64)>,
-    ) -> Result<T> {
-        let out = self.with_writer_slot(|slot| {
-            let (out, generation) = f(&mut slot.writer)?;
-            slot.payload = Some(generation.to_string());
-            slot.commit()?;
-            Ok(out)
-        })?;
-        self.reader.reload()?;
-        Ok(out)
+        sql: impl FnOnce() -> Result<(T, i64)>,
+        index: impl FnOnce(&mut IndexWriter, &T) -> Result<U>,
+    ) -> Result<(T, Result<U>)> {
+        if let Err(unavailable) = self.require_index() {
+            // The rebuild holds the writer for its whole run: do not wait for it. It (or the
+            // reconciliation marked here) picks this change up from SQLite.
+            let (out, _) = sql()?;
+            self.set_needs_reconcile(true);
+            return Ok((out, Err(unavailable)));
+        }
+        self.index_transaction_now(sql, index)
     }
 
-    fn with_writer_slot<T>(&self, f: impl FnOnce(&mut WriterSlot) -> Result<T>) -> Result<T> {
+    /// [`Workspace::index_transaction`], waiting for the writer even during a rebuild (the
+    /// rebuild itself runs as one).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn index_transaction_now<T, U>(
+        &self,
+        sql: impl FnOnce() -> Result<(T, i64)>,
+        index: impl FnOnce(&mut IndexWriter, &T) -> Result<U>,
+    ) -> Result<(T, Result<U>)> {
         let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (out, generation) = sql()?;
+        let indexed = (|| {
+            let entry = self.writer_entry(&mut slot)?;
+            let u = index(&mut entry.writer, &out)?;
+            entry.commit_with(Some(generation.to_string()))?;
+            Ok(u)
+        })();
+        let indexed = match indexed {
+            Ok(u) => {
+                drop(slot);
+                self.reader.reload().map(|_| u).map_err(Error::from)
+            }
+            Err(e) => {
+                self.discard_writer(&mut slot, &e);
+                Err(e)
+            }
+        };
+        Ok((out, indexed))
+    }
+
+    /// Drops a writer that failed (its uncommitted changes with it) and marks the index for
+    /// reconciliation with SQLite.
+    fn discard_writer(&self, slot: &mut Option<WriterSlot>, e: &Error) {
+        tracing::warn!(
+            workspace_id = %self.id, error = %e,
+            "full-text index change failed: writer discarded, index to be reconciled"
+        );
+        self.set_needs_reconcile(true);
+        if let Some(entry) = slot.take() {
+            drop(entry.writer);
+        }
+    }
+
+    fn writer_entry<'a>(&self, slot: &'a mut Option<WriterSlot>) -> Result<&'a mut WriterSlot> {
         if slot.is_none() {
             let options = tantivy::indexer::IndexWriterOptions::builder()
                 .memory_budget_per_thread(WRITER_MEMORY)
@@ -344,13 +537,25 @@ impl Workspace {
                 writer,
                 last_used: Instant::now(),
                 payload,
+                _tracked: self.writers.track(),
             });
         }
         let entry = slot
             .as_mut()
             .ok_or_else(|| Error::internal("writer vanished"))?;
         entry.last_used = Instant::now();
-        f(entry)
+        Ok(entry)
+    }
+
+    fn with_writer_slot<T>(&self, f: impl FnOnce(&mut WriterSlot) -> Result<T>) -> Result<T> {
+        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.writer_entry(&mut slot).and_then(f);
+        if let Err(e) = &result {
+            if !leaves_writer_intact(e) {
+                self.discard_writer(&mut slot, e);
+            }
+        }
+        result
     }
 
     pub fn writer_is_open(&self) -> bool {
@@ -366,7 +571,12 @@ impl Workspace {
             return Ok(false);
         }
         if let Some(mut entry) = slot.take() {
-            entry.commit()?;
+            // Closed whatever happens; a failed commit leaves the index to be reconciled.
+            if let Err(e) = entry.commit() {
+                self.set_needs_reconcile(true);
+                tracing::warn!(workspace_id = %self.id, error = %e, "commit of an idle writer failed: index to be reconciled");
+                return Err(e);
+            }
             entry.writer.wait_merging_threads()?;
             self.reader.reload()?;
         }
@@ -438,6 +648,26 @@ impl Drop for Workspace {
         if let Some(f) = &self.on_close {
             f();
         }
+    }
+}
+
+/// Opens the index in `dir` and a reader of it (which opens every segment, so an unreadable
+/// one shows here rather than in a search).
+fn open_index(dir: &Path) -> Result<(Index, IndexReader)> {
+    let index = Index::open_in_dir(dir)?;
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    Ok((index, reader))
+}
+
+/// SQLite's short description of why a database could not be opened.
+fn sqlite_reason(e: &Error) -> String {
+    match e {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => f.to_string(),
+        Error::Sqlite(other) => other.to_string(),
+        other => other.to_string(),
     }
 }
 

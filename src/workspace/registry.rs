@@ -19,8 +19,11 @@ use lru::LruCache;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{dir_of, Workspace};
+use super::{dir_of, Workspace, WriterCount};
 use crate::error::{Error, Result};
+
+/// Pause before a failed index rebuild is tried again.
+const REBUILD_RETRY: Duration = Duration::from_secs(5);
 
 /// A shared, reference-counted handle to an open store. The store stays open while any handle
 /// to it exists, even after the registry evicted it.
@@ -63,6 +66,8 @@ struct Shared {
     peak: AtomicU64,
     opens: AtomicU64,
     evictions: AtomicU64,
+    /// Tantivy writers open in the stores of this registry (held or not, cached or evicted).
+    writers: WriterCount,
 }
 
 impl Shared {
@@ -96,6 +101,8 @@ pub struct RegistryStats {
     pub peak_open: u64,
     pub opens_total: u64,
     pub evictions_total: u64,
+    /// Tantivy writers open now (each: an indexing thread, a merge thread, a lock file).
+    pub open_writers: u64,
 }
 
 #[derive(Clone)]
@@ -121,6 +128,7 @@ impl Registry {
                 peak: AtomicU64::new(0),
                 opens: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
+                writers: WriterCount::default(),
             }),
         }
     }
@@ -168,7 +176,7 @@ impl Registry {
             }
             st.opening.insert(id);
             drop(st);
-            let opened = Workspace::open(&dir_of(&sh.data_dir, id), id);
+            let opened = Workspace::open_counted(&dir_of(&sh.data_dir, id), id, sh.writers.clone());
             let mut st = sh.lock();
             st.opening.remove(&id);
             sh.changed.notify_all();
@@ -186,7 +194,35 @@ impl Registry {
             sh.opens.fetch_add(1, Ordering::Relaxed);
             let ws = Arc::new(ws);
             st.cache.put(id, ws.clone());
+            drop(st);
+            if ws.rebuild_pending() {
+                self.spawn_rebuild(self.handle(ws.clone()));
+            }
             return Ok(self.handle(ws));
+        }
+    }
+
+    /// Rebuilds a store's missing or unreadable index from SQLite on a thread of its own
+    /// (full-text search answers 503 meanwhile). The thread holds the store, so it is not
+    /// evicted mid-rebuild; a failure (a full disk) is retried until the registry shuts down.
+    fn spawn_rebuild(&self, handle: Handle) {
+        let id = handle.id();
+        let spawned = std::thread::Builder::new()
+            .name("enclave-index-rebuild".into())
+            .spawn(move || loop {
+                match handle.rebuild_index() {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(workspace_id = %id, error = %e, "index rebuild failed; retrying");
+                        if handle.shared.closed.load(Ordering::Acquire) {
+                            return;
+                        }
+                        std::thread::sleep(REBUILD_RETRY);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(workspace_id = %id, error = %e, "cannot start the index rebuild");
         }
     }
 
@@ -210,7 +246,9 @@ impl Registry {
         removed.is_some()
     }
 
-    /// Commits and closes the Tantivy writers that have been idle for `idle`.
+    /// Commits and closes the Tantivy writers that have been idle for `idle`: those of every
+    /// cached store, whoever opened them (a request, a job, a repair on open). A store evicted
+    /// while held closes its writer when its last holder lets go.
     pub fn close_idle_writers(&self, idle: Duration) -> usize {
         let open: Vec<Arc<Workspace>> = {
             let st = self.shared.lock();
@@ -259,6 +297,7 @@ impl Registry {
             peak_open: sh.peak.load(Ordering::Relaxed),
             opens_total: sh.opens.load(Ordering::Relaxed),
             evictions_total: sh.evictions.load(Ordering::Relaxed),
+            open_writers: sh.writers.get(),
         }
     }
 }
@@ -384,6 +423,63 @@ mod tests {
             Err(Error::NotFound(_))
         ));
         assert_eq!(reg.stats().open, 0);
+    }
+
+    /// Stores whose index disagrees with SQLite (chunks without a matching commit, as a crash
+    /// between the two leaves them): opening them repairs the index.
+    fn setup_needing_repair(n: usize) -> (tempfile::TempDir, Registry, Vec<Uuid>) {
+        let (tmp, reg, ids) = setup(n, n + 1, Duration::from_secs(5));
+        for id in &ids {
+            let ws = Workspace::open(&dir_of(tmp.path(), *id), *id).expect("open");
+            let conn = ws.conn();
+            conn.execute(
+                "INSERT INTO documents (id, title, mime_type, content_hash, byte_size, status, created_at, updated_at)
+                 VALUES ('d', 'T', 'text/plain', 'h', 1, 'indexed', 'now', 'now')",
+                [],
+            )
+            .expect("doc");
+            conn.execute(
+                "INSERT INTO chunks (document_id, ordinal, text) VALUES ('d', 0, 'repaired words')",
+                [],
+            )
+            .expect("chunk");
+            crate::workspace::repair::bump_generation(&conn).expect("bump");
+        }
+        (tmp, reg, ids)
+    }
+
+    #[test]
+    fn repairs_on_open_leave_no_writer_open() {
+        let (_t, reg, ids) = setup_needing_repair(4);
+        for id in &ids {
+            let h = reg.get(*id).expect("get");
+            assert_eq!(h.indexed_chunks(), 1, "repaired on open");
+        }
+        assert_eq!(reg.stats().open, 4);
+        assert_eq!(reg.stats().open_writers, 0, "a repair closes its writer");
+    }
+
+    #[test]
+    fn the_sweeper_closes_every_idle_writer() {
+        let (_t, reg, ids) = setup(3, 4, Duration::from_secs(5));
+        for id in &ids {
+            let h = reg.get(*id).expect("get");
+            h.index_chunk(1, "d", "T", "", "words").expect("index");
+        }
+        // One more, evicted from the cache while held: it closes when let go.
+        let held = reg.get(ids[0]).expect("held");
+        assert_eq!(reg.stats().open_writers, 3);
+        assert_eq!(reg.close_idle_writers(Duration::from_secs(3600)), 0);
+        assert_eq!(reg.stats().open_writers, 3, "not idle yet");
+        assert!(reg.remove(ids[0]));
+        assert_eq!(reg.close_idle_writers(Duration::ZERO), 2);
+        assert_eq!(
+            reg.stats().open_writers,
+            1,
+            "the held, evicted store keeps its writer"
+        );
+        drop(held);
+        assert_eq!(reg.stats().open_writers, 0);
     }
 
     #[test]

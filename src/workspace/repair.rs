@@ -93,16 +93,23 @@ pub struct Repair {
     pub added: usize,
 }
 
-/// Checks the index against SQLite and reconciles them when their generations differ.
+/// Checks the index against SQLite and reconciles them when they disagree: the generation the
+/// last successful commit recorded must be SQLite's, and the index must hold as many chunks as
+/// SQLite (a commit that recorded the right generation but lost documents shows there).
 pub fn repair_if_needed(ws: &Workspace) -> Result<Option<Repair>> {
-    let gen = generation(&ws.conn())?;
+    let (gen, chunks) = {
+        let conn = ws.conn();
+        let chunks: i64 = conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?;
+        (generation(&conn)?, chunks)
+    };
     let payload = ws.index().load_metas()?.payload;
-    let in_sync = match payload.as_deref() {
+    let indexed = ws.reader().searcher().num_docs();
+    let gen_matches = match payload.as_deref() {
         Some(p) => p == gen.to_string(),
         // A fresh store: nothing was ever indexed.
-        None => gen == 0 && ws.reader().searcher().num_docs() == 0,
+        None => gen == 0,
     };
-    if in_sync {
+    if gen_matches && u64::try_from(chunks).is_ok_and(|c| c == indexed) && !ws.needs_reconcile() {
         return Ok(None);
     }
     let report = reconcile(ws)?;
@@ -115,73 +122,84 @@ pub fn repair_if_needed(ws: &Workspace) -> Result<Option<Repair>> {
     Ok(Some(report))
 }
 
-/// Makes the index hold exactly the chunks of indexed documents in SQLite.
+/// Makes the index hold exactly the chunks in SQLite (every chunk belongs to an indexed
+/// document), and records SQLite's generation. Clears the mark of [`Workspace::needs_reconcile`]
+/// (set again if this fails, or if an index change fails meanwhile).
 pub fn reconcile(ws: &Workspace) -> Result<Repair> {
     let f = ws.fields();
-    ws.index_transaction(|w: &mut IndexWriter| {
-        // Under the writer lock: nothing else changes the index meanwhile.
-        let (wanted, gen) = {
+    ws.set_needs_reconcile(false);
+    let result = ws.index_transaction_now(
+        || {
+            // Under the writer lock: nothing else changes the index meanwhile. A failed commit
+            // may have left the reader behind what is on disk.
+            ws.reader().reload()?;
             let conn = ws.conn();
-            let mut stmt = conn.prepare(
-                "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id
-                 WHERE d.status = 'indexed'",
-            )?;
+            let mut stmt = conn.prepare("SELECT id FROM chunks")?;
             let ids = stmt
                 .query_map([], |r| r.get::<_, i64>(0))?
                 .collect::<rusqlite::Result<HashSet<i64>>>()?;
-            (ids, generation(&conn)?)
-        };
-        let mut present: HashMap<u64, usize> = HashMap::new();
-        let searcher = ws.reader().searcher();
-        for seg in searcher.segment_readers() {
-            let col = seg.fast_fields().u64("chunk_id")?;
-            let alive = seg.alive_bitset();
-            for doc in 0..seg.max_doc() {
-                if alive.is_some_and(|a| !a.is_alive(doc)) {
-                    continue;
-                }
-                if let Some(id) = col.first(doc) {
-                    *present.entry(id).or_default() += 1;
-                }
-            }
-        }
-        let mut report = Repair::default();
-        let mut to_add: Vec<i64> = Vec::new();
-        for (&id, &count) in &present {
-            let keep = i64::try_from(id).is_ok_and(|i| wanted.contains(&i));
-            if !keep || count > 1 {
-                w.delete_term(Term::from_field_u64(f.chunk_id, id));
-                report.removed += count;
-                if keep {
-                    to_add.push(id as i64);
+            Ok((ids, generation(&conn)?))
+        },
+        |w: &mut IndexWriter, wanted: &HashSet<i64>| {
+            let mut present: HashMap<u64, usize> = HashMap::new();
+            let searcher = ws.reader().searcher();
+            for seg in searcher.segment_readers() {
+                let col = seg.fast_fields().u64("chunk_id")?;
+                let alive = seg.alive_bitset();
+                for doc in 0..seg.max_doc() {
+                    if alive.is_some_and(|a| !a.is_alive(doc)) {
+                        continue;
+                    }
+                    if let Some(id) = col.first(doc) {
+                        *present.entry(id).or_default() += 1;
+                    }
                 }
             }
-        }
-        to_add.extend(
-            wanted
-                .iter()
-                .filter(|id| !present.contains_key(&(**id as u64))),
-        );
-        if !to_add.is_empty() {
-            let conn = ws.conn();
-            let mut stmt = conn.prepare_cached(
-                "SELECT c.document_id, d.title, c.heading_path, c.text
-                 FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
-            )?;
-            for id in &to_add {
-                let row: Option<(String, String, String, String)> = stmt
-                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .optional()?;
-                if let Some((doc_id, title, headings, text)) = row {
-                    w.add_document(chunk_document(
-                        &f, *id as u64, &doc_id, &title, &headings, &text,
-                    ))?;
-                    report.added += 1;
+            let mut report = Repair::default();
+            let mut to_add: Vec<i64> = Vec::new();
+            for (&id, &count) in &present {
+                let keep = i64::try_from(id).is_ok_and(|i| wanted.contains(&i));
+                if !keep || count > 1 {
+                    w.delete_term(Term::from_field_u64(f.chunk_id, id));
+                    report.removed += count;
+                    if keep {
+                        to_add.push(id as i64);
+                    }
                 }
             }
+            to_add.extend(
+                wanted
+                    .iter()
+                    .filter(|id| !present.contains_key(&(**id as u64))),
+            );
+            if !to_add.is_empty() {
+                let conn = ws.conn();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT c.document_id, d.title, c.heading_path, c.text
+                     FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
+                )?;
+                for id in &to_add {
+                    let row: Option<(String, String, String, String)> = stmt
+                        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                        .optional()?;
+                    if let Some((doc_id, title, headings, text)) = row {
+                        w.add_document(chunk_document(
+                            &f, *id as u64, &doc_id, &title, &headings, &text,
+                        ))?;
+                        report.added += 1;
+                    }
+                }
+            }
+            Ok(report)
+        },
+    );
+    match result {
+        Ok((_, Ok(report))) => Ok(report),
+        Ok((_, Err(e))) | Err(e) => {
+            ws.set_needs_reconcile(true);
+            Err(e)
         }
-        Ok((report, gen))
-    })
+    }
 }
 
 #[cfg(test)]
@@ -263,5 +281,201 @@ mod tests {
         let ws = Workspace::open(&dir, id).expect("reopen");
         assert!(schema_is_current(&ws.index().schema()));
         assert_eq!(ws.indexed_chunks(), 1);
+    }
+
+    /// A small tmpfs mounted for a test (root only; `None`, with a message, where mounting is
+    /// not allowed). Unmounted on drop.
+    pub(crate) struct Tmpfs {
+        pub dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        pub(crate) fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().expect("tmp");
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+                return None;
+            }
+            Some(Tmpfs { dir })
+        }
+
+        /// Fills the filesystem with a file; returns its path (remove it to free the space).
+        pub(crate) fn fill(&self) -> std::path::PathBuf {
+            use std::io::Write;
+            let path = self.dir.path().join("filler");
+            let mut f = std::fs::File::create(&path).expect("filler");
+            let block = vec![7u8; 64 << 10];
+            while f.write_all(&block).is_ok() {}
+            let mut small = [7u8; 512];
+            while f.write_all(&small).is_ok() {
+                small[0] = small[0].wrapping_add(1);
+            }
+            path
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    fn words(seed: usize, n: usize) -> String {
+        (0..n)
+            .map(|i| format!("w{}x{}", (i * 7919 + seed) % 100_003, i % 13))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_failed_commit_discards_the_writer_and_the_index_is_reconciled() {
+        let Some(fs) = Tmpfs::mount("6m") else {
+            return;
+        };
+        let id = crate::ids::new_id();
+        let dir = dir_of(fs.dir.path(), id);
+        create(&dir).expect("create");
+        let ws = Workspace::open(&dir, id).expect("open");
+        // The chunks are in SQLite (committed) before the disk fills up.
+        let big = words(1, 150_000);
+        seed(&ws, "d1", &[big.as_str(), "alpha"]);
+        let gen = generation(&ws.conn()).expect("gen");
+        let payload_before = ws.index().load_metas().expect("metas").payload;
+        let filler = fs.fill();
+        let f = ws.fields();
+        let ids: Vec<(i64, String)> = {
+            let conn = ws.conn();
+            let mut stmt = conn.prepare("SELECT id, text FROM chunks").expect("prep");
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("q");
+            rows.collect::<rusqlite::Result<_>>().expect("rows")
+        };
+        let (_, indexed) = ws
+            .index_transaction(
+                || Ok(((), gen)),
+                |w, _| {
+                    for (id, text) in &ids {
+                        w.add_document(chunk_document(&f, *id as u64, "d1", "T", "", text))?;
+                    }
+                    Ok(())
+                },
+            )
+            .expect("sql part");
+        let err = indexed.expect_err("the commit cannot fit");
+        assert!(err.is_storage_full(), "{err:?}");
+        assert!(ws.needs_reconcile(), "marked for reconciliation");
+        assert!(!ws.writer_is_open(), "the failed writer was discarded");
+        assert_eq!(
+            ws.index().load_metas().expect("metas").payload,
+            payload_before,
+            "no generation recorded without a successful commit"
+        );
+        // Space returns; a later change commits with a fresh writer, and the reconciliation
+        // brings back what the failed commit lost.
+        std::fs::remove_file(filler).expect("free");
+        seed(&ws, "d2", &["gamma"]);
+        let gen2 = generation(&ws.conn()).expect("gen");
+        let (_, indexed) = ws
+            .index_transaction(
+                || Ok(((), gen2)),
+                |w, _| {
+                    let id: i64 = ws
+                        .conn()
+                        .query_row("SELECT id FROM chunks WHERE document_id = 'd2'", [], |r| {
+                            r.get(0)
+                        })
+                        .expect("id");
+                    w.add_document(chunk_document(&f, id as u64, "d2", "T", "", "gamma"))?;
+                    Ok(())
+                },
+            )
+            .expect("sql part");
+        indexed.expect("commits again once there is room");
+        assert_eq!(
+            ws.indexed_chunks(),
+            1,
+            "the failed commit's chunks are not there"
+        );
+        assert!(ws.needs_reconcile());
+        reconcile(&ws).expect("reconcile");
+        assert!(!ws.needs_reconcile());
+        assert_eq!(ws.indexed_chunks(), 3, "every chunk of SQLite is indexed");
+        drop(ws);
+        let ws = Workspace::open(&dir, id).expect("reopen");
+        assert_eq!(repair_if_needed(&ws).expect("check"), None, "in sync");
+        assert_eq!(ws.indexed_chunks(), 3);
+    }
+
+    #[test]
+    fn repair_on_open_compares_counts_not_only_the_generation() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = dir_of(tmp.path(), id);
+        create(&dir).expect("create");
+        {
+            let ws = Workspace::open(&dir, id).expect("open");
+            seed(&ws, "d1", &["alpha", "beta"]);
+            let gen = generation(&ws.conn()).expect("gen");
+            // A commit that records the right generation but lost a chunk (what a failed
+            // writer kept in service used to commit).
+            let f = ws.fields();
+            let (_, r) = ws
+                .index_transaction(
+                    || Ok(((), gen)),
+                    |w, _| {
+                        w.add_document(chunk_document(&f, 1, "d1", "T", "", "alpha"))?;
+                        Ok(())
+                    },
+                )
+                .expect("tx");
+            r.expect("commit");
+            assert_eq!(ws.indexed_chunks(), 1);
+        }
+        let ws = Workspace::open(&dir, id).expect("reopen");
+        assert_eq!(
+            ws.indexed_chunks(),
+            2,
+            "the lost chunk was restored on open"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_index_opens_empty_and_is_rebuilt() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = dir_of(tmp.path(), id);
+        create(&dir).expect("create");
+        {
+            let ws = Workspace::open(&dir, id).expect("open");
+            seed(&ws, "d1", &["alpha", "beta"]);
+        }
+        let idx = dir.join(crate::workspace::INDEX_DIR);
+        let damages: [&dyn Fn(); 2] = [
+            &|| std::fs::write(idx.join("meta.json"), b"\x00garbage{").expect("garbage"),
+            &|| std::fs::remove_dir_all(&idx).expect("rm"),
+        ];
+        for damage in damages {
+            damage();
+            let ws = Workspace::open(&dir, id).expect("opens despite the index");
+            assert!(ws.rebuild_pending());
+            assert!(matches!(
+                ws.require_index(),
+                Err(crate::error::Error::IndexUnavailable(_))
+            ));
+            let report = ws.rebuild_index().expect("rebuild");
+            assert_eq!(report.added, 2);
+            assert!(ws.require_index().is_ok());
+            assert_eq!(ws.indexed_chunks(), 2);
+            assert!(!ws.writer_is_open(), "the rebuild leaves no writer open");
+        }
     }
 }

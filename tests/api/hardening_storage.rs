@@ -1,1 +1,324 @@
-//! Hardening (issue 10): storage.
+//! Hardening (issue 10): storage faults. A full disk (507, deletions still work, nothing
+//! acknowledged is lost), deletions interrupted by a crash, a missing or corrupt full-text index
+//! (rebuilt in the background, 503 meanwhile), a corrupt workspace database (contained).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{metric, Api, Options, TestServer};
+
+/// A tmpfs mounted on a temp dir for one test (root only), unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: cannot mount a tmpfs here (mounting needs root)");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the filesystem with a file (remove it to free the space).
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let block = vec![7u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let small = [7u8; 512];
+        while f.write_all(&small).is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.path())
+            .status();
+    }
+}
+
+async fn poll<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn fulltext(word: &str) -> Value {
+    json!({"query": word, "mode": "fulltext", "limit": 100})
+}
+
+/// Ids of the documents a full-text search for `word` finds.
+async fn found(api: &Api, ws: &str, word: &str) -> Vec<String> {
+    api.search(ws, fulltext(word))
+        .await
+        .iter()
+        .filter_map(|r| r["document_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn doc(word: &str, i: usize) -> Value {
+    json!({"text": format!("{word} document number {i} about storage faults"), "title": format!("{word} {i}")})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_507_deletions_work_and_no_acknowledged_document_is_lost() {
+    let Some(fs) = Tmpfs::mount("48m") else {
+        return;
+    };
+    let dir = fs.path().join("data");
+    let server = TestServer::start_with(Options::on(&dir, 1));
+    let api = server.api();
+    let ws = api.knowledge_workspace("fulldisk").await;
+    let mut acknowledged: Vec<String> = Vec::new();
+    for i in 0..3 {
+        acknowledged.push(api.add_doc(&ws, doc("before", i)).await);
+    }
+    poll("the storage reserve", 30, || async {
+        dir.join(".reserve").is_file()
+    })
+    .await;
+
+    // The disk fills up, leaving a little room: some writes get through (blobs, rows), then
+    // an index commit or a database write finds no room.
+    let filler = fs.fill();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .expect("filler");
+    let len = f.metadata().expect("len").len();
+    f.set_len(len.saturating_sub(384 << 10))
+        .expect("leave room");
+    drop(f);
+    let mut queued: Vec<(String, String)> = Vec::new();
+    let mut full = 0;
+    for i in 0..40 {
+        let body = json!({"text": format!("during document {i} {}", "padding ".repeat(2000))});
+        let r = api
+            .post(&format!("/v1/workspaces/{ws}/documents"), body)
+            .await;
+        match r.status {
+            507 => {
+                full += 1;
+                assert_eq!(r.code(), "insufficient_storage", "{:?}", r.body);
+                assert!(
+                    r.body["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("disk is full")),
+                    "{:?}",
+                    r.body
+                );
+            }
+            202 => queued.push((r.id(), r.body["job_id"].as_str().unwrap_or("").to_string())),
+            s => panic!("adding on a full disk answered {s}: {:?}", r.body),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "full disk: {full} refused with 507, {} queued",
+        queued.len()
+    );
+    assert!(full > 0, "a full disk must refuse some writes with 507");
+    // Reads keep working.
+    let r = api.get(&format!("/v1/workspaces/{ws}/documents")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(found(&api, &ws, "before").await.len(), 3);
+    // Deleting works while the disk is full, so an operator can free space through the API.
+    let gone = acknowledged.remove(0);
+    let r = api
+        .delete(&format!("/v1/workspaces/{ws}/documents/{gone}"))
+        .await;
+    assert_eq!(r.status, 204, "delete on a full disk: {:?}", r.body);
+    assert!(!found(&api, &ws, "before").await.contains(&gone));
+
+    // Space returns; more documents come in.
+    std::fs::remove_file(filler).expect("free space");
+    for i in 0..3 {
+        acknowledged.push(api.add_doc(&ws, doc("after", i)).await);
+    }
+    // The documents queued on the full disk either succeed (then they are acknowledged) or fail.
+    for (id, job) in &queued {
+        let j = api.wait_job(&ws, job, 120).await;
+        match j["status"].as_str() {
+            Some("succeeded") => acknowledged.push(id.clone()),
+            Some("failed") => {}
+            other => panic!("job {job} ended {other:?}: {j:?}"),
+        }
+    }
+
+    // After a restart, full text finds every acknowledged document.
+    server.stop();
+    let server = TestServer::start_with(Options::on(&dir, 1));
+    let api = server.api();
+    let mut all = found(&api, &ws, "before").await;
+    all.extend(found(&api, &ws, "after").await);
+    all.extend(found(&api, &ws, "during").await);
+    for id in &acknowledged {
+        assert!(
+            all.contains(id),
+            "acknowledged document {id} is missing from full text"
+        );
+    }
+    assert!(!all.contains(&gone));
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletions_interrupted_by_a_crash_leave_no_folder_behind() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    let org = api.create_org("crashdel").await;
+    let alone = api.create_workspace(&org, "alone").await;
+    let other_org = api.create_org("crashdelorg").await;
+    let with_org = api.create_workspace(&other_org, "withorg").await;
+    // What a crash right after the records were marked deleted leaves: records deleted,
+    // folders in place.
+    let alone_id = uuid::Uuid::parse_str(&alone).expect("id");
+    server
+        .app
+        .control
+        .mark_workspace_deleted(alone_id)
+        .expect("mark");
+    let org_id = uuid::Uuid::parse_str(&other_org).expect("id");
+    server.app.control.delete_org(org_id).expect("delete org");
+    server.stop();
+    let folders = [tmp.path().join(&alone), tmp.path().join(&with_org)];
+    assert!(folders.iter().all(|f| f.is_dir()));
+
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    poll("the leftover folders to be removed", 30, || async {
+        folders.iter().all(|f| !f.exists())
+    })
+    .await;
+    let r = server
+        .api()
+        .delete(&format!("/v1/workspaces/{alone}"))
+        .await;
+    assert_eq!(r.status, 404);
+}
+
+/// Damages the full-text index of a stopped server's workspace.
+fn damage_index(index: &Path, how: &str) {
+    match how {
+        "missing" => std::fs::remove_dir_all(index).expect("rm index"),
+        "meta" => std::fs::write(index.join("meta.json"), b"{ not json").expect("meta"),
+        "segment" => {
+            let mut hit = 0;
+            for e in std::fs::read_dir(index).expect("index dir").flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "term" || x == "idx") {
+                    std::fs::write(&p, b"garbage garbage garbage").expect("segment");
+                    hit += 1;
+                }
+            }
+            assert!(hit > 0, "no segment file to damage");
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_or_corrupt_index_is_rebuilt_in_the_background() {
+    for how in ["missing", "meta", "segment"] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let server = TestServer::start_with(Options::on(tmp.path(), 1));
+        let api = server.api();
+        let ws = api.knowledge_workspace(&format!("rebuild-{how}")).await;
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(api.add_doc(&ws, doc("rebuilt", i)).await);
+        }
+        server.stop();
+        damage_index(&tmp.path().join(&ws).join("index"), how);
+
+        let server = TestServer::start_with(Options::on(tmp.path(), 1));
+        let api = server.api();
+        // Documents stay listable and ingestible meanwhile.
+        let r = api.get(&format!("/v1/workspaces/{ws}/documents")).await;
+        assert_eq!(r.status, 200, "{how}: {:?}", r.body);
+        assert_eq!(r.body["data"].as_array().map(Vec::len), Some(5));
+        let r = api
+            .post(&format!("/v1/workspaces/{ws}/search"), fulltext("rebuilt"))
+            .await;
+        match r.status {
+            503 => {
+                assert_eq!(r.code(), "unavailable");
+                assert!(r.headers.contains_key("retry-after"), "{how}");
+            }
+            200 => {}
+            s => panic!(
+                "{how}: search during the rebuild answered {s}: {:?}",
+                r.body
+            ),
+        }
+        poll("the rebuilt index", 60, || async {
+            let r = api
+                .post(&format!("/v1/workspaces/{ws}/search"), fulltext("rebuilt"))
+                .await;
+            r.status == 200 && r.body["results"].as_array().map(Vec::len) == Some(5)
+        })
+        .await;
+        let mut got = found(&api, &ws, "rebuilt").await;
+        got.sort();
+        ids.sort();
+        assert_eq!(got, ids, "{how}");
+        // The rebuild left no writer open.
+        let text = api.text("/metrics").await;
+        assert_eq!(metric(&text, "enclave_index_writers_open"), 0, "{how}");
+        // And ingestion works on the rebuilt index.
+        let id = api.add_doc(&ws, doc("later", 0)).await;
+        assert_eq!(found(&api, &ws, "later").await, vec![id]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_workspace_database_is_reported_and_contained() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    let bad = api.knowledge_workspace("corruptdb").await;
+    let good = api.knowledge_workspace("healthydb").await;
+    api.add_doc(&bad, doc("x", 0)).await;
+    let kept = api.add_doc(&good, doc("fine", 0)).await;
+    server.stop();
+    let db = tmp.path().join(&bad).join("workspace.db");
+    std::fs::write(&db, vec![0xA5u8; 64 << 10]).expect("garbage");
+    for ext in ["workspace.db-wal", "workspace.db-shm"] {
+        let _ = std::fs::remove_file(tmp.path().join(&bad).join(ext));
+    }
+
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    let r = api.get(&format!("/v1/workspaces/{bad}/documents")).await;
+    assert_eq!(r.status, 500, "{:?}", r.body);
+    let msg = r.body["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains(&bad), "the error names the workspace: {msg}");
+    // Another workspace is not affected.
+    assert_eq!(found(&api, &good, "fine").await, vec![kept]);
+    let r = api.get(&format!("/v1/workspaces/{good}/documents")).await;
+    assert_eq!(r.status, 200);
+}
