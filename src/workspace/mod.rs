@@ -120,8 +120,8 @@ pub fn create(dir: &Path) -> Result<()> {
     if dir.exists() {
         return Err(Error::Conflict("workspace folder already exists".into()));
     }
-    std::fs::create_dir_all(dir.join(BLOBS_DIR))?;
-    std::fs::create_dir_all(dir.join(INDEX_DIR))?;
+    crate::perms::create_dir_all(&dir.join(BLOBS_DIR))?;
+    crate::perms::create_dir_all(&dir.join(INDEX_DIR))?;
     let (schema, _) = index_schema();
     Index::create_in_dir(dir.join(INDEX_DIR), schema)?;
     let mut conn = db::open(&dir.join(DB_FILE), true)?;
@@ -188,6 +188,7 @@ impl Workspace {
         if !dir.join(DB_FILE).is_file() {
             return Err(Error::NotFound(Resource::Workspace));
         }
+        crate::perms::tighten_workspace_dir(dir);
         let mut conn = db::open(&dir.join(DB_FILE), false)?;
         // sqlite-vec reads and writes vectors through blob I/O over overflow pages; memory-mapped
         // reads keep that (and brute-force KNN) out of pread copies. Address space only: the
