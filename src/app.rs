@@ -299,7 +299,8 @@ impl App {
             id.hyphenated(),
             crate::ids::new_id().simple()
         ));
-        let moved = crate::perms::create_dir_all(&trash).and_then(|_| std::fs::rename(&dir, &target));
+        let moved =
+            crate::perms::create_dir_all(&trash).and_then(|_| std::fs::rename(&dir, &target));
         let to_remove: PathBuf = match moved {
             Ok(()) => target,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,

@@ -59,8 +59,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let fd_limit = raise_fd_limit();
-    let wanted =
-        app.config.max_open_workspaces as u64 * 3 + app.config.max_connections as u64 + 64;
+    let wanted = app.config.max_open_workspaces as u64 * 3 + app.config.max_connections as u64 + 64;
     if fd_limit > 0 && fd_limit < wanted {
         tracing::warn!(
             fd_limit,
@@ -240,10 +239,8 @@ async fn accept_loop(
         "listener closed: finishing in-flight requests"
     );
     let grace = Duration::from_secs(app.config.shutdown_grace_secs);
-    let drained = tokio::time::timeout(grace, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             connections = conns.len(),
@@ -512,10 +509,7 @@ impl AsyncWrite for TrackedIo {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -214,7 +214,10 @@ mod tests {
                 format!("/v1/invitations/enc_inv_{}", "cd".repeat(32)),
                 "/v1/invitations/[redacted]".to_string(),
             ),
-            ("/v1/x/enc_sess_1".to_string(), "/v1/x/[redacted]".to_string()),
+            (
+                "/v1/x/enc_sess_1".to_string(),
+                "/v1/x/[redacted]".to_string(),
+            ),
             (
                 "/v1/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig/x".to_string(),
                 "/v1/[redacted]/x".to_string(),

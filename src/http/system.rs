@@ -124,7 +124,9 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "enclave_http_connections_timed_out_total",
         "Connections closed for sending request headers too slowly or idling too long.",
         "counter",
-        app.http_metrics.connections_timed_out.load(Ordering::Relaxed),
+        app.http_metrics
+            .connections_timed_out
+            .load(Ordering::Relaxed),
     );
     let _ = writeln!(
         out,
