@@ -35,27 +35,37 @@ const UNMATCHED_SEGMENT_MAX: usize = 16;
 /// The path as it may be logged: segments in a secret parameter of the matched `route` are
 /// replaced by [`REDACTED`]; without a matched route, every segment that could be a credential.
 pub fn loggable_path(path: &str, route: Option<&str>) -> String {
-    let segments = path.split('/');
-    let redact: Box<dyn Fn(usize, &str) -> bool> = match route {
-        Some(route) => {
-            let secret: Vec<usize> = route
-                .split('/')
+    let secret_positions: Vec<usize> = route
+        .map(|r| {
+            r.split('/')
                 .enumerate()
                 .filter(|(_, s)| SECRET_PARAMS.contains(s))
                 .map(|(i, _)| i)
-                .collect();
-            Box::new(move |i, _| secret.contains(&i))
-        }
-        None => Box::new(|_, seg: &str| {
-            seg.len() >= UNMATCHED_SEGMENT_MAX && uuid::Uuid::try_parse(seg).is_err()
-                || seg.to_ascii_lowercase().starts_with("enc_")
-        }),
-    };
-    segments
+                .collect()
+        })
+        .unwrap_or_default();
+    path.split('/')
         .enumerate()
-        .map(|(i, s)| if redact(i, s) { REDACTED } else { s })
+        .map(|(i, seg)| {
+            let secret = match route {
+                Some(_) => secret_positions.contains(&i),
+                None => could_be_credential(seg),
+            };
+            if secret {
+                REDACTED
+            } else {
+                seg
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// A path segment that may be a token, a key or a session: long and not a UUID, or with one of
+/// Enclave's credential prefixes.
+fn could_be_credential(seg: &str) -> bool {
+    (seg.len() >= UNMATCHED_SEGMENT_MAX && uuid::Uuid::try_parse(seg).is_err())
+        || seg.to_ascii_lowercase().starts_with("enc_")
 }
 
 /// The id of the current request, in request extensions.
