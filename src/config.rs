@@ -336,5 +336,55 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::resolve(&args).is_err());
+        let args = ConfigArgs {
+            max_connections: Some(0),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn connection_and_shutdown_bounds_have_defaults_and_file_keys() {
+        let c = Config::resolve(&ConfigArgs::default()).expect("defaults");
+        assert_eq!(
+            (
+                c.header_read_timeout_secs,
+                c.keep_alive_idle_secs,
+                c.max_connections,
+                c.shutdown_delay_secs,
+                c.shutdown_grace_secs
+            ),
+            (
+                DEFAULT_HEADER_READ_TIMEOUT_SECS,
+                DEFAULT_KEEP_ALIVE_IDLE_SECS,
+                DEFAULT_MAX_CONNECTIONS,
+                DEFAULT_SHUTDOWN_DELAY_SECS,
+                DEFAULT_SHUTDOWN_GRACE_SECS
+            )
+        );
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("enclave.toml");
+        std::fs::write(
+            &file,
+            "header_read_timeout_secs = 0\nkeep_alive_idle_secs = 5\nmax_connections = 3\n\
+             shutdown_delay_secs = 0\nshutdown_grace_secs = 1\n",
+        )
+        .expect("write");
+        let c = Config::resolve(&ConfigArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .expect("resolve");
+        // A zero header bound would cut every connection: at least one second.
+        assert_eq!(c.header_read_timeout_secs, 1);
+        assert_eq!(
+            (
+                c.keep_alive_idle_secs,
+                c.max_connections,
+                c.shutdown_delay_secs,
+                c.shutdown_grace_secs
+            ),
+            (5, 3, 0, 1)
+        );
     }
 }
