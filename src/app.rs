@@ -35,8 +35,8 @@ struct DataDirLock(std::sync::Mutex<Option<std::fs::File>>);
 impl DataDirLock {
     fn acquire(dir: &Path) -> Result<DataDirLock> {
         use std::io::{Read, Write};
-        std::fs::create_dir_all(dir)?;
-        let mut file = std::fs::OpenOptions::new()
+        crate::perms::create_dir_all(dir)?;
+        let mut file = crate::perms::private_file_options()
             .read(true)
             .write(true)
             .create(true)
@@ -126,6 +126,9 @@ impl App {
     }
 
     fn open_with(config: Config, lock: DataDirLock) -> Result<(Arc<App>, AdminTokenSource)> {
+        // What an older version created world-readable is made private before anything is read.
+        crate::perms::create_dir_all(&config.data_dir)?;
+        crate::perms::tighten_data_dir(&config.data_dir);
         let control = ControlPlane::open(&config.data_dir)?;
         let source = control.init_operator_token(config.admin_token.as_deref())?;
         let operator_digest = control.operator_token_digest()?;
@@ -298,7 +301,8 @@ impl App {
             id.hyphenated(),
             crate::ids::new_id().simple()
         ));
-        let moved = std::fs::create_dir_all(&trash).and_then(|_| std::fs::rename(&dir, &target));
+        let moved =
+            crate::perms::create_dir_all(&trash).and_then(|_| std::fs::rename(&dir, &target));
         let to_remove: PathBuf = match moved {
             Ok(()) => target,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,

@@ -21,6 +21,19 @@ pub const DEFAULT_PROVIDER_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_PROVIDER_RETRIES: u32 = 2;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 50 << 20;
 pub const DEFAULT_INGEST_WORKERS: usize = 1;
+/// Seconds a client has to send a request's headers: from accepting its connection, or from
+/// the first byte of a later request on a kept-alive connection. Slower ones are disconnected.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Seconds a kept-alive connection may wait, idle, for its next request before it is closed.
+pub const DEFAULT_KEEP_ALIVE_IDLE_SECS: u64 = 120;
+/// Connections served at once; further ones wait in the listen backlog until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Seconds between the shutdown signal (when `/readyz` starts answering 503) and the listener
+/// closing: time for a load balancer to stop sending new requests.
+pub const DEFAULT_SHUTDOWN_DELAY_SECS: u64 = 2;
+/// Seconds requests in flight get to finish once the listener has closed; connections still
+/// busy then are closed.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -73,6 +86,21 @@ pub struct ConfigArgs {
     /// without running them (maintenance) [default: 1].
     #[arg(long, env = "ENCLAVE_INGEST_WORKERS", global = true)]
     pub ingest_workers: Option<usize>,
+    /// Seconds a client has to send a request's headers [default: 10].
+    #[arg(long, env = "ENCLAVE_HEADER_READ_TIMEOUT_SECS", global = true)]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds an idle kept-alive connection stays open [default: 120].
+    #[arg(long, env = "ENCLAVE_KEEP_ALIVE_IDLE_SECS", global = true)]
+    pub keep_alive_idle_secs: Option<u64>,
+    /// Connections served at once; more wait in the listen backlog [default: 1024].
+    #[arg(long, env = "ENCLAVE_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Seconds `/readyz` answers 503 before the listener closes at shutdown [default: 2].
+    #[arg(long, env = "ENCLAVE_SHUTDOWN_DELAY_SECS", global = true)]
+    pub shutdown_delay_secs: Option<u64>,
+    /// Seconds requests in flight get to finish at shutdown [default: 10].
+    #[arg(long, env = "ENCLAVE_SHUTDOWN_GRACE_SECS", global = true)]
+    pub shutdown_grace_secs: Option<u64>,
 }
 
 /// The keys a TOML configuration file may hold.
@@ -91,6 +119,11 @@ struct FileConfig {
     provider_retries: Option<u32>,
     max_upload_bytes: Option<u64>,
     ingest_workers: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    keep_alive_idle_secs: Option<u64>,
+    max_connections: Option<usize>,
+    shutdown_delay_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -114,6 +147,11 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     pub provider_timeout_secs: u64,
     pub provider_retries: u32,
+    pub header_read_timeout_secs: u64,
+    pub keep_alive_idle_secs: u64,
+    pub max_connections: usize,
+    pub shutdown_delay_secs: u64,
+    pub shutdown_grace_secs: u64,
 }
 
 impl Config {
@@ -134,6 +172,11 @@ impl Config {
             master_key_file: None,
             provider_timeout_secs: DEFAULT_PROVIDER_TIMEOUT_SECS,
             provider_retries: DEFAULT_PROVIDER_RETRIES,
+            header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            keep_alive_idle_secs: DEFAULT_KEEP_ALIVE_IDLE_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_delay_secs: DEFAULT_SHUTDOWN_DELAY_SECS,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }
 
@@ -162,6 +205,13 @@ impl Config {
             .unwrap_or(DEFAULT_MAX_OPEN_WORKSPACES);
         if max_open_workspaces == 0 {
             anyhow::bail!("max-open-workspaces must be at least 1");
+        }
+        let max_connections = args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            anyhow::bail!("max-connections must be at least 1");
         }
         let admin_token = std::env::var("ENCLAVE_ADMIN_TOKEN")
             .ok()
@@ -219,6 +269,25 @@ impl Config {
                 .or(file.provider_retries)
                 .unwrap_or(DEFAULT_PROVIDER_RETRIES)
                 .min(10),
+            header_read_timeout_secs: args
+                .header_read_timeout_secs
+                .or(file.header_read_timeout_secs)
+                .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT_SECS)
+                .max(1),
+            keep_alive_idle_secs: args
+                .keep_alive_idle_secs
+                .or(file.keep_alive_idle_secs)
+                .unwrap_or(DEFAULT_KEEP_ALIVE_IDLE_SECS)
+                .max(1),
+            max_connections,
+            shutdown_delay_secs: args
+                .shutdown_delay_secs
+                .or(file.shutdown_delay_secs)
+                .unwrap_or(DEFAULT_SHUTDOWN_DELAY_SECS),
+            shutdown_grace_secs: args
+                .shutdown_grace_secs
+                .or(file.shutdown_grace_secs)
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
         })
     }
 }
@@ -267,5 +336,55 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::resolve(&args).is_err());
+        let args = ConfigArgs {
+            max_connections: Some(0),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn connection_and_shutdown_bounds_have_defaults_and_file_keys() {
+        let c = Config::resolve(&ConfigArgs::default()).expect("defaults");
+        assert_eq!(
+            (
+                c.header_read_timeout_secs,
+                c.keep_alive_idle_secs,
+                c.max_connections,
+                c.shutdown_delay_secs,
+                c.shutdown_grace_secs
+            ),
+            (
+                DEFAULT_HEADER_READ_TIMEOUT_SECS,
+                DEFAULT_KEEP_ALIVE_IDLE_SECS,
+                DEFAULT_MAX_CONNECTIONS,
+                DEFAULT_SHUTDOWN_DELAY_SECS,
+                DEFAULT_SHUTDOWN_GRACE_SECS
+            )
+        );
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("enclave.toml");
+        std::fs::write(
+            &file,
+            "header_read_timeout_secs = 0\nkeep_alive_idle_secs = 5\nmax_connections = 3\n\
+             shutdown_delay_secs = 0\nshutdown_grace_secs = 1\n",
+        )
+        .expect("write");
+        let c = Config::resolve(&ConfigArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .expect("resolve");
+        // A zero header bound would cut every connection: at least one second.
+        assert_eq!(c.header_read_timeout_secs, 1);
+        assert_eq!(
+            (
+                c.keep_alive_idle_secs,
+                c.max_connections,
+                c.shutdown_delay_secs,
+                c.shutdown_grace_secs
+            ),
+            (5, 3, 0, 1)
+        );
     }
 }

@@ -42,7 +42,15 @@ pub fn open(path: &Path, create: bool) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_URI;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        // Created here with mode 0600 first: SQLite gives `-wal` and `-shm` the mode of the
+        // database file.
+        crate::perms::private_file_options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
     }
+    crate::perms::tighten_database(path);
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // WAL + synchronous=NORMAL: a killed process loses no committed transaction.

@@ -16,6 +16,7 @@ pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod knowledge;
+pub mod perms;
 pub mod server;
 pub mod workspace;
 

@@ -94,7 +94,7 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Opens (creating if needed) `control.db` in `data_dir` and applies pending migrations.
     pub fn open(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir)?;
+        crate::perms::create_dir_all(data_dir)?;
         let mut conn = db::open(&data_dir.join(CONTROL_DB), true)?;
         db::migrate(&mut conn, MIGRATIONS)?;
         let auth = db::open(&data_dir.join(CONTROL_DB), false)?;

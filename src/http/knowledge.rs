@@ -65,7 +65,8 @@ fn param<'a>(p: &'a HashMap<String, String>, name: &str) -> ApiResult<&'a str> {
         .ok_or_else(|| ApiError::from(crate::Error::internal(format!("route has no {{{name}}}"))))
 }
 
-/// How long `?wait=true` waits before answering 202 anyway.
+/// How long `?wait=true` waits before answering 202 anyway (a shutdown ends the wait at once
+/// with `503 unavailable` and `Retry-After`).
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
@@ -208,6 +209,17 @@ pub async fn add(
             }
             _ if started.elapsed() > WAIT_LIMIT => {
                 return Ok((StatusCode::ACCEPTED, axum::Json(added)).into_response())
+            }
+            // A waiter never holds a shutdown: the job stays queued (it runs after the restart).
+            _ if app.is_draining() => {
+                return Err(ApiError {
+                    message: format!(
+                        "the server is shutting down: document {} is queued (job {job_id}) and \
+                         is ingested after the restart; poll the job, or retry",
+                        added.id
+                    ),
+                    ..ApiError::from(crate::Error::ShuttingDown)
+                })
             }
             _ => tokio::time::sleep(Duration::from_millis(25)).await,
         }

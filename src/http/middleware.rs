@@ -1,13 +1,19 @@
 //! Request context: a request id on every response and log line (taken from a well-formed
 //! incoming `X-Request-Id`, else generated), one log span per request that handlers enrich with
 //! org and workspace ids, and one access log line per request.
+//!
+//! What is logged never holds a secret: the path only (never the query string, the headers or
+//! the body), with secret path segments replaced by [`REDACTED`] ([`loggable_path`]). Every
+//! response carries `X-Content-Type-Options: nosniff`, and every API response (`/v1`)
+//! `Cache-Control: no-store`: several carry credentials (sessions, API keys, invitations,
+//! tenant tokens) and the rest are a tenant's data.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::{field::Empty, Instrument};
@@ -15,6 +21,52 @@ use tracing::{field::Empty, Instrument};
 use crate::app::App;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What a secret path segment is logged as.
+pub const REDACTED: &str = "[redacted]";
+
+/// Route parameters that carry a secret (`/v1/invitations/{token}/accept`).
+const SECRET_PARAMS: &[&str] = &["{token}"];
+
+/// On a path no route matched, a segment at least this long that is not a UUID is logged as
+/// [`REDACTED`]: a mistyped route may carry a token, a key or a session.
+const UNMATCHED_SEGMENT_MAX: usize = 16;
+
+/// The path as it may be logged: segments in a secret parameter of the matched `route` are
+/// replaced by [`REDACTED`]; without a matched route, every segment that could be a credential.
+pub fn loggable_path(path: &str, route: Option<&str>) -> String {
+    let secret_positions: Vec<usize> = route
+        .map(|r| {
+            r.split('/')
+                .enumerate()
+                .filter(|(_, s)| SECRET_PARAMS.contains(s))
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .unwrap_or_default();
+    path.split('/')
+        .enumerate()
+        .map(|(i, seg)| {
+            let secret = match route {
+                Some(_) => secret_positions.contains(&i),
+                None => could_be_credential(seg),
+            };
+            if secret {
+                REDACTED
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A path segment that may be a token, a key or a session: long and not a UUID, or with one of
+/// Enclave's credential prefixes.
+fn could_be_credential(seg: &str) -> bool {
+    (seg.len() >= UNMATCHED_SEGMENT_MAX && uuid::Uuid::try_parse(seg).is_err())
+        || seg.to_ascii_lowercase().starts_with("enc_")
+}
 
 /// The id of the current request, in request extensions.
 #[derive(Debug, Clone)]
@@ -63,22 +115,23 @@ pub async fn request_context(
         .filter(|v| acceptable(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let path = loggable_path(req.uri().path(), route.as_deref());
     let span = tracing::info_span!(
         "request",
         request_id = %id,
         method = %req.method(),
-        path = %req.uri().path(),
+        path = %path,
         principal = Empty,
         org_id = Empty,
         workspace_id = Empty,
     );
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
+    let api = req.uri().path().starts_with("/v1/");
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -105,8 +158,16 @@ pub async fn request_context(
         let audit_app = app.clone();
         let _ = tokio::task::spawn_blocking(move || audit_app.record_audit(&entry)).await;
     }
+    let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(REQUEST_ID.clone(), v);
+        headers.insert(REQUEST_ID.clone(), v);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if api {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     let status = resp.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
@@ -128,4 +189,56 @@ pub fn record_tenant(org_id: Option<uuid::Uuid>, workspace_id: Option<uuid::Uuid
         t.org_id = org_id.or(t.org_id);
         t.workspace_id = workspace_id.or(t.workspace_id);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_route_parameters_are_redacted() {
+        let token = format!("enc_inv_{}", "ab".repeat(32));
+        assert_eq!(
+            loggable_path(
+                &format!("/v1/invitations/{token}/accept"),
+                Some("/v1/invitations/{token}/accept")
+            ),
+            "/v1/invitations/[redacted]/accept"
+        );
+        // Ids and slugs of other routes are kept: they are what an operator searches logs for.
+        let ws = "0190b5a4-7c1e-7b4e-8f00-000000000001";
+        assert_eq!(
+            loggable_path(
+                &format!("/v1/workspaces/{ws}/documents/a-long-document-slug-x"),
+                Some("/v1/workspaces/{ws}/documents/{id}")
+            ),
+            format!("/v1/workspaces/{ws}/documents/a-long-document-slug-x")
+        );
+    }
+
+    #[test]
+    fn unmatched_paths_lose_every_segment_that_could_be_a_credential() {
+        let ws = "0190b5a4-7c1e-7b4e-8f00-000000000001";
+        let cases = [
+            (
+                format!("/v1/invitations/enc_inv_{}", "cd".repeat(32)),
+                "/v1/invitations/[redacted]".to_string(),
+            ),
+            (
+                "/v1/x/enc_sess_1".to_string(),
+                "/v1/x/[redacted]".to_string(),
+            ),
+            (
+                "/v1/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig/x".to_string(),
+                "/v1/[redacted]/x".to_string(),
+            ),
+            (
+                format!("/v1/workspaces/{ws}/nope"),
+                format!("/v1/workspaces/{ws}/nope"),
+            ),
+        ];
+        for (path, logged) in cases {
+            assert_eq!(loggable_path(&path, None), logged, "{path}");
+        }
+    }
 }

@@ -17,12 +17,35 @@ use crate::app::App;
 pub struct HttpMetrics {
     /// Responses by status class: 1xx..5xx.
     responses: [AtomicU64; 5],
+    /// Client connections open now.
+    connections_open: AtomicU64,
+    /// Connections closed for overstaying the header or keep-alive time bound.
+    connections_timed_out: AtomicU64,
 }
 
 impl HttpMetrics {
     pub fn count_response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection as open until the returned guard drops.
+    pub fn connection_opened(&self) -> OpenConnection<'_> {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self)
+    }
+
+    pub fn connection_timed_out(&self) {
+        self.connections_timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An open connection in [`HttpMetrics`].
+pub struct OpenConnection<'a>(&'a HttpMetrics);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -96,6 +119,20 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "Full-text index writers open now (closed when idle).",
         "gauge",
         r.open_writers,
+    );
+    gauge(
+        "enclave_http_connections_open",
+        "Client connections open now.",
+        "gauge",
+        app.http_metrics.connections_open.load(Ordering::Relaxed),
+    );
+    gauge(
+        "enclave_http_connections_timed_out_total",
+        "Connections closed for sending request headers too slowly or idling too long.",
+        "counter",
+        app.http_metrics
+            .connections_timed_out
+            .load(Ordering::Relaxed),
     );
     let _ = writeln!(
         out,

@@ -102,8 +102,8 @@ impl Scheduler {
 
     /// Records durably that `ws` has pending work. Called before its jobs are written.
     pub fn mark(&self, ws: Uuid) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.queue_dir)?;
-        std::fs::OpenOptions::new()
+        crate::perms::create_dir_all(&self.queue_dir)?;
+        crate::perms::private_file_options()
             .create(true)
             .truncate(false)
             .write(true)

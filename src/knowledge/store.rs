@@ -95,11 +95,15 @@ fn put_blob(ws: &Workspace, hash: &str, bytes: &[u8]) -> Result<()> {
         return Ok(());
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::perms::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp-{}", crate::ids::new_id().simple()));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::perms::private_file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }

@@ -126,8 +126,8 @@ pub fn create(dir: &Path) -> Result<()> {
     if dir.exists() {
         return Err(Error::Conflict("workspace folder already exists".into()));
     }
-    std::fs::create_dir_all(dir.join(BLOBS_DIR))?;
-    std::fs::create_dir_all(dir.join(INDEX_DIR))?;
+    crate::perms::create_dir_all(&dir.join(BLOBS_DIR))?;
+    crate::perms::create_dir_all(&dir.join(INDEX_DIR))?;
     let (schema, _) = index_schema();
     Index::create_in_dir(dir.join(INDEX_DIR), schema)?;
     let mut conn = db::open(&dir.join(DB_FILE), true)?;
@@ -254,6 +254,7 @@ impl Workspace {
         if !dir.join(DB_FILE).is_file() {
             return Err(Error::NotFound(Resource::Workspace));
         }
+        crate::perms::tighten_workspace_dir(dir);
         Self::open_store(dir, id, writers).map_err(|e| match e {
             e @ Error::Sqlite(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error {

@@ -63,7 +63,7 @@ pub fn recreate_index(dir: &Path) -> Result<Index> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
-    std::fs::create_dir_all(dir)?;
+    crate::perms::create_dir_all(dir)?;
     let (schema, _) = index_schema();
     Ok(Index::create_in_dir(dir, schema)?)
 }

@@ -1,1 +1,662 @@
-//! Hardening (issue 10): server.
+//! Hardening (issue 10): server. Slow clients and the connection limit (class 4), secrets on
+//! disk and in logs (11), response headers (12), shutdown with waiters (17).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{metric, Api, Options, Resp, TestServer, PASSWORD, TOKEN};
+
+const REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: enclave\r\n\r\n";
+
+fn addr(s: &TestServer) -> String {
+    s.base.trim_start_matches("http://").to_string()
+}
+
+/// Whether the server closes `stream` before `limit` (bytes it sends meanwhile are ignored).
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    false
+}
+
+/// Whether the server has already closed `stream` (without waiting).
+fn closed_now(stream: &TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    match stream.try_read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body; returns its status.
+async fn read_response(stream: &mut TcpStream) -> u16 {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("content-length");
+            while data.len() < end + 4 + length {
+                let n = stream.read(&mut buf).await.expect("read body");
+                assert!(n > 0, "connection closed inside a response");
+                data.extend_from_slice(&buf[..n]);
+            }
+            return head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .expect("status");
+        }
+        let n = stream.read(&mut buf).await.expect("read head");
+        assert!(n > 0, "connection closed before a response");
+        data.extend_from_slice(&buf[..n]);
+    }
+}
+
+// ---- class 4: slow clients ----
+
+#[tokio::test]
+async fn requests_whose_headers_never_finish_are_cut_off() {
+    let s = TestServer::start_with(Options {
+        header_read_timeout_secs: 1,
+        ..Options::default()
+    });
+    let addr = addr(&s);
+    // Half a request line, then nothing; and nothing at all.
+    let mut half = TcpStream::connect(&addr).await.expect("connect");
+    half.write_all(b"GET /healthz HT").await.expect("write");
+    let mut silent = TcpStream::connect(&addr).await.expect("connect");
+    // Always sending, never finishing: one byte every 200 ms (the whole request would take
+    // more than 10 s). The bound is on the headers as a whole, not between bytes.
+    let mut dribble = TcpStream::connect(&addr).await.expect("connect");
+    let padded = format!(
+        "GET /healthz HTTP/1.1\r\nHost: enclave\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(20)
+    );
+    let mut sent_all = true;
+    for b in padded.as_bytes() {
+        if dribble.write_all(&[*b]).await.is_err() {
+            sent_all = false;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !sent_all || closed_within(&mut dribble, Duration::from_secs(1)).await,
+        "a client dribbling its headers was never cut off"
+    );
+    assert!(
+        closed_within(&mut half, Duration::from_secs(10)).await,
+        "half a request line kept its connection open"
+    );
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(10)).await,
+        "a silent connection was kept open"
+    );
+    // The server serves everyone else as before.
+    let api = s.anonymous();
+    assert_eq!(api.get("/healthz").await.status, 200);
+    let m = api.text("/metrics").await;
+    assert!(
+        metric(&m, "enclave_http_connections_timed_out_total") >= 3,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn idle_kept_alive_connections_are_closed() {
+    let s = TestServer::start_with(Options {
+        header_read_timeout_secs: 1,
+        keep_alive_idle_secs: 4,
+        ..Options::default()
+    });
+    let mut c = TcpStream::connect(addr(&s)).await.expect("connect");
+    c.write_all(REQUEST).await.expect("write");
+    assert_eq!(read_response(&mut c).await, 200);
+    // Idle for longer than the header bound but within the keep-alive bound: still served.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.write_all(REQUEST).await.expect("write");
+    assert_eq!(
+        read_response(&mut c).await,
+        200,
+        "kept alive across the idle time"
+    );
+    // Then idle for good: closed.
+    assert!(
+        closed_within(&mut c, Duration::from_secs(20)).await,
+        "an idle kept-alive connection stayed open"
+    );
+}
+
+/// With `max_connections` slots taken by slow clients, a new connection waits in the listen
+/// backlog (it is not refused) and is served as soon as the header bound frees a slot.
+#[tokio::test]
+async fn slow_clients_hold_the_connection_limit_only_for_the_header_bound() {
+    let s = TestServer::start_with(Options {
+        header_read_timeout_secs: 2,
+        max_connections: 2,
+        ..Options::default()
+    });
+    let addr = addr(&s);
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(&addr).await.expect("connect");
+        c.write_all(b"GET /heal").await.expect("write");
+        slow.push(c);
+    }
+    let mut third = TcpStream::connect(&addr)
+        .await
+        .expect("connect (queued, not refused)");
+    third.write_all(REQUEST).await.expect("write");
+    let status = tokio::time::timeout(Duration::from_secs(20), read_response(&mut third))
+        .await
+        .expect("the queued connection is served once a slot frees");
+    assert_eq!(status, 200);
+    // It was served only after a slow client had been cut off: the limit held.
+    assert!(
+        slow.iter().any(closed_now),
+        "the third connection was served while both slots were held"
+    );
+    for c in &mut slow {
+        assert!(closed_within(c, Duration::from_secs(10)).await);
+    }
+    assert_eq!(s.anonymous().get("/healthz").await.status, 200);
+}
+
+// ---- class 12: headers ----
+
+#[tokio::test]
+async fn secrets_are_not_stored_by_caches_and_nothing_is_sniffed() {
+    let s = TestServer::start();
+    let api = s.api();
+    let org = api.create_org("headers").await;
+    let ws = api.create_workspace(&org, "w").await;
+    let mut secret: Vec<(&str, Resp)> = Vec::new();
+
+    let invite = api
+        .post(
+            &format!("/v1/orgs/{org}/invitations"),
+            json!({"email": "h@example.com", "role": "admin"}),
+        )
+        .await;
+    let invitation = invite.body["token"].as_str().expect("token").to_string();
+    secret.push(("invitation", invite));
+    let accept = api
+        .without_token()
+        .post(
+            &format!("/v1/invitations/{invitation}/accept"),
+            json!({"password": PASSWORD}),
+        )
+        .await;
+    secret.push(("accept", accept));
+    secret.push(("login", api.login("h@example.com", PASSWORD).await));
+    let key = api
+        .post(
+            &format!("/v1/workspaces/{ws}/api-keys"),
+            json!({"name": "k", "scopes": ["search"]}),
+        )
+        .await;
+    let key_secret = key.body["key"].as_str().expect("key").to_string();
+    secret.push(("api key", key));
+    secret.push((
+        "tenant token",
+        api.with_token(&key_secret)
+            .mint_token(json!({"scopes": ["search"]}))
+            .await,
+    ));
+    for (what, r) in &secret {
+        assert!(r.status < 300, "{what}: {} {:?}", r.status, r.body);
+        assert_eq!(r.headers["cache-control"], "no-store", "{what}");
+        assert_eq!(r.headers["x-content-type-options"], "nosniff", "{what}");
+    }
+
+    // Every response, error or not, API or not.
+    let anon = s.anonymous();
+    let others = [
+        ("healthz", anon.get("/healthz").await),
+        ("readyz", anon.get("/readyz").await),
+        ("metrics", anon.get("/metrics").await),
+        ("no such route", anon.get("/nope").await),
+        ("401", anon.get("/v1/me").await),
+        ("404", api.get("/v1/orgs/no-such-org").await),
+        ("list", api.get("/v1/orgs").await),
+    ];
+    for (what, r) in &others {
+        assert_eq!(r.headers["x-content-type-options"], "nosniff", "{what}");
+    }
+    for (what, r) in &others[4..] {
+        assert_eq!(r.headers["cache-control"], "no-store", "{what}");
+    }
+}
+
+// ---- class 17: shutdown ----
+
+#[tokio::test]
+async fn shutdown_ends_waiters_and_readyz_drains_before_the_listener_closes() {
+    let mut s = TestServer::start_with(Options {
+        ingest_workers: 0,
+        shutdown_delay_secs: 3,
+        ..Options::default()
+    });
+    let api = s.api();
+    let ws = api.knowledge_workspace("drain").await;
+    let waiter = tokio::spawn({
+        let api = api.clone();
+        let ws = ws.clone();
+        async move {
+            api.post(
+                &format!("/v1/workspaces/{ws}/documents?wait=true"),
+                json!({"text": "never ingested: no job workers"}),
+            )
+            .await
+        }
+    });
+    // The upload is in: its job is queued, and never runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let jobs = api.get(&format!("/v1/workspaces/{ws}/jobs")).await;
+        if jobs.body["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upload never queued a job");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(api.get("/readyz").await.status, 200);
+
+    s.begin_shutdown();
+    let signalled = Instant::now();
+    // Draining is visible on /readyz while the listener still answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = api.get("/readyz").await;
+        if r.status == 503 {
+            assert_eq!(r.body["draining"], true, "{:?}", r.body);
+            break;
+        }
+        assert!(Instant::now() < deadline, "readyz never said draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The waiter is answered 503 with Retry-After at once, not after its 600 s bound.
+    let r = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter held the shutdown")
+        .expect("join");
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{:?}", r.body);
+    assert!(r.headers.contains_key("retry-after"));
+    // The server stops within a few seconds, its queued job notwithstanding.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.has_stopped() {
+        assert!(Instant::now() < deadline, "the server did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        TcpStream::connect(addr(&s)).await.is_err(),
+        "the listener is closed"
+    );
+    assert!(signalled.elapsed() < Duration::from_secs(20));
+    // The job is still there for the next start.
+    let tmp = s.stop();
+    drop(tmp);
+}
+
+// ---- class 11: the real binary, its log and its files ----
+
+/// The real binary on `dir`, its stderr (the log) collected.
+struct Binary {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Binary {
+    fn start(dir: &Path) -> Binary {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_enclave"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("ENCLAVE_ADMIN_TOKEN", TOKEN)
+            .env("ENCLAVE_LOG", "debug")
+            .env("ENCLAVE_SHUTDOWN_DELAY_SECS", "0")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // A usual umask (group and others may read), as an operator's shell has: the server's
+        // own modes must not depend on it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe and touches nothing but the child's mask.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::umask(0o022);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn enclave");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn({
+            let log = log.clone();
+            move || {
+                let mut lines = BufReader::new(stderr);
+                let mut line = String::new();
+                while lines.read_line(&mut line).unwrap_or(0) > 0 {
+                    if let Some(rest) = line.split("address=").nth(1) {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                    log.lock().expect("log").push_str(&line);
+                    line.clear();
+                }
+                let mut rest = String::new();
+                let _ = lines.read_to_string(&mut rest);
+                log.lock().expect("log").push_str(&rest);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server never listened");
+        Binary {
+            child,
+            base: format!("http://{addr}"),
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    fn api(&self) -> Api {
+        Api::new(&self.base, Some(TOKEN))
+    }
+
+    /// SIGTERM, wait for a clean exit; returns the whole log.
+    fn stop(mut self) -> String {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status, Some(0), "clean exit on SIGTERM");
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let log = self.log.lock().expect("log").clone();
+        log
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A full scenario with every kind of credential; the log holds none of the secrets.
+#[tokio::test]
+async fn the_log_of_a_full_scenario_holds_no_secret() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = Binary::start(tmp.path());
+    let op = bin.api();
+    let anon = op.without_token();
+    let org = op.create_org("logs").await;
+    let email = "logs@example.com";
+
+    let r = op
+        .post(
+            &format!("/v1/orgs/{org}/invitations"),
+            json!({"email": email, "role": "admin"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let invitation = r.body["token"].as_str().expect("invitation").to_string();
+    let r = anon
+        .post(
+            &format!("/v1/invitations/{invitation}/accept"),
+            json!({"password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let first_session = r.body["token"].as_str().expect("session").to_string();
+    // A used invitation: refused, and its path logged once more.
+    let r = anon
+        .post(
+            &format!("/v1/invitations/{invitation}/accept"),
+            json!({"password": PASSWORD}),
+        )
+        .await;
+    assert!(r.status >= 400);
+
+    let wrong_password = "wrong-password-that-must-not-be-logged";
+    assert_eq!(op.login(email, wrong_password).await.status, 401);
+    let r = op.login(email, PASSWORD).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let session = r.body["token"].as_str().expect("session").to_string();
+    let user = op.with_token(&session);
+    assert_eq!(user.get("/v1/me").await.status, 200);
+    assert_eq!(
+        op.with_token(&first_session).get("/v1/me").await.status,
+        200
+    );
+
+    let ws = user.create_workspace(&org, "w").await;
+    user.use_static_embedder(&ws).await;
+    let key = user.create_key(&ws, &["search", "ingest"]).await;
+    let k = op.with_token(&key.key);
+    let r = k
+        .post(
+            "/v1/documents?wait=true",
+            json!({"text": "the log holds no secret"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(
+        k.post("/v1/search", json!({"query": "secret"}))
+            .await
+            .status,
+        200
+    );
+    let r = k.mint_token(json!({"scopes": ["search"]})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let tenant = r.body["token"].as_str().expect("tenant token").to_string();
+    assert_eq!(
+        op.with_token(&tenant)
+            .post("/v1/search", json!({"query": "secret"}))
+            .await
+            .status,
+        200
+    );
+
+    // Secrets where a careless log would show them: a query string, a mistyped route, a bad
+    // credential.
+    let stray = format!("enc_inv_{}", "5e".repeat(32));
+    let forged = format!("{}x", key.key);
+    assert_eq!(
+        anon.get(&format!("/v1/me?token={session}&api_key={}", key.key))
+            .await
+            .status,
+        401
+    );
+    assert!(anon.get(&format!("/v1/invitations/{stray}")).await.status >= 400);
+    assert!(
+        anon.get(&format!("/v1/x/{tenant}/y")).await.status >= 400,
+        "a token in an unknown route"
+    );
+    assert_eq!(op.with_token(&forged).get("/v1/me").await.status, 401);
+
+    let master_key = std::fs::read_to_string(tmp.path().join("master.key")).expect("master key");
+    let log = bin.stop();
+    assert!(
+        log.contains("/v1/invitations/[redacted]/accept") && log.contains("request finished"),
+        "the requests were logged: {log}"
+    );
+    let key_secret = key.key.rsplit('_').next().expect("key secret").to_string();
+    let secrets = [
+        ("operator token", TOKEN.to_string()),
+        ("invitation", invitation),
+        ("invitation secret", invitation_secret(&stray)),
+        ("stray invitation", stray),
+        ("password", PASSWORD.to_string()),
+        ("wrong password", wrong_password.to_string()),
+        ("first session", first_session),
+        ("session", session),
+        ("API key", key.key.clone()),
+        ("API key secret", key_secret),
+        ("forged key", forged),
+        ("tenant token", tenant.clone()),
+        (
+            "tenant token signature",
+            tenant.rsplit('.').next().expect("sig").to_string(),
+        ),
+        ("master key", master_key.trim().to_string()),
+    ];
+    for (what, secret) in secrets {
+        assert!(secret.len() >= 16, "{what} is too short to test");
+        assert!(!log.contains(&secret), "the log holds the {what}:\n{log}");
+    }
+}
+
+fn invitation_secret(token: &str) -> String {
+    token.trim_start_matches("enc_inv_").to_string()
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Every folder and file under `dir` (and `dir`) whose mode is not 0700 / 0600; and how many
+/// files were seen.
+#[cfg(unix)]
+fn not_private(dir: &Path) -> (Vec<String>, usize) {
+    let mut bad = Vec::new();
+    let mut files = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        use std::os::unix::fs::PermissionsExt;
+        // The server may remove a file meanwhile (a merged segment): skip what vanished.
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let is_dir = meta.is_dir();
+        let want = if is_dir { 0o700 } else { 0o600 };
+        let m = meta.permissions().mode() & 0o777;
+        if m != want {
+            bad.push(format!("{} {:o}", p.display(), m));
+        }
+        if is_dir {
+            for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                stack.push(e.path());
+            }
+        } else {
+            files += 1;
+        }
+    }
+    (bad, files)
+}
+
+/// Sets every folder under `dir` to `dirs` and every file to `files` (an older version's modes).
+#[cfg(unix)]
+fn chmod_all(dir: &Path, dirs: u32, files: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = if p.is_dir() { dirs } else { files };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).expect("chmod");
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).expect("read_dir").flatten() {
+                stack.push(e.path());
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_is_private_and_older_modes_are_tightened() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let bin = Binary::start(&dir);
+    let op = bin.api();
+    let org = op.create_org("modes").await;
+    let ws = op.create_workspace(&org, "w").await;
+    op.use_static_embedder(&ws).await;
+    let r = op
+        .upload(
+            &format!("/v1/workspaces/{ws}/documents?wait=true"),
+            "a.txt",
+            Some("text/plain"),
+            b"a file kept as a blob".to_vec(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    op.add_doc(&ws, json!({"text": "and a JSON document"}))
+        .await;
+
+    // While serving (WAL files, locks, markers, segments exist) and after a clean stop.
+    assert!(dir.join("control.db-wal").exists());
+    let (bad, files) = not_private(&dir);
+    assert!(bad.is_empty(), "serving: not private: {bad:#?}");
+    assert!(files >= 10, "only {files} files were checked");
+    let _ = bin.stop();
+    let (bad, _) = not_private(&dir);
+    assert!(bad.is_empty(), "stopped: not private: {bad:#?}");
+
+    // What an older version left: everything world-readable. Tightened at start (the data
+    // folder and the control plane's files) and when the workspace is opened.
+    chmod_all(&dir, 0o755, 0o644);
+    let ws_dir = dir.join(&ws);
+    assert_eq!(mode(&ws_dir), 0o755);
+    let bin = Binary::start(&dir);
+    assert_eq!(mode(&dir), 0o700, "the data folder");
+    for f in ["control.db", "control.db-wal", "master.key", ".lock"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(
+        bin.api().get(&format!("/v1/workspaces/{ws}")).await.status,
+        200
+    );
+    assert_eq!(mode(&ws_dir), 0o700, "the workspace folder");
+    for d in ["index", "blobs"] {
+        assert_eq!(mode(&ws_dir.join(d)), 0o700, "{d}");
+    }
+    assert_eq!(mode(&ws_dir.join("workspace.db")), 0o600);
+    let _ = bin.stop();
+}

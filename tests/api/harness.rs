@@ -26,6 +26,15 @@ pub struct Options {
     /// Job workers; 0 queues jobs without running them.
     pub ingest_workers: usize,
     pub max_upload_bytes: u64,
+    /// Connection bounds (`header_read_timeout_secs`, `keep_alive_idle_secs`,
+    /// `max_connections`).
+    pub header_read_timeout_secs: u64,
+    pub keep_alive_idle_secs: u64,
+    pub max_connections: usize,
+    /// Shutdown: seconds of draining before the listener closes (0 in tests, so that stopping
+    /// is quick), then seconds in-flight requests get.
+    pub shutdown_delay_secs: u64,
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for Options {
@@ -40,6 +49,11 @@ impl Default for Options {
             provider_retries: 2,
             ingest_workers: 1,
             max_upload_bytes: 8 << 20,
+            header_read_timeout_secs: enclave::config::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            keep_alive_idle_secs: enclave::config::DEFAULT_KEEP_ALIVE_IDLE_SECS,
+            max_connections: enclave::config::DEFAULT_MAX_CONNECTIONS,
+            shutdown_delay_secs: 0,
+            shutdown_grace_secs: enclave::config::DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }
 }
@@ -89,6 +103,11 @@ impl TestServer {
         config.provider_retries = opts.provider_retries;
         config.ingest_workers = opts.ingest_workers;
         config.max_upload_bytes = opts.max_upload_bytes;
+        config.header_read_timeout_secs = opts.header_read_timeout_secs;
+        config.keep_alive_idle_secs = opts.keep_alive_idle_secs;
+        config.max_connections = opts.max_connections;
+        config.shutdown_delay_secs = opts.shutdown_delay_secs;
+        config.shutdown_grace_secs = opts.shutdown_grace_secs;
         let (app, source) = App::open(config).expect("open app");
         let token = match source {
             AdminTokenSource::Generated(t) => t,
@@ -133,6 +152,18 @@ impl TestServer {
     pub fn stop(mut self) -> Option<tempfile::TempDir> {
         self.halt();
         self.tmp.take()
+    }
+
+    /// Sends the shutdown signal (like SIGTERM) without waiting for the server to stop.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Whether the server has stopped (its serving thread has ended).
+    pub fn has_stopped(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
     fn halt(&mut self) {
