@@ -52,12 +52,38 @@ pub fn filters_of(ctx: &WorkspaceAccess, extra: &[Value]) -> Result<Option<Filte
     ctx.filter_with(&extra)
 }
 
-/// Searches the context's workspace for `query` with the workspace's own search (the same
-/// code path as `POST /search`); `extra` filters narrow the context's own.
+/// Searches the context's workspace for `query` (in the query language, as `POST /search`
+/// reads it: a tool's or an MCP client's query) with the workspace's own search (the same code
+/// path as `POST /search`); `extra` filters narrow the context's own.
 pub fn search(
     app: &App,
     ctx: &WorkspaceAccess,
     query: &str,
+    mode: Mode,
+    limit: usize,
+    extra: &[Value],
+) -> Result<Vec<Passage>> {
+    search_with(app, ctx, query, false, mode, limit, extra)
+}
+
+/// [`search`] for a chat message: its text is read as plain words, never as query syntax (a
+/// question such as "Note: (see above)" is not a query).
+pub fn search_message(
+    app: &App,
+    ctx: &WorkspaceAccess,
+    message: &str,
+    mode: Mode,
+    limit: usize,
+    extra: &[Value],
+) -> Result<Vec<Passage>> {
+    search_with(app, ctx, message, true, mode, limit, extra)
+}
+
+fn search_with(
+    app: &App,
+    ctx: &WorkspaceAccess,
+    query: &str,
+    plain_words: bool,
     mode: Mode,
     limit: usize,
     extra: &[Value],
@@ -72,6 +98,7 @@ pub fn search(
         }),
         limit: Some(limit.clamp(1, crate::knowledge::search::MAX_LIMIT)),
         highlight: Some(false),
+        plain_words,
         ..Default::default()
     };
     let found = app.search(ctx.workspace_id, &req, combined.as_ref())?;
