@@ -113,9 +113,7 @@ impl WorkspaceAccess {
     /// Whether a document passes this context's filter and `request`'s.
     pub fn allows(&self, request: Option<&Value>, doc: &filter::Doc) -> Result<bool> {
         let extra: Vec<&Value> = request.into_iter().collect();
-        Ok(self
-            .filter_with(&extra)?
-            .is_none_or(|f| f.matches(doc)))
+        Ok(self.filter_with(&extra)?.is_none_or(|f| f.matches(doc)))
     }
 }
 

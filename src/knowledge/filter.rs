@@ -359,7 +359,10 @@ fn cond_sql(field: &Field, op: &Op, params: &mut Vec<Sql>) -> String {
 
 fn elem_eq(v: &Scalar, params: &mut Vec<Sql>) -> String {
     match v {
-        Scalar::Text(_) => format!("(m.type = 'text' AND m.value = {})", bind(params, scalar_sql(v))),
+        Scalar::Text(_) => format!(
+            "(m.type = 'text' AND m.value = {})",
+            bind(params, scalar_sql(v))
+        ),
         Scalar::Int(_) | Scalar::Real(_) => {
             format!("({NUMERIC} AND m.value = {})", bind(params, scalar_sql(v)))
         }
@@ -430,7 +433,9 @@ fn compare(elem: &Value, s: &Scalar) -> Option<Ordering> {
 fn op_holds(op: &Op, elem: &Value) -> bool {
     match op {
         Op::Eq(s) => compare(elem, s) == Some(Ordering::Equal),
-        Op::In(list) => list.iter().any(|s| compare(elem, s) == Some(Ordering::Equal)),
+        Op::In(list) => list
+            .iter()
+            .any(|s| compare(elem, s) == Some(Ordering::Equal)),
         Op::Range(bounds) => bounds
             .iter()
             .all(|(b, s)| compare(elem, s).is_some_and(|o| b.holds(o))),
@@ -585,8 +590,8 @@ fn parse_op(k: &str, field: &Field, v: &Value, budget: &mut Budget) -> Result<Op
                     "lte" => Bound::Lte,
                     other => {
                         return Err(Error::invalid(format!(
-                            "filter {k:?}: unknown operator {other:?} (use in, eq, gt, gte, lt, lte)"
-                        )))
+                        "filter {k:?}: unknown operator {other:?} (use in, eq, gt, gte, lt, lte)"
+                    )))
                     }
                 };
                 let s = scalar(k, field, x)?;
@@ -657,7 +662,15 @@ pub(crate) mod tests {
                  FROM documents ORDER BY id",
             )
             .expect("prepare");
-        let rows: Vec<(String, Option<String>, String, String, String, String, String)> = stmt
+        let rows: Vec<(
+            String,
+            Option<String>,
+            String,
+            String,
+            String,
+            String,
+            String,
+        )> = stmt
             .query_map([], |r| {
                 Ok((
                     r.get(0)?,
@@ -707,7 +720,14 @@ pub(crate) mod tests {
             "2024-01-02",
             &json!({"group":"eng","year":2023,"tags":["z"],"pub":"2025-01-01","score":1.5,"flag":1}),
         );
-        insert(&c, "c", None, "C", "2024-01-03", &json!({"year":"2021","gt":1,"obj":{"k":1}}));
+        insert(
+            &c,
+            "c",
+            None,
+            "C",
+            "2024-01-03",
+            &json!({"year":"2021","gt":1,"obj":{"k":1}}),
+        );
         c
     }
 
@@ -745,7 +765,11 @@ pub(crate) mod tests {
         assert_eq!(ids(json!({"flag": true})), Vec::<String>::new());
         assert_eq!(ids(json!({"flag": 1.0})), vec!["b"]);
         assert_eq!(ids(json!({"n.k": {"gte": 0}})), Vec::<String>::new());
-        assert_eq!(ids(json!({"obj": 1})), Vec::<String>::new(), "object members");
+        assert_eq!(
+            ids(json!({"obj": 1})),
+            Vec::<String>::new(),
+            "object members"
+        );
         assert_eq!(ids(json!({"not": {"obj": 1}})), vec!["a", "b", "c"]);
     }
 
@@ -851,7 +875,10 @@ pub(crate) mod tests {
             ok = json!({ "not": ok });
         }
         let f = Filter::parse(&ok).expect("at the depth limit");
-        assert_eq!(sql_ids(&seeded(), &f).expect("runs"), rust_ids(&seeded(), &f));
+        assert_eq!(
+            sql_ids(&seeded(), &f).expect("runs"),
+            rust_ids(&seeded(), &f)
+        );
     }
 }
 
@@ -923,8 +950,17 @@ mod props {
     }
 
     fn text() -> impl Strategy<Value = Value> {
-        prop::sample::select(vec!["a", "b", "1", "", "2024-01-01", "2024-06-01", "d1", "x"])
-            .prop_map(|s| json!(s))
+        prop::sample::select(vec![
+            "a",
+            "b",
+            "1",
+            "",
+            "2024-01-01",
+            "2024-06-01",
+            "d1",
+            "x",
+        ])
+        .prop_map(|s| json!(s))
     }
 
     /// A metadata value: scalars, null, arrays (with nested arrays and objects), objects.
@@ -960,7 +996,11 @@ mod props {
 
     /// A condition on a key: equality, `eq`, `in`, a range; strings only for a column.
     fn condition(column: bool) -> BoxedStrategy<Value> {
-        let s = if column { text().boxed() } else { scalar().boxed() };
+        let s = if column {
+            text().boxed()
+        } else {
+            scalar().boxed()
+        };
         let bound = if column {
             text().boxed()
         } else {

@@ -1090,13 +1090,68 @@ mod query_props {
 
     fn piece() -> impl Strategy<Value = String> {
         let fixed = prop::sample::select(vec![
-            "apples", "orchard", "cider", "(", ")", "[", "]", "{", "}", ":", "\"", "^", "~", "*",
-            "!", "+", "-", "\\", "/", "'", "`", "&&", "||", "AND", "OR", "NOT", "NOT ", "IN",
-            "TO", "title:", "text:", "headings:", "document_id:", "chunk_id:", "foo:", "title:*",
-            "document_id:*", "chunk_id:*", "foo:*", "*:*", "[a TO z]", "{1 TO *}",
-            "title:[a TO z]", "chunk_id:[1 TO 5]", "chunk_id:{* TO 3}", "chunk_id:x",
-            "title:IN [a b]", "chunk_id: IN [1 2]", "^2", "^0", "^-1", "^1e40", "~2", "\"a b\"~3",
-            "\"apples", "title:/ap.*/", "/(/", "\\(", "é", "\u{0}", " ", "  ",
+            "apples",
+            "orchard",
+            "cider",
+            "(",
+            ")",
+            "[",
+            "]",
+            "{",
+            "}",
+            ":",
+            "\"",
+            "^",
+            "~",
+            "*",
+            "!",
+            "+",
+            "-",
+            "\\",
+            "/",
+            "'",
+            "`",
+            "&&",
+            "||",
+            "AND",
+            "OR",
+            "NOT",
+            "NOT ",
+            "IN",
+            "TO",
+            "title:",
+            "text:",
+            "headings:",
+            "document_id:",
+            "chunk_id:",
+            "foo:",
+            "title:*",
+            "document_id:*",
+            "chunk_id:*",
+            "foo:*",
+            "*:*",
+            "[a TO z]",
+            "{1 TO *}",
+            "title:[a TO z]",
+            "chunk_id:[1 TO 5]",
+            "chunk_id:{* TO 3}",
+            "chunk_id:x",
+            "title:IN [a b]",
+            "chunk_id: IN [1 2]",
+            "^2",
+            "^0",
+            "^-1",
+            "^1e40",
+            "~2",
+            "\"a b\"~3",
+            "\"apples",
+            "title:/ap.*/",
+            "/(/",
+            "\\(",
+            "é",
+            "\u{0}",
+            " ",
+            "  ",
         ]);
         prop_oneof![
             8 => fixed.prop_map(str::to_string),
@@ -1114,7 +1169,10 @@ mod query_props {
         })
     }
 
-    fn answered_or_invalid(r: Result<SearchResponse>, q: &str) -> std::result::Result<(), TestCaseError> {
+    fn answered_or_invalid(
+        r: Result<SearchResponse>,
+        q: &str,
+    ) -> std::result::Result<(), TestCaseError> {
         match r {
             Ok(_) | Err(Error::Invalid(_)) => Ok(()),
             Err(e) => Err(TestCaseError::fail(format!("{q:?}: {e:?}"))),
@@ -1172,7 +1230,12 @@ mod query_props {
                 other => panic!("{q}: {other:?}"),
             }
         }
-        for q in ["title:apples", "text:\"fresh cider\"", "headings:x OR orchard", "title:[a TO z]"] {
+        for q in [
+            "title:apples",
+            "text:\"fresh cider\"",
+            "headings:x OR orchard",
+            "title:[a TO z]",
+        ] {
             run(&ws, &emb, q, Mode::Fulltext).unwrap_or_else(|e| panic!("{q}: {e:?}"));
         }
         // A chat message is words, whatever punctuation it holds.
