@@ -662,44 +662,27 @@ pub(crate) mod tests {
                  FROM documents ORDER BY id",
             )
             .expect("prepare");
-        let rows: Vec<(
-            String,
-            Option<String>,
-            String,
-            String,
-            String,
-            String,
-            String,
-        )> = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })
-            .expect("query")
-            .collect::<rusqlite::Result<_>>()
-            .expect("rows");
-        rows.into_iter()
-            .filter(|(id, ext, title, mime, created, updated, meta)| {
-                let metadata = crate::db::json_column(meta).expect("metadata");
-                f.matches(&Doc {
-                    id,
-                    external_id: ext.as_deref(),
-                    title,
-                    mime_type: mime,
-                    created_at: created,
-                    updated_at: updated,
-                    metadata: &metadata,
-                })
-            })
-            .map(|r| r.0)
-            .collect()
+        let mut rows = stmt.query([]).expect("query");
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().expect("row") {
+            let get = |i| r.get::<_, String>(i).expect("column");
+            let (id, title, mime, created, updated) = (get(0), get(2), get(3), get(4), get(5));
+            let ext: Option<String> = r.get(1).expect("external_id");
+            let metadata = crate::db::json_column(&get(6)).expect("metadata");
+            let doc = Doc {
+                id: &id,
+                external_id: ext.as_deref(),
+                title: &title,
+                mime_type: &mime,
+                created_at: &created,
+                updated_at: &updated,
+                metadata: &metadata,
+            };
+            if f.matches(&doc) {
+                out.push(id.clone());
+            }
+        }
+        out
     }
 
     fn seeded() -> rusqlite::Connection {
