@@ -369,7 +369,7 @@ impl Prepared {
             self.query.clone(),
             self.filters.clone(),
         );
-        blocking(move || retrieve::search(&app, &ctx, &q, Mode::Hybrid, limit, &f)).await
+        blocking(move || retrieve::search_message(&app, &ctx, &q, Mode::Hybrid, limit, &f)).await
     }
 
     async fn extractive(

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::error::{Error, Resource, Result};
-use crate::identity::{filter, WorkspaceAccess};
-use crate::knowledge::filter::Filter as KFilter;
+use crate::identity::WorkspaceAccess;
+use crate::knowledge::filter::{Doc, Filter};
 use crate::knowledge::search::Mode as KMode;
 use crate::knowledge::SearchRequest;
 
@@ -45,19 +45,16 @@ pub struct DocumentText {
     pub truncated: bool,
 }
 
-/// The context's filters (a tenant token's) and `extra` ones (a request's, a tool call's), all
-/// validated: every one must hold.
-pub fn filters_of(ctx: &WorkspaceAccess, extra: &[Value]) -> Result<Vec<Value>> {
-    let mut all = ctx.filters(None)?;
-    for f in extra.iter().filter(|f| !f.is_null()) {
-        filter::validate(f)?;
-        all.push(f.clone());
-    }
-    Ok(all)
+/// The one filter of the context (a tenant token's) AND the `extra` ones (a request's, a tool
+/// call's), parsed: every one must hold. `None` when nothing restricts.
+pub fn filters_of(ctx: &WorkspaceAccess, extra: &[Value]) -> Result<Option<Filter>> {
+    let extra: Vec<&Value> = extra.iter().collect();
+    ctx.filter_with(&extra)
 }
 
-/// Searches the context's workspace for `query` with the workspace's own search (the same
-/// code path as `POST /search`); `extra` filters narrow the context's own.
+/// Searches the context's workspace for `query` (in the query language, as `POST /search`
+/// reads it: a tool's or an MCP client's query) with the workspace's own search (the same code
+/// path as `POST /search`); `extra` filters narrow the context's own.
 pub fn search(
     app: &App,
     ctx: &WorkspaceAccess,
@@ -66,10 +63,32 @@ pub fn search(
     limit: usize,
     extra: &[Value],
 ) -> Result<Vec<Passage>> {
-    let mut combined = None;
-    for f in filters_of(ctx, extra)? {
-        combined = KFilter::and(combined, Some(KFilter::parse(&f)?));
-    }
+    search_with(app, ctx, query, false, mode, limit, extra)
+}
+
+/// [`search`] for a chat message: its text is read as plain words, never as query syntax (a
+/// question such as "Note: (see above)" is not a query).
+pub fn search_message(
+    app: &App,
+    ctx: &WorkspaceAccess,
+    message: &str,
+    mode: Mode,
+    limit: usize,
+    extra: &[Value],
+) -> Result<Vec<Passage>> {
+    search_with(app, ctx, message, true, mode, limit, extra)
+}
+
+fn search_with(
+    app: &App,
+    ctx: &WorkspaceAccess,
+    query: &str,
+    plain_words: bool,
+    mode: Mode,
+    limit: usize,
+    extra: &[Value],
+) -> Result<Vec<Passage>> {
+    let combined = filters_of(ctx, extra)?;
     let req = SearchRequest {
         query: query.to_string(),
         mode: Some(match mode {
@@ -79,6 +98,7 @@ pub fn search(
         }),
         limit: Some(limit.clamp(1, crate::knowledge::search::MAX_LIMIT)),
         highlight: Some(false),
+        plain_words,
         ..Default::default()
     };
     let found = app.search(ctx.workspace_id, &req, combined.as_ref())?;
@@ -109,11 +129,13 @@ pub fn get_document(
     if id.is_empty() || id.len() > 100 {
         return Err(Error::NotFound(Resource::Document));
     }
-    let filters = filters_of(ctx, extra)?;
+    let filter = filters_of(ctx, extra)?;
     let (_, handle) = app.open_workspace(ctx.workspace_id)?;
     let conn = handle.conn();
+    // The filter sees what search's SQL sees: the document's columns and metadata.
     let row = conn.query_row(
-        "SELECT id, external_id, title, metadata FROM documents WHERE id = ?1",
+        "SELECT id, external_id, title, metadata, mime_type, created_at, updated_at
+         FROM documents WHERE id = ?1",
         [id],
         |r| {
             Ok((
@@ -121,10 +143,13 @@ pub fn get_document(
                 r.get::<_, Option<String>>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
             ))
         },
     );
-    let (document_id, external_id, title, meta) = match row {
+    let (document_id, external_id, title, meta, mime_type, created_at, updated_at) = match row {
         Ok(r) => r,
         Err(rusqlite::Error::QueryReturnedNoRows) => {
             return Err(Error::NotFound(Resource::Document))
@@ -132,7 +157,16 @@ pub fn get_document(
         Err(e) => return Err(e.into()),
     };
     let metadata = crate::db::json_column(&meta)?;
-    if !filters.iter().all(|fl| filter::matches(fl, &metadata)) {
+    let doc = Doc {
+        id: &document_id,
+        external_id: external_id.as_deref(),
+        title: &title,
+        mime_type: &mime_type,
+        created_at: &created_at,
+        updated_at: &updated_at,
+        metadata: &metadata,
+    };
+    if filter.is_some_and(|f| !f.matches(&doc)) {
         return Err(Error::NotFound(Resource::Document));
     }
     let mut stmt =

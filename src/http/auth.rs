@@ -189,7 +189,7 @@ impl FromRequestParts<Arc<App>> for OrgContext {
 /// The tenant context of a workspace route: principal, org, workspace, role or scopes, and the
 /// tenant token's metadata filter. Derefs to [`WorkspaceAccess`]:
 /// `ctx.workspace_id`, `ctx.org_id`, `ctx.scopes`, `ctx.filter`, `ctx.require(Scope::Search)`,
-/// `ctx.filters(request_filter)`.
+/// `ctx.filter_with(&[request_filter])`.
 ///
 /// The workspace comes from the `{ws}` path parameter, or, on routes without one, from the API
 /// key or tenant token. Another tenant's workspace is `404`; a suspended org `403

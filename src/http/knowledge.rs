@@ -19,7 +19,6 @@ use super::middleware::record_tenant;
 use crate::app::App;
 use crate::control::Page;
 use crate::ids::parse_uuid;
-use crate::knowledge::filter::Filter;
 use crate::knowledge::service::DocumentInput;
 use crate::knowledge::{EmbedderConfig, SearchRequest};
 
@@ -322,15 +321,8 @@ pub async fn search(
     let id = ctx.workspace_id;
     record_tenant(Some(ctx.org_id), Some(id));
     // A tenant token's filter is ANDed with the request's: it can be narrowed, never widened.
-    let token_filters = ctx.filters(None)?;
-    let resp = blocking(move || {
-        let mut extra = None;
-        for f in &token_filters {
-            extra = Filter::and(extra, Some(Filter::parse(f)?));
-        }
-        app.search(id, &req, extra.as_ref())
-    })
-    .await?;
+    let token_filter = ctx.filter_with(&[])?;
+    let resp = blocking(move || app.search(id, &req, token_filter.as_ref())).await?;
     Ok(axum::Json(resp))
 }
 

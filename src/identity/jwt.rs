@@ -17,7 +17,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 pub const ISSUER: &str = "enclave";
 pub const MAX_LIFETIME_SECS: i64 = 24 * 3600;
-/// Longest token text looked at.
+/// Longest token text looked at. Minting refuses a token longer than this (a filter too large),
+/// so every token handed out can be verified; hyper's request-head buffer (~400 KiB) is far above.
 pub const MAX_TOKEN_LEN: usize = 8192;
 /// Clock skew tolerated on `iat`.
 const SKEW_SECS: i64 = 60;

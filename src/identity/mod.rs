@@ -6,7 +6,6 @@
 //!
 //! [`App`]: crate::app::App
 
-pub mod filter;
 pub mod jwt;
 pub mod password;
 pub mod permissions;
@@ -19,7 +18,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -217,7 +215,8 @@ pub enum Principal {
         org_id: Uuid,
         workspace_id: Uuid,
         scopes: Scopes,
-        filter: Option<Arc<Value>>,
+        /// The token's metadata filter, parsed once when the token is authenticated.
+        filter: Option<Arc<crate::knowledge::filter::Parsed>>,
         subject: Option<String>,
         /// The token's own id (`jti`): what its chat sessions belong to when it has no subject.
         token_id: String,

@@ -13,13 +13,14 @@ use super::jwt::{self, Claims};
 use super::permissions::may_manage_role;
 use super::state::WorkspaceStatus;
 use super::{
-    filter, normalize_email, password, permits, secrets, Action, Principal, Role, Scopes, Subject,
+    normalize_email, password, permits, secrets, Action, Principal, Role, Scopes, Subject,
 };
 use crate::app::App;
 use crate::control::{
     format_time, Accepted, ApiKey, AuditEntry, Invitation, Member, Org, OrgStatus, Page, User,
 };
 use crate::error::{Error, Resource, Result};
+use crate::knowledge::filter::{self, Filter};
 
 /// How long a login session lives.
 pub const SESSION_DAYS: i64 = 7;
@@ -48,8 +49,9 @@ pub struct WorkspaceAccess {
     /// Effective scopes of a key or token; every scope for the operator and for users (whose
     /// role decides instead).
     pub scopes: Scopes,
-    /// The tenant token's metadata filter, which every search and chat must apply.
-    pub filter: Option<Arc<Value>>,
+    /// The tenant token's metadata filter, which every search, chat retrieval and document
+    /// read must apply.
+    pub filter: Option<Arc<filter::Parsed>>,
 }
 
 fn subject_of(principal: &Principal, role: Option<Role>) -> Option<Subject> {
@@ -100,26 +102,21 @@ impl WorkspaceAccess {
         }
     }
 
-    /// The filters a search or chat must AND together: the tenant token's (if any) and the
-    /// request's own (if any, validated). A request can only narrow what the token allows.
-    pub fn filters(&self, request: Option<&Value>) -> Result<Vec<Value>> {
-        let mut out = Vec::with_capacity(2);
-        if let Some(f) = &self.filter {
-            out.push(f.as_ref().clone());
-        }
-        if let Some(r) = request.filter(|r| !r.is_null()) {
-            filter::validate(r)?;
-            out.push(r.clone());
+    /// The one filter a search, chat retrieval or document read must apply: the tenant token's
+    /// (if any) AND each of `extra` (a request's, a tool call's: parsed here; `null` is none).
+    /// `None` when nothing restricts. A request can only narrow what the token allows.
+    pub fn filter_with(&self, extra: &[&Value]) -> Result<Option<Filter>> {
+        let mut out = self.filter.as_ref().map(|f| f.filter.clone());
+        for r in extra.iter().filter(|r| !r.is_null()) {
+            out = Filter::and(out, Some(Filter::parse(r)?));
         }
         Ok(out)
     }
 
-    /// Whether a document's metadata passes every filter of this context and `request`.
-    pub fn allows_metadata(&self, request: Option<&Value>, metadata: &Value) -> Result<bool> {
-        Ok(self
-            .filters(request)?
-            .iter()
-            .all(|f| filter::matches(f, metadata)))
+    /// Whether a document passes this context's filter and `request`'s.
+    pub fn allows(&self, request: Option<&Value>, doc: &filter::Doc) -> Result<bool> {
+        let extra: Vec<&Value> = request.into_iter().collect();
+        Ok(self.filter_with(&extra)?.is_none_or(|f| f.matches(doc)))
     }
 }
 
@@ -264,7 +261,18 @@ impl App {
             scopes: scopes
                 .intersect(key.scopes)
                 .intersect(Scopes::TENANT_TOKEN_MAX),
-            filter: claims.filter.map(Arc::new),
+            // Parsed once per request; a token whose filter no longer parses (minted by an
+            // older version) is refused rather than applied with another meaning.
+            filter: claims
+                .filter
+                .map(filter::Parsed::parse)
+                .transpose()
+                .map_err(|e| {
+                    Error::unauthenticated(format!(
+                        "tenant token's filter is not valid ({e}); mint a new token"
+                    ))
+                })?
+                .map(Arc::new),
             subject: claims.sub,
             token_id: claims.jti,
         })
@@ -519,7 +527,7 @@ impl App {
                 ..
             } => json!({"principal": "tenant_token", "key_id": key_id, "org_id": org_id,
                         "workspace_id": workspace_id, "scopes": scopes,
-                        "filter": filter.as_deref(), "subject": subject}),
+                        "filter": filter.as_ref().map(|f| &f.json), "subject": subject}),
         })
     }
 
@@ -771,8 +779,10 @@ impl App {
                 "a tenant token cannot hold a scope its key lacks",
             ));
         }
-        if let Some(f) = &req.filter {
-            filter::validate(f)?;
+        // The filter is parsed here as every request will parse it; `null` is no filter.
+        let token_filter = req.filter.clone().filter(|f| !f.is_null());
+        if let Some(f) = &token_filter {
+            Filter::parse(f)?;
         }
         let lifetime = req.expires_in.unwrap_or(TOKEN_DEFAULT_SECS);
         if !(1..=jwt::MAX_LIFETIME_SECS).contains(&lifetime) {
@@ -796,18 +806,28 @@ impl App {
             ws: access.workspace_id,
             key: *key_id,
             scopes: scopes.to_vec(),
-            filter: req.filter.clone(),
+            filter: token_filter.clone(),
             iat: now.timestamp(),
             exp: now.timestamp() + lifetime,
             jti: secrets::random_hex(8),
         };
         let token = jwt::sign(&claims, &signing.kid, &signing.secret);
+        // A token longer than verification reads would be refused on every request: refuse it
+        // now, while the caller can still shrink the filter.
+        if token.len() > jwt::MAX_TOKEN_LEN {
+            return Err(Error::invalid(format!(
+                "the tenant token would be {} bytes, over the {}-byte limit of a tenant token: \
+                 make the filter (or the subject) smaller, e.g. fewer or shorter \"in\" values",
+                token.len(),
+                jwt::MAX_TOKEN_LEN
+            )));
+        }
         Ok(MintedToken {
             token,
             expires_at: format_time(now + Duration::seconds(lifetime)),
             workspace_id: access.workspace_id,
             scopes,
-            filter: req.filter,
+            filter: token_filter,
             subject: req.subject,
         })
     }
@@ -914,23 +934,38 @@ mod tests {
         let ctx = app.workspace_access(&principal, None, None).expect("ctx");
         let sales = json!({"group": "sales", "year": 2024});
         let ops = json!({"group": "ops", "year": 2024});
+        let doc = |metadata| filter::Doc {
+            id: "d",
+            external_id: None,
+            title: "",
+            mime_type: "text/plain",
+            created_at: "",
+            updated_at: "",
+            metadata,
+        };
         let widen = json!({"group": {"in": ["sales", "ops"]}});
-        assert!(ctx.allows_metadata(Some(&widen), &sales).expect("ok"));
+        assert!(ctx.allows(Some(&widen), &doc(&sales)).expect("ok"));
         assert!(
-            !ctx.allows_metadata(Some(&widen), &ops).expect("ok"),
+            !ctx.allows(Some(&widen), &doc(&ops)).expect("ok"),
             "widened"
         );
-        assert!(!ctx.allows_metadata(None, &ops).expect("ok"));
+        assert!(!ctx.allows(None, &doc(&ops)).expect("ok"));
         let narrow = json!({"year": {"lt": 2024}});
         assert!(
-            !ctx.allows_metadata(Some(&narrow), &sales).expect("ok"),
+            !ctx.allows(Some(&narrow), &doc(&sales)).expect("ok"),
             "narrowed"
         );
-        assert_eq!(ctx.filters(Some(&Value::Null)).expect("ok").len(), 1);
+        assert_eq!(
+            ctx.filter_with(&[&Value::Null]).expect("ok"),
+            Filter::parse(&json!({"group": "sales"})).ok()
+        );
         assert!(ctx
-            .filters(Some(&json!({"group": {"regex": "."}})))
+            .filter_with(&[&json!({"group": {"regex": "."}})])
             .is_err());
-        assert_eq!(ctx.filters(Some(&widen)).expect("ok").len(), 2);
+        assert!(matches!(
+            ctx.filter_with(&[&widen]).expect("ok"),
+            Some(Filter::All(v)) if v.len() == 2
+        ));
     }
 
     #[test]

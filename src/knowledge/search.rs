@@ -23,6 +23,7 @@ use tantivy::collector::{FilterCollector, TopDocs};
 use tantivy::query::{
     BooleanQuery, BoostQuery, Occur, PhraseQuery, Query, QueryParser, TermQuery, TermSetQuery,
 };
+use tantivy::query_grammar::{UserInputAst, UserInputLeaf};
 use tantivy::schema::IndexRecordOption;
 use tantivy::snippet::SnippetGenerator;
 use tantivy::Term;
@@ -59,6 +60,10 @@ pub struct SearchRequest {
     pub highlight: Option<bool>,
     /// Weight of the vector list in hybrid fusion, 0..=1 (default tuned).
     pub hybrid_weight: Option<f32>,
+    /// Read the query as plain words, without the query language (a chat message is text, not
+    /// a query). Not part of the API.
+    #[serde(skip)]
+    pub plain_words: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,6 +122,14 @@ impl Default for Fusion {
 
 pub const MAX_LIMIT: usize = 100;
 pub const MAX_OFFSET: usize = 1000;
+/// Longest query text.
+pub const MAX_QUERY_BYTES: usize = 10_000;
+/// Most `(` and `NOT` operators in one query. Each can nest the query one level deeper, and the
+/// query parser, like every walk over the query it builds, recurses once per level: bounding
+/// their count bounds the depth whatever the quoting, so no query can exhaust a thread's stack.
+pub const MAX_QUERY_NESTING: usize = 32;
+/// The fields a full-text query may name (`title:word`).
+pub const SEARCHABLE_FIELDS: [&str; 3] = ["title", "headings", "text"];
 
 /// Runs a search. `extra` is ANDed with the request's filter (a tenant token's filter).
 pub fn search(
@@ -139,8 +152,10 @@ pub fn search(
             "offset must be at most {MAX_OFFSET}"
         )));
     }
-    if req.query.len() > 10_000 {
-        return Err(Error::invalid("query is too long (at most 10,000 bytes)"));
+    if req.query.len() > MAX_QUERY_BYTES {
+        return Err(Error::invalid(format!(
+            "query is too long (at most {MAX_QUERY_BYTES} bytes)"
+        )));
     }
     let mut fusion = *fusion;
     if let Some(w) = req.hybrid_weight {
@@ -177,7 +192,10 @@ pub fn search(
     }
     let searcher = ws.reader().searcher();
     let f = ws.fields();
-    let text_query = lexical_query(ws, query_text, fusion.title_boost);
+    // Parsed before any work, so a refused query costs nothing. A vector search reads the
+    // query as text to embed (its words only highlight).
+    let plain = req.plain_words || mode == Mode::Vector;
+    let text_query = lexical_query(ws, query_text, plain, fusion.title_boost)?;
 
     let depth = match mode {
         Mode::Hybrid => fusion.depth.max(want),
@@ -237,22 +255,91 @@ fn uses_query_syntax(text: &str) -> bool {
             .any(|w| w.starts_with(['+', '-']) || matches!(w, "AND" | "OR" | "NOT"))
 }
 
+/// How many `(` and `NOT` operators `text` holds: an upper bound of the nesting depth the
+/// query grammar can reach (it recurses only into a group and after `NOT` + whitespace).
+fn nesting_operators(text: &str) -> usize {
+    let nots = text
+        .match_indices("NOT")
+        .filter(|(i, _)| text[i + 3..].starts_with(char::is_whitespace))
+        .count();
+    text.matches('(').count() + nots
+}
+
+/// Refuses query syntax the index cannot answer: a field other than [`SEARCHABLE_FIELDS`]
+/// (`document_id:x`, `foo:bar`) and `field:*`. The walk is iterative; the depth is bounded anyway.
+fn check_query_fields(ast: &UserInputAst) -> Result<()> {
+    let fields = SEARCHABLE_FIELDS.join(", ");
+    let named = |f: &Option<String>| -> Result<()> {
+        match f {
+            Some(f) if !SEARCHABLE_FIELDS.contains(&f.as_str()) => Err(Error::invalid(format!(
+                "a full-text query can name only the fields {fields}; {f:?} is not one of them: \
+                 drop the \"{f}:\" prefix to search every field (filter on document fields and \
+                 metadata with \"filter\")"
+            ))),
+            _ => Ok(()),
+        }
+    };
+    let mut stack = vec![ast];
+    while let Some(node) = stack.pop() {
+        match node {
+            UserInputAst::Clause(clauses) => stack.extend(clauses.iter().map(|(_, c)| c)),
+            UserInputAst::Boost(inner, _) => stack.push(inner),
+            UserInputAst::Leaf(leaf) => match leaf.as_ref() {
+                UserInputLeaf::Literal(l) => named(&l.field_name)?,
+                UserInputLeaf::Range { field, .. }
+                | UserInputLeaf::Set { field, .. }
+                | UserInputLeaf::Regex { field, .. } => named(field)?,
+                UserInputLeaf::Exists { field } => {
+                    return Err(Error::invalid(format!(
+                        "\"{field}:*\" (field exists) is not supported in a full-text query: \
+                         search words or phrases, optionally in one of the fields {fields}"
+                    )))
+                }
+                UserInputLeaf::All => {}
+            },
+        }
+    }
+    Ok(())
+}
+
 /// The full-text query of `text`: plain words become one flat disjunction of term queries (each
 /// word in title, headings and text, the title boosted; a compound such as `state-city` a
 /// phrase, as the parser makes it), which Tantivy answers with block-WAND top-k pruning; the
 /// query parser's nesting of one disjunction per word rules that out and scans every posting.
 /// Scores are the same sums either way. Queries written in the query language (phrases,
-/// `field:`, `+`/`-`) go through the lenient parser.
-fn lexical_query(ws: &Workspace, text: &str, title_boost: f32) -> Option<Box<dyn Query>> {
+/// `field:`, `+`/`-`) go through the lenient parser, after [`MAX_QUERY_NESTING`] and
+/// [`check_query_fields`]: what the parser could not answer is `Invalid`, not an index error.
+/// With `plain`, every query is read as plain words.
+fn lexical_query(
+    ws: &Workspace,
+    text: &str,
+    plain: bool,
+    title_boost: f32,
+) -> Result<Option<Box<dyn Query>>> {
     if text.is_empty() {
-        return None;
+        return Ok(None);
     }
     let f = ws.fields();
-    if uses_query_syntax(text) {
+    if !plain && uses_query_syntax(text) {
+        let nesting = nesting_operators(text);
+        if nesting > MAX_QUERY_NESTING {
+            return Err(Error::invalid(format!(
+                "query has {nesting} parentheses and NOT operators; at most \
+                 {MAX_QUERY_NESTING} are allowed (each may nest the query one level deeper)"
+            )));
+        }
+        let (ast, _syntax_errors) = tantivy::query_grammar::parse_query_lenient(text);
+        check_query_fields(&ast)?;
         let mut parser = QueryParser::for_index(ws.index(), vec![f.title, f.headings, f.text]);
         parser.set_field_boost(f.title, title_boost);
-        return Some(parser.parse_query_lenient(text).0);
+        return Ok(Some(parser.build_query_from_user_input_ast_lenient(ast).0));
     }
+    Ok(plain_query(ws, text, title_boost))
+}
+
+/// Plain words as one flat disjunction (see [`lexical_query`]).
+fn plain_query(ws: &Workspace, text: &str, title_boost: f32) -> Option<Box<dyn Query>> {
+    let f = ws.fields();
     let mut analyzer = ws.index().tokenizer_for_field(f.text).ok()?;
     let fields = [(f.title, title_boost), (f.headings, 1.0), (f.text, 1.0)];
     let boosted = |q: Box<dyn Query>, boost: f32| -> Box<dyn Query> {
@@ -636,7 +723,7 @@ mod tests {
     use crate::knowledge::{ingest, store};
     use serde_json::json;
 
-    fn workspace_with(
+    pub(super) fn workspace_with(
         docs: &[(&str, Value)],
     ) -> (tempfile::TempDir, Workspace, Embedders, Vec<String>) {
         let tmp = tempfile::tempdir().expect("tmp");
@@ -836,7 +923,7 @@ mod tests {
             "1 apples 1974!",
         ] {
             assert!(!uses_query_syntax(text));
-            let flat = lexical_query(&ws, text, 2.0).expect("query");
+            let flat = plain_query(&ws, text, 2.0).expect("query");
             let parsed = parser.parse_query_lenient(text).0;
             assert_eq!(top(flat.as_ref()), top(parsed.as_ref()), "{text}");
         }
@@ -878,7 +965,7 @@ mod tests {
             .run(&prop::collection::vec(word, 1..8), |words| {
                 let text = words.join(" ");
                 prop_assume!(!uses_query_syntax(&text));
-                let Some(flat) = lexical_query(&ws, &text, 2.0) else {
+                let Some(flat) = plain_query(&ws, &text, 2.0) else {
                     return Ok(());
                 };
                 let parsed = parser.parse_query_lenient(&text).0;
@@ -975,5 +1062,218 @@ mod tests {
                 proptest::prop_assert_eq!(&ids[..lex.len().min(head)], &lead(&lex)[..]);
             }
         }
+    }
+}
+
+/// The query path against hostile query text: nesting, unbalanced syntax, reserved characters,
+/// fields, ranges, boosts. Every query is answered or refused as `Invalid`, never an index
+/// error, never a stack overflow (the test threads have the 2 MiB stack of a server thread).
+#[cfg(test)]
+mod query_props {
+    use super::tests::workspace_with;
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn run(ws: &Workspace, emb: &Embedders, query: &str, mode: Mode) -> Result<SearchResponse> {
+        let req = SearchRequest {
+            query: query.to_string(),
+            mode: Some(mode),
+            ..Default::default()
+        };
+        search(ws, emb, &req, None, &Fusion::default())
+    }
+
+    fn fixture() -> (tempfile::TempDir, Workspace, Embedders) {
+        let (t, ws, emb, _) = workspace_with(&[
+            ("apples and pears grow in the orchard", json!({"team": "a"})),
+            ("the orchard sells cider (fresh)", json!({"team": "b"})),
+        ]);
+        (t, ws, emb)
+    }
+
+    fn piece() -> impl Strategy<Value = String> {
+        let fixed = prop::sample::select(vec![
+            "apples",
+            "orchard",
+            "cider",
+            "(",
+            ")",
+            "[",
+            "]",
+            "{",
+            "}",
+            ":",
+            "\"",
+            "^",
+            "~",
+            "*",
+            "!",
+            "+",
+            "-",
+            "\\",
+            "/",
+            "'",
+            "`",
+            "&&",
+            "||",
+            "AND",
+            "OR",
+            "NOT",
+            "NOT ",
+            "IN",
+            "TO",
+            "title:",
+            "text:",
+            "headings:",
+            "document_id:",
+            "chunk_id:",
+            "foo:",
+            "title:*",
+            "document_id:*",
+            "chunk_id:*",
+            "foo:*",
+            "*:*",
+            "[a TO z]",
+            "{1 TO *}",
+            "title:[a TO z]",
+            "chunk_id:[1 TO 5]",
+            "chunk_id:{* TO 3}",
+            "chunk_id:x",
+            "title:IN [a b]",
+            "chunk_id: IN [1 2]",
+            "^2",
+            "^0",
+            "^-1",
+            "^1e40",
+            "~2",
+            "\"a b\"~3",
+            "\"apples",
+            "title:/ap.*/",
+            "/(/",
+            "\\(",
+            "é",
+            "\u{0}",
+            " ",
+            "  ",
+        ]);
+        prop_oneof![
+            8 => fixed.prop_map(str::to_string),
+            1 => (1usize..80).prop_map(|n| "(".repeat(n)),
+            1 => (1usize..80).prop_map(|n| ")".repeat(n)),
+            1 => (1usize..40).prop_map(|n| "NOT ".repeat(n)),
+        ]
+    }
+
+    fn query() -> impl Strategy<Value = String> {
+        prop::collection::vec((piece(), prop::bool::ANY), 1..14).prop_map(|ps| {
+            ps.into_iter()
+                .map(|(p, space)| if space { format!("{p} ") } else { p })
+                .collect()
+        })
+    }
+
+    fn answered_or_invalid(
+        r: Result<SearchResponse>,
+        q: &str,
+    ) -> std::result::Result<(), TestCaseError> {
+        match r {
+            Ok(_) | Err(Error::Invalid(_)) => Ok(()),
+            Err(e) => Err(TestCaseError::fail(format!("{q:?}: {e:?}"))),
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_named_in_the_refusal() {
+        let (_t, ws, emb) = fixture();
+        for mode in [Mode::Fulltext, Mode::Hybrid] {
+            let at_limit = format!(
+                "{}apples{}",
+                "(".repeat(MAX_QUERY_NESTING),
+                ")".repeat(MAX_QUERY_NESTING)
+            );
+            let found = run(&ws, &emb, &at_limit, mode).expect("at the limit");
+            assert!(!found.results.is_empty(), "{mode:?}");
+            let nots = format!("{}apples", "NOT ".repeat(MAX_QUERY_NESTING));
+            run(&ws, &emb, &nots, mode).expect("NOT at the limit");
+            for deep in [
+                "(".repeat(MAX_QUERY_NESTING + 1) + "apples",
+                "(".repeat(1000) + "apples" + &")".repeat(1000),
+                "NOT ".repeat(2000) + "apples",
+                "(\")\" ".repeat(500) + "apples",
+                "a:/\"/ ".to_string() + &"(".repeat(3000),
+            ] {
+                match run(&ws, &emb, &deep, mode) {
+                    Err(Error::Invalid(m)) => {
+                        assert!(m.contains(&MAX_QUERY_NESTING.to_string()), "{m}")
+                    }
+                    other => panic!("{mode:?} {deep:.40}: {other:?}"),
+                }
+            }
+        }
+        // Vector search embeds the text: syntax means nothing there, and nothing is refused.
+        let deep = "(".repeat(1000) + "apples";
+        run(&ws, &emb, &deep, Mode::Vector).expect("vector reads words");
+    }
+
+    #[test]
+    fn unknown_and_unsearchable_fields_are_invalid_requests() {
+        let (_t, ws, emb) = fixture();
+        for q in [
+            "document_id:*",
+            "foo:bar",
+            "title:*",
+            "chunk_id:[1 TO 5]",
+            "document_id:x apples",
+            "apples AND (foo:bar)",
+        ] {
+            match run(&ws, &emb, q, Mode::Fulltext) {
+                Err(Error::Invalid(m)) => {
+                    assert!(m.contains("title, headings, text"), "{q}: {m}")
+                }
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+        for q in [
+            "title:apples",
+            "text:\"fresh cider\"",
+            "headings:x OR orchard",
+            "title:[a TO z]",
+        ] {
+            run(&ws, &emb, q, Mode::Fulltext).unwrap_or_else(|e| panic!("{q}: {e:?}"));
+        }
+        // A chat message is words, whatever punctuation it holds.
+        let req = SearchRequest {
+            query: "Note: (see document_id:* above".into(),
+            mode: Some(Mode::Fulltext),
+            plain_words: true,
+            ..Default::default()
+        };
+        search(&ws, &emb, &req, None, &Fusion::default()).expect("plain words");
+    }
+
+    /// One workspace for every case (a proptest! case would build its own).
+    fn check_many(cases: u32, modes: &[Mode]) {
+        let (_t, ws, emb) = fixture();
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+        let outcome = runner.run(&query(), |q| {
+            for mode in modes {
+                answered_or_invalid(run(&ws, &emb, &q, *mode), &q)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn any_query_text_is_answered_or_invalid_in_full_text() {
+        check_many(500, &[Mode::Fulltext]);
+    }
+
+    #[test]
+    fn any_query_text_is_answered_or_invalid_in_every_mode() {
+        check_many(40, &[Mode::Hybrid, Mode::Vector]);
     }
 }
