@@ -98,7 +98,8 @@ impl Builder<'_> {
         }
         let c = unit.chars().count();
         let fits = |b: &Self| {
-            b.words + n <= b.cfg.target_words && b.chars + usize::from(b.chars > 0) + c <= b.cfg.max_chars
+            b.words + n <= b.cfg.target_words
+                && b.chars + usize::from(b.chars > 0) + c <= b.cfg.max_chars
         };
         if self.words > 0 && !fits(self) {
             self.flush(true);
@@ -167,7 +168,11 @@ fn split_long(text: &str, max: usize, max_chars: usize) -> Vec<String> {
                 pieces.push(w.to_string());
             }
             for p in pieces.drain(..) {
-                let pc = if wc > max_chars { p.chars().count() } else { wc };
+                let pc = if wc > max_chars {
+                    p.chars().count()
+                } else {
+                    wc
+                };
                 if words > 0 && (words + 1 > max || chars + 1 + pc > max_chars) {
                     out.push(std::mem::take(&mut window));
                     words = 0;

@@ -183,7 +183,8 @@ pub struct Interrupt {
 }
 
 /// The message of an extraction stopped by its flags (cancelled or shutting down).
-pub const INTERRUPTED: &str = "the extraction was interrupted (its job was cancelled or the server is stopping)";
+pub const INTERRUPTED: &str =
+    "the extraction was interrupted (its job was cancelled or the server is stopping)";
 
 impl Interrupt {
     /// Nothing stops the extraction but the limits.
@@ -724,8 +725,7 @@ fn pdf_pages(
             )));
         }
         let fonts = doc.get_page_fonts(page_id).unwrap_or_default();
-        let content = match doc.get_page_content_with_limit(page_id, max_content - content_total)
-        {
+        let content = match doc.get_page_content_with_limit(page_id, max_content - content_total) {
             Ok(c) => c,
             Err(PdfError::Decompress(DecompressError::MemoryLimitExceeded { .. })) => {
                 return Err(content_over())
@@ -1240,7 +1240,10 @@ pub(crate) mod tests {
         let ok = "<div><span>".repeat(200) + "deep text" + &"</span></div>".repeat(200);
         let ex = html(&ok, &Limits::default()).expect("moderate nesting");
         assert!(format!("{:?}", ex.blocks).contains("deep text"));
-        assert_eq!(html_depth("<p>a<br><img src=x/><div><b>x</b></div>", 100), 2);
+        assert_eq!(
+            html_depth("<p>a<br><img src=x/><div><b>x</b></div>", 100),
+            2
+        );
     }
 
     #[test]
@@ -1388,7 +1391,9 @@ pub(crate) mod hostile {
     }
 
     /// A one-page PDF whose page tree is rewritten by `edit(doc, pages_id, page_id)`.
-    fn pdf_with_tree(edit: impl FnOnce(&mut Document, lopdf::ObjectId, lopdf::ObjectId)) -> Vec<u8> {
+    fn pdf_with_tree(
+        edit: impl FnOnce(&mut Document, lopdf::ObjectId, lopdf::ObjectId),
+    ) -> Vec<u8> {
         let bytes = make_pdf(1, 1);
         let mut doc = Document::load_mem(&bytes).expect("load");
         let pages_id = doc
@@ -1433,8 +1438,14 @@ pub(crate) mod hostile {
     fn json_long_paths_over_long_arrays_stay_linear() {
         // A 100 KB path over 200,000 nulls and numbers: the lines stop at the text limit.
         let key = "k".repeat(1000);
-        let inner = (0..200_000).map(|i| if i % 2 == 0 { "null".to_string() } else { i.to_string() });
-        let doc = format!("{{\"{key}\":", ).repeat(100)
+        let inner = (0..200_000).map(|i| {
+            if i % 2 == 0 {
+                "null".to_string()
+            } else {
+                i.to_string()
+            }
+        });
+        let doc = format!("{{\"{key}\":",).repeat(100)
             + "["
             + &inner.collect::<Vec<_>>().join(",")
             + "]"
@@ -1574,7 +1585,10 @@ pub(crate) mod hostile {
         assert!(e.0.contains("page content is over the limit"), "{e}");
         let ex = extract(Format::Pdf, &bytes, &Limits::default()).expect("pdf");
         let text = text_of(&ex);
-        assert!(text.contains("page0 line0") && text.contains("page29 line1"), "{text}");
+        assert!(
+            text.contains("page0 line0") && text.contains("page29 line1"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1588,7 +1602,10 @@ pub(crate) mod hostile {
             (Format::Markdown, big_text.clone().into_bytes()),
             (Format::Html, format!("<p>{big_text}</p>").into_bytes()),
             (Format::Pdf, make_pdf(3, 1)),
-            (Format::Docx, make_docx("<w:p><w:r><w:t>x</w:t></w:r></w:p>")),
+            (
+                Format::Docx,
+                make_docx("<w:p><w:r><w:t>x</w:t></w:r></w:p>"),
+            ),
             (Format::Csv, b"a,b\n1,2\n".to_vec()),
             (Format::Json, b"{\"a\": 1}".to_vec()),
         ];

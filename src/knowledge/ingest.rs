@@ -51,6 +51,9 @@ pub const QUANTUM_BUDGET: Duration = Duration::from_secs(1);
 /// Documents up to this size are extracted on the worker first (within the quantum's budget);
 /// larger ones go straight to a background extraction.
 pub const INLINE_MAX_BYTES: usize = 1 << 20;
+/// Longest title taken from a document's content (`<title>`, a first heading, PDF metadata),
+/// in characters: the API's limit on titles.
+const MAX_EXTRACTED_TITLE_CHARS: usize = 1000;
 /// Most extractions running in the background at once (server-wide).
 pub const MAX_BACKGROUND_EXTRACTIONS: usize = 2;
 /// A finished background extraction that no quantum claimed (its workspace was deleted) is
@@ -89,7 +92,12 @@ impl Runtime<'_> {
 type Extraction = std::result::Result<(Option<String>, Vec<Chunk>), String>;
 
 /// Extracts and chunks `bytes`, stopping when `stop` says so.
-fn extract_and_chunk(format: Format, bytes: &[u8], limits: &Limits, stop: &Interrupt) -> Extraction {
+fn extract_and_chunk(
+    format: Format,
+    bytes: &[u8],
+    limits: &Limits,
+    stop: &Interrupt,
+) -> Extraction {
     let extracted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         extract::extract_with(format, bytes, limits, stop)
     }))
@@ -147,7 +155,11 @@ impl Inner {
     }
 
     /// Waits on the condition variable until `until` (`None`: a second at a time).
-    fn wait<'a>(&self, st: MutexGuard<'a, ExState>, until: Option<Instant>) -> MutexGuard<'a, ExState> {
+    fn wait<'a>(
+        &self,
+        st: MutexGuard<'a, ExState>,
+        until: Option<Instant>,
+    ) -> MutexGuard<'a, ExState> {
         let left = until.map_or(Duration::from_secs(1), |u| {
             u.saturating_duration_since(Instant::now())
         });
@@ -247,12 +259,21 @@ impl Extractions {
 
     /// Starts extracting `bytes` in the background, waiting up to `wait` for a free slot.
     /// False: no slot (or the scheduler is stopping); try again in a later quantum.
-    fn start(&self, key: Key, wait: Duration, format: Format, bytes: Vec<u8>, limits: Limits) -> bool {
+    fn start(
+        &self,
+        key: Key,
+        wait: Duration,
+        format: Format,
+        bytes: Vec<u8>,
+        limits: Limits,
+    ) -> bool {
         let until = Instant::now().checked_add(wait);
         let mut st = self.inner.lock();
         let now = Instant::now();
-        st.entries
-            .retain(|_, e| e.finished.is_none_or(|f| now.duration_since(f) < UNCLAIMED_TTL));
+        st.entries.retain(|_, e| {
+            e.finished
+                .is_none_or(|f| now.duration_since(f) < UNCLAIMED_TTL)
+        });
         while st.running >= self.inner.max_running {
             if until.is_some_and(|u| Instant::now() >= u) || self.inner.stopping() {
                 return false;
@@ -390,7 +411,11 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
     );
     let started = Instant::now();
     let end = started.checked_add(rt.budget);
-    let left = || end.map_or(Duration::MAX, |e| e.saturating_duration_since(Instant::now()));
+    let left = || {
+        end.map_or(Duration::MAX, |e| {
+            e.saturating_duration_since(Instant::now())
+        })
+    };
     let jobs: Vec<JobRow> = {
         let conn = ws.conn();
         let mut stmt = conn.prepare_cached(
@@ -502,7 +527,12 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
         handled += 1;
         let outcome = outcome.map(|(extracted_title, chunks)| {
             let t = if title.is_empty() {
-                extracted_title.unwrap_or_default()
+                // An extracted title is held to the API's limit on titles.
+                let mut t = extracted_title.unwrap_or_default();
+                if let Some((at, _)) = t.char_indices().nth(MAX_EXTRACTED_TITLE_CHARS) {
+                    t.truncate(at);
+                }
+                t
             } else {
                 title.clone()
             };
@@ -528,7 +558,10 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
                         words,
                     }];
                 }
-                if chunks.iter().any(|c| c.text.chars().count() > MAX_CHUNK_CHARS) {
+                if chunks
+                    .iter()
+                    .any(|c| c.text.chars().count() > MAX_CHUNK_CHARS)
+                {
                     return Err(format!(
                         "a document with its own embedding is one chunk, and its text is over the \
                          limit of {MAX_CHUNK_CHARS} characters"

@@ -392,8 +392,7 @@ impl App {
                             background: Some(&self.scheduler.extractions),
                         };
                         ingest::run_quantum_in(&handle, &embedders, &limits, &rt)
-                    })
-                {
+                    }) {
                     Ok(q) if q.worked => Outcome::More,
                     Ok(_) => Outcome::Idle,
                     Err(e) => {
