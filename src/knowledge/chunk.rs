@@ -223,7 +223,7 @@ pub fn chunk_with(
     };
     let mut stack: Vec<(u8, String)> = Vec::new();
     for (i, block) in blocks.iter().enumerate() {
-        if i % CHECK_EVERY_BLOCKS == 0 {
+        if i.is_multiple_of(CHECK_EVERY_BLOCKS) {
             stop.check()?;
         }
         if b.out.len() >= cfg.max_chunks {

@@ -311,7 +311,7 @@ fn plain_text_with(text: &str, stop: &Interrupt) -> Result<Extracted, ExtractErr
     let mut blocks = Vec::new();
     let mut cur = String::new();
     for (i, line) in text.lines().enumerate() {
-        if i % CHECK_EVERY == 0 {
+        if i.is_multiple_of(CHECK_EVERY) {
             stop.check()?;
         }
         if line.trim().is_empty() {
@@ -363,7 +363,7 @@ fn markdown_with(text: &str, stop: &Interrupt) -> Result<Extracted, ExtractError
     for (i, ev) in
         Parser::new_ext(text, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH).enumerate()
     {
-        if i % CHECK_EVERY == 0 {
+        if i.is_multiple_of(CHECK_EVERY) {
             stop.check()?;
         }
         match ev {
@@ -445,7 +445,7 @@ fn html_with(text: &str, limits: &Limits, stop: &Interrupt) -> Result<Extracted,
     let mut steps = 0usize;
     while let Some((node, depth)) = stack.pop() {
         steps += 1;
-        if steps % CHECK_EVERY == 0 {
+        if steps.is_multiple_of(CHECK_EVERY) {
             stop.check()?;
         }
         match node.value() {
@@ -881,7 +881,7 @@ fn docx_with(bytes: &[u8], limits: &Limits, stop: &Interrupt) -> Result<Extracte
     let mut steps = 0usize;
     loop {
         steps += 1;
-        if steps % CHECK_EVERY == 0 {
+        if steps.is_multiple_of(CHECK_EVERY) {
             stop.check()?;
         }
         buf.clear();
@@ -1007,7 +1007,7 @@ fn csv_with(bytes: &[u8], _limits: &Limits, stop: &Interrupt) -> Result<Extracte
         .collect();
     let mut blocks = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
-        if i % CHECK_EVERY == 0 {
+        if i.is_multiple_of(CHECK_EVERY) {
             stop.check()?;
         }
         let rec = rec.map_err(|e| err(format!("the CSV is malformed at record {}: {e}", i + 1)))?;
@@ -1103,7 +1103,7 @@ fn flatten_json(
     let mut total = 0usize;
     while let Some((v, path)) = stack.pop() {
         steps += 1;
-        if steps % CHECK_EVERY == 0 {
+        if steps.is_multiple_of(CHECK_EVERY) {
             stop.check()?;
         }
         let value = match v {
