@@ -3,8 +3,20 @@
 //! chunks under it carry; paragraphs, list items and table rows are kept whole when they fit,
 //! long ones are split at sentence boundaries (then at word windows). Consecutive chunks of the
 //! same section overlap by `overlap_words` words.
+//!
+//! Whatever the text looks like, no chunk's text is longer than `max_chars` characters (a run
+//! without whitespace is cut at character boundaries), and no heading in a heading path is
+//! longer than [`MAX_HEADING_CHARS`] (a longer heading is cut in the path and its full text
+//! goes into the body). The work is linear in the text.
 
-use super::extract::Block;
+use super::extract::{Block, ExtractError, Interrupt};
+
+const CHECK_EVERY_BLOCKS: usize = 256;
+
+/// Hard maximum length of a chunk's text, in characters.
+pub const MAX_CHUNK_CHARS: usize = 8_000;
+/// Longest heading kept in a chunk's heading path, in characters.
+pub const MAX_HEADING_CHARS: usize = 200;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkConfig {
@@ -12,6 +24,8 @@ pub struct ChunkConfig {
     pub overlap_words: usize,
     /// Upper bound on chunks per document.
     pub max_chunks: usize,
+    /// Hard upper bound on a chunk's text, in characters (at least 2).
+    pub max_chars: usize,
 }
 
 impl Default for ChunkConfig {
@@ -20,6 +34,7 @@ impl Default for ChunkConfig {
             target_words: 180,
             overlap_words: 30,
             max_chunks: 50_000,
+            max_chars: MAX_CHUNK_CHARS,
         }
     }
 }
@@ -38,6 +53,8 @@ struct Builder<'a> {
     path: String,
     buf: Vec<String>,
     words: usize,
+    /// Characters of the buffer joined with newlines.
+    chars: usize,
 }
 
 impl Builder<'_> {
@@ -51,12 +68,19 @@ impl Builder<'_> {
         let words = self.words;
         self.buf.clear();
         self.words = 0;
+        self.chars = 0;
         if overlap && self.cfg.overlap_words > 0 {
             let ws: Vec<&str> = text.split_whitespace().collect();
             let take = self.cfg.overlap_words.min(ws.len() / 2);
             if take > 0 {
-                self.buf.push(ws[ws.len() - take..].join(" "));
-                self.words = take;
+                let tail = ws[ws.len() - take..].join(" ");
+                let n = tail.chars().count();
+                // The overlap never takes more than half a chunk's room.
+                if n <= self.cfg.max_chars / 2 {
+                    self.buf.push(tail);
+                    self.words = take;
+                    self.chars = n;
+                }
             }
         }
         self.out.push(Chunk {
@@ -66,27 +90,55 @@ impl Builder<'_> {
         });
     }
 
+    /// Adds a unit (at most `target_words` words and `max_chars` characters).
     fn push_unit(&mut self, unit: String) {
         let n = unit.split_whitespace().count();
         if n == 0 {
             return;
         }
-        if self.words > 0 && self.words + n > self.cfg.target_words {
+        let c = unit.chars().count();
+        let fits = |b: &Self| {
+            b.words + n <= b.cfg.target_words
+                && b.chars + usize::from(b.chars > 0) + c <= b.cfg.max_chars
+        };
+        if self.words > 0 && !fits(self) {
             self.flush(true);
             // The overlap alone never makes a chunk: if the unit still overflows, start clean.
-            if self.words + n > self.cfg.target_words {
+            if !fits(self) {
                 self.buf.clear();
                 self.words = 0;
+                self.chars = 0;
             }
         }
+        self.chars += usize::from(self.chars > 0) + c;
         self.buf.push(unit);
         self.words += n;
     }
 }
 
-/// Splits text longer than `max` words at sentence ends, then into word windows.
-fn split_long(text: &str, max: usize) -> Vec<String> {
-    if text.split_whitespace().count() <= max {
+/// Cuts `word` (no whitespace) into pieces of at most `max` characters.
+fn cut_chars(word: &str, max: usize, out: &mut Vec<String>) {
+    let mut piece = String::new();
+    let mut n = 0;
+    for ch in word.chars() {
+        if n == max {
+            out.push(std::mem::take(&mut piece));
+            n = 0;
+        }
+        piece.push(ch);
+        n += 1;
+    }
+    if !piece.is_empty() {
+        out.push(piece);
+    }
+}
+
+/// Splits text longer than `max` words or `max_chars` characters at sentence ends, then into
+/// word windows; a word longer than `max_chars` is cut at character boundaries.
+fn split_long(text: &str, max: usize, max_chars: usize) -> Vec<String> {
+    let max = max.max(1);
+    let max_chars = max_chars.max(2);
+    if text.split_whitespace().count() <= max && text.chars().count() <= max_chars {
         return vec![text.to_string()];
     }
     let mut sentences = Vec::new();
@@ -102,29 +154,78 @@ fn split_long(text: &str, max: usize) -> Vec<String> {
         sentences.push(&text[start..]);
     }
     let mut out = Vec::new();
+    let mut pieces = Vec::new();
     for s in sentences {
-        let words: Vec<&str> = s.split_whitespace().collect();
-        if words.is_empty() {
-            continue;
+        // Windows of at most `max` words and `max_chars` characters.
+        let mut window = String::new();
+        let (mut words, mut chars) = (0usize, 0usize);
+        for w in s.split_whitespace() {
+            pieces.clear();
+            let wc = w.chars().count();
+            if wc > max_chars {
+                cut_chars(w, max_chars, &mut pieces);
+            } else {
+                pieces.push(w.to_string());
+            }
+            for p in pieces.drain(..) {
+                let pc = if wc > max_chars {
+                    p.chars().count()
+                } else {
+                    wc
+                };
+                if words > 0 && (words + 1 > max || chars + 1 + pc > max_chars) {
+                    out.push(std::mem::take(&mut window));
+                    words = 0;
+                    chars = 0;
+                }
+                if words > 0 {
+                    window.push(' ');
+                    chars += 1;
+                }
+                window.push_str(&p);
+                chars += pc;
+                words += 1;
+            }
         }
-        for w in words.chunks(max) {
-            out.push(w.join(" "));
+        if words > 0 {
+            out.push(window);
         }
     }
     out
 }
 
+/// A heading for the path: at most [`MAX_HEADING_CHARS`] characters.
+fn path_heading(text: &str) -> (String, bool) {
+    match text.char_indices().nth(MAX_HEADING_CHARS) {
+        None => (text.to_string(), false),
+        Some((at, _)) => (format!("{}…", &text[..at]), true),
+    }
+}
+
 /// Cuts blocks into chunks.
 pub fn chunk(blocks: &[Block], cfg: &ChunkConfig) -> Vec<Chunk> {
+    chunk_with(blocks, cfg, &Interrupt::none()).unwrap_or_default()
+}
+
+/// Cuts blocks into chunks, checking `stop` every [`CHECK_EVERY_BLOCKS`] blocks.
+pub fn chunk_with(
+    blocks: &[Block],
+    cfg: &ChunkConfig,
+    stop: &Interrupt,
+) -> Result<Vec<Chunk>, ExtractError> {
     let mut b = Builder {
         cfg,
         out: Vec::new(),
         path: String::new(),
         buf: Vec::new(),
         words: 0,
+        chars: 0,
     };
     let mut stack: Vec<(u8, String)> = Vec::new();
-    for block in blocks {
+    for (i, block) in blocks.iter().enumerate() {
+        if i.is_multiple_of(CHECK_EVERY_BLOCKS) {
+            stop.check()?;
+        }
         if b.out.len() >= cfg.max_chunks {
             break;
         }
@@ -134,20 +235,27 @@ pub fn chunk(blocks: &[Block], cfg: &ChunkConfig) -> Vec<Chunk> {
                 while stack.last().is_some_and(|(l, _)| *l >= *level) {
                     stack.pop();
                 }
-                stack.push((*level, text.clone()));
+                let (heading, cut) = path_heading(text);
+                stack.push((*level, heading));
                 b.path = stack
                     .iter()
                     .map(|(_, t)| t.as_str())
                     .collect::<Vec<_>>()
                     .join(" > ");
+                if cut {
+                    // The path keeps the start of a long heading; the body keeps all of it.
+                    for unit in split_long(text, cfg.target_words, cfg.max_chars) {
+                        b.push_unit(unit);
+                    }
+                }
             }
             Block::Para(t) | Block::Code(t) | Block::Row(t) => {
-                for unit in split_long(t, cfg.target_words) {
+                for unit in split_long(t, cfg.target_words, cfg.max_chars) {
                     b.push_unit(unit);
                 }
             }
             Block::ListItem(t) => {
-                for unit in split_long(&format!("- {t}"), cfg.target_words) {
+                for unit in split_long(&format!("- {t}"), cfg.target_words, cfg.max_chars) {
                     b.push_unit(unit);
                 }
             }
@@ -155,7 +263,7 @@ pub fn chunk(blocks: &[Block], cfg: &ChunkConfig) -> Vec<Chunk> {
     }
     b.flush(false);
     b.out.truncate(cfg.max_chunks);
-    b.out
+    Ok(b.out)
 }
 
 #[cfg(test)]
@@ -209,6 +317,7 @@ mod tests {
             target_words: 50,
             overlap_words: 5,
             max_chunks: 100,
+            max_chars: MAX_CHUNK_CHARS,
         };
         let small: Vec<Block> = (0..10)
             .map(|i| Block::Para(words(10, &format!("p{i}_"))))
@@ -245,9 +354,34 @@ mod tests {
             words(30, "b"),
             words(30, "c")
         );
-        let parts = split_long(&text, 40);
+        let parts = split_long(&text, 40, MAX_CHUNK_CHARS);
         assert_eq!(parts.len(), 3);
         assert!(parts[1].starts_with("b0"));
+    }
+
+    #[test]
+    fn text_without_whitespace_is_cut_at_the_character_limit() {
+        // 1,000,000 characters, some of them multibyte, with no whitespace at all.
+        let run: String = "ab表é".repeat(250_000);
+        let c = chunk(&[Block::Para(run.clone())], &ChunkConfig::default());
+        assert!(c.len() >= run.chars().count() / MAX_CHUNK_CHARS);
+        assert!(c.iter().all(|c| c.text.chars().count() <= MAX_CHUNK_CHARS));
+        let joined: String = c.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(joined, run, "nothing lost, nothing repeated");
+        // A huge heading: cut in the path, kept in the body.
+        let blocks = vec![
+            Block::Heading {
+                level: 1,
+                text: "h".repeat(50_000),
+            },
+            Block::Para("body".into()),
+        ];
+        let c = chunk(&blocks, &ChunkConfig::default());
+        assert!(c
+            .iter()
+            .all(|c| c.heading_path.chars().count() <= MAX_HEADING_CHARS + 1));
+        let body: String = c.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(body.matches('h').count(), 50_000);
     }
 
     #[test]
@@ -257,6 +391,7 @@ mod tests {
             target_words: 5,
             overlap_words: 0,
             max_chunks: 3,
+            max_chars: MAX_CHUNK_CHARS,
         };
         let c = chunk(&[Block::Para(words(100, "x"))], &cfg);
         assert_eq!(c.len(), 3);
@@ -289,6 +424,7 @@ mod props {
                 target_words: target,
                 overlap_words: target * overlap_pct / 100,
                 max_chunks: usize::MAX,
+                max_chars: MAX_CHUNK_CHARS,
             };
             let mut n = 0;
             let mut word = |sentence_end: bool| {
@@ -337,5 +473,59 @@ mod props {
                 prop_assert!(it.any(|f| f == w), "{} lost or out of order", w);
             }
         }
+
+        /// Whatever the text (long runs without whitespace, multibyte characters, sentence
+        /// ends, blank space): every chunk is within `max_chars` characters and the target,
+        /// and the chunks cover the text: its non-space characters appear in them in order.
+        #[test]
+        fn chunks_never_exceed_the_character_limit_and_cover_the_text(
+            texts in prop::collection::vec(text(), 1..6),
+            target in 1usize..60,
+            max_chars in 2usize..120,
+            overlap in 0usize..10,
+        ) {
+            let cfg = ChunkConfig {
+                target_words: target,
+                overlap_words: overlap,
+                max_chunks: usize::MAX,
+                max_chars,
+            };
+            let blocks: Vec<Block> = texts.iter().map(|t| Block::Para(t.clone())).collect();
+            let chunks = chunk(&blocks, &cfg);
+            for c in &chunks {
+                let n = c.text.chars().count();
+                prop_assert!(n >= 1 && n <= max_chars, "{} chars, max {}", n, max_chars);
+                prop_assert!(c.words <= target);
+            }
+            // Overlap repeats whole words: the input's characters are a subsequence.
+            let flat: Vec<char> = chunks
+                .iter()
+                .flat_map(|c| c.text.chars())
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            let mut it = flat.iter();
+            for ch in texts.iter().flat_map(|t| t.chars()).filter(|c| !c.is_whitespace()) {
+                prop_assert!(it.any(|f| *f == ch), "{:?} lost or out of order", ch);
+            }
+            if overlap == 0 {
+                prop_assert_eq!(flat.len(), texts.iter().flat_map(|t| t.chars()).filter(|c| !c.is_whitespace()).count());
+            }
+        }
+    }
+
+    /// Text made of long runs without whitespace, multibyte characters, words, sentence ends
+    /// and whitespace of several kinds.
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                "[a-z]{1,8}",
+                "[a-zé表😀]{50,400}",
+                prop::sample::select(vec![" ", "  ", "\n", "\t", ". ", "! ", "? ", "\u{3000}"])
+                    .prop_map(str::to_string),
+                "\\PC{0,20}",
+            ],
+            0..60,
+        )
+        .prop_map(|parts| parts.concat())
     }
 }

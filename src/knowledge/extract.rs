@@ -2,11 +2,18 @@
 //! (headings, paragraphs, list items, table rows, code) that the chunker follows.
 //!
 //! Every extractor is defensive: sizes are bounded (a DOCX's XML is read through a capped
-//! reader, so a zip bomb stops at the cap), recursion is bounded (JSON depth, HTML depth), and
-//! the PDF parser runs under `catch_unwind`. A hostile or corrupt file yields an
-//! [`ExtractError`] that fails only its own job.
+//! reader, so a zip bomb stops at the cap; a PDF's pages, page content and text are capped),
+//! nothing recurses over the input (every walk uses an explicit stack; JSON is refused past
+//! serde_json's depth of 128, HTML past [`Limits::max_depth`] × 4 before parsing), the work is
+//! linear in the input (a PDF's page tree is walked once), every loop checks an
+//! [`Interrupt`] (the document's wall-time deadline, its job's cancellation, the server's
+//! shutdown), and the PDF parser runs under `catch_unwind`. A hostile or corrupt file yields
+//! an [`ExtractError`] that fails only its own job.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The formats Enclave ingests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,15 +140,25 @@ fn err(msg: impl Into<String>) -> ExtractError {
     ExtractError(msg.into())
 }
 
+/// Most pages of a PDF ingested: a PDF with more fails its job.
+pub const MAX_PDF_PAGES: usize = 10_000;
+/// Most wall time one document's extraction and chunking may take.
+pub const MAX_EXTRACT_TIME: Duration = Duration::from_secs(120);
+
 /// Limits applied while extracting.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest decompressed part of an archive (DOCX) read into memory.
+    /// Largest decompressed part of an archive (DOCX), or of all of a PDF's page content
+    /// together, read into memory.
     pub max_decompressed: u64,
-    /// Largest amount of extracted text kept.
+    /// Largest amount of extracted text kept (bytes of UTF-8).
     pub max_text: usize,
     /// Deepest HTML nesting followed.
     pub max_depth: usize,
+    /// Most pages of a PDF.
+    pub max_pages: usize,
+    /// Most wall time for one document (extraction and chunking).
+    pub max_time: Duration,
 }
 
 impl Default for Limits {
@@ -150,30 +167,109 @@ impl Default for Limits {
             max_decompressed: 64 << 20,
             max_text: 32 << 20,
             max_depth: 256,
+            max_pages: MAX_PDF_PAGES,
+            max_time: MAX_EXTRACT_TIME,
         }
     }
 }
 
-/// Extracts `bytes` of `format`.
+/// Why an extraction stopped early: the loops of every extractor (and of the chunker) call
+/// [`Interrupt::check`], which fails once the deadline has passed or a flag is raised (the
+/// job was cancelled, the server is stopping).
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt {
+    deadline: Option<(Instant, Duration)>,
+    flags: Vec<Arc<AtomicBool>>,
+}
+
+/// The message of an extraction stopped by its flags (cancelled or shutting down).
+pub const INTERRUPTED: &str =
+    "the extraction was interrupted (its job was cancelled or the server is stopping)";
+
+impl Interrupt {
+    /// Nothing stops the extraction but the limits.
+    pub fn none() -> Interrupt {
+        Interrupt::default()
+    }
+
+    /// A deadline `limit` from now, reported as that limit.
+    pub fn within(limit: Duration) -> Interrupt {
+        Interrupt {
+            deadline: Some((Instant::now() + limit, limit)),
+            flags: Vec::new(),
+        }
+    }
+
+    /// Also stops when `flag` is raised.
+    pub fn with_flag(mut self, flag: Arc<AtomicBool>) -> Interrupt {
+        self.flags.push(flag);
+        self
+    }
+
+    /// Whether the deadline has passed (not the flags).
+    pub fn timed_out(&self) -> bool {
+        self.deadline.is_some_and(|(d, _)| Instant::now() >= d)
+    }
+
+    /// Whether a flag is raised.
+    pub fn raised(&self) -> bool {
+        self.flags.iter().any(|f| f.load(Ordering::Relaxed))
+    }
+
+    pub fn check(&self) -> Result<(), ExtractError> {
+        if self.raised() {
+            return Err(err(INTERRUPTED));
+        }
+        if let Some((d, limit)) = self.deadline {
+            if Instant::now() >= d {
+                return Err(err(format!(
+                    "the document took longer than the limit of {} s to extract",
+                    limit.as_secs_f64()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Extracts `bytes` of `format` within `limits.max_time`.
 pub fn extract(format: Format, bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
+    extract_with(format, bytes, limits, &Interrupt::within(limits.max_time))
+}
+
+/// Extracts `bytes` of `format`, stopping when `stop` says so.
+pub fn extract_with(
+    format: Format,
+    bytes: &[u8],
+    limits: &Limits,
+    stop: &Interrupt,
+) -> Result<Extracted, ExtractError> {
+    stop.check()?;
     let out = match format {
-        Format::Text => Ok(plain_text(&utf8(bytes)?)),
-        Format::Markdown => Ok(markdown(&utf8(bytes)?)),
-        Format::Html => html(&utf8(bytes)?, limits),
-        Format::Pdf => pdf(bytes, limits),
-        Format::Docx => docx(bytes, limits),
-        Format::Csv => csv_table(bytes),
-        Format::Json => json(bytes),
+        Format::Text => plain_text_with(&utf8(bytes)?, stop),
+        Format::Markdown => markdown_with(&utf8(bytes)?, stop),
+        Format::Html => html_with(&utf8(bytes)?, limits, stop),
+        Format::Pdf => pdf_with(bytes, limits, stop),
+        Format::Docx => docx_with(bytes, limits, stop),
+        Format::Csv => csv_with(bytes, limits, stop),
+        Format::Json => json_with(bytes, limits, stop),
     }?;
     let total: usize = out.blocks.iter().map(block_len).sum();
     if total > limits.max_text {
-        return Err(err(format!(
-            "the document's text is over the limit of {} MiB",
-            limits.max_text >> 20
-        )));
+        return Err(too_much_text(limits));
     }
     Ok(out)
 }
+
+fn too_much_text(limits: &Limits) -> ExtractError {
+    err(format!(
+        "the document's text is over the limit of {} MiB",
+        limits.max_text >> 20
+    ))
+}
+
+/// How many loop steps pass between two checks of the [`Interrupt`].
+const CHECK_EVERY: usize = 1024;
 
 fn block_len(b: &Block) -> usize {
     match b {
@@ -208,9 +304,16 @@ fn normalize_ws(s: &str) -> String {
 
 /// Plain text: paragraphs are separated by blank lines.
 pub fn plain_text(text: &str) -> Extracted {
+    plain_text_with(text, &Interrupt::none()).unwrap_or_default()
+}
+
+fn plain_text_with(text: &str, stop: &Interrupt) -> Result<Extracted, ExtractError> {
     let mut blocks = Vec::new();
     let mut cur = String::new();
-    for line in text.lines() {
+    for (i, line) in text.lines().enumerate() {
+        if i.is_multiple_of(CHECK_EVERY) {
+            stop.check()?;
+        }
         if line.trim().is_empty() {
             if !cur.trim().is_empty() {
                 blocks.push(Block::Para(normalize_ws(&cur)));
@@ -224,14 +327,21 @@ pub fn plain_text(text: &str) -> Extracted {
     if !cur.trim().is_empty() {
         blocks.push(Block::Para(normalize_ws(&cur)));
     }
-    Extracted {
+    Ok(Extracted {
         title: None,
         blocks,
-    }
+    })
 }
 
 /// Markdown (CommonMark + tables): headings, paragraphs, list items, table rows, code blocks.
 pub fn markdown(text: &str) -> Extracted {
+    markdown_with(text, &Interrupt::none()).unwrap_or_default()
+}
+
+/// The events of pulldown-cmark are walked in one loop (no recursion here); the parser itself
+/// keeps its block nesting in a tree without recursing, and [`CHECK_EVERY`] events the
+/// interrupt is checked.
+fn markdown_with(text: &str, stop: &Interrupt) -> Result<Extracted, ExtractError> {
     use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
     let mut blocks = Vec::new();
     let mut title = None;
@@ -250,7 +360,12 @@ pub fn markdown(text: &str) -> Extracted {
         }
         buf.clear();
     };
-    for ev in Parser::new_ext(text, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH) {
+    for (i, ev) in
+        Parser::new_ext(text, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH).enumerate()
+    {
+        if i.is_multiple_of(CHECK_EVERY) {
+            stop.check()?;
+        }
         match ev {
             Event::Start(Tag::Heading { .. }) => flush_para(&mut buf, &mut blocks, item_depth > 0),
             Event::End(TagEnd::Heading(level)) => {
@@ -302,16 +417,20 @@ pub fn markdown(text: &str) -> Extracted {
         }
     }
     flush_para(&mut buf, &mut blocks, false);
-    Extracted { title, blocks }
+    Ok(Extracted { title, blocks })
 }
 
 /// HTML: `<title>`, headings, paragraphs, list items, table rows, `<pre>`; scripts, styles and
 /// navigation are skipped.
 pub fn html(text: &str, limits: &Limits) -> Result<Extracted, ExtractError> {
+    html_with(text, limits, &Interrupt::within(limits.max_time))
+}
+
+fn html_with(text: &str, limits: &Limits, stop: &Interrupt) -> Result<Extracted, ExtractError> {
     use scraper::{Html, Node};
     // The HTML parser's tree building is quadratic in the nesting depth: refuse hostile
     // nesting before parsing.
-    if html_depth(text) > limits.max_depth * 4 {
+    if html_depth(text, limits.max_depth * 4) > limits.max_depth * 4 {
         return Err(err(format!(
             "the HTML is nested too deeply (more than {} levels)",
             limits.max_depth * 4
@@ -323,7 +442,12 @@ pub fn html(text: &str, limits: &Limits) -> Result<Extracted, ExtractError> {
     // Explicit stack (node, depth): no recursion, so hostile nesting cannot overflow.
     let mut stack = vec![(doc.tree.root(), 0usize)];
     let mut loose = String::new();
+    let mut steps = 0usize;
     while let Some((node, depth)) = stack.pop() {
+        steps += 1;
+        if steps.is_multiple_of(CHECK_EVERY) {
+            stop.check()?;
+        }
         match node.value() {
             Node::Element(el) => {
                 let name = el.name();
@@ -421,30 +545,54 @@ pub fn html(text: &str, limits: &Limits) -> Result<Extracted, ExtractError> {
 }
 
 /// An estimate of the element nesting depth of an HTML text (void and self-closing elements
-/// do not nest).
-fn html_depth(text: &str) -> usize {
+/// do not nest), counted up to a little past `limit`. An end tag closes the innermost open
+/// element of its name and those above it; an end tag that closes nothing open is ignored, as
+/// the HTML parser ignores it (so `<div></span>` repeated still counts as nesting).
+fn html_depth(text: &str, limit: usize) -> usize {
     const VOID: &[&str] = &[
         "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr", "p", "li", "td", "tr", "th", "option",
     ];
     let b = text.as_bytes();
-    let (mut depth, mut max) = (0usize, 0usize);
+    let name_at = |i: usize| -> (String, usize) {
+        let end = b[i..]
+            .iter()
+            .position(|c| !c.is_ascii_alphanumeric())
+            .map_or(b.len(), |p| i + p);
+        (text[i..end].to_ascii_lowercase(), end)
+    };
+    let mut open: Vec<String> = Vec::new();
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut max = 0usize;
     let mut i = 0;
     while let Some(off) = b[i..].iter().position(|&c| c == b'<') {
         i += off + 1;
         match b.get(i) {
-            Some(b'/') => depth = depth.saturating_sub(1),
+            Some(b'/') if b.get(i + 1).is_some_and(u8::is_ascii_alphabetic) => {
+                let (name, _) = name_at(i + 1);
+                if counts.get(&name).is_some_and(|n| *n > 0) {
+                    // Pop up to and including the innermost element of that name.
+                    while let Some(top) = open.pop() {
+                        if let Some(n) = counts.get_mut(&top) {
+                            *n = n.saturating_sub(1);
+                        }
+                        if top == name {
+                            break;
+                        }
+                    }
+                }
+            }
             Some(c) if c.is_ascii_alphabetic() => {
-                let end = b[i..]
-                    .iter()
-                    .position(|c| !c.is_ascii_alphanumeric())
-                    .map_or(b.len(), |p| i + p);
-                let name = text[i..end].to_ascii_lowercase();
+                let (name, end) = name_at(i);
                 let close = b[end..].iter().position(|&c| c == b'>').map(|p| end + p);
                 let self_closing = close.is_some_and(|c| c > 0 && b[c - 1] == b'/');
                 if !self_closing && !VOID.contains(&name.as_str()) {
-                    depth += 1;
-                    max = max.max(depth);
+                    *counts.entry(name.clone()).or_insert(0) += 1;
+                    open.push(name);
+                    max = max.max(open.len());
+                    if max > limit {
+                        return max;
+                    }
                 }
             }
             _ => {}
@@ -484,26 +632,32 @@ fn collect_text(node: ego_tree::NodeRef<'_, scraper::Node>, max_depth: usize) ->
     out
 }
 
-/// PDF text layer, page by page. lopdf's parser is run under `catch_unwind`: a malformed file
-/// that makes it panic fails its job instead of the worker.
+/// Stack of the thread that parses a PDF. lopdf's parser recurses into nested arrays and
+/// dictionaries up to its own limit of 100 levels, which takes about 2 MiB of stack in a debug
+/// build: it runs on a thread of its own with room to spare, whatever thread called.
+const PDF_STACK: usize = 16 << 20;
+
+/// PDF text layer, page by page. lopdf's parser runs on its own thread ([`PDF_STACK`]): a
+/// malformed file that makes it panic fails its job instead of the worker.
 pub fn pdf(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
-    let max = limits.max_decompressed as usize;
-    let result = std::panic::catch_unwind(|| -> Result<Extracted, ExtractError> {
+    pdf_with(bytes, limits, &Interrupt::within(limits.max_time))
+}
+
+/// The page tree is walked once (lopdf's `extract_text` walks the whole tree again for each
+/// call, so page-by-page extraction was quadratic in the page count); a page reached twice
+/// (a page tree pointing back at itself or listing a page again) is read once. Caps:
+/// [`Limits::max_pages`] pages, [`Limits::max_decompressed`] bytes of page content for the
+/// whole document (a content stream shared by many pages counts each time), and
+/// [`Limits::max_text`] of text. Each font's encoding is resolved once per document.
+fn pdf_with(bytes: &[u8], limits: &Limits, stop: &Interrupt) -> Result<Extracted, ExtractError> {
+    let read = || -> Result<Extracted, ExtractError> {
         let doc = lopdf::Document::load_mem(bytes)
             .map_err(|e| err(format!("the PDF could not be parsed: {e}")))?;
         if doc.is_encrypted() {
             return Err(err("the PDF is encrypted"));
         }
-        let mut blocks = Vec::new();
-        let mut total = 0usize;
-        for (n, _) in doc.get_pages() {
-            let text = doc.extract_text_with_limit(&[n], max).unwrap_or_default();
-            total += text.len();
-            if total > max {
-                return Err(err("the PDF's text is over the decompression limit"));
-            }
-            blocks.extend(plain_text(&text).blocks);
-        }
+        stop.check()?;
+        let blocks = pdf_pages(&doc, limits, stop)?;
         let title = doc
             .trailer
             .get(b"Info")
@@ -515,9 +669,17 @@ pub fn pdf(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
             .map(|b| normalize_ws(&String::from_utf8_lossy(b)))
             .filter(|t| !t.is_empty());
         Ok(Extracted { title, blocks })
+    };
+    let result = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("enclave-pdf".into())
+            .stack_size(PDF_STACK)
+            .spawn_scoped(scope, read)
+            .map(|t| t.join())
     });
     match result {
-        Ok(r) => {
+        Err(e) => Err(err(format!("cannot start reading the PDF: {e}"))),
+        Ok(Ok(r)) => {
             let ex = r?;
             if ex.blocks.is_empty() {
                 return Err(err(
@@ -526,7 +688,137 @@ pub fn pdf(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
             }
             Ok(ex)
         }
-        Err(_) => Err(err("the PDF is malformed and could not be read")),
+        Ok(Err(_)) => Err(err("the PDF is malformed and could not be read")),
+    }
+}
+
+fn pdf_pages(
+    doc: &lopdf::Document,
+    limits: &Limits,
+    stop: &Interrupt,
+) -> Result<Vec<Block>, ExtractError> {
+    use lopdf::content::Content;
+    use lopdf::{DecompressError, Encoding, Error as PdfError};
+    use std::collections::{HashMap, HashSet};
+    let max_content = limits.max_decompressed as usize;
+    let content_over = || {
+        err(format!(
+            "the PDF's page content is over the limit of {} MiB",
+            max_content >> 20
+        ))
+    };
+    let mut seen = HashSet::new();
+    let mut blocks = Vec::new();
+    let mut content_total = 0usize;
+    let mut text_total = 0usize;
+    // Encodings by font dictionary (its address in the loaded document, which does not move).
+    let mut encodings: HashMap<usize, Option<Encoding<'_>>> = HashMap::new();
+    for page_id in doc.page_iter() {
+        stop.check()?;
+        if !seen.insert(page_id) {
+            continue;
+        }
+        if seen.len() > limits.max_pages {
+            return Err(err(format!(
+                "the PDF has more than {} pages (the limit)",
+                limits.max_pages
+            )));
+        }
+        let fonts = doc.get_page_fonts(page_id).unwrap_or_default();
+        let content = match doc.get_page_content_with_limit(page_id, max_content - content_total) {
+            Ok(c) => c,
+            Err(PdfError::Decompress(DecompressError::MemoryLimitExceeded { .. })) => {
+                return Err(content_over())
+            }
+            Err(_) => continue,
+        };
+        content_total += content.len();
+        if content_total > max_content {
+            return Err(content_over());
+        }
+        let Ok(content) = Content::decode(&content) else {
+            continue;
+        };
+        let mut text = String::new();
+        let mut font: Option<usize> = None;
+        for (i, op) in content.operations.iter().enumerate() {
+            if i % CHECK_EVERY == CHECK_EVERY - 1 {
+                stop.check()?;
+                if text_total + text.len() > limits.max_text {
+                    return Err(too_much_text(limits));
+                }
+            }
+            let shown: &[lopdf::Object] = match op.operator.as_str() {
+                "Tf" => {
+                    font = op
+                        .operands
+                        .first()
+                        .and_then(|o| o.as_name().ok())
+                        .and_then(|name| fonts.get(name))
+                        .map(|dict| {
+                            let key = *dict as *const lopdf::Dictionary as usize;
+                            encodings.entry(key).or_insert_with(|| {
+                                let max = max_content.saturating_sub(content_total).max(1);
+                                dict.get_font_encoding_with_limit(doc, max).ok()
+                            });
+                            key
+                        });
+                    continue;
+                }
+                "Tj" | "TJ" => &op.operands,
+                "'" => {
+                    newline(&mut text);
+                    &op.operands
+                }
+                "\"" => {
+                    newline(&mut text);
+                    op.operands.get(2).map(std::slice::from_ref).unwrap_or(&[])
+                }
+                "T*" | "ET" => {
+                    newline(&mut text);
+                    continue;
+                }
+                _ => continue,
+            };
+            if let Some(Some(enc)) = font.and_then(|k| encodings.get(&k)) {
+                show_text(&mut text, enc, shown);
+            }
+        }
+        text_total += text.len();
+        if text_total > limits.max_text {
+            return Err(too_much_text(limits));
+        }
+        blocks.extend(plain_text_with(&text, stop)?.blocks);
+    }
+    Ok(blocks)
+}
+
+fn newline(text: &mut String) {
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+}
+
+/// The text of a `Tj`/`TJ` operand list; nested arrays are walked with an explicit stack.
+fn show_text(text: &mut String, enc: &lopdf::Encoding<'_>, operands: &[lopdf::Object]) {
+    use lopdf::Object;
+    // (remaining operands, whether a space follows when they are done: an array's end)
+    let mut stack: Vec<(std::slice::Iter<'_, Object>, bool)> = vec![(operands.iter(), false)];
+    while let Some((it, _)) = stack.last_mut() {
+        match it.next() {
+            Some(Object::String(bytes, _)) => {
+                let _ = enc.write_to_string(bytes, text);
+            }
+            Some(Object::Array(inner)) => stack.push((inner.iter(), true)),
+            Some(Object::Integer(i)) if *i < -100 => text.push(' '),
+            Some(Object::Real(r)) if *r < -100.0 => text.push(' '),
+            Some(_) => {}
+            None => {
+                if let Some((_, true)) = stack.pop() {
+                    text.push(' ');
+                }
+            }
+        }
     }
 }
 
@@ -564,6 +856,12 @@ fn read_zip_entry<R: Read + std::io::Seek>(
 /// DOCX: paragraphs of `word/document.xml`, `Heading N` / `Title` styles as headings, numbered
 /// paragraphs as list items, table rows as rows.
 pub fn docx(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
+    docx_with(bytes, limits, &Interrupt::within(limits.max_time))
+}
+
+/// quick-xml reads events in one loop (it keeps open element names in a list, never
+/// recursing), so nesting costs nothing here.
+fn docx_with(bytes: &[u8], limits: &Limits, stop: &Interrupt) -> Result<Extracted, ExtractError> {
     use quick_xml::events::Event;
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| err(format!("the file is not a valid DOCX (zip) archive: {e}")))?;
@@ -580,7 +878,13 @@ pub fn docx(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
     let mut row_cells: Vec<String> = Vec::new();
     let mut cell = String::new();
     let mut buf = Vec::new();
+    let mut steps = 0usize;
     loop {
+        steps += 1;
+        if steps.is_multiple_of(CHECK_EVERY) {
+            stop.check()?;
+        }
+        buf.clear();
         let ev = reader
             .read_event_into(&mut buf)
             .map_err(|e| err(format!("the DOCX's XML is malformed: {e}")))?;
@@ -670,7 +974,6 @@ pub fn docx(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
             Event::Eof => break,
             _ => {}
         }
-        buf.clear();
     }
     Ok(Extracted { title, blocks })
 }
@@ -688,6 +991,10 @@ fn heading_level(style: &str) -> Option<u8> {
 
 /// CSV: one row block per record, cells labelled with the header ("name: value; ...").
 pub fn csv_table(bytes: &[u8]) -> Result<Extracted, ExtractError> {
+    csv_with(bytes, &Limits::default(), &Interrupt::none())
+}
+
+fn csv_with(bytes: &[u8], _limits: &Limits, stop: &Interrupt) -> Result<Extracted, ExtractError> {
     let text = utf8(bytes)?;
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
@@ -700,6 +1007,9 @@ pub fn csv_table(bytes: &[u8]) -> Result<Extracted, ExtractError> {
         .collect();
     let mut blocks = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
+        if i.is_multiple_of(CHECK_EVERY) {
+            stop.check()?;
+        }
         let rec = rec.map_err(|e| err(format!("the CSV is malformed at record {}: {e}", i + 1)))?;
         let cells: Vec<String> = rec
             .iter()
@@ -721,8 +1031,13 @@ pub fn csv_table(bytes: &[u8]) -> Result<Extracted, ExtractError> {
 }
 
 /// JSON: every scalar becomes a `path: value` line; each element of a top-level array (or of
-/// an array of objects) becomes its own block. serde_json refuses nesting deeper than 128.
+/// an array of objects) becomes its own block. serde_json refuses nesting deeper than 128, and
+/// the walk over the value uses an explicit stack.
 pub fn json(bytes: &[u8]) -> Result<Extracted, ExtractError> {
+    json_with(bytes, &Limits::default(), &Interrupt::none())
+}
+
+fn json_with(bytes: &[u8], limits: &Limits, stop: &Interrupt) -> Result<Extracted, ExtractError> {
     let v: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| err(format!("the JSON is malformed or too deeply nested: {e}")))?;
     let mut blocks = Vec::new();
@@ -731,53 +1046,101 @@ pub fn json(bytes: &[u8]) -> Result<Extracted, ExtractError> {
         .and_then(|t| t.as_str())
         .map(normalize_ws)
         .filter(|t| !t.is_empty());
+    let mut total = 0usize;
     match &v {
         serde_json::Value::Array(items) => {
             for item in items {
                 let mut lines = Vec::new();
-                flatten_json(item, "", &mut lines);
+                flatten_json(item, &mut lines, limits, stop)?;
                 if !lines.is_empty() {
-                    blocks.push(Block::Row(lines.join("; ")));
+                    let row = lines.join("; ");
+                    total += row.len();
+                    blocks.push(Block::Row(row));
+                }
+                if total > limits.max_text {
+                    return Err(too_much_text(limits));
                 }
             }
         }
         _ => {
             let mut lines = Vec::new();
-            flatten_json(&v, "", &mut lines);
+            flatten_json(&v, &mut lines, limits, stop)?;
             blocks.extend(lines.into_iter().map(Block::Para));
         }
     }
     Ok(Extracted { title, blocks })
 }
 
-fn flatten_json(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
-    use serde_json::Value;
-    // Bounded by serde_json's own recursion limit (128) on parsing.
-    match v {
-        Value::Null => {}
-        Value::Bool(b) => out.push(label(path, &b.to_string())),
-        Value::Number(n) => out.push(label(path, &n.to_string())),
-        Value::String(s) => {
-            if !s.trim().is_empty() {
-                out.push(label(path, &normalize_ws(s)))
-            }
-        }
-        Value::Array(a) => {
-            for x in a {
-                flatten_json(x, path, out);
-            }
-        }
-        Value::Object(o) => {
-            for (k, x) in o {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                flatten_json(x, &p, out);
-            }
-        }
+/// A JSON path as a shared list of keys, joined only when a line is written.
+struct JsonPath<'a> {
+    parent: Option<std::rc::Rc<JsonPath<'a>>>,
+    key: &'a str,
+}
+
+fn join_path(mut p: Option<&JsonPath<'_>>) -> String {
+    let mut keys = Vec::new();
+    while let Some(n) = p {
+        keys.push(n.key);
+        p = n.parent.as_deref();
     }
+    keys.reverse();
+    keys.join(".")
+}
+
+/// The `path: value` lines of `v`'s scalars, in document order, without recursion. Paths are
+/// shared and joined only for a line written, and the lines stop at [`Limits::max_text`]: long
+/// paths over many elements cannot make the work grow faster than the input.
+fn flatten_json(
+    v: &serde_json::Value,
+    out: &mut Vec<String>,
+    limits: &Limits,
+    stop: &Interrupt,
+) -> Result<(), ExtractError> {
+    use serde_json::Value;
+    use std::rc::Rc;
+    let mut stack: Vec<(&Value, Option<Rc<JsonPath<'_>>>)> = vec![(v, None)];
+    let mut steps = 0usize;
+    let mut total = 0usize;
+    while let Some((v, path)) = stack.pop() {
+        steps += 1;
+        if steps.is_multiple_of(CHECK_EVERY) {
+            stop.check()?;
+        }
+        let value = match v {
+            Value::Null => continue,
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => {
+                if s.trim().is_empty() {
+                    continue;
+                }
+                normalize_ws(s)
+            }
+            Value::Array(a) => {
+                for x in a.iter().rev() {
+                    stack.push((x, path.clone()));
+                }
+                continue;
+            }
+            Value::Object(o) => {
+                for (k, x) in o.iter().rev() {
+                    let p = JsonPath {
+                        parent: path.clone(),
+                        key: k.as_str(),
+                    };
+                    stack.push((x, Some(Rc::new(p))));
+                }
+                continue;
+            }
+        };
+        let line = label(&join_path(path.as_deref()), &value);
+        total += line.len();
+        if total > limits.max_text {
+            return Err(too_much_text(limits));
+        }
+        out.push(line);
+    }
+    Ok(())
 }
 
 fn label(path: &str, value: &str) -> String {
@@ -877,7 +1240,10 @@ pub(crate) mod tests {
         let ok = "<div><span>".repeat(200) + "deep text" + &"</span></div>".repeat(200);
         let ex = html(&ok, &Limits::default()).expect("moderate nesting");
         assert!(format!("{:?}", ex.blocks).contains("deep text"));
-        assert_eq!(html_depth("<p>a<br><img src=x/><div><b>x</b></div>"), 2);
+        assert_eq!(
+            html_depth("<p>a<br><img src=x/><div><b>x</b></div>", 100),
+            2
+        );
     }
 
     #[test]
@@ -950,6 +1316,328 @@ pub(crate) mod tests {
         assert!(ex.blocks.contains(&Block::Para("server.tags: b".into())));
         let ex = json(br#"[{"q": "x"}, {"q": "y"}]"#).expect("array");
         assert_eq!(ex.blocks.len(), 2);
+    }
+}
+
+/// Adversarial nesting, hostile object graphs and page counts, each on a thread with a small
+/// stack (recursion over the input would overflow it and abort the test run).
+#[cfg(test)]
+pub(crate) mod hostile {
+    use super::tests::make_docx;
+    use super::*;
+    use lopdf::content::{Content, Operation};
+    use lopdf::{dictionary, Document, Object, Stream};
+
+    pub const DEEP: usize = 100_000;
+    const SMALL_STACK: usize = 256 << 10;
+
+    /// Runs `f` on a thread with a 256 KiB stack.
+    pub fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(SMALL_STACK)
+            .spawn(f)
+            .expect("spawn")
+            .join()
+            .expect("the extractor panicked")
+    }
+
+    /// A PDF of `pages` pages, each showing `lines` lines of text in Courier.
+    pub fn make_pdf(pages: usize, lines: usize) -> Vec<u8> {
+        let mut doc = Document::with_version("1.5");
+        let pages_id = doc.new_object_id();
+        let font_id = doc.add_object(dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Courier",
+        });
+        let resources_id = doc.add_object(dictionary! {
+            "Font" => dictionary! { "F1" => font_id },
+        });
+        let mut kids: Vec<Object> = Vec::with_capacity(pages);
+        for p in 0..pages {
+            let mut ops = vec![
+                Operation::new("BT", vec![]),
+                Operation::new("Tf", vec!["F1".into(), 10.into()]),
+                Operation::new("Td", vec![40.into(), 800.into()]),
+            ];
+            for l in 0..lines {
+                ops.push(Operation::new(
+                    "Tj",
+                    vec![Object::string_literal(format!(
+                        "page{p} line{l} lorem ipsum dolor sit amet"
+                    ))],
+                ));
+                ops.push(Operation::new("T*", vec![]));
+            }
+            ops.push(Operation::new("ET", vec![]));
+            let content = Content { operations: ops }.encode().expect("encode");
+            let content_id = doc.add_object(Stream::new(dictionary! {}, content));
+            let page_id = doc.add_object(dictionary! {
+                "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
+            });
+            kids.push(page_id.into());
+        }
+        doc.objects.insert(
+            pages_id,
+            Object::Dictionary(dictionary! {
+                "Type" => "Pages", "Kids" => kids, "Count" => pages as i64,
+                "Resources" => resources_id,
+                "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+            }),
+        );
+        let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+        doc.trailer.set("Root", catalog_id);
+        let mut out = Vec::new();
+        doc.save_to(&mut out).expect("save");
+        out
+    }
+
+    /// A one-page PDF whose page tree is rewritten by `edit(doc, pages_id, page_id)`.
+    fn pdf_with_tree(
+        edit: impl FnOnce(&mut Document, lopdf::ObjectId, lopdf::ObjectId),
+    ) -> Vec<u8> {
+        let bytes = make_pdf(1, 1);
+        let mut doc = Document::load_mem(&bytes).expect("load");
+        let pages_id = doc
+            .catalog()
+            .and_then(|c| c.get(b"Pages"))
+            .and_then(Object::as_reference)
+            .expect("pages");
+        let page_id = doc.page_iter().next().expect("a page");
+        edit(&mut doc, pages_id, page_id);
+        let mut out = Vec::new();
+        doc.save_to(&mut out).expect("save");
+        out
+    }
+
+    fn text_of(ex: &Extracted) -> String {
+        ex.blocks
+            .iter()
+            .map(|b| format!("{b:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn deep_json_is_refused_on_a_small_stack() {
+        on_small_stack(|| {
+            for deep in [
+                "[".repeat(DEEP) + &"]".repeat(DEEP),
+                "{\"a\":".repeat(DEEP) + "1" + &"}".repeat(DEEP),
+            ] {
+                let e = extract(Format::Json, deep.as_bytes(), &Limits::default())
+                    .expect_err("too deep");
+                assert!(e.0.contains("nested"), "{e}");
+            }
+            // At serde_json's own limit the walk works and keeps the full path.
+            let ok = "{\"a\":".repeat(120) + "\"leaf\"" + &"}".repeat(120);
+            let ex = extract(Format::Json, ok.as_bytes(), &Limits::default()).expect("json");
+            assert!(text_of(&ex).contains(&("a.".repeat(119) + "a: leaf")));
+        });
+    }
+
+    #[test]
+    fn json_long_paths_over_long_arrays_stay_linear() {
+        // A 100 KB path over 200,000 nulls and numbers: the lines stop at the text limit.
+        let key = "k".repeat(1000);
+        let inner = (0..200_000).map(|i| {
+            if i % 2 == 0 {
+                "null".to_string()
+            } else {
+                i.to_string()
+            }
+        });
+        let doc = format!("{{\"{key}\":",).repeat(100)
+            + "["
+            + &inner.collect::<Vec<_>>().join(",")
+            + "]"
+            + &"}".repeat(100);
+        let limits = Limits {
+            max_text: 1 << 20,
+            ..Limits::default()
+        };
+        let e = on_small_stack(move || extract(Format::Json, doc.as_bytes(), &limits))
+            .expect_err("over the text limit");
+        assert!(e.0.contains("over the limit"), "{e}");
+    }
+
+    #[test]
+    fn deep_html_is_refused_on_a_small_stack() {
+        on_small_stack(|| {
+            for deep in [
+                "<div>".repeat(DEEP) + "x",
+                "<div>".repeat(DEEP) + "deep text" + &"</div>".repeat(DEEP),
+                // End tags of elements that are not open close nothing.
+                "<div></span>".repeat(DEEP) + "x",
+                "<b><i><u>".repeat(DEEP / 3) + "x",
+            ] {
+                let e = extract(Format::Html, deep.as_bytes(), &Limits::default())
+                    .expect_err("too deep");
+                assert!(e.0.contains("nested too deeply"), "{e}");
+            }
+            // Wide is fine: many siblings.
+            let wide = "<div>x</div>".repeat(DEEP);
+            extract(Format::Html, wide.as_bytes(), &Limits::default()).expect("wide html");
+        });
+    }
+
+    #[test]
+    fn deep_markdown_is_flattened_on_a_small_stack() {
+        on_small_stack(|| {
+            for deep in [
+                ">".repeat(DEEP) + " quoted",
+                "- ".repeat(DEEP) + "item",
+                "1. ".repeat(DEEP / 2) + "item",
+                "*".repeat(DEEP) + "x" + &"*".repeat(DEEP),
+                "[".repeat(DEEP) + "x" + &"](u)".repeat(DEEP),
+            ] {
+                let ex = extract(Format::Markdown, deep.as_bytes(), &Limits::default())
+                    .expect("markdown has no depth limit but must not recurse");
+                let total: usize = ex.blocks.iter().map(block_len).sum();
+                assert!(total <= deep.len() * 2, "bounded output");
+            }
+        });
+    }
+
+    #[test]
+    fn deep_docx_is_read_on_a_small_stack() {
+        let body = "<w:p><w:r>".repeat(DEEP) + "<w:t>deep</w:t>" + &"</w:r></w:p>".repeat(DEEP);
+        let bytes = make_docx(&body);
+        let ex = on_small_stack(move || extract(Format::Docx, &bytes, &Limits::default()))
+            .expect("docx");
+        assert!(text_of(&ex).contains("deep"));
+        let body = "<w:tbl><w:tr><w:tc>".repeat(DEEP / 3) + "<w:p><w:r><w:t>cell</w:t></w:r></w:p>";
+        let bytes = make_docx(&body);
+        // Unclosed: malformed XML, a clean error.
+        let r = on_small_stack(move || extract(Format::Docx, &bytes, &Limits::default()));
+        if let Err(e) = r {
+            assert!(!e.0.is_empty());
+        }
+    }
+
+    #[test]
+    fn hostile_pdf_object_graphs_fail_cleanly_on_a_small_stack() {
+        on_small_stack(|| {
+            let l = Limits::default();
+            // Deeply nested arrays and dictionaries as objects.
+            for body in [
+                "[".repeat(DEEP) + &"]".repeat(DEEP),
+                "<<".to_string() + &"/A <<".repeat(DEEP) + &">>".repeat(DEEP + 1),
+            ] {
+                let pdf = format!(
+                    "%PDF-1.4\n1 0 obj\n{body}\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
+                );
+                let e = extract(Format::Pdf, pdf.as_bytes(), &l).expect_err("hostile");
+                assert!(!e.0.is_empty());
+            }
+        });
+        // A page tree that lists itself and one page many times: the page is read once.
+        let bytes = pdf_with_tree(|doc, pages_id, page_id| {
+            let mut kids: Vec<Object> = vec![page_id.into(), pages_id.into()];
+            kids.extend(std::iter::repeat_n(Object::from(page_id), 5000));
+            if let Ok(d) = doc.get_dictionary_mut(pages_id) {
+                d.set("Kids", kids);
+            }
+        });
+        let ex = on_small_stack(move || extract(Format::Pdf, &bytes, &Limits::default()))
+            .expect("cyclic page tree");
+        assert_eq!(text_of(&ex).matches("page0 line0").count(), 1, "{ex:?}");
+        // A page whose parent is itself (the resources walk follows /Parent).
+        let bytes = pdf_with_tree(|doc, _, page_id| {
+            if let Ok(d) = doc.get_dictionary_mut(page_id) {
+                d.set("Parent", page_id);
+            }
+        });
+        let r = on_small_stack(move || extract(Format::Pdf, &bytes, &Limits::default()));
+        if let Err(e) = r {
+            assert!(!e.0.is_empty());
+        }
+        // A content stream with deeply nested TJ arrays.
+        let bytes = pdf_with_tree(|doc, _, page_id| {
+            let content = "BT /F1 10 Tf ".to_string()
+                + &"[".repeat(DEEP)
+                + "(x)"
+                + &"]".repeat(DEEP)
+                + " TJ [[[(nested)]]] TJ ET";
+            let id = doc.add_object(Stream::new(dictionary! {}, content.into_bytes()));
+            if let Ok(d) = doc.get_dictionary_mut(page_id) {
+                d.set("Contents", id);
+            }
+        });
+        let r = on_small_stack(move || extract(Format::Pdf, &bytes, &Limits::default()));
+        if let Err(e) = r {
+            assert!(!e.0.is_empty());
+        }
+    }
+
+    #[test]
+    fn pdf_page_and_content_caps_fail_the_document() {
+        let bytes = make_pdf(30, 2);
+        let limits = Limits {
+            max_pages: 20,
+            ..Limits::default()
+        };
+        let e = extract(Format::Pdf, &bytes, &limits).expect_err("too many pages");
+        assert!(e.0.contains("more than 20 pages"), "{e}");
+        let limits = Limits {
+            max_decompressed: 2 << 10,
+            ..Limits::default()
+        };
+        let e = extract(Format::Pdf, &bytes, &limits).expect_err("too much content");
+        assert!(e.0.contains("page content is over the limit"), "{e}");
+        let ex = extract(Format::Pdf, &bytes, &Limits::default()).expect("pdf");
+        let text = text_of(&ex);
+        assert!(
+            text.contains("page0 line0") && text.contains("page29 line1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_interrupt_stops_every_format() {
+        let flag = Arc::new(AtomicBool::new(true));
+        let stop = Interrupt::none().with_flag(flag);
+        let l = Limits::default();
+        let big_text = "word ".repeat(10_000);
+        let inputs: Vec<(Format, Vec<u8>)> = vec![
+            (Format::Text, big_text.clone().into_bytes()),
+            (Format::Markdown, big_text.clone().into_bytes()),
+            (Format::Html, format!("<p>{big_text}</p>").into_bytes()),
+            (Format::Pdf, make_pdf(3, 1)),
+            (
+                Format::Docx,
+                make_docx("<w:p><w:r><w:t>x</w:t></w:r></w:p>"),
+            ),
+            (Format::Csv, b"a,b\n1,2\n".to_vec()),
+            (Format::Json, b"{\"a\": 1}".to_vec()),
+        ];
+        for (format, bytes) in inputs {
+            let e = extract_with(format, &bytes, &l, &stop).expect_err("interrupted");
+            assert_eq!(e.0, INTERRUPTED, "{format:?}");
+        }
+        let e = extract_with(Format::Text, b"x", &l, &Interrupt::within(Duration::ZERO))
+            .expect_err("past its deadline");
+        assert!(e.0.contains("longer than the limit"), "{e}");
+    }
+
+    /// Extraction time against page count (not a timed test: prints what it measured).
+    /// `cargo test --lib pdf_extraction_scales -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn pdf_extraction_scales_linearly_with_pages() {
+        for pages in [1_000, 5_000, 10_000, 20_000] {
+            let bytes = make_pdf(pages, 3);
+            let limits = Limits {
+                max_pages: usize::MAX,
+                ..Limits::default()
+            };
+            let t = Instant::now();
+            let ex = extract(Format::Pdf, &bytes, &limits).expect("pdf");
+            println!(
+                "{pages} pages, {} KiB: {:.2} s, {} blocks",
+                bytes.len() >> 10,
+                t.elapsed().as_secs_f64(),
+                ex.blocks.len()
+            );
+        }
     }
 }
 

@@ -8,21 +8,35 @@
 //!    the new vector space; the last batch swaps the spaces.
 //!
 //! Every step is idempotent, so a crash in the middle is resumed by running it again.
+//!
+//! **A quantum is bounded in time, not only in items** ([`QUANTUM_BUDGET`]): the index step
+//! stops taking documents once its budget is spent, and a document's extraction never holds
+//! the worker past it. Small documents are extracted on the worker with the budget as their
+//! deadline; a document over [`INLINE_MAX_BYTES`], or one that did not finish within the
+//! budget, is extracted on a thread of [`Extractions`] (at most
+//! [`MAX_BACKGROUND_EXTRACTIONS`] at a time, each within [`Limits::max_time`]) while the
+//! worker serves other workspaces; a later quantum of its workspace picks the result up.
+//! Cancelling the job or deleting the document raises its extraction's flag, and so does
+//! stopping the scheduler: every extraction loop checks it ([`extract::Interrupt`]).
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 use tantivy::Term;
 
-use super::chunk::{chunk, ChunkConfig};
+use super::chunk::{chunk_with, Chunk, ChunkConfig, MAX_CHUNK_CHARS};
 use super::embedders::{EmbedderConfig, Embedders};
-use super::extract::{self, Format, Limits};
+use super::extract::{self, Format, Interrupt, Limits};
 use super::store;
 use super::vectors::{self, Space};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::workspace::{repair, Workspace};
+use uuid::Uuid;
 
 /// Most documents indexed in one quantum.
 const INDEX_BATCH_DOCS: usize = 64;
@@ -31,17 +45,290 @@ const INDEX_BATCH_CHUNKS: usize = 4000;
 /// Attempts at embedding a chunk before giving up on it.
 const MAX_EMBED_ATTEMPTS: i64 = 3;
 
+/// Wall time a quantum spends before it hands the worker back (a batch of index writes or an
+/// embedding batch already started finishes; extraction never holds the worker past it).
+pub const QUANTUM_BUDGET: Duration = Duration::from_secs(1);
+/// Documents up to this size are extracted on the worker first (within the quantum's budget);
+/// larger ones go straight to a background extraction.
+pub const INLINE_MAX_BYTES: usize = 1 << 20;
+/// Longest title taken from a document's content (`<title>`, a first heading, PDF metadata),
+/// in characters: the API's limit on titles.
+const MAX_EXTRACTED_TITLE_CHARS: usize = 1000;
+/// Most extractions running in the background at once (server-wide).
+pub const MAX_BACKGROUND_EXTRACTIONS: usize = 2;
+/// A finished background extraction that no quantum claimed (its workspace was deleted) is
+/// dropped after this long.
+const UNCLAIMED_TTL: Duration = Duration::from_secs(600);
+
 /// What one quantum did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Quantum {
     /// Units of work done (chunks), for progress reports.
     pub chunks: usize,
-    /// Whether anything was found to do.
+    /// Whether anything was found to do (including extractions still running).
     pub worked: bool,
 }
 
-/// Runs one quantum of the workspace's pending work, most urgent first.
+/// How quanta run: the time budget and, in a server (or CLI) with a scheduler, the
+/// background extractions.
+#[derive(Clone, Copy)]
+pub struct Runtime<'a> {
+    pub budget: Duration,
+    pub background: Option<&'a Extractions>,
+}
+
+impl Runtime<'_> {
+    /// No budget, no background: each document is extracted on the caller within its limits.
+    pub fn inline() -> Runtime<'static> {
+        Runtime {
+            budget: Duration::MAX,
+            background: None,
+        }
+    }
+}
+
+/// The result of extracting and chunking one document: its extracted title and chunks, or
+/// the reason it failed.
+type Extraction = std::result::Result<(Option<String>, Vec<Chunk>), String>;
+
+/// Extracts and chunks `bytes`, stopping when `stop` says so.
+fn extract_and_chunk(
+    format: Format,
+    bytes: &[u8],
+    limits: &Limits,
+    stop: &Interrupt,
+) -> Extraction {
+    let extracted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        extract::extract_with(format, bytes, limits, stop)
+    }))
+    .map_err(|_| "the file could not be read (the extractor failed)".to_string())?
+    .map_err(|e| e.0)?;
+    let chunks = chunk_with(&extracted.blocks, &ChunkConfig::default(), stop).map_err(|e| e.0)?;
+    Ok((extracted.title, chunks))
+}
+
+type Key = (Uuid, String);
+
+struct Entry {
+    cancel: Arc<AtomicBool>,
+    result: Option<Extraction>,
+    finished: Option<Instant>,
+}
+
+#[derive(Default)]
+struct ExState {
+    entries: HashMap<Key, Entry>,
+    running: usize,
+}
+
+/// The server's background extractions, keyed by workspace and document.
+pub struct Extractions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<ExState>,
+    cv: Condvar,
+    stop: Arc<AtomicBool>,
+    max_running: usize,
+}
+
+enum Poll {
+    Absent,
+    Pending,
+    Done(Extraction),
+}
+
+impl Default for Extractions {
+    fn default() -> Self {
+        Extractions::new(MAX_BACKGROUND_EXTRACTIONS)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, ExState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Waits on the condition variable until `until` (`None`: a second at a time).
+    fn wait<'a>(
+        &self,
+        st: MutexGuard<'a, ExState>,
+        until: Option<Instant>,
+    ) -> MutexGuard<'a, ExState> {
+        let left = until.map_or(Duration::from_secs(1), |u| {
+            u.saturating_duration_since(Instant::now())
+        });
+        self.cv
+            .wait_timeout(st, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
+    /// Records a finished extraction, unless it was cancelled (its entry is gone) or
+    /// interrupted by the shutdown (nothing to keep).
+    fn finish(&self, key: &Key, cancel: &Arc<AtomicBool>, result: Extraction) {
+        let mut st = self.lock();
+        st.running = st.running.saturating_sub(1);
+        let interrupted = matches!(&result, Err(m) if m == extract::INTERRUPTED);
+        if let Some(e) = st.entries.get_mut(key) {
+            if Arc::ptr_eq(&e.cancel, cancel) {
+                if interrupted {
+                    st.entries.remove(key);
+                } else {
+                    e.result = Some(result);
+                    e.finished = Some(Instant::now());
+                }
+            }
+        }
+        drop(st);
+        self.cv.notify_all();
+    }
+}
+
+impl Extractions {
+    pub fn new(max_running: usize) -> Self {
+        Extractions {
+            inner: Arc::new(Inner {
+                state: Mutex::new(ExState::default()),
+                cv: Condvar::new(),
+                stop: Arc::new(AtomicBool::new(false)),
+                max_running: max_running.max(1),
+            }),
+        }
+    }
+
+    /// Interrupts every extraction (background and on workers) and starts no more.
+    pub fn stop(&self) {
+        self.inner.stop.store(true, Ordering::Release);
+        let st = self.inner.lock();
+        for e in st.entries.values() {
+            e.cancel.store(true, Ordering::Release);
+        }
+        drop(st);
+        self.inner.cv.notify_all();
+    }
+
+    /// The flag [`Extractions::stop`] raises.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.inner.stop.clone()
+    }
+
+    /// Interrupts the extraction of a document (its job was cancelled, it was deleted).
+    pub fn cancel(&self, ws: Uuid, document_id: &str) {
+        let mut st = self.inner.lock();
+        if let Some(e) = st.entries.remove(&(ws, document_id.to_string())) {
+            e.cancel.store(true, Ordering::Release);
+        }
+        drop(st);
+        self.inner.cv.notify_all();
+    }
+
+    /// Background extractions running now.
+    pub fn running(&self) -> usize {
+        self.inner.lock().running
+    }
+
+    /// The state of `key`'s extraction; a finished one is handed over (once).
+    fn poll(&self, key: &Key) -> Poll {
+        let mut st = self.inner.lock();
+        match st.entries.get_mut(key) {
+            None => Poll::Absent,
+            Some(e) => match e.result.take() {
+                None => Poll::Pending,
+                Some(r) => {
+                    st.entries.remove(key);
+                    Poll::Done(r)
+                }
+            },
+        }
+    }
+
+    /// Waits up to `wait` for any extraction to end (or the scheduler to stop).
+    fn wait_any(&self, wait: Duration) {
+        let until = Instant::now().checked_add(wait);
+        let st = self.inner.lock();
+        if !self.inner.stopping() && !wait.is_zero() {
+            drop(self.inner.wait(st, until));
+        }
+    }
+
+    /// Starts extracting `bytes` in the background, waiting up to `wait` for a free slot.
+    /// False: no slot (or the scheduler is stopping); try again in a later quantum.
+    fn start(
+        &self,
+        key: Key,
+        wait: Duration,
+        format: Format,
+        bytes: Vec<u8>,
+        limits: Limits,
+    ) -> bool {
+        let until = Instant::now().checked_add(wait);
+        let mut st = self.inner.lock();
+        let now = Instant::now();
+        st.entries.retain(|_, e| {
+            e.finished
+                .is_none_or(|f| now.duration_since(f) < UNCLAIMED_TTL)
+        });
+        while st.running >= self.inner.max_running {
+            if until.is_some_and(|u| Instant::now() >= u) || self.inner.stopping() {
+                return false;
+            }
+            st = self.inner.wait(st, until);
+        }
+        if self.inner.stopping() {
+            return false;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = Interrupt::within(limits.max_time)
+            .with_flag(cancel.clone())
+            .with_flag(self.inner.stop.clone());
+        st.entries.insert(
+            key.clone(),
+            Entry {
+                cancel: cancel.clone(),
+                result: None,
+                finished: None,
+            },
+        );
+        st.running += 1;
+        drop(st);
+        let inner = self.inner.clone();
+        let thread_key = key.clone();
+        let spawned = std::thread::Builder::new()
+            .name("enclave-extract".into())
+            .spawn(move || {
+                let result = extract_and_chunk(format, &bytes, &limits, &stop);
+                inner.finish(&thread_key, &cancel, result);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a background extraction");
+            let mut st = self.inner.lock();
+            st.running = st.running.saturating_sub(1);
+            st.entries.remove(&key);
+            return false;
+        }
+        true
+    }
+}
+
+/// Runs one quantum of the workspace's pending work, most urgent first, each document
+/// extracted on the caller within its limits (tests, tools).
 pub fn run_quantum(ws: &Workspace, embedders: &Embedders, limits: &Limits) -> Result<Quantum> {
+    run_quantum_in(ws, embedders, limits, &Runtime::inline())
+}
+
+/// Runs one quantum of the workspace's pending work, most urgent first, within `rt`.
+pub fn run_quantum_in(
+    ws: &Workspace,
+    embedders: &Embedders,
+    limits: &Limits,
+    rt: &Runtime<'_>,
+) -> Result<Quantum> {
     // Index work waits for a rebuild of the index, and a failed index change is reconciled
     // before anything else is indexed (and before its documents' jobs are acknowledged).
     ws.require_index()?;
@@ -56,7 +343,8 @@ pub fn run_quantum(ws: &Workspace, embedders: &Embedders, limits: &Limits) -> Re
         });
     }
     complete_fulltext_jobs(ws)?;
-    if let Some(n) = index_batch(ws, limits)? {
+    let step = index_batch(ws, limits, rt)?;
+    if let Some(n) = step.done {
         return Ok(Quantum {
             chunks: n,
             worked: true,
@@ -74,7 +362,18 @@ pub fn run_quantum(ws: &Workspace, embedders: &Embedders, limits: &Limits) -> Re
             worked: true,
         });
     }
-    Ok(Quantum::default())
+    // Extractions still running keep the workspace in the scheduler.
+    Ok(Quantum {
+        chunks: 0,
+        worked: step.pending,
+    })
+}
+
+/// What the index step did: documents written or failed (chunks), and whether some are still
+/// being extracted.
+struct IndexStep {
+    done: Option<usize>,
+    pending: bool,
 }
 
 struct Prepared {
@@ -82,7 +381,7 @@ struct Prepared {
     doc_id: String,
     title: String,
     pending_external_id: Option<String>,
-    chunks: Vec<super::chunk::Chunk>,
+    chunks: Vec<Chunk>,
     embedding: Option<Vec<f32>>,
 }
 
@@ -114,7 +413,7 @@ fn fail_job(ws: &Workspace, job_id: &str, doc_id: &str, msg: &str) -> Result<()>
     Ok(())
 }
 
-fn index_batch(ws: &Workspace, limits: &Limits) -> Result<Option<usize>> {
+fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<IndexStep> {
     type JobRow = (
         String,
         String,
@@ -124,6 +423,13 @@ fn index_batch(ws: &Workspace, limits: &Limits) -> Result<Option<usize>> {
         Option<String>,
         String,
     );
+    let started = Instant::now();
+    let end = started.checked_add(rt.budget);
+    let left = || {
+        end.map_or(Duration::MAX, |e| {
+            e.saturating_duration_since(Instant::now())
+        })
+    };
     let jobs: Vec<JobRow> = {
         let conn = ws.conn();
         let mut stmt = conn.prepare_cached(
@@ -154,59 +460,132 @@ fn index_batch(ws: &Workspace, limits: &Limits) -> Result<Option<usize>> {
                AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = jobs.document_id)",
             [db::now()],
         )?;
-        return Ok(None);
+        return Ok(IndexStep {
+            done: None,
+            pending: false,
+        });
     }
     let active = vectors::active(&ws.conn())?;
-    let cfg = ChunkConfig::default();
+    let stop_flag = rt.background.map(Extractions::stop_flag);
     let mut prepared = Vec::new();
     let mut total = 0usize;
+    let mut handled = 0usize;
+    let mut pending = false;
     for (job_id, doc_id, payload, mime, hash, pending_ext, title) in jobs {
-        if total >= INDEX_BATCH_CHUNKS {
+        // The budget bounds the quantum: once spent (and something was done), the rest waits.
+        if total >= INDEX_BATCH_CHUNKS || left().is_zero() {
             break;
         }
-        ws.conn().execute(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1,
-                started_at = coalesce(started_at, ?2) WHERE id = ?1",
-            params![job_id, db::now()],
-        )?;
+        let key = (ws.id(), doc_id.clone());
+        let mut outcome: Option<Extraction> = None;
+        if let Some(bg) = rt.background {
+            match bg.poll(&key) {
+                Poll::Done(r) => outcome = Some(r),
+                Poll::Pending => {
+                    pending = true;
+                    continue;
+                }
+                Poll::Absent => {}
+            }
+        }
+        let outcome = match outcome {
+            Some(r) => r,
+            None => {
+                ws.conn().execute(
+                    "UPDATE jobs SET attempts = attempts + (status = 'queued'), status = 'running',
+                        started_at = coalesce(started_at, ?2) WHERE id = ?1",
+                    params![job_id, db::now()],
+                )?;
+                let input = Format::from_mime(&mime)
+                    .ok_or_else(|| format!("unsupported type {mime}"))
+                    .and_then(|format| {
+                        store::read_blob(ws, &hash)
+                            .map(|bytes| (format, bytes))
+                            .map_err(|e| format!("cannot read the original: {e}"))
+                    });
+                match input {
+                    Err(msg) => Err(msg),
+                    Ok((format, bytes)) => match rt.background {
+                        Some(bg) if bytes.len() > INLINE_MAX_BYTES => {
+                            bg.start(key, left(), format, bytes, *limits);
+                            pending = true;
+                            continue;
+                        }
+                        _ => {
+                            // On the worker, within the budget (and the document's own limit).
+                            let budget_cut = left() < limits.max_time;
+                            let mut stop = if budget_cut {
+                                Interrupt::within(left())
+                            } else {
+                                Interrupt::within(limits.max_time)
+                            };
+                            if let Some(f) = &stop_flag {
+                                stop = stop.with_flag(f.clone());
+                            }
+                            let r = extract_and_chunk(format, &bytes, limits, &stop);
+                            if r.is_err() && (stop.raised() || (budget_cut && stop.timed_out())) {
+                                // Out of budget (or stopping): not the document's fault. It
+                                // continues in the background, or in a later quantum.
+                                if let (Some(bg), false) = (rt.background, stop.raised()) {
+                                    bg.start(key, Duration::ZERO, format, bytes, *limits);
+                                }
+                                pending = true;
+                                continue;
+                            }
+                            r
+                        }
+                    },
+                }
+            }
+        };
+        handled += 1;
+        let outcome = outcome.map(|(extracted_title, chunks)| {
+            let t = if title.is_empty() {
+                // An extracted title is held to the API's limit on titles.
+                let mut t = extracted_title.unwrap_or_default();
+                if let Some((at, _)) = t.char_indices().nth(MAX_EXTRACTED_TITLE_CHARS) {
+                    t.truncate(at);
+                }
+                t
+            } else {
+                title.clone()
+            };
+            (t, chunks)
+        });
         let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
         let embedding: Option<Vec<f32>> = payload
             .get("embedding")
             .and_then(|e| serde_json::from_value(e.clone()).ok());
-        let outcome = (|| -> std::result::Result<(String, Vec<super::chunk::Chunk>), String> {
-            let format =
-                Format::from_mime(&mime).ok_or_else(|| format!("unsupported type {mime}"))?;
-            let bytes = store::read_blob(ws, &hash)
-                .map_err(|e| format!("cannot read the original: {e}"))?;
-            let extracted = std::panic::catch_unwind(|| extract::extract(format, &bytes, limits))
-                .map_err(|_| "the file could not be read (the extractor failed)".to_string())?
-                .map_err(|e| e.0)?;
-            let t = if title.is_empty() {
-                extracted.title.clone().unwrap_or_default()
-            } else {
-                title.clone()
-            };
-            let chunks = chunk(&extracted.blocks, &cfg);
-            Ok((t, chunks))
-        })();
-        match outcome {
-            Ok((title, mut chunks)) => {
-                if embedding.is_some() || active.config.is_user_provided() {
-                    // A document with its own vector is one chunk.
-                    if chunks.len() > 1 {
-                        let text = chunks
-                            .iter()
-                            .map(|c| c.text.as_str())
-                            .collect::<Vec<_>>()
-                            .join("\n");
-                        let words = chunks.iter().map(|c| c.words).sum();
-                        chunks = vec![super::chunk::Chunk {
-                            heading_path: String::new(),
-                            text,
-                            words,
-                        }];
-                    }
+        let outcome = outcome.and_then(|(title, mut chunks)| {
+            if embedding.is_some() || active.config.is_user_provided() {
+                // A document with its own vector is one chunk, within the chunk limit.
+                if chunks.len() > 1 {
+                    let text = chunks
+                        .iter()
+                        .map(|c| c.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    let words = chunks.iter().map(|c| c.words).sum();
+                    chunks = vec![Chunk {
+                        heading_path: String::new(),
+                        text,
+                        words,
+                    }];
                 }
+                if chunks
+                    .iter()
+                    .any(|c| c.text.chars().count() > MAX_CHUNK_CHARS)
+                {
+                    return Err(format!(
+                        "a document with its own embedding is one chunk, and its text is over the \
+                         limit of {MAX_CHUNK_CHARS} characters"
+                    ));
+                }
+            }
+            Ok((title, chunks))
+        });
+        match outcome {
+            Ok((title, chunks)) => {
                 total += chunks.len().max(1);
                 prepared.push(Prepared {
                     job_id,
@@ -224,8 +603,17 @@ fn index_batch(ws: &Workspace, limits: &Limits) -> Result<Option<usize>> {
             }
         }
     }
+    if let (Some(bg), 0, true) = (rt.background, handled, pending) {
+        // Only extractions still running: wait (within the budget) for one to end rather than
+        // come back at once.
+        bg.wait_any(left());
+    }
+    let step = |n: usize| IndexStep {
+        done: (handled > 0).then_some(n),
+        pending,
+    };
     if prepared.is_empty() {
-        return Ok(Some(total));
+        return Ok(step(total));
     }
     let f = ws.fields();
     let (done, indexed) = ws.index_transaction(
@@ -328,7 +716,7 @@ fn index_batch(ws: &Workspace, limits: &Limits) -> Result<Option<usize>> {
     complete_fulltext_jobs(ws)?;
     let hashes: Vec<String> = replaced.into_iter().map(|(_, h)| h).collect();
     store::collect_blobs(ws, &hashes);
-    Ok(Some(total))
+    Ok(step(total))
 }
 
 /// The job phase of documents written to SQLite whose full-text commit has not succeeded yet.

@@ -8,7 +8,9 @@
 //!
 //! A newcomer starts at the smallest pass of its peers (no credit hoarding), so a workspace with
 //! one pending document is served within one round however many documents another one queued.
-//! A workspace is worked on by at most one worker at a time.
+//! A workspace is worked on by at most one worker at a time. A quantum is bounded in wall time
+//! (`ingest::QUANTUM_BUDGET`), not only in items: a heavy document's extraction continues off
+//! the workers ([`Extractions`]), so a round stays short whatever one tenant uploaded.
 //!
 //! Durability: the jobs themselves are rows of the workspace database. So that a restart finds
 //! the workspaces with pending work without scanning `data/`, each such workspace has an empty
@@ -26,6 +28,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
+
+use super::ingest::Extractions;
 
 pub const QUEUE_DIR: &str = ".queue";
 
@@ -80,6 +84,8 @@ pub struct Scheduler {
     cv: Condvar,
     queue_dir: PathBuf,
     stopping: AtomicBool,
+    /// Extractions that outlast a quantum run here, off the workers (`ingest`).
+    pub extractions: Extractions,
 }
 
 impl Scheduler {
@@ -89,6 +95,7 @@ impl Scheduler {
             cv: Condvar::new(),
             queue_dir: data_dir.join(QUEUE_DIR),
             stopping: AtomicBool::new(false),
+            extractions: Extractions::default(),
         }
     }
 
@@ -262,9 +269,11 @@ impl Scheduler {
         self.cv.notify_all();
     }
 
-    /// Stops handing out work; workers finish their quantum and exit.
+    /// Stops handing out work and interrupts every extraction (on a worker or in the
+    /// background): workers end their quantum within a moment and exit.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.extractions.stop();
         self.cv.notify_all();
     }
 

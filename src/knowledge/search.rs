@@ -29,6 +29,7 @@ use tantivy::snippet::SnippetGenerator;
 use tantivy::Term;
 
 use super::ann::AnnParams;
+use super::chunk::MAX_CHUNK_CHARS;
 use super::embedders::Embedders;
 use super::filter::Filter;
 use super::vectors::{self, Space};
@@ -121,6 +122,8 @@ impl Default for Fusion {
 }
 
 pub const MAX_LIMIT: usize = 100;
+/// Longest highlight fragment, in characters of the chunk (before `<mark>` tags).
+pub const MAX_HIGHLIGHT_CHARS: usize = 200;
 pub const MAX_OFFSET: usize = 1000;
 /// Longest query text.
 pub const MAX_QUERY_BYTES: usize = 10_000;
@@ -234,7 +237,8 @@ pub fn search(
     if req.highlight.unwrap_or(true) {
         if let Some(q) = &text_query {
             let mut gen = SnippetGenerator::create(&searcher, q.as_ref(), f.text)?;
-            gen.set_max_num_chars(200);
+            // Each result's text is bounded (`hydrate`), and so is its one fragment.
+            gen.set_max_num_chars(MAX_HIGHLIGHT_CHARS);
             for r in &mut results {
                 let mut s = gen.snippet(&r.text);
                 if !s.highlighted().is_empty() {
@@ -655,6 +659,19 @@ pub fn fuse(lexical: &[(i64, f32)], semantic: &[(i64, f32)], weight: f32) -> Vec
     out
 }
 
+/// Longest `title` in a result (the API's limit on titles), in characters.
+const MAX_RESULT_TITLE_CHARS: usize = 1000;
+/// Longest `heading_path` in a result, in characters.
+const MAX_RESULT_PATH_CHARS: usize = 2000;
+
+/// `text` cut to at most `max` characters (at a character boundary).
+fn bounded(mut text: String, max: usize) -> String {
+    if let Some((at, _)) = text.char_indices().nth(max) {
+        text.truncate(at);
+    }
+    text
+}
+
 /// Reads the chunks of `ranked` from SQLite, in order; chunks that no longer exist (a stale
 /// index entry) are dropped. The join order is forced (`CROSS JOIN`): left to the planner, it
 /// walked every indexed document and its chunks (17 ms at 100k chunks instead of 0.03).
@@ -692,9 +709,11 @@ fn hydrate(ws: &Workspace, ranked: &[(i64, f32)]) -> Result<Vec<SearchResult>> {
                 document_id: doc,
                 external_id: ext,
                 chunk_id: id,
-                title,
-                heading_path,
-                text,
+                title: bounded(title, MAX_RESULT_TITLE_CHARS),
+                heading_path: bounded(heading_path, MAX_RESULT_PATH_CHARS),
+                // Chunks are at most `MAX_CHUNK_CHARS` since chunking enforces it; older ones
+                // may be longer: a result (and the highlight computed from it) never is.
+                text: bounded(text, MAX_CHUNK_CHARS),
                 score: 0.0,
                 metadata: crate::db::json_column(&meta)?,
                 highlights: Vec::new(),

@@ -210,7 +210,9 @@ impl App {
 
     pub fn delete_document(&self, ws: Uuid, id: &str) -> Result<()> {
         let (_, handle) = self.knowledge_workspace(ws)?;
-        store::delete(&handle, id)
+        store::delete(&handle, id)?;
+        self.scheduler.extractions.cancel(ws, id);
+        Ok(())
     }
 
     pub fn get_job(&self, ws: Uuid, id: &str) -> Result<JobView> {
@@ -225,9 +227,14 @@ impl App {
         store::list_jobs(&conn, page.limit, page.offset)
     }
 
+    /// Cancels a job; a running extraction of its document stops within a moment.
     pub fn cancel_job(&self, ws: Uuid, id: &str) -> Result<JobView> {
         let (_, handle) = self.knowledge_workspace(ws)?;
-        store::cancel_job(&handle, id)
+        let job = store::cancel_job(&handle, id)?;
+        if let Some(doc) = &job.document_id {
+            self.scheduler.extractions.cancel(ws, doc);
+        }
+        Ok(job)
     }
 
     /// Searches a workspace. `extra` is ANDed with the request's filter: a tenant token's
@@ -379,8 +386,13 @@ impl App {
                 let limits = self.extract_limits();
                 match self
                     .workspace_embedders(rec.org_id, &handle)
-                    .and_then(|embedders| ingest::run_quantum(&handle, &embedders, &limits))
-                {
+                    .and_then(|embedders| {
+                        let rt = ingest::Runtime {
+                            budget: ingest::QUANTUM_BUDGET,
+                            background: Some(&self.scheduler.extractions),
+                        };
+                        ingest::run_quantum_in(&handle, &embedders, &limits, &rt)
+                    }) {
                     Ok(q) if q.worked => Outcome::More,
                     Ok(_) => Outcome::Idle,
                     // The index is rebuilt in the background; the jobs wait for it.
