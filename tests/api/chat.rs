@@ -10,7 +10,8 @@ use crate::mock_llm::{self, MockLlm, Reply};
 
 const DOCS: &str = "alpha pricing";
 
-fn seed(s: &TestServer, ws: &str) -> Vec<(String, Vec<i64>)> {
+/// Seeds `ws` with a sales and two engineering documents (two about alpha pricing).
+pub fn seed(s: &TestServer, ws: &str) -> Vec<(String, Vec<i64>)> {
     s.seed_documents(
         ws,
         &[
@@ -157,7 +158,7 @@ async fn every_workspace_has_a_default_agent_and_agent_access_follows_the_table(
         "private agents are hidden from chat keys"
     );
     assert_eq!(k.post("/v1/agents", json!({"name": "k"})).await.status, 403);
-    let manage = op.with_token(&op.create_key(&ws, &["manage"]).await.key);
+    let manage = op.key_client(&ws, &["manage"]).await;
     assert_eq!(
         manage
             .patch(&format!("/v1/agents/{secret}"), json!({"public": true}))
@@ -282,13 +283,11 @@ async fn tenant_token_filters_bind_chat_and_sessions_stay_with_their_owner() {
     let seeded = seed(&s, &ws);
     let key = op.create_key(&ws, &["search", "chat"]).await;
     let k = op.with_token(&key.key);
-    let r = k
-        .mint_token(
+    let t = k
+        .tenant_client(
             json!({"scopes": ["chat"], "filter": {"group": "sales"}, "subject": "end-user-1"}),
         )
         .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let t = op.with_token(r.body["token"].as_str().expect("token"));
 
     let r = t.post("/v1/chat", json!({"query": DOCS})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -336,7 +335,7 @@ async fn tenant_token_filters_bind_chat_and_sessions_stay_with_their_owner() {
         )
         .await;
     assert_eq!(r.status, 404, "a key cannot continue its token's session");
-    let member = op.with_token(&op.create_user(&org, "m@tok.io", "member").await.token);
+    let member = op.user_client(&org, "m@tok.io", "member").await;
     assert_eq!(
         member
             .get(&format!(
@@ -346,7 +345,7 @@ async fn tenant_token_filters_bind_chat_and_sessions_stay_with_their_owner() {
             .status,
         404
     );
-    let admin = op.with_token(&op.create_user(&org, "a@tok.io", "admin").await.token);
+    let admin = op.user_client(&org, "a@tok.io", "admin").await;
     let r = admin
         .get(&format!(
             "/v1/workspaces/{ws}/sessions/{token_session}/messages"
@@ -375,8 +374,8 @@ async fn openai_compatible_provider_tools_streaming_retries_and_failures() {
     let org = op.create_org("byok").await;
     let ws = op.create_workspace(&org, "kb").await;
     let seeded = seed(&s, &ws);
-    let admin = op.with_token(&op.create_user(&org, "a@byok.io", "admin").await.token);
-    let member = op.with_token(&op.create_user(&org, "m@byok.io", "member").await.token);
+    let admin = op.user_client(&org, "a@byok.io", "admin").await;
+    let member = op.user_client(&org, "m@byok.io", "member").await;
 
     // Only admins manage providers; the key never comes back, nor sits in control.db in clear.
     assert_eq!(
@@ -653,8 +652,8 @@ async fn one_tenants_agents_sessions_and_provider_keys_never_reach_another() {
     let ws_b = op.create_workspace(&org_b, "b").await;
     seed(&s, &ws_a);
     seed(&s, &ws_b);
-    let a = op.with_token(&op.create_user(&org_a, "owner@a.io", "owner").await.token);
-    let b = op.with_token(&op.create_user(&org_b, "owner@b.io", "owner").await.token);
+    let a = op.user_client(&org_a, "owner@a.io", "owner").await;
+    let b = op.user_client(&org_b, "owner@b.io", "owner").await;
     assert_eq!(
         set_provider(&a, &org_a, &mock.base, "sk-tenant-a-only")
             .await
@@ -725,7 +724,7 @@ async fn one_tenants_agents_sessions_and_provider_keys_never_reach_another() {
         (r.status, r.body["provider"].as_str()),
         (200, Some("extractive"))
     );
-    let key_b = op.with_token(&op.create_key(&ws_b, &["chat", "search"]).await.key);
+    let key_b = op.key_client(&ws_b, &["chat", "search"]).await;
     let r = key_b.post("/v1/chat", json!({"query": DOCS})).await;
     assert_eq!(r.body["provider"], "extractive");
     let r = key_b

@@ -51,12 +51,9 @@ async fn keys_scopes_and_token_filters_hold_on_documents_and_search() {
     assert_eq!((r.status, r.code()), (404, "not_found"));
 
     // A tenant token for the sales group sees sales only, in every mode.
-    let r = searcher
-        .mint_token(json!({"filter": {"group": "sales"}}))
+    let end_user = searcher
+        .tenant_client(json!({"filter": {"group": "sales"}}))
         .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let token = r.body["token"].as_str().expect("token").to_string();
-    let end_user = api.with_token(&token);
     let mut seen = 0;
     for mode in ["fulltext", "vector", "hybrid"] {
         for filter in [
@@ -194,9 +191,7 @@ async fn key_only_routes_take_the_credentials_workspace_and_never_another() {
     );
 
     // A tenant token of A's key: key-only search with its filter.
-    let r = app.mint_token(json!({"scopes": ["search"]})).await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let end_user = api.with_token(r.body["token"].as_str().expect("token"));
+    let end_user = app.tenant_client(json!({"scopes": ["search"]})).await;
     let r = end_user
         .post(
             "/v1/search",

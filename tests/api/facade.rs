@@ -1,34 +1,8 @@
 //! The OpenAI-compatible facade and the MCP endpoint, spoken raw over HTTP.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::harness::TestServer;
-
-async fn mcp(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    session: Option<&str>,
-    body: Value,
-) -> (u16, Option<String>, Value) {
-    let mut req = client
-        .post(url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&body);
-    if let Some(s) = session {
-        req = req.header("mcp-session-id", s);
-    }
-    let resp = req.send().await.expect("mcp");
-    let status = resp.status().as_u16();
-    let sid = resp
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = serde_json::from_str(&resp.text().await.expect("text")).unwrap_or(Value::Null);
-    (status, sid, body)
-}
+use crate::harness::{mcp, TestServer};
 
 #[tokio::test]
 async fn openai_facade_lists_agents_and_completes_streaming_and_not() {
@@ -44,7 +18,7 @@ async fn openai_facade_lists_agents_and_completes_streaming_and_not() {
             &["The gamma reactor runs at 300 kelvin."],
         )],
     );
-    let key = op.with_token(&op.create_key(&ws, &["chat"]).await.key);
+    let key = op.key_client(&ws, &["chat"]).await;
     let base = format!("/v1/workspaces/{ws}/openai/v1");
 
     let r = key.get(&format!("{base}/models")).await;
@@ -116,7 +90,7 @@ async fn openai_facade_lists_agents_and_completes_streaming_and_not() {
         )
         .await;
     assert_eq!((r.status, r.code()), (400, "invalid_request"));
-    let search_only = op.with_token(&op.create_key(&ws, &["search"]).await.key);
+    let search_only = op.key_client(&ws, &["search"]).await;
     let r = search_only
         .post(
             &format!("{base}/chat/completions"),
@@ -250,11 +224,10 @@ async fn mcp_initializes_lists_and_calls_tools_in_the_tenant_context() {
     assert_eq!(body["error"]["code"], -32601);
 
     // A tenant token's filter binds MCP tools too.
-    let r = op
+    let token = op
         .with_token(&key.key)
-        .mint_token(json!({"scopes": ["search"], "filter": {"tier": "free"}}))
+        .tenant_token(json!({"scopes": ["search"], "filter": {"tier": "free"}}))
         .await;
-    let token = r.body["token"].as_str().expect("token").to_string();
     let (_, tsid, _) = mcp(&client, &url, &token, None, json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26"}
     })).await;

@@ -2,8 +2,9 @@
 //! chat sessions (class 9), billing fields are the operator's (class 10), and `403` messages
 //! say in words what is missing (class 12, messages).
 
-use serde_json::{json, Value};
+use serde_json::json;
 
+use crate::chat::seed;
 use crate::harness::{Api, Resp, TestServer};
 
 /// The forms of an id the id parser accepts or a client might try: canonical, upper case,
@@ -45,9 +46,9 @@ async fn a_slug_never_takes_an_id_and_an_id_reaches_only_its_agent() {
     let op = s.api();
     let org = op.create_org("slugs").await;
     let ws = op.create_workspace(&org, "kb").await;
-    let owner = op.with_token(&op.create_user(&org, "owner@s.io", "member").await.token);
-    let other = op.with_token(&op.create_user(&org, "other@s.io", "member").await.token);
-    let admin = op.with_token(&op.create_user(&org, "admin@s.io", "admin").await.token);
+    let owner = op.user_client(&org, "owner@s.io", "member").await;
+    let other = op.user_client(&org, "other@s.io", "member").await;
+    let admin = op.user_client(&org, "admin@s.io", "admin").await;
     let base = format!("/v1/workspaces/{ws}/agents");
 
     let r = owner
@@ -183,7 +184,7 @@ async fn org_and_workspace_slugs_never_take_an_id() {
     let org = op.create_org("first").await;
     let other_org = op.create_org("second").await;
     let ws = op.create_workspace(&org, "kb").await;
-    let admin = op.with_token(&op.create_user(&org, "admin@o.io", "admin").await.token);
+    let admin = op.user_client(&org, "admin@o.io", "admin").await;
 
     for form in id_forms(&other_org) {
         let r = op
@@ -233,35 +234,14 @@ async fn org_and_workspace_slugs_never_take_an_id() {
     assert_eq!(admin.get("/v1/orgs/first").await.body["id"], org);
 }
 
-/// Mints a tenant token with `key`; returns a client holding it.
-async fn token(key: &Api, body: Value) -> Api {
-    let r = key.mint_token(body).await;
-    assert_eq!(r.status, 201, "mint: {:?}", r.body);
-    key.with_token(r.body["token"].as_str().expect("token"))
-}
-
 #[tokio::test]
 async fn a_tenant_tokens_chat_session_is_its_own_unless_a_subject_is_shared() {
     let s = TestServer::start();
     let op = s.api();
     let org = op.create_org("sessions").await;
     let ws = op.create_workspace(&org, "kb").await;
-    s.seed_documents(
-        &ws,
-        &[
-            (
-                "Sales",
-                json!({"group": "sales"}),
-                &["Alpha pricing is 10 euros per seat."],
-            ),
-            (
-                "Eng",
-                json!({"group": "eng"}),
-                &["Alpha pricing in engineering terms."],
-            ),
-        ],
-    );
-    let key = op.with_token(&op.create_key(&ws, &["search", "chat"]).await.key);
+    seed(&s, &ws);
+    let key = op.key_client(&ws, &["search", "chat"]).await;
     let chat = |api: &Api, session: Option<&str>| {
         let api = api.clone();
         let body = match session {
@@ -272,8 +252,10 @@ async fn a_tenant_tokens_chat_session_is_its_own_unless_a_subject_is_shared() {
     };
 
     // Two tokens of one key, no subject, different filters.
-    let a = token(&key, json!({"filter": {"group": "sales"}})).await;
-    let b = token(&key, json!({"filter": {"group": "eng"}})).await;
+    let a = key
+        .tenant_client(json!({"filter": {"group": "sales"}}))
+        .await;
+    let b = key.tenant_client(json!({"filter": {"group": "eng"}})).await;
     let r = chat(&a, None).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let sid = r.body["session_id"].as_str().expect("session").to_string();
@@ -293,12 +275,12 @@ async fn a_tenant_tokens_chat_session_is_its_own_unless_a_subject_is_shared() {
     );
     // Neither the key nor a token with a subject reach it.
     assert_eq!(chat(&key, Some(&sid)).await.status, 404);
-    let with_subject = token(&key, json!({"subject": "end-user-1"})).await;
+    let with_subject = key.tenant_client(json!({"subject": "end-user-1"})).await;
     assert_eq!(chat(&with_subject, Some(&sid)).await.status, 404);
-    let empty_subject = token(&key, json!({"subject": ""})).await;
+    let empty_subject = key.tenant_client(json!({"subject": ""})).await;
     assert_eq!(chat(&empty_subject, Some(&sid)).await.status, 404);
     // An admin reads the session's messages: both exchanges, A's only.
-    let admin = op.with_token(&op.create_user(&org, "a@s.io", "admin").await.token);
+    let admin = op.user_client(&org, "a@s.io", "admin").await;
     let r = admin
         .get(&format!("/v1/workspaces/{ws}/sessions/{sid}/messages"))
         .await;
@@ -311,13 +293,11 @@ async fn a_tenant_tokens_chat_session_is_its_own_unless_a_subject_is_shared() {
 
     // Two tokens naming the same subject are one end user: both continue its session; another
     // subject cannot.
-    let c = token(
-        &key,
-        json!({"subject": "end-user-7", "filter": {"group": "sales"}}),
-    )
-    .await;
-    let d = token(&key, json!({"subject": "end-user-7"})).await;
-    let e = token(&key, json!({"subject": "end-user-8"})).await;
+    let c = key
+        .tenant_client(json!({"subject": "end-user-7", "filter": {"group": "sales"}}))
+        .await;
+    let d = key.tenant_client(json!({"subject": "end-user-7"})).await;
+    let e = key.tenant_client(json!({"subject": "end-user-8"})).await;
     let r = chat(&c, None).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let shared = r.body["session_id"].as_str().expect("session").to_string();
@@ -337,8 +317,8 @@ async fn plan_status_and_limits_are_changed_by_the_operator_only() {
     let op = s.api();
     let org = op.create_org("billing").await;
     let ws = op.create_workspace(&org, "kb").await;
-    let owner = op.with_token(&op.create_user(&org, "o@b.io", "owner").await.token);
-    let admin = op.with_token(&op.create_user(&org, "a@b.io", "admin").await.token);
+    let owner = op.user_client(&org, "o@b.io", "owner").await;
+    let admin = op.user_client(&org, "a@b.io", "admin").await;
     let path = format!("/v1/orgs/{org}");
 
     for (who, api) in [("owner", &owner), ("admin", &admin)] {
@@ -420,11 +400,11 @@ async fn forbidden_answers_say_in_words_what_is_missing() {
     let op = s.api();
     let org = op.create_org("words").await;
     let ws = op.create_workspace(&org, "kb").await;
-    let viewer = op.with_token(&op.create_user(&org, "v@w.io", "viewer").await.token);
-    let member = op.with_token(&op.create_user(&org, "m@w.io", "member").await.token);
-    let admin = op.with_token(&op.create_user(&org, "a@w.io", "admin").await.token);
-    let search_key = op.with_token(&op.create_key(&ws, &["search", "chat"]).await.key);
-    let tenant = token(&search_key, json!({})).await;
+    let viewer = op.user_client(&org, "v@w.io", "viewer").await;
+    let member = op.user_client(&org, "m@w.io", "member").await;
+    let admin = op.user_client(&org, "a@w.io", "admin").await;
+    let search_key = op.key_client(&ws, &["search", "chat"]).await;
+    let tenant = search_key.tenant_client(json!({})).await;
 
     let w = format!("/v1/workspaces/{ws}");
     let cases: Vec<(&str, Resp, &str)> = vec![

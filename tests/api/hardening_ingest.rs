@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::{Options, TestServer};
-use crate::knowledge::docx;
+use crate::knowledge::{docx, pdf_of};
 
 /// A PDF of `pages` pages that all show one shared content stream of about `content_bytes`
 /// bytes (a line of text, then drawing operators): small to upload, long to extract, within
@@ -42,27 +42,7 @@ fn heavy_pdf(pages: usize, content_bytes: usize) -> Vec<u8> {
                 .to_string(),
         );
     }
-    let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::with_capacity(objects.len());
-    for (i, o) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
-    }
-    let xref = out.len();
-    out.extend_from_slice(
-        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
-    );
-    for off in offsets {
-        out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
-    }
-    out.extend_from_slice(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .as_bytes(),
-    );
-    out
+    pdf_of(&objects)
 }
 
 /// 9,000 pages sharing 7 KB of content: 63 MB of page content to parse (under the 64 MiB

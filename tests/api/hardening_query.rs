@@ -12,44 +12,7 @@ use std::collections::BTreeSet;
 use proptest::strategy::{Strategy, ValueTree};
 use serde_json::{json, Value};
 
-use crate::harness::{Api, TestServer};
-
-async fn mcp(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    sid: Option<&str>,
-    body: Value,
-) -> (u16, Option<String>, Value) {
-    let mut req = client
-        .post(url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&body);
-    if let Some(s) = sid {
-        req = req.header("mcp-session-id", s);
-    }
-    let resp = req.send().await.expect("mcp");
-    let status = resp.status().as_u16();
-    let sid = resp
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = serde_json::from_str(&resp.text().await.expect("text")).unwrap_or(Value::Null);
-    (status, sid, body)
-}
-
-/// An initialized MCP session of `token` on `url`.
-async fn mcp_session(client: &reqwest::Client, url: &str, token: &str) -> String {
-    let (status, sid, body) = mcp(client, url, token, None, json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
-    }))
-    .await;
-    assert_eq!(status, 200, "{body}");
-    sid.expect("session id")
-}
+use crate::harness::{mcp, mcp_session, Api, TestServer};
 
 /// Another tenant's search still answers, and the server is healthy.
 async fn still_up(s: &TestServer, other: &Api, other_ws: &str, after: &str) {
@@ -107,16 +70,15 @@ async fn deep_and_odd_queries_never_take_the_server_down() {
         json!({"title": "L", "text": "the lighthouse keeper"}),
     )
     .await;
-    let key = op.create_key(&ws, &["search", "chat"]).await;
-    let minted = op
-        .with_token(&key.key)
-        .mint_token(json!({"filter": {"g": "x"}}))
+    let raw = op
+        .key_client(&ws, &["search", "chat"])
+        .await
+        .tenant_token(json!({"filter": {"g": "x"}}))
         .await;
-    assert_eq!(minted.status, 201, "{:?}", minted.body);
-    let token = op.with_token(minted.body["token"].as_str().expect("token"));
+    let token = op.with_token(&raw);
     let client = reqwest::Client::new();
     let mcp_url = format!("{}/v1/mcp", s.base);
-    let sid = mcp_session(&client, &mcp_url, minted.body["token"].as_str().expect("t")).await;
+    let sid = mcp_session(&client, &mcp_url, &raw).await;
 
     for q in hostile_queries() {
         for mode in ["fulltext", "hybrid", "vector"] {
@@ -143,7 +105,7 @@ async fn deep_and_odd_queries_never_take_the_server_down() {
             let (status, _, body) = mcp(
                 &client,
                 &mcp_url,
-                minted.body["token"].as_str().expect("t"),
+                &raw,
                 Some(&sid),
                 json!({
                     "jsonrpc": "2.0", "id": 2, "method": "tools/call",
@@ -301,6 +263,17 @@ async fn huge_in_lists_and_unsearchable_fields_are_invalid_requests_not_500() {
     assert_eq!(found.len(), 1);
 }
 
+/// The document ids of a list of search results (of `POST /search` or an MCP search tool);
+/// `what` says whose, should it not be a list.
+fn document_ids(results: &Value, what: &str) -> BTreeSet<String> {
+    results
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no results"))
+        .iter()
+        .filter_map(|x| x["document_id"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The document ids a tenant token sees through search in `mode`.
 async fn searched(token: &Api, mode: &str) -> BTreeSet<String> {
     let r = token
@@ -310,12 +283,7 @@ async fn searched(token: &Api, mode: &str) -> BTreeSet<String> {
         )
         .await;
     assert_eq!(r.status, 200, "{mode}: {:?}", r.body);
-    r.body["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .filter_map(|x| x["document_id"].as_str().map(str::to_string))
-        .collect()
+    document_ids(&r.body["results"], mode)
 }
 
 /// Class 7: one meaning for a token's filter everywhere. Tokens minted with `not`, `or`,
@@ -353,8 +321,7 @@ async fn a_token_filter_selects_the_same_documents_on_every_route() {
         }
         ids.push(op.add_doc(&ws, body).await);
     }
-    let key = op.create_key(&ws, &["search", "chat"]).await;
-    let minter = op.with_token(&key.key);
+    let minter = op.key_client(&ws, &["search", "chat"]).await;
     let client = reqwest::Client::new();
     let url = format!("{}/v1/mcp", s.base);
     let set = |v: &[usize]| -> BTreeSet<String> { v.iter().map(|i| ids[*i].clone()).collect() };
@@ -389,11 +356,9 @@ async fn a_token_filter_selects_the_same_documents_on_every_route() {
         (json!({}), set(&[0, 1, 2, 3])),
     ];
     for (filter, want) in cases {
-        let r = minter
-            .mint_token(json!({"scopes": ["search"], "filter": filter}))
+        let raw = minter
+            .tenant_token(json!({"scopes": ["search"], "filter": filter}))
             .await;
-        assert_eq!(r.status, 201, "{filter}: {:?}", r.body);
-        let raw = r.body["token"].as_str().expect("token").to_string();
         let token = op.with_token(&raw);
         for mode in ["fulltext", "hybrid", "vector"] {
             assert_eq!(searched(&token, mode).await, want, "search {mode} {filter}");
@@ -411,12 +376,10 @@ async fn a_token_filter_selects_the_same_documents_on_every_route() {
                 }),
             )
             .await;
-            let got: BTreeSet<String> = body["result"]["structuredContent"]["results"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{tool} {filter}: {body}"))
-                .iter()
-                .filter_map(|x| x["document_id"].as_str().map(str::to_string))
-                .collect();
+            let got = document_ids(
+                &body["result"]["structuredContent"]["results"],
+                &format!("{tool} {filter}: {body}"),
+            );
             assert_eq!(got, want, "mcp {tool} {filter}");
         }
         let mut readable = BTreeSet::new();
@@ -440,23 +403,18 @@ async fn a_token_filter_selects_the_same_documents_on_every_route() {
     }
 
     // A request filter narrows the token's, with the same language.
-    let r = minter
-        .mint_token(json!({"scopes": ["search"], "filter": {"not": {"gt": 1}}}))
-        .await;
-    let token = op.with_token(r.body["token"].as_str().expect("token"));
+    let token = op.with_token(
+        &minter
+            .tenant_token(json!({"scopes": ["search"], "filter": {"not": {"gt": 1}}}))
+            .await,
+    );
     let r = token
         .post(
             "/v1/search",
             json!({"query": "alpha", "mode": "fulltext", "filter": {"or": [{"title": "Doc A"}, {"title": "Doc B"}]}}),
         )
         .await;
-    let got: BTreeSet<String> = r.body["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .filter_map(|x| x["document_id"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(got, set(&[1]));
+    assert_eq!(document_ids(&r.body["results"], "narrowed"), set(&[1]));
     // Filters outside the language are refused at minting.
     for bad in [
         json!({"title": 5}),
@@ -480,8 +438,7 @@ async fn a_token_minting_accepts_always_verifies() {
         json!({"title": "A", "text": "alpha", "metadata": {"k": "a"}}),
     )
     .await;
-    let key = op.create_key(&ws, &["search"]).await;
-    let minter = op.with_token(&key.key);
+    let minter = op.key_client(&ws, &["search"]).await;
     let filter = |n: usize| json!({"k": {"in": ["a", "x".repeat(n)]}});
     let huge = minter
         .mint_token(json!({"filter": filter(20_000), "subject": "user-1"}))
@@ -509,17 +466,15 @@ async fn a_token_minting_accepts_always_verifies() {
             other => panic!("{other}: {:?}", r.body),
         }
     }
-    let r = minter
-        .mint_token(json!({"filter": filter(lo), "subject": "user-1"}))
+    let raw = minter
+        .tenant_token(json!({"filter": filter(lo), "subject": "user-1"}))
         .await;
-    assert_eq!(r.status, 201);
-    let raw = r.body["token"].as_str().expect("token");
     assert!(
         raw.len() > 8000,
         "the largest token is near the limit: {}",
         raw.len()
     );
-    let token = op.with_token(raw);
+    let token = op.with_token(&raw);
     let r = token
         .post("/v1/search", json!({"query": "alpha", "mode": "fulltext"}))
         .await;

@@ -167,9 +167,7 @@ impl TestServer {
     }
 
     fn halt(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.begin_shutdown();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -515,6 +513,30 @@ impl Api {
         self.post("/v1/tenant-tokens", body).await
     }
 
+    /// Mints a tenant token with this client's API key, asserting that minting accepts `body`;
+    /// returns the token.
+    pub async fn tenant_token(&self, body: Value) -> String {
+        let r = self.mint_token(body.clone()).await;
+        assert_eq!(r.status, 201, "mint {body}: {:?}", r.body);
+        r.body["token"].as_str().expect("token").to_string()
+    }
+
+    /// A client holding a tenant token minted with this client's API key (see
+    /// [`Api::tenant_token`]).
+    pub async fn tenant_client(&self, body: Value) -> Api {
+        self.with_token(&self.tenant_token(body).await)
+    }
+
+    /// A client signed in as a new user of `org` with `role` (see [`Api::create_user`]).
+    pub async fn user_client(&self, org: &str, email: &str, role: &str) -> Api {
+        self.with_token(&self.create_user(org, email, role).await.token)
+    }
+
+    /// A client holding a new API key of `ws` with `scopes`.
+    pub async fn key_client(&self, ws: &str, scopes: &[&str]) -> Api {
+        self.with_token(&self.create_key(ws, scopes).await.key)
+    }
+
     /// Sends `n` POSTs to `path` at once, the `i`-th with body `body(i)`; returns their statuses.
     pub async fn post_concurrently(
         &self,
@@ -614,6 +636,45 @@ impl Api {
             tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         }
     }
+}
+
+/// One MCP (streamable HTTP) request with `token`, in session `session` when given:
+/// `(status, the session id the answer names, JSON body or Null)`.
+pub async fn mcp(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (u16, Option<String>, Value) {
+    let mut req = client
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&body);
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    let resp = req.send().await.expect("mcp");
+    let status = resp.status().as_u16();
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = serde_json::from_str(&resp.text().await.expect("text")).unwrap_or(Value::Null);
+    (status, sid, body)
+}
+
+/// An initialized MCP session of `token` on `url`: its id.
+pub async fn mcp_session(client: &reqwest::Client, url: &str, token: &str) -> String {
+    let (status, sid, body) = mcp(client, url, token, None, serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    sid.expect("session id")
 }
 
 /// How many of `statuses` are `status`.

@@ -19,8 +19,14 @@ pub fn pdf_with_text(text: &str) -> Vec<u8> {
         format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
         "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_string(),
     ];
+    pdf_of(&objects)
+}
+
+/// A PDF file of `objects`, numbered from 1 in order (the first is the catalog), with its
+/// cross-reference table and trailer.
+pub fn pdf_of(objects: &[String]) -> Vec<u8> {
     let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
+    let mut offsets = Vec::with_capacity(objects.len());
     for (i, o) in objects.iter().enumerate() {
         offsets.push(out.len());
         out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
