@@ -475,12 +475,18 @@ mod tests {
     use super::*;
     use crate::workspace::{self, Workspace};
 
-    #[test]
-    fn a_store_made_before_agents_gets_its_default_agent_when_opened() {
+    /// A new workspace store in a temp dir: (the temp dir, the store's folder, its id).
+    fn new_store() -> (tempfile::TempDir, std::path::PathBuf, uuid::Uuid) {
         let tmp = tempfile::tempdir().expect("tmp");
         let id = crate::ids::new_id();
         let dir = workspace::dir_of(tmp.path(), id);
         workspace::create(&dir).expect("create");
+        (tmp, dir, id)
+    }
+
+    #[test]
+    fn a_store_made_before_agents_gets_its_default_agent_when_opened() {
+        let (_tmp, dir, id) = new_store();
         {
             // Roll the store back to what it was before agents existed.
             let ws = Workspace::open(&dir, id).expect("open");
@@ -505,10 +511,7 @@ mod tests {
 
     #[test]
     fn lookups_by_id_never_match_a_slug_and_old_id_shaped_slugs_are_renamed() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let id = crate::ids::new_id();
-        let dir = workspace::dir_of(tmp.path(), id);
-        workspace::create(&dir).expect("create");
+        let (_tmp, dir, id) = new_store();
         let ws = Workspace::open(&dir, id).expect("open");
         let conn = ws.conn();
         let default = find(&conn, "default")

@@ -342,15 +342,18 @@ mod tests {
         (tmp, cp)
     }
 
+    /// A new org named `name`, everything else derived or defaulted.
+    fn named(name: &str) -> NewOrg {
+        NewOrg {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn create_get_patch_delete() {
         let (_t, cp) = cp();
-        let org = cp
-            .create_org(NewOrg {
-                name: "Acme Corp".into(),
-                ..Default::default()
-            })
-            .expect("create");
+        let org = cp.create_org(named("Acme Corp")).expect("create");
         assert_eq!(org.slug, "acme-corp");
         assert_eq!(org.plan, "free");
         assert_eq!(cp.get_org("acme-corp").expect("by slug").id, org.id);
@@ -388,11 +391,7 @@ mod tests {
         cp.delete_org(org.id).expect("delete");
         assert!(matches!(cp.get_org_by_id(org.id), Err(Error::NotFound(_))));
         // The slug is free again once the org is deleted.
-        cp.create_org(NewOrg {
-            name: "Acme Corp".into(),
-            ..Default::default()
-        })
-        .expect("re-create");
+        cp.create_org(named("Acme Corp")).expect("re-create");
     }
 
     #[test]
@@ -410,12 +409,7 @@ mod tests {
     #[test]
     fn id_shaped_slugs_are_refused_and_old_ones_renamed() {
         let (_t, cp) = cp();
-        let a = cp
-            .create_org(NewOrg {
-                name: "A".into(),
-                ..Default::default()
-            })
-            .expect("a");
+        let a = cp.create_org(named("A")).expect("a");
         for slug in [
             a.id.hyphenated().to_string(),
             a.id.simple().to_string(),
@@ -440,12 +434,7 @@ mod tests {
             );
         }
         // A name that is an id derives a slug that is not one.
-        let b = cp
-            .create_org(NewOrg {
-                name: a.id.to_string(),
-                ..Default::default()
-            })
-            .expect("b");
+        let b = cp.create_org(named(&a.id.to_string())).expect("b");
         assert_eq!(b.slug, format!("slug-{}", a.id));
         // Rows from before the rule are renamed by the migration.
         let ws = crate::ids::new_id();
