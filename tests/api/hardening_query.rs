@@ -58,18 +58,18 @@ fn hostile_queries() -> Vec<String> {
 async fn deep_and_odd_queries_never_take_the_server_down() {
     let s = TestServer::start();
     let op = s.api();
-    let ws = op.knowledge_workspace("qa").await;
-    op.add_doc(
-        &ws,
-        json!({"title": "A", "text": "alpha beta gamma", "metadata": {"g": "x"}}),
-    )
-    .await;
-    let other_ws = op.knowledge_workspace("qb").await;
-    op.add_doc(
-        &other_ws,
-        json!({"title": "L", "text": "the lighthouse keeper"}),
-    )
-    .await;
+    let (ws, _) = op
+        .workspace_with_docs(
+            "qa",
+            vec![json!({"title": "A", "text": "alpha beta gamma", "metadata": {"g": "x"}})],
+        )
+        .await;
+    let (other_ws, _) = op
+        .workspace_with_docs(
+            "qb",
+            vec![json!({"title": "L", "text": "the lighthouse keeper"})],
+        )
+        .await;
     let raw = op
         .key_client(&ws, &["search", "chat"])
         .await
@@ -151,12 +151,12 @@ async fn deep_and_odd_queries_never_take_the_server_down() {
 async fn random_query_syntax_over_http_is_answered_below_500() {
     let s = TestServer::start();
     let op = s.api();
-    let ws = op.knowledge_workspace("qr").await;
-    op.add_doc(
-        &ws,
-        json!({"title": "A", "text": "alpha beta (gamma) delta"}),
-    )
-    .await;
+    let (ws, _) = op
+        .workspace_with_docs(
+            "qr",
+            vec![json!({"title": "A", "text": "alpha beta (gamma) delta"})],
+        )
+        .await;
     let piece = proptest::prop_oneof![
         8 => proptest::sample::select(vec![
             "alpha", "(", ")", "[", "]", "{", "}", ":", "\"", "^", "~", "*", "!", "+", "-", "\\",
@@ -193,11 +193,10 @@ async fn random_query_syntax_over_http_is_answered_below_500() {
 async fn huge_in_lists_and_unsearchable_fields_are_invalid_requests_not_500() {
     let s = TestServer::start();
     let op = s.api();
-    let ws = op.knowledge_workspace("qf").await;
-    let id = op
-        .add_doc(
-            &ws,
-            json!({"title": "A", "text": "alpha beta", "metadata": {"g": "v7"}}),
+    let (ws, ids) = op
+        .workspace_with_docs(
+            "qf",
+            vec![json!({"title": "A", "text": "alpha beta", "metadata": {"g": "v7"}})],
         )
         .await;
     let list = |n: usize| -> Vec<Value> { (0..n).map(|i| json!(format!("v{i}"))).collect() };
@@ -205,7 +204,7 @@ async fn huge_in_lists_and_unsearchable_fields_are_invalid_requests_not_500() {
     // per list.
     let ok = json!({"and": [
         {"g": {"in": list(2500)}}, {"not": {"tags": {"in": list(2500)}}},
-        {"not": {"h": {"in": list(2500)}}}, {"document_id": {"in": [id.clone()]}},
+        {"not": {"h": {"in": list(2500)}}}, {"document_id": {"in": ids}},
         {"or": [{"g": {"in": list(2499)}}]}
     ]});
     for mode in ["fulltext", "hybrid", "vector"] {
@@ -294,8 +293,7 @@ async fn searched(token: &Api, mode: &str) -> BTreeSet<String> {
 async fn a_token_filter_selects_the_same_documents_on_every_route() {
     let s = TestServer::start();
     let op = s.api();
-    let ws = op.knowledge_workspace("qc").await;
-    let mut ids = Vec::new();
+    let mut docs = Vec::new();
     for (title, ext, meta) in [
         (
             "Doc A",
@@ -319,8 +317,9 @@ async fn a_token_filter_selects_the_same_documents_on_every_route() {
         if let Some(e) = ext {
             body["external_id"] = json!(e);
         }
-        ids.push(op.add_doc(&ws, body).await);
+        docs.push(body);
     }
+    let (ws, ids) = op.workspace_with_docs("qc", docs).await;
     let minter = op.key_client(&ws, &["search", "chat"]).await;
     let client = reqwest::Client::new();
     let url = format!("{}/v1/mcp", s.base);
@@ -432,12 +431,12 @@ async fn a_token_filter_selects_the_same_documents_on_every_route() {
 async fn a_token_minting_accepts_always_verifies() {
     let s = TestServer::start();
     let op = s.api();
-    let ws = op.knowledge_workspace("qt").await;
-    op.add_doc(
-        &ws,
-        json!({"title": "A", "text": "alpha", "metadata": {"k": "a"}}),
-    )
-    .await;
+    let (ws, _) = op
+        .workspace_with_docs(
+            "qt",
+            vec![json!({"title": "A", "text": "alpha", "metadata": {"k": "a"}})],
+        )
+        .await;
     let minter = op.key_client(&ws, &["search"]).await;
     let filter = |n: usize| json!({"k": {"in": ["a", "x".repeat(n)]}});
     let huge = minter

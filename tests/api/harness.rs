@@ -580,6 +580,18 @@ impl Api {
         ws
     }
 
+    /// A new knowledge workspace (see [`Api::knowledge_workspace`]) holding `docs` (JSON
+    /// document bodies), each added with `?wait=true`; returns the workspace and the documents'
+    /// ids, in order.
+    pub async fn workspace_with_docs(&self, slug: &str, docs: Vec<Value>) -> (String, Vec<String>) {
+        let ws = self.knowledge_workspace(slug).await;
+        let mut ids = Vec::with_capacity(docs.len());
+        for doc in docs {
+            ids.push(self.add_doc(&ws, doc).await);
+        }
+        (ws, ids)
+    }
+
     /// Switches a workspace to the fast static embedder (MiniLM is slow in a debug build).
     pub async fn use_static_embedder(&self, ws: &str) {
         let r = self
