@@ -44,16 +44,10 @@ async fn every_workspace_has_a_default_agent_and_agent_access_follows_the_table(
     let op = s.api();
     let org = op.create_org("agents").await;
     let ws = op.create_workspace(&org, "main").await;
-    let admin = op.create_user(&org, "admin@a.io", "admin").await;
-    let m1 = op.create_user(&org, "m1@a.io", "member").await;
-    let m2 = op.create_user(&org, "m2@a.io", "member").await;
-    let viewer = op.create_user(&org, "v@a.io", "viewer").await;
-    let (admin, m1, m2, viewer) = (
-        op.with_token(&admin.token),
-        op.with_token(&m1.token),
-        op.with_token(&m2.token),
-        op.with_token(&viewer.token),
-    );
+    let admin = op.user_client(&org, "admin@a.io", "admin").await;
+    let m1 = op.user_client(&org, "m1@a.io", "member").await;
+    let m2 = op.user_client(&org, "m2@a.io", "member").await;
+    let viewer = op.user_client(&org, "v@a.io", "viewer").await;
     let base = format!("/v1/workspaces/{ws}/agents");
 
     let r = viewer.get(&base).await;
@@ -149,8 +143,7 @@ async fn every_workspace_has_a_default_agent_and_agent_access_follows_the_table(
     assert_eq!((r.status, r.code()), (409, "conflict"));
 
     // Keys: chat scope reads, manage scope administers.
-    let chat_key = op.create_key(&ws, &["chat"]).await;
-    let k = op.with_token(&chat_key.key);
+    let k = op.key_client(&ws, &["chat"]).await;
     let r = k.get("/v1/agents").await;
     assert_eq!(r.status, 200);
     assert!(
@@ -175,8 +168,7 @@ async fn extractive_chat_cites_passages_streams_and_keeps_its_session() {
     let org = op.create_org("chatx").await;
     let ws = op.create_workspace(&org, "kb").await;
     let seeded = seed(&s, &ws);
-    let user = op.create_user(&org, "u@x.io", "viewer").await;
-    let u = op.with_token(&user.token);
+    let u = op.user_client(&org, "u@x.io", "viewer").await;
     let chat = format!("/v1/workspaces/{ws}/chat");
 
     let r = u
@@ -281,8 +273,7 @@ async fn tenant_token_filters_bind_chat_and_sessions_stay_with_their_owner() {
     let org = op.create_org("tok").await;
     let ws = op.create_workspace(&org, "kb").await;
     let seeded = seed(&s, &ws);
-    let key = op.create_key(&ws, &["search", "chat"]).await;
-    let k = op.with_token(&key.key);
+    let k = op.key_client(&ws, &["search", "chat"]).await;
     let t = k
         .tenant_client(
             json!({"scopes": ["chat"], "filter": {"group": "sales"}, "subject": "end-user-1"}),

@@ -23,8 +23,7 @@ async fn keys_scopes_and_token_filters_hold_on_documents_and_search() {
         .await;
     }
 
-    let search_key = api.create_key(&ws, &["search"]).await;
-    let searcher = api.with_token(&search_key.key);
+    let searcher = api.key_client(&ws, &["search"]).await;
     let r = searcher
         .post(
             &format!("/v1/workspaces/{ws}/search"),
@@ -101,8 +100,7 @@ async fn key_only_routes_take_the_credentials_workspace_and_never_another() {
     assert_eq!(r.status, 201, "{:?}", r.body);
     let (doc_b, job_b) = (r.id(), r.body["job_id"].as_str().expect("job").to_string());
 
-    let key = api.create_key(&a, &["search", "ingest"]).await;
-    let app = api.with_token(&key.key);
+    let app = api.key_client(&a, &["search", "ingest"]).await;
 
     // Search and documents through the key-only form: the key's workspace, only.
     let r = app
@@ -222,7 +220,7 @@ async fn key_only_routes_take_the_credentials_workspace_and_never_another() {
                 "{:?}",
                 r.body
             );
-            let msg = r.body["error"]["message"].as_str().unwrap_or("");
+            let msg = r.message();
             assert!(msg.contains("/v1/workspaces/{ws}"), "{msg}");
         }
     }

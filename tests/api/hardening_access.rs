@@ -337,7 +337,7 @@ async fn plan_status_and_limits_are_changed_by_the_operator_only() {
                 "{who} {body}: {:?}",
                 r.body
             );
-            let m = r.body["error"]["message"].as_str().unwrap_or_default();
+            let m = r.message();
             assert!(
                 m.contains("plan, status or limits") && m.contains("operator"),
                 "{m}"
@@ -472,7 +472,7 @@ async fn forbidden_answers_say_in_words_what_is_missing() {
             "{what}: {:?}",
             r.body
         );
-        let m = r.body["error"]["message"].as_str().unwrap_or_default();
+        let m = r.message();
         assert!(!has_camel_case(m), "{what}: {m}");
         assert!(m.contains(words), "{what}: {m}");
         assert!(

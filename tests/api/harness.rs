@@ -249,6 +249,11 @@ impl Resp {
         self.body["error"]["code"].as_str().unwrap_or("")
     }
 
+    /// The message of an error response (empty when there is none).
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+
     pub fn id(&self) -> String {
         self.body["id"]
             .as_str()
