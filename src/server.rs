@@ -769,3 +769,43 @@ impl http_body::Body for TimedBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_may_wait_the_stall_bound_plus_a_second_per_min_rate_bytes() {
+        let limits = BodyLimits {
+            stall: Duration::from_secs(30),
+            min_rate: 500,
+        };
+        // Nothing received yet: the stall bound.
+        assert_eq!(limits.budget(Duration::ZERO, 0), Duration::from_secs(30));
+        // Never more than the stall bound at a time, however much has arrived.
+        assert_eq!(
+            limits.budget(Duration::ZERO, 1 << 30),
+            Duration::from_secs(30)
+        );
+        // 5,000 bytes earn 10 s: after 35 s of waiting in all, 5 s are left.
+        assert_eq!(
+            limits.budget(Duration::from_secs(35), 5000),
+            Duration::from_secs(5)
+        );
+        // A trickle that has used its allowance gets nothing more.
+        assert_eq!(limits.budget(Duration::from_secs(60), 100), Duration::ZERO);
+        // No rate bound: only the stall bound.
+        let unbounded = BodyLimits {
+            min_rate: 0,
+            ..limits
+        };
+        assert_eq!(
+            unbounded.budget(Duration::from_secs(1 << 40), 0),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            limits.allowance(u64::MAX),
+            Duration::from_secs(30) + Duration::from_millis(u64::MAX / 500)
+        );
+    }
+}

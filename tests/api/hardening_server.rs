@@ -474,6 +474,86 @@ async fn bodies_sent_at_a_usual_pace_are_served() {
     assert_eq!(doc.status, 200, "{:?}", doc.body);
 }
 
+// ---- HTTP edges: what hyper answers itself ----
+
+/// Sends `request` on a new connection (stopping early if the server closes it) and reads the
+/// answer; then checks that the connection is closed.
+async fn hyper_answer(addr: &str, request: &[u8]) -> RawResponse {
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    // The server may answer and close before the whole request is written: a failed write is
+    // part of the test.
+    for piece in request.chunks(16 << 10) {
+        if c.write_all(piece).await.is_err() {
+            break;
+        }
+    }
+    let r = tokio::time::timeout(Duration::from_secs(10), read_full_response(&mut c))
+        .await
+        .expect("an answer");
+    assert!(
+        closed_within(&mut c, Duration::from_secs(5)).await,
+        "the connection stayed open after {}",
+        r.head
+    );
+    r
+}
+
+/// Malformed requests and oversized header sections are answered by hyper itself (400, 431)
+/// before any route runs, within fixed bounds of memory, and the connection is closed.
+#[tokio::test]
+async fn malformed_and_oversized_requests_are_refused_within_fixed_bounds() {
+    let s = TestServer::start();
+    let addr = addr(&s);
+    let big = "a".repeat(enclave::server::MAX_HEADER_BYTES);
+    let many: String = (0..=enclave::server::MAX_HEADERS)
+        .map(|i| format!("X-H{i}: v\r\n"))
+        .collect();
+    let flood = format!(
+        "GET /healthz HTTP/1.1\r\nHost: enclave\r\nX-Flood: {}",
+        "b".repeat(4 << 20)
+    );
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("a malformed request line", b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (
+            "a malformed header",
+            b"GET /healthz HTTP/1.1\r\nHost enclave\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "a header section over the bound",
+            format!("GET /healthz HTTP/1.1\r\nHost: enclave\r\nX-Pad: {big}\r\n\r\n").into_bytes(),
+            431,
+        ),
+        (
+            "a path over the bound",
+            format!("GET /{big} HTTP/1.1\r\nHost: enclave\r\n\r\n").into_bytes(),
+            431,
+        ),
+        (
+            "too many header fields",
+            format!("GET /healthz HTTP/1.1\r\nHost: enclave\r\n{many}\r\n").into_bytes(),
+            431,
+        ),
+        ("a header that never ends (4 MiB)", flood.into_bytes(), 431),
+    ];
+    for (what, request, status) in cases {
+        let r = hyper_answer(&addr, &request).await;
+        assert_eq!(r.status, status, "{what}: {}", r.head);
+        // hyper's own answers carry no body (so nothing a browser could sniff) and say close.
+        assert!(r.body.is_empty(), "{what}");
+        assert_eq!(r.header("connection").as_deref(), Some("close"), "{what}");
+    }
+    // Just under the bounds is served.
+    let fits = format!(
+        "GET /healthz HTTP/1.1\r\nHost: enclave\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(enclave::server::MAX_HEADER_BYTES - 1024)
+    );
+    let mut c = TcpStream::connect(&addr).await.expect("connect");
+    c.write_all(fits.as_bytes()).await.expect("write");
+    assert_eq!(read_response(&mut c).await, 200);
+    assert_eq!(s.anonymous().get("/healthz").await.status, 200);
+}
+
 // ---- class 12: headers ----
 
 #[tokio::test]
@@ -622,6 +702,11 @@ struct Binary {
 
 impl Binary {
     fn start(dir: &Path) -> Binary {
+        Binary::start_with(dir, &[])
+    }
+
+    /// With environment variables `env` added (or overriding the test defaults).
+    fn start_with(dir: &Path, env: &[(&str, &str)]) -> Binary {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_enclave"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -629,6 +714,7 @@ impl Binary {
             .env("ENCLAVE_LOG", "debug")
             .env("ENCLAVE_SHUTDOWN_DELAY_SECS", "0")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // A usual umask (group and others may read), as an operator's shell has: the server's
@@ -949,4 +1035,128 @@ async fn the_data_directory_is_private_and_older_modes_are_tightened() {
     }
     assert_eq!(mode(&ws_dir.join("workspace.db")), 0o600);
     let _ = bin.stop();
+}
+
+/// SIGTERM of the real binary, with its default shutdown bounds, while a chat event stream is
+/// open (its model provider never answers) and a `?wait=true` upload waits behind a job that
+/// never runs: the binary exits cleanly within a few seconds (the drain delay and a little),
+/// the waiter is answered `503`, and the stream ends with an `error` event.
+#[tokio::test]
+async fn sigterm_ends_event_streams_and_waiters_within_a_few_seconds() {
+    // A model provider that accepts connections and never answers.
+    let provider = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let provider_base = format!("http://{}/v1", provider.local_addr().expect("addr"));
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = provider.accept().await {
+            held.push(c);
+        }
+    });
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let delay = enclave::config::DEFAULT_SHUTDOWN_DELAY_SECS.to_string();
+    let bin = Binary::start_with(
+        tmp.path(),
+        &[
+            ("ENCLAVE_INGEST_WORKERS", "0"),
+            ("ENCLAVE_SHUTDOWN_DELAY_SECS", &delay),
+        ],
+    );
+    let op = bin.api();
+    let org = op.create_org("sigterm").await;
+    let ws = op.create_workspace(&org, "w").await;
+    op.use_static_embedder(&ws).await;
+    let r = op
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/orgs/{org}/providers/openai-compatible"),
+            Some(json!({"base_url": provider_base, "model": "m", "api_key": "sk-test"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = op
+        .post(
+            &format!("/v1/workspaces/{ws}/agents"),
+            json!({"name": "Plain", "tools": [], "model": "m"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let agent = r.id();
+
+    // The event stream: open once its first event has arrived.
+    let mut stream = reqwest::Client::new()
+        .post(format!("{}/v1/workspaces/{ws}/chat", bin.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"agent_id": agent, "query": "anything?", "stream": true}))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(stream.status(), 200);
+    let mut events = String::new();
+    while !events.contains("event: session") {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.chunk())
+            .await
+            .expect("the first event")
+            .expect("read")
+            .expect("a chunk");
+        events.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            events.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        events
+    });
+    // The waiter: its job is queued and never runs.
+    let waiter = tokio::spawn({
+        let op = op.clone();
+        let ws = ws.clone();
+        async move {
+            op.post(
+                &format!("/v1/workspaces/{ws}/documents?wait=true"),
+                json!({"text": "never ingested: no job workers"}),
+            )
+            .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let jobs = op.get(&format!("/v1/workspaces/{ws}/jobs")).await;
+        if jobs.body["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upload never queued a job");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let signalled = Instant::now();
+    let log = tokio::task::spawn_blocking(move || bin.stop())
+        .await
+        .expect("stop");
+    let took = signalled.elapsed();
+    let bound = Duration::from_secs(enclave::config::DEFAULT_SHUTDOWN_DELAY_SECS + 4);
+    assert!(took < bound, "SIGTERM took {took:?}:\n{log}");
+
+    let r = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter was answered")
+        .expect("join");
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{:?}", r.body);
+    let events = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the stream ended")
+        .expect("join");
+    let last = events
+        .trim_end()
+        .rsplit("\n\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.starts_with("event: error") && last.contains("\"unavailable\""),
+        "{events}"
+    );
+    silent.abort();
 }
