@@ -41,6 +41,9 @@ pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 30;
 /// waits for a body at most `body_read_timeout_secs` plus one second per this many bytes
 /// received (as Apache's `mod_reqtimeout` `body=20,MinRate=500`). 0: no rate bound.
 pub const DEFAULT_BODY_MIN_BYTES_PER_SEC: u64 = 500;
+/// Seconds a response may wait, unsent, for a client that does not read it (its receive window
+/// stays full) before the connection is closed (as nginx's `send_timeout`).
+pub const DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS: u64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -115,6 +118,10 @@ pub struct ConfigArgs {
     /// [default: 500].
     #[arg(long, env = "ENCLAVE_BODY_MIN_BYTES_PER_SEC", global = true)]
     pub body_min_bytes_per_sec: Option<u64>,
+    /// Seconds a response may wait for a client that does not read it before the connection is
+    /// closed [default: 60].
+    #[arg(long, env = "ENCLAVE_RESPONSE_WRITE_TIMEOUT_SECS", global = true)]
+    pub response_write_timeout_secs: Option<u64>,
 }
 
 /// The keys a TOML configuration file may hold.
@@ -140,6 +147,7 @@ struct FileConfig {
     shutdown_grace_secs: Option<u64>,
     body_read_timeout_secs: Option<u64>,
     body_min_bytes_per_sec: Option<u64>,
+    response_write_timeout_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -170,6 +178,7 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     pub body_read_timeout_secs: u64,
     pub body_min_bytes_per_sec: u64,
+    pub response_write_timeout_secs: u64,
 }
 
 impl Config {
@@ -197,6 +206,7 @@ impl Config {
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
             body_read_timeout_secs: DEFAULT_BODY_READ_TIMEOUT_SECS,
             body_min_bytes_per_sec: DEFAULT_BODY_MIN_BYTES_PER_SEC,
+            response_write_timeout_secs: DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS,
         }
     }
 
@@ -317,6 +327,11 @@ impl Config {
                 .body_min_bytes_per_sec
                 .or(file.body_min_bytes_per_sec)
                 .unwrap_or(DEFAULT_BODY_MIN_BYTES_PER_SEC),
+            response_write_timeout_secs: args
+                .response_write_timeout_secs
+                .or(file.response_write_timeout_secs)
+                .unwrap_or(DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS)
+                .max(1),
         })
     }
 }
@@ -421,17 +436,23 @@ mod tests {
     fn body_bounds_have_defaults_and_file_keys() {
         let c = Config::resolve(&ConfigArgs::default()).expect("defaults");
         assert_eq!(
-            (c.body_read_timeout_secs, c.body_min_bytes_per_sec),
+            (
+                c.body_read_timeout_secs,
+                c.body_min_bytes_per_sec,
+                c.response_write_timeout_secs
+            ),
             (
                 DEFAULT_BODY_READ_TIMEOUT_SECS,
-                DEFAULT_BODY_MIN_BYTES_PER_SEC
+                DEFAULT_BODY_MIN_BYTES_PER_SEC,
+                DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS
             )
         );
         let tmp = tempfile::tempdir().expect("tempdir");
         let file = tmp.path().join("enclave.toml");
         std::fs::write(
             &file,
-            "body_read_timeout_secs = 0\nbody_min_bytes_per_sec = 0\n",
+            "body_read_timeout_secs = 0\nbody_min_bytes_per_sec = 0\n\
+             response_write_timeout_secs = 0\n",
         )
         .expect("write");
         let c = Config::resolve(&ConfigArgs {
@@ -440,7 +461,15 @@ mod tests {
         })
         .expect("resolve");
         // A zero stall bound would cut every body: at least one second. A zero rate: no bound.
-        assert_eq!((c.body_read_timeout_secs, c.body_min_bytes_per_sec), (1, 0));
+        // A zero write bound would cut every response: at least one second too.
+        assert_eq!(
+            (
+                c.body_read_timeout_secs,
+                c.body_min_bytes_per_sec,
+                c.response_write_timeout_secs
+            ),
+            (1, 0, 1)
+        );
         let c = Config::resolve(&ConfigArgs {
             config: Some(file),
             body_read_timeout_secs: Some(7),

@@ -183,6 +183,9 @@ struct ConnLimits {
     keep_alive_idle: Duration,
     /// How a request body must arrive.
     body: BodyLimits,
+    /// How long a write to the client may stay blocked (the client does not read its
+    /// responses) before the connection is closed.
+    write_stall: Duration,
 }
 
 /// Accepts connections until `shutdown` resolves, at most `max_connections` at once (further
@@ -202,6 +205,7 @@ async fn accept_loop(
             stall: Duration::from_secs(app.config.body_read_timeout_secs.max(1)),
             min_rate: app.config.body_min_bytes_per_sec,
         },
+        write_stall: Duration::from_secs(app.config.response_write_timeout_secs.max(1)),
     };
     let slots = Arc::new(Semaphore::new(app.config.max_connections.max(1)));
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -385,8 +389,10 @@ async fn serve_connection(
 /// Where a connection is between requests, for its time bounds.
 struct ConnState {
     phase: std::sync::Mutex<Phase>,
-    /// Told when a response ends or the first byte of a request arrives.
+    /// Told when a response ends, the first byte of a request arrives or a write blocks.
     changed: Notify,
+    /// Whether `phase.write_blocked_since` is set (checked on every write without the lock).
+    write_blocked: std::sync::atomic::AtomicBool,
 }
 
 struct Phase {
@@ -396,6 +402,8 @@ struct Phase {
     idle_since: Instant,
     /// When the first byte of the request being read arrived (accepting counts as one).
     request_started: Option<Instant>,
+    /// Since when a write to the client has been blocked (its receive window is full).
+    write_blocked_since: Option<Instant>,
 }
 
 impl ConnState {
@@ -406,7 +414,9 @@ impl ConnState {
                 in_flight: 0,
                 idle_since: now,
                 request_started: Some(now),
+                write_blocked_since: None,
             }),
+            write_blocked: std::sync::atomic::AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -415,10 +425,13 @@ impl ConnState {
         self.phase.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// When the connection is to be closed if nothing changes; none while a request is in flight.
+    /// When the connection is to be closed if nothing changes: while a write is blocked, the
+    /// write bound; else none while a request is in flight (its body has its own bound).
     fn deadline(&self, limits: ConnLimits) -> Option<Instant> {
         let p = self.phase();
-        if p.in_flight > 0 {
+        if let Some(blocked) = p.write_blocked_since {
+            Some(blocked + limits.write_stall)
+        } else if p.in_flight > 0 {
             None
         } else if let Some(started) = p.request_started {
             Some(started + limits.header_read)
@@ -433,11 +446,27 @@ impl ConnState {
         if Instant::now() < deadline {
             return None;
         }
-        Some(if self.phase().request_started.is_some() {
+        let p = self.phase();
+        Some(if p.write_blocked_since.is_some() {
+            "the client stopped reading its responses"
+        } else if p.request_started.is_some() {
             "request headers not received in time"
         } else {
             "idle keep-alive timeout"
         })
+    }
+
+    /// A write to the client could not proceed (`blocked`) or did.
+    fn write_polled(&self, blocked: bool) {
+        use std::sync::atomic::Ordering;
+        if self.write_blocked.load(Ordering::Relaxed) == blocked {
+            return;
+        }
+        self.write_blocked.store(blocked, Ordering::Relaxed);
+        self.phase().write_blocked_since = blocked.then(Instant::now);
+        if blocked {
+            self.changed.notify_one();
+        }
     }
 
     fn bytes_read(&self) {
@@ -536,7 +565,7 @@ impl http_body::Body for TrackedBody {
     }
 }
 
-/// The TCP stream, noting when the first byte of a request arrives.
+/// The TCP stream, noting when the first byte of a request arrives and when writes block.
 struct TrackedIo {
     inner: TcpStream,
     state: Arc<ConnState>,
@@ -563,7 +592,9 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.state.write_polled(polled.is_pending());
+        polled
     }
 
     fn poll_write_vectored(
@@ -571,7 +602,9 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.state.write_polled(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -579,7 +612,9 @@ impl AsyncWrite for TrackedIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.state.write_polled(polled.is_pending());
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -474,6 +474,60 @@ async fn bodies_sent_at_a_usual_pace_are_served() {
     assert_eq!(doc.status, 200, "{:?}", doc.body);
 }
 
+/// A client that sends requests and never reads the answers holds its connection (and the
+/// handler writing to it) only for `response_write_timeout_secs` once the server's writes
+/// block.
+#[tokio::test]
+async fn a_client_that_never_reads_its_responses_is_disconnected() {
+    let s = TestServer::start_with(Options {
+        response_write_timeout_secs: 1,
+        ..Options::default()
+    });
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    // A small receive window, so that the server's writes block soon.
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let c = socket
+        .connect(addr(&s).parse().expect("addr"))
+        .await
+        .expect("connect");
+    let (mut rd, mut wr) = c.into_split();
+    // Pipelined requests, never read: far more answers than any buffer holds.
+    let writer = tokio::spawn(async move {
+        let request = b"GET /metrics HTTP/1.1\r\nHost: enclave\r\n\r\n".repeat(1000);
+        for _ in 0..1000 {
+            if wr.write_all(&request).await.is_err() {
+                break;
+            }
+        }
+    });
+    let anon = s.anonymous();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(
+        &anon.text("/metrics").await,
+        "enclave_http_connections_timed_out_total",
+    ) == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a client that never reads kept its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The connection is closed: what was sent before ends, then the end of the stream.
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the connection is still open"),
+        }
+    }
+    writer.abort();
+    assert_eq!(anon.get("/healthz").await.status, 200);
+}
+
 // ---- HTTP edges: what hyper answers itself ----
 
 /// Sends `request` on a new connection (stopping early if the server closes it) and reads the

@@ -38,6 +38,8 @@ pub struct Options {
     /// Request bodies: seconds without progress, and the slowest average rate (bytes/s).
     pub body_read_timeout_secs: u64,
     pub body_min_bytes_per_sec: u64,
+    /// Seconds a response may wait for a client that does not read it.
+    pub response_write_timeout_secs: u64,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             shutdown_grace_secs: enclave::config::DEFAULT_SHUTDOWN_GRACE_SECS,
             body_read_timeout_secs: enclave::config::DEFAULT_BODY_READ_TIMEOUT_SECS,
             body_min_bytes_per_sec: enclave::config::DEFAULT_BODY_MIN_BYTES_PER_SEC,
+            response_write_timeout_secs: enclave::config::DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS,
         }
     }
 }
@@ -115,6 +118,7 @@ impl TestServer {
         config.shutdown_grace_secs = opts.shutdown_grace_secs;
         config.body_read_timeout_secs = opts.body_read_timeout_secs;
         config.body_min_bytes_per_sec = opts.body_min_bytes_per_sec;
+        config.response_write_timeout_secs = opts.response_write_timeout_secs;
         let (app, source) = App::open(config).expect("open app");
         let token = match source {
             AdminTokenSource::Generated(t) => t,
