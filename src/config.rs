@@ -34,6 +34,16 @@ pub const DEFAULT_SHUTDOWN_DELAY_SECS: u64 = 2;
 /// Seconds requests in flight get to finish once the listener has closed; connections still
 /// busy then are closed.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// Seconds a request body may make no progress (no byte arrives while the server waits for
+/// one) before the request ends with `408 request_timeout` and its connection is closed.
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 30;
+/// The slowest average rate a request body may arrive at, in bytes per second: the server
+/// waits for a body at most `body_read_timeout_secs` plus one second per this many bytes
+/// received (as Apache's `mod_reqtimeout` `body=20,MinRate=500`). 0: no rate bound.
+pub const DEFAULT_BODY_MIN_BYTES_PER_SEC: u64 = 500;
+/// Seconds a response may wait, unsent, for a client that does not read it (its receive window
+/// stays full) before the connection is closed (as nginx's `send_timeout`).
+pub const DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS: u64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -101,6 +111,17 @@ pub struct ConfigArgs {
     /// Seconds requests in flight get to finish at shutdown [default: 10].
     #[arg(long, env = "ENCLAVE_SHUTDOWN_GRACE_SECS", global = true)]
     pub shutdown_grace_secs: Option<u64>,
+    /// Seconds a request body may make no progress before 408 request_timeout [default: 30].
+    #[arg(long, env = "ENCLAVE_BODY_READ_TIMEOUT_SECS", global = true)]
+    pub body_read_timeout_secs: Option<u64>,
+    /// Slowest average rate a request body may arrive at, bytes per second; 0: unbounded
+    /// [default: 500].
+    #[arg(long, env = "ENCLAVE_BODY_MIN_BYTES_PER_SEC", global = true)]
+    pub body_min_bytes_per_sec: Option<u64>,
+    /// Seconds a response may wait for a client that does not read it before the connection is
+    /// closed [default: 60].
+    #[arg(long, env = "ENCLAVE_RESPONSE_WRITE_TIMEOUT_SECS", global = true)]
+    pub response_write_timeout_secs: Option<u64>,
 }
 
 /// The keys a TOML configuration file may hold.
@@ -124,6 +145,9 @@ struct FileConfig {
     max_connections: Option<usize>,
     shutdown_delay_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    body_read_timeout_secs: Option<u64>,
+    body_min_bytes_per_sec: Option<u64>,
+    response_write_timeout_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -152,6 +176,9 @@ pub struct Config {
     pub max_connections: usize,
     pub shutdown_delay_secs: u64,
     pub shutdown_grace_secs: u64,
+    pub body_read_timeout_secs: u64,
+    pub body_min_bytes_per_sec: u64,
+    pub response_write_timeout_secs: u64,
 }
 
 impl Config {
@@ -177,6 +204,9 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_delay_secs: DEFAULT_SHUTDOWN_DELAY_SECS,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            body_read_timeout_secs: DEFAULT_BODY_READ_TIMEOUT_SECS,
+            body_min_bytes_per_sec: DEFAULT_BODY_MIN_BYTES_PER_SEC,
+            response_write_timeout_secs: DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS,
         }
     }
 
@@ -288,6 +318,20 @@ impl Config {
                 .shutdown_grace_secs
                 .or(file.shutdown_grace_secs)
                 .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
+            body_read_timeout_secs: args
+                .body_read_timeout_secs
+                .or(file.body_read_timeout_secs)
+                .unwrap_or(DEFAULT_BODY_READ_TIMEOUT_SECS)
+                .max(1),
+            body_min_bytes_per_sec: args
+                .body_min_bytes_per_sec
+                .or(file.body_min_bytes_per_sec)
+                .unwrap_or(DEFAULT_BODY_MIN_BYTES_PER_SEC),
+            response_write_timeout_secs: args
+                .response_write_timeout_secs
+                .or(file.response_write_timeout_secs)
+                .unwrap_or(DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS)
+                .max(1),
         })
     }
 }
@@ -386,5 +430,52 @@ mod tests {
             ),
             (5, 3, 0, 1)
         );
+    }
+
+    #[test]
+    fn body_bounds_have_defaults_and_file_keys() {
+        let c = Config::resolve(&ConfigArgs::default()).expect("defaults");
+        assert_eq!(
+            (
+                c.body_read_timeout_secs,
+                c.body_min_bytes_per_sec,
+                c.response_write_timeout_secs
+            ),
+            (
+                DEFAULT_BODY_READ_TIMEOUT_SECS,
+                DEFAULT_BODY_MIN_BYTES_PER_SEC,
+                DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS
+            )
+        );
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("enclave.toml");
+        std::fs::write(
+            &file,
+            "body_read_timeout_secs = 0\nbody_min_bytes_per_sec = 0\n\
+             response_write_timeout_secs = 0\n",
+        )
+        .expect("write");
+        let c = Config::resolve(&ConfigArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .expect("resolve");
+        // A zero stall bound would cut every body: at least one second. A zero rate: no bound.
+        // A zero write bound would cut every response: at least one second too.
+        assert_eq!(
+            (
+                c.body_read_timeout_secs,
+                c.body_min_bytes_per_sec,
+                c.response_write_timeout_secs
+            ),
+            (1, 0, 1)
+        );
+        let c = Config::resolve(&ConfigArgs {
+            config: Some(file),
+            body_read_timeout_secs: Some(7),
+            ..Default::default()
+        })
+        .expect("resolve");
+        assert_eq!(c.body_read_timeout_secs, 7);
     }
 }

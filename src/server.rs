@@ -163,6 +163,16 @@ pub async fn shutdown_signal() {
 /// (out of file descriptors), so that it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(200);
 
+/// The largest request line plus header section hyper reads; a larger one is answered
+/// `431 Request Header Fields Too Large` by hyper, and the connection closed.
+pub const MAX_HEADER_BYTES: usize = 32 << 10;
+/// The most header fields a request may have (hyper's default, stated so it cannot change
+/// under us); more are `431`.
+pub const MAX_HEADERS: usize = 100;
+/// The largest read (and write) buffer of one connection: what hyper may hold in memory per
+/// connection, whatever the client sends (hyper's default is about 400 KiB).
+pub const MAX_CONNECTION_BUFFER_BYTES: usize = 64 << 10;
+
 /// The time bounds of one HTTP connection (see `README.md`, Configuration).
 #[derive(Debug, Clone, Copy)]
 struct ConnLimits {
@@ -171,6 +181,11 @@ struct ConnLimits {
     header_read: Duration,
     /// Between the end of one response and the first byte of the next request.
     keep_alive_idle: Duration,
+    /// How a request body must arrive.
+    body: BodyLimits,
+    /// How long a write to the client may stay blocked (the client does not read its
+    /// responses) before the connection is closed.
+    write_stall: Duration,
 }
 
 /// Accepts connections until `shutdown` resolves, at most `max_connections` at once (further
@@ -186,6 +201,11 @@ async fn accept_loop(
     let limits = ConnLimits {
         header_read: Duration::from_secs(app.config.header_read_timeout_secs.max(1)),
         keep_alive_idle: Duration::from_secs(app.config.keep_alive_idle_secs.max(1)),
+        body: BodyLimits {
+            stall: Duration::from_secs(app.config.body_read_timeout_secs.max(1)),
+            min_rate: app.config.body_min_bytes_per_sec,
+        },
+        write_stall: Duration::from_secs(app.config.response_write_timeout_secs.max(1)),
     };
     let slots = Arc::new(Semaphore::new(app.config.max_connections.max(1)));
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -269,7 +289,8 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 
 /// Serves one connection (HTTP/1.1 with keep-alive) until the client closes it, it overstays
 /// a time bound of [`ConnLimits`], or the server drains. Holds `_slot` (one of the
-/// `max_connections`) until then.
+/// `max_connections`) until then. Every request body is a [`TimedBody`]; every event-stream
+/// response ends when the server drains.
 async fn serve_connection(
     stream: TcpStream,
     remote: SocketAddr,
@@ -283,20 +304,35 @@ async fn serve_connection(
     let state = Arc::new(ConnState::new());
     let service = {
         let state = state.clone();
+        let drain = drain.clone();
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let request = InFlight::begin(state.clone());
-            let mut req = req.map(axum::body::Body::new);
+            let timed_out = BodyTimedOut::default();
+            let mut req = req.map(|body| {
+                axum::body::Body::new(TimedBody::new(body, limits.body, timed_out.clone()))
+            });
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(remote));
+            req.extensions_mut().insert(timed_out);
             let router = router.clone();
+            let drain = drain.clone();
             async move {
                 let resp = match router.oneshot(req).await {
                     Ok(r) => r,
                     Err(never) => match never {},
                 };
+                let ends_on_drain = is_event_stream(&resp).then(|| {
+                    let drained: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+                        let mut drain = drain;
+                        let _ = drain.wait_for(|d| *d).await;
+                    });
+                    drained
+                });
                 Ok::<_, Infallible>(resp.map(|body| TrackedBody {
                     body,
                     _request: request,
+                    ends_on_drain,
+                    ended: false,
                 }))
             }
         })
@@ -307,8 +343,14 @@ async fn serve_connection(
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The time bounds are enforced below (hyper's own header timer would also cut idle
-    // kept-alive connections at the header bound).
-    builder.header_read_timeout(None).keep_alive(true);
+    // kept-alive connections at the header bound). What one connection may make hyper hold in
+    // memory is bounded whatever the client sends.
+    builder
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_CONNECTION_BUFFER_BYTES);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut draining = *drain.borrow();
@@ -347,8 +389,10 @@ async fn serve_connection(
 /// Where a connection is between requests, for its time bounds.
 struct ConnState {
     phase: std::sync::Mutex<Phase>,
-    /// Told when a response ends or the first byte of a request arrives.
+    /// Told when a response ends, the first byte of a request arrives or a write blocks.
     changed: Notify,
+    /// Whether `phase.write_blocked_since` is set (checked on every write without the lock).
+    write_blocked: std::sync::atomic::AtomicBool,
 }
 
 struct Phase {
@@ -358,6 +402,8 @@ struct Phase {
     idle_since: Instant,
     /// When the first byte of the request being read arrived (accepting counts as one).
     request_started: Option<Instant>,
+    /// Since when a write to the client has been blocked (its receive window is full).
+    write_blocked_since: Option<Instant>,
 }
 
 impl ConnState {
@@ -368,7 +414,9 @@ impl ConnState {
                 in_flight: 0,
                 idle_since: now,
                 request_started: Some(now),
+                write_blocked_since: None,
             }),
+            write_blocked: std::sync::atomic::AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -377,10 +425,13 @@ impl ConnState {
         self.phase.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// When the connection is to be closed if nothing changes; none while a request is in flight.
+    /// When the connection is to be closed if nothing changes: while a write is blocked, the
+    /// write bound; else none while a request is in flight (its body has its own bound).
     fn deadline(&self, limits: ConnLimits) -> Option<Instant> {
         let p = self.phase();
-        if p.in_flight > 0 {
+        if let Some(blocked) = p.write_blocked_since {
+            Some(blocked + limits.write_stall)
+        } else if p.in_flight > 0 {
             None
         } else if let Some(started) = p.request_started {
             Some(started + limits.header_read)
@@ -395,11 +446,27 @@ impl ConnState {
         if Instant::now() < deadline {
             return None;
         }
-        Some(if self.phase().request_started.is_some() {
+        let p = self.phase();
+        Some(if p.write_blocked_since.is_some() {
+            "the client stopped reading its responses"
+        } else if p.request_started.is_some() {
             "request headers not received in time"
         } else {
             "idle keep-alive timeout"
         })
+    }
+
+    /// A write to the client could not proceed (`blocked`) or did.
+    fn write_polled(&self, blocked: bool) {
+        use std::sync::atomic::Ordering;
+        if self.write_blocked.load(Ordering::Relaxed) == blocked {
+            return;
+        }
+        self.write_blocked.store(blocked, Ordering::Relaxed);
+        self.phase().write_blocked_since = blocked.then(Instant::now);
+        if blocked {
+            self.changed.notify_one();
+        }
     }
 
     fn bytes_read(&self) {
@@ -441,11 +508,29 @@ impl Drop for InFlight {
     }
 }
 
+/// The last event of an event stream the server ends because it is shutting down (the shape of
+/// chat's `error` event).
+const SHUTDOWN_EVENT: &[u8] = b"event: error\ndata: {\"error\":{\"code\":\"unavailable\",\
+\"message\":\"the server is shutting down; retry the request\"}}\n\n";
+
+fn is_event_stream(resp: &axum::response::Response) -> bool {
+    resp.headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"))
+}
+
 /// A response body that ends its request's [`InFlight`] when the connection drops it (sent, or
-/// abandoned).
+/// abandoned). An event stream (chat, the OpenAI facade) would hold its connection, and so the
+/// shutdown, for as long as it runs: it ends, between two events, with [`SHUTDOWN_EVENT`] when
+/// the server drains.
 struct TrackedBody {
     body: axum::body::Body,
     _request: InFlight,
+    /// For an event stream: resolves when the server drains.
+    ends_on_drain: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The stream was ended by the drain.
+    ended: bool,
 }
 
 impl http_body::Body for TrackedBody {
@@ -456,11 +541,23 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(drained) = self.ends_on_drain.as_mut() {
+            if drained.as_mut().poll(cx).is_ready() {
+                self.ends_on_drain = None;
+                self.ended = true;
+                return Poll::Ready(Some(Ok(http_body::Frame::data(
+                    axum::body::Bytes::from_static(SHUTDOWN_EVENT),
+                ))));
+            }
+        }
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.ended || self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -468,7 +565,7 @@ impl http_body::Body for TrackedBody {
     }
 }
 
-/// The TCP stream, noting when the first byte of a request arrives.
+/// The TCP stream, noting when the first byte of a request arrives and when writes block.
 struct TrackedIo {
     inner: TcpStream,
     state: Arc<ConnState>,
@@ -495,7 +592,9 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.state.write_polled(polled.is_pending());
+        polled
     }
 
     fn poll_write_vectored(
@@ -503,7 +602,9 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.state.write_polled(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -511,10 +612,235 @@ impl AsyncWrite for TrackedIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.state.write_polled(polled.is_pending());
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// How a request body must arrive (see `README.md`, Configuration): the server waits for it at
+/// most `stall` at a time, and in all at most `stall` plus one second per `min_rate` bytes
+/// received. Only time spent waiting for the client counts, not time the handler takes between
+/// two reads.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimits {
+    stall: Duration,
+    /// Bytes per second; 0: no rate bound.
+    min_rate: u64,
+}
+
+impl BodyLimits {
+    /// How long the server may have waited, in all, for a body of which `received` bytes have
+    /// arrived.
+    fn allowance(&self, received: u64) -> Duration {
+        match self.min_rate {
+            0 => Duration::MAX,
+            rate => self
+                .stall
+                .saturating_add(Duration::from_millis(received.saturating_mul(1000) / rate)),
+        }
+    }
+
+    /// How much longer the server may wait for the next bytes, having waited `waited` in all
+    /// before and received `received` bytes.
+    fn budget(&self, waited: Duration, received: u64) -> Duration {
+        self.allowance(received)
+            .saturating_sub(waited)
+            .min(self.stall)
+    }
+}
+
+/// Set, in a request's extensions, when its body was cut off for arriving too slowly; the
+/// request middleware then answers `408 request_timeout` and closes the connection, whatever
+/// the handler made of the failed read.
+#[derive(Debug, Clone, Default)]
+pub struct BodyTimedOut(Arc<std::sync::OnceLock<String>>);
+
+impl BodyTimedOut {
+    /// Why the body was cut off, if it was.
+    pub fn reason(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    fn set(&self, reason: String) {
+        let _ = self.0.set(reason);
+    }
+}
+
+/// Why a [`TimedBody`] could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The connection failed (closed early, malformed chunk).
+    Connection(hyper::Error),
+    /// The client did not send the body in time.
+    TooSlow,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Connection(e) => write!(f, "{e}"),
+            BodyError::TooSlow => f.write_str("the request body did not arrive in time"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Connection(e) => Some(e),
+            BodyError::TooSlow => None,
+        }
+    }
+}
+
+/// A request body as hyper reads it, failing with [`BodyError::TooSlow`] once the client
+/// overstays [`BodyLimits`]: every route (JSON, multipart uploads, MCP) reads its body through
+/// it.
+struct TimedBody {
+    inner: hyper::body::Incoming,
+    limits: BodyLimits,
+    timed_out: BodyTimedOut,
+    /// Data bytes received so far.
+    received: u64,
+    /// Time spent waiting for the client, before the current wait.
+    waited: Duration,
+    /// When the current wait began (the last read found nothing to read).
+    waiting_since: Option<Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl TimedBody {
+    fn new(inner: hyper::body::Incoming, limits: BodyLimits, timed_out: BodyTimedOut) -> Self {
+        TimedBody {
+            inner,
+            limits,
+            timed_out,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+            timer: None,
+        }
+    }
+
+    fn cut_off(&mut self, now: Instant) -> BodyError {
+        let since = self.waiting_since.unwrap_or(now);
+        let reason = if now.saturating_duration_since(since) >= self.limits.stall {
+            format!(
+                "no part of the request body arrived for {} s: send the body without pausing",
+                self.limits.stall.as_secs()
+            )
+        } else {
+            format!(
+                "the request body arrived too slowly (the server waited {} s for {} bytes): \
+                 send it at {} bytes per second or faster",
+                (self.waited + now.saturating_duration_since(since)).as_secs(),
+                self.received,
+                self.limits.min_rate
+            )
+        };
+        tracing::debug!(received = self.received, %reason, "request body cut off");
+        self.timed_out.set(reason);
+        BodyError::TooSlow
+    }
+}
+
+impl http_body::Body for TimedBody {
+    type Data = axum::body::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        // Once cut off, always: a reader that ignored the error must not take what follows
+        // for the whole body.
+        if this.timed_out.reason().is_some() {
+            return Poll::Ready(Some(Err(BodyError::TooSlow)));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some(since) = this.waiting_since.take() {
+                    this.waited += since.elapsed();
+                }
+                if let Some(Ok(f)) = &frame {
+                    if let Some(data) = f.data_ref() {
+                        this.received = this.received.saturating_add(data.len() as u64);
+                    }
+                }
+                Poll::Ready(frame.map(|r| r.map_err(BodyError::Connection)))
+            }
+            Poll::Pending => {
+                let now = Instant::now();
+                let since = *this.waiting_since.get_or_insert(now);
+                let deadline = since + this.limits.budget(this.waited, this.received);
+                if now >= deadline {
+                    return Poll::Ready(Some(Err(this.cut_off(now))));
+                }
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(this.cut_off(Instant::now()))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_may_wait_the_stall_bound_plus_a_second_per_min_rate_bytes() {
+        let limits = BodyLimits {
+            stall: Duration::from_secs(30),
+            min_rate: 500,
+        };
+        // Nothing received yet: the stall bound.
+        assert_eq!(limits.budget(Duration::ZERO, 0), Duration::from_secs(30));
+        // Never more than the stall bound at a time, however much has arrived.
+        assert_eq!(
+            limits.budget(Duration::ZERO, 1 << 30),
+            Duration::from_secs(30)
+        );
+        // 5,000 bytes earn 10 s: after 35 s of waiting in all, 5 s are left.
+        assert_eq!(
+            limits.budget(Duration::from_secs(35), 5000),
+            Duration::from_secs(5)
+        );
+        // A trickle that has used its allowance gets nothing more.
+        assert_eq!(limits.budget(Duration::from_secs(60), 100), Duration::ZERO);
+        // No rate bound: only the stall bound.
+        let unbounded = BodyLimits {
+            min_rate: 0,
+            ..limits
+        };
+        assert_eq!(
+            unbounded.budget(Duration::from_secs(1 << 40), 0),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            limits.allowance(u64::MAX),
+            Duration::from_secs(30) + Duration::from_millis(u64::MAX / 500)
+        );
     }
 }

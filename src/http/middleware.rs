@@ -6,18 +6,20 @@
 //! the body), with secret path segments replaced by [`REDACTED`] ([`loggable_path`]). Every
 //! response carries `X-Content-Type-Options: nosniff`, and every API response (`/v1`)
 //! `Cache-Control: no-store`: several carry credentials (sessions, API keys, invitations,
-//! tenant tokens) and the rest are a tenant's data.
+//! tenant tokens) and the rest are a tenant's data. A request whose body the server cut off for
+//! arriving too slowly (`crate::server::BodyTimedOut`) is answered `408 request_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tracing::{field::Empty, Instrument};
 
+use super::error::ApiError;
 use crate::app::App;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -136,11 +138,24 @@ pub async fn request_context(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
+    let body_timed_out = req
+        .extensions()
+        .get::<crate::server::BodyTimedOut>()
+        .cloned();
     let slot = Arc::new(Mutex::new(RequestTenant::default()));
     let started = Instant::now();
     let mut resp = TENANT
         .scope(slot.clone(), next.run(req).instrument(span.clone()))
         .await;
+    if let Some(reason) = body_timed_out.as_ref().and_then(|t| t.reason()) {
+        // Whatever the handler made of the failed read (a 400, a rejection), the answer is
+        // that the body came too slowly; and the connection, whose body is unread, closes.
+        resp =
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", reason).into_response();
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        app.http_metrics.connection_timed_out();
+    }
     let tenant = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if tenant.principal == Some("operator") {
         // Every operator request is recorded: who, what, which org and workspace, when.

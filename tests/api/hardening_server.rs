@@ -44,29 +44,67 @@ fn closed_now(stream: &TcpStream) -> bool {
 
 /// Reads one HTTP/1.1 response with a `Content-Length` body; returns its status.
 async fn read_response(stream: &mut TcpStream) -> u16 {
+    read_full_response(stream).await.status
+}
+
+/// One response read off a raw connection.
+struct RawResponse {
+    status: u16,
+    /// The status line and headers, as sent.
+    head: String,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The value of header `name` (case-insensitive), if sent.
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Reads one HTTP/1.1 response (skipping interim `1xx` ones); its body by `Content-Length`
+/// (none without one).
+async fn read_full_response(stream: &mut TcpStream) -> RawResponse {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
+        if data.starts_with(b"HTTP/1.1 1") {
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                data.drain(..end + 4);
+                continue;
+            }
+        }
         if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&data[..end]).to_string();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .expect("content-length");
+            let mut resp = RawResponse {
+                status: head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .expect("status"),
+                head,
+                body: Vec::new(),
+            };
+            let length: usize = resp
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             while data.len() < end + 4 + length {
                 let n = stream.read(&mut buf).await.expect("read body");
                 assert!(n > 0, "connection closed inside a response");
                 data.extend_from_slice(&buf[..n]);
             }
-            return head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .expect("status");
+            resp.body = data[end + 4..end + 4 + length].to_vec();
+            return resp;
         }
         let n = stream.read(&mut buf).await.expect("read head");
         assert!(n > 0, "connection closed before a response");
@@ -181,6 +219,392 @@ async fn slow_clients_hold_the_connection_limit_only_for_the_header_bound() {
     for c in &mut slow {
         assert!(closed_within(c, Duration::from_secs(10)).await);
     }
+    assert_eq!(s.anonymous().get("/healthz").await.status, 200);
+}
+
+// ---- class 4: slow request bodies ----
+
+/// The head of a request to `path` with the operator token, `headers` added.
+fn request_head(method: &str, path: &str, headers: &[&str]) -> String {
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: enclave\r\nAuthorization: Bearer {TOKEN}\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Checks the answer to a body the server cut off: `408 request_timeout` with SPEC's error
+/// shape and the usual headers, and the connection closed after it.
+async fn assert_cut_off(stream: &mut TcpStream, what: &str, limit: Duration) {
+    let r = tokio::time::timeout(limit, read_full_response(stream))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {limit:?}"));
+    assert_eq!(r.status, 408, "{what}: {}", r.head);
+    assert_eq!(r.json()["error"]["code"], "request_timeout", "{what}");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{what}"
+    );
+    assert_eq!(r.header("connection").as_deref(), Some("close"), "{what}");
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert!(r.header("x-request-id").is_some(), "{what}");
+    assert!(
+        closed_within(stream, Duration::from_secs(5)).await,
+        "{what}: the connection stayed open"
+    );
+}
+
+/// A request that announces a body and then sends nothing more (or part of it) is answered
+/// `408` within the body bound on every kind of route, and its connection closed.
+#[tokio::test]
+async fn request_bodies_that_stall_are_cut_off_with_408() {
+    let s = TestServer::start_with(Options {
+        body_read_timeout_secs: 1,
+        ..Options::default()
+    });
+    let api = s.api();
+    let org = api.create_org("bodies").await;
+    let ws = api.create_workspace(&org, "w").await;
+    let addr = addr(&s);
+    let json = "Content-Type: application/json";
+    let cases: Vec<(String, String, &[u8])> = vec![
+        (
+            "JSON, silence after the headers".into(),
+            request_head("POST", "/v1/orgs", &[json, "Content-Length: 1000000"]),
+            b"",
+        ),
+        (
+            "JSON, part of the body".into(),
+            request_head(
+                "POST",
+                &format!("/v1/workspaces/{ws}/search"),
+                &[json, "Content-Length: 1000000"],
+            ),
+            b"{\"query\": \"",
+        ),
+        (
+            "multipart upload".into(),
+            request_head(
+                "POST",
+                &format!("/v1/workspaces/{ws}/documents"),
+                &[
+                    "Content-Type: multipart/form-data; boundary=XyZ",
+                    "Content-Length: 1000000",
+                ],
+            ),
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nabc",
+        ),
+        (
+            "MCP".into(),
+            request_head(
+                "POST",
+                &format!("/v1/workspaces/{ws}/mcp"),
+                &[json, "Accept: application/json, text/event-stream", "Content-Length: 5000"],
+            ),
+            b"{\"jsonrpc\"",
+        ),
+        (
+            "chunked, no length".into(),
+            request_head(
+                "POST",
+                &format!("/v1/workspaces/{ws}/documents"),
+                &[json, "Transfer-Encoding: chunked"],
+            ),
+            b"5\r\n{\"tex\r\n",
+        ),
+        (
+            "Expect: 100-continue, then nothing".into(),
+            request_head(
+                "POST",
+                "/v1/orgs",
+                &[json, "Content-Length: 20", "Expect: 100-continue"],
+            ),
+            b"",
+        ),
+    ];
+    let mut streams = Vec::new();
+    let started = Instant::now();
+    for (what, head, part) in &cases {
+        let mut c = TcpStream::connect(&addr).await.expect("connect");
+        c.write_all(head.as_bytes()).await.expect("write head");
+        c.write_all(part).await.expect("write part");
+        streams.push((what, c));
+    }
+    for (what, c) in &mut streams {
+        assert_cut_off(c, what, Duration::from_secs(15)).await;
+    }
+    // Cut off after about the bound (1 s), not after the client gave up.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // Everyone else is served; the cut connections were counted.
+    let anon = s.anonymous();
+    assert_eq!(anon.get("/healthz").await.status, 200);
+    assert_eq!(api.get(&format!("/v1/workspaces/{ws}")).await.status, 200);
+    let m = anon.text("/metrics").await;
+    assert!(
+        metric(&m, "enclave_http_connections_timed_out_total") >= cases.len() as u64,
+        "{m}"
+    );
+}
+
+/// A body that keeps arriving, one byte every 200 ms (never pausing as long as the stall
+/// bound), is cut off by the minimum rate: it does not hold its handler for the 200 s it would
+/// take.
+#[tokio::test]
+async fn a_request_body_trickling_in_is_cut_off() {
+    let s = TestServer::start_with(Options {
+        body_read_timeout_secs: 1,
+        ..Options::default()
+    });
+    let body = format!(
+        "{{\"slug\": \"trickle\", \"name\": \"{}\"}}",
+        "x".repeat(960)
+    );
+    let head = request_head(
+        "POST",
+        "/v1/orgs",
+        &[
+            "Content-Type: application/json",
+            &format!("Content-Length: {}", body.len()),
+        ],
+    );
+    let c = TcpStream::connect(addr(&s)).await.expect("connect");
+    let (mut rd, mut wr) = c.into_split();
+    wr.write_all(head.as_bytes()).await.expect("write head");
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        for b in body.bytes() {
+            if wr.write_all(&[b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        wr
+    });
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !data.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rd.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => data.extend_from_slice(&buf[..n]),
+            Ok(_) => break,
+            Err(_) => panic!("a trickling body held its request for 20 s"),
+        }
+    }
+    writer.abort();
+    let text = String::from_utf8_lossy(&data).to_string();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("request_timeout") && text.contains("too slowly"),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(s.anonymous().get("/healthz").await.status, 200);
+    // The org was not created from a truncated body.
+    assert_eq!(s.api().get("/v1/orgs/trickle").await.status, 404);
+}
+
+/// Bodies sent at a usual pace, with pauses shorter than the bound, and large uploads are not
+/// affected.
+#[tokio::test]
+async fn bodies_sent_at_a_usual_pace_are_served() {
+    let s = TestServer::start_with(Options {
+        body_read_timeout_secs: 3,
+        ..Options::default()
+    });
+    let api = s.api();
+    // Three pieces, 700 ms apart: 12 bytes per 700 ms is far under the minimum rate, but a
+    // body may always take the stall bound (3 s) in all.
+    let body = br#"{"slug": "paced", "name": "Paced"}"#;
+    let head = request_head(
+        "POST",
+        "/v1/orgs",
+        &[
+            "Content-Type: application/json",
+            &format!("Content-Length: {}", body.len()),
+        ],
+    );
+    let mut c = TcpStream::connect(addr(&s)).await.expect("connect");
+    c.write_all(head.as_bytes()).await.expect("write");
+    for piece in body.chunks(12) {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        c.write_all(piece).await.expect("write");
+    }
+    let r = read_full_response(&mut c).await;
+    assert_eq!(r.status, 201, "{} {:?}", r.head, r.json());
+    // Kept alive: the next request on the same connection is served.
+    c.write_all(REQUEST).await.expect("write");
+    assert_eq!(read_response(&mut c).await, 200);
+
+    // A 4 MiB upload (multipart) arrives whole.
+    let ws = api.knowledge_workspace("uploads").await;
+    let text = "plain words for a large upload\n".repeat((4 << 20) / 31);
+    let r = api
+        .upload(
+            &format!("/v1/workspaces/{ws}/documents"),
+            "big.txt",
+            Some("text/plain"),
+            text.clone().into_bytes(),
+            &[],
+        )
+        .await;
+    assert!(
+        r.status == 201 || r.status == 202,
+        "{} {:?}",
+        r.status,
+        r.body
+    );
+    let id = r.id();
+    let doc = api
+        .get(&format!("/v1/workspaces/{ws}/documents/{id}"))
+        .await;
+    assert_eq!(doc.status, 200, "{:?}", doc.body);
+}
+
+/// A client that sends requests and never reads the answers holds its connection (and the
+/// handler writing to it) only for `response_write_timeout_secs` once the server's writes
+/// block.
+#[tokio::test]
+async fn a_client_that_never_reads_its_responses_is_disconnected() {
+    let s = TestServer::start_with(Options {
+        response_write_timeout_secs: 1,
+        ..Options::default()
+    });
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    // A small receive window, so that the server's writes block soon.
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let c = socket
+        .connect(addr(&s).parse().expect("addr"))
+        .await
+        .expect("connect");
+    let (mut rd, mut wr) = c.into_split();
+    // Pipelined requests, never read: far more answers than any buffer holds.
+    let writer = tokio::spawn(async move {
+        let request = b"GET /metrics HTTP/1.1\r\nHost: enclave\r\n\r\n".repeat(1000);
+        for _ in 0..1000 {
+            if wr.write_all(&request).await.is_err() {
+                break;
+            }
+        }
+    });
+    let anon = s.anonymous();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(
+        &anon.text("/metrics").await,
+        "enclave_http_connections_timed_out_total",
+    ) == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a client that never reads kept its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The connection is closed: what was sent before ends, then the end of the stream.
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the connection is still open"),
+        }
+    }
+    writer.abort();
+    assert_eq!(anon.get("/healthz").await.status, 200);
+}
+
+// ---- HTTP edges: what hyper answers itself ----
+
+/// Sends `request` on a new connection (stopping early if the server closes it) and reads the
+/// answer; then checks that the connection is closed.
+async fn hyper_answer(addr: &str, request: &[u8]) -> RawResponse {
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    // The server may answer and close before the whole request is written: a failed write is
+    // part of the test.
+    for piece in request.chunks(16 << 10) {
+        if c.write_all(piece).await.is_err() {
+            break;
+        }
+    }
+    let r = tokio::time::timeout(Duration::from_secs(10), read_full_response(&mut c))
+        .await
+        .expect("an answer");
+    assert!(
+        closed_within(&mut c, Duration::from_secs(5)).await,
+        "the connection stayed open after {}",
+        r.head
+    );
+    r
+}
+
+/// Malformed requests and oversized header sections are answered by hyper itself (400, 431)
+/// before any route runs, within fixed bounds of memory, and the connection is closed.
+#[tokio::test]
+async fn malformed_and_oversized_requests_are_refused_within_fixed_bounds() {
+    let s = TestServer::start();
+    let addr = addr(&s);
+    let big = "a".repeat(enclave::server::MAX_HEADER_BYTES);
+    let many: String = (0..=enclave::server::MAX_HEADERS)
+        .map(|i| format!("X-H{i}: v\r\n"))
+        .collect();
+    let flood = format!(
+        "GET /healthz HTTP/1.1\r\nHost: enclave\r\nX-Flood: {}",
+        "b".repeat(4 << 20)
+    );
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("a malformed request line", b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (
+            "a malformed header",
+            b"GET /healthz HTTP/1.1\r\nHost enclave\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "a header section over the bound",
+            format!("GET /healthz HTTP/1.1\r\nHost: enclave\r\nX-Pad: {big}\r\n\r\n").into_bytes(),
+            431,
+        ),
+        (
+            "a path over the bound",
+            format!("GET /{big} HTTP/1.1\r\nHost: enclave\r\n\r\n").into_bytes(),
+            431,
+        ),
+        (
+            "too many header fields",
+            format!("GET /healthz HTTP/1.1\r\nHost: enclave\r\n{many}\r\n").into_bytes(),
+            431,
+        ),
+        ("a header that never ends (4 MiB)", flood.into_bytes(), 431),
+    ];
+    for (what, request, status) in cases {
+        let r = hyper_answer(&addr, &request).await;
+        assert_eq!(r.status, status, "{what}: {}", r.head);
+        // hyper's own answers carry no body (so nothing a browser could sniff) and say close.
+        assert!(r.body.is_empty(), "{what}");
+        assert_eq!(r.header("connection").as_deref(), Some("close"), "{what}");
+    }
+    // Just under the bounds is served.
+    let fits = format!(
+        "GET /healthz HTTP/1.1\r\nHost: enclave\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(enclave::server::MAX_HEADER_BYTES - 1024)
+    );
+    let mut c = TcpStream::connect(&addr).await.expect("connect");
+    c.write_all(fits.as_bytes()).await.expect("write");
+    assert_eq!(read_response(&mut c).await, 200);
     assert_eq!(s.anonymous().get("/healthz").await.status, 200);
 }
 
@@ -332,6 +756,11 @@ struct Binary {
 
 impl Binary {
     fn start(dir: &Path) -> Binary {
+        Binary::start_with(dir, &[])
+    }
+
+    /// With environment variables `env` added (or overriding the test defaults).
+    fn start_with(dir: &Path, env: &[(&str, &str)]) -> Binary {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_enclave"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -339,6 +768,7 @@ impl Binary {
             .env("ENCLAVE_LOG", "debug")
             .env("ENCLAVE_SHUTDOWN_DELAY_SECS", "0")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // A usual umask (group and others may read), as an operator's shell has: the server's
@@ -659,4 +1089,128 @@ async fn the_data_directory_is_private_and_older_modes_are_tightened() {
     }
     assert_eq!(mode(&ws_dir.join("workspace.db")), 0o600);
     let _ = bin.stop();
+}
+
+/// SIGTERM of the real binary, with its default shutdown bounds, while a chat event stream is
+/// open (its model provider never answers) and a `?wait=true` upload waits behind a job that
+/// never runs: the binary exits cleanly within a few seconds (the drain delay and a little),
+/// the waiter is answered `503`, and the stream ends with an `error` event.
+#[tokio::test]
+async fn sigterm_ends_event_streams_and_waiters_within_a_few_seconds() {
+    // A model provider that accepts connections and never answers.
+    let provider = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let provider_base = format!("http://{}/v1", provider.local_addr().expect("addr"));
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = provider.accept().await {
+            held.push(c);
+        }
+    });
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let delay = enclave::config::DEFAULT_SHUTDOWN_DELAY_SECS.to_string();
+    let bin = Binary::start_with(
+        tmp.path(),
+        &[
+            ("ENCLAVE_INGEST_WORKERS", "0"),
+            ("ENCLAVE_SHUTDOWN_DELAY_SECS", &delay),
+        ],
+    );
+    let op = bin.api();
+    let org = op.create_org("sigterm").await;
+    let ws = op.create_workspace(&org, "w").await;
+    op.use_static_embedder(&ws).await;
+    let r = op
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/orgs/{org}/providers/openai-compatible"),
+            Some(json!({"base_url": provider_base, "model": "m", "api_key": "sk-test"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = op
+        .post(
+            &format!("/v1/workspaces/{ws}/agents"),
+            json!({"name": "Plain", "tools": [], "model": "m"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let agent = r.id();
+
+    // The event stream: open once its first event has arrived.
+    let mut stream = reqwest::Client::new()
+        .post(format!("{}/v1/workspaces/{ws}/chat", bin.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"agent_id": agent, "query": "anything?", "stream": true}))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(stream.status(), 200);
+    let mut events = String::new();
+    while !events.contains("event: session") {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.chunk())
+            .await
+            .expect("the first event")
+            .expect("read")
+            .expect("a chunk");
+        events.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            events.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        events
+    });
+    // The waiter: its job is queued and never runs.
+    let waiter = tokio::spawn({
+        let op = op.clone();
+        let ws = ws.clone();
+        async move {
+            op.post(
+                &format!("/v1/workspaces/{ws}/documents?wait=true"),
+                json!({"text": "never ingested: no job workers"}),
+            )
+            .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let jobs = op.get(&format!("/v1/workspaces/{ws}/jobs")).await;
+        if jobs.body["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upload never queued a job");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let signalled = Instant::now();
+    let log = tokio::task::spawn_blocking(move || bin.stop())
+        .await
+        .expect("stop");
+    let took = signalled.elapsed();
+    let bound = Duration::from_secs(enclave::config::DEFAULT_SHUTDOWN_DELAY_SECS + 4);
+    assert!(took < bound, "SIGTERM took {took:?}:\n{log}");
+
+    let r = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter was answered")
+        .expect("join");
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{:?}", r.body);
+    let events = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the stream ended")
+        .expect("join");
+    let last = events
+        .trim_end()
+        .rsplit("\n\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.starts_with("event: error") && last.contains("\"unavailable\""),
+        "{events}"
+    );
+    silent.abort();
 }

@@ -35,6 +35,11 @@ pub struct Options {
     /// is quick), then seconds in-flight requests get.
     pub shutdown_delay_secs: u64,
     pub shutdown_grace_secs: u64,
+    /// Request bodies: seconds without progress, and the slowest average rate (bytes/s).
+    pub body_read_timeout_secs: u64,
+    pub body_min_bytes_per_sec: u64,
+    /// Seconds a response may wait for a client that does not read it.
+    pub response_write_timeout_secs: u64,
 }
 
 impl Default for Options {
@@ -54,6 +59,9 @@ impl Default for Options {
             max_connections: enclave::config::DEFAULT_MAX_CONNECTIONS,
             shutdown_delay_secs: 0,
             shutdown_grace_secs: enclave::config::DEFAULT_SHUTDOWN_GRACE_SECS,
+            body_read_timeout_secs: enclave::config::DEFAULT_BODY_READ_TIMEOUT_SECS,
+            body_min_bytes_per_sec: enclave::config::DEFAULT_BODY_MIN_BYTES_PER_SEC,
+            response_write_timeout_secs: enclave::config::DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS,
         }
     }
 }
@@ -108,6 +116,9 @@ impl TestServer {
         config.max_connections = opts.max_connections;
         config.shutdown_delay_secs = opts.shutdown_delay_secs;
         config.shutdown_grace_secs = opts.shutdown_grace_secs;
+        config.body_read_timeout_secs = opts.body_read_timeout_secs;
+        config.body_min_bytes_per_sec = opts.body_min_bytes_per_sec;
+        config.response_write_timeout_secs = opts.response_write_timeout_secs;
         let (app, source) = App::open(config).expect("open app");
         let token = match source {
             AdminTokenSource::Generated(t) => t,
