@@ -19,11 +19,14 @@ use lru::LruCache;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{dir_of, Workspace, WriterCount};
+use super::{dir_of, Workspace, Writers};
 use crate::error::{Error, Result};
 
-/// Pause before a failed index rebuild is tried again.
-const REBUILD_RETRY: Duration = Duration::from_secs(5);
+/// Attempts of a background index rebuild before it gives up (full-text search then keeps
+/// answering 503, saying so, until the store is next opened).
+pub const REBUILD_ATTEMPTS: u32 = 5;
+/// Pause after the first failed rebuild attempt, doubled after each further one (2, 4, 8, 16 s).
+pub const REBUILD_FIRST_RETRY: Duration = Duration::from_secs(2);
 
 /// A shared, reference-counted handle to an open store. The store stays open while any handle
 /// to it exists, even after the registry evicted it.
@@ -67,7 +70,7 @@ struct Shared {
     opens: AtomicU64,
     evictions: AtomicU64,
     /// Tantivy writers open in the stores of this registry (held or not, cached or evicted).
-    writers: WriterCount,
+    writers: Writers,
 }
 
 impl Shared {
@@ -128,7 +131,7 @@ impl Registry {
                 peak: AtomicU64::new(0),
                 opens: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
-                writers: WriterCount::default(),
+                writers: Writers::default(),
             }),
         }
     }
@@ -193,36 +196,22 @@ impl Registry {
             sh.peak.fetch_max(st.live as u64, Ordering::Relaxed);
             sh.opens.fetch_add(1, Ordering::Relaxed);
             let ws = Arc::new(ws);
+            // An index found unreadable later (by a search, a commit) is rebuilt the same way.
+            let (weak_ws, weak_sh) = (Arc::downgrade(&ws), Arc::downgrade(&self.shared));
+            ws.set_rebuilder(Box::new(move || {
+                if let (Some(ws), Some(shared)) = (weak_ws.upgrade(), weak_sh.upgrade()) {
+                    spawn_rebuild(Handle {
+                        ws: Some(ws),
+                        shared,
+                    });
+                }
+            }));
             st.cache.put(id, ws.clone());
             drop(st);
             if ws.rebuild_pending() {
-                self.spawn_rebuild(self.handle(ws.clone()));
+                spawn_rebuild(self.handle(ws.clone()));
             }
             return Ok(self.handle(ws));
-        }
-    }
-
-    /// Rebuilds a store's missing or unreadable index from SQLite on a thread of its own
-    /// (full-text search answers 503 meanwhile). The thread holds the store, so it is not
-    /// evicted mid-rebuild; a failure (a full disk) is retried until the registry shuts down.
-    fn spawn_rebuild(&self, handle: Handle) {
-        let id = handle.id();
-        let spawned = std::thread::Builder::new()
-            .name("enclave-index-rebuild".into())
-            .spawn(move || loop {
-                match handle.rebuild_index() {
-                    Ok(_) => return,
-                    Err(e) => {
-                        tracing::warn!(workspace_id = %id, error = %e, "index rebuild failed; retrying");
-                        if handle.shared.closed.load(Ordering::Acquire) {
-                            return;
-                        }
-                        std::thread::sleep(REBUILD_RETRY);
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(workspace_id = %id, error = %e, "cannot start the index rebuild");
         }
     }
 
@@ -246,25 +235,12 @@ impl Registry {
         removed.is_some()
     }
 
-    /// Commits and closes the Tantivy writers that have been idle for `idle`: those of every
-    /// cached store, whoever opened them (a request, a job, a repair on open). A store evicted
-    /// while held closes its writer when its last holder lets go.
+    /// Commits and closes the Tantivy writers that have been idle for `idle`, whoever opened
+    /// them (a request, a job, a repair, a rebuild) and wherever their store is (cached, or
+    /// evicted or removed while a request holds it). A writer in use is skipped, never waited
+    /// for. Returns how many it closed.
     pub fn close_idle_writers(&self, idle: Duration) -> usize {
-        let open: Vec<Arc<Workspace>> = {
-            let st = self.shared.lock();
-            st.cache.iter().map(|(_, ws)| ws.clone()).collect()
-        };
-        let mut closed = 0;
-        for ws in open {
-            match ws.close_writer_if_idle(idle) {
-                Ok(true) => closed += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(workspace_id = %ws.id(), error = %e, "closing idle writer failed")
-                }
-            }
-        }
-        closed
+        self.shared.writers.close_idle(idle)
     }
 
     /// Refuses new opens, then flushes and closes every cached store (writers committed, WAL
@@ -299,6 +275,44 @@ impl Registry {
             evictions_total: sh.evictions.load(Ordering::Relaxed),
             open_writers: sh.writers.get(),
         }
+    }
+}
+
+/// Rebuilds a store's missing or unreadable index from SQLite on a thread of its own
+/// (full-text search answers 503 meanwhile). The thread holds the store, so it is not evicted
+/// mid-rebuild. A failure (a full disk, an index that cannot be written) is retried
+/// [`REBUILD_ATTEMPTS`] times with a doubling pause, then given up: logged, and said in the
+/// 503 of full-text search, until the store is next opened.
+fn spawn_rebuild(handle: Handle) {
+    let id = handle.id();
+    let spawned = std::thread::Builder::new()
+        .name("enclave-index-rebuild".into())
+        .spawn(move || {
+            let mut pause = REBUILD_FIRST_RETRY;
+            for attempt in 1..=REBUILD_ATTEMPTS {
+                let e = match handle.rebuild_index() {
+                    Ok(_) => return,
+                    Err(e) => e,
+                };
+                if attempt == REBUILD_ATTEMPTS {
+                    tracing::error!(workspace_id = %id, error = %e, attempts = attempt,
+                        "index rebuild failed; giving up until the workspace is next opened");
+                    handle.rebuild_gave_up(&e);
+                    return;
+                }
+                tracing::warn!(workspace_id = %id, error = %e, attempt, "index rebuild failed; retrying");
+                let until = Instant::now() + pause;
+                while Instant::now() < until {
+                    if handle.shared.closed.load(Ordering::Acquire) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                pause *= 2;
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(workspace_id = %id, error = %e, "cannot start the index rebuild");
     }
 }
 

@@ -126,13 +126,29 @@ pub fn repair_if_needed(ws: &Workspace) -> Result<Option<Repair>> {
 /// document), and records SQLite's generation. Clears the mark of [`Workspace::needs_reconcile`]
 /// (set again if this fails, or if an index change fails meanwhile).
 pub fn reconcile(ws: &Workspace) -> Result<Repair> {
+    sync(ws, false)
+}
+
+/// Rebuilds the index from SQLite without reading it (it may be unreadable): every entry is
+/// dropped and every chunk added again, in one commit recording SQLite's generation.
+pub fn rebuild(ws: &Workspace) -> Result<Repair> {
+    sync(ws, true)
+}
+
+/// Chunks read from SQLite at a time while they are added to the index (the connection is let
+/// go between batches, so documents stay listable during a rebuild).
+const SYNC_BATCH: usize = 1000;
+
+fn sync(ws: &Workspace, from_scratch: bool) -> Result<Repair> {
     let f = ws.fields();
     ws.set_needs_reconcile(false);
     let result = ws.index_transaction_now(
         || {
             // Under the writer lock: nothing else changes the index meanwhile. A failed commit
-            // may have left the reader behind what is on disk.
-            ws.reader().reload()?;
+            // may have left the reader behind what is on disk (a rebuild does not read it).
+            if !from_scratch {
+                ws.reader().reload()?;
+            }
             let conn = ws.conn();
             let mut stmt = conn.prepare("SELECT id FROM chunks")?;
             let ids = stmt
@@ -143,7 +159,15 @@ pub fn reconcile(ws: &Workspace) -> Result<Repair> {
         |w: &mut IndexWriter, wanted: &HashSet<i64>| {
             let mut present: HashMap<u64, usize> = HashMap::new();
             let searcher = ws.reader().searcher();
-            for seg in searcher.segment_readers() {
+            if from_scratch {
+                w.delete_all_documents()?;
+            }
+            let segments = if from_scratch {
+                &[][..]
+            } else {
+                searcher.segment_readers()
+            };
+            for seg in segments {
                 let col = seg.fast_fields().u64("chunk_id")?;
                 let alive = seg.alive_bitset();
                 for doc in 0..seg.max_doc() {
@@ -172,13 +196,13 @@ pub fn reconcile(ws: &Workspace) -> Result<Repair> {
                     .iter()
                     .filter(|id| !present.contains_key(&(**id as u64))),
             );
-            if !to_add.is_empty() {
+            for batch in to_add.chunks(SYNC_BATCH) {
                 let conn = ws.conn();
                 let mut stmt = conn.prepare_cached(
                     "SELECT c.document_id, d.title, c.heading_path, c.text
                      FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
                 )?;
-                for id in &to_add {
+                for id in batch {
                     let row: Option<(String, String, String, String)> = stmt
                         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                         .optional()?;

@@ -322,3 +322,166 @@ async fn a_corrupt_workspace_database_is_reported_and_contained() {
     let r = api.get(&format!("/v1/workspaces/{good}/documents")).await;
     assert_eq!(r.status, 200);
 }
+
+/// How a segment file of a stopped server's index is damaged.
+#[derive(Debug, Clone, Copy)]
+enum Garble {
+    /// The file is removed.
+    Delete,
+    /// 48 bytes from this fraction (numerator, denominator) of the file are flipped.
+    Flip(usize, usize),
+}
+
+/// Damages every segment file with extension `ext` under `index`.
+fn garble(index: &Path, ext: &str, how: Garble) {
+    let mut hit = 0;
+    for e in std::fs::read_dir(index).expect("index dir").flatten() {
+        let p = e.path();
+        if !p.extension().is_some_and(|x| x == ext) {
+            continue;
+        }
+        hit += 1;
+        match how {
+            Garble::Delete => std::fs::remove_file(&p).expect("rm"),
+            Garble::Flip(num, den) => {
+                let mut bytes = std::fs::read(&p).expect("read");
+                let at = bytes.len() * num / den;
+                let end = (at + 48).min(bytes.len());
+                for b in &mut bytes[at..end] {
+                    *b ^= 0x5A;
+                }
+                std::fs::write(&p, bytes).expect("write");
+            }
+        }
+    }
+    assert!(hit > 0, "no .{ext} file to damage");
+}
+
+/// Damages that the index opens with but a search (or, for the fast fields, the check on
+/// open) cannot read: each answered 500 before (an error or a panic of Tantivy's decoders).
+const QUERY_TIME_DAMAGES: [(&str, Garble); 5] = [
+    ("pos", Garble::Delete),
+    ("term", Garble::Flip(1, 2)),
+    ("term", Garble::Flip(3, 4)),
+    ("idx", Garble::Flip(0, 1)),
+    ("fast", Garble::Flip(0, 1)),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_damaged_so_that_only_reads_fail_is_rebuilt_and_503_meanwhile() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    let mut cases = Vec::new();
+    for (i, (ext, how)) in QUERY_TIME_DAMAGES.iter().enumerate() {
+        let ws = api.knowledge_workspace(&format!("readfail-{i}")).await;
+        let mut ids = Vec::new();
+        for d in 0..20 {
+            ids.push(api.add_doc(&ws, doc("rebuilt", d)).await);
+        }
+        ids.sort();
+        cases.push((*ext, *how, ws, ids));
+    }
+    server.stop();
+    for (ext, how, ws, _) in &cases {
+        garble(&tmp.path().join(ws).join("index"), ext, *how);
+    }
+
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    for (ext, how, ws, ids) in &cases {
+        let what = format!("{ext} {how:?}");
+        let r = api.get(&format!("/v1/workspaces/{ws}/documents")).await;
+        assert_eq!(r.status, 200, "{what}: listing {:?}", r.body);
+        // Whatever the first read meets (an error, a panic), full text answers 503 until the
+        // index is rebuilt; vector search keeps working.
+        let r = api
+            .post(&format!("/v1/workspaces/{ws}/search"), fulltext("rebuilt"))
+            .await;
+        assert!(
+            matches!(r.status, 503 | 200),
+            "{what}: {} {:?}",
+            r.status,
+            r.body
+        );
+        if r.status == 503 {
+            assert_eq!(r.code(), "unavailable", "{what}");
+            assert!(r.headers.contains_key("retry-after"), "{what}");
+        }
+        let r = api
+            .post(
+                &format!("/v1/workspaces/{ws}/search"),
+                json!({"query": "rebuilt document", "mode": "vector", "limit": 100}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{what}: vector search {:?}", r.body);
+        poll("the rebuilt index", 60, || async {
+            let r = api
+                .post(&format!("/v1/workspaces/{ws}/search"), fulltext("rebuilt"))
+                .await;
+            assert!(
+                matches!(r.status, 503 | 200),
+                "{what}: {} {:?}",
+                r.status,
+                r.body
+            );
+            r.status == 200
+        })
+        .await;
+        let mut got = found(&api, ws, "rebuilt").await;
+        got.sort();
+        assert_eq!(&got, ids, "{what}");
+        for mode in ["hybrid", "vector"] {
+            let r = api
+                .post(
+                    &format!("/v1/workspaces/{ws}/search"),
+                    json!({"query": "rebuilt document", "mode": mode, "limit": 100}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{what} {mode}: {:?}", r.body);
+        }
+    }
+    let text = api.text("/metrics").await;
+    assert_eq!(metric(&text, "enclave_index_writers_open"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_to_an_index_damaged_so_that_only_reads_fail_rebuilds_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    let ws = api.knowledge_workspace("changefail").await;
+    let mut ids = Vec::new();
+    for d in 0..20 {
+        ids.push(api.add_doc(&ws, doc("rebuilt", d)).await);
+    }
+    server.stop();
+    garble(
+        &tmp.path().join(&ws).join("index"),
+        "term",
+        Garble::Flip(1, 2),
+    );
+
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    // The first thing to touch the index is a change: a deletion (applied to every segment
+    // at commit), then a new document.
+    let gone = ids.remove(0);
+    let r = api
+        .delete(&format!("/v1/workspaces/{ws}/documents/{gone}"))
+        .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    ids.push(api.add_doc(&ws, doc("rebuilt", 99)).await);
+    ids.sort();
+    poll("the rebuilt index", 60, || async {
+        let r = api
+            .post(&format!("/v1/workspaces/{ws}/search"), fulltext("rebuilt"))
+            .await;
+        assert!(matches!(r.status, 503 | 200), "{} {:?}", r.status, r.body);
+        r.status == 200 && r.body["results"].as_array().map(Vec::len) == Some(ids.len())
+    })
+    .await;
+    let mut got = found(&api, &ws, "rebuilt").await;
+    got.sort();
+    assert_eq!(got, ids);
+}
