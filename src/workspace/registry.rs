@@ -474,25 +474,67 @@ mod tests {
     }
 
     #[test]
-    fn the_sweeper_closes_every_idle_writer() {
+    fn the_sweeper_closes_every_idle_writer_wherever_its_store_is() {
         let (_t, reg, ids) = setup(3, 4, Duration::from_secs(5));
         for id in &ids {
             let h = reg.get(*id).expect("get");
             h.index_chunk(1, "d", "T", "", "words").expect("index");
         }
-        // One more, evicted from the cache while held: it closes when let go.
+        // One store leaves the cache while a request holds it (as a deletion or an eviction
+        // leaves it): its writer is swept all the same.
         let held = reg.get(ids[0]).expect("held");
         assert_eq!(reg.stats().open_writers, 3);
         assert_eq!(reg.close_idle_writers(Duration::from_secs(3600)), 0);
         assert_eq!(reg.stats().open_writers, 3, "not idle yet");
         assert!(reg.remove(ids[0]));
-        assert_eq!(reg.close_idle_writers(Duration::ZERO), 2);
-        assert_eq!(
-            reg.stats().open_writers,
-            1,
-            "the held, evicted store keeps its writer"
-        );
+        assert_eq!(reg.close_idle_writers(Duration::ZERO), 3);
+        assert_eq!(reg.stats().open_writers, 0);
+        // The held store still works, and opens a writer again on demand.
+        held.index_chunk(2, "d", "T", "", "more")
+            .expect("index again");
+        assert_eq!(reg.stats().open_writers, 1);
         drop(held);
+        assert_eq!(reg.stats().open_writers, 0, "closed with its store");
+    }
+
+    #[test]
+    fn a_writer_in_use_does_not_stall_the_sweep_of_the_others() {
+        let (_t, reg, ids) = setup(3, 4, Duration::from_secs(5));
+        for id in &ids[1..] {
+            let h = reg.get(*id).expect("get");
+            h.index_chunk(1, "d", "T", "", "words").expect("index");
+        }
+        // A long index change (a rebuild, a big batch) holds one store's writer.
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let busy = reg.get(ids[0]).expect("busy");
+        let holder = std::thread::spawn(move || {
+            busy.with_writer(|_| {
+                started_tx.send(()).expect("started");
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .expect("busy change");
+        });
+        started.recv().expect("holder started");
+        let (done_tx, done) = mpsc::channel();
+        let sweeper = {
+            let reg = reg.clone();
+            std::thread::spawn(move || {
+                let _ = done_tx.send(reg.close_idle_writers(Duration::ZERO));
+            })
+        };
+        let closed = done.recv_timeout(Duration::from_secs(20));
+        release.send(()).expect("release");
+        assert_eq!(
+            closed,
+            Ok(2),
+            "the sweep skips the busy writer and closes the others"
+        );
+        holder.join().expect("holder");
+        sweeper.join().expect("sweeper");
+        assert_eq!(reg.stats().open_writers, 1, "the busy one, now idle");
+        assert_eq!(reg.close_idle_writers(Duration::ZERO), 1);
         assert_eq!(reg.stats().open_writers, 0);
     }
 

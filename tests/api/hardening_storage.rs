@@ -2,58 +2,13 @@
 //! acknowledged is lost), deletions interrupted by a crash, a missing or corrupt full-text index
 //! (rebuilt in the background, 503 meanwhile), a corrupt workspace database (contained).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::harness::{metric, Api, Options, TestServer};
-
-/// A tmpfs mounted on a temp dir for one test (root only), unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().expect("tmp");
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipped: cannot mount a tmpfs here (mounting needs root)");
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fills the filesystem with a file (remove it to free the space).
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.path().join("filler");
-        let mut f = std::fs::File::create(&path).expect("filler");
-        let block = vec![7u8; 64 << 10];
-        while f.write_all(&block).is_ok() {}
-        let small = [7u8; 512];
-        while f.write_all(&small).is_ok() {}
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.path())
-            .status();
-    }
-}
+use crate::tmpfs::Tmpfs;
 
 async fn poll<F, Fut>(what: &str, secs: u64, mut f: F)
 where
