@@ -292,7 +292,7 @@ fn garble(index: &Path, ext: &str, how: Garble) {
     let mut hit = 0;
     for e in std::fs::read_dir(index).expect("index dir").flatten() {
         let p = e.path();
-        if !p.extension().is_some_and(|x| x == ext) {
+        if p.extension().is_none_or(|x| x != ext) {
             continue;
         }
         hit += 1;
@@ -401,7 +401,7 @@ async fn an_index_damaged_so_that_only_reads_fail_is_rebuilt_and_503_meanwhile()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_change_to_an_index_damaged_so_that_only_reads_fail_rebuilds_it() {
+async fn changes_to_an_index_damaged_so_that_only_reads_fail_are_kept() {
     let tmp = tempfile::tempdir().expect("tmp");
     let server = TestServer::start_with(Options::on(tmp.path(), 1));
     let api = server.api();
@@ -439,4 +439,114 @@ async fn a_change_to_an_index_damaged_so_that_only_reads_fail_rebuilds_it() {
     let mut got = found(&api, &ws, "rebuilt").await;
     got.sort();
     assert_eq!(got, ids);
+}
+
+/// Tantivy's threads in this process (indexing, segment updater and merge threads).
+fn tantivy_threads() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            ["thrd-tantivy", "segment_updater", "merge_thread"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
+        .count()
+}
+
+/// Set in the process that runs [`writers_of_every_path_are_swept`] alone.
+const ALONE: &str = "ENCLAVE_TEST_ALONE";
+
+#[test]
+fn every_writer_is_closed_when_idle_whoever_opened_it() {
+    // Threads are counted per process: the scenario runs alone, in a process of its own.
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "hardening_storage::writers_of_every_path_are_swept",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ALONE, "1")
+        .output()
+        .expect("run the scenario");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+#[ignore = "run alone by every_writer_is_closed_when_idle_whoever_opened_it"]
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_of_every_path_are_swept() {
+    if std::env::var_os(ALONE).is_none() {
+        eprintln!("skipped: counts the threads of its process, so runs only alone");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    let names = ["ingest", "delete", "repair", "rebuild-open", "rebuild-read"];
+    let mut wss = Vec::new();
+    for name in names {
+        let ws = api.knowledge_workspace(&format!("writers-{name}")).await;
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(api.add_doc(&ws, doc("swept", i)).await);
+        }
+        wss.push((ws, ids));
+    }
+    server.stop();
+    // A repair on open (the index is behind the database), a rebuild on open (no index) and
+    // one after a read failed (positions gone).
+    let conn =
+        rusqlite::Connection::open(tmp.path().join(&wss[2].0).join("workspace.db")).expect("db");
+    conn.execute(
+        "UPDATE workspace_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'fts_generation'",
+        [],
+    )
+    .expect("bump");
+    drop(conn);
+    std::fs::remove_dir_all(tmp.path().join(&wss[3].0).join("index")).expect("rm index");
+    garble(
+        &tmp.path().join(&wss[4].0).join("index"),
+        "pos",
+        Garble::Delete,
+    );
+
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    api.add_doc(&wss[0].0, doc("swept", 9)).await;
+    let r = api
+        .delete(&format!(
+            "/v1/workspaces/{}/documents/{}",
+            wss[1].0, wss[1].1[0]
+        ))
+        .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    for (ws, _) in &wss[2..] {
+        poll("full text of every workspace", 60, || async {
+            let r = api
+                .post(&format!("/v1/workspaces/{ws}/search"), fulltext("swept"))
+                .await;
+            r.status == 200 && r.body["results"].as_array().is_some_and(|a| a.len() == 3)
+        })
+        .await;
+    }
+    let registry = &server.app.registry;
+    assert!(registry.stats().open_writers >= 2, "{:?}", registry.stats());
+    assert!(tantivy_threads() > 0);
+
+    registry.close_idle_writers(Duration::ZERO);
+    poll("every writer and its threads gone", 30, || async {
+        registry.stats().open_writers == 0 && tantivy_threads() == 0
+    })
+    .await;
 }
