@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{metric, Api, Options, TestServer};
+use crate::harness::{metric, Api, Options, Resp, TestServer};
 use crate::tmpfs::Tmpfs;
 
 async fn poll<F, Fut>(what: &str, secs: u64, mut f: F)
@@ -322,6 +322,33 @@ const QUERY_TIME_DAMAGES: [(&str, Garble); 5] = [
     ("fast", Garble::Flip(0, 1)),
 ];
 
+/// A full-text search for "rebuilt": `200`, or `503 unavailable` with `Retry-After` while the
+/// index is rebuilt, never anything else.
+async fn fulltext_during_rebuild(api: &Api, ws: &str, what: &str) -> Resp {
+    let r = api
+        .post(&format!("/v1/workspaces/{ws}/search"), fulltext("rebuilt"))
+        .await;
+    assert!(
+        matches!(r.status, 503 | 200),
+        "{what}: {} {:?}",
+        r.status,
+        r.body
+    );
+    if r.status == 503 {
+        assert_eq!(r.code(), "unavailable", "{what}");
+        assert!(r.headers.contains_key("retry-after"), "{what}");
+    }
+    r
+}
+
+/// The status of a search for "rebuilt document" in `mode`.
+async fn search_status(api: &Api, ws: &str, mode: &str) -> u16 {
+    let body = json!({"query": "rebuilt document", "mode": mode, "limit": 100});
+    let r = api.post(&format!("/v1/workspaces/{ws}/search"), body).await;
+    assert!(r.status != 500, "{mode}: {:?}", r.body);
+    r.status
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_index_damaged_so_that_only_reads_fail_is_rebuilt_and_503_meanwhile() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -350,50 +377,17 @@ async fn an_index_damaged_so_that_only_reads_fail_is_rebuilt_and_503_meanwhile()
         assert_eq!(r.status, 200, "{what}: listing {:?}", r.body);
         // Whatever the first read meets (an error, a panic), full text answers 503 until the
         // index is rebuilt; vector search keeps working.
-        let r = api
-            .post(&format!("/v1/workspaces/{ws}/search"), fulltext("rebuilt"))
-            .await;
-        assert!(
-            matches!(r.status, 503 | 200),
-            "{what}: {} {:?}",
-            r.status,
-            r.body
-        );
-        if r.status == 503 {
-            assert_eq!(r.code(), "unavailable", "{what}");
-            assert!(r.headers.contains_key("retry-after"), "{what}");
-        }
-        let r = api
-            .post(
-                &format!("/v1/workspaces/{ws}/search"),
-                json!({"query": "rebuilt document", "mode": "vector", "limit": 100}),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{what}: vector search {:?}", r.body);
+        fulltext_during_rebuild(&api, ws, &what).await;
+        assert_eq!(search_status(&api, ws, "vector").await, 200, "{what}");
         poll("the rebuilt index", 60, || async {
-            let r = api
-                .post(&format!("/v1/workspaces/{ws}/search"), fulltext("rebuilt"))
-                .await;
-            assert!(
-                matches!(r.status, 503 | 200),
-                "{what}: {} {:?}",
-                r.status,
-                r.body
-            );
-            r.status == 200
+            fulltext_during_rebuild(&api, ws, &what).await.status == 200
         })
         .await;
         let mut got = found(&api, ws, "rebuilt").await;
         got.sort();
         assert_eq!(&got, ids, "{what}");
         for mode in ["hybrid", "vector"] {
-            let r = api
-                .post(
-                    &format!("/v1/workspaces/{ws}/search"),
-                    json!({"query": "rebuilt document", "mode": mode, "limit": 100}),
-                )
-                .await;
-            assert_eq!(r.status, 200, "{what} {mode}: {:?}", r.body);
+            assert_eq!(search_status(&api, ws, mode).await, 200, "{what} {mode}");
         }
     }
     let text = api.text("/metrics").await;
@@ -429,10 +423,7 @@ async fn changes_to_an_index_damaged_so_that_only_reads_fail_are_kept() {
     ids.push(api.add_doc(&ws, doc("rebuilt", 99)).await);
     ids.sort();
     poll("the rebuilt index", 60, || async {
-        let r = api
-            .post(&format!("/v1/workspaces/{ws}/search"), fulltext("rebuilt"))
-            .await;
-        assert!(matches!(r.status, 503 | 200), "{} {:?}", r.status, r.body);
+        let r = fulltext_during_rebuild(&api, &ws, "a change").await;
         r.status == 200 && r.body["results"].as_array().map(Vec::len) == Some(ids.len())
     })
     .await;
