@@ -194,7 +194,6 @@ pub fn search(
         ws.require_index()?;
     }
     let searcher = ws.reader().searcher();
-    let f = ws.fields();
     // Parsed before any work, so a refused query costs nothing. A vector search reads the
     // query as text to embed (its words only highlight).
     let plain = req.plain_words || mode == Mode::Vector;
@@ -204,15 +203,20 @@ pub fn search(
         Mode::Hybrid => fusion.depth.max(want),
         _ => want,
     };
+    // Reads of the index go through `read_index`: damaged segment files (which may open fine
+    // and fail only here, as an error or a panic of Tantivy's decoders) mark the index for a
+    // rebuild from SQLite and answer 503 meanwhile.
     let lexical = match (&text_query, mode) {
-        (Some(q), Mode::Hybrid | Mode::Fulltext) => fulltext(
-            ws,
-            &searcher,
-            q.box_clone(),
-            allowed.as_deref(),
-            depth,
-            fusion.term_set_limit,
-        )?,
+        (Some(q), Mode::Hybrid | Mode::Fulltext) => ws.read_index(|| {
+            fulltext(
+                ws,
+                &searcher,
+                q.box_clone(),
+                allowed.as_deref(),
+                depth,
+                fusion.term_set_limit,
+            )
+        })?,
         _ => Vec::new(),
     };
     let semantic = match mode {
@@ -235,8 +239,7 @@ pub fn search(
     let page: Vec<(i64, f32)> = ranked.into_iter().skip(offset).take(limit).collect();
     let mut results = hydrate(ws, &page)?;
     if req.highlight.unwrap_or(true) {
-        if let Some(q) = &text_query {
-            let mut gen = SnippetGenerator::create(&searcher, q.as_ref(), f.text)?;
+        if let Some(mut gen) = highlighter(ws, &searcher, text_query.as_deref(), mode)? {
             // Each result's text is bounded (`hydrate`), and so is its one fragment.
             gen.set_max_num_chars(MAX_HIGHLIGHT_CHARS);
             for r in &mut results {
@@ -249,6 +252,28 @@ pub fn search(
         }
     }
     Ok(SearchResponse { results, mode })
+}
+
+/// The snippet generator of a query (it reads term statistics from the index). A vector search
+/// does without highlights while the index is unavailable rather than fail.
+fn highlighter(
+    ws: &Workspace,
+    searcher: &tantivy::Searcher,
+    q: Option<&dyn Query>,
+    mode: Mode,
+) -> Result<Option<SnippetGenerator>> {
+    let Some(q) = q else {
+        return Ok(None);
+    };
+    let vector_only = mode == Mode::Vector;
+    if vector_only && ws.require_index().is_err() {
+        return Ok(None);
+    }
+    match ws.read_index(|| Ok(SnippetGenerator::create(searcher, q, ws.fields().text)?)) {
+        Ok(gen) => Ok(Some(gen)),
+        Err(Error::IndexUnavailable(_)) if vector_only => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether a query uses the query language (phrases, fields, required or excluded terms).

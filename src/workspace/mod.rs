@@ -7,7 +7,7 @@ pub mod reserve;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -143,19 +143,56 @@ pub struct Stats {
     pub bytes_on_disk: u64,
 }
 
-/// Counts the Tantivy writers open (each holds an indexing thread, a merge thread and a lock
-/// file) from the moment one opens until it is dropped, whoever opened it.
+/// The Tantivy writers of a server (each holds an indexing thread, a merge thread and a lock
+/// file): counted from the moment one opens until it is dropped, and closed when idle by
+/// [`Writers::close_idle`], whoever opened them (a request, a job, a repair, a rebuild) and
+/// wherever their store is (cached, evicted or removed while held, or opened outside a registry
+/// with this set). The sweep walks writers, not a cache of stores, and never waits for a busy
+/// one: a writer in use is not idle.
 #[derive(Clone, Default)]
-pub struct WriterCount(Arc<AtomicU64>);
+pub struct Writers {
+    open: Arc<AtomicU64>,
+    /// The writer homes of the live stores sharing this set (dead ones are pruned by sweeps).
+    homes: Arc<Mutex<Vec<Weak<WriterHome>>>>,
+}
 
-impl WriterCount {
+impl Writers {
+    /// Writers open now.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.open.load(Ordering::Relaxed)
     }
 
     fn track(&self) -> WriterTracked {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        WriterTracked(self.0.clone())
+        self.open.fetch_add(1, Ordering::Relaxed);
+        WriterTracked(self.open.clone())
+    }
+
+    fn register(&self, home: &Arc<WriterHome>) {
+        let mut homes = self.homes.lock().unwrap_or_else(|p| p.into_inner());
+        homes.retain(|h| h.strong_count() > 0);
+        homes.push(Arc::downgrade(home));
+    }
+
+    /// Commits and closes every writer idle for at least `idle`; skips (without waiting) those
+    /// in use. Returns how many it closed.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        let homes: Vec<Weak<WriterHome>> = {
+            let mut homes = self.homes.lock().unwrap_or_else(|p| p.into_inner());
+            homes.retain(|h| h.strong_count() > 0);
+            homes.clone()
+        };
+        let mut closed = 0;
+        // One at a time: the sweep never keeps a store's writer alive longer than its own.
+        for home in homes.iter().filter_map(Weak::upgrade) {
+            match home.close_if_idle(idle, false) {
+                Ok(true) => closed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(workspace_id = %home.id, error = %e, "closing idle writer failed")
+                }
+            }
+        }
+        closed
     }
 }
 
@@ -165,6 +202,53 @@ struct WriterTracked(Arc<AtomicU64>);
 impl Drop for WriterTracked {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A store's writer slot and what closing its writer needs, shared with the server's
+/// [`Writers`] so that a sweep reaches it wherever the store is.
+struct WriterHome {
+    id: Uuid,
+    slot: Mutex<Option<WriterSlot>>,
+    reader: IndexReader,
+    /// Set when an index change failed after SQLite committed (a failed commit, a full disk):
+    /// the index lacks or holds chunks it should not, and is reconciled before it is next
+    /// written (`knowledge::ingest::run_quantum`), or on the next open.
+    needs_reconcile: AtomicBool,
+}
+
+impl WriterHome {
+    fn lock(&self) -> MutexGuard<'_, Option<WriterSlot>> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commits and closes the writer when it has been idle for at least `idle`. With `wait`
+    /// false a writer in use (its lock held) is left alone. Returns whether it closed one.
+    fn close_if_idle(&self, idle: Duration, wait: bool) -> Result<bool> {
+        let mut slot = if wait {
+            self.lock()
+        } else {
+            match self.slot.try_lock() {
+                Ok(slot) => slot,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+            }
+        };
+        let idle_enough = slot.as_ref().is_some_and(|s| s.last_used.elapsed() >= idle);
+        if !idle_enough {
+            return Ok(false);
+        }
+        if let Some(mut entry) = slot.take() {
+            // Closed whatever happens; a failed commit leaves the index to be reconciled.
+            if let Err(e) = entry.commit() {
+                self.needs_reconcile.store(true, Ordering::Release);
+                tracing::warn!(workspace_id = %self.id, error = %e, "commit of an idle writer failed: index to be reconciled");
+                return Err(e);
+            }
+            entry.writer.wait_merging_threads()?;
+            self.reader.reload()?;
+        }
+        Ok(true)
     }
 }
 
@@ -214,16 +298,19 @@ pub struct Workspace {
     index: Index,
     reader: IndexReader,
     fields: IndexFields,
-    writer: Mutex<Option<WriterSlot>>,
-    /// Counts open writers, server-wide (the registry shares one).
-    writers: WriterCount,
-    /// Set when an index change failed after SQLite committed (a failed commit, a full disk):
-    /// the index lacks or holds chunks it should not, and is reconciled before it is next
-    /// written (`knowledge::ingest::run_quantum`), or on the next open.
-    needs_reconcile: AtomicBool,
-    /// Set while the index is rebuilt from SQLite (it was missing or unreadable): full-text
-    /// search answers `IndexUnavailable` until the rebuild is done.
+    /// The single writer's slot (and the reconciliation mark), reachable by [`Writers`].
+    home: Arc<WriterHome>,
+    /// The server's writers (the registry shares one set).
+    writers: Writers,
+    /// Set while the index is rebuilt from SQLite (it was missing or unreadable at open, or a
+    /// read or a commit found it unreadable later): full-text search answers
+    /// `IndexUnavailable` until the rebuild is done.
     rebuilding: AtomicBool,
+    /// Why the last rebuild gave up (after [`registry::REBUILD_ATTEMPTS`]); cleared by a
+    /// successful rebuild. Full-text search says so in its 503.
+    rebuild_failed: Mutex<Option<String>>,
+    /// Starts the background rebuild (set by the registry; without it, the caller rebuilds).
+    rebuilder: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Binary codes of the vector spaces, derived from SQLite (see `knowledge::ann`).
     ann: Ann,
     /// Bumped by every write to `documents` or `chunks` (committed or not).
@@ -246,11 +333,11 @@ impl Workspace {
     /// SQLite ([`Workspace::rebuild_pending`], [`Workspace::rebuild_index`]); the caller (the
     /// registry) rebuilds it in the background.
     pub fn open(dir: &Path, id: Uuid) -> Result<Self> {
-        Self::open_counted(dir, id, WriterCount::default())
+        Self::open_counted(dir, id, Writers::default())
     }
 
-    /// As [`Workspace::open`], counting its writers in `writers`.
-    pub fn open_counted(dir: &Path, id: Uuid, writers: WriterCount) -> Result<Self> {
+    /// As [`Workspace::open`], its writer counted and swept in `writers`.
+    pub fn open_counted(dir: &Path, id: Uuid, writers: Writers) -> Result<Self> {
         if !dir.join(DB_FILE).is_file() {
             return Err(Error::NotFound(Resource::Workspace));
         }
@@ -277,7 +364,7 @@ impl Workspace {
         })
     }
 
-    fn open_store(dir: &Path, id: Uuid, writers: WriterCount) -> Result<Self> {
+    fn open_store(dir: &Path, id: Uuid, writers: Writers) -> Result<Self> {
         let mut conn = db::open(&dir.join(DB_FILE), false)?;
         // sqlite-vec reads and writes vectors through blob I/O over overflow pages; memory-mapped
         // reads keep that (and brute-force KNN) out of pread copies. Address space only: the
@@ -323,6 +410,13 @@ impl Workspace {
             }
         };
         let fields = fields_of(&index.schema())?;
+        let home = Arc::new(WriterHome {
+            id,
+            slot: Mutex::new(None),
+            reader: reader.clone(),
+            needs_reconcile: AtomicBool::new(rebuild),
+        });
+        writers.register(&home);
         let ws = Workspace {
             id,
             dir: dir.to_path_buf(),
@@ -330,57 +424,130 @@ impl Workspace {
             index,
             reader,
             fields,
-            writer: Mutex::new(None),
+            home,
             writers,
-            needs_reconcile: AtomicBool::new(rebuild),
             rebuilding: AtomicBool::new(rebuild),
+            rebuild_failed: Mutex::new(None),
+            rebuilder: OnceLock::new(),
             ann,
             version,
             allowed: AllowedCache::default(),
             on_close: None,
         };
         if !rebuild {
-            repair::repair_if_needed(&ws)?;
+            // An index that opens but cannot be read (a damaged segment) is rebuilt like a
+            // missing one; other failures (the database) fail the open.
+            if let Err(e) = ws.read_index(|| repair::repair_if_needed(&ws)) {
+                if !matches!(e, Error::IndexUnavailable(_)) {
+                    return Err(e);
+                }
+            }
             // A repair must not leave its writer (threads, lock file) behind.
             ws.close_writer_if_idle(Duration::ZERO)?;
         }
         Ok(ws)
     }
 
-    /// Whether the index was found missing or unreadable at open and awaits its rebuild.
+    /// Whether the index awaits its rebuild (found missing or unreadable at open, or by a
+    /// later read or commit).
     pub fn rebuild_pending(&self) -> bool {
         self.rebuilding.load(Ordering::Acquire)
     }
 
-    /// Fails with `IndexUnavailable` while the full-text index is being rebuilt.
+    /// Fails with `IndexUnavailable` while the full-text index is being rebuilt (or after its
+    /// rebuild gave up, saying why).
     pub fn require_index(&self) -> Result<()> {
-        if self.rebuild_pending() {
-            return Err(Error::IndexUnavailable(
-                "this workspace's full-text index is being rebuilt; retry shortly (vector \
-                 search and documents keep working meanwhile)"
-                    .into(),
-            ));
+        if !self.rebuild_pending() {
+            return Ok(());
         }
-        Ok(())
+        let failed = self
+            .rebuild_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Err(Error::IndexUnavailable(match failed {
+            None => "this workspace's full-text index is being rebuilt; retry shortly (vector \
+                     search and documents keep working meanwhile)"
+                .into(),
+            Some(why) => format!(
+                "this workspace's full-text index is unreadable and could not be rebuilt \
+                 ({why}); it is tried again when the workspace is next opened (vector search \
+                 and documents keep working meanwhile)"
+            ),
+        }))
     }
 
-    /// Rebuilds the index from SQLite (after it was found missing or unreadable), then makes
-    /// full-text search available again. Leaves no writer open.
+    /// Sets what starts a background rebuild when the index is found unreadable after open.
+    pub(crate) fn set_rebuilder(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.rebuilder.set(f);
+    }
+
+    /// Marks the index unreadable (`what` failed for `reason`): full-text search answers 503
+    /// and a rebuild from SQLite starts in the background (once: a rebuild already pending is
+    /// not started again). Returns the error to answer with.
+    pub fn index_unreadable(&self, what: &str, reason: &str) -> Error {
+        if !self.rebuilding.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                workspace_id = %self.id, error = %reason,
+                "full-text index unreadable ({what}): rebuilding it from the database"
+            );
+            self.set_needs_reconcile(true);
+            if let Some(start) = self.rebuilder.get() {
+                start();
+            }
+        }
+        match self.require_index() {
+            Err(e) => e,
+            Ok(()) => Error::IndexUnavailable(
+                "this workspace's full-text index is being rebuilt; retry shortly".into(),
+            ),
+        }
+    }
+
+    /// Runs `f`, which reads the full-text index. A failure that says the index's files are
+    /// damaged (a Tantivy read error, or a panic of Tantivy's decoders on garbled bytes) marks
+    /// the index unreadable ([`Workspace::index_unreadable`]) and is `IndexUnavailable`; any
+    /// other error passes through.
+    pub fn read_index<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(Err(e)) if index_is_damaged(&e) => {
+                Err(self.index_unreadable("a read failed", &e.to_string()))
+            }
+            Ok(result) => result,
+            Err(panic) => Err(self.index_unreadable("a read panicked", panic_text(&*panic))),
+        }
+    }
+
+    /// Rebuilds the index from SQLite (after it was found missing or unreadable): every entry
+    /// dropped, every chunk added again. Then makes full-text search available again. Leaves
+    /// no writer open.
     pub fn rebuild_index(&self) -> Result<repair::Repair> {
-        let report = repair::reconcile(self)?;
+        let report = repair::rebuild(self)?;
+        *self
+            .rebuild_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         self.rebuilding.store(false, Ordering::Release);
         self.close_writer_if_idle(Duration::ZERO)?;
         tracing::info!(workspace_id = %self.id, added = report.added, "full-text index rebuilt");
         Ok(report)
     }
 
+    /// Records that the rebuild gave up (full-text search keeps answering 503, saying so).
+    pub(crate) fn rebuild_gave_up(&self, e: &Error) {
+        *self
+            .rebuild_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
     /// Whether a failed index change left the index to be reconciled with SQLite.
     pub fn needs_reconcile(&self) -> bool {
-        self.needs_reconcile.load(Ordering::Acquire)
+        self.home.needs_reconcile.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_needs_reconcile(&self, v: bool) {
-        self.needs_reconcile.store(v, Ordering::Release);
+        self.home.needs_reconcile.store(v, Ordering::Release);
     }
 
     pub fn index(&self) -> &Index {
@@ -442,7 +609,7 @@ impl Workspace {
     /// Commits the writer (if open) and makes the commit visible to searchers.
     pub fn commit_index(&self) -> Result<()> {
         let committed = {
-            let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slot = self.home.lock();
             match slot.as_mut().map(WriterSlot::commit) {
                 Some(Ok(())) => true,
                 Some(Err(e)) => {
@@ -491,22 +658,35 @@ impl Workspace {
         sql: impl FnOnce() -> Result<(T, i64)>,
         index: impl FnOnce(&mut IndexWriter, &T) -> Result<U>,
     ) -> Result<(T, Result<U>)> {
-        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.home.lock();
         let (out, generation) = sql()?;
-        let indexed = (|| {
+        // The index part reads the index too (deletions are applied to every segment at
+        // commit): a damaged index shows here as an error or a panic of Tantivy's decoders.
+        let indexed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let entry = self.writer_entry(&mut slot)?;
             let u = index(&mut entry.writer, &out)?;
             entry.commit_with(Some(generation.to_string()))?;
+            entry.last_used = Instant::now();
             Ok(u)
-        })();
+        }))
+        .unwrap_or_else(|panic| {
+            Err(Error::Index(tantivy::TantivyError::InternalError(format!(
+                "the index change panicked: {}",
+                panic_text(&*panic)
+            ))))
+        });
         let indexed = match indexed {
             Ok(u) => {
                 drop(slot);
-                self.reader.reload().map(|_| u).map_err(Error::from)
+                self.read_index(|| Ok(self.reader.reload()?)).map(|_| u)
             }
             Err(e) => {
                 self.discard_writer(&mut slot, &e);
-                Err(e)
+                if index_is_damaged(&e) {
+                    Err(self.index_unreadable("a change failed", &e.to_string()))
+                } else {
+                    Err(e)
+                }
             }
         };
         Ok((out, indexed))
@@ -549,39 +729,28 @@ impl Workspace {
     }
 
     fn with_writer_slot<T>(&self, f: impl FnOnce(&mut WriterSlot) -> Result<T>) -> Result<T> {
-        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.home.lock();
         let result = self.writer_entry(&mut slot).and_then(f);
-        if let Err(e) = &result {
-            if !leaves_writer_intact(e) {
-                self.discard_writer(&mut slot, e);
+        match &result {
+            Err(e) if !leaves_writer_intact(e) => self.discard_writer(&mut slot, e),
+            // Idle from when it was last used, not from when that use began.
+            _ => {
+                if let Some(entry) = slot.as_mut() {
+                    entry.last_used = Instant::now();
+                }
             }
         }
         result
     }
 
     pub fn writer_is_open(&self) -> bool {
-        self.writer.lock().map(|s| s.is_some()).unwrap_or(false)
+        self.home.lock().is_some()
     }
 
-    /// Commits and closes the writer when it has been idle for at least `idle`. Returns whether
-    /// it closed one.
+    /// Commits and closes the writer when it has been idle for at least `idle` (waiting for it
+    /// if it is in use). Returns whether it closed one.
     pub fn close_writer_if_idle(&self, idle: Duration) -> Result<bool> {
-        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let idle_enough = slot.as_ref().is_some_and(|s| s.last_used.elapsed() >= idle);
-        if !idle_enough {
-            return Ok(false);
-        }
-        if let Some(mut entry) = slot.take() {
-            // Closed whatever happens; a failed commit leaves the index to be reconciled.
-            if let Err(e) = entry.commit() {
-                self.set_needs_reconcile(true);
-                tracing::warn!(workspace_id = %self.id, error = %e, "commit of an idle writer failed: index to be reconciled");
-                return Err(e);
-            }
-            entry.writer.wait_merging_threads()?;
-            self.reader.reload()?;
-        }
-        Ok(true)
+        self.home.close_if_idle(idle, true)
     }
 
     /// Commits and closes the writer and truncates the WAL: what a clean shutdown does.
@@ -638,7 +807,7 @@ impl Workspace {
 
 impl Drop for Workspace {
     fn drop(&mut self) {
-        if let Ok(mut slot) = self.writer.lock() {
+        if let Ok(mut slot) = self.home.slot.lock() {
             if let Some(mut entry) = slot.take() {
                 if let Err(e) = entry.commit() {
                     tracing::warn!(workspace_id = %self.id, error = %e, "commit on close failed");
@@ -652,15 +821,54 @@ impl Drop for Workspace {
     }
 }
 
+/// Whether an error says the index's files are damaged (missing, truncated, garbled): a read
+/// error of Tantivy, not a full disk, a busy lock or a bad argument.
+pub fn index_is_damaged(e: &Error) -> bool {
+    use tantivy::TantivyError as T;
+    match e {
+        Error::Index(t) => matches!(
+            t,
+            T::OpenReadError(_)
+                | T::OpenDirectoryError(_)
+                | T::IoError(_)
+                | T::DataCorruption(_)
+                | T::IncompatibleIndex(_)
+                | T::InternalError(_)
+                | T::DeserializeError(_)
+                | T::ErrorInThread(_)
+        ),
+        Error::Io(_) => true,
+        _ => false,
+    }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic")
+}
+
 /// Opens the index in `dir` and a reader of it (which opens every segment, so an unreadable
-/// one shows here rather than in a search).
+/// one shows here rather than in a search). Tantivy's decoders may panic on garbled bytes: that
+/// is an unreadable index too.
 fn open_index(dir: &Path) -> Result<(Index, IndexReader)> {
-    let index = Index::open_in_dir(dir)?;
-    let reader = index
-        .reader_builder()
-        .reload_policy(ReloadPolicy::Manual)
-        .try_into()?;
-    Ok((index, reader))
+    let open = || -> Result<(Index, IndexReader)> {
+        let index = Index::open_in_dir(dir)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok((index, reader))
+    };
+    std::panic::catch_unwind(open).unwrap_or_else(|panic| {
+        Err(Error::Index(tantivy::TantivyError::InternalError(format!(
+            "opening the index panicked: {}",
+            panic_text(&*panic)
+        ))))
+    })
 }
 
 /// SQLite's short description of why a database could not be opened.

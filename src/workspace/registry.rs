@@ -19,11 +19,14 @@ use lru::LruCache;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{dir_of, Workspace, WriterCount};
+use super::{dir_of, Workspace, Writers};
 use crate::error::{Error, Result};
 
-/// Pause before a failed index rebuild is tried again.
-const REBUILD_RETRY: Duration = Duration::from_secs(5);
+/// Attempts of a background index rebuild before it gives up (full-text search then keeps
+/// answering 503, saying so, until the store is next opened).
+pub const REBUILD_ATTEMPTS: u32 = 5;
+/// Pause after the first failed rebuild attempt, doubled after each further one (2, 4, 8, 16 s).
+pub const REBUILD_FIRST_RETRY: Duration = Duration::from_secs(2);
 
 /// A shared, reference-counted handle to an open store. The store stays open while any handle
 /// to it exists, even after the registry evicted it.
@@ -67,7 +70,7 @@ struct Shared {
     opens: AtomicU64,
     evictions: AtomicU64,
     /// Tantivy writers open in the stores of this registry (held or not, cached or evicted).
-    writers: WriterCount,
+    writers: Writers,
 }
 
 impl Shared {
@@ -128,7 +131,7 @@ impl Registry {
                 peak: AtomicU64::new(0),
                 opens: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
-                writers: WriterCount::default(),
+                writers: Writers::default(),
             }),
         }
     }
@@ -193,36 +196,22 @@ impl Registry {
             sh.peak.fetch_max(st.live as u64, Ordering::Relaxed);
             sh.opens.fetch_add(1, Ordering::Relaxed);
             let ws = Arc::new(ws);
+            // An index found unreadable later (by a search, a commit) is rebuilt the same way.
+            let (weak_ws, weak_sh) = (Arc::downgrade(&ws), Arc::downgrade(&self.shared));
+            ws.set_rebuilder(Box::new(move || {
+                if let (Some(ws), Some(shared)) = (weak_ws.upgrade(), weak_sh.upgrade()) {
+                    spawn_rebuild(Handle {
+                        ws: Some(ws),
+                        shared,
+                    });
+                }
+            }));
             st.cache.put(id, ws.clone());
             drop(st);
             if ws.rebuild_pending() {
-                self.spawn_rebuild(self.handle(ws.clone()));
+                spawn_rebuild(self.handle(ws.clone()));
             }
             return Ok(self.handle(ws));
-        }
-    }
-
-    /// Rebuilds a store's missing or unreadable index from SQLite on a thread of its own
-    /// (full-text search answers 503 meanwhile). The thread holds the store, so it is not
-    /// evicted mid-rebuild; a failure (a full disk) is retried until the registry shuts down.
-    fn spawn_rebuild(&self, handle: Handle) {
-        let id = handle.id();
-        let spawned = std::thread::Builder::new()
-            .name("enclave-index-rebuild".into())
-            .spawn(move || loop {
-                match handle.rebuild_index() {
-                    Ok(_) => return,
-                    Err(e) => {
-                        tracing::warn!(workspace_id = %id, error = %e, "index rebuild failed; retrying");
-                        if handle.shared.closed.load(Ordering::Acquire) {
-                            return;
-                        }
-                        std::thread::sleep(REBUILD_RETRY);
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(workspace_id = %id, error = %e, "cannot start the index rebuild");
         }
     }
 
@@ -246,25 +235,12 @@ impl Registry {
         removed.is_some()
     }
 
-    /// Commits and closes the Tantivy writers that have been idle for `idle`: those of every
-    /// cached store, whoever opened them (a request, a job, a repair on open). A store evicted
-    /// while held closes its writer when its last holder lets go.
+    /// Commits and closes the Tantivy writers that have been idle for `idle`, whoever opened
+    /// them (a request, a job, a repair, a rebuild) and wherever their store is (cached, or
+    /// evicted or removed while a request holds it). A writer in use is skipped, never waited
+    /// for. Returns how many it closed.
     pub fn close_idle_writers(&self, idle: Duration) -> usize {
-        let open: Vec<Arc<Workspace>> = {
-            let st = self.shared.lock();
-            st.cache.iter().map(|(_, ws)| ws.clone()).collect()
-        };
-        let mut closed = 0;
-        for ws in open {
-            match ws.close_writer_if_idle(idle) {
-                Ok(true) => closed += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(workspace_id = %ws.id(), error = %e, "closing idle writer failed")
-                }
-            }
-        }
-        closed
+        self.shared.writers.close_idle(idle)
     }
 
     /// Refuses new opens, then flushes and closes every cached store (writers committed, WAL
@@ -299,6 +275,44 @@ impl Registry {
             evictions_total: sh.evictions.load(Ordering::Relaxed),
             open_writers: sh.writers.get(),
         }
+    }
+}
+
+/// Rebuilds a store's missing or unreadable index from SQLite on a thread of its own
+/// (full-text search answers 503 meanwhile). The thread holds the store, so it is not evicted
+/// mid-rebuild. A failure (a full disk, an index that cannot be written) is retried
+/// [`REBUILD_ATTEMPTS`] times with a doubling pause, then given up: logged, and said in the
+/// 503 of full-text search, until the store is next opened.
+fn spawn_rebuild(handle: Handle) {
+    let id = handle.id();
+    let spawned = std::thread::Builder::new()
+        .name("enclave-index-rebuild".into())
+        .spawn(move || {
+            let mut pause = REBUILD_FIRST_RETRY;
+            for attempt in 1..=REBUILD_ATTEMPTS {
+                let e = match handle.rebuild_index() {
+                    Ok(_) => return,
+                    Err(e) => e,
+                };
+                if attempt == REBUILD_ATTEMPTS {
+                    tracing::error!(workspace_id = %id, error = %e, attempts = attempt,
+                        "index rebuild failed; giving up until the workspace is next opened");
+                    handle.rebuild_gave_up(&e);
+                    return;
+                }
+                tracing::warn!(workspace_id = %id, error = %e, attempt, "index rebuild failed; retrying");
+                let until = Instant::now() + pause;
+                while Instant::now() < until {
+                    if handle.shared.closed.load(Ordering::Acquire) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                pause *= 2;
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(workspace_id = %id, error = %e, "cannot start the index rebuild");
     }
 }
 
@@ -460,25 +474,67 @@ mod tests {
     }
 
     #[test]
-    fn the_sweeper_closes_every_idle_writer() {
+    fn the_sweeper_closes_every_idle_writer_wherever_its_store_is() {
         let (_t, reg, ids) = setup(3, 4, Duration::from_secs(5));
         for id in &ids {
             let h = reg.get(*id).expect("get");
             h.index_chunk(1, "d", "T", "", "words").expect("index");
         }
-        // One more, evicted from the cache while held: it closes when let go.
+        // One store leaves the cache while a request holds it (as a deletion or an eviction
+        // leaves it): its writer is swept all the same.
         let held = reg.get(ids[0]).expect("held");
         assert_eq!(reg.stats().open_writers, 3);
         assert_eq!(reg.close_idle_writers(Duration::from_secs(3600)), 0);
         assert_eq!(reg.stats().open_writers, 3, "not idle yet");
         assert!(reg.remove(ids[0]));
-        assert_eq!(reg.close_idle_writers(Duration::ZERO), 2);
-        assert_eq!(
-            reg.stats().open_writers,
-            1,
-            "the held, evicted store keeps its writer"
-        );
+        assert_eq!(reg.close_idle_writers(Duration::ZERO), 3);
+        assert_eq!(reg.stats().open_writers, 0);
+        // The held store still works, and opens a writer again on demand.
+        held.index_chunk(2, "d", "T", "", "more")
+            .expect("index again");
+        assert_eq!(reg.stats().open_writers, 1);
         drop(held);
+        assert_eq!(reg.stats().open_writers, 0, "closed with its store");
+    }
+
+    #[test]
+    fn a_writer_in_use_does_not_stall_the_sweep_of_the_others() {
+        let (_t, reg, ids) = setup(3, 4, Duration::from_secs(5));
+        for id in &ids[1..] {
+            let h = reg.get(*id).expect("get");
+            h.index_chunk(1, "d", "T", "", "words").expect("index");
+        }
+        // A long index change (a rebuild, a big batch) holds one store's writer.
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let busy = reg.get(ids[0]).expect("busy");
+        let holder = std::thread::spawn(move || {
+            busy.with_writer(|_| {
+                started_tx.send(()).expect("started");
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .expect("busy change");
+        });
+        started.recv().expect("holder started");
+        let (done_tx, done) = mpsc::channel();
+        let sweeper = {
+            let reg = reg.clone();
+            std::thread::spawn(move || {
+                let _ = done_tx.send(reg.close_idle_writers(Duration::ZERO));
+            })
+        };
+        let closed = done.recv_timeout(Duration::from_secs(20));
+        release.send(()).expect("release");
+        assert_eq!(
+            closed,
+            Ok(2),
+            "the sweep skips the busy writer and closes the others"
+        );
+        holder.join().expect("holder");
+        sweeper.join().expect("sweeper");
+        assert_eq!(reg.stats().open_writers, 1, "the busy one, now idle");
+        assert_eq!(reg.close_idle_writers(Duration::ZERO), 1);
         assert_eq!(reg.stats().open_writers, 0);
     }
 

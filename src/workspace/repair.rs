@@ -126,13 +126,29 @@ pub fn repair_if_needed(ws: &Workspace) -> Result<Option<Repair>> {
 /// document), and records SQLite's generation. Clears the mark of [`Workspace::needs_reconcile`]
 /// (set again if this fails, or if an index change fails meanwhile).
 pub fn reconcile(ws: &Workspace) -> Result<Repair> {
+    sync(ws, false)
+}
+
+/// Rebuilds the index from SQLite without reading it (it may be unreadable): every entry is
+/// dropped and every chunk added again, in one commit recording SQLite's generation.
+pub fn rebuild(ws: &Workspace) -> Result<Repair> {
+    sync(ws, true)
+}
+
+/// Chunks read from SQLite at a time while they are added to the index (the connection is let
+/// go between batches, so documents stay listable during a rebuild).
+const SYNC_BATCH: usize = 1000;
+
+fn sync(ws: &Workspace, from_scratch: bool) -> Result<Repair> {
     let f = ws.fields();
     ws.set_needs_reconcile(false);
     let result = ws.index_transaction_now(
         || {
             // Under the writer lock: nothing else changes the index meanwhile. A failed commit
-            // may have left the reader behind what is on disk.
-            ws.reader().reload()?;
+            // may have left the reader behind what is on disk (a rebuild does not read it).
+            if !from_scratch {
+                ws.reader().reload()?;
+            }
             let conn = ws.conn();
             let mut stmt = conn.prepare("SELECT id FROM chunks")?;
             let ids = stmt
@@ -143,7 +159,15 @@ pub fn reconcile(ws: &Workspace) -> Result<Repair> {
         |w: &mut IndexWriter, wanted: &HashSet<i64>| {
             let mut present: HashMap<u64, usize> = HashMap::new();
             let searcher = ws.reader().searcher();
-            for seg in searcher.segment_readers() {
+            if from_scratch {
+                w.delete_all_documents()?;
+            }
+            let segments = if from_scratch {
+                &[][..]
+            } else {
+                searcher.segment_readers()
+            };
+            for seg in segments {
                 let col = seg.fast_fields().u64("chunk_id")?;
                 let alive = seg.alive_bitset();
                 for doc in 0..seg.max_doc() {
@@ -172,13 +196,13 @@ pub fn reconcile(ws: &Workspace) -> Result<Repair> {
                     .iter()
                     .filter(|id| !present.contains_key(&(**id as u64))),
             );
-            if !to_add.is_empty() {
+            for batch in to_add.chunks(SYNC_BATCH) {
                 let conn = ws.conn();
                 let mut stmt = conn.prepare_cached(
                     "SELECT c.document_id, d.title, c.heading_path, c.text
                      FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
                 )?;
-                for id in &to_add {
+                for id in batch {
                     let row: Option<(String, String, String, String)> = stmt
                         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                         .optional()?;
@@ -203,9 +227,35 @@ pub fn reconcile(ws: &Workspace) -> Result<Repair> {
 }
 
 #[cfg(test)]
+#[path = "../../tests/api/tmpfs.rs"]
+mod tmpfs;
+
+#[cfg(test)]
 mod tests {
+    use super::tmpfs::Tmpfs;
     use super::*;
     use crate::workspace::{create, dir_of};
+    use std::path::PathBuf;
+    use uuid::Uuid;
+
+    /// A new, empty store in a temp dir: (the temp dir, its folder, its id).
+    fn store() -> (tempfile::TempDir, PathBuf, Uuid) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let id = crate::ids::new_id();
+        let dir = dir_of(tmp.path(), id);
+        create(&dir).expect("create");
+        (tmp, dir, id)
+    }
+
+    /// A closed store whose database holds document `d1` with chunks `texts` (not indexed:
+    /// the next open repairs that).
+    fn seeded_store(texts: &[&str]) -> (tempfile::TempDir, PathBuf, Uuid) {
+        let (tmp, dir, id) = store();
+        let ws = Workspace::open(&dir, id).expect("open");
+        seed(&ws, "d1", texts);
+        drop(ws);
+        (tmp, dir, id)
+    }
 
     fn seed(ws: &Workspace, doc: &str, texts: &[&str]) {
         let conn = ws.conn();
@@ -227,10 +277,7 @@ mod tests {
 
     #[test]
     fn an_index_behind_or_ahead_of_sqlite_is_repaired_on_open() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let id = crate::ids::new_id();
-        let dir = dir_of(tmp.path(), id);
-        create(&dir).expect("create");
+        let (_tmp, dir, id) = store();
         {
             let ws = Workspace::open(&dir, id).expect("open");
             assert_eq!(
@@ -259,14 +306,7 @@ mod tests {
 
     #[test]
     fn an_index_of_an_older_schema_is_rebuilt() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let id = crate::ids::new_id();
-        let dir = dir_of(tmp.path(), id);
-        create(&dir).expect("create");
-        {
-            let ws = Workspace::open(&dir, id).expect("open");
-            seed(&ws, "d1", &["gamma"]);
-        }
+        let (_tmp, dir, id) = seeded_store(&["gamma"]);
         // Replace the index with one whose text fields use the default tokenizer.
         let idx = dir.join(crate::workspace::INDEX_DIR);
         std::fs::remove_dir_all(&idx).expect("rm");
@@ -283,51 +323,6 @@ mod tests {
         assert_eq!(ws.indexed_chunks(), 1);
     }
 
-    /// A small tmpfs mounted for a test (root only; `None`, with a message, where mounting is
-    /// not allowed). Unmounted on drop.
-    pub(crate) struct Tmpfs {
-        pub dir: tempfile::TempDir,
-    }
-
-    impl Tmpfs {
-        pub(crate) fn mount(size: &str) -> Option<Tmpfs> {
-            let dir = tempfile::tempdir().expect("tmp");
-            let ok = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-                return None;
-            }
-            Some(Tmpfs { dir })
-        }
-
-        /// Fills the filesystem with a file; returns its path (remove it to free the space).
-        pub(crate) fn fill(&self) -> std::path::PathBuf {
-            use std::io::Write;
-            let path = self.dir.path().join("filler");
-            let mut f = std::fs::File::create(&path).expect("filler");
-            let block = vec![7u8; 64 << 10];
-            while f.write_all(&block).is_ok() {}
-            let mut small = [7u8; 512];
-            while f.write_all(&small).is_ok() {
-                small[0] = small[0].wrapping_add(1);
-            }
-            path
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-
     fn words(seed: usize, n: usize) -> String {
         (0..n)
             .map(|i| format!("w{}x{}", (i * 7919 + seed) % 100_003, i % 13))
@@ -341,7 +336,7 @@ mod tests {
             return;
         };
         let id = crate::ids::new_id();
-        let dir = dir_of(fs.dir.path(), id);
+        let dir = dir_of(fs.path(), id);
         create(&dir).expect("create");
         let ws = Workspace::open(&dir, id).expect("open");
         // The chunks are in SQLite (committed) before the disk fills up.
@@ -417,10 +412,7 @@ mod tests {
 
     #[test]
     fn repair_on_open_compares_counts_not_only_the_generation() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let id = crate::ids::new_id();
-        let dir = dir_of(tmp.path(), id);
-        create(&dir).expect("create");
+        let (_tmp, dir, id) = store();
         {
             let ws = Workspace::open(&dir, id).expect("open");
             seed(&ws, "d1", &["alpha", "beta"]);
@@ -450,14 +442,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_unreadable_index_opens_empty_and_is_rebuilt() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let id = crate::ids::new_id();
-        let dir = dir_of(tmp.path(), id);
-        create(&dir).expect("create");
-        {
-            let ws = Workspace::open(&dir, id).expect("open");
-            seed(&ws, "d1", &["alpha", "beta"]);
-        }
+        let (_tmp, dir, id) = seeded_store(&["alpha", "beta"]);
         let idx = dir.join(crate::workspace::INDEX_DIR);
         let damages: [&dyn Fn(); 2] = [
             &|| std::fs::write(idx.join("meta.json"), b"\x00garbage{").expect("garbage"),
@@ -477,5 +462,51 @@ mod tests {
             assert_eq!(ws.indexed_chunks(), 2);
             assert!(!ws.writer_is_open(), "the rebuild leaves no writer open");
         }
+    }
+
+    #[test]
+    fn an_index_that_opens_but_cannot_be_read_is_rebuilt_without_reading_it() {
+        use crate::error::Error;
+        use tantivy::collector::Count;
+        use tantivy::query::PhraseQuery;
+        let (_tmp, dir, id) = seeded_store(&["alpha beta gamma", "beta gamma delta"]);
+        drop(Workspace::open(&dir, id).expect("indexes the chunks"));
+        // Positions are opened lazily: without them the index opens, and phrases fail.
+        for e in std::fs::read_dir(dir.join(crate::workspace::INDEX_DIR))
+            .expect("index")
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "pos") {
+                std::fs::remove_file(e.path()).expect("rm");
+            }
+        }
+        let ws = Workspace::open(&dir, id).expect("opens");
+        assert!(!ws.rebuild_pending());
+        let f = ws.fields();
+        let phrase = || -> Result<usize> {
+            let terms = ["beta", "gamma"].map(|w| Term::from_field_text(f.text, w));
+            let q = PhraseQuery::new(terms.to_vec());
+            Ok(ws.reader().searcher().search(&q, &Count)?)
+        };
+        // Errors that do not say the files are damaged pass through and mark nothing.
+        let invalid = ws.read_index(|| Err::<(), _>(Error::invalid("bad query")));
+        assert!(matches!(invalid, Err(Error::Invalid(_))), "{invalid:?}");
+        assert!(!ws.rebuild_pending());
+        let err = ws.read_index(phrase).expect_err("positions are gone");
+        assert!(matches!(err, Error::IndexUnavailable(_)), "{err:?}");
+        assert!(ws.rebuild_pending());
+        assert!(ws.require_index().is_err());
+        // A decoder's panic on garbled bytes is caught the same way.
+        let panicked = ws.read_index(|| -> Result<()> { panic!("garbled bytes") });
+        assert!(matches!(panicked, Err(Error::IndexUnavailable(_))));
+        // Writes meanwhile reach SQLite and wait for the rebuild.
+        let report = ws.rebuild_index().expect("rebuilt");
+        assert_eq!(report.added, 2);
+        assert!(ws.require_index().is_ok());
+        assert_eq!(ws.read_index(phrase).expect("phrases work again"), 2);
+        assert!(!ws.writer_is_open(), "the rebuild leaves no writer open");
+        drop(ws);
+        let ws = Workspace::open(&dir, id).expect("reopen");
+        assert_eq!(repair_if_needed(&ws).expect("check"), None, "in sync");
     }
 }

@@ -2,58 +2,13 @@
 //! acknowledged is lost), deletions interrupted by a crash, a missing or corrupt full-text index
 //! (rebuilt in the background, 503 meanwhile), a corrupt workspace database (contained).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{metric, Api, Options, TestServer};
-
-/// A tmpfs mounted on a temp dir for one test (root only), unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().expect("tmp");
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipped: cannot mount a tmpfs here (mounting needs root)");
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fills the filesystem with a file (remove it to free the space).
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.path().join("filler");
-        let mut f = std::fs::File::create(&path).expect("filler");
-        let block = vec![7u8; 64 << 10];
-        while f.write_all(&block).is_ok() {}
-        let small = [7u8; 512];
-        while f.write_all(&small).is_ok() {}
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.path())
-            .status();
-    }
-}
+use crate::harness::{metric, Api, Options, Resp, TestServer};
+use crate::tmpfs::Tmpfs;
 
 async fn poll<F, Fut>(what: &str, secs: u64, mut f: F)
 where
@@ -321,4 +276,268 @@ async fn a_corrupt_workspace_database_is_reported_and_contained() {
     assert_eq!(found(&api, &good, "fine").await, vec![kept]);
     let r = api.get(&format!("/v1/workspaces/{good}/documents")).await;
     assert_eq!(r.status, 200);
+}
+
+/// How a segment file of a stopped server's index is damaged.
+#[derive(Debug, Clone, Copy)]
+enum Garble {
+    /// The file is removed.
+    Delete,
+    /// 48 bytes from this fraction (numerator, denominator) of the file are flipped.
+    Flip(usize, usize),
+}
+
+/// Damages every segment file with extension `ext` under `index`.
+fn garble(index: &Path, ext: &str, how: Garble) {
+    let mut hit = 0;
+    for e in std::fs::read_dir(index).expect("index dir").flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != ext) {
+            continue;
+        }
+        hit += 1;
+        match how {
+            Garble::Delete => std::fs::remove_file(&p).expect("rm"),
+            Garble::Flip(num, den) => {
+                let mut bytes = std::fs::read(&p).expect("read");
+                let at = bytes.len() * num / den;
+                let end = (at + 48).min(bytes.len());
+                for b in &mut bytes[at..end] {
+                    *b ^= 0x5A;
+                }
+                std::fs::write(&p, bytes).expect("write");
+            }
+        }
+    }
+    assert!(hit > 0, "no .{ext} file to damage");
+}
+
+/// Damages that the index opens with but a search (or, for the fast fields, the check on
+/// open) cannot read: each answered 500 before (an error or a panic of Tantivy's decoders).
+const QUERY_TIME_DAMAGES: [(&str, Garble); 5] = [
+    ("pos", Garble::Delete),
+    ("term", Garble::Flip(1, 2)),
+    ("term", Garble::Flip(3, 4)),
+    ("idx", Garble::Flip(0, 1)),
+    ("fast", Garble::Flip(0, 1)),
+];
+
+/// A full-text search for "rebuilt": `200`, or `503 unavailable` with `Retry-After` while the
+/// index is rebuilt, never anything else.
+async fn fulltext_during_rebuild(api: &Api, ws: &str, what: &str) -> Resp {
+    let r = api
+        .post(&format!("/v1/workspaces/{ws}/search"), fulltext("rebuilt"))
+        .await;
+    assert!(
+        matches!(r.status, 503 | 200),
+        "{what}: {} {:?}",
+        r.status,
+        r.body
+    );
+    if r.status == 503 {
+        assert_eq!(r.code(), "unavailable", "{what}");
+        assert!(r.headers.contains_key("retry-after"), "{what}");
+    }
+    r
+}
+
+/// The status of a search for "rebuilt document" in `mode`.
+async fn search_status(api: &Api, ws: &str, mode: &str) -> u16 {
+    let body = json!({"query": "rebuilt document", "mode": mode, "limit": 100});
+    let r = api.post(&format!("/v1/workspaces/{ws}/search"), body).await;
+    assert!(r.status != 500, "{mode}: {:?}", r.body);
+    r.status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_damaged_so_that_only_reads_fail_is_rebuilt_and_503_meanwhile() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    let mut cases = Vec::new();
+    for (i, (ext, how)) in QUERY_TIME_DAMAGES.iter().enumerate() {
+        let ws = api.knowledge_workspace(&format!("readfail-{i}")).await;
+        let mut ids = Vec::new();
+        for d in 0..20 {
+            ids.push(api.add_doc(&ws, doc("rebuilt", d)).await);
+        }
+        ids.sort();
+        cases.push((*ext, *how, ws, ids));
+    }
+    server.stop();
+    for (ext, how, ws, _) in &cases {
+        garble(&tmp.path().join(ws).join("index"), ext, *how);
+    }
+
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    for (ext, how, ws, ids) in &cases {
+        let what = format!("{ext} {how:?}");
+        let r = api.get(&format!("/v1/workspaces/{ws}/documents")).await;
+        assert_eq!(r.status, 200, "{what}: listing {:?}", r.body);
+        // Whatever the first read meets (an error, a panic), full text answers 503 until the
+        // index is rebuilt; vector search keeps working.
+        fulltext_during_rebuild(&api, ws, &what).await;
+        assert_eq!(search_status(&api, ws, "vector").await, 200, "{what}");
+        poll("the rebuilt index", 60, || async {
+            fulltext_during_rebuild(&api, ws, &what).await.status == 200
+        })
+        .await;
+        let mut got = found(&api, ws, "rebuilt").await;
+        got.sort();
+        assert_eq!(&got, ids, "{what}");
+        for mode in ["hybrid", "vector"] {
+            assert_eq!(search_status(&api, ws, mode).await, 200, "{what} {mode}");
+        }
+    }
+    let text = api.text("/metrics").await;
+    assert_eq!(metric(&text, "enclave_index_writers_open"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_to_an_index_damaged_so_that_only_reads_fail_are_kept() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    let ws = api.knowledge_workspace("changefail").await;
+    let mut ids = Vec::new();
+    for d in 0..20 {
+        ids.push(api.add_doc(&ws, doc("rebuilt", d)).await);
+    }
+    server.stop();
+    garble(
+        &tmp.path().join(&ws).join("index"),
+        "term",
+        Garble::Flip(1, 2),
+    );
+
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    // The first thing to touch the index is a change: a deletion (applied to every segment
+    // at commit), then a new document.
+    let gone = ids.remove(0);
+    let r = api
+        .delete(&format!("/v1/workspaces/{ws}/documents/{gone}"))
+        .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    ids.push(api.add_doc(&ws, doc("rebuilt", 99)).await);
+    ids.sort();
+    poll("the rebuilt index", 60, || async {
+        let r = fulltext_during_rebuild(&api, &ws, "a change").await;
+        r.status == 200 && r.body["results"].as_array().map(Vec::len) == Some(ids.len())
+    })
+    .await;
+    let mut got = found(&api, &ws, "rebuilt").await;
+    got.sort();
+    assert_eq!(got, ids);
+}
+
+/// Tantivy's threads in this process (indexing, segment updater and merge threads).
+fn tantivy_threads() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            ["thrd-tantivy", "segment_updater", "merge_thread"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
+        .count()
+}
+
+/// Set in the process that runs [`writers_of_every_path_are_swept`] alone.
+const ALONE: &str = "ENCLAVE_TEST_ALONE";
+
+#[test]
+fn every_writer_is_closed_when_idle_whoever_opened_it() {
+    // Threads are counted per process: the scenario runs alone, in a process of its own.
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "hardening_storage::writers_of_every_path_are_swept",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ALONE, "1")
+        .output()
+        .expect("run the scenario");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+#[ignore = "run alone by every_writer_is_closed_when_idle_whoever_opened_it"]
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_of_every_path_are_swept() {
+    if std::env::var_os(ALONE).is_none() {
+        eprintln!("skipped: counts the threads of its process, so runs only alone");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    let names = ["ingest", "delete", "repair", "rebuild-open", "rebuild-read"];
+    let mut wss = Vec::new();
+    for name in names {
+        let ws = api.knowledge_workspace(&format!("writers-{name}")).await;
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(api.add_doc(&ws, doc("swept", i)).await);
+        }
+        wss.push((ws, ids));
+    }
+    server.stop();
+    // A repair on open (the index is behind the database), a rebuild on open (no index) and
+    // one after a read failed (positions gone).
+    let conn =
+        rusqlite::Connection::open(tmp.path().join(&wss[2].0).join("workspace.db")).expect("db");
+    conn.execute(
+        "UPDATE workspace_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'fts_generation'",
+        [],
+    )
+    .expect("bump");
+    drop(conn);
+    std::fs::remove_dir_all(tmp.path().join(&wss[3].0).join("index")).expect("rm index");
+    garble(
+        &tmp.path().join(&wss[4].0).join("index"),
+        "pos",
+        Garble::Delete,
+    );
+
+    let server = TestServer::start_with(Options::on(tmp.path(), 1));
+    let api = server.api();
+    api.add_doc(&wss[0].0, doc("swept", 9)).await;
+    let r = api
+        .delete(&format!(
+            "/v1/workspaces/{}/documents/{}",
+            wss[1].0, wss[1].1[0]
+        ))
+        .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    for (ws, _) in &wss[2..] {
+        poll("full text of every workspace", 60, || async {
+            let r = api
+                .post(&format!("/v1/workspaces/{ws}/search"), fulltext("swept"))
+                .await;
+            r.status == 200 && r.body["results"].as_array().is_some_and(|a| a.len() == 3)
+        })
+        .await;
+    }
+    let registry = &server.app.registry;
+    assert!(registry.stats().open_writers >= 2, "{:?}", registry.stats());
+    assert!(tantivy_threads() > 0);
+
+    registry.close_idle_writers(Duration::ZERO);
+    poll("every writer and its threads gone", 30, || async {
+        registry.stats().open_writers == 0 && tantivy_threads() == 0
+    })
+    .await;
 }

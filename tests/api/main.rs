@@ -18,5 +18,6 @@ mod lifecycle;
 mod mock_llm;
 mod orgs;
 mod registry;
+mod tmpfs;
 mod traversal;
 mod workspaces;
