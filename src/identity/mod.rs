@@ -1,7 +1,7 @@
 //! Identity and the verified tenant context: who is asking (operator, user, API key, tenant
 //! token), for which org and workspace, with which role or scopes, and under which metadata
 //! filter. The HTTP extractors in `http::auth` are thin adapters over [`App`] functions defined in
-//! `service.rs`; the permission table is `permissions.rs`, the only place that decides what a
+//! `service/`; the permission table is `permissions.rs`, the only place that decides what a
 //! principal may do.
 //!
 //! [`App`]: crate::app::App
