@@ -1472,3 +1472,385 @@ fn reembed_batch(
         None => Ok(Some(rows.len())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knowledge::embedders::tests::{test_models, HashEmbedder};
+    use crate::knowledge::search::{self, Fusion, Mode, SearchRequest};
+    use crate::knowledge::store::NewDocument;
+    use std::path::Path;
+
+    fn workspace(tmp: &Path) -> Workspace {
+        let id = crate::ids::new_id();
+        let dir = crate::workspace::dir_of(tmp, id);
+        crate::workspace::create(&dir).expect("create");
+        Workspace::open(&dir, id).expect("open")
+    }
+
+    /// Adds a document; returns (document id, job id).
+    fn add(ws: &Workspace, bytes: Vec<u8>, format: Format) -> (String, String) {
+        let added = store::add(
+            ws,
+            NewDocument {
+                bytes,
+                format,
+                title: None,
+                metadata: serde_json::json!({}),
+                external_id: None,
+                source_name: None,
+                embedding: None,
+            },
+        )
+        .expect("add");
+        (added.id, added.job_id.expect("job"))
+    }
+
+    fn job(ws: &Workspace, id: &str) -> (String, String) {
+        ws.conn()
+            .query_row("SELECT status, phase FROM jobs WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("job")
+    }
+
+    /// (status, chunks stored) of a document.
+    fn doc(ws: &Workspace, id: &str) -> (String, i64) {
+        ws.conn()
+            .query_row(
+                "SELECT status, (SELECT count(*) FROM chunks WHERE document_id = ?1)
+                 FROM documents WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("document")
+    }
+
+    /// Markdown of `sections` sections of about 1 KB, each one chunk.
+    fn sections(sections: usize) -> Vec<u8> {
+        let mut s = String::new();
+        for i in 0..sections {
+            s.push_str(&format!("# Section {i}\n\n"));
+            for w in 0..150 {
+                s.push_str(&format!("w{} ", (i * 31 + w) % 997));
+            }
+            s.push_str("kingfisher\n\n");
+        }
+        s.into_bytes()
+    }
+
+    /// A PDF whose `pages` pages all show one content stream of about `content_bytes` bytes:
+    /// slow to extract (checking its interrupt all along), quick to build.
+    fn slow_pdf(pages: usize, content_bytes: usize) -> Vec<u8> {
+        let mut content = String::from("BT /F1 10 Tf 72 712 Td (slow page) Tj ET\n");
+        while content.len() < content_bytes {
+            content.push_str("10 20 m 30 40 l 50 60 l S\n");
+        }
+        let kids: Vec<String> = (0..pages).map(|i| format!("{} 0 R", 5 + i)).collect();
+        let mut objects = vec![
+            "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+            format!(
+                "<< /Type /Pages /Kids [{}] /Count {pages} >>",
+                kids.join(" ")
+            ),
+            "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
+            format!(
+                "<< /Length {} >>\nstream\n{content}\nendstream",
+                content.len()
+            ),
+        ];
+        for _ in 0..pages {
+            objects.push(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+                 /Resources << /Font << /F1 3 0 R >> >> >>"
+                    .to_string(),
+            );
+        }
+        let mut out = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            offsets.push(out.len());
+            out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+        }
+        let xref = out.len();
+        out.extend_from_slice(
+            format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+        );
+        for off in offsets {
+            out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+                objects.len() + 1
+            )
+            .as_bytes(),
+        );
+        out
+    }
+
+    fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cond()
+    }
+
+    fn key(ws: Uuid, doc: &str) -> Key {
+        (ws, doc.to_string())
+    }
+
+    #[test]
+    fn an_org_holding_every_slot_yields_one_to_a_waiting_org() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ex = Extractions::new(2);
+        let (org_a, ws_a, org_b, ws_b) = (
+            Uuid::from_u128(1),
+            Uuid::from_u128(2),
+            Uuid::from_u128(3),
+            Uuid::from_u128(4),
+        );
+        // Org A: three documents that each take many seconds to extract.
+        let slow = tmp.path().join("slow.pdf");
+        std::fs::write(&slow, slow_pdf(9_000, 7_000)).expect("write");
+        for d in ["a1", "a2", "a3"] {
+            assert!(ex.start(
+                org_a,
+                key(ws_a, d),
+                Format::Pdf,
+                slow.clone(),
+                Limits::default()
+            ));
+        }
+        assert_eq!(ex.running(), 2, "A holds both slots while nobody waits");
+        assert_eq!(ex.queued(), 1);
+        // Org B: one quick document. It gets a slot without waiting for A's.
+        let quick = tmp.path().join("quick.txt");
+        std::fs::write(&quick, "a quick note about herons").expect("write");
+        assert!(ex.start(
+            org_b,
+            key(ws_b, "b1"),
+            Format::Text,
+            quick,
+            Limits::default()
+        ));
+        let mut got = None;
+        assert!(
+            wait_for(60, || match ex.poll(&key(ws_b, "b1")) {
+                Poll::Done(r, _) => {
+                    got = Some(r);
+                    true
+                }
+                _ => false,
+            }),
+            "B's document waits behind A's"
+        );
+        let (_, chunks) = got.expect("done").expect("extracted");
+        assert_eq!(chunks.len(), 1);
+        // A's three are all still there: the one that yielded its slot was queued again.
+        for d in ["a1", "a2", "a3"] {
+            assert!(
+                matches!(ex.poll(&key(ws_a, d)), Poll::Pending),
+                "{d} must still be extracting (or queued) for this test to mean anything"
+            );
+        }
+        ex.stop();
+        assert!(wait_for(30, || ex.running() == 0), "stop interrupts them");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_document_that_always_outlasts_the_budget_is_tried_inline_once() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ws = workspace(tmp.path());
+        let emb = Embedders::with_builtin(test_models);
+        let ex = Extractions::new(1);
+        // Another org's extraction holds the only slot until the test lets it go: it reads a
+        // named pipe.
+        let fifo = tmp.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let other = key(Uuid::from_u128(9), "occupant");
+        assert!(ex.start(
+            Uuid::from_u128(8),
+            other.clone(),
+            Format::Text,
+            fifo.clone(),
+            Limits::default()
+        ));
+        assert!(wait_for(10, || ex.running() == 1));
+        // Under the inline limit, but far longer than the quantum's budget to extract.
+        let (doc_id, job_id) = add(&ws, sections(900), Format::Markdown);
+        let rt = Runtime {
+            budget: Duration::from_millis(10),
+            background: Some(&ex),
+            org: Uuid::from_u128(7),
+        };
+        let mine = key(ws.id(), &doc_id);
+        for _ in 0..50 {
+            run_quantum_in(&ws, &emb, &Limits::default(), &rt).expect("quantum");
+            if ex.queued() == 1 {
+                break;
+            }
+        }
+        assert_eq!(
+            ex.queued(),
+            1,
+            "out of budget, it waits for a background slot"
+        );
+        // Later quanta find it waiting there: they do not extract it on the worker again.
+        for _ in 0..5 {
+            let q = run_quantum_in(&ws, &emb, &Limits::default(), &rt).expect("quantum");
+            assert!(q.worked, "pending work keeps the workspace scheduled");
+            assert!(matches!(ex.poll(&mine), Poll::Pending));
+            assert_eq!(job(&ws, &job_id), ("running".into(), "queued".into()));
+        }
+        // The slot frees: it is extracted in the background and indexed.
+        std::fs::write(&fifo, "the occupant's text").expect("unblock");
+        assert!(wait_for(120, || {
+            run_quantum_in(&ws, &emb, &Limits::default(), &rt).expect("quantum");
+            job(&ws, &job_id).0 == "succeeded"
+        }));
+        assert_eq!(doc(&ws, &doc_id), ("indexed".into(), 900));
+        ex.stop();
+    }
+
+    #[test]
+    fn a_large_document_is_written_over_several_quanta_unseen_until_complete() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ws = workspace(tmp.path());
+        let emb = Embedders::with_builtin(test_models);
+        // ≈ 7 MB of chunk text: four pieces.
+        let n = 7_000;
+        let (doc_id, job_id) = add(&ws, sections(n), Format::Markdown);
+        let fulltext = |ws: &Workspace| {
+            let req = SearchRequest {
+                query: "kingfisher".into(),
+                mode: Some(Mode::Fulltext),
+                ..Default::default()
+            };
+            search::search(ws, &emb, &req, None, &Fusion::default())
+                .expect("search")
+                .results
+                .len()
+        };
+        let mut ex = Extractions::new(2);
+        let mut partial = None;
+        assert!(wait_for(120, || {
+            let rt = Runtime {
+                budget: Duration::from_millis(10),
+                background: Some(&ex),
+                org: Uuid::nil(),
+            };
+            run_quantum_in(&ws, &emb, &Limits::default(), &rt).expect("quantum");
+            let (status, stored) = doc(&ws, &doc_id);
+            if stored > 0 && stored < n as i64 {
+                assert_eq!(status, "indexing");
+                partial = Some(stored);
+            }
+            partial.is_some()
+        }));
+        // Stored in part (SQLite and the full-text index) but not searchable yet.
+        assert!(ws.indexed_chunks() > 0);
+        assert_eq!(
+            fulltext(&ws),
+            0,
+            "a document written in part is not searchable"
+        );
+        assert_eq!(job(&ws, &job_id), ("running".into(), "queued".into()));
+        // A restart loses the chunks held in memory: the document is extracted again and its
+        // first piece replaces what the interrupted write left.
+        ex.stop();
+        ex = Extractions::new(2);
+        let rt = Runtime {
+            budget: Duration::from_millis(10),
+            background: Some(&ex),
+            org: Uuid::nil(),
+        };
+        let mut quanta = 0;
+        assert!(wait_for(300, || {
+            run_quantum_in(&ws, &emb, &Limits::default(), &rt).expect("quantum");
+            quanta += 1;
+            job(&ws, &job_id).0 == "succeeded"
+        }));
+        assert!(quanta > 2, "{quanta} quanta");
+        assert_eq!(doc(&ws, &doc_id), ("indexed".into(), n as i64));
+        let (distinct, max): (i64, i64) = ws
+            .conn()
+            .query_row(
+                "SELECT count(DISTINCT ordinal), max(ordinal) FROM chunks WHERE document_id = ?1",
+                [&doc_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("ordinals");
+        assert_eq!((distinct, max), (n as i64, n as i64 - 1));
+        assert_eq!(
+            ws.indexed_chunks(),
+            n as u64,
+            "no stale entry in the full-text index"
+        );
+        assert_eq!(fulltext(&ws), 10);
+        ex.stop();
+    }
+
+    /// An embedder that takes 20 ms a text.
+    struct Slow(HashEmbedder);
+
+    impl crate::embed::Embedder for Slow {
+        fn id(&self) -> &str {
+            "slow"
+        }
+        fn dim(&self) -> usize {
+            self.0.dim()
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+            std::thread::sleep(Duration::from_millis(20) * texts.len() as u32);
+            self.0.embed(texts)
+        }
+    }
+
+    fn slow_models(_: &EmbedderConfig) -> Result<Arc<dyn crate::embed::Embedder>> {
+        Ok(Arc::new(Slow(HashEmbedder(384))))
+    }
+
+    #[test]
+    fn an_embedding_quantum_ends_when_its_budget_is_spent() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ws = workspace(tmp.path());
+        let emb = Embedders::with_builtin(slow_models);
+        let (doc_id, job_id) = add(&ws, sections(100), Format::Markdown);
+        // The first quantum indexes; the next ones embed.
+        run_quantum(&ws, &emb, &Limits::default()).expect("index");
+        assert_eq!(doc(&ws, &doc_id), ("indexed".into(), 100));
+        let embedded = |ws: &Workspace| -> i64 {
+            ws.conn()
+                .query_row("SELECT count(*) FROM chunks WHERE embedded = 1", [], |r| {
+                    r.get(0)
+                })
+                .expect("count")
+        };
+        let rt = Runtime {
+            budget: Duration::from_millis(200),
+            background: None,
+            org: Uuid::nil(),
+        };
+        let q = run_quantum_in(&ws, &emb, &Limits::default(), &rt).expect("embed");
+        assert!(q.worked);
+        let first = embedded(&ws);
+        // 200 ms at 20 ms a text: about 10, far from the 32 of a MiniLM batch.
+        assert!((1..=16).contains(&first), "{first} embedded in one quantum");
+        while run_quantum(&ws, &emb, &Limits::default())
+            .expect("quantum")
+            .worked
+        {}
+        assert_eq!(embedded(&ws), 100);
+        assert_eq!(job(&ws, &job_id).0, "succeeded");
+    }
+}
