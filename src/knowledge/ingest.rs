@@ -738,6 +738,7 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
     let mut total = 0usize;
     let mut bytes_total = 0usize;
     let mut handled = 0usize;
+    let mut failed = 0usize;
     let mut pending = false;
     for (job_id, doc_id, payload, mime, hash, pending_ext, title, byte_size) in jobs {
         // The budget bounds the quantum: once spent (and something was done), the rest waits.
@@ -878,6 +879,7 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
                 tracing::info!(workspace_id = %ws.id(), document_id = %doc_id, error = %msg, "ingestion failed");
                 fail_job(ws, &job_id, &doc_id, &msg)?;
                 total += 1;
+                failed += 1;
             }
         }
     }
@@ -891,17 +893,19 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
         pending,
     };
     if prepared.is_empty() {
-        return Ok(step(total));
+        return Ok(step(failed));
     }
     // Written in pieces of at most INDEX_BATCH_CHUNKS chunks and INDEX_BATCH_BYTES of text,
-    // one full-text commit each, while the budget lasts (at least one piece). A document
+    // one full-text commit each, while the budget fits another (at least one piece). A document
     // longer than that is written over several quanta: it stays `indexing` (invisible to
     // search) until its last piece, which replaces the holder of its external id and marks
     // it `indexed` in one transaction.
     let mut docs: VecDeque<Prepared> = prepared.into();
-    let mut first = true;
+    // Another piece starts only if the time left fits one more like the last.
+    let mut last_piece: Option<Duration> = None;
+    let mut written_now = 0usize;
     while !docs.is_empty() {
-        if !first && left().is_zero() {
+        if last_piece.is_some_and(|d| left() < d) {
             if let Some(bg) = rt.background {
                 for p in docs {
                     let key = (ws.id(), p.doc_id);
@@ -909,23 +913,25 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
                 }
                 // More to write: the scheduler comes back.
                 return Ok(IndexStep {
-                    done: Some(total),
+                    done: Some(failed + written_now),
                     pending: true,
                 });
             }
         }
-        first = false;
+        let t = Instant::now();
         let slices = next_piece(&docs);
         let alive = write_piece(ws, &docs, &slices)?;
         for (s, alive) in slices.iter().zip(alive) {
             let p = &mut docs[s.doc];
+            written_now += s.to - s.from;
             p.written = if alive { s.to } else { p.chunks.len() };
         }
         while docs.front().is_some_and(|p| p.written >= p.chunks.len()) {
             docs.pop_front();
         }
+        last_piece = Some(t.elapsed());
     }
-    Ok(step(total))
+    Ok(step(failed + written_now))
 }
 
 /// A part of one document's chunks written by a piece.
