@@ -1,9 +1,12 @@
 //! The work of ingestion jobs, in bounded quanta that the scheduler hands out:
 //!
-//! 1. **index**: up to a batch of queued documents are extracted, chunked and written to SQLite
-//!    in one transaction (replacing the holder of their `external_id`), then to Tantivy in one
-//!    commit. From then on they are `indexed` and searchable by full text.
-//! 2. **embed**: a batch of chunks without vectors is embedded and stored.
+//! 1. **index**: up to a batch of queued documents are extracted, chunked and written in
+//!    pieces ([`INDEX_BATCH_CHUNKS`], [`INDEX_BATCH_BYTES`]), each one SQLite transaction and one
+//!    Tantivy commit. A document's last piece replaces the holder of its `external_id` and
+//!    makes it `indexed`, searchable by full text; a long document is written over several
+//!    quanta and stays `indexing` until then.
+//! 2. **embed**: a batch of chunks without vectors is embedded (in calls sized to the time
+//!    left) and stored.
 //! 3. **re-embed**: while the workspace switches embedder, a batch of chunks is embedded into
 //!    the new vector space; the last batch swaps the spaces.
 //!
@@ -14,8 +17,9 @@
 //! the worker past it. Small documents are extracted on the worker with the budget as their
 //! deadline; a document over [`INLINE_MAX_BYTES`], or one that did not finish within the
 //! budget, is extracted on a thread of [`Extractions`] (at most
-//! [`MAX_BACKGROUND_EXTRACTIONS`] at a time, each within [`Limits::max_time`]) while the
-//! worker serves other workspaces; a later quantum of its workspace picks the result up.
+//! [`MAX_BACKGROUND_EXTRACTIONS`] at a time, shared fairly by org, each within
+//! [`Limits::max_time`]) while the worker serves other workspaces; a later quantum of its
+//! workspace picks the result up.
 //! Cancelling the job or deleting the document raises its extraction's flag, and so does
 //! stopping the scheduler: every extraction loop checks it ([`extract::Interrupt`]).
 
@@ -43,10 +47,10 @@ use uuid::Uuid;
 const INDEX_BATCH_DOCS: usize = 64;
 /// Stop adding documents to a quantum past this many chunks; a piece written in one
 /// transaction and one full-text commit holds at most this many.
-const INDEX_BATCH_CHUNKS: usize = 4000;
+pub const INDEX_BATCH_CHUNKS: usize = 4000;
 /// Stop adding documents to a quantum past this much chunk text (bytes); a piece holds at most
 /// this much. Writing (SQLite and Tantivy) runs at ≈ 5 MB/s in a dev build: ≈ 0.4 s a piece.
-const INDEX_BATCH_BYTES: usize = 2 << 20;
+pub const INDEX_BATCH_BYTES: usize = 2 << 20;
 /// Attempts at embedding a chunk before giving up on it.
 const MAX_EMBED_ATTEMPTS: i64 = 3;
 
@@ -218,13 +222,16 @@ impl Inner {
             .0
     }
 
-    /// Extractions of `org` running and not asked to yield.
-    fn holding(st: &ExState, org: Uuid) -> usize {
-        st.entries
-            .values()
-            .filter(|e| e.org == org)
-            .filter(|e| matches!(&e.stage, Stage::Running { preempt, .. } if !preempt.load(Ordering::Relaxed)))
-            .count()
+    /// Extractions running per org, not counting those asked to yield.
+    fn holdings(st: &ExState) -> HashMap<Uuid, usize> {
+        let mut h = HashMap::new();
+        for e in st.entries.values() {
+            if matches!(&e.stage, Stage::Running { preempt, .. } if !preempt.load(Ordering::Relaxed))
+            {
+                *h.entry(e.org).or_insert(0) += 1;
+            }
+        }
+        h
     }
 
     /// Starts queued extractions while slots are free, fairest first; when none is free and a
@@ -232,8 +239,10 @@ impl Inner {
     /// extraction to yield.
     fn dispatch(self: &Arc<Self>, st: &mut ExState) {
         while !self.stopping() && !st.queue.is_empty() {
+            let holding = Self::holdings(st);
+            let held = |org: &Uuid| holding.get(org).copied().unwrap_or(0);
             if st.running >= self.max_running {
-                self.preempt_for_waiting(st);
+                self.preempt_for_waiting(st, &held);
                 return;
             }
             // The queued extraction whose org holds the fewest slots, then whose org and
@@ -244,7 +253,7 @@ impl Inner {
                     continue;
                 };
                 let rank = (
-                    Self::holding(st, e.org),
+                    held(&e.org),
                     st.served.get(&e.org).copied().unwrap_or(0),
                     st.served.get(&key.0).copied().unwrap_or(0),
                 );
@@ -263,12 +272,12 @@ impl Inner {
         }
     }
 
-    fn preempt_for_waiting(&self, st: &ExState) {
+    fn preempt_for_waiting(&self, st: &ExState, held: &dyn Fn(&Uuid) -> usize) {
         let Some(waiting) = st
             .queue
             .iter()
             .filter_map(|k| st.entries.get(k))
-            .map(|e| Self::holding(st, e.org))
+            .map(|e| held(&e.org))
             .min()
         else {
             return;
@@ -276,7 +285,7 @@ impl Inner {
         let youngest = st
             .entries
             .values()
-            .filter(|e| Self::holding(st, e.org) >= waiting + 2)
+            .filter(|e| held(&e.org) >= waiting + 2)
             .filter_map(|e| match &e.stage {
                 Stage::Running { preempt, tick } if !preempt.load(Ordering::Relaxed) => {
                     Some((*tick, preempt))
