@@ -1549,7 +1549,7 @@ mod tests {
             for w in 0..150 {
                 s.push_str(&format!("w{} ", (i * 31 + w) % 997));
             }
-            s.push_str("kingfisher\n\n");
+            s.push_str("kingfisher kingfisher\n\n");
         }
         s.into_bytes()
     }
@@ -1742,7 +1742,14 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let ws = workspace(tmp.path());
         let emb = Embedders::with_builtin(test_models);
-        // ≈ 7 MB of chunk text: four pieces.
+        // A small document first, then ≈ 7 MB of chunk text: several pieces.
+        // (A long chunk that names it once: it ranks below every chunk of the large one.)
+        let filler: String = (0..170).map(|i| format!("filler{i} ")).collect();
+        let (_, small_job) = add(
+            &ws,
+            format!("{filler}kingfisher").into_bytes(),
+            Format::Text,
+        );
         let n = 7_000;
         let (doc_id, job_id) = add(&ws, sections(n), Format::Markdown);
         let fulltext = |ws: &Workspace| {
@@ -1773,11 +1780,12 @@ mod tests {
             partial.is_some()
         }));
         // Stored in part (SQLite and the full-text index) but not searchable yet.
-        assert!(ws.indexed_chunks() > 0);
+        assert!(ws.indexed_chunks() > 1);
+        assert_eq!(job(&ws, &small_job).0, "succeeded");
         assert_eq!(
             fulltext(&ws),
-            0,
-            "a document written in part is not searchable"
+            1,
+            "a document written in part is not searchable, nor crowds others out"
         );
         assert_eq!(job(&ws, &job_id), ("running".into(), "queued".into()));
         // A restart loses the chunks held in memory: the document is extracted again and its
@@ -1808,7 +1816,7 @@ mod tests {
         assert_eq!((distinct, max), (n as i64, n as i64 - 1));
         assert_eq!(
             ws.indexed_chunks(),
-            n as u64,
+            n as u64 + 1,
             "no stale entry in the full-text index"
         );
         assert_eq!(fulltext(&ws), 10);
