@@ -127,7 +127,8 @@ impl EmbedderConfig {
         matches!(self, EmbedderConfig::UserProvided { .. })
     }
 
-    /// How many chunks one scheduling quantum embeds with this embedder.
+    /// Most chunks one scheduling quantum embeds with this embedder (fewer when the
+    /// quantum's time budget runs out: [`Embedders::batch_within`]).
     pub fn batch_size(&self) -> usize {
         match self {
             EmbedderConfig::Minilm => 32,
@@ -178,6 +179,9 @@ struct Shared {
     static_model: OnceLock<Arc<dyn Embedder>>,
     /// Remote clients by a digest of (org, endpoint, key, model, dimension).
     remote: Mutex<HashMap<[u8; 32], Arc<dyn Embedder>>>,
+    /// Seconds per text of each embedder instance (by address), learnt from its calls: how
+    /// many texts fit in what is left of a quantum's budget.
+    pace: Mutex<HashMap<usize, f64>>,
     builtin: BuiltinFactory,
 }
 
@@ -202,6 +206,7 @@ impl Embedders {
                 minilm: OnceLock::new(),
                 static_model: OnceLock::new(),
                 remote: Mutex::new(HashMap::new()),
+                pace: Mutex::new(HashMap::new()),
                 builtin,
             }),
             providers: Arc::new(HashMap::new()),
@@ -266,6 +271,40 @@ impl Embedders {
         Ok(Some(cell.get_or_init(|| e).clone()))
     }
 
+    /// How many of `want` texts to hand `e` in one call so that the call likely ends within
+    /// `left`, from the pace of its earlier calls: one text while its pace is unknown, never
+    /// fewer than one (a quantum always makes progress), never more than `want`.
+    pub fn batch_within(&self, e: &Arc<dyn Embedder>, want: usize, left: Duration) -> usize {
+        let pace = self
+            .shared
+            .pace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pace_key(e))
+            .copied();
+        let fit = match pace {
+            None => 1.0,
+            Some(p) if p > 0.0 => (left.as_secs_f64() / p).floor(),
+            Some(_) => f64::INFINITY,
+        };
+        // `as` saturates: an unbounded budget fits everything.
+        (fit as usize).clamp(1, want.max(1))
+    }
+
+    /// Records that `e` embedded `items` texts in `took`.
+    pub fn record_pace(&self, e: &Arc<dyn Embedder>, items: usize, took: Duration) {
+        if items == 0 {
+            return;
+        }
+        let measured = took.as_secs_f64() / items as f64;
+        let mut pace = self.shared.pace.lock().unwrap_or_else(|p| p.into_inner());
+        if pace.len() > 1024 {
+            pace.clear();
+        }
+        let p = pace.entry(pace_key(e)).or_insert(measured);
+        *p = 0.5 * *p + 0.5 * measured;
+    }
+
     /// The dimension of a configuration's vectors.
     pub fn dim(&self, cfg: &EmbedderConfig) -> Result<usize> {
         match cfg {
@@ -277,6 +316,12 @@ impl Embedders {
                 .ok_or_else(|| Error::internal("built-in embedder missing"))?),
         }
     }
+}
+
+/// An embedder instance's key in the pace table: its address (instances are shared and
+/// cached, one per model or remote endpoint).
+fn pace_key(e: &Arc<dyn Embedder>) -> usize {
+    Arc::as_ptr(e) as *const () as usize
 }
 
 /// The built-in models.
@@ -487,6 +532,25 @@ pub(crate) mod tests {
             base_url: None,
             api_key: None,
         }
+    }
+
+    #[test]
+    fn embedding_batches_are_sized_by_the_time_left() {
+        let e = Embedders::with_builtin(test_models);
+        let m = e.get(&EmbedderConfig::Minilm).expect("ok").expect("model");
+        let s = e.get(&EmbedderConfig::Static).expect("ok").expect("model");
+        // Unknown pace: one text, to learn it.
+        assert_eq!(e.batch_within(&m, 32, Duration::from_secs(1)), 1);
+        e.record_pace(&m, 2, Duration::from_secs(1));
+        assert_eq!(e.batch_within(&m, 32, Duration::from_secs(2)), 4);
+        // Always progress, never more than wanted, everything when time is unbounded.
+        assert_eq!(e.batch_within(&m, 32, Duration::ZERO), 1);
+        assert_eq!(e.batch_within(&m, 3, Duration::from_secs(60)), 3);
+        assert_eq!(e.batch_within(&m, 32, Duration::MAX), 32);
+        // The pace follows the latest calls, per embedder.
+        e.record_pace(&m, 1, Duration::from_millis(100));
+        assert_eq!(e.batch_within(&m, 32, Duration::from_millis(3100)), 10);
+        assert_eq!(e.batch_within(&s, 32, Duration::from_secs(1)), 1);
     }
 
     #[test]

@@ -390,6 +390,7 @@ impl App {
                         let rt = ingest::Runtime {
                             budget: ingest::QUANTUM_BUDGET,
                             background: Some(&self.scheduler.extractions),
+                            org: t.org,
                         };
                         ingest::run_quantum_in(&handle, &embedders, &limits, &rt)
                     }) {

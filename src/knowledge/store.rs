@@ -83,7 +83,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn blob_path(ws: &Workspace, hash: &str) -> PathBuf {
+pub(crate) fn blob_path(ws: &Workspace, hash: &str) -> PathBuf {
     let prefix = hash.get(..2).unwrap_or("00");
     ws.dir().join(BLOBS_DIR).join(prefix).join(hash)
 }

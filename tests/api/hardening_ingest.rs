@@ -7,12 +7,18 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::{Options, TestServer};
-use crate::knowledge::{docx, pdf_of};
+use crate::knowledge::{docx, pdf_with_comment};
 
 /// A PDF of `pages` pages that all show one shared content stream of about `content_bytes`
 /// bytes (a line of text, then drawing operators): small to upload, long to extract, within
 /// the limits (pages, page content, text).
 fn heavy_pdf(pages: usize, content_bytes: usize) -> Vec<u8> {
+    padded_heavy_pdf(pages, content_bytes, 0, 'x')
+}
+
+/// [`heavy_pdf`], with a comment of `pad` bytes of `fill` after the header (to be over the
+/// inline extraction size, and distinct from another's).
+fn padded_heavy_pdf(pages: usize, content_bytes: usize, pad: usize, fill: char) -> Vec<u8> {
     let mut content = String::from("BT /F1 10 Tf 72 712 Td (heavy page text) Tj ET\n");
     while content.len() < content_bytes {
         content.push_str("10 20 m 30 40 l 50 60 l S\n");
@@ -42,7 +48,7 @@ fn heavy_pdf(pages: usize, content_bytes: usize) -> Vec<u8> {
                 .to_string(),
         );
     }
-    pdf_of(&objects)
+    pdf_with_comment(&objects, &fill.to_string().repeat(pad))
 }
 
 /// 9,000 pages sharing 7 KB of content: 63 MB of page content to parse (under the 64 MiB
@@ -285,4 +291,66 @@ async fn chunks_results_and_highlights_are_bounded_whatever_the_text() {
         let h = h.as_str().expect("fragment");
         assert!(h.chars().count() <= 200 + "<mark></mark>".len() * 4, "{h}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_with_many_large_documents_does_not_hold_every_extraction_slot() {
+    let server = TestServer::start_with(options(1));
+    let api = server.api();
+    let app = server.app.clone();
+    // Org A: three large documents (over the inline size) that are slow to extract.
+    let ws_a = api.knowledge_workspace("many-large").await;
+    let mut jobs_a = Vec::new();
+    for fill in ['a', 'b', 'c'] {
+        let r = api
+            .upload(
+                &format!("/v1/workspaces/{ws_a}/documents"),
+                &format!("large-{fill}.pdf"),
+                Some("application/pdf"),
+                padded_heavy_pdf(9_000, 7_000, 1 << 20, fill),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        jobs_a.push(r.body["job_id"].as_str().expect("job").to_string());
+    }
+    assert!(
+        eventually(30, || app.scheduler.extractions.running() == 2
+            && app.scheduler.extractions.queued() == 1)
+        .await,
+        "org A's documents hold both slots, one waits"
+    );
+
+    // Org B: one large document (1.5 MB of text) that is quick to read.
+    let ws_b = api.knowledge_workspace("one-large").await;
+    let text = "the kingfisher dives into the river for a fish. ".repeat(32_000);
+    let t = Instant::now();
+    let r = api
+        .upload(
+            &format!("/v1/workspaces/{ws_b}/documents"),
+            "notes.txt",
+            Some("text/plain"),
+            text.into_bytes(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let job_b = r.body["job_id"].as_str().expect("job").to_string();
+    let done = api.wait_job(&ws_b, &job_b, 120).await;
+    let waited = t.elapsed();
+    assert_eq!(done["status"], "succeeded", "{done:?}");
+    assert!(
+        waited < Duration::from_secs(20),
+        "org B's document waited {waited:?} for org A's extractions"
+    );
+    let hits = api
+        .search(&ws_b, json!({"query": "kingfisher", "mode": "fulltext"}))
+        .await;
+    assert!(!hits.is_empty());
+    // For this to mean anything, A's documents are still being read: none finished first.
+    for job in &jobs_a {
+        let r = api.get(&format!("/v1/workspaces/{ws_a}/jobs/{job}")).await;
+        assert_eq!(r.body["status"], "running", "{:?} after {waited:?}", r.body);
+    }
+    drop(tokio::task::spawn_blocking(move || server.stop()).await);
 }

@@ -25,7 +25,18 @@ pub fn pdf_with_text(text: &str) -> Vec<u8> {
 /// A PDF file of `objects`, numbered from 1 in order (the first is the catalog), with its
 /// cross-reference table and trailer.
 pub fn pdf_of(objects: &[String]) -> Vec<u8> {
+    pdf_with_comment(objects, "")
+}
+
+/// As [`pdf_of`], with `comment` (when not empty) as a comment line after the header: padding
+/// that changes a file's size and hash, not its content.
+pub fn pdf_with_comment(objects: &[String], comment: &str) -> Vec<u8> {
     let mut out = b"%PDF-1.4\n".to_vec();
+    if !comment.is_empty() {
+        out.push(b'%');
+        out.extend_from_slice(comment.as_bytes());
+        out.push(b'\n');
+    }
     let mut offsets = Vec::with_capacity(objects.len());
     for (i, o) in objects.iter().enumerate() {
         offsets.push(out.len());

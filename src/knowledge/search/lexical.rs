@@ -178,7 +178,33 @@ pub(super) fn fulltext(
     let f = ws.fields();
     let top_docs = TopDocs::with_limit(k.max(1)).order_by_score();
     let top = match allowed {
-        None => searcher.search(&q, &top_docs)?,
+        None => {
+            // A document written over several quanta has chunks in the index before it is
+            // `indexed`: keep them out of the top k (hydration would drop them, leaving fewer
+            // results). A filter's allowed chunks exclude them already. Only documents that
+            // already have chunks count (a queued backlog has none).
+            let writing: Vec<String> = {
+                let conn = ws.conn();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT d.id FROM documents d WHERE d.status = 'indexing'
+                       AND EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id)",
+                )?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            if writing.is_empty() {
+                searcher.search(&q, &top_docs)?
+            } else {
+                let terms = writing
+                    .iter()
+                    .map(|d| Term::from_field_text(f.document_id, d));
+                let query = BooleanQuery::new(vec![
+                    (Occur::Must, q),
+                    (Occur::MustNot, Box::new(TermSetQuery::new(terms))),
+                ]);
+                searcher.search(&query, &top_docs)?
+            }
+        }
         Some(a) if a.chunks.len() <= term_set_limit => {
             let terms = a
                 .chunks
