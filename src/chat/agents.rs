@@ -175,39 +175,49 @@ fn check_tools(tools: Vec<String>) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The columns [`RawAgent::from_row`] reads, by name.
 const SELECT: &str = "SELECT id, slug, name, description, type, system_prompt, provider, model,
     temperature, max_tokens, tools, public, owner_id, is_default, created_at, updated_at
     FROM agents";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<(Agent, String)> {
-    let tools: String = r.get(10)?;
-    Ok((
-        Agent {
-            id: r.get(0)?,
-            slug: r.get(1)?,
-            name: r.get(2)?,
-            description: r.get(3)?,
-            kind: r.get(4)?,
-            system_prompt: r.get(5)?,
-            provider: r.get(6)?,
-            model: r.get(7)?,
-            temperature: r.get(8)?,
-            max_tokens: r.get(9)?,
-            tools: Vec::new(),
-            public: r.get(11)?,
-            owner_id: r.get(12)?,
-            is_default: r.get(13)?,
-            created_at: r.get(14)?,
-            updated_at: r.get(15)?,
-        },
-        tools,
-    ))
+/// An agent row as stored: every column but `tools` (a JSON list), which
+/// [`RawAgent::finish`] parses.
+struct RawAgent {
+    agent: Agent,
+    tools: String,
 }
 
-fn finish((mut a, tools): (Agent, String)) -> Result<Agent> {
-    a.tools = serde_json::from_str(&tools)
-        .map_err(|e| Error::internal(format!("corrupt agent tools: {e}")))?;
-    Ok(a)
+impl RawAgent {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            agent: Agent {
+                id: r.get("id")?,
+                slug: r.get("slug")?,
+                name: r.get("name")?,
+                description: r.get("description")?,
+                kind: r.get("type")?,
+                system_prompt: r.get("system_prompt")?,
+                provider: r.get("provider")?,
+                model: r.get("model")?,
+                temperature: r.get("temperature")?,
+                max_tokens: r.get("max_tokens")?,
+                tools: Vec::new(),
+                public: r.get("public")?,
+                owner_id: r.get("owner_id")?,
+                is_default: r.get("is_default")?,
+                created_at: r.get("created_at")?,
+                updated_at: r.get("updated_at")?,
+            },
+            tools: r.get("tools")?,
+        })
+    }
+
+    fn finish(self) -> Result<Agent> {
+        let mut a = self.agent;
+        a.tools = serde_json::from_str(&self.tools)
+            .map_err(|e| Error::internal(format!("corrupt agent tools: {e}")))?;
+        Ok(a)
+    }
 }
 
 /// A live agent by id or slug. A key that parses as an id (in any form the id parser accepts)
@@ -218,26 +228,26 @@ pub fn find(conn: &Connection, key: &str) -> Result<Option<Agent>> {
             .query_row(
                 &format!("{SELECT} WHERE id = ?1 AND deleted_at IS NULL"),
                 [id.hyphenated().to_string()],
-                from_row,
+                RawAgent::from_row,
             )
             .optional()?,
         Err(_) => conn
             .query_row(
                 &format!("{SELECT} WHERE slug = ?1 AND deleted_at IS NULL"),
                 [key],
-                from_row,
+                RawAgent::from_row,
             )
             .optional()?,
     };
-    r.map(finish).transpose()
+    r.map(RawAgent::finish).transpose()
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<Agent>> {
     let mut stmt = conn.prepare_cached(&format!(
         "{SELECT} WHERE deleted_at IS NULL ORDER BY is_default DESC, created_at, id"
     ))?;
-    let rows = stmt.query_map([], from_row)?;
-    rows.map(|r| finish(r?)).collect()
+    let rows = stmt.query_map([], RawAgent::from_row)?;
+    rows.map(|r| r?.finish()).collect()
 }
 
 fn slug_conflict(slug: &str) -> Error {

@@ -13,6 +13,34 @@ use crate::knowledge::filter::{Doc, Filter};
 use crate::knowledge::search::Mode as KMode;
 use crate::knowledge::SearchRequest;
 
+/// The columns of a document [`DocRow::from_row`] reads, by name: what a filter sees.
+const DOC_COLUMNS: &str = "id, external_id, title, metadata, mime_type, created_at, updated_at";
+
+/// A document row as stored (its metadata still JSON text).
+struct DocRow {
+    id: String,
+    external_id: Option<String>,
+    title: String,
+    metadata: String,
+    mime_type: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl DocRow {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            external_id: r.get("external_id")?,
+            title: r.get("title")?,
+            metadata: r.get("metadata")?,
+            mime_type: r.get("mime_type")?,
+            created_at: r.get("created_at")?,
+            updated_at: r.get("updated_at")?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -134,29 +162,26 @@ pub fn get_document(
     let conn = handle.conn();
     // The filter sees what search's SQL sees: the document's columns and metadata.
     let row = conn.query_row(
-        "SELECT id, external_id, title, metadata, mime_type, created_at, updated_at
-         FROM documents WHERE id = ?1",
+        &format!("SELECT {DOC_COLUMNS} FROM documents WHERE id = ?1"),
         [id],
-        |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-            ))
-        },
+        DocRow::from_row,
     );
-    let (document_id, external_id, title, meta, mime_type, created_at, updated_at) = match row {
+    let DocRow {
+        id: document_id,
+        external_id,
+        title,
+        metadata,
+        mime_type,
+        created_at,
+        updated_at,
+    } = match row {
         Ok(r) => r,
         Err(rusqlite::Error::QueryReturnedNoRows) => {
             return Err(Error::NotFound(Resource::Document))
         }
         Err(e) => return Err(e.into()),
     };
-    let metadata = crate::db::json_column(&meta)?;
+    let metadata = crate::db::json_column(&metadata)?;
     let doc = Doc {
         id: &document_id,
         external_id: external_id.as_deref(),
@@ -175,7 +200,7 @@ pub fn get_document(
     let mut text = String::new();
     let mut truncated = false;
     while let Some(r) = rows.next()? {
-        let t: String = r.get(0)?;
+        let t: String = r.get("text")?;
         if text.chars().count() + t.chars().count() > max_chars {
             truncated = true;
             break;

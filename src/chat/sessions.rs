@@ -70,17 +70,20 @@ fn may_read(session: &Session, ctx: &WorkspaceAccess) -> bool {
     session.owner == owner_of(&ctx.principal) || ctx.require(Action::SessionsReadAll).is_ok()
 }
 
+/// The columns [`Session::from_row`] reads, by name.
 const SELECT: &str = "SELECT id, agent_id, title, created_at, updated_at, owner FROM chat_sessions";
 
-fn session_row(r: &Row<'_>) -> rusqlite::Result<Session> {
-    Ok(Session {
-        id: r.get(0)?,
-        agent_id: r.get(1)?,
-        title: r.get(2)?,
-        created_at: r.get(3)?,
-        updated_at: r.get(4)?,
-        owner: r.get(5)?,
-    })
+impl Session {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            agent_id: r.get("agent_id")?,
+            title: r.get("title")?,
+            created_at: r.get("created_at")?,
+            updated_at: r.get("updated_at")?,
+            owner: r.get("owner")?,
+        })
+    }
 }
 
 /// A session the context may read; `NotFound` otherwise.
@@ -88,7 +91,7 @@ pub fn readable(conn: &Connection, ctx: &WorkspaceAccess, id: &str) -> Result<Se
     if id.is_empty() || id.len() > 100 {
         return Err(Error::NotFound(Resource::Session));
     }
-    conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], session_row)
+    conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], Session::from_row)
         .optional()?
         .filter(|s| may_read(s, ctx))
         .ok_or(Error::NotFound(Resource::Session))
@@ -119,46 +122,61 @@ pub fn create(
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         params![id, agent_id, owner_of(&ctx.principal), title, now],
     )?;
-    conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], session_row)
+    conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], Session::from_row)
         .map_err(Error::from)
 }
 
+/// The columns [`RawMessage::from_row`] reads, by name.
 const MSG_SELECT: &str = "SELECT id, session_id, role, content, citations, tool_calls, usage,
     provider, model, created_at FROM chat_messages";
 
-fn message_row(r: &Row<'_>) -> rusqlite::Result<(Message, String, String, Option<String>)> {
-    Ok((
-        Message {
-            id: r.get(0)?,
-            session_id: r.get(1)?,
-            role: r.get(2)?,
-            content: r.get(3)?,
-            citations: Value::Null,
-            tool_calls: Value::Null,
-            usage: None,
-            provider: r.get(7)?,
-            model: r.get(8)?,
-            created_at: r.get(9)?,
-        },
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+/// A message row as stored: its JSON columns unparsed until [`RawMessage::finish`].
+struct RawMessage {
+    message: Message,
+    citations: String,
+    tool_calls: String,
+    usage: Option<String>,
 }
 
-fn finish_message((mut m, c, t, u): (Message, String, String, Option<String>)) -> Result<Message> {
-    m.citations = crate::db::json_column(&c)?;
-    m.tool_calls = crate::db::json_column(&t)?;
-    m.usage = u.map(|u| crate::db::json_column(&u)).transpose()?;
-    Ok(m)
+impl RawMessage {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            message: Message {
+                id: r.get("id")?,
+                session_id: r.get("session_id")?,
+                role: r.get("role")?,
+                content: r.get("content")?,
+                citations: Value::Null,
+                tool_calls: Value::Null,
+                usage: None,
+                provider: r.get("provider")?,
+                model: r.get("model")?,
+                created_at: r.get("created_at")?,
+            },
+            citations: r.get("citations")?,
+            tool_calls: r.get("tool_calls")?,
+            usage: r.get("usage")?,
+        })
+    }
+
+    fn finish(self) -> Result<Message> {
+        let mut m = self.message;
+        m.citations = crate::db::json_column(&self.citations)?;
+        m.tool_calls = crate::db::json_column(&self.tool_calls)?;
+        m.usage = self.usage.map(|u| crate::db::json_column(&u)).transpose()?;
+        Ok(m)
+    }
 }
 
 pub fn messages(conn: &Connection, session_id: &str, page: Page) -> Result<Vec<Message>> {
     let mut stmt = conn.prepare_cached(&format!(
         "{MSG_SELECT} WHERE session_id = ?1 ORDER BY id LIMIT ?2 OFFSET ?3"
     ))?;
-    let rows = stmt.query_map(params![session_id, page.limit, page.offset], message_row)?;
-    rows.map(|r| finish_message(r?)).collect()
+    let rows = stmt.query_map(
+        params![session_id, page.limit, page.offset],
+        RawMessage::from_row,
+    )?;
+    rows.map(|r| r?.finish()).collect()
 }
 
 /// The newest turns of a session that fit in `budget` estimated tokens, oldest first.
@@ -168,8 +186,8 @@ pub fn history(conn: &Connection, session_id: &str, budget: u64) -> Result<Vec<T
     )?;
     let rows = stmt.query_map(params![session_id, HISTORY_MESSAGES], |r| {
         Ok(Turn {
-            role: r.get(0)?,
-            content: r.get(1)?,
+            role: r.get("role")?,
+            content: r.get("content")?,
         })
     })?;
     let mut out = Vec::new();
@@ -248,7 +266,10 @@ impl App {
         let mut stmt = conn.prepare_cached(&format!(
             "{SELECT} WHERE (?1 OR owner = ?2) ORDER BY updated_at DESC, id DESC LIMIT ?3 OFFSET ?4"
         ))?;
-        let rows = stmt.query_map(params![all, owner, page.limit, page.offset], session_row)?;
+        let rows = stmt.query_map(
+            params![all, owner, page.limit, page.offset],
+            Session::from_row,
+        )?;
         rows.collect::<rusqlite::Result<_>>().map_err(Error::from)
     }
 

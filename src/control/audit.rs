@@ -1,7 +1,7 @@
 //! The operator audit log: every request made with the operator token, and every management
 //! command run from the command line, with who, what, which org and workspace, and when.
 
-use rusqlite::params;
+use rusqlite::{params, Row};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -23,6 +23,32 @@ pub struct AuditEntry {
     pub workspace_id: Option<Uuid>,
     pub request_id: Option<String>,
     pub client: Option<String>,
+}
+
+/// The columns [`AuditEntry::from_row`] reads, by name.
+const AUDIT_COLUMNS: &str =
+    "id, at, actor, action, path, status, org_id, workspace_id, request_id, client";
+
+impl AuditEntry {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        // An id that does not parse reads as none (the log is kept whatever it holds).
+        let id = |name: &str| -> rusqlite::Result<Option<Uuid>> {
+            Ok(r.get::<_, Option<String>>(name)?
+                .and_then(|s| Uuid::try_parse(&s).ok()))
+        };
+        Ok(Self {
+            id: r.get("id")?,
+            at: r.get("at")?,
+            actor: r.get("actor")?,
+            action: r.get("action")?,
+            path: r.get("path")?,
+            status: r.get("status")?,
+            org_id: id("org_id")?,
+            workspace_id: id("workspace_id")?,
+            request_id: r.get("request_id")?,
+            client: r.get("client")?,
+        })
+    }
 }
 
 impl ControlPlane {
@@ -49,31 +75,14 @@ impl ControlPlane {
     /// Newest first; optionally only the entries about one org.
     pub fn list_audit(&self, org_id: Option<Uuid>, page: Page) -> Result<Vec<AuditEntry>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, at, actor, action, path, status, org_id, workspace_id, request_id, client
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {AUDIT_COLUMNS}
              FROM operator_audit WHERE (?1 IS NULL OR org_id = ?1)
-             ORDER BY id DESC LIMIT ?2 OFFSET ?3",
-        )?;
+             ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+        ))?;
         let rows = stmt.query_map(
             params![org_id.map(|u| u.to_string()), page.limit, page.offset],
-            |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    at: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    path: r.get(4)?,
-                    status: r.get(5)?,
-                    org_id: r
-                        .get::<_, Option<String>>(6)?
-                        .and_then(|s| Uuid::try_parse(&s).ok()),
-                    workspace_id: r
-                        .get::<_, Option<String>>(7)?
-                        .and_then(|s| Uuid::try_parse(&s).ok()),
-                    request_id: r.get(8)?,
-                    client: r.get(9)?,
-                })
-            },
+            AuditEntry::from_row,
         )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

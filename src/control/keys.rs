@@ -51,77 +51,97 @@ fn uuid(s: &str) -> Result<Uuid> {
     Uuid::try_parse(s).map_err(|_| Error::internal("corrupt id"))
 }
 
+/// The columns [`RawKey::from_row`] reads, by name.
 const KEY_COLUMNS: &str = "id, org_id, workspace_id, name, prefix, scopes, created_at, expires_at,
     revoked_at, last_used_at";
 
-type RawKey = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-fn key_from_row(r: &Row<'_>) -> rusqlite::Result<RawKey> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
+/// An API key row as stored; [`RawKey::finish`] parses the columns that can be corrupt.
+struct RawKey {
+    id: String,
+    org_id: String,
+    workspace_id: String,
+    name: String,
+    prefix: String,
+    scopes: String,
+    created_at: String,
+    expires_at: Option<String>,
+    revoked_at: Option<String>,
+    last_used_at: Option<String>,
 }
 
-fn finish_key(k: RawKey) -> Result<ApiKey> {
-    Ok(ApiKey {
-        id: uuid(&k.0)?,
-        org_id: uuid(&k.1)?,
-        workspace_id: uuid(&k.2)?,
-        name: k.3,
-        prefix: k.4,
-        scopes: Scopes::parse_csv(&k.5).map_err(|_| Error::internal("corrupt scopes"))?,
-        created_at: k.6,
-        expires_at: k.7,
-        revoked_at: k.8,
-        last_used_at: k.9,
-    })
+impl RawKey {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            org_id: r.get("org_id")?,
+            workspace_id: r.get("workspace_id")?,
+            name: r.get("name")?,
+            prefix: r.get("prefix")?,
+            scopes: r.get("scopes")?,
+            created_at: r.get("created_at")?,
+            expires_at: r.get("expires_at")?,
+            revoked_at: r.get("revoked_at")?,
+            last_used_at: r.get("last_used_at")?,
+        })
+    }
+
+    fn finish(self) -> Result<ApiKey> {
+        Ok(ApiKey {
+            id: uuid(&self.id)?,
+            org_id: uuid(&self.org_id)?,
+            workspace_id: uuid(&self.workspace_id)?,
+            name: self.name,
+            prefix: self.prefix,
+            scopes: Scopes::parse_csv(&self.scopes)
+                .map_err(|_| Error::internal("corrupt scopes"))?,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            last_used_at: self.last_used_at,
+        })
+    }
 }
 
-/// id, org, workspace, digest, scopes, expiry, revoked.
-type RawKeyRow = (String, String, String, String, String, Option<String>, bool);
+/// The columns [`RawKeyRow::from_row`] reads, by name.
+const KEY_ROW_COLUMNS: &str =
+    "id, org_id, workspace_id, secret_sha256, scopes, expires_at, revoked_at";
 
-fn key_row(r: &Row<'_>) -> rusqlite::Result<RawKeyRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get::<_, Option<String>>(6)?.is_some(),
-    ))
+/// What the hot path reads of a key, as stored; [`RawKeyRow::finish`] parses it.
+struct RawKeyRow {
+    id: String,
+    org_id: String,
+    workspace_id: String,
+    secret_sha256: String,
+    scopes: String,
+    expires_at: Option<String>,
+    revoked_at: Option<String>,
 }
 
-fn finish_key_row((id, org, ws, digest, scopes, expires_at, revoked): RawKeyRow) -> Result<KeyRow> {
-    Ok(KeyRow {
-        id: uuid(&id)?,
-        org_id: uuid(&org)?,
-        workspace_id: uuid(&ws)?,
-        secret_sha256: digest,
-        scopes: Scopes::parse_csv(&scopes).map_err(|_| Error::internal("corrupt scopes"))?,
-        expires_at,
-        revoked,
-    })
+impl RawKeyRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            org_id: r.get("org_id")?,
+            workspace_id: r.get("workspace_id")?,
+            secret_sha256: r.get("secret_sha256")?,
+            scopes: r.get("scopes")?,
+            expires_at: r.get("expires_at")?,
+            revoked_at: r.get("revoked_at")?,
+        })
+    }
+
+    fn finish(self) -> Result<KeyRow> {
+        Ok(KeyRow {
+            id: uuid(&self.id)?,
+            org_id: uuid(&self.org_id)?,
+            workspace_id: uuid(&self.workspace_id)?,
+            secret_sha256: self.secret_sha256,
+            scopes: Scopes::parse_csv(&self.scopes)
+                .map_err(|_| Error::internal("corrupt scopes"))?,
+            expires_at: self.expires_at,
+            revoked: self.revoked_at.is_some(),
+        })
+    }
 }
 
 /// Formats a time in our one stored format.
@@ -174,10 +194,10 @@ impl ControlPlane {
             .query_row(
                 &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1 AND workspace_id = ?2"),
                 params![id.to_string(), workspace_id.to_string()],
-                key_from_row,
+                RawKey::from_row,
             )
             .optional()?;
-        finish_key(row.ok_or(Error::NotFound(Resource::ApiKey))?)
+        row.ok_or(Error::NotFound(Resource::ApiKey))?.finish()
     }
 
     pub fn list_api_keys(&self, workspace_id: Uuid) -> Result<Vec<ApiKey>> {
@@ -185,8 +205,8 @@ impl ControlPlane {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 ORDER BY id"
         ))?;
-        let rows = stmt.query_map([workspace_id.to_string()], key_from_row)?;
-        rows.map(|r| finish_key(r?)).collect()
+        let rows = stmt.query_map([workspace_id.to_string()], RawKey::from_row)?;
+        rows.map(|r| r?.finish()).collect()
     }
 
     /// Revokes a key of `workspace_id`; `NotFound` when it is not there or already revoked.
@@ -217,23 +237,23 @@ impl ControlPlane {
     /// A key by its public prefix (hot path).
     pub fn key_by_prefix(&self, prefix: &str) -> Result<Option<KeyRow>> {
         let conn = self.auth_conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, org_id, workspace_id, secret_sha256, scopes, expires_at, revoked_at
-             FROM api_keys WHERE prefix = ?1",
-        )?;
-        let row = stmt.query_row([prefix], key_row).optional()?;
-        row.map(finish_key_row).transpose()
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {KEY_ROW_COLUMNS} FROM api_keys WHERE prefix = ?1"
+        ))?;
+        let row = stmt.query_row([prefix], RawKeyRow::from_row).optional()?;
+        row.map(RawKeyRow::finish).transpose()
     }
 
     /// A key by id (hot path of tenant tokens).
     pub fn key_by_id(&self, id: Uuid) -> Result<Option<KeyRow>> {
         let conn = self.auth_conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, org_id, workspace_id, secret_sha256, scopes, expires_at, revoked_at
-             FROM api_keys WHERE id = ?1",
-        )?;
-        let row = stmt.query_row([id.to_string()], key_row).optional()?;
-        row.map(finish_key_row).transpose()
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {KEY_ROW_COLUMNS} FROM api_keys WHERE id = ?1"
+        ))?;
+        let row = stmt
+            .query_row([id.to_string()], RawKeyRow::from_row)
+            .optional()?;
+        row.map(RawKeyRow::finish).transpose()
     }
 
     /// Writes pending `last_used_at` values (never moving one backwards), in one transaction.
@@ -273,7 +293,12 @@ impl ControlPlane {
             "SELECT kid, secret_hex FROM token_signing_keys WHERE retired_at IS NULL
              ORDER BY created_at DESC, kid DESC",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>("kid")?,
+                r.get::<_, String>("secret_hex")?,
+            ))
+        })?;
         rows.map(|r| {
             let (kid, hex_secret) = r?;
             let secret =

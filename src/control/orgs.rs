@@ -82,6 +82,7 @@ impl OrgPatch {
     }
 }
 
+/// The columns [`RawOrg::from_row`] reads, by name.
 const ORG_COLUMNS: &str = "id, name, slug, plan, status, settings, created_at, updated_at";
 
 /// An org row as stored; [`RawOrg::finish`] parses the columns that can be corrupt.
@@ -96,20 +97,20 @@ struct RawOrg {
     updated_at: String,
 }
 
-fn org_from_row(r: &Row<'_>) -> rusqlite::Result<RawOrg> {
-    Ok(RawOrg {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        slug: r.get(2)?,
-        plan: r.get(3)?,
-        status: r.get(4)?,
-        settings: r.get(5)?,
-        created_at: r.get(6)?,
-        updated_at: r.get(7)?,
-    })
-}
-
 impl RawOrg {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            name: r.get("name")?,
+            slug: r.get("slug")?,
+            plan: r.get("plan")?,
+            status: r.get("status")?,
+            settings: r.get("settings")?,
+            created_at: r.get("created_at")?,
+            updated_at: r.get("updated_at")?,
+        })
+    }
+
     fn finish(self) -> Result<Org> {
         Ok(Org {
             id: Uuid::try_parse(&self.id).map_err(|_| Error::internal("corrupt org id"))?,
@@ -196,7 +197,7 @@ impl ControlPlane {
             .query_row(
                 &format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = ?1 AND status <> 'deleted'"),
                 [id.to_string()],
-                org_from_row,
+                RawOrg::from_row,
             )
             .optional()?;
         row.ok_or(Error::NotFound(Resource::Org))?.finish()
@@ -215,7 +216,7 @@ impl ControlPlane {
             .query_row(
                 &format!("SELECT {ORG_COLUMNS} FROM orgs WHERE slug = ?1 AND status <> 'deleted'"),
                 [key],
-                org_from_row,
+                RawOrg::from_row,
             )
             .optional()?;
         row.ok_or(Error::NotFound(Resource::Org))?.finish()
@@ -226,7 +227,7 @@ impl ControlPlane {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {ORG_COLUMNS} FROM orgs WHERE status <> 'deleted' ORDER BY id LIMIT ?1 OFFSET ?2"
         ))?;
-        let rows = stmt.query_map(params![page.limit, page.offset], org_from_row)?;
+        let rows = stmt.query_map(params![page.limit, page.offset], RawOrg::from_row)?;
         rows.map(|r| r?.finish()).collect()
     }
 

@@ -22,33 +22,50 @@ pub struct ProviderRow {
     pub updated_at: String,
 }
 
+/// The columns [`RawProvider::from_row`] reads, by name.
 const SELECT: &str = "SELECT org_id, name, base_url, model, key_nonce, key_sealed, created_at,
     updated_at FROM org_providers";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, ProviderRow)> {
-    let org: String = r.get(0)?;
-    let nonce: Option<Vec<u8>> = r.get(4)?;
-    let ct: Option<Vec<u8>> = r.get(5)?;
-    Ok((
-        org,
-        ProviderRow {
-            org_id: Uuid::nil(),
-            name: r.get(1)?,
-            base_url: r.get(2)?,
-            model: r.get(3)?,
-            sealed: match (nonce, ct) {
+/// A provider row as stored; [`RawProvider::finish`] parses its org id.
+struct RawProvider {
+    org_id: String,
+    name: String,
+    base_url: String,
+    model: String,
+    key_nonce: Option<Vec<u8>>,
+    key_sealed: Option<Vec<u8>>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl RawProvider {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            org_id: r.get("org_id")?,
+            name: r.get("name")?,
+            base_url: r.get("base_url")?,
+            model: r.get("model")?,
+            key_nonce: r.get("key_nonce")?,
+            key_sealed: r.get("key_sealed")?,
+            created_at: r.get("created_at")?,
+            updated_at: r.get("updated_at")?,
+        })
+    }
+
+    fn finish(self) -> Result<ProviderRow> {
+        Ok(ProviderRow {
+            org_id: Uuid::try_parse(&self.org_id).map_err(|_| Error::internal("corrupt org id"))?,
+            name: self.name,
+            base_url: self.base_url,
+            model: self.model,
+            sealed: match (self.key_nonce, self.key_sealed) {
                 (Some(nonce), Some(ciphertext)) => Some(Sealed { nonce, ciphertext }),
                 _ => None,
             },
-            created_at: r.get(6)?,
-            updated_at: r.get(7)?,
-        },
-    ))
-}
-
-fn finish((org, mut p): (String, ProviderRow)) -> Result<ProviderRow> {
-    p.org_id = Uuid::try_parse(&org).map_err(|_| Error::internal("corrupt org id"))?;
-    Ok(p)
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
 }
 
 impl ControlPlane {
@@ -94,17 +111,17 @@ impl ControlPlane {
             .query_row(
                 &format!("{SELECT} WHERE org_id = ?1 AND name = ?2"),
                 params![org_id.to_string(), name],
-                row,
+                RawProvider::from_row,
             )
             .optional()?;
-        r.map(finish).transpose()
+        r.map(RawProvider::finish).transpose()
     }
 
     pub fn list_providers(&self, org_id: Uuid) -> Result<Vec<ProviderRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE org_id = ?1 ORDER BY name"))?;
-        let rows = stmt.query_map([org_id.to_string()], row)?;
-        rows.map(|r| finish(r?)).collect()
+        let rows = stmt.query_map([org_id.to_string()], RawProvider::from_row)?;
+        rows.map(|r| r?.finish()).collect()
     }
 
     /// Removes an org's provider (and its sealed key). `NotFound` when there is none.

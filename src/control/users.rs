@@ -49,17 +49,133 @@ fn uuid(s: &str) -> Result<Uuid> {
     Uuid::try_parse(s).map_err(|_| Error::internal("corrupt id"))
 }
 
-fn user_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+/// The columns [`RawUser::from_row`] reads, by name.
+const USER_COLUMNS: &str = "id, email, name, created_at";
+
+/// A user row as stored; [`RawUser::finish`] parses its id.
+struct RawUser {
+    id: String,
+    email: String,
+    name: String,
+    created_at: String,
 }
 
-fn finish_user((id, email, name, created_at): (String, String, String, String)) -> Result<User> {
-    Ok(User {
-        id: uuid(&id)?,
-        email,
-        name,
-        created_at,
-    })
+impl RawUser {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            email: r.get("email")?,
+            name: r.get("name")?,
+            created_at: r.get("created_at")?,
+        })
+    }
+
+    fn finish(self) -> Result<User> {
+        Ok(User {
+            id: uuid(&self.id)?,
+            email: self.email,
+            name: self.name,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// The columns [`RawMember::from_row`] reads, by name (of `memberships m JOIN users u`).
+const MEMBER_COLUMNS: &str =
+    "u.id AS user_id, u.email AS email, u.name AS name, m.role AS role, m.created_at AS created_at";
+
+/// A membership row as listed; [`RawMember::finish`] parses its id and role.
+struct RawMember {
+    user_id: String,
+    email: String,
+    name: String,
+    role: String,
+    created_at: String,
+}
+
+impl RawMember {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            user_id: r.get("user_id")?,
+            email: r.get("email")?,
+            name: r.get("name")?,
+            role: r.get("role")?,
+            created_at: r.get("created_at")?,
+        })
+    }
+
+    fn finish(self) -> Result<Member> {
+        Ok(Member {
+            user_id: uuid(&self.user_id)?,
+            email: self.email,
+            name: self.name,
+            role: Role::parse(&self.role)?,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// The columns [`RawInvitation::from_row`] reads, by name (of `invitations i`).
+const INVITATION_COLUMNS: &str = "i.id AS id, i.org_id AS org_id, i.email AS email, i.role AS role,
+    i.created_at AS created_at, i.expires_at AS expires_at";
+
+/// An invitation row as stored; [`RawInvitation::finish`] parses its ids and role.
+struct RawInvitation {
+    id: String,
+    org_id: String,
+    email: String,
+    role: String,
+    created_at: String,
+    expires_at: String,
+}
+
+impl RawInvitation {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            org_id: r.get("org_id")?,
+            email: r.get("email")?,
+            role: r.get("role")?,
+            created_at: r.get("created_at")?,
+            expires_at: r.get("expires_at")?,
+        })
+    }
+
+    fn finish(self) -> Result<Invitation> {
+        Ok(Invitation {
+            id: uuid(&self.id)?,
+            org_id: uuid(&self.org_id)?,
+            email: self.email,
+            role: Role::parse(&self.role)?,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+/// The columns [`RawSession::from_row`] reads, by name.
+const SESSION_COLUMNS: &str = "id, user_id";
+
+/// A session row as stored; [`RawSession::finish`] parses its ids.
+struct RawSession {
+    id: String,
+    user_id: String,
+}
+
+impl RawSession {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            user_id: r.get("user_id")?,
+        })
+    }
+
+    fn finish(self) -> Result<SessionRow> {
+        Ok(SessionRow {
+            id: uuid(&self.id)?,
+            user_id: uuid(&self.user_id)?,
+        })
+    }
 }
 
 /// What a finished invitation acceptance did.
@@ -93,12 +209,12 @@ impl ControlPlane {
         let row = self
             .conn()
             .query_row(
-                "SELECT id, email, name, created_at FROM users WHERE id = ?1",
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
                 [id.to_string()],
-                user_from_row,
+                RawUser::from_row,
             )
             .optional()?;
-        finish_user(row.ok_or(Error::NotFound(Resource::User))?)
+        row.ok_or(Error::NotFound(Resource::User))?.finish()
     }
 
     /// A user and their password hash, by (normalised) email.
@@ -106,12 +222,12 @@ impl ControlPlane {
         let row = self
             .conn()
             .query_row(
-                "SELECT id, email, name, created_at, password_hash FROM users WHERE email = ?1",
+                &format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?1"),
                 [email],
-                |r| Ok((user_from_row(r)?, r.get::<_, String>(4)?)),
+                |r| Ok((RawUser::from_row(r)?, r.get::<_, String>("password_hash")?)),
             )
             .optional()?;
-        row.map(|(u, h)| Ok((finish_user(u)?, h))).transpose()
+        row.map(|(u, h)| Ok((u.finish()?, h))).transpose()
     }
 
     // ---- sessions ----
@@ -147,21 +263,13 @@ impl ControlPlane {
     /// The live (unexpired) session with this token digest.
     pub fn session_by_digest(&self, digest_hex: &str) -> Result<Option<SessionRow>> {
         let conn = self.auth_conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, user_id FROM sessions WHERE token_sha256 = ?1 AND expires_at > ?2",
-        )?;
-        let row: Option<(String, String)> = stmt
-            .query_row(params![digest_hex, db::now()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE token_sha256 = ?1 AND expires_at > ?2"
+        ))?;
+        let row = stmt
+            .query_row(params![digest_hex, db::now()], RawSession::from_row)
             .optional()?;
-        row.map(|(id, user)| {
-            Ok(SessionRow {
-                id: uuid(&id)?,
-                user_id: uuid(&user)?,
-            })
-        })
-        .transpose()
+        row.map(RawSession::finish).transpose()
     }
 
     pub fn delete_session(&self, id: Uuid) -> Result<()> {
@@ -179,7 +287,7 @@ impl ControlPlane {
             conn.prepare_cached("SELECT role FROM memberships WHERE org_id = ?1 AND user_id = ?2")?;
         let role: Option<String> = stmt
             .query_row(params![org_id.to_string(), user_id.to_string()], |r| {
-                r.get(0)
+                r.get("role")
             })
             .optional()?;
         role.map(|r| Role::parse(&r)).transpose()
@@ -190,10 +298,13 @@ impl ControlPlane {
         let ids: Vec<(String, String)> = {
             let conn = self.conn();
             let mut stmt = conn.prepare_cached(
-                "SELECT m.org_id, m.role FROM memberships m JOIN orgs o ON o.id = m.org_id
+                "SELECT m.org_id AS org_id, m.role AS role FROM memberships m
+                 JOIN orgs o ON o.id = m.org_id
                  WHERE m.user_id = ?1 AND o.status <> 'deleted' ORDER BY m.org_id",
             )?;
-            let rows = stmt.query_map([user_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = stmt.query_map([user_id.to_string()], |r| {
+                Ok((r.get("org_id")?, r.get("role")?))
+            })?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut out = Vec::with_capacity(ids.len());
@@ -209,30 +320,12 @@ impl ControlPlane {
 
     pub fn list_members(&self, org_id: Uuid) -> Result<Vec<Member>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT u.id, u.email, u.name, m.role, m.created_at FROM memberships m
-             JOIN users u ON u.id = m.user_id WHERE m.org_id = ?1 ORDER BY m.created_at, u.id",
-        )?;
-        let rows = stmt.query_map([org_id.to_string()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })?;
-        rows.map(|r| {
-            let (id, email, name, role, created_at) = r?;
-            Ok(Member {
-                user_id: uuid(&id)?,
-                email,
-                name,
-                role: Role::parse(&role)?,
-                created_at,
-            })
-        })
-        .collect()
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MEMBER_COLUMNS} FROM memberships m
+             JOIN users u ON u.id = m.user_id WHERE m.org_id = ?1 ORDER BY m.created_at, u.id"
+        ))?;
+        let rows = stmt.query_map([org_id.to_string()], RawMember::from_row)?;
+        rows.map(|r| r?.finish()).collect()
     }
 
     /// Adds a membership; `Conflict` when the user already belongs to the org.
@@ -337,36 +430,20 @@ impl ControlPlane {
 
     /// The open (unaccepted, unexpired) invitation with this token digest, in a live org.
     pub fn open_invitation(&self, digest_hex: &str) -> Result<Invitation> {
-        let row: Option<(String, String, String, String, String, String)> = self
+        let row = self
             .conn()
             .query_row(
-                "SELECT i.id, i.org_id, i.email, i.role, i.created_at, i.expires_at
-                 FROM invitations i JOIN orgs o ON o.id = i.org_id
-                 WHERE i.token_sha256 = ?1 AND i.accepted_at IS NULL AND i.expires_at > ?2
-                   AND o.status = 'active'",
+                &format!(
+                    "SELECT {INVITATION_COLUMNS}
+                     FROM invitations i JOIN orgs o ON o.id = i.org_id
+                     WHERE i.token_sha256 = ?1 AND i.accepted_at IS NULL AND i.expires_at > ?2
+                       AND o.status = 'active'"
+                ),
                 params![digest_hex, db::now()],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                },
+                RawInvitation::from_row,
             )
             .optional()?;
-        let (id, org, email, role, created_at, expires_at) =
-            row.ok_or(Error::NotFound(Resource::Invitation))?;
-        Ok(Invitation {
-            id: uuid(&id)?,
-            org_id: uuid(&org)?,
-            email,
-            role: Role::parse(&role)?,
-            created_at,
-            expires_at,
-        })
+        row.ok_or(Error::NotFound(Resource::Invitation))?.finish()
     }
 
     /// Accepts an invitation in one transaction: marks it used (once only), creates the user

@@ -59,6 +59,8 @@ pub struct WorkspacePatch {
     pub settings: Option<Value>,
 }
 
+/// A workspace row (with its org's status) as stored; [`RawWorkspace::finish`] parses the
+/// columns that can be corrupt.
 struct RawWorkspace {
     id: String,
     org_id: String,
@@ -71,24 +73,27 @@ struct RawWorkspace {
     org_status: String,
 }
 
-const WS_SELECT: &str = "SELECT w.id, w.org_id, w.name, w.slug, w.status, w.settings, w.created_at,
-        w.updated_at, o.status FROM workspaces w JOIN orgs o ON o.id = w.org_id";
-
-fn ws_from_row(r: &Row<'_>) -> rusqlite::Result<RawWorkspace> {
-    Ok(RawWorkspace {
-        id: r.get(0)?,
-        org_id: r.get(1)?,
-        name: r.get(2)?,
-        slug: r.get(3)?,
-        status: r.get(4)?,
-        settings: r.get(5)?,
-        created_at: r.get(6)?,
-        updated_at: r.get(7)?,
-        org_status: r.get(8)?,
-    })
-}
+/// The columns [`RawWorkspace::from_row`] reads, by name.
+const WS_SELECT: &str = "SELECT w.id AS id, w.org_id AS org_id, w.name AS name, w.slug AS slug,
+        w.status AS status, w.settings AS settings, w.created_at AS created_at,
+        w.updated_at AS updated_at, o.status AS org_status
+        FROM workspaces w JOIN orgs o ON o.id = w.org_id";
 
 impl RawWorkspace {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            org_id: r.get("org_id")?,
+            name: r.get("name")?,
+            slug: r.get("slug")?,
+            status: r.get("status")?,
+            settings: r.get("settings")?,
+            created_at: r.get("created_at")?,
+            updated_at: r.get("updated_at")?,
+            org_status: r.get("org_status")?,
+        })
+    }
+
     fn finish(self) -> Result<WorkspaceRecord> {
         let uuid = |s: &str| Uuid::try_parse(s).map_err(|_| Error::internal("corrupt id"));
         Ok(WorkspaceRecord {
@@ -160,7 +165,7 @@ impl ControlPlane {
             .query_row(
                 &format!("{WS_SELECT} WHERE w.id = ?1 AND w.status <> 'deleted' AND o.status <> 'deleted'"),
                 [id.to_string()],
-                ws_from_row,
+                RawWorkspace::from_row,
             )
             .optional()?;
         row.ok_or(Error::NotFound(Resource::Workspace))?.finish()
@@ -173,7 +178,7 @@ impl ControlPlane {
         ))?;
         let rows = stmt.query_map(
             params![org_id.to_string(), page.limit, page.offset],
-            ws_from_row,
+            RawWorkspace::from_row,
         )?;
         rows.map(|r| r?.finish()).collect()
     }
