@@ -1,5 +1,5 @@
 //! Extractors that turn every malformed input into SPEC's `invalid_request` (instead of axum's
-//! plain-text rejections), and the blocking-call helper that keeps the request's log span.
+//! plain-text rejections).
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::error::Error;
 
 /// A JSON body; syntax errors are 400, type errors 422, oversize 413.
 pub struct Json<T>(pub T);
@@ -96,18 +95,4 @@ fn query_rejection(rej: QueryRejection) -> ApiError {
         StatusCode::BAD_REQUEST,
         format!("bad query: {}", rej.body_text()),
     )
-}
-
-/// Runs blocking domain code (SQLite, file I/O) off the async threads, inside the request's
-/// log span so its lines carry the request, org and workspace ids.
-pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
-where
-    F: FnOnce() -> Result<T, Error> + Send + 'static,
-    T: Send + 'static,
-{
-    let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(ApiError::from(Error::internal(format!("task failed: {e}")))),
-    }
 }

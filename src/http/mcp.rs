@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::auth::WorkspaceContext;
 use super::error::{ApiError, ApiResult};
-use super::extract::blocking;
+use super::params::blocking;
 use crate::app::App;
 
 const SESSION: &str = "mcp-session-id";

@@ -13,6 +13,7 @@ mod members;
 pub mod middleware;
 mod openai;
 pub(crate) mod orgs;
+pub mod params;
 mod providers;
 mod session;
 pub mod system;
