@@ -200,7 +200,7 @@ fn chat_events(step: Step) -> Vec<Event> {
         ],
         Step::Failed(e) => vec![ev(
             "error",
-            json!({"error": {"code": e.code, "message": e.message}}),
+            json!({"error": {"code": e.code.as_str(), "message": e.message}}),
         )],
     }
 }

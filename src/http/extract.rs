@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// A JSON body; syntax errors are 400, type errors 422, oversize 413.
 pub struct Json<T>(pub T);
@@ -39,7 +39,7 @@ fn json_rejection(rej: JsonRejection) -> ApiError {
         ),
         _ if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the request body is over the limit",
         ),
         _ => ApiError::invalid(StatusCode::BAD_REQUEST, rej.body_text()),

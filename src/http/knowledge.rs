@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{Action, WorkspaceContext};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Json, Path, Query};
 use super::middleware::record_tenant;
 use super::params::{blocking, param, PageQuery};
@@ -66,7 +66,7 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the upload is over the limit",
         )
     } else {
@@ -187,7 +187,7 @@ pub async fn add(
         )),
         JobWait::Cancelled(_) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "conflict",
+            ErrorCode::Conflict,
             "the ingestion job was cancelled",
         )),
         JobWait::TimedOut(_) => Ok((StatusCode::ACCEPTED, axum::Json(added)).into_response()),

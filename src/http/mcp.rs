@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::auth::WorkspaceContext;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::params::blocking;
 use crate::app::App;
 
@@ -70,7 +70,7 @@ pub async fn delete(
 pub async fn get(_: WorkspaceContext) -> Response {
     let mut resp = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request",
+        ErrorCode::InvalidRequest,
         "this MCP endpoint offers no GET stream; POST JSON-RPC messages",
     )
     .into_response();

@@ -205,7 +205,7 @@ pub async fn completions(
                 out
             }
             Step::Failed(e) => vec![data(json!({
-                "error": {"message": e.message, "type": e.code, "code": e.code}
+                "error": {"message": e.message, "type": e.code.as_str(), "code": e.code.as_str()}
             }))],
         };
         stream::iter(events)
