@@ -18,6 +18,7 @@ pub mod ids;
 pub mod knowledge;
 pub mod perms;
 pub mod server;
+pub mod task;
 pub mod workspace;
 
 pub use error::{Error, Result};

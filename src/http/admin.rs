@@ -9,7 +9,8 @@ use serde_json::json;
 
 use super::auth::Operator;
 use super::error::ApiResult;
-use super::extract::{blocking, Query};
+use super::extract::Query;
+use super::params::blocking;
 use crate::app::App;
 use crate::control::Page;
 

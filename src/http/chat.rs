@@ -16,16 +16,10 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::auth::{Action, WorkspaceContext};
 use super::error::{ApiError, ApiResult};
-use super::extract::{blocking, Json, Path, Query};
-use super::orgs::PageQuery;
+use super::extract::{Json, Path, Query};
+use super::params::{blocking, param, PageQuery};
 use crate::app::App;
 use crate::chat::{AgentPatch, ChatAnswer, ChatEvent, ChatInput, History, NewAgent, Prepared};
-
-fn param(p: &HashMap<String, String>, name: &str) -> Result<String, ApiError> {
-    p.get(name)
-        .cloned()
-        .ok_or_else(|| ApiError::from(crate::Error::internal(format!("route has no {{{name}}}"))))
-}
 
 pub async fn list_agents(
     State(app): State<Arc<App>>,
@@ -54,7 +48,7 @@ pub async fn get_agent(
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::AgentsRead)?;
-    let id = param(&p, "id")?;
+    let id = param(&p, "id")?.to_string();
     let agent = blocking(move || app.get_agent(&ctx, &id)).await?;
     Ok(axum::Json(agent))
 }
@@ -66,7 +60,7 @@ pub async fn patch_agent(
     Json(patch): Json<AgentPatch>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::AgentsManage)?;
-    let id = param(&p, "id")?;
+    let id = param(&p, "id")?.to_string();
     let agent = blocking(move || app.update_agent(&ctx, &id, patch)).await?;
     Ok(axum::Json(agent))
 }
@@ -77,7 +71,7 @@ pub async fn delete_agent(
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::AgentsManage)?;
-    let id = param(&p, "id")?;
+    let id = param(&p, "id")?.to_string();
     blocking(move || app.delete_agent(&ctx, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -100,7 +94,7 @@ pub async fn session_messages(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::SessionsRead)?;
-    let id = param(&p, "id")?;
+    let id = param(&p, "id")?.to_string();
     let page = q.page()?;
     let messages = blocking(move || app.session_messages(&ctx, &id, page)).await?;
     Ok(axum::Json(json!({ "data": messages })))
@@ -206,7 +200,7 @@ fn chat_events(step: Step) -> Vec<Event> {
         ],
         Step::Failed(e) => vec![ev(
             "error",
-            json!({"error": {"code": e.code, "message": e.message}}),
+            json!({"error": {"code": e.code.as_str(), "message": e.message}}),
         )],
     }
 }

@@ -10,16 +10,63 @@ use crate::error::Error;
 /// `Retry-After` of a search answered while the workspace's full-text index is rebuilt.
 pub const INDEX_RETRY_AFTER_SECS: u64 = 2;
 
+/// SPEC's error codes: the `code` of every error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    Unauthenticated,
+    Forbidden,
+    TenantSuspended,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    RequestTimeout,
+    ProviderError,
+    Unavailable,
+    InsufficientStorage,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as written in error bodies.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TenantSuspended => "tenant_suspended",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::ProviderError => "provider_error",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -29,19 +76,23 @@ impl ApiError {
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated,
+            message,
+        )
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     pub fn invalid(status: StatusCode, message: impl Into<String>) -> Self {
-        Self::new(status, "invalid_request", message)
+        Self::new(status, ErrorCode::InvalidRequest, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 }
 
@@ -50,58 +101,60 @@ impl From<Error> for ApiError {
         match err {
             Error::Invalid(m) => ApiError::invalid(StatusCode::BAD_REQUEST, m),
             Error::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, m),
             Error::Unauthenticated(m) => ApiError::unauthenticated(m),
             Error::Forbidden(m) => ApiError::forbidden(m),
             Error::RateLimited(secs) => ApiError {
                 retry_after: Some(secs),
                 ..ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     format!("too many attempts: try again in {secs} seconds"),
                 )
             },
             Error::PayloadTooLarge(m) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge, m)
             }
             Error::UnsupportedMediaType(m) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 m,
             ),
             Error::Provider(m) => {
                 tracing::warn!(error = %m, "provider error");
-                ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", m)
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::ProviderError, m)
             }
             Error::Suspended => ApiError::new(
                 StatusCode::FORBIDDEN,
-                "tenant_suspended",
+                ErrorCode::TenantSuspended,
                 "the organization is suspended",
             ),
             e @ (Error::Busy | Error::ShuttingDown) => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     e.to_string(),
                 )
             },
-            Error::InsufficientStorage(m) => {
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", m)
-            }
+            Error::InsufficientStorage(m) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorCode::InsufficientStorage,
+                m,
+            ),
             Error::Corrupt(m) => {
                 tracing::error!(error = %m, "corrupt store");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, m)
             }
             Error::IndexUnavailable(m) => ApiError {
                 retry_after: Some(INDEX_RETRY_AFTER_SECS),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, m)
             },
             e @ (Error::Sqlite(_) | Error::Index(_) | Error::Io(_) | Error::Internal(_)) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "an internal error occurred; the request id identifies it in the server log",
                 )
             }
@@ -111,7 +164,7 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
@@ -156,7 +209,7 @@ mod tests {
         ];
         for (err, status, code) in cases {
             let api = ApiError::from(err);
-            assert_eq!((api.status.as_u16(), api.code), (status, code));
+            assert_eq!((api.status.as_u16(), api.code.as_str()), (status, code));
             assert!(!api.message.contains("secret detail"));
         }
     }
@@ -179,7 +232,7 @@ mod tests {
             assert!(err.is_storage_full(), "{err:?}");
             let api = ApiError::from(err);
             assert_eq!(
-                (api.status.as_u16(), api.code),
+                (api.status.as_u16(), api.code.as_str()),
                 (507, "insufficient_storage")
             );
         }

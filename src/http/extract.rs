@@ -1,5 +1,5 @@
 //! Extractors that turn every malformed input into SPEC's `invalid_request` (instead of axum's
-//! plain-text rejections), and the blocking-call helper that keeps the request's log span.
+//! plain-text rejections).
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -7,8 +7,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
-use crate::error::Error;
+use super::error::{ApiError, ErrorCode};
 
 /// A JSON body; syntax errors are 400, type errors 422, oversize 413.
 pub struct Json<T>(pub T);
@@ -40,7 +39,7 @@ fn json_rejection(rej: JsonRejection) -> ApiError {
         ),
         _ if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the request body is over the limit",
         ),
         _ => ApiError::invalid(StatusCode::BAD_REQUEST, rej.body_text()),
@@ -96,18 +95,4 @@ fn query_rejection(rej: QueryRejection) -> ApiError {
         StatusCode::BAD_REQUEST,
         format!("bad query: {}", rej.body_text()),
     )
-}
-
-/// Runs blocking domain code (SQLite, file I/O) off the async threads, inside the request's
-/// log span so its lines carry the request, org and workspace ids.
-pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
-where
-    F: FnOnce() -> Result<T, Error> + Send + 'static,
-    T: Send + 'static,
-{
-    let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(ApiError::from(Error::internal(format!("task failed: {e}")))),
-    }
 }

@@ -13,13 +13,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{Action, WorkspaceContext};
-use super::error::{ApiError, ApiResult};
-use super::extract::{blocking, Json, Path, Query};
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::extract::{Json, Path, Query};
 use super::middleware::record_tenant;
+use super::params::{blocking, param, PageQuery};
 use crate::app::App;
 use crate::control::Page;
 use crate::ids::parse_uuid;
-use crate::knowledge::service::DocumentInput;
+use crate::knowledge::service::{DocumentInput, JobWait};
 use crate::knowledge::{EmbedderConfig, SearchRequest};
 
 /// The JSON body of `POST /documents`.
@@ -57,13 +58,6 @@ pub struct ListQuery {
     pub status: Option<String>,
 }
 
-/// A path parameter of the matched route.
-fn param<'a>(p: &'a HashMap<String, String>, name: &str) -> ApiResult<&'a str> {
-    p.get(name)
-        .map(String::as_str)
-        .ok_or_else(|| ApiError::from(crate::Error::internal(format!("route has no {{{name}}}"))))
-}
-
 /// How long `?wait=true` waits before answering 202 anyway (a shutdown ends the wait at once
 /// with `503 unavailable` and `Retry-After`).
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
@@ -72,7 +66,7 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the upload is over the limit",
         )
     } else {
@@ -170,58 +164,42 @@ pub async fn add(
     let Some(job_id) = added.job_id.clone() else {
         return Ok((StatusCode::OK, axum::Json(added)).into_response());
     };
-    let started = Instant::now();
-    loop {
-        let job = blocking({
-            let (app, job_id) = (app.clone(), job_id.clone());
-            move || app.get_job(id, &job_id)
-        })
-        .await?;
-        match job.status.as_str() {
-            "succeeded" => {
-                let doc_id = added.id.clone();
-                let doc = blocking({
-                    let app = app.clone();
-                    move || app.get_document(id, &doc_id)
-                })
-                .await?;
-                let mut body = serde_json::to_value(&doc).unwrap_or(Value::Null);
-                body["job_id"] = json!(job_id);
-                body["duplicate"] = json!(added.duplicate);
-                return Ok((StatusCode::CREATED, axum::Json(body)).into_response());
-            }
-            "failed" => {
-                return Err(ApiError::invalid(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!(
-                        "the document could not be ingested: {}",
-                        job.error.unwrap_or_else(|| "unknown error".into())
-                    ),
-                ))
-            }
-            "cancelled" => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "the ingestion job was cancelled",
-                ))
-            }
-            _ if started.elapsed() > WAIT_LIMIT => {
-                return Ok((StatusCode::ACCEPTED, axum::Json(added)).into_response())
-            }
-            // A waiter never holds a shutdown: the job stays queued (it runs after the restart).
-            _ if app.is_draining() => {
-                return Err(ApiError {
-                    message: format!(
-                        "the server is shutting down: document {} is queued (job {job_id}) and \
-                         is ingested after the restart; poll the job, or retry",
-                        added.id
-                    ),
-                    ..ApiError::from(crate::Error::ShuttingDown)
-                })
-            }
-            _ => tokio::time::sleep(Duration::from_millis(25)).await,
+    let deadline = Instant::now() + WAIT_LIMIT;
+    match app.wait_for_job(id, &job_id, deadline).await? {
+        JobWait::Succeeded(_) => {
+            let doc_id = added.id.clone();
+            let doc = blocking({
+                let app = app.clone();
+                move || app.get_document(id, &doc_id)
+            })
+            .await?;
+            let mut body = serde_json::to_value(&doc).unwrap_or(Value::Null);
+            body["job_id"] = json!(job_id);
+            body["duplicate"] = json!(added.duplicate);
+            Ok((StatusCode::CREATED, axum::Json(body)).into_response())
         }
+        JobWait::Failed(job) => Err(ApiError::invalid(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the document could not be ingested: {}",
+                job.error.unwrap_or_else(|| "unknown error".into())
+            ),
+        )),
+        JobWait::Cancelled(_) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            "the ingestion job was cancelled",
+        )),
+        JobWait::TimedOut(_) => Ok((StatusCode::ACCEPTED, axum::Json(added)).into_response()),
+        // A waiter never holds a shutdown: the job stays queued (it runs after the restart).
+        JobWait::Draining(_) => Err(ApiError {
+            message: format!(
+                "the server is shutting down: document {} is queued (job {job_id}) and \
+                 is ingested after the restart; poll the job, or retry",
+                added.id
+            ),
+            ..ApiError::from(crate::Error::ShuttingDown)
+        }),
     }
 }
 
@@ -273,7 +251,7 @@ pub async fn delete(
 pub async fn list_jobs(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
-    Query(q): Query<super::orgs::PageQuery>,
+    Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::DocumentsRead)?;
     let id = ctx.workspace_id;

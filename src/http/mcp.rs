@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::auth::WorkspaceContext;
-use super::error::{ApiError, ApiResult};
-use super::extract::blocking;
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::params::blocking;
 use crate::app::App;
 
 const SESSION: &str = "mcp-session-id";
@@ -70,7 +70,7 @@ pub async fn delete(
 pub async fn get(_: WorkspaceContext) -> Response {
     let mut resp = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request",
+        ErrorCode::InvalidRequest,
         "this MCP endpoint offers no GET stream; POST JSON-RPC messages",
     )
     .into_response();

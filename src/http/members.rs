@@ -10,8 +10,9 @@ use serde_json::json;
 
 use super::auth::{MaybeAuth, OrgContext};
 use super::error::ApiResult;
-use super::extract::{blocking, Json, Path};
+use super::extract::{Json, Path};
 use super::middleware::record_tenant;
+use super::params::blocking;
 use crate::app::App;
 use crate::identity::Role;
 use crate::ids::parse_uuid;

@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::{field::Empty, Instrument};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::app::App;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -150,8 +150,12 @@ pub async fn request_context(
     if let Some(reason) = body_timed_out.as_ref().and_then(|t| t.reason()) {
         // Whatever the handler made of the failed read (a 400, a rejection), the answer is
         // that the body came too slowly; and the connection, whose body is unread, closes.
-        resp =
-            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", reason).into_response();
+        resp = ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout,
+            reason,
+        )
+        .into_response();
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         app.http_metrics.connection_timed_out();

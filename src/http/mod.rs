@@ -13,6 +13,7 @@ mod members;
 pub mod middleware;
 mod openai;
 pub(crate) mod orgs;
+pub mod params;
 mod providers;
 mod session;
 pub mod system;
@@ -25,7 +26,7 @@ use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 
 use crate::app::App;
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 
 pub fn router(app: Arc<App>) -> Router {
     // Uploads: the configured limit plus room for multipart framing and JSON escaping.
@@ -146,7 +147,7 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request",
+        ErrorCode::InvalidRequest,
         "method not allowed on this route",
     )
 }

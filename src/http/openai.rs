@@ -20,7 +20,8 @@ use serde_json::{json, Value};
 use super::auth::{Action, WorkspaceContext};
 use super::chat::{drive, sse, Step};
 use super::error::{ApiError, ApiResult};
-use super::extract::{blocking, Json, Path};
+use super::extract::{Json, Path};
+use super::params::blocking;
 use crate::app::App;
 use crate::chat::{Agent, ChatEvent, ChatInput, History, Turn};
 use crate::control::Page;
@@ -204,7 +205,7 @@ pub async fn completions(
                 out
             }
             Step::Failed(e) => vec![data(json!({
-                "error": {"message": e.message, "type": e.code, "code": e.code}
+                "error": {"message": e.message, "type": e.code.as_str(), "code": e.code.as_str()}
             }))],
         };
         stream::iter(events)

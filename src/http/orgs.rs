@@ -5,31 +5,18 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Action, Auth, Operator, OrgContext};
 use super::error::ApiResult;
-use super::extract::{blocking, Json, Query};
+use super::extract::{Json, Query};
 use super::middleware::record_tenant;
+use super::params::{blocking, PageQuery};
 use crate::app::App;
-use crate::control::{NewOrg, NewWorkspace, OrgPatch, OrgStatus, Page};
+use crate::control::{NewOrg, NewWorkspace, OrgPatch, OrgStatus};
 
 // Handlers check the action against the permission table (`ctx.require`) before calling `App`:
 // the extractor has already proven that the principal may reach the org at all (else `404`).
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    pub limit: Option<u32>,
-    pub offset: Option<u32>,
-}
-
-impl PageQuery {
-    pub fn page(&self) -> crate::Result<Page> {
-        Page::new(self.limit, self.offset)
-    }
-}
 
 pub async fn create(
     State(app): State<Arc<App>>,

@@ -10,7 +10,8 @@ use serde_json::json;
 
 use super::auth::{Action, OrgContext};
 use super::error::ApiResult;
-use super::extract::{blocking, Json, Path};
+use super::extract::{Json, Path};
+use super::params::blocking;
 use crate::app::App;
 use crate::chat::providers::ProviderInput;
 

@@ -9,7 +9,8 @@ use serde::Deserialize;
 
 use super::auth::{Auth, ClientAddr};
 use super::error::ApiResult;
-use super::extract::{blocking, Json};
+use super::extract::Json;
+use super::params::blocking;
 use crate::app::App;
 
 #[derive(Debug, Deserialize)]

@@ -55,7 +55,7 @@ pub async fn healthz() -> impl IntoResponse {
 
 pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let draining = app.is_draining();
-    let db_ok = super::extract::blocking({
+    let db_ok = super::params::blocking({
         let app = app.clone();
         move || app.control.ping()
     })

@@ -8,7 +8,8 @@ use axum::response::IntoResponse;
 
 use super::auth::{Action, WorkspaceContext};
 use super::error::ApiResult;
-use super::extract::{blocking, Json};
+use super::extract::Json;
+use super::params::blocking;
 use crate::app::App;
 use crate::control::WorkspacePatch;
 

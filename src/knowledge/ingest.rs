@@ -36,6 +36,7 @@ use tantivy::Term;
 use super::chunk::{chunk_with, Chunk, ChunkConfig, MAX_CHUNK_CHARS};
 use super::embedders::{EmbedderConfig, Embedders};
 use super::extract::{self, Format, Interrupt, Limits};
+use super::status::{JobPhase, UNFINISHED_JOBS_SQL};
 use super::store;
 use super::vectors::{self, Space};
 use crate::db;
@@ -707,13 +708,13 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
     };
     let jobs: Vec<JobRow> = {
         let conn = ws.conn();
-        let mut stmt = conn.prepare_cached(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT j.id, j.document_id, j.payload, d.mime_type, d.content_hash,
                     d.pending_external_id, d.title, d.byte_size
              FROM jobs j JOIN documents d ON d.id = j.document_id
-             WHERE j.kind = 'ingest' AND j.status IN ('queued', 'running') AND j.phase = 'queued'
-             ORDER BY j.id LIMIT ?1",
-        )?;
+             WHERE j.kind = 'ingest' AND j.status IN {UNFINISHED_JOBS_SQL} AND j.phase = 'queued'
+             ORDER BY j.id LIMIT ?1"
+        ))?;
         let rows = stmt.query_map([INDEX_BATCH_DOCS as i64], |r| {
             Ok((
                 r.get(0)?,
@@ -731,9 +732,11 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
     if jobs.is_empty() {
         // Jobs whose document vanished cannot run: close them.
         ws.conn().execute(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?1, error = 'the document was deleted'
-             WHERE kind = 'ingest' AND status IN ('queued', 'running') AND phase = 'queued'
-               AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = jobs.document_id)",
+            &format!(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ?1, error = 'the document was deleted'
+                 WHERE kind = 'ingest' AND status IN {UNFINISHED_JOBS_SQL} AND phase = 'queued'
+                   AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = jobs.document_id)"
+            ),
             [db::now()],
         )?;
         return Ok(IndexStep {
@@ -1016,9 +1019,11 @@ fn write_piece(ws: &Workspace, docs: &VecDeque<Prepared>, slices: &[Slice]) -> R
                     if let Some((hid, hhash)) = holder {
                         store::remove_document_rows(&tx, &hid)?;
                         tx.execute(
-                            "UPDATE jobs SET status = 'cancelled', finished_at = ?2,
-                                error = 'the document was replaced'
-                             WHERE document_id = ?1 AND status IN ('queued', 'running')",
+                            &format!(
+                                "UPDATE jobs SET status = 'cancelled', finished_at = ?2,
+                                    error = 'the document was replaced'
+                                 WHERE document_id = ?1 AND status IN {UNFINISHED_JOBS_SQL}"
+                            ),
                             params![hid, now],
                         )?;
                         replaced.push((hid, hhash));
@@ -1110,7 +1115,7 @@ fn write_piece(ws: &Workspace, docs: &VecDeque<Prepared>, slices: &[Slice]) -> R
 }
 
 /// The job phase of documents written to SQLite whose full-text commit has not succeeded yet.
-const FULLTEXT_PHASE: &str = "fulltext";
+const FULLTEXT_PHASE: JobPhase = JobPhase::Fulltext;
 
 /// Moves the jobs whose documents the index now holds past the full-text phase: to embedding,
 /// or done when their chunks need no vectors. Only call it when the index is in sync.
@@ -1383,8 +1388,10 @@ fn reembed_batch(
         let conn = ws.conn();
         let job: Option<(String, String)> = conn
             .query_row(
-                "SELECT id, payload FROM jobs WHERE kind = 'reembed' AND status IN ('queued', 'running')
-                 ORDER BY id LIMIT 1",
+                &format!(
+                    "SELECT id, payload FROM jobs WHERE kind = 'reembed' AND status IN {UNFINISHED_JOBS_SQL}
+                     ORDER BY id LIMIT 1"
+                ),
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::service::DocumentInput;
+use super::status::JobStatus;
 use crate::app::App;
 use crate::error::Error;
 
@@ -55,17 +56,17 @@ fn walk(roots: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// Whether a job with this status has yet to end.
+/// Whether a job with this status (as the API writes it) has yet to end.
 fn pending(status: &str) -> bool {
-    matches!(status, "queued" | "running")
+    JobStatus::parse(status).is_some_and(JobStatus::is_unfinished)
 }
 
 /// How a job that ended did: `Err(reason)` unless it succeeded.
 fn ended(status: &str, error: Option<&str>) -> Result<(), String> {
-    match (status, error) {
-        ("succeeded", _) => Ok(()),
+    match (JobStatus::parse(status), error) {
+        (Some(JobStatus::Succeeded), _) => Ok(()),
         (_, Some(e)) => Err(e.to_string()),
-        (s, None) => Err(format!("job {s}")),
+        (_, None) => Err(format!("job {status}")),
     }
 }
 
@@ -120,7 +121,7 @@ impl Target for Local {
             if ticks.is_multiple_of(8) {
                 let done = jobs
                     .iter()
-                    .filter(|(_, j)| app.get_job(ws, j).is_ok_and(|v| !pending(&v.status)))
+                    .filter(|(_, j)| app.get_job(ws, j).is_ok_and(|v| !v.status.is_unfinished()))
                     .count();
                 progress(done as u64);
             }
@@ -129,7 +130,7 @@ impl Target for Local {
 
     fn outcome(&mut self, job: &str) -> Result<(), String> {
         let v = self.app.get_job(self.ws, job).map_err(|e| e.to_string())?;
-        ended(&v.status, v.error.as_deref())
+        ended(v.status.as_str(), v.error.as_deref())
     }
 }
 

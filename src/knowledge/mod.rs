@@ -20,10 +20,12 @@ pub mod ingest_cli;
 pub mod scheduler;
 pub mod search;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod vectors;
 
 pub use embedders::{EmbedderConfig, Embedders};
 pub use filter::Filter;
 pub use search::{Mode, SearchRequest, SearchResponse, SearchResult};
+pub use status::{DocumentStatus, JobKind, JobPhase, JobStatus};
 pub use store::{Added, DocumentView, JobView};

@@ -14,12 +14,28 @@ use super::extract::{Format, Limits};
 use super::filter::Filter;
 use super::scheduler::{Outcome, Ticket};
 use super::search::{SearchRequest, SearchResponse};
+use super::status::{DocumentStatus, JobKind, JobPhase, JobStatus, UNFINISHED_JOBS_SQL};
 use super::store::{self, Added, DocumentView, JobView, NewDocument};
 use super::{ingest, vectors};
 use crate::app::App;
 use crate::control::{OrgStatus, WorkspaceRecord};
 use crate::error::{Error, Resource, Result};
 use crate::workspace::Handle;
+
+/// How often [`App::wait_for_job`] looks at the job.
+const JOB_POLL: Duration = Duration::from_millis(25);
+
+/// How [`App::wait_for_job`] ended, with the job as last seen.
+#[derive(Debug, Clone)]
+pub enum JobWait {
+    Succeeded(JobView),
+    Failed(JobView),
+    Cancelled(JobView),
+    /// The deadline passed with the job unfinished.
+    TimedOut(JobView),
+    /// The server is shutting down; the job is unfinished (it runs after the restart).
+    Draining(JobView),
+}
 
 /// A document as the API receives it.
 #[derive(Debug, Clone, Default)]
@@ -196,13 +212,13 @@ impl App {
         page: crate::control::Page,
         status: Option<&str>,
     ) -> Result<Vec<DocumentView>> {
-        if let Some(s) = status {
-            if !matches!(s, "pending" | "indexing" | "indexed" | "failed") {
-                return Err(Error::invalid(
-                    "status must be pending, indexing, indexed or failed",
-                ));
-            }
-        }
+        let status = status
+            .map(|s| {
+                DocumentStatus::parse(s).ok_or_else(|| {
+                    Error::invalid("status must be pending, indexing, indexed or failed")
+                })
+            })
+            .transpose()?;
         let (_, handle) = self.knowledge_workspace(ws)?;
         let conn = handle.conn();
         store::list(&conn, page.limit, page.offset, status)
@@ -225,6 +241,36 @@ impl App {
         let (_, handle) = self.knowledge_workspace(ws)?;
         let conn = handle.conn();
         store::list_jobs(&conn, page.limit, page.offset)
+    }
+
+    /// Waits until a job ends, the `deadline` passes or the server starts draining, polling
+    /// the job (a waiter never holds a shutdown: the job stays queued and runs after a restart).
+    pub async fn wait_for_job(
+        self: &Arc<Self>,
+        ws: Uuid,
+        job_id: &str,
+        deadline: Instant,
+    ) -> Result<JobWait> {
+        loop {
+            let job = crate::task::blocking({
+                let (app, job_id) = (self.clone(), job_id.to_string());
+                move || app.get_job(ws, &job_id)
+            })
+            .await?;
+            match job.status {
+                JobStatus::Succeeded => return Ok(JobWait::Succeeded(job)),
+                JobStatus::Failed => return Ok(JobWait::Failed(job)),
+                JobStatus::Cancelled => return Ok(JobWait::Cancelled(job)),
+                JobStatus::Queued | JobStatus::Running => {}
+            }
+            if Instant::now() > deadline {
+                return Ok(JobWait::TimedOut(job));
+            }
+            if self.is_draining() {
+                return Ok(JobWait::Draining(job));
+            }
+            tokio::time::sleep(JOB_POLL).await;
+        }
     }
 
     /// Cancels a job; a running extraction of its document stops within a moment.
@@ -280,9 +326,11 @@ impl App {
             if let Some(b) = building {
                 vectors::drop_space(&tx, &b)?;
                 tx.execute(
-                    "UPDATE jobs SET status = 'cancelled', finished_at = ?1,
-                        error = 'superseded by another embedder change'
-                     WHERE kind = 'reembed' AND status IN ('queued', 'running')",
+                    &format!(
+                        "UPDATE jobs SET status = 'cancelled', finished_at = ?1,
+                            error = 'superseded by another embedder change'
+                         WHERE kind = 'reembed' AND status IN {UNFINISHED_JOBS_SQL}"
+                    ),
                     [&now],
                 )?;
             }
@@ -299,8 +347,14 @@ impl App {
                     vectors::create_space(&tx, &cfg, dim, "building")?;
                     tx.execute(
                         "INSERT INTO jobs (id, kind, status, phase, payload, created_at)
-                         VALUES (?1, 'reembed', 'queued', 'queued', '{}', ?2)",
-                        params![crate::ids::new_id().to_string(), now],
+                         VALUES (?1, ?3, ?4, ?5, '{}', ?2)",
+                        params![
+                            crate::ids::new_id().to_string(),
+                            now,
+                            JobKind::Reembed,
+                            JobStatus::Queued,
+                            JobPhase::Queued,
+                        ],
                     )?;
                     enqueue = true;
                 }
@@ -501,8 +555,10 @@ fn embedder_view(handle: &Handle) -> Result<EmbedderView> {
     let job = match &building {
         Some(_) => {
             let id: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row(
-                "SELECT id FROM jobs WHERE kind = 'reembed' AND status IN ('queued', 'running')
-                 ORDER BY id DESC LIMIT 1",
+                &format!(
+                    "SELECT id FROM jobs WHERE kind = 'reembed' AND status IN {UNFINISHED_JOBS_SQL}
+                     ORDER BY id DESC LIMIT 1"
+                ),
                 [],
                 |r| r.get(0),
             ))?;

@@ -10,6 +10,9 @@ use sha2::{Digest, Sha256};
 use tantivy::Term;
 
 use super::extract::Format;
+use super::status::{
+    DocumentStatus, JobKind, JobPhase, JobStatus, DOCUMENTS_IN_PROGRESS_SQL, UNFINISHED_JOBS_SQL,
+};
 use super::vectors;
 use crate::db::{self, json_column};
 use crate::error::{Error, Resource, Result};
@@ -32,7 +35,7 @@ pub struct NewDocument {
 pub struct Added {
     pub id: String,
     pub job_id: Option<String>,
-    pub status: String,
+    pub status: DocumentStatus,
     /// True when an identical document was already there (nothing new was stored or indexed).
     pub duplicate: bool,
 }
@@ -47,7 +50,7 @@ pub struct DocumentView {
     pub content_hash: String,
     pub byte_size: i64,
     pub metadata: Value,
-    pub status: String,
+    pub status: DocumentStatus,
     pub error: Option<String>,
     pub chunk_count: i64,
     pub embedded_chunks: i64,
@@ -58,9 +61,9 @@ pub struct DocumentView {
 #[derive(Debug, Clone, Serialize)]
 pub struct JobView {
     pub id: String,
-    pub kind: String,
-    pub status: String,
-    pub phase: String,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub phase: JobPhase,
     pub progress: f64,
     pub document_id: Option<String>,
     pub error: Option<String>,
@@ -152,7 +155,7 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
     // Identical document already present (same content, title, metadata and external id)?
     {
         let conn = ws.conn();
-        let existing: Option<(String, String)> = conn
+        let existing: Option<(String, DocumentStatus)> = conn
             .query_row(
                 "SELECT id, status FROM documents
                  WHERE fingerprint = ?1 AND status <> 'failed'
@@ -180,8 +183,10 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
         if let Some(ext) = &new.external_id {
             let racing: Option<String> = conn
                 .query_row(
-                    "SELECT id FROM documents WHERE pending_external_id = ?1
-                     AND status IN ('pending', 'indexing') LIMIT 1",
+                    &format!(
+                        "SELECT id FROM documents WHERE pending_external_id = ?1
+                         AND status IN {DOCUMENTS_IN_PROGRESS_SQL} LIMIT 1"
+                    ),
                     [ext],
                     |r| r.get(0),
                 )
@@ -203,7 +208,7 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
     tx.execute(
         "INSERT INTO documents (id, external_id, pending_external_id, title, source_name, mime_type,
             content_hash, byte_size, metadata, status, fingerprint, created_at, updated_at)
-         VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?10)",
+         VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?11, ?9, ?10, ?10)",
         params![
             id,
             new.external_id,
@@ -214,55 +219,73 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
             new.bytes.len() as i64,
             meta,
             fingerprint,
-            now
+            now,
+            DocumentStatus::Pending,
         ],
     )?;
     tx.execute(
         "INSERT INTO jobs (id, kind, document_id, status, phase, payload, created_at)
-         VALUES (?1, 'ingest', ?2, 'queued', 'queued', ?3, ?4)",
-        params![job_id, id, payload.to_string(), now],
+         VALUES (?1, ?5, ?2, ?6, ?7, ?3, ?4)",
+        params![
+            job_id,
+            id,
+            payload.to_string(),
+            now,
+            JobKind::Ingest,
+            JobStatus::Queued,
+            JobPhase::Queued,
+        ],
     )?;
     tx.commit()?;
     Ok(Added {
         id,
         job_id: Some(job_id),
-        status: "pending".into(),
+        status: DocumentStatus::Pending,
         duplicate: false,
     })
 }
 
 const DOC_COLUMNS: &str = "d.id, d.external_id, d.pending_external_id, d.title, d.source_name,
     d.mime_type, d.content_hash, d.byte_size, d.metadata, d.status, d.error, d.chunk_count,
-    (SELECT count(*) FROM chunks c WHERE c.document_id = d.id AND c.embedded = 1),
+    (SELECT count(*) FROM chunks c WHERE c.document_id = d.id AND c.embedded = 1) AS embedded_chunks,
     d.created_at, d.updated_at";
 
-fn doc_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(DocumentView, String)> {
-    let external: Option<String> = r.get(1)?;
-    let pending: Option<String> = r.get(2)?;
-    Ok((
-        DocumentView {
-            id: r.get(0)?,
-            external_id: external.or(pending),
-            title: r.get(3)?,
-            source_name: r.get(4)?,
-            mime_type: r.get(5)?,
-            content_hash: r.get(6)?,
-            byte_size: r.get(7)?,
-            metadata: Value::Null,
-            status: r.get(9)?,
-            error: r.get(10)?,
-            chunk_count: r.get(11)?,
-            embedded_chunks: r.get(12)?,
-            created_at: r.get(13)?,
-            updated_at: r.get(14)?,
-        },
-        r.get(8)?,
-    ))
+/// A `documents` row read with [`DOC_COLUMNS`]; its metadata is still the stored JSON text.
+struct DocumentRow {
+    view: DocumentView,
+    metadata: String,
 }
 
-fn finish_doc((mut d, meta): (DocumentView, String)) -> Result<DocumentView> {
-    d.metadata = json_column(&meta)?;
-    Ok(d)
+impl DocumentRow {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        let external: Option<String> = r.get("external_id")?;
+        let pending: Option<String> = r.get("pending_external_id")?;
+        Ok(DocumentRow {
+            view: DocumentView {
+                id: r.get("id")?,
+                external_id: external.or(pending),
+                title: r.get("title")?,
+                source_name: r.get("source_name")?,
+                mime_type: r.get("mime_type")?,
+                content_hash: r.get("content_hash")?,
+                byte_size: r.get("byte_size")?,
+                metadata: Value::Null,
+                status: r.get("status")?,
+                error: r.get("error")?,
+                chunk_count: r.get("chunk_count")?,
+                embedded_chunks: r.get("embedded_chunks")?,
+                created_at: r.get("created_at")?,
+                updated_at: r.get("updated_at")?,
+            },
+            metadata: r.get("metadata")?,
+        })
+    }
+
+    fn finish(self) -> Result<DocumentView> {
+        let mut d = self.view;
+        d.metadata = json_column(&self.metadata)?;
+        Ok(d)
+    }
 }
 
 pub fn get(conn: &Connection, id: &str) -> Result<DocumentView> {
@@ -270,24 +293,24 @@ pub fn get(conn: &Connection, id: &str) -> Result<DocumentView> {
         .query_row(
             &format!("SELECT {DOC_COLUMNS} FROM documents d WHERE d.id = ?1"),
             [id],
-            doc_from_row,
+            DocumentRow::from_row,
         )
         .optional()?;
-    finish_doc(row.ok_or(Error::NotFound(Resource::Document))?)
+    row.ok_or(Error::NotFound(Resource::Document))?.finish()
 }
 
 pub fn list(
     conn: &Connection,
     limit: u32,
     offset: u32,
-    status: Option<&str>,
+    status: Option<DocumentStatus>,
 ) -> Result<Vec<DocumentView>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {DOC_COLUMNS} FROM documents d WHERE (?3 IS NULL OR d.status = ?3)
          ORDER BY d.id LIMIT ?1 OFFSET ?2"
     ))?;
-    let rows = stmt.query_map(params![limit, offset, status], doc_from_row)?;
-    rows.map(|r| finish_doc(r?)).collect()
+    let rows = stmt.query_map(params![limit, offset, status], DocumentRow::from_row)?;
+    rows.map(|r| r?.finish()).collect()
 }
 
 /// Deletes a document from SQLite, the vector tables and the full-text index, cancels its
@@ -324,9 +347,11 @@ fn delete_once(ws: &Workspace, id: &str) -> Result<()> {
             };
             remove_document_rows(&tx, id)?;
             tx.execute(
-                "UPDATE jobs SET status = 'cancelled', finished_at = ?2,
-                    error = coalesce(error, 'the document was deleted')
-                 WHERE document_id = ?1 AND status IN ('queued', 'running')",
+                &format!(
+                    "UPDATE jobs SET status = 'cancelled', finished_at = ?2,
+                        error = coalesce(error, 'the document was deleted')
+                     WHERE document_id = ?1 AND status IN {UNFINISHED_JOBS_SQL}"
+                ),
                 params![id, db::now()],
             )?;
             let gen = repair::bump_generation(&tx)?;
@@ -361,38 +386,43 @@ pub fn remove_document_rows(conn: &Connection, id: &str) -> Result<()> {
 
 const JOB_COLUMNS: &str = "j.id, j.kind, j.status, j.phase, j.progress, j.document_id, j.error,
     j.attempts, j.created_at, j.started_at, j.finished_at,
-    (SELECT count(*) FROM chunks c WHERE c.document_id = j.document_id),
-    (SELECT count(*) FROM chunks c WHERE c.document_id = j.document_id AND c.embedded <> 0)";
+    (SELECT count(*) FROM chunks c WHERE c.document_id = j.document_id) AS chunks_total,
+    (SELECT count(*) FROM chunks c WHERE c.document_id = j.document_id AND c.embedded <> 0)
+        AS chunks_embedded";
 
-fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
-    let status: String = r.get(2)?;
-    let phase: String = r.get(3)?;
-    let mut progress: f64 = r.get(4)?;
-    let total: i64 = r.get(11)?;
-    let done: i64 = r.get(12)?;
-    if status == "running" && phase == "embedding" && total > 0 {
-        progress = 0.5 + 0.5 * done as f64 / total as f64;
+impl JobView {
+    /// A `jobs` row read with [`JOB_COLUMNS`]. While an ingestion job waits for its vectors,
+    /// its progress is counted from its document's embedded chunks.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        let status: JobStatus = r.get("status")?;
+        let phase: JobPhase = r.get("phase")?;
+        let mut progress: f64 = r.get("progress")?;
+        let total: i64 = r.get("chunks_total")?;
+        let done: i64 = r.get("chunks_embedded")?;
+        if status == JobStatus::Running && phase == JobPhase::Embedding && total > 0 {
+            progress = 0.5 + 0.5 * done as f64 / total as f64;
+        }
+        Ok(JobView {
+            id: r.get("id")?,
+            kind: r.get("kind")?,
+            status,
+            phase,
+            progress,
+            document_id: r.get("document_id")?,
+            error: r.get("error")?,
+            attempts: r.get("attempts")?,
+            created_at: r.get("created_at")?,
+            started_at: r.get("started_at")?,
+            finished_at: r.get("finished_at")?,
+        })
     }
-    Ok(JobView {
-        id: r.get(0)?,
-        kind: r.get(1)?,
-        status,
-        phase,
-        progress,
-        document_id: r.get(5)?,
-        error: r.get(6)?,
-        attempts: r.get(7)?,
-        created_at: r.get(8)?,
-        started_at: r.get(9)?,
-        finished_at: r.get(10)?,
-    })
 }
 
 pub fn get_job(conn: &Connection, id: &str) -> Result<JobView> {
     conn.query_row(
         &format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?1"),
         [id],
-        job_from_row,
+        JobView::from_row,
     )
     .optional()?
     .ok_or(Error::NotFound(Resource::Job))
@@ -402,7 +432,7 @@ pub fn list_jobs(conn: &Connection, limit: u32, offset: u32) -> Result<Vec<JobVi
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs j ORDER BY j.id DESC LIMIT ?1 OFFSET ?2"
     ))?;
-    let rows = stmt.query_map(params![limit, offset], job_from_row)?;
+    let rows = stmt.query_map(params![limit, offset], JobView::from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -411,14 +441,14 @@ pub fn list_jobs(conn: &Connection, limit: u32, offset: u32) -> Result<Vec<JobVi
 /// keeps the current one.
 pub fn cancel_job(ws: &Workspace, id: &str) -> Result<JobView> {
     let job = get_job(&ws.conn(), id)?;
-    if !matches!(job.status.as_str(), "queued" | "running") {
+    if !job.status.is_unfinished() {
         return Err(Error::Conflict(format!(
             "the job is already {}",
             job.status
         )));
     }
-    match job.kind.as_str() {
-        "ingest" => {
+    match job.kind {
+        JobKind::Ingest => {
             if let Some(doc) = &job.document_id {
                 match delete(ws, doc) {
                     Ok(()) | Err(Error::NotFound(_)) => {}
@@ -426,17 +456,18 @@ pub fn cancel_job(ws: &Workspace, id: &str) -> Result<JobView> {
                 }
             }
         }
-        "reembed" => {
+        JobKind::Reembed => {
             let conn = ws.conn();
             if let Some(space) = vectors::building(&conn)? {
                 vectors::drop_space(&conn, &space)?;
             }
         }
-        _ => {}
     }
     ws.conn().execute(
-        "UPDATE jobs SET status = 'cancelled', finished_at = ?2
-         WHERE id = ?1 AND status IN ('queued', 'running')",
+        &format!(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?2
+             WHERE id = ?1 AND status IN {UNFINISHED_JOBS_SQL}"
+        ),
         params![id, db::now()],
     )?;
     get_job(&ws.conn(), id)
@@ -446,7 +477,7 @@ pub fn cancel_job(ws: &Workspace, id: &str) -> Result<JobView> {
 pub fn has_work(conn: &Connection) -> Result<bool> {
     let jobs: bool = conn
         .query_row(
-            "SELECT 1 FROM jobs WHERE status IN ('queued', 'running') LIMIT 1",
+            &format!("SELECT 1 FROM jobs WHERE status IN {UNFINISHED_JOBS_SQL} LIMIT 1"),
             [],
             |_| Ok(()),
         )
