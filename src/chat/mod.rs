@@ -78,18 +78,7 @@ impl ChatState {
     }
 }
 
-/// Runs blocking work (SQLite, Tantivy) off the async threads, inside the current log span.
-pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
-where
-    F: FnOnce() -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
-        Ok(r) => r,
-        Err(e) => Err(Error::internal(format!("task failed: {e}"))),
-    }
-}
+pub(crate) use crate::task::blocking;
 
 /// Rough token count (about four characters per token), for budgets and for usage when a
 /// provider reports none.
