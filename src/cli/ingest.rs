@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::service::DocumentInput;
 use crate::app::App;
 use crate::error::Error;
+use crate::knowledge::service::DocumentInput;
 
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
@@ -298,7 +298,7 @@ pub fn run(config: crate::config::Config, args: IngestArgs) -> anyhow::Result<()
         ),
         e => e.into(),
     })?;
-    crate::cli::announce_token(&source);
+    super::announce_token(&source);
     app.get_workspace(ws)?;
     let mut local = Local {
         app: app.clone(),
