@@ -10,9 +10,9 @@
 //! When the space holds no more than `rerank` vectors the answer is exact.
 //!
 //! The codes are derived data: built from the vector table on first use, and kept current by
-//! the workspace connection's SQLite update hook (see `Workspace::open`) on the table's rowid
-//! shadow table, which marks the chunk of every
-//! inserted or deleted vector dirty. The next search re-reads dirty chunks from SQLite, so a
+//! the workspace connection's SQLite update hook (an observer of the store's row changes,
+//! registered by `knowledge::caches`) on the table's rowid shadow table, which marks the chunk
+//! of every inserted or deleted vector dirty. The next search re-reads dirty chunks from SQLite, so a
 //! rolled-back write leaves nothing behind. Writes by another connection (another process on
 //! the same data directory) do not reach the hook; SQLite's `PRAGMA data_version` tells of
 //! them, and the codes are then rebuilt. Lock order: the connection, then the codes.
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::vectors::Space;
+use super::vectors::{code_of, Space};
 use crate::error::Result;
 
 /// Tuning of the approximate path.
@@ -377,18 +377,6 @@ fn load(conn: &Connection, space: &Space, count: Option<usize>) -> Result<Codes>
         tracing::warn!(table = %table, error = %e, "could not store vector codes");
     }
     Ok(codes)
-}
-
-/// The stored form of a vector's code (`vector_codes.code`): sign bit `i` (set when the
-/// component is positive) in byte `i / 8`, bit `i % 8`.
-pub fn code_of(v: &[f32]) -> Vec<u8> {
-    let mut bytes = vec![0u8; v.len().div_ceil(8)];
-    for (i, x) in v.iter().enumerate() {
-        if *x > 0.0 {
-            bytes[i / 8] |= 1 << (i % 8);
-        }
-    }
-    bytes
 }
 
 /// Little-endian words of a stored code (missing bytes are zero).

@@ -6,17 +6,19 @@
 //!   fairly across workspaces, weighted by plan priority;
 //! - [`embedders`] selects a workspace's embedder, [`vectors`] keeps its vector tables, and
 //!   [`ann`] their in-memory binary codes for fast approximate search of large workspaces;
+//! - [`caches`] keeps the codes and the allowed chunks of recent filters with each open
+//!   workspace;
 //! - [`search`] runs full-text, vector and hybrid search with [`filter`]s;
 //! - [`service`] is the API of all this on [`crate::app::App`].
 
 pub mod ann;
+pub mod caches;
 pub mod chunk;
 pub mod embedders;
 pub mod eval;
 pub mod extract;
 pub mod filter;
 pub mod ingest;
-pub mod ingest_cli;
 pub mod scheduler;
 pub mod search;
 pub mod service;

@@ -121,7 +121,7 @@ pub fn put(conn: &Connection, space: &Space, chunk_id: i64, v: &[f32]) -> Result
     conn.prepare_cached(
         "INSERT OR REPLACE INTO vector_codes (space_id, chunk_id, code) VALUES (?1, ?2, ?3)",
     )?
-    .execute(params![space.id, chunk_id, super::ann::code_of(v)])?;
+    .execute(params![space.id, chunk_id, code_of(v)])?;
     Ok(())
 }
 
@@ -176,4 +176,16 @@ pub fn scan_documents(
         Ok((r.get::<_, i64>(0)?, similarity(r.get::<_, f64>(1)?)))
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The stored form of a vector's code (`vector_codes.code`): sign bit `i` (set when the
+/// component is positive) in byte `i / 8`, bit `i % 8`.
+pub fn code_of(v: &[f32]) -> Vec<u8> {
+    let mut bytes = vec![0u8; v.len().div_ceil(8)];
+    for (i, x) in v.iter().enumerate() {
+        if *x > 0.0 {
+            bytes[i / 8] |= 1 << (i % 8);
+        }
+    }
+    bytes
 }

@@ -1,6 +1,7 @@
 //! The workspace store: one tenant's SQLite database, Tantivy index and blob folder under
 //! `data/<workspace_id>/`. Code reaches an open store only through a [`registry::Handle`].
 
+pub mod extensions;
 pub mod registry;
 pub mod repair;
 pub mod reserve;
@@ -20,9 +21,8 @@ use uuid::Uuid;
 
 use crate::db::{self, Migration};
 use crate::error::{Error, Resource, Result};
-use crate::knowledge::ann::Ann;
-use crate::knowledge::search::AllowedCache;
 
+pub use extensions::Slots;
 pub use registry::{Handle, Registry};
 
 pub const DB_FILE: &str = "workspace.db";
@@ -311,12 +311,11 @@ pub struct Workspace {
     rebuild_failed: Mutex<Option<String>>,
     /// Starts the background rebuild (set by the registry; without it, the caller rebuilds).
     rebuilder: OnceLock<Box<dyn Fn() + Send + Sync>>,
-    /// Binary codes of the vector spaces, derived from SQLite (see `knowledge::ann`).
-    ann: Ann,
     /// Bumped by every write to `documents` or `chunks` (committed or not).
     version: Arc<AtomicU64>,
-    /// Chunks allowed by recent filters, checked against `version`.
-    allowed: AllowedCache,
+    /// State derived from this store by higher layers (knowledge's search caches), and the
+    /// observers of its row changes.
+    extensions: extensions::Extensions,
     /// Told when the store closes (the registry's count of live stores).
     on_close: Option<Box<dyn Fn() + Send + Sync>>,
 }
@@ -371,18 +370,19 @@ impl Workspace {
         // pages are the OS page cache, shared, not per-connection heap.
         conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
         db::migrate(&mut conn, MIGRATIONS)?;
-        // One update hook feeds the caches derived from this database: the vector codes, and
-        // the data version that cached filter results are checked against.
-        let ann = Ann::default();
+        // One update hook feeds the state derived from this database: the data version that
+        // cached results are checked against, and the row observers of the extensions (the
+        // vector codes of `knowledge::caches`).
+        let extensions = extensions::Extensions::default();
         let version = Arc::new(AtomicU64::new(0));
         {
-            let (ann, version) = (ann.clone(), version.clone());
+            let (observers, version) = (extensions.observers(), version.clone());
             conn.update_hook(Some(
                 move |_: rusqlite::hooks::Action, _: &str, table: &str, rowid: i64| {
                     if table == "documents" || table == "chunks" {
                         version.fetch_add(1, Ordering::Relaxed);
                     }
-                    ann.note(table, rowid);
+                    extensions::notify(&observers, table, rowid);
                 },
             ))?;
         }
@@ -429,9 +429,8 @@ impl Workspace {
             rebuilding: AtomicBool::new(rebuild),
             rebuild_failed: Mutex::new(None),
             rebuilder: OnceLock::new(),
-            ann,
             version,
-            allowed: AllowedCache::default(),
+            extensions,
             on_close: None,
         };
         if !rebuild {
@@ -577,14 +576,16 @@ impl Workspace {
         self.version.load(Ordering::Relaxed)
     }
 
-    /// Chunks allowed by recent search filters (see `knowledge::search`).
-    pub fn allowed_cache(&self) -> &AllowedCache {
-        &self.allowed
-    }
-
-    /// The in-memory binary codes of the vector spaces (see `knowledge::ann`).
-    pub fn ann(&self) -> &Ann {
-        &self.ann
+    /// This store's `T`, state a higher layer derives from it (e.g. `knowledge::caches`),
+    /// made by `make` on first use and dropped with the store. `make` runs under the slots'
+    /// lock: it must not take the connection or ask for another extension; it may follow the
+    /// store's row changes ([`Slots::observe_rows`]). Lock order: the connection, then the
+    /// slots.
+    pub fn extension<T: std::any::Any + Send + Sync>(
+        &self,
+        make: impl FnOnce(&Slots) -> T,
+    ) -> Arc<T> {
+        self.extensions.get(make)
     }
 
     pub fn reader(&self) -> &IndexReader {
@@ -972,6 +973,38 @@ mod tests {
             .expect("index again");
         ws.flush().expect("flush");
         assert_eq!(ws.indexed_chunks(), 2);
+    }
+
+    #[test]
+    fn an_extension_is_made_once_per_type_and_follows_row_changes() {
+        struct Seen(Arc<Mutex<Vec<(String, i64)>>>);
+        let (_tmp, ws) = fresh();
+        let made = AtomicU64::new(0);
+        let make = |slots: &Slots| {
+            made.fetch_add(1, Ordering::Relaxed);
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let s = seen.clone();
+            slots.observe_rows(move |table, rowid| {
+                s.lock().expect("seen").push((table.to_string(), rowid));
+            });
+            Seen(seen)
+        };
+        let first = ws.extension(make);
+        let again = ws.extension(make);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(made.load(Ordering::Relaxed), 1);
+        // Another type has its own slot.
+        let other = ws.extension(|_| 7u32);
+        assert_eq!(*other, 7);
+        ws.conn()
+            .execute(
+                "INSERT INTO workspace_meta (key, value) VALUES ('probe', 'x')",
+                [],
+            )
+            .expect("insert");
+        let seen = first.0.lock().expect("seen").clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, "workspace_meta");
     }
 
     #[test]

@@ -21,7 +21,56 @@ pub struct Allowed {
 /// so its set is computed once per change of the data, not once per search.
 #[derive(Debug)]
 pub struct AllowedCache {
-    entries: Mutex<lru::LruCache<String, (DataVersion, Arc<Allowed>)>>,
+    entries: Mutex<lru::LruCache<FilterKey, (DataVersion, Arc<Allowed>)>>,
+}
+
+/// A filter's canonical form, the cache's key: its SQL condition and the values bound to it
+/// (what the allowed set is computed from), so filters that select alike share an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FilterKey {
+    sql: String,
+    params: Vec<Param>,
+}
+
+/// A bound value, comparable and hashable (reals by their bits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Param {
+    Null,
+    Integer(i64),
+    Real(u64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl FilterKey {
+    fn of(f: &Filter) -> FilterKey {
+        let mut params: Vec<Sql> = Vec::new();
+        let sql = f.to_sql(&mut params);
+        let params = params
+            .into_iter()
+            .map(|v| match v {
+                Sql::Null => Param::Null,
+                Sql::Integer(i) => Param::Integer(i),
+                Sql::Real(r) => Param::Real(r.to_bits()),
+                Sql::Text(t) => Param::Text(t),
+                Sql::Blob(b) => Param::Blob(b),
+            })
+            .collect();
+        FilterKey { sql, params }
+    }
+
+    fn bound(&self) -> Vec<Sql> {
+        self.params
+            .iter()
+            .map(|p| match p {
+                Param::Null => Sql::Null,
+                Param::Integer(i) => Sql::Integer(*i),
+                Param::Real(r) => Sql::Real(f64::from_bits(*r)),
+                Param::Text(t) => Sql::Text(t.clone()),
+                Param::Blob(b) => Sql::Blob(b.clone()),
+            })
+            .collect()
+    }
 }
 
 /// This connection's write count (the update hook's) and SQLite's `data_version` (which other
@@ -45,7 +94,7 @@ impl Default for AllowedCache {
 
 impl AllowedCache {
     pub(super) fn get_or_compute(&self, ws: &Workspace, f: &Filter) -> Result<Arc<Allowed>> {
-        let key = format!("{f:?}");
+        let key = FilterKey::of(f);
         let conn = ws.conn();
         // This connection's writes (the hook's count) and other connections' (SQLite's).
         let external: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
@@ -57,7 +106,7 @@ impl AllowedCache {
             }
         }
         drop(entries);
-        let a = Arc::new(allowed_chunks(&conn, f)?);
+        let a = Arc::new(allowed_chunks(&conn, &key)?);
         if a.chunks.len() <= ALLOWED_CACHE_MAX_CHUNKS {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             entries.put(key, (version, a.clone()));
@@ -66,9 +115,8 @@ impl AllowedCache {
     }
 }
 
-fn allowed_chunks(conn: &rusqlite::Connection, f: &Filter) -> Result<Allowed> {
-    let mut params: Vec<Sql> = Vec::new();
-    let cond = f.to_sql(&mut params);
+fn allowed_chunks(conn: &rusqlite::Connection, key: &FilterKey) -> Result<Allowed> {
+    let cond = &key.sql;
     // The filter runs once per document in the subquery; written as a join, SQLite evaluated
     // it (a `json_each` per metadata condition) once per chunk: 34 ms instead of 9 for a third
     // of 10,000 documents of 10 chunks.
@@ -77,7 +125,7 @@ fn allowed_chunks(conn: &rusqlite::Connection, f: &Filter) -> Result<Allowed> {
          WHERE c.document_id IN (SELECT d.id FROM documents d WHERE d.status = 'indexed' AND ({cond}))
          ORDER BY c.document_id"
     ))?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(key.bound()))?;
     let mut chunks = HashSet::new();
     let mut documents: Vec<String> = Vec::new();
     while let Some(r) = rows.next()? {
@@ -100,6 +148,30 @@ mod tests {
     use crate::knowledge::search::{Fusion, Mode, SearchRequest};
     use crate::knowledge::{ingest, store};
     use serde_json::json;
+
+    use super::FilterKey;
+    use crate::knowledge::filter::Filter;
+
+    #[test]
+    fn a_filter_is_keyed_by_its_sql_and_bound_values() {
+        let key = |v: serde_json::Value| FilterKey::of(&Filter::parse(&v).expect("filter"));
+        // The same filter, spelt twice, is one key; another value or another key is another.
+        let a = key(json!({"team": "a", "year": {"gte": 2020.5}}));
+        assert_eq!(a, key(json!({"year": {"gte": 2020.5}, "team": "a"})));
+        assert_eq!(
+            a,
+            key(json!({"metadata.team": "a", "year": {"gte": 2020.5}}))
+        );
+        assert_ne!(a, key(json!({"team": "b", "year": {"gte": 2020.5}})));
+        assert_ne!(a, key(json!({"group": "a", "year": {"gte": 2020.5}})));
+        assert_ne!(a, key(json!({"team": "a", "year": {"gt": 2020.5}})));
+        // The key binds exactly what the filter binds.
+        let f = Filter::parse(&json!({"year": {"gte": 2020.5}, "n": 3, "t": true})).expect("f");
+        let mut params = Vec::new();
+        let sql = f.to_sql(&mut params);
+        let k = FilterKey::of(&f);
+        assert_eq!((k.sql.clone(), k.bound()), (sql, params));
+    }
 
     #[test]
     fn a_cached_filter_sees_added_changed_and_deleted_documents() {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::caches;
 use super::embedders::Embedders;
 use super::filter::Filter;
 use crate::error::{Error, Result};
@@ -139,7 +140,7 @@ pub fn search(
     // Chunks allowed by the filter (None: all).
     let allowed: Option<Arc<Allowed>> = filter
         .as_ref()
-        .map(|f| ws.allowed_cache().get_or_compute(ws, f))
+        .map(|f| caches::of(ws).allowed.get_or_compute(ws, f))
         .transpose()?;
     if allowed.as_ref().is_some_and(|a| a.chunks.is_empty()) {
         return Ok(SearchResponse {

@@ -4,6 +4,7 @@
 
 use super::{Allowed, Fusion, SearchRequest};
 use crate::error::{Error, Result};
+use crate::knowledge::caches;
 use crate::knowledge::embedders::Embedders;
 use crate::knowledge::vectors::{self, Space};
 use crate::workspace::Workspace;
@@ -58,9 +59,13 @@ pub(super) fn vector(
     let Some(q) = query_vector(embedders, &space, req, text)? else {
         return Ok(Vec::new());
     };
+    let caches = caches::of(ws);
     let conn = ws.conn();
     let chunks = allowed.map(|a| a.chunks.as_ref());
-    if let Some(hits) = ws.ann().search(&conn, &space, &q, k, &fusion.ann, chunks)? {
+    if let Some(hits) = caches
+        .ann
+        .search(&conn, &space, &q, k, &fusion.ann, chunks)?
+    {
         return Ok(hits);
     }
     let Some(allowed) = allowed else {
@@ -78,4 +83,68 @@ pub(super) fn vector(
         .filter(|(id, _)| allowed.chunks.contains(&(*id as u64)))
         .take(k)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::knowledge::ann::AnnParams;
+    use crate::knowledge::extract::{Format, Limits};
+    use crate::knowledge::search::tests::{sorted_documents, workspace_with};
+    use crate::knowledge::search::{Fusion, Mode, SearchRequest};
+    use crate::knowledge::{ingest, store};
+    use serde_json::json;
+
+    #[test]
+    fn the_codes_follow_the_workspaces_writes() {
+        let (_t, ws, emb, ids) = workspace_with(&[
+            ("apples in the orchard", json!({})),
+            ("pears on the market", json!({})),
+        ]);
+        // Every space has codes: a search goes through them.
+        let fusion = Fusion {
+            ann: AnnParams {
+                min_vectors: 0,
+                ..AnnParams::default()
+            },
+            ..Fusion::default()
+        };
+        let run = || -> Vec<String> {
+            let req = SearchRequest {
+                query: "apples".into(),
+                mode: Some(Mode::Vector),
+                ..Default::default()
+            };
+            sorted_documents(&ws, &emb, &req, None, &fusion)
+        };
+        let ingest = || {
+            while ingest::run_quantum(&ws, &emb, &Limits::default())
+                .expect("quantum")
+                .worked
+            {}
+        };
+        let mut all = ids.clone();
+        all.sort();
+        assert_eq!(run(), all);
+        let added = store::add(
+            &ws,
+            store::NewDocument {
+                bytes: b"apples and cider".to_vec(),
+                format: Format::Text,
+                title: None,
+                metadata: json!({}),
+                external_id: None,
+                source_name: None,
+                embedding: None,
+            },
+        )
+        .expect("add");
+        ingest();
+        all.push(added.id.clone());
+        all.sort();
+        assert_eq!(run(), all, "a new document's vector is searched");
+        store::delete(&ws, &ids[0]).expect("delete");
+        ingest();
+        all.retain(|d| d != &ids[0]);
+        assert_eq!(run(), all, "a deleted one's is not");
+    }
 }

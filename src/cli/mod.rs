@@ -1,6 +1,8 @@
 //! The command line: `serve`, `org`, `workspace`, `user`, `key` and `bench`. Management commands work on the
 //! data directory directly (no server needed).
 
+pub mod ingest;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -41,7 +43,7 @@ pub enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
     /// Ingest files and folders into a workspace (skips files already ingested unchanged).
-    Ingest(crate::knowledge::ingest_cli::IngestArgs),
+    Ingest(ingest::IngestArgs),
     /// Evaluate retrieval quality on a BEIR-format folder (nDCG@10, recall@100 per mode).
     Eval(crate::knowledge::eval::EvalArgs),
     /// Run a benchmark and print its report.
@@ -171,7 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(config),
         Command::Bench(cmd) => crate::bench::run(cmd, &cli.config),
         Command::Eval(args) => crate::knowledge::eval::run(args),
-        Command::Ingest(args) => crate::knowledge::ingest_cli::run(config, args),
+        Command::Ingest(args) => ingest::run(config, args),
         Command::Org(cmd) => {
             let app = open_app(config)?;
             match cmd {

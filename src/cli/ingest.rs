@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::service::DocumentInput;
-use super::status::JobStatus;
 use crate::app::App;
 use crate::error::Error;
+use crate::knowledge::service::DocumentInput;
+use crate::knowledge::status::JobStatus;
 
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
@@ -299,7 +299,7 @@ pub fn run(config: crate::config::Config, args: IngestArgs) -> anyhow::Result<()
         ),
         e => e.into(),
     })?;
-    crate::cli::announce_token(&source);
+    super::announce_token(&source);
     app.get_workspace(ws)?;
     let mut local = Local {
         app: app.clone(),
