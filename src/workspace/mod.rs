@@ -306,6 +306,10 @@ pub struct Workspace {
     /// read or a commit found it unreadable later): full-text search answers
     /// `IndexUnavailable` until the rebuild is done.
     rebuilding: AtomicBool,
+    /// Whether the index's files passed their checksums since open (or were rebuilt). A writer
+    /// is opened only over a checked index: Tantivy applies deletions and merges segments on
+    /// its own thread pool, where a decoder panicking on a damaged file aborts the process.
+    index_checked: AtomicBool,
     /// Why the last rebuild gave up (after [`registry::REBUILD_ATTEMPTS`]); cleared by a
     /// successful rebuild. Full-text search says so in its 503.
     rebuild_failed: Mutex<Option<String>>,
@@ -427,6 +431,7 @@ impl Workspace {
             home,
             writers,
             rebuilding: AtomicBool::new(rebuild),
+            index_checked: AtomicBool::new(false),
             rebuild_failed: Mutex::new(None),
             rebuilder: OnceLock::new(),
             version,
@@ -526,6 +531,8 @@ impl Workspace {
             .rebuild_failed
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
+        // The rebuilt index holds only segments written since (no old file is referenced).
+        self.index_checked.store(true, Ordering::Release);
         self.rebuilding.store(false, Ordering::Release);
         self.close_writer_if_idle(Duration::ZERO)?;
         tracing::info!(workspace_id = %self.id, added = report.added, "full-text index rebuilt");
@@ -706,8 +713,38 @@ impl Workspace {
         }
     }
 
+    /// Checks every file of the index's segments against its checksum, once per open (the
+    /// first time a writer is wanted) and never during a rebuild (which reads nothing of the
+    /// old segments). A damaged or missing file marks the index unreadable
+    /// ([`Workspace::index_unreadable`]): no writer ever works over it.
+    fn check_index_files(&self) -> Result<()> {
+        if self.index_checked.load(Ordering::Acquire) || self.rebuild_pending() {
+            return Ok(());
+        }
+        let damaged = match self.index.validate_checksum() {
+            Ok(bad) if bad.is_empty() => None,
+            Ok(bad) => {
+                let mut names: Vec<String> = bad.iter().map(|p| p.display().to_string()).collect();
+                names.sort();
+                Some(format!(
+                    "files failing their checksums: {}",
+                    names.join(", ")
+                ))
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        match damaged {
+            None => {
+                self.index_checked.store(true, Ordering::Release);
+                Ok(())
+            }
+            Some(reason) => Err(self.index_unreadable("before a change", &reason)),
+        }
+    }
+
     fn writer_entry<'a>(&self, slot: &'a mut Option<WriterSlot>) -> Result<&'a mut WriterSlot> {
         if slot.is_none() {
+            self.check_index_files()?;
             let options = tantivy::indexer::IndexWriterOptions::builder()
                 .memory_budget_per_thread(WRITER_MEMORY)
                 .num_worker_threads(1)
