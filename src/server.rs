@@ -371,6 +371,9 @@ async fn serve_connection(
     tokio::pin!(conn);
     let mut draining = *drain.borrow();
     if draining {
+        state
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         conn.as_mut().graceful_shutdown();
     }
     loop {
@@ -395,6 +398,9 @@ async fn serve_connection(
             changed = drain.changed(), if !draining => {
                 if changed.is_err() || *drain.borrow() {
                     draining = true;
+                    state
+                        .draining
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     conn.as_mut().graceful_shutdown();
                 }
             }
@@ -409,9 +415,12 @@ struct ConnState {
     changed: Notify,
     /// Whether `phase.write_blocked_since` is set (checked on every write without the lock).
     write_blocked: std::sync::atomic::AtomicBool,
-    /// Whether a request body was dropped before its end: the client may still be sending it,
-    /// so closing lingers (see [`LINGER`]).
+    /// Whether the last request's body was dropped before its end: the client may still be
+    /// sending it, so closing lingers (see [`LINGER`]). A next request on the connection
+    /// clears it (hyper reads one only once it has drained the body).
     body_left_unread: std::sync::atomic::AtomicBool,
+    /// Whether the server drains: closing does not linger then, the server is on its way out.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 struct Phase {
@@ -437,6 +446,7 @@ impl ConnState {
             }),
             write_blocked: std::sync::atomic::AtomicBool::new(false),
             body_left_unread: std::sync::atomic::AtomicBool::new(false),
+            draining: std::sync::atomic::AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -510,6 +520,9 @@ impl InFlight {
             p.in_flight += 1;
             p.request_started = None;
         }
+        state
+            .body_left_unread
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         InFlight(state)
     }
 }
@@ -600,15 +613,22 @@ struct Linger {
 }
 
 impl TrackedIo {
-    /// Reads and discards what the client sends until it closes its side, [`LINGER`] passes
-    /// or [`LINGER_MAX_BYTES`] were discarded; a read error ends it too (the client is gone).
+    /// Reads and discards what the client sends until it closes its side, [`LINGER`] passes,
+    /// [`LINGER_MAX_BYTES`] were discarded or the server drains; a read error ends it too (the
+    /// client is gone).
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(linger) = self.linger.as_mut() else {
             return Poll::Ready(());
         };
         let mut scratch = [0u8; 8 << 10];
         loop {
-            if linger.discarded >= LINGER_MAX_BYTES || linger.until.as_mut().poll(cx).is_ready() {
+            if linger.discarded >= LINGER_MAX_BYTES
+                || self
+                    .state
+                    .draining
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                || linger.until.as_mut().poll(cx).is_ready()
+            {
                 return Poll::Ready(());
             }
             let mut buf = ReadBuf::new(&mut scratch);
@@ -668,16 +688,14 @@ impl AsyncWrite for TrackedIo {
         polled
     }
 
-    /// Sends the end of stream after the last answer; when a request body was left unread,
-    /// then closes lingering (see [`LINGER`]).
+    /// Sends the end of stream after the last answer; when the last request's body was left
+    /// unread (and the server is not draining), then closes lingering (see [`LINGER`]).
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if self.linger.is_none() {
             std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
-            let unread = self
-                .state
-                .body_left_unread
-                .load(std::sync::atomic::Ordering::Relaxed);
-            if !unread {
+            use std::sync::atomic::Ordering;
+            let unread = self.state.body_left_unread.load(Ordering::Relaxed);
+            if !unread || self.state.draining.load(Ordering::Relaxed) {
                 return Poll::Ready(Ok(()));
             }
             self.linger = Some(Linger {
