@@ -173,6 +173,16 @@ pub const MAX_HEADERS: usize = 100;
 /// connection, whatever the client sends (hyper's default is about 400 KiB).
 pub const MAX_CONNECTION_BUFFER_BYTES: usize = 64 << 10;
 
+/// When the server closes a connection, how long it goes on reading (and discarding) what the
+/// client still sends, after its last answer and its end of stream (a lingering close). An
+/// answer sent before the request body was read (a refused credential, an unknown workspace,
+/// a body over the limit) would otherwise meet the rest of the body arriving at a closed
+/// socket: the kernel answers that with a reset, which fails the client's upload and may
+/// destroy the answer before the client reads it.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// The most a lingering close reads and discards before it closes anyway.
+pub const LINGER_MAX_BYTES: u64 = 4 << 20;
+
 /// The time bounds of one HTTP connection (see `README.md`, Configuration).
 #[derive(Debug, Clone, Copy)]
 struct ConnLimits {
@@ -309,7 +319,12 @@ async fn serve_connection(
             let request = InFlight::begin(state.clone());
             let timed_out = BodyTimedOut::default();
             let mut req = req.map(|body| {
-                axum::body::Body::new(TimedBody::new(body, limits.body, timed_out.clone()))
+                axum::body::Body::new(TimedBody::new(
+                    body,
+                    limits.body,
+                    timed_out.clone(),
+                    state.clone(),
+                ))
             });
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(remote));
@@ -340,6 +355,7 @@ async fn serve_connection(
     let io = hyper_util::rt::TokioIo::new(TrackedIo {
         inner: stream,
         state: state.clone(),
+        linger: None,
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The time bounds are enforced below (hyper's own header timer would also cut idle
@@ -355,6 +371,9 @@ async fn serve_connection(
     tokio::pin!(conn);
     let mut draining = *drain.borrow();
     if draining {
+        state
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         conn.as_mut().graceful_shutdown();
     }
     loop {
@@ -379,6 +398,9 @@ async fn serve_connection(
             changed = drain.changed(), if !draining => {
                 if changed.is_err() || *drain.borrow() {
                     draining = true;
+                    state
+                        .draining
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     conn.as_mut().graceful_shutdown();
                 }
             }
@@ -393,6 +415,12 @@ struct ConnState {
     changed: Notify,
     /// Whether `phase.write_blocked_since` is set (checked on every write without the lock).
     write_blocked: std::sync::atomic::AtomicBool,
+    /// Whether the last request's body was dropped before its end: the client may still be
+    /// sending it, so closing lingers (see [`LINGER`]). A next request on the connection
+    /// clears it (hyper reads one only once it has drained the body).
+    body_left_unread: std::sync::atomic::AtomicBool,
+    /// Whether the server drains: closing does not linger then, the server is on its way out.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 struct Phase {
@@ -417,6 +445,8 @@ impl ConnState {
                 write_blocked_since: None,
             }),
             write_blocked: std::sync::atomic::AtomicBool::new(false),
+            body_left_unread: std::sync::atomic::AtomicBool::new(false),
+            draining: std::sync::atomic::AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -490,6 +520,9 @@ impl InFlight {
             p.in_flight += 1;
             p.request_started = None;
         }
+        state
+            .body_left_unread
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         InFlight(state)
     }
 }
@@ -569,6 +602,44 @@ impl http_body::Body for TrackedBody {
 struct TrackedIo {
     inner: TcpStream,
     state: Arc<ConnState>,
+    /// Set once the connection's write side is shut down: the lingering close under way.
+    linger: Option<Linger>,
+}
+
+/// A lingering close (see [`LINGER`]): until when, and how much was discarded so far.
+struct Linger {
+    until: Pin<Box<tokio::time::Sleep>>,
+    discarded: u64,
+}
+
+impl TrackedIo {
+    /// Reads and discards what the client sends until it closes its side, [`LINGER`] passes,
+    /// [`LINGER_MAX_BYTES`] were discarded or the server drains; a read error ends it too (the
+    /// client is gone).
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(linger) = self.linger.as_mut() else {
+            return Poll::Ready(());
+        };
+        let mut scratch = [0u8; 8 << 10];
+        loop {
+            if linger.discarded >= LINGER_MAX_BYTES
+                || self
+                    .state
+                    .draining
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                || linger.until.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(());
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => linger.discarded += buf.filled().len() as u64,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 impl AsyncRead for TrackedIo {
@@ -617,8 +688,22 @@ impl AsyncWrite for TrackedIo {
         polled
     }
 
+    /// Sends the end of stream after the last answer; when the last request's body was left
+    /// unread (and the server is not draining), then closes lingering (see [`LINGER`]).
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        if self.linger.is_none() {
+            std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+            use std::sync::atomic::Ordering;
+            let unread = self.state.body_left_unread.load(Ordering::Relaxed);
+            if !unread || self.state.draining.load(Ordering::Relaxed) {
+                return Poll::Ready(Ok(()));
+            }
+            self.linger = Some(Linger {
+                until: Box::pin(tokio::time::sleep(LINGER)),
+                discarded: 0,
+            });
+        }
+        self.poll_linger(cx).map(Ok)
     }
 }
 
@@ -712,10 +797,19 @@ struct TimedBody {
     /// When the current wait began (the last read found nothing to read).
     waiting_since: Option<Instant>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the last frame was read.
+    ended: bool,
+    /// Told, when the body is dropped before its end, that closing must linger.
+    conn: Arc<ConnState>,
 }
 
 impl TimedBody {
-    fn new(inner: hyper::body::Incoming, limits: BodyLimits, timed_out: BodyTimedOut) -> Self {
+    fn new(
+        inner: hyper::body::Incoming,
+        limits: BodyLimits,
+        timed_out: BodyTimedOut,
+        conn: Arc<ConnState>,
+    ) -> Self {
         TimedBody {
             inner,
             limits,
@@ -724,6 +818,8 @@ impl TimedBody {
             waited: Duration::ZERO,
             waiting_since: None,
             timer: None,
+            ended: false,
+            conn,
         }
     }
 
@@ -768,10 +864,14 @@ impl http_body::Body for TimedBody {
                 if let Some(since) = this.waiting_since.take() {
                     this.waited += since.elapsed();
                 }
-                if let Some(Ok(f)) = &frame {
-                    if let Some(data) = f.data_ref() {
-                        this.received = this.received.saturating_add(data.len() as u64);
+                match &frame {
+                    Some(Ok(f)) => {
+                        if let Some(data) = f.data_ref() {
+                            this.received = this.received.saturating_add(data.len() as u64);
+                        }
                     }
+                    Some(Err(_)) => {}
+                    None => this.ended = true,
                 }
                 Poll::Ready(frame.map(|r| r.map_err(BodyError::Connection)))
             }
@@ -802,6 +902,16 @@ impl http_body::Body for TimedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        if !self.ended && !http_body::Body::is_end_stream(&self.inner) {
+            self.conn
+                .body_left_unread
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

@@ -232,15 +232,17 @@ impl ControlPlane {
 
     // ---- sessions ----
 
+    /// Opens a session at `now` (the identity layer's clock), first removing the user's
+    /// sessions expired by then.
     pub fn insert_session(
         &self,
         user_id: Uuid,
         digest_hex: &str,
+        now: &str,
         expires_at: &str,
     ) -> Result<Uuid> {
         let id = crate::ids::new_id();
         let conn = self.conn();
-        let now = db::now();
         // Expired sessions of this user are cleaned up on each login.
         conn.execute(
             "DELETE FROM sessions WHERE user_id = ?1 AND expires_at <= ?2",
@@ -260,14 +262,14 @@ impl ControlPlane {
         Ok(id)
     }
 
-    /// The live (unexpired) session with this token digest.
-    pub fn session_by_digest(&self, digest_hex: &str) -> Result<Option<SessionRow>> {
+    /// The session with this token digest still live at `now`.
+    pub fn session_by_digest(&self, digest_hex: &str, now: &str) -> Result<Option<SessionRow>> {
         let conn = self.auth_conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE token_sha256 = ?1 AND expires_at > ?2"
         ))?;
         let row = stmt
-            .query_row(params![digest_hex, db::now()], RawSession::from_row)
+            .query_row(params![digest_hex, now], RawSession::from_row)
             .optional()?;
         row.map(RawSession::finish).transpose()
     }
@@ -428,8 +430,9 @@ impl ControlPlane {
         })
     }
 
-    /// The open (unaccepted, unexpired) invitation with this token digest, in a live org.
-    pub fn open_invitation(&self, digest_hex: &str) -> Result<Invitation> {
+    /// The open (unaccepted, unexpired at `now`) invitation with this token digest, in a live
+    /// org.
+    pub fn open_invitation(&self, digest_hex: &str, now: &str) -> Result<Invitation> {
         let row = self
             .conn()
             .query_row(
@@ -439,7 +442,7 @@ impl ControlPlane {
                      WHERE i.token_sha256 = ?1 AND i.accepted_at IS NULL AND i.expires_at > ?2
                        AND o.status = 'active'"
                 ),
-                params![digest_hex, db::now()],
+                params![digest_hex, now],
                 RawInvitation::from_row,
             )
             .optional()?;
@@ -448,16 +451,17 @@ impl ControlPlane {
 
     /// Accepts an invitation in one transaction: marks it used (once only), creates the user
     /// when `new_user` gives a name and password hash and no user has the email, and adds the
-    /// membership (an existing member keeps the stronger of both roles).
+    /// membership (an existing member keeps the stronger of both roles). `now` is the identity
+    /// layer's clock: the invitation must still be unexpired then.
     pub fn accept_invitation(
         &self,
         invitation: &Invitation,
         existing_user: Option<Uuid>,
         new_user: Option<(&str, &str)>,
+        now: &str,
     ) -> Result<Accepted> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let now = db::now();
         let n = tx.execute(
             "UPDATE invitations SET accepted_at = ?2
              WHERE id = ?1 AND accepted_at IS NULL AND expires_at > ?2",

@@ -1,6 +1,6 @@
 //! In-memory state of identity, one per server: the status cache of workspaces and orgs, the
 //! `last_used_at` of API keys (flushed to the control plane by one background task), the login
-//! throttle and the tenant-token signing keys.
+//! throttle, the tenant-token signing keys and the clock expiries are issued and checked by.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -12,6 +12,7 @@ use lru::LruCache;
 use uuid::Uuid;
 
 use super::throttle::Throttle;
+use crate::clock::Clock;
 use crate::control::OrgStatus;
 
 /// How long a cached workspace status is trusted. Changes made through this server invalidate
@@ -39,6 +40,7 @@ pub struct IdentityState {
     pub throttle: Throttle,
     /// Newest first: the first signs, all verify.
     signing: RwLock<Vec<SigningKey>>,
+    clock: Clock,
 }
 
 impl Default for IdentityState {
@@ -50,11 +52,17 @@ impl Default for IdentityState {
             last_used: Mutex::new(HashMap::new()),
             throttle: Throttle::default(),
             signing: RwLock::new(Vec::new()),
+            clock: Clock::default(),
         }
     }
 }
 
 impl IdentityState {
+    /// "Now" for every expiry of a credential: sessions, invitations, API keys, tenant tokens.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     pub fn cached_status(&self, ws: Uuid) -> Option<WorkspaceStatus> {
         let mut c = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match c.get(&ws) {

@@ -218,8 +218,8 @@ async fn api_keys_lifecycle_and_attacks() {
         .await;
     assert_eq!(r.status, 404);
 
-    // Expired key.
-    let exp = (chrono::Utc::now() + chrono::Duration::milliseconds(1200)).to_rfc3339();
+    // Expired key: the server's clock passes its expiry.
+    let exp = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc3339();
     let r = api
         .post(
             &format!("/v1/workspaces/{ws_a}/api-keys"),
@@ -229,7 +229,7 @@ async fn api_keys_lifecycle_and_attacks() {
     assert_eq!(r.status, 201, "{:?}", r.body);
     let short = r.body["key"].as_str().expect("key").to_string();
     assert_eq!(api.with_token(&short).get("/v1/me").await.status, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(1400)).await;
+    s.advance_clock(std::time::Duration::from_secs(61));
     let r = api.with_token(&short).get("/v1/me").await;
     assert_eq!(
         (r.status, r.code()),
@@ -409,7 +409,7 @@ async fn tenant_tokens_narrow_and_cannot_be_forged() {
 
     // Expired token.
     let short = key.tenant_token(json!({"expires_in": 1})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    s.advance_clock(std::time::Duration::from_secs(2));
     let r = api.with_token(&short).get("/v1/me").await;
     assert_eq!(
         (r.status, r.code()),
@@ -750,4 +750,80 @@ async fn operator_actions_are_audited() {
     // Users cannot read the log.
     let r = api.with_token(&user.token).get("/v1/admin/audit").await;
     assert_eq!((r.status, r.code()), (403, "forbidden"));
+}
+
+/// Every credential expires by the server's clock: a session and an invitation after their
+/// seven days, an API key at its `expires_at`, a tenant token at its `exp`; and what is issued
+/// after the clock moved is dated by it (a fresh session, key and token work at once).
+#[tokio::test]
+async fn every_credential_expires_by_the_servers_clock() {
+    let s = TestServer::start();
+    let api = s.api();
+    let (org, ws, _, _) = two_tenants(&api).await;
+    let user = api.create_user(&org, "ann@x.io", "admin").await;
+    let session = api.with_token(&user.token);
+    assert_eq!(session.get("/v1/me").await.status, 200);
+    let r = api
+        .post(
+            &format!("/v1/orgs/{org}/invitations"),
+            json!({"email": "late@x.io", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let invitation = r.body["token"].as_str().expect("token").to_string();
+    let exp = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let r = api
+        .post(
+            &format!("/v1/workspaces/{ws}/api-keys"),
+            json!({"name": "two days", "scopes": ["search"], "expires_at": exp}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let key = api.with_token(r.body["key"].as_str().expect("key"));
+    let token = key.tenant_token(json!({})).await;
+    assert_eq!(api.with_token(&token).get("/v1/me").await.status, 200);
+
+    // An hour and a second: the token (one hour by default) has expired, the rest has not.
+    s.advance_clock(std::time::Duration::from_secs(3601));
+    let r = api.with_token(&token).get("/v1/me").await;
+    assert_eq!((r.status, r.code()), (401, "unauthenticated"), "token");
+    assert_eq!(key.get("/v1/me").await.status, 200, "key");
+    assert_eq!(session.get("/v1/me").await.status, 200, "session");
+    let fresh = key.tenant_token(json!({})).await;
+    assert_eq!(api.with_token(&fresh).get("/v1/me").await.status, 200);
+
+    // Two days: the key has expired; an expiry before the (moved) clock is refused.
+    s.advance_clock(std::time::Duration::from_secs(2 * 86_400));
+    let r = key.get("/v1/me").await;
+    assert_eq!((r.status, r.code()), (401, "unauthenticated"), "key");
+    assert_eq!(session.get("/v1/me").await.status, 200, "session");
+    let r = api
+        .post(
+            &format!("/v1/workspaces/{ws}/api-keys"),
+            json!({"name": "past", "scopes": ["search"], "expires_at": exp}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+
+    // Seven days: the session and the invitation have expired; a new login works.
+    s.advance_clock(std::time::Duration::from_secs(5 * 86_400));
+    let r = session.get("/v1/me").await;
+    assert_eq!((r.status, r.code()), (401, "unauthenticated"), "session");
+    let r = api
+        .without_token()
+        .post(
+            &format!("/v1/invitations/{invitation}/accept"),
+            json!({"password": PASSWORD}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "invitation");
+    let r = api.login("ann@x.io", PASSWORD).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let again = api.with_token(r.body["token"].as_str().expect("session"));
+    assert_eq!(again.get("/v1/me").await.status, 200);
 }

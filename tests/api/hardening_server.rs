@@ -1214,3 +1214,41 @@ async fn sigterm_ends_event_streams_and_waiters_within_a_few_seconds() {
     );
     silent.abort();
 }
+
+/// An answer sent before the request body was read (a refused credential, an unknown
+/// workspace) reaches the client whole: the server closes its side, then reads and discards
+/// what the client still sends instead of resetting the connection under it. A reset would
+/// fail the client's upload and may destroy the answer it has not read yet (`enclave ingest
+/// --server` then reported "the server did not answer" instead of the 404).
+#[tokio::test]
+async fn an_answer_sent_before_the_upload_was_read_is_not_reset() {
+    let s = TestServer::start();
+    const BODY: usize = 128 << 10;
+    let head = request_head(
+        "POST",
+        &format!("/v1/workspaces/{}/documents", uuid::Uuid::now_v7()),
+        &[
+            "Content-Type: text/plain",
+            &format!("Content-Length: {BODY}"),
+        ],
+    );
+    let mut c = TcpStream::connect(addr(&s)).await.expect("connect");
+    c.write_all(head.as_bytes()).await.expect("write head");
+    // Answered before a byte of the body was sent.
+    let r = read_full_response(&mut c).await;
+    assert_eq!(r.status, 404, "{} {:?}", r.head, r.json());
+    // The client, as one that writes its upload before reading, goes on sending it.
+    for piece in vec![b'x'; BODY].chunks(8 << 10) {
+        c.write_all(piece)
+            .await
+            .expect("the server reset the connection during the upload");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    c.shutdown().await.expect("shutdown");
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(20), c.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection")
+        .expect("a clean end of stream, not a reset");
+    assert_eq!(n, 0, "nothing after the answer");
+}

@@ -192,6 +192,12 @@ impl TestServer {
         Api::new(&self.base, None)
     }
 
+    /// Moves the server's clock forward (the one credentials expire by): a test lets an
+    /// expiry pass this way instead of sleeping until it does.
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        self.app.identity.clock().advance(by);
+    }
+
     pub fn data_path(&self, rel: &str) -> PathBuf {
         self.data_dir.join(rel)
     }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -136,7 +135,7 @@ impl App {
             if !secrets::digest_matches(credential, &row.secret_sha256) {
                 return Err(unauthenticated_key());
             }
-            if !row.is_live(&crate::db::now()) {
+            if !row.is_live(&self.identity.clock().now_text()) {
                 return Err(Error::unauthenticated("API key revoked or expired"));
             }
             self.live_workspace_of_credential(row.workspace_id)?;
@@ -151,7 +150,10 @@ impl App {
         if secrets::well_formed(credential, secrets::SESSION_PREFIX) {
             let s = self
                 .control
-                .session_by_digest(&secrets::sha256_hex(credential))?
+                .session_by_digest(
+                    &secrets::sha256_hex(credential),
+                    &self.identity.clock().now_text(),
+                )?
                 .ok_or_else(|| Error::unauthenticated("session expired or logged out"))?;
             return Ok(Principal::User {
                 user_id: s.user_id,
@@ -165,7 +167,7 @@ impl App {
     }
 
     fn authenticate_tenant_token(&self, token: &str) -> Result<Principal> {
-        let now = Utc::now().timestamp();
+        let now = self.identity.clock().timestamp();
         let claims = jwt::verify(token, |kid| self.identity.signing_secret(kid), now)
             .map_err(|e| Error::unauthenticated(e.message()))?;
         let key = self
@@ -173,7 +175,7 @@ impl App {
             .key_by_id(claims.key)?
             .filter(|k| k.workspace_id == claims.ws && k.org_id == claims.org)
             .ok_or_else(|| Error::unauthenticated("tenant token's API key does not exist"))?;
-        if !key.is_live(&crate::db::now()) {
+        if !key.is_live(&self.identity.clock().now_text()) {
             return Err(Error::unauthenticated(
                 "tenant token's API key is revoked or expired",
             ));

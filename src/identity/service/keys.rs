@@ -47,11 +47,11 @@ pub struct MintedToken {
     pub subject: Option<String>,
 }
 
-fn parse_future_time(text: &str, what: &str) -> Result<String> {
+fn parse_future_time(text: &str, what: &str, now: DateTime<Utc>) -> Result<String> {
     let t = DateTime::parse_from_rfc3339(text)
         .map_err(|_| Error::invalid(format!("{what} must be an RFC 3339 time")))?
         .with_timezone(&Utc);
-    if t <= Utc::now() {
+    if t <= now {
         return Err(Error::invalid(format!("{what} must be in the future")));
     }
     Ok(format_time(t))
@@ -72,7 +72,7 @@ impl App {
         let expires_at = new
             .expires_at
             .as_deref()
-            .map(|t| parse_future_time(t, "expires_at"))
+            .map(|t| parse_future_time(t, "expires_at", self.identity.clock().now()))
             .transpose()?;
         let (key, prefix) = secrets::new_api_key();
         let created = self.control.insert_api_key(
@@ -173,7 +173,7 @@ impl App {
             .identity
             .current_signing_key()
             .ok_or_else(|| Error::internal("no tenant-token signing key"))?;
-        let now = Utc::now();
+        let now = self.identity.clock().now();
         let claims = Claims {
             iss: jwt::ISSUER.into(),
             sub: req.subject.clone(),

@@ -1,6 +1,6 @@
 //! Members of an org and invitations.
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use uuid::Uuid;
 
 use super::access::forbidden;
@@ -85,7 +85,7 @@ impl App {
         }
         let email = normalize_email(email)?;
         let token = secrets::new_invitation_token();
-        let expires_at = format_time(Utc::now() + Duration::days(INVITATION_DAYS));
+        let expires_at = format_time(self.identity.clock().now() + Duration::days(INVITATION_DAYS));
         let inv = self.control.insert_invitation(
             access.org.id,
             &email,
@@ -110,7 +110,10 @@ impl App {
         if !secrets::well_formed(token, secrets::INVITATION_PREFIX) {
             return Err(Error::NotFound(Resource::Invitation));
         }
-        let inv = self.control.open_invitation(&secrets::sha256_hex(token))?;
+        let now = self.identity.clock().now_text();
+        let inv = self
+            .control
+            .open_invitation(&secrets::sha256_hex(token), &now)?;
         match self.control.user_by_email(&inv.email)? {
             Some((user, _)) => {
                 if principal.and_then(Principal::user_id) != Some(user.id) {
@@ -119,7 +122,8 @@ impl App {
                     ));
                 }
                 Ok((
-                    self.control.accept_invitation(&inv, Some(user.id), None)?,
+                    self.control
+                        .accept_invitation(&inv, Some(user.id), None, &now)?,
                     None,
                 ))
             }
@@ -133,9 +137,9 @@ impl App {
                     _ => String::new(),
                 };
                 let hash = password::hash(pass)?;
-                let accepted = self
-                    .control
-                    .accept_invitation(&inv, None, Some((&name, &hash)))?;
+                let accepted =
+                    self.control
+                        .accept_invitation(&inv, None, Some((&name, &hash)), &now)?;
                 let session = self.open_session(accepted.user.clone())?;
                 Ok((accepted, Some(session)))
             }

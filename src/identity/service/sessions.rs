@@ -1,6 +1,6 @@
 //! Users, login and sessions, and what a user sees of themselves (`me`, their orgs).
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -85,9 +85,14 @@ impl App {
 
     pub(super) fn open_session(&self, user: User) -> Result<LoginResult> {
         let token = secrets::new_session_token();
-        let expires_at = format_time(Utc::now() + Duration::days(SESSION_DAYS));
-        self.control
-            .insert_session(user.id, &secrets::sha256_hex(&token), &expires_at)?;
+        let now = self.identity.clock().now();
+        let expires_at = format_time(now + Duration::days(SESSION_DAYS));
+        self.control.insert_session(
+            user.id,
+            &secrets::sha256_hex(&token),
+            &format_time(now),
+            &expires_at,
+        )?;
         tracing::info!(user_id = %user.id, "session opened");
         Ok(LoginResult {
             token,
