@@ -533,8 +533,10 @@ impl Workspace {
             .unwrap_or_else(|p| p.into_inner()) = None;
         // The rebuilt index holds only segments written since (no old file is referenced).
         self.index_checked.store(true, Ordering::Release);
-        self.rebuilding.store(false, Ordering::Release);
+        // Closed before full-text search is available again: whoever sees the index back
+        // sees no writer left open by the rebuild.
         self.close_writer_if_idle(Duration::ZERO)?;
+        self.rebuilding.store(false, Ordering::Release);
         tracing::info!(workspace_id = %self.id, added = report.added, "full-text index rebuilt");
         Ok(report)
     }
