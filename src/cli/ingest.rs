@@ -169,12 +169,26 @@ impl Remote {
                 health.status().as_u16()
             );
         }
-        Ok(Remote {
+        let remote = Remote {
             client,
             base: format!("{server}/v1/workspaces/{ws}"),
             token,
             ended: Default::default(),
-        })
+        };
+        // A refusal every file would meet (the credential, the workspace) is asked once, before
+        // any upload: an upload refused before its body was sent may reach the client as a
+        // broken connection rather than as the server's answer.
+        let r = remote
+            .client
+            .get(format!("{}/documents?limit=1", remote.base))
+            .bearer_auth(&remote.token)
+            .send();
+        match Self::answer(r) {
+            Err((Some(401 | 403 | 404), msg)) => anyhow::bail!("the server refused: {msg}"),
+            Err((None, msg)) => anyhow::bail!("{msg}"),
+            _ => {}
+        }
+        Ok(remote)
     }
 
     /// The body of a successful answer, or the server's error message and status.
