@@ -31,3 +31,8 @@ pub use filter::Filter;
 pub use search::{Mode, SearchRequest, SearchResponse, SearchResult};
 pub use status::{DocumentStatus, JobKind, JobPhase, JobStatus};
 pub use store::{Added, DocumentView, JobView};
+
+/// PDF and DOCX writers for tests, shared with the API tests.
+#[cfg(test)]
+#[path = "../../tests/api/doc_files.rs"]
+pub(crate) mod doc_files;

@@ -178,25 +178,9 @@ fn heading_level(style: &str) -> Option<u8> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::io::Write;
 
     /// A minimal DOCX with the given `word/document.xml` body.
-    pub fn make_docx(body_xml: &str) -> Vec<u8> {
-        let mut buf = std::io::Cursor::new(Vec::new());
-        {
-            let mut z = zip::ZipWriter::new(&mut buf);
-            let opts = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Deflated);
-            z.start_file("word/document.xml", opts).expect("start");
-            write!(
-                z,
-                r#"<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>{body_xml}</w:body></w:document>"#
-            )
-            .expect("write");
-            z.finish().expect("finish");
-        }
-        buf.into_inner()
-    }
+    pub use crate::knowledge::doc_files::docx as make_docx;
 
     #[test]
     fn docx_headings_lists_and_tables() {
