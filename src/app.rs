@@ -98,6 +98,8 @@ pub struct App {
     pub embedders: crate::knowledge::Embedders,
     /// Hybrid-search fusion parameters.
     pub fusion: std::sync::RwLock<crate::knowledge::search::Fusion>,
+    /// Governance: the audit chains, usage counters and metrics (issue 12).
+    governance: crate::governance::service::Governance,
     /// Held from `open` to `shutdown` (or drop).
     lock: DataDirLock,
 }
@@ -148,7 +150,9 @@ impl App {
             Duration::from_secs(config.open_wait_secs),
         );
         let scheduler = crate::knowledge::scheduler::Scheduler::new(&config.data_dir);
+        let governance = crate::governance::service::Governance::open(&config.data_dir)?;
         let app = App {
+            governance,
             scheduler,
             embedders: Default::default(),
             fusion: Default::default(),
@@ -163,6 +167,11 @@ impl App {
             lock,
         };
         Ok((Arc::new(app), source))
+    }
+
+    /// Governance's state: audit chains, usage counters, metrics.
+    pub fn governance(&self) -> &crate::governance::service::Governance {
+        &self.governance
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -392,6 +401,9 @@ impl App {
         self.registry.shutdown();
         if let Err(e) = self.flush_key_usage() {
             tracing::warn!(error = %e, "could not flush API key usage");
+        }
+        if let Err(e) = self.governance.flush_usage() {
+            tracing::warn!(error = %e, "could not flush usage counters");
         }
         if let Err(e) = self.control.checkpoint() {
             tracing::warn!(error = %e, "control plane checkpoint failed");

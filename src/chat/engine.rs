@@ -312,6 +312,12 @@ impl Prepared {
             Resolved::OpenAi(cfg) => self.generate(cfg, &events, &mut cites).await?,
         };
         let citations = cites.for_answer(&answer);
+        crate::governance::service::chat_tokens(
+            &self.app,
+            &self.ctx,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        );
         let provider = match self.provider {
             Resolved::Extractive => "extractive",
             Resolved::OpenAi(_) => "openai-compatible",

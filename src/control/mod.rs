@@ -2,7 +2,6 @@
 //! users, sessions, memberships, invitations, API keys, tenant-token signing keys and the operator audit log. It never touches workspace folders; `app`
 //! combines it with the workspace registry.
 
-mod audit;
 mod keys;
 mod operator;
 mod orgs;
@@ -19,7 +18,8 @@ use rusqlite::Connection;
 use crate::db::{self, Migration};
 use crate::error::Result;
 
-pub use audit::AuditEntry;
+/// The control plane's audit entries are governance's (a hash chain in `operator_audit`).
+pub use crate::governance::audit::Entry as AuditEntry;
 pub use keys::{format_time, ApiKey, KeyRow};
 pub use operator::{operator_token_matches, AdminTokenSource, TOKEN_PREFIX};
 pub use orgs::{NewOrg, Org, OrgPatch, OrgStatus};
@@ -49,6 +49,12 @@ pub static MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "id_shaped_slugs",
         sql: include_str!("../../schema/control/0004_id_shaped_slugs.sql"),
+    },
+    // 5 is issue 12 part A's (plans and quotas).
+    Migration {
+        version: 6,
+        name: "audit_chain_usage",
+        sql: include_str!("../../schema/control/0006_audit_chain_usage.sql"),
     },
 ];
 

@@ -101,6 +101,7 @@ impl Auth {
         }
         let principal = app.authenticate(bearer(parts)?)?;
         record_principal(principal.kind());
+        super::middleware::record_actor_id(crate::governance::audit::actor_id(&principal));
         if let Some((org, ws)) = principal.bound_workspace() {
             record_tenant(Some(org), Some(ws));
         }
@@ -225,7 +226,7 @@ impl FromRequestParts<Arc<App>> for WorkspaceContext {
             record_tenant(None, Some(w));
         }
         let access = app.workspace_access(&auth.principal, ws, auth.hint)?;
-        record_tenant(Some(access.org_id), Some(access.workspace_id));
+        super::middleware::record_verified_workspace(access.org_id, access.workspace_id);
         Ok(WorkspaceContext(access))
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 mod chat;
 pub mod error;
 pub mod extract;
+mod governance;
 mod keys;
 mod knowledge;
 mod mcp;
@@ -74,7 +75,11 @@ pub fn router(app: Arc<App>) -> Router {
             "/orgs/{org}/providers/{name}",
             put(providers::put).delete(providers::delete),
         )
-        .route("/admin/audit", get(admin::audit))
+        .route("/admin/audit", get(governance::admin_audit))
+        .route("/admin/usage", get(governance::admin_usage))
+        .route("/orgs/{org}/audit", get(governance::org_audit))
+        .route("/orgs/{org}/usage", get(governance::org_usage))
+        .route("/workspaces/{ws}/audit", get(governance::workspace_audit))
         .route(
             "/admin/tenant-token-secret/rotate",
             post(admin::rotate_token_secret),

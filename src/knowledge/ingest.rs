@@ -77,6 +77,12 @@ pub struct Quantum {
     pub chunks: usize,
     /// Whether anything was found to do (including extractions still running).
     pub worked: bool,
+    /// Chunks written to the index (or of documents that failed) by this quantum.
+    pub indexed: usize,
+    /// Chunks embedded (first embedding or re-embedding) by this quantum.
+    pub embedded: usize,
+    /// Estimated tokens of the texts embedded (4 characters a token, as chat estimates).
+    pub embedded_tokens: u64,
 }
 
 /// How quanta run: the time budget and, in a server (or CLI) with a scheduler, the
@@ -564,6 +570,7 @@ pub fn run_quantum_in(
         return Ok(Quantum {
             chunks: report.added + report.removed,
             worked: true,
+            ..Default::default()
         });
     }
     complete_fulltext_jobs(ws)?;
@@ -572,24 +579,33 @@ pub fn run_quantum_in(
         return Ok(Quantum {
             chunks: n,
             worked: true,
+            indexed: n,
+            ..Default::default()
         });
     }
-    if let Some(n) = embed_batch(ws, embedders, &left)? {
+    if let Some((n, tokens)) = embed_batch(ws, embedders, &left)? {
         return Ok(Quantum {
             chunks: n,
             worked: true,
+            embedded: n,
+            embedded_tokens: tokens,
+            ..Default::default()
         });
     }
-    if let Some(n) = reembed_batch(ws, embedders, &left)? {
+    if let Some((n, tokens)) = reembed_batch(ws, embedders, &left)? {
         return Ok(Quantum {
             chunks: n,
             worked: true,
+            embedded: n,
+            embedded_tokens: tokens,
+            ..Default::default()
         });
     }
     // Extractions still running keep the workspace in the scheduler.
     Ok(Quantum {
         chunks: 0,
         worked: step.pending,
+        ..Default::default()
     })
 }
 
@@ -1148,6 +1164,13 @@ fn complete_fulltext_jobs(ws: &Workspace) -> Result<()> {
 
 type ChunkRow = (i64, String, String, String, String);
 
+/// Estimated tokens of the texts embedded for `rows` (usage metering).
+fn embedded_tokens(rows: &[ChunkRow]) -> u64 {
+    rows.iter()
+        .map(|(_, _, title, h, text)| crate::chat::estimate_tokens(&embedding_text(title, h, text)))
+        .sum()
+}
+
 fn unembedded(ws: &Workspace, limit: usize) -> Result<Vec<ChunkRow>> {
     let conn = ws.conn();
     // Only indexed documents: one written over several quanta is embedded once complete.
@@ -1247,7 +1270,7 @@ fn embed_batch(
     ws: &Workspace,
     embedders: &Embedders,
     left: &dyn Fn() -> Duration,
-) -> Result<Option<usize>> {
+) -> Result<Option<(usize, u64)>> {
     let (active, building) = {
         let conn = ws.conn();
         (vectors::active(&conn)?, vectors::building(&conn)?)
@@ -1267,6 +1290,7 @@ fn embed_batch(
     }
     let embedded = embed_within(embedders, &cfgs, &rows, left);
     let done = &rows[..embedded.done];
+    let mut stored = Vec::with_capacity(done.len());
     if !done.is_empty() {
         let mut conn = ws.conn();
         let tx = conn.transaction()?;
@@ -1278,6 +1302,7 @@ fn embed_batch(
             if !exists {
                 continue;
             }
+            stored.push(done[i].clone());
             check_dim(&active, &embedded.vectors[0][i])?;
             vectors::put(&tx, &active, *id, &embedded.vectors[0][i])?;
             if let (Some(space), Some(bv)) = (&building, embedded.vectors.get(1)) {
@@ -1298,7 +1323,7 @@ fn embed_batch(
         give_up_or_retry(ws, failed, &e)?;
         return Err(e);
     }
-    Ok(Some(done.len()))
+    Ok(Some((stored.len(), embedded_tokens(&stored))))
 }
 
 fn check_dim(space: &Space, v: &[f32]) -> Result<()> {
@@ -1383,7 +1408,7 @@ fn reembed_batch(
     ws: &Workspace,
     embedders: &Embedders,
     left: &dyn Fn() -> Duration,
-) -> Result<Option<usize>> {
+) -> Result<Option<(usize, u64)>> {
     let (job, building) = {
         let conn = ws.conn();
         let job: Option<(String, String)> = conn
@@ -1407,7 +1432,7 @@ fn reembed_batch(
              WHERE id = ?1",
             params![job_id, db::now()],
         )?;
-        return Ok(Some(0));
+        return Ok(Some((0, 0)));
     };
     let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
     let cursor = payload.get("cursor").and_then(Value::as_i64).unwrap_or(0);
@@ -1443,7 +1468,7 @@ fn reembed_batch(
         )?;
         tx.commit()?;
         tracing::info!(workspace_id = %ws.id(), elapsed_ms = started.elapsed().as_millis() as u64, "re-embedding finished");
-        return Ok(Some(0));
+        return Ok(Some((0, 0)));
     }
     let embedded = embed_within(embedders, &[&space.config], &rows, left);
     if let Some((e, _)) = &embedded.error {
@@ -1458,7 +1483,7 @@ fn reembed_batch(
     if rows.is_empty() {
         return match embedded.error {
             Some((e, _)) => Err(e),
-            None => Ok(Some(0)),
+            None => Ok(Some((0, 0))),
         };
     }
     let total: i64 = ws
@@ -1491,7 +1516,7 @@ fn reembed_batch(
     tx.commit()?;
     match embedded.error {
         Some((e, _)) => Err(e),
-        None => Ok(Some(rows.len())),
+        None => Ok(Some((rows.len(), embedded_tokens(rows)))),
     }
 }
 

@@ -179,6 +179,7 @@ impl App {
         }
         // The marker first: a crash after the job is written still finds it on restart.
         self.scheduler.mark(ws)?;
+        let bytes = input.bytes.len() as u64;
         let added = store::add(
             &handle,
             NewDocument {
@@ -192,6 +193,7 @@ impl App {
             },
         )?;
         self.wake_scheduler(ws, rec.org_id);
+        crate::governance::service::ingested(self, rec.org_id, ws, bytes, !added.duplicate);
         Ok(added)
     }
 
@@ -447,7 +449,9 @@ impl App {
                             org: t.org,
                         };
                         ingest::run_quantum_in(&handle, &embedders, &limits, &rt)
-                    }) {
+                    })
+                    .inspect(|q| crate::governance::service::quantum(self, rec.org_id, &handle, q))
+                {
                     Ok(q) if q.worked => Outcome::More,
                     Ok(_) => Outcome::Idle,
                     // The index is rebuilt in the background; the jobs wait for it.

@@ -71,6 +71,8 @@ struct Shared {
     evictions: AtomicU64,
     /// Tantivy writers open in the stores of this registry (held or not, cached or evicted).
     writers: Writers,
+    /// How long opening a store took (a cold open: migrations, index checks, reconciliation).
+    open_latency: crate::governance::metrics::Histogram,
 }
 
 impl Shared {
@@ -132,6 +134,7 @@ impl Registry {
                 opens: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
                 writers: Writers::default(),
+                open_latency: Default::default(),
             }),
         }
     }
@@ -179,7 +182,9 @@ impl Registry {
             }
             st.opening.insert(id);
             drop(st);
+            let started = Instant::now();
             let opened = Workspace::open_counted(&dir_of(&sh.data_dir, id), id, sh.writers.clone());
+            sh.open_latency.observe(started.elapsed());
             let mut st = sh.lock();
             st.opening.remove(&id);
             sh.changed.notify_all();
@@ -213,6 +218,17 @@ impl Registry {
             }
             return Ok(self.handle(ws));
         }
+    }
+
+    /// A handle to the store of `id` if it is open now (never opens it).
+    pub fn get_if_open(&self, id: Uuid) -> Option<Handle> {
+        let ws = self.shared.lock().cache.peek(&id).cloned()?;
+        Some(self.handle(ws))
+    }
+
+    /// The latency histogram of store opens.
+    pub fn open_latency(&self) -> &crate::governance::metrics::Histogram {
+        &self.shared.open_latency
     }
 
     fn handle(&self, ws: Arc<Workspace>) -> Handle {

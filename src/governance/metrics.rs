@@ -1,0 +1,214 @@
+//! Server metrics beyond the registry's counters: request latency by route template and status
+//! class, ingest throughput, embedding backlog, and the Prometheus text of histograms. No label
+//! ever names a tenant (per-tenant numbers come from the usage API).
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+/// Upper bounds of the latency buckets, in seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A Prometheus histogram of durations: one atomic count per bucket, a count and a sum.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Writes the series of this histogram (cumulative buckets, `+Inf`, sum, count) with
+    /// `labels` (`a="b",c="d"` or empty).
+    pub fn write(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        } else {
+            let _ = writeln!(
+                out,
+                "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}"
+            );
+        }
+    }
+}
+
+/// Most distinct route labels kept (route templates are few; this bounds a mistake).
+const MAX_ROUTES: usize = 512;
+
+/// The server's governance metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Latency by (route template, status class 1..=5).
+    latency: RwLock<HashMap<(String, u8), Arc<Histogram>>>,
+    /// Chunks written to the full-text index by job quanta.
+    chunks_indexed: AtomicU64,
+    /// Chunks embedded by job quanta.
+    chunks_embedded: AtomicU64,
+    /// Chunks waiting for vectors, per workspace, as last seen after one of its quanta.
+    unembedded: Mutex<HashMap<Uuid, u64>>,
+}
+
+impl Metrics {
+    /// Records a request's latency under its matched route template (`unmatched` without one).
+    pub fn request(&self, route: Option<&str>, status: u16, took: Duration) {
+        let class = (status / 100).clamp(1, 5) as u8;
+        let route = route.unwrap_or("unmatched");
+        if let Some(h) = self
+            .latency
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(route.to_string(), class))
+        {
+            h.observe(took);
+            return;
+        }
+        let mut map = self.latency.write().unwrap_or_else(|p| p.into_inner());
+        let key = if map.len() >= MAX_ROUTES {
+            ("other".to_string(), class)
+        } else {
+            (route.to_string(), class)
+        };
+        map.entry(key).or_default().observe(took);
+    }
+
+    /// What a job quantum did: chunks indexed, chunks embedded, and the workspace's chunks
+    /// still waiting for vectors.
+    pub fn quantum(&self, ws: Uuid, indexed: u64, embedded: u64, unembedded: Option<u64>) {
+        self.chunks_indexed.fetch_add(indexed, Ordering::Relaxed);
+        self.chunks_embedded.fetch_add(embedded, Ordering::Relaxed);
+        if let Some(n) = unembedded {
+            let mut m = self.unembedded.lock().unwrap_or_else(|p| p.into_inner());
+            if n == 0 {
+                m.remove(&ws);
+            } else {
+                m.insert(ws, n);
+            }
+        }
+    }
+
+    /// Forgets a workspace's backlog (deleted).
+    pub fn forget(&self, ws: Uuid) {
+        self.unembedded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ws);
+    }
+
+    /// Writes this set's series in Prometheus text format.
+    pub fn write(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP enclave_http_request_duration_seconds Request latency by route template and status class.\n\
+             # TYPE enclave_http_request_duration_seconds histogram"
+        );
+        let map = self.latency.read().unwrap_or_else(|p| p.into_inner());
+        let mut keys: Vec<&(String, u8)> = map.keys().collect();
+        keys.sort();
+        for k in keys {
+            if let Some(h) = map.get(k) {
+                let labels = format!("route=\"{}\",class=\"{}xx\"", escape(&k.0), k.1);
+                h.write(out, "enclave_http_request_duration_seconds", &labels);
+            }
+        }
+        drop(map);
+        let _ = writeln!(
+            out,
+            "# HELP enclave_ingest_chunks_total Chunks processed by ingestion jobs (rate() gives chunks/s).\n\
+             # TYPE enclave_ingest_chunks_total counter\n\
+             enclave_ingest_chunks_total{{stage=\"indexed\"}} {}\n\
+             enclave_ingest_chunks_total{{stage=\"embedded\"}} {}",
+            self.chunks_indexed.load(Ordering::Relaxed),
+            self.chunks_embedded.load(Ordering::Relaxed)
+        );
+        let backlog: u64 = self
+            .unembedded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum();
+        let _ = writeln!(
+            out,
+            "# HELP enclave_embedding_queue_chunks Chunks waiting for vectors (as of each workspace's last job quantum).\n\
+             # TYPE enclave_embedding_queue_chunks gauge\n\
+             enclave_embedding_queue_chunks {backlog}"
+        );
+    }
+}
+
+/// A label value escaped for the Prometheus text format.
+pub fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(20));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.write(&mut out, "x", "");
+        assert!(out.contains("x_bucket{le=\"0.001\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.025\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"30\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn latency_is_kept_by_route_template_and_class() {
+        let m = Metrics::default();
+        m.request(
+            Some("/v1/workspaces/{ws}/search"),
+            200,
+            Duration::from_millis(3),
+        );
+        m.request(
+            Some("/v1/workspaces/{ws}/search"),
+            404,
+            Duration::from_millis(1),
+        );
+        m.request(None, 404, Duration::from_millis(1));
+        let mut out = String::new();
+        m.write(&mut out);
+        assert!(out.contains(
+            "enclave_http_request_duration_seconds_count{route=\"/v1/workspaces/{ws}/search\",class=\"2xx\"} 1"
+        ), "{out}");
+        assert!(out.contains("route=\"unmatched\",class=\"4xx\""), "{out}");
+    }
+}

@@ -1,0 +1,5 @@
+pub mod audit;
+pub mod metrics;
+pub mod routes;
+pub mod service;
+pub mod usage;
