@@ -121,9 +121,31 @@ pub async fn serve(
         }
     });
 
+    // Metered usage is counted in memory and written here (and at shutdown); busy workspaces'
+    // storage is sampled on the same beat (`governance::service`).
+    let metering = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut tick = tokio::time::interval(crate::governance::service::USAGE_FLUSH);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let app = app.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::governance::service::sample_storage(&app, false);
+                    if let Err(e) = app.governance().flush_usage() {
+                        tracing::warn!(error = %e, "could not flush usage counters");
+                    }
+                })
+                .await;
+            }
+        }
+    });
+
     let result = accept_loop(app.clone(), listener, shutdown).await;
     sweeper.abort();
     usage.abort();
+    metering.abort();
     app.scheduler.stop();
     let flush_app = app.clone();
     let _ = tokio::task::spawn_blocking(move || {

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `org`, `workspace`, `user`, `key` and `bench`. Management commands work on the
 //! data directory directly (no server needed).
 
+pub mod governance;
 pub mod ingest;
 
 use std::process::ExitCode;
@@ -49,6 +50,12 @@ pub enum Command {
     /// Run a benchmark and print its report.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Audit trails: verify their hash chains.
+    #[command(subcommand)]
+    Audit(crate::cli::governance::AuditCommand),
+    /// Metered usage: export it as CSV or JSON.
+    #[command(subcommand)]
+    Usage(crate::cli::governance::UsageCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +181,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => crate::bench::run(cmd, &cli.config),
         Command::Eval(args) => crate::knowledge::eval::run(args),
         Command::Ingest(args) => ingest::run(config, args),
+        Command::Audit(cmd) => governance::audit(open_app(config)?, cmd),
+        Command::Usage(cmd) => governance::usage(open_app(config)?, cmd),
         Command::Org(cmd) => {
             let app = open_app(config)?;
             match cmd {

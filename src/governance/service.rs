@@ -28,6 +28,10 @@ use crate::control::Page;
 use crate::error::Result;
 use crate::identity::{Action, OrgAccess, WorkspaceAccess};
 
+/// How often the server writes its usage counters to the control plane: what a `kill -9` can
+/// lose at most.
+pub const USAGE_FLUSH: Duration = Duration::from_secs(5);
+
 /// How often a busy workspace's storage and document count are sampled, at most.
 pub const STORAGE_SAMPLE_EVERY: Duration = Duration::from_secs(300);
 

@@ -39,6 +39,7 @@ pub async fn create_agent(
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::AgentsManage)?;
     let agent = blocking(move || app.create_agent(&ctx, new)).await?;
+    super::middleware::record_target("agent", &agent.id);
     Ok((StatusCode::CREATED, axum::Json(agent)))
 }
 

@@ -22,6 +22,7 @@ pub async fn create(
     Json(new): Json<NewApiKey>,
 ) -> ApiResult<impl IntoResponse> {
     let (key, secret) = blocking(move || app.create_api_key(&ctx, new)).await?;
+    super::middleware::record_target("api_key", key.id);
     let mut v = serde_json::to_value(&key).unwrap_or_default();
     v["key"] = json!(secret);
     Ok((StatusCode::CREATED, axum::Json(v)))

@@ -153,6 +153,7 @@ pub async fn add(
         move || app.add_document(id, input)
     })
     .await?;
+    super::middleware::record_target("document", &added.id);
     if !q.wait.unwrap_or(false) {
         let status = if added.duplicate {
             StatusCode::OK

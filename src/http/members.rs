@@ -62,6 +62,7 @@ pub async fn invite(
     Json(body): Json<InviteBody>,
 ) -> ApiResult<impl IntoResponse> {
     let (inv, token) = blocking(move || app.invite(&ctx, &body.email, body.role)).await?;
+    super::middleware::record_target("invitation", inv.id);
     let mut v = serde_json::to_value(&inv).unwrap_or_default();
     v["token"] = json!(token);
     Ok((StatusCode::CREATED, axum::Json(v)))

@@ -25,6 +25,7 @@ pub async fn create(
 ) -> ApiResult<impl IntoResponse> {
     let org = blocking(move || app.create_org(new)).await?;
     record_tenant(Some(org.id), None);
+    super::middleware::record_target("org", org.id);
     Ok((StatusCode::CREATED, axum::Json(org)))
 }
 
@@ -93,6 +94,7 @@ pub async fn create_workspace(
     let org = ctx.org.id.to_string();
     let ws = blocking(move || app.create_workspace(&org, new)).await?;
     record_tenant(Some(ws.org_id), Some(ws.id));
+    super::middleware::record_target("workspace", ws.id);
     Ok((StatusCode::CREATED, axum::Json(ws)))
 }
 

@@ -147,5 +147,35 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             c.load(Ordering::Relaxed)
         );
     }
+    let gov = app.governance();
+    let (quota, rate) = gov.usage.refusals_total();
+    let _ = writeln!(
+        out,
+        "# HELP enclave_refusals_total Requests refused by a quota or a rate limit.\n\
+         # TYPE enclave_refusals_total counter\n\
+         enclave_refusals_total{{reason=\"quota\"}} {quota}\n\
+         enclave_refusals_total{{reason=\"rate_limit\"}} {rate}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP enclave_jobs_workspaces Workspaces with pending jobs, by state and by their org's plan priority.\n\
+         # TYPE enclave_jobs_workspaces gauge"
+    );
+    for (priority, queued, running) in app.scheduler.load_by_priority() {
+        let _ = writeln!(
+            out,
+            "enclave_jobs_workspaces{{state=\"queued\",priority=\"{priority}\"}} {queued}\n\
+             enclave_jobs_workspaces{{state=\"running\",priority=\"{priority}\"}} {running}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP enclave_workspace_open_duration_seconds Time to open a workspace store that was not open (cold open).\n\
+         # TYPE enclave_workspace_open_duration_seconds histogram"
+    );
+    app.registry
+        .open_latency()
+        .write(&mut out, "enclave_workspace_open_duration_seconds", "");
+    gov.metrics.write(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
