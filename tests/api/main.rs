@@ -8,6 +8,7 @@ mod clients;
 mod dataplane;
 mod doc_files;
 mod facade;
+mod governance_usage;
 mod hardening_access;
 mod hardening_ingest;
 mod hardening_query;
