@@ -159,7 +159,7 @@ impl Chain {
         Ok(())
     }
 
-    fn from_row(self, r: &Row<'_>) -> rusqlite::Result<Entry> {
+    fn read_row(self, r: &Row<'_>) -> rusqlite::Result<Entry> {
         let uuid = |name: &str| -> rusqlite::Result<Option<Uuid>> {
             Ok(r.get::<_, Option<String>>(name)?
                 .and_then(|s| Uuid::try_parse(&s).ok()))
@@ -405,7 +405,7 @@ pub fn list(conn: &Connection, chain: Chain, f: &Filter, page: Page) -> Result<V
             f.org_id.map(|u| u.to_string()),
             page.offset
         ],
-        |r| chain.from_row(r),
+        |r| chain.read_row(r),
     )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -458,7 +458,7 @@ pub fn verify(conn: &Connection, chain: Chain) -> Result<Verification> {
         });
     };
     while let Some(r) = rows.next()? {
-        let e = chain.from_row(r)?;
+        let e = chain.read_row(r)?;
         let Some(hash) = e.hash.clone() else {
             if last.is_some() {
                 fail(

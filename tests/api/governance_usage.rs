@@ -323,7 +323,7 @@ async fn usage_reconciles_exactly_with_a_known_workload() {
     // Wait for every chunk to be embedded (jobs run on the worker), then compute what the
     // counters must say from the workspace itself.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let (chunks, tokens) = loop {
+    let totals = || -> Option<(u64, u64)> {
         let (_, handle) = app.open_workspace(ws_id).expect("open");
         let conn = handle.conn();
         let pending: i64 = conn
@@ -331,33 +331,36 @@ async fn usage_reconciles_exactly_with_a_known_workload() {
                 r.get(0)
             })
             .expect("pending");
-        if pending == 0 {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT d.title, c.heading_path, c.text FROM chunks c
-                     JOIN documents d ON d.id = c.document_id",
-                )
-                .expect("prepare");
-            let rows: Vec<(String, String, String)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .expect("query")
-                .collect::<rusqlite::Result<_>>()
-                .expect("rows");
-            let tokens: u64 = rows
-                .iter()
-                .map(|(t, h, x)| {
-                    enclave::chat::estimate_tokens(&enclave::knowledge::ingest::embedding_text(
-                        t, h, x,
-                    ))
-                })
-                .sum();
-            break (rows.len() as u64, tokens);
+        if pending > 0 {
+            return None;
+        }
+        let mut stmt = conn
+            .prepare(
+                "SELECT d.title, c.heading_path, c.text FROM chunks c
+                 JOIN documents d ON d.id = c.document_id",
+            )
+            .expect("prepare");
+        let rows: Vec<(String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        let tokens: u64 = rows
+            .iter()
+            .map(|(t, h, x)| {
+                enclave::chat::estimate_tokens(&enclave::knowledge::ingest::embedding_text(t, h, x))
+            })
+            .sum();
+        Some((rows.len() as u64, tokens))
+    };
+    let (chunks, tokens) = loop {
+        if let Some(t) = totals() {
+            break t;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "embedding never finished"
         );
-        drop(conn);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert!(chunks >= 3);
