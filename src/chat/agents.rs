@@ -504,6 +504,10 @@ mod tests {
             conn.execute_batch(
                 "DROP TABLE chat_messages; DROP TABLE chat_sessions; DROP TABLE agents;
                  DROP INDEX chunks_unembedded_by_document;
+                 DROP INDEX audit_log_at; ALTER TABLE audit_log DROP COLUMN actor_id;
+                 ALTER TABLE audit_log DROP COLUMN target; ALTER TABLE audit_log DROP COLUMN request_id;
+                 ALTER TABLE audit_log DROP COLUMN outcome; ALTER TABLE audit_log DROP COLUMN status;
+                 ALTER TABLE audit_log DROP COLUMN prev_hash; ALTER TABLE audit_log DROP COLUMN hash;
                  DELETE FROM schema_migrations WHERE version >= 3; PRAGMA user_version = 2;",
             )
             .expect("roll back");

@@ -735,10 +735,7 @@ async fn operator_actions_are_audited() {
         .iter()
         .filter_map(|e| e["action"].as_str())
         .collect();
-    assert!(
-        actions.contains(&"org.suspend"),
-        "{actions:?}"
-    );
+    assert!(actions.contains(&"org.suspend"), "{actions:?}");
     assert!(actions.contains(&"GET /v1/workspaces/{ws}"), "{actions:?}");
     let get = entries
         .iter()
