@@ -48,7 +48,7 @@ async fn without_auth(State(p): State<Probe>) -> axum::Json<serde_json::Value> {
 async fn with_auth(ctx: WorkspaceContext) -> Result<axum::Json<serde_json::Value>, ApiError> {
     ctx.require(Scope::Search)?;
     Ok(axum::Json(
-        json!({"workspace_id": ctx.workspace_id, "ok": true}),
+        json!({"workspace_id": ctx.workspace_id(), "ok": true}),
     ))
 }
 

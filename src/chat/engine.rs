@@ -154,12 +154,12 @@ impl Prepared {
 fn resolve_provider(app: &App, ctx: &WorkspaceAccess, agent: &Agent) -> Result<Resolved> {
     let org = match agent.provider.as_deref() {
         Some("extractive") => return Ok(Resolved::Extractive),
-        Some(_) => Some(app.org_openai_provider(ctx.org_id)?.ok_or_else(|| {
+        Some(_) => Some(app.org_openai_provider(ctx.org_id())?.ok_or_else(|| {
             Error::invalid(
                 "this agent uses the openai-compatible provider, but the organization has none configured (PUT /v1/orgs/{org}/providers/openai-compatible)",
             )
         })?),
-        None => app.org_openai_provider(ctx.org_id)?,
+        None => app.org_openai_provider(ctx.org_id())?,
     };
     Ok(match org {
         None => Resolved::Extractive,
@@ -206,7 +206,7 @@ impl App {
         // The request's own filter; the context's is applied again at every retrieval.
         let filters: Vec<Value> = input.filter.into_iter().filter(|f| !f.is_null()).collect();
         retrieve::filters_of(ctx, &filters)?;
-        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        let (_, handle) = self.open_workspace(ctx.workspace_id())?;
         let (agent, session_id, new_session, history) = {
             let conn = handle.conn();
             let session = match &input.history {
@@ -327,7 +327,7 @@ impl Prepared {
             let tools_json = serde_json::to_value(&activity).unwrap_or(Value::Null);
             message_id = Some(
                 blocking(move || {
-                    let (_, handle) = app.open_workspace(ctx.workspace_id)?;
+                    let (_, handle) = app.open_workspace(ctx.workspace_id())?;
                     let mut conn = handle.conn();
                     if new {
                         sessions::create(&conn, &ctx, &sid, &agent_id, &query)?;

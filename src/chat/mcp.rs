@@ -182,7 +182,7 @@ impl App {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         s.get(id)
-            .is_some_and(|m| m.workspace == ctx.workspace_id && m.owner == owner_of(&ctx.principal))
+            .is_some_and(|m| m.workspace == ctx.workspace_id() && m.owner == owner_of(&ctx.principal()))
     }
 
     fn mcp_initialize(&self, ctx: &WorkspaceAccess, params: &Value) -> (Value, String) {
@@ -202,8 +202,8 @@ impl App {
             .put(
                 sid.clone(),
                 McpSession {
-                    workspace: ctx.workspace_id,
-                    owner: owner_of(&ctx.principal),
+                    workspace: ctx.workspace_id(),
+                    owner: owner_of(&ctx.principal()),
                 },
             );
         (

@@ -85,7 +85,7 @@ impl App {
         access.require(Action::ProvidersManage)?;
         Ok(self
             .control
-            .list_providers(access.org.id)?
+            .list_providers(access.org().id)?
             .into_iter()
             .map(ProviderView::from)
             .collect())
@@ -119,23 +119,23 @@ impl App {
                 Some(
                     self.chat
                         .master_key
-                        .seal(k.as_bytes(), &org_context(access.org.id))?,
+                        .seal(k.as_bytes(), &org_context(access.org().id))?,
                 )
             }
             None => None,
         };
         let row =
             self.control
-                .put_provider(access.org.id, name, &base_url, model, sealed.as_ref())?;
-        tracing::info!(org_id = %access.org.id, provider = name, "provider settings changed");
+                .put_provider(access.org().id, name, &base_url, model, sealed.as_ref())?;
+        tracing::info!(org_id = %access.org().id, provider = name, "provider settings changed");
         Ok(row.into())
     }
 
     pub fn delete_provider(&self, access: &OrgAccess, name: &str) -> Result<()> {
         access.require(Action::ProvidersManage)?;
         check_name(name)?;
-        self.control.delete_provider(access.org.id, name)?;
-        tracing::info!(org_id = %access.org.id, provider = name, "provider settings cleared");
+        self.control.delete_provider(access.org().id, name)?;
+        tracing::info!(org_id = %access.org().id, provider = name, "provider settings cleared");
         Ok(())
     }
 

@@ -129,7 +129,7 @@ fn search_with(
         plain_words,
         ..Default::default()
     };
-    let found = app.search(ctx.workspace_id, &req, combined.as_ref())?;
+    let found = app.search(ctx.workspace_id(), &req, combined.as_ref())?;
     Ok(found
         .results
         .into_iter()
@@ -158,7 +158,7 @@ pub fn get_document(
         return Err(Error::NotFound(Resource::Document));
     }
     let filter = filters_of(ctx, extra)?;
-    let (_, handle) = app.open_workspace(ctx.workspace_id)?;
+    let (_, handle) = app.open_workspace(ctx.workspace_id())?;
     let conn = handle.conn();
     // The filter sees what search's SQL sees: the document's columns and metadata.
     let row = conn.query_row(

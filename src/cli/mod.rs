@@ -243,8 +243,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     audit_cli(
                         &app,
                         "key create",
-                        Some(access.org_id),
-                        Some(access.workspace_id),
+                        Some(access.org_id()),
+                        Some(access.workspace_id()),
                     );
                     let mut v = serde_json::to_value(&key)?;
                     v["key"] = serde_json::json!(secret);
@@ -262,8 +262,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     audit_cli(
                         &app,
                         "key revoke",
-                        Some(access.org_id),
-                        Some(access.workspace_id),
+                        Some(access.org_id()),
+                        Some(access.workspace_id()),
                     );
                     println!("revoked API key {id}");
                     Ok(())

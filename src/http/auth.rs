@@ -161,7 +161,7 @@ async fn params(parts: &mut Parts, app: &Arc<App>) -> HashMap<String, String> {
 }
 
 /// The verified access of a principal to the org of the `{org}` path parameter (id or slug).
-/// Derefs to [`OrgAccess`]: `ctx.org`, `ctx.role`, `ctx.require(Action::...)`.
+/// Derefs to [`OrgAccess`]: `ctx.org()`, `ctx.role()`, `ctx.require(Action::...)`.
 pub struct OrgContext(pub OrgAccess);
 
 impl Deref for OrgContext {
@@ -181,14 +181,14 @@ impl FromRequestParts<Arc<App>> for OrgContext {
             .get("org")
             .ok_or_else(|| ApiError::from(crate::Error::internal("route has no {org}")))?;
         let access = app.org_access(&auth.principal, org, auth.hint)?;
-        record_tenant(Some(access.org.id), None);
+        record_tenant(Some(access.org().id), None);
         Ok(OrgContext(access))
     }
 }
 
 /// The tenant context of a workspace route: principal, org, workspace, role or scopes, and the
 /// tenant token's metadata filter. Derefs to [`WorkspaceAccess`]:
-/// `ctx.workspace_id`, `ctx.org_id`, `ctx.scopes`, `ctx.filter`, `ctx.require(Scope::Search)`,
+/// `ctx.workspace_id()`, `ctx.org_id()`, `ctx.scopes()`, `ctx.token_filter()`, `ctx.require(Scope::Search)`,
 /// `ctx.filter_with(&[request_filter])`.
 ///
 /// The workspace comes from the `{ws}` path parameter, or, on routes without one, from the API
@@ -225,7 +225,7 @@ impl FromRequestParts<Arc<App>> for WorkspaceContext {
             record_tenant(None, Some(w));
         }
         let access = app.workspace_access(&auth.principal, ws, auth.hint)?;
-        record_tenant(Some(access.org_id), Some(access.workspace_id));
+        record_tenant(Some(access.org_id()), Some(access.workspace_id()));
         Ok(WorkspaceContext(access))
     }
 }

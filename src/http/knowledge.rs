@@ -122,8 +122,8 @@ pub async fn add(
     req: Request,
 ) -> ApiResult<Response> {
     ctx.require(Action::Ingest)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
+    let id = ctx.workspace_id();
+    record_tenant(Some(ctx.org_id()), Some(id));
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -209,8 +209,8 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::DocumentsRead)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
+    let id = ctx.workspace_id();
+    record_tenant(Some(ctx.org_id()), Some(id));
     let docs = blocking(move || {
         app.list_documents(id, Page::new(q.limit, q.offset)?, q.status.as_deref())
     })
@@ -224,11 +224,11 @@ pub async fn get(
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::DocumentsRead)?;
-    let id = ctx.workspace_id;
+    let id = ctx.workspace_id();
     let doc = parse_uuid(param(&p, "id")?, "document")?
         .hyphenated()
         .to_string();
-    record_tenant(Some(ctx.org_id), Some(id));
+    record_tenant(Some(ctx.org_id()), Some(id));
     let view = blocking(move || app.get_document(id, &doc)).await?;
     Ok(axum::Json(view))
 }
@@ -239,11 +239,11 @@ pub async fn delete(
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::Ingest)?;
-    let id = ctx.workspace_id;
+    let id = ctx.workspace_id();
     let doc = parse_uuid(param(&p, "id")?, "document")?
         .hyphenated()
         .to_string();
-    record_tenant(Some(ctx.org_id), Some(id));
+    record_tenant(Some(ctx.org_id()), Some(id));
     blocking(move || app.delete_document(id, &doc)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -254,8 +254,8 @@ pub async fn list_jobs(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::DocumentsRead)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
+    let id = ctx.workspace_id();
+    record_tenant(Some(ctx.org_id()), Some(id));
     let jobs = blocking(move || app.list_jobs(id, q.page()?)).await?;
     Ok(axum::Json(json!({ "data": jobs })))
 }
@@ -266,11 +266,11 @@ pub async fn get_job(
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::DocumentsRead)?;
-    let id = ctx.workspace_id;
+    let id = ctx.workspace_id();
     let job = parse_uuid(param(&p, "id")?, "job")?
         .hyphenated()
         .to_string();
-    record_tenant(Some(ctx.org_id), Some(id));
+    record_tenant(Some(ctx.org_id()), Some(id));
     let view = blocking(move || app.get_job(id, &job)).await?;
     Ok(axum::Json(view))
 }
@@ -281,11 +281,11 @@ pub async fn cancel_job(
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::Ingest)?;
-    let id = ctx.workspace_id;
+    let id = ctx.workspace_id();
     let job = parse_uuid(param(&p, "id")?, "job")?
         .hyphenated()
         .to_string();
-    record_tenant(Some(ctx.org_id), Some(id));
+    record_tenant(Some(ctx.org_id()), Some(id));
     let view = blocking(move || app.cancel_job(id, &job)).await?;
     Ok(axum::Json(view))
 }
@@ -296,8 +296,8 @@ pub async fn search(
     Json(req): Json<SearchRequest>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::Search)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
+    let id = ctx.workspace_id();
+    record_tenant(Some(ctx.org_id()), Some(id));
     // A tenant token's filter is ANDed with the request's: it can be narrowed, never widened.
     let token_filter = ctx.filter_with(&[])?;
     let resp = blocking(move || app.search(id, &req, token_filter.as_ref())).await?;
@@ -309,8 +309,8 @@ pub async fn get_embedder(
     ctx: WorkspaceContext,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::DocumentsRead)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
+    let id = ctx.workspace_id();
+    record_tenant(Some(ctx.org_id()), Some(id));
     let view = blocking(move || app.get_embedder(id)).await?;
     Ok(axum::Json(view))
 }
@@ -321,8 +321,8 @@ pub async fn set_embedder(
     Json(cfg): Json<EmbedderConfig>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::WorkspaceUpdate)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
+    let id = ctx.workspace_id();
+    record_tenant(Some(ctx.org_id()), Some(id));
     let view = blocking(move || app.set_embedder(id, cfg)).await?;
     Ok(axum::Json(view))
 }

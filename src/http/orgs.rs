@@ -39,7 +39,7 @@ pub async fn list(
 
 pub async fn get(ctx: OrgContext) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::OrgRead)?;
-    Ok(axum::Json(ctx.0.org))
+    Ok(axum::Json(ctx.0.into_org()))
 }
 
 pub async fn patch(
@@ -52,7 +52,7 @@ pub async fn patch(
         ctx.require(Action::OrgBillingUpdate)?;
     }
     ctx.require(Action::OrgUpdate)?;
-    let org = ctx.org.id.to_string();
+    let org = ctx.org().id.to_string();
     let org = blocking(move || app.update_org(&org, patch)).await?;
     record_tenant(Some(org.id), None);
     Ok(axum::Json(org))
@@ -60,14 +60,14 @@ pub async fn patch(
 
 pub async fn delete(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::OrgDelete)?;
-    let org = ctx.org.id.to_string();
+    let org = ctx.org().id.to_string();
     blocking(move || app.delete_org(&org)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn suspend(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::OrgSuspend)?;
-    let org = ctx.org.id.to_string();
+    let org = ctx.org().id.to_string();
     let org = blocking(move || app.set_org_status(&org, OrgStatus::Suspended)).await?;
     record_tenant(Some(org.id), None);
     Ok(axum::Json(org))
@@ -78,7 +78,7 @@ pub async fn reactivate(
     ctx: OrgContext,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::OrgSuspend)?;
-    let org = ctx.org.id.to_string();
+    let org = ctx.org().id.to_string();
     let org = blocking(move || app.set_org_status(&org, OrgStatus::Active)).await?;
     record_tenant(Some(org.id), None);
     Ok(axum::Json(org))
@@ -90,7 +90,7 @@ pub async fn create_workspace(
     Json(new): Json<NewWorkspace>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::WorkspaceCreate)?;
-    let org = ctx.org.id.to_string();
+    let org = ctx.org().id.to_string();
     let ws = blocking(move || app.create_workspace(&org, new)).await?;
     record_tenant(Some(ws.org_id), Some(ws.id));
     Ok((StatusCode::CREATED, axum::Json(ws)))
@@ -102,7 +102,7 @@ pub async fn list_workspaces(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::WorkspaceList)?;
-    let org = ctx.org.id.to_string();
+    let org = ctx.org().id.to_string();
     let list = blocking(move || app.list_workspaces(&org, q.page()?)).await?;
     Ok(axum::Json(json!({ "data": list })))
 }

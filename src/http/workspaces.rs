@@ -18,7 +18,7 @@ pub async fn get(
     ctx: WorkspaceContext,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::WorkspaceRead)?;
-    let id = ctx.workspace_id;
+    let id = ctx.workspace_id();
     let view = blocking(move || app.get_workspace(id)).await?;
     Ok(axum::Json(view))
 }
@@ -29,7 +29,7 @@ pub async fn patch(
     Json(patch): Json<WorkspacePatch>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::WorkspaceUpdate)?;
-    let id = ctx.workspace_id;
+    let id = ctx.workspace_id();
     let rec = blocking(move || app.update_workspace(id, patch)).await?;
     Ok(axum::Json(rec))
 }
@@ -39,7 +39,7 @@ pub async fn delete(
     ctx: WorkspaceContext,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::WorkspaceDelete)?;
-    let id = ctx.workspace_id;
+    let id = ctx.workspace_id();
     blocking(move || app.delete_workspace(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,29 +14,34 @@ use crate::identity::state::WorkspaceStatus;
 use crate::identity::{permits, secrets, Action, Principal, Role, Scopes, Subject};
 use crate::knowledge::filter::{self, Filter};
 
-/// A verified principal's access to one org.
+/// A verified principal's access to one org. Built only by identity (`org_access`,
+/// `operator_org`): nothing else can fabricate one.
 #[derive(Debug, Clone)]
 pub struct OrgAccess {
-    pub principal: Principal,
-    pub org: Org,
+    principal: Principal,
+    org: Org,
     /// The member's role (users only).
-    pub role: Option<Role>,
+    role: Option<Role>,
 }
 
-/// A verified principal's access to one workspace: the tenant context of a request.
+/// A verified principal's access to one workspace: the tenant context of a request. Built only
+/// by identity (`workspace_access`, `operator_workspace`): nothing else can fabricate one. It
+/// carries what the domain needs to act without asking the control plane again: the
+/// workspace, its org and the org's status as the status cache saw them when it was built.
 #[derive(Debug, Clone)]
 pub struct WorkspaceAccess {
-    pub principal: Principal,
-    pub workspace_id: Uuid,
-    pub org_id: Uuid,
+    principal: Principal,
+    workspace_id: Uuid,
+    org_id: Uuid,
+    org_status: OrgStatus,
     /// The member's role in the workspace's org (users only).
-    pub role: Option<Role>,
+    role: Option<Role>,
     /// Effective scopes of a key or token; every scope for the operator and for users (whose
     /// role decides instead).
-    pub scopes: Scopes,
+    scopes: Scopes,
     /// The tenant token's metadata filter, which every search, chat retrieval and document
     /// read must apply.
-    pub filter: Option<Arc<filter::Parsed>>,
+    filter: Option<Arc<filter::Parsed>>,
 }
 
 fn subject_of(principal: &Principal, role: Option<Role>) -> Option<Subject> {
@@ -59,6 +64,26 @@ pub(super) fn forbidden(action: Action, principal: &Principal) -> Error {
 }
 
 impl OrgAccess {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn org(&self) -> &Org {
+        &self.org
+    }
+
+    pub fn org_id(&self) -> Uuid {
+        self.org.id
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    pub fn into_org(self) -> Org {
+        self.org
+    }
+
     pub fn subject(&self) -> Option<Subject> {
         subject_of(&self.principal, self.role)
     }
@@ -73,6 +98,36 @@ impl OrgAccess {
 }
 
 impl WorkspaceAccess {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn workspace_id(&self) -> Uuid {
+        self.workspace_id
+    }
+
+    pub fn org_id(&self) -> Uuid {
+        self.org_id
+    }
+
+    /// The org's status when this context was built (through the status cache).
+    pub fn org_status(&self) -> OrgStatus {
+        self.org_status
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    pub fn scopes(&self) -> Scopes {
+        self.scopes
+    }
+
+    /// The tenant token's filter, if any.
+    pub fn token_filter(&self) -> Option<&Arc<filter::Parsed>> {
+        self.filter.as_ref()
+    }
+
     pub fn subject(&self) -> Option<Subject> {
         subject_of(&self.principal, self.role)
     }
@@ -300,6 +355,7 @@ impl App {
             principal: principal.clone(),
             workspace_id: target,
             org_id: st.org_id,
+            org_status: st.org_status,
             role,
             scopes,
             filter,

@@ -76,13 +76,13 @@ impl App {
             .transpose()?;
         let (key, prefix) = secrets::new_api_key();
         let created = self.control.insert_api_key(
-            access.org_id,
-            access.workspace_id,
+            access.org_id(),
+            access.workspace_id(),
             &name,
             &prefix,
             &secrets::sha256_hex(&key),
             scopes,
-            access.principal.user_id(),
+            access.principal().user_id(),
             expires_at.as_deref(),
         )?;
         tracing::info!(key_id = %created.id, "API key created");
@@ -91,7 +91,7 @@ impl App {
 
     pub fn list_api_keys(&self, access: &WorkspaceAccess) -> Result<Vec<ApiKey>> {
         access.require(Action::ApiKeysManage)?;
-        let mut keys = self.control.list_api_keys(access.workspace_id)?;
+        let mut keys = self.control.list_api_keys(access.workspace_id())?;
         for k in &mut keys {
             if let Some(t) = self.identity.pending_last_use(k.id) {
                 let t = format_time(t);
@@ -106,7 +106,7 @@ impl App {
     /// Revokes a key at once: the next request with it (or a token minted from it) is refused.
     pub fn revoke_api_key(&self, access: &WorkspaceAccess, id: Uuid) -> Result<()> {
         access.require(Action::ApiKeysManage)?;
-        self.control.revoke_api_key(access.workspace_id, id)?;
+        self.control.revoke_api_key(access.workspace_id(), id)?;
         tracing::info!(key_id = %id, "API key revoked");
         Ok(())
     }
@@ -131,7 +131,7 @@ impl App {
             key_id,
             scopes: key_scopes,
             ..
-        } = &access.principal
+        } = &access.principal()
         else {
             return Err(Error::forbidden("tenant tokens are minted with an API key"));
         };
@@ -177,8 +177,8 @@ impl App {
         let claims = Claims {
             iss: jwt::ISSUER.into(),
             sub: req.subject.clone(),
-            org: access.org_id,
-            ws: access.workspace_id,
+            org: access.org_id(),
+            ws: access.workspace_id(),
             key: *key_id,
             scopes: scopes.to_vec(),
             filter: token_filter.clone(),
@@ -200,7 +200,7 @@ impl App {
         Ok(MintedToken {
             token,
             expires_at: format_time(now + Duration::seconds(lifetime)),
-            workspace_id: access.workspace_id,
+            workspace_id: access.workspace_id(),
             scopes,
             filter: token_filter,
             subject: req.subject,

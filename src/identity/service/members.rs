@@ -17,7 +17,7 @@ pub const INVITATION_DAYS: i64 = 7;
 impl App {
     pub fn list_members(&self, access: &OrgAccess) -> Result<Vec<Member>> {
         access.require(Action::MembersRead)?;
-        self.control.list_members(access.org.id)
+        self.control.list_members(access.org().id)
     }
 
     /// Changes a member's role. Admins manage admins, members and viewers; only owners grant,
@@ -31,12 +31,12 @@ impl App {
         access.require(Action::MembersManage)?;
         let subject = access
             .subject()
-            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
+            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal()))?;
         if !may_manage_role(subject, role) {
             return Err(Error::forbidden("only an owner may grant the owner role"));
         }
         self.control
-            .change_membership(access.org.id, user_id, Some(role), |current| {
+            .change_membership(access.org().id, user_id, Some(role), |current| {
                 if may_manage_role(subject, current) {
                     Ok(())
                 } else {
@@ -44,7 +44,7 @@ impl App {
                 }
             })?;
         self.control
-            .list_members(access.org.id)?
+            .list_members(access.org().id)?
             .into_iter()
             .find(|m| m.user_id == user_id)
             .ok_or(Error::NotFound(Resource::Member))
@@ -52,15 +52,15 @@ impl App {
 
     /// Removes a member; anyone may leave (except the last owner).
     pub fn remove_member(&self, access: &OrgAccess, user_id: Uuid) -> Result<()> {
-        let leaving = access.principal.user_id() == Some(user_id);
+        let leaving = access.principal().user_id() == Some(user_id);
         if !leaving {
             access.require(Action::MembersManage)?;
         }
         let subject = access
             .subject()
-            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
+            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal()))?;
         self.control
-            .change_membership(access.org.id, user_id, None, |current| {
+            .change_membership(access.org().id, user_id, None, |current| {
                 if leaving || may_manage_role(subject, current) {
                     Ok(())
                 } else {
@@ -79,7 +79,7 @@ impl App {
         access.require(Action::MembersManage)?;
         let subject = access
             .subject()
-            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
+            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal()))?;
         if !may_manage_role(subject, role) {
             return Err(Error::forbidden("only an owner may invite an owner"));
         }
@@ -87,14 +87,14 @@ impl App {
         let token = secrets::new_invitation_token();
         let expires_at = format_time(self.identity.clock().now() + Duration::days(INVITATION_DAYS));
         let inv = self.control.insert_invitation(
-            access.org.id,
+            access.org().id,
             &email,
             role,
             &secrets::sha256_hex(&token),
-            access.principal.user_id(),
+            access.principal().user_id(),
             &expires_at,
         )?;
-        tracing::info!(org_id = %access.org.id, invitation_id = %inv.id, "invitation created");
+        tracing::info!(org_id = %access.org().id, invitation_id = %inv.id, "invitation created");
         Ok((inv, token))
     }
 
