@@ -205,3 +205,11 @@ mod tests {
         assert!(MasterKey::parse(&"ab".repeat(16)).is_err());
     }
 }
+
+/// `bytes` random bytes as lowercase hex (secrets, key ids).
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}

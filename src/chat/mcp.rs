@@ -181,8 +181,9 @@ impl App {
             .mcp_sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        s.get(id)
-            .is_some_and(|m| m.workspace == ctx.workspace_id() && m.owner == owner_of(&ctx.principal()))
+        s.get(id).is_some_and(|m| {
+            m.workspace == ctx.workspace_id() && m.owner == owner_of(&ctx.principal())
+        })
     }
 
     fn mcp_initialize(&self, ctx: &WorkspaceAccess, params: &Value) -> (Value, String) {

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::error::{Error, Resource, Result};
+use crate::filter::{Doc, Filter};
 use crate::identity::WorkspaceAccess;
-use crate::knowledge::filter::{Doc, Filter};
 use crate::knowledge::search::Mode as KMode;
 use crate::knowledge::SearchRequest;
 

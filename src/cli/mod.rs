@@ -1,6 +1,7 @@
 //! The command line: `serve`, `org`, `workspace`, `user`, `key` and `bench`. Management commands work on the
 //! data directory directly (no server needed).
 
+pub mod eval;
 pub mod ingest;
 
 use std::process::ExitCode;
@@ -45,7 +46,7 @@ pub enum Command {
     /// Ingest files and folders into a workspace (skips files already ingested unchanged).
     Ingest(ingest::IngestArgs),
     /// Evaluate retrieval quality on a BEIR-format folder (nDCG@10, recall@100 per mode).
-    Eval(crate::knowledge::eval::EvalArgs),
+    Eval(crate::cli::eval::EvalArgs),
     /// Run a benchmark and print its report.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -172,7 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config),
         Command::Bench(cmd) => crate::bench::run(cmd, &cli.config),
-        Command::Eval(args) => crate::knowledge::eval::run(args),
+        Command::Eval(args) => crate::cli::eval::run(args),
         Command::Ingest(args) => ingest::run(config, args),
         Command::Org(cmd) => {
             let app = open_app(config)?;

@@ -20,7 +20,7 @@ use crate::db::{self, Migration};
 use crate::error::Result;
 
 pub use audit::AuditEntry;
-pub use keys::{format_time, ApiKey, KeyRow};
+pub use keys::{format_time, ApiKey, KeyRow, SigningKey};
 pub use operator::{operator_token_matches, AdminTokenSource, TOKEN_PREFIX};
 pub use orgs::{NewOrg, Org, OrgPatch, OrgStatus};
 pub use providers::ProviderRow;

@@ -9,10 +9,10 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::control::{Org, OrgStatus};
 use crate::error::{Error, Resource, Result};
+use crate::filter::{self, Filter};
 use crate::identity::jwt;
 use crate::identity::state::WorkspaceStatus;
 use crate::identity::{permits, secrets, Action, Principal, Role, Scopes, Subject};
-use crate::knowledge::filter::{self, Filter};
 
 /// A verified principal's access to one org. Built only by identity (`org_access`,
 /// `operator_org`): nothing else can fabricate one.

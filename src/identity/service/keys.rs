@@ -9,9 +9,9 @@ use super::WorkspaceAccess;
 use crate::app::App;
 use crate::control::{format_time, ApiKey};
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::identity::jwt::{self, Claims};
 use crate::identity::{secrets, Action, Principal, Scopes};
-use crate::knowledge::filter::Filter;
 
 /// Default and largest lifetime of a tenant token.
 pub const TOKEN_DEFAULT_SECS: i64 = 3600;

@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use super::embedders::EmbedderConfig;
-use super::search::{Fusion, Mode, SearchRequest};
-use super::service::DocumentInput;
 use crate::app::App;
 use crate::config::Config;
 use crate::control::{NewOrg, NewWorkspace};
+use crate::knowledge::embedders::EmbedderConfig;
+use crate::knowledge::search::{Fusion, Mode, SearchRequest};
+use crate::knowledge::service::DocumentInput;
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
