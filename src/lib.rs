@@ -22,6 +22,7 @@ pub mod perms;
 pub mod roles;
 pub mod server;
 pub mod task;
+pub mod tenancy;
 pub mod workspace;
 
 pub use error::{Error, Result};

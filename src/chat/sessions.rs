@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::engine::{Citation, Turn, Usage};
-use crate::app::App;
+use super::Chat;
 use crate::control::Page;
 use crate::error::{Error, Resource, Result};
 use crate::identity::{Action, Principal, WorkspaceAccess};
@@ -256,10 +256,11 @@ fn to_json<T: Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::internal(e.to_string()))
 }
 
-impl App {
+impl Chat {
     /// The sessions the context may read, newest first.
     pub fn list_sessions(&self, ctx: &WorkspaceAccess, page: Page) -> Result<Vec<Session>> {
-        let (_, handle) = self.open_workspace(ctx.workspace_id())?;
+        ctx.require(Action::SessionsRead)?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
         let all = ctx.require(Action::SessionsReadAll).is_ok();
         let owner = owner_of(&ctx.principal());
@@ -279,7 +280,8 @@ impl App {
         id: &str,
         page: Page,
     ) -> Result<Vec<Message>> {
-        let (_, handle) = self.open_workspace(ctx.workspace_id())?;
+        ctx.require(Action::SessionsRead)?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
         let s = readable(&conn, ctx, id)?;
         messages(&conn, &s.id, page)

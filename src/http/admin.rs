@@ -27,8 +27,11 @@ pub async fn audit(
     _: Operator,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let list =
-        blocking(move || app.list_audit(q.org.as_deref(), Page::new(q.limit, q.offset)?)).await?;
+    let list = blocking(move || {
+        app.identity()
+            .list_audit(q.org.as_deref(), Page::new(q.limit, q.offset)?)
+    })
+    .await?;
     Ok(axum::Json(json!({ "data": list })))
 }
 
@@ -44,6 +47,10 @@ pub async fn rotate_token_secret(
     _: Operator,
     Query(q): Query<RotateQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let res = blocking(move || app.rotate_token_secret(q.retire_previous.unwrap_or(false))).await?;
+    let res = blocking(move || {
+        app.identity()
+            .rotate_token_secret(q.retire_previous.unwrap_or(false))
+    })
+    .await?;
     Ok(axum::Json(res))
 }

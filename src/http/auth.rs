@@ -1,7 +1,8 @@
 //! The auth extractors: every `/v1` handler takes one, so no route can forget it. They are thin
 //! adapters over the domain (`identity::service`): read the bearer credential, the path's org or
-//! workspace, the `X-Tenant-ID` header and the subdomain, and ask [`App`] for a verified tenant
-//! context. The permission table (`identity::permissions`) then decides each action.
+//! workspace, the `X-Tenant-ID` header and the subdomain, and ask `app.identity()` for a
+//! verified tenant context. Handlers pass it to the domain, whose functions check their action
+//! against the permission table (`identity::permissions`); no handler checks an action.
 //!
 //! - [`Auth`]: the verified principal (any credential), for routes that name no tenant.
 //! - [`Operator`]: the operator token only.
@@ -64,7 +65,7 @@ fn tenant_hint(parts: &Parts, app: &App) -> Result<Option<Uuid>, ApiError> {
         }
         None => None,
     };
-    let sub = match (&app.config.tenant_domain, parts.headers.get(HOST)) {
+    let sub = match (&app.config().tenant_domain, parts.headers.get(HOST)) {
         (Some(domain), Some(host)) => {
             let host = host.to_str().unwrap_or("");
             let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
@@ -99,13 +100,13 @@ impl Auth {
         if let Some(a) = parts.extensions.get::<Auth>() {
             return Ok(a.clone());
         }
-        let principal = app.authenticate(bearer(parts)?)?;
+        let principal = app.identity().authenticate(bearer(parts)?)?;
         record_principal(principal.kind());
         if let Some((org, ws)) = principal.bound_workspace() {
             record_tenant(Some(org), Some(ws));
         }
         let hint = tenant_hint(parts, app)?;
-        app.check_tenant_hint(&principal, hint)?;
+        app.identity().check_tenant_hint(&principal, hint)?;
         let auth = Auth { principal, hint };
         parts.extensions.insert(auth.clone());
         Ok(auth)
@@ -180,7 +181,7 @@ impl FromRequestParts<Arc<App>> for OrgContext {
         let org = params
             .get("org")
             .ok_or_else(|| ApiError::from(crate::Error::internal("route has no {org}")))?;
-        let access = app.org_access(&auth.principal, org, auth.hint)?;
+        let access = app.identity().org_access(&auth.principal, org, auth.hint)?;
         record_tenant(Some(access.org().id), None);
         Ok(OrgContext(access))
     }
@@ -204,13 +205,6 @@ impl Deref for WorkspaceContext {
     }
 }
 
-impl WorkspaceContext {
-    /// `403 forbidden` unless the permission table allows the action (or scope).
-    pub fn require(&self, action: impl Into<Action>) -> Result<(), ApiError> {
-        self.0.require(action).map_err(ApiError::from)
-    }
-}
-
 impl FromRequestParts<Arc<App>> for WorkspaceContext {
     type Rejection = ApiError;
 
@@ -224,7 +218,9 @@ impl FromRequestParts<Arc<App>> for WorkspaceContext {
         if let Some(w) = ws {
             record_tenant(None, Some(w));
         }
-        let access = app.workspace_access(&auth.principal, ws, auth.hint)?;
+        let access = app
+            .identity()
+            .workspace_access(&auth.principal, ws, auth.hint)?;
         record_tenant(Some(access.org_id()), Some(access.workspace_id()));
         Ok(WorkspaceContext(access))
     }

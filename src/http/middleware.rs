@@ -158,7 +158,7 @@ pub async fn request_context(
         .into_response();
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        app.http_metrics.connection_timed_out();
+        app.http_metrics().connection_timed_out();
     }
     let tenant = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if tenant.principal == Some("operator") {
@@ -175,7 +175,8 @@ pub async fn request_context(
             ..Default::default()
         };
         let audit_app = app.clone();
-        let _ = tokio::task::spawn_blocking(move || audit_app.record_audit(&entry)).await;
+        let _ =
+            tokio::task::spawn_blocking(move || audit_app.identity().record_audit(&entry)).await;
     }
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -191,7 +192,7 @@ pub async fn request_context(
     let status = resp.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
     span.in_scope(|| tracing::info!(status, latency_us = micros, "request finished"));
-    app.http_metrics.count_response(status);
+    app.http_metrics().count_response(status);
     resp
 }
 

@@ -30,7 +30,7 @@ use error::{ApiError, ErrorCode};
 
 pub fn router(app: Arc<App>) -> Router {
     // Uploads: the configured limit plus room for multipart framing and JSON escaping.
-    let upload_limit = usize::try_from(app.config.max_upload_bytes)
+    let upload_limit = usize::try_from(app.config().max_upload_bytes)
         .unwrap_or(usize::MAX)
         .saturating_mul(2)
         .saturating_add(64 << 10);

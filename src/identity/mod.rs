@@ -1,10 +1,8 @@
 //! Identity and the verified tenant context: who is asking (operator, user, API key, tenant
 //! token), for which org and workspace, with which role or scopes, and under which metadata
-//! filter. The HTTP extractors in `http::auth` are thin adapters over [`App`] functions defined in
-//! `service/`; the permission table is `permissions.rs`, the only place that decides what a
-//! principal may do.
-//!
-//! [`App`]: crate::app::App
+//! filter. The service is [`Identity`] (`service/`); the HTTP extractors in `http::auth` are
+//! thin adapters over it. The permission table is `permissions.rs`, the only place that decides
+//! what a principal may do; the domain functions call `require` on the verified context.
 
 pub mod jwt;
 pub mod password;
@@ -22,7 +20,8 @@ use crate::error::{Error, Result};
 
 pub use permissions::{permits, Action, Subject};
 pub use service::{
-    LoginResult, MintedToken, NewApiKey, NewTenantToken, OrgAccess, OrgWithRole, WorkspaceAccess,
+    Identity, LoginResult, MintedToken, NewApiKey, NewTenantToken, OrgAccess, OrgWithRole,
+    WorkspaceAccess,
 };
 pub use state::IdentityState;
 

@@ -28,6 +28,7 @@ pub mod vectors;
 pub use embedders::{EmbedderConfig, Embedders};
 pub use filter::Filter;
 pub use search::{Mode, SearchRequest, SearchResponse, SearchResult};
+pub use service::{DocumentInput, IngestPermit, JobWait, Knowledge, OrgProviders};
 pub use status::{DocumentStatus, JobKind, JobPhase, JobStatus};
 pub use store::{Added, DocumentView, JobView};
 

@@ -87,7 +87,9 @@ async fn start_heavy(server: &TestServer, slug: &str) -> (String, String) {
     let job = r.body["job_id"].as_str().expect("job").to_string();
     let app = server.app.clone();
     assert!(
-        eventually(30, || app.scheduler.extractions.running() == 1).await,
+        eventually(30, || app.knowledge().scheduler().extractions.running()
+            == 1)
+        .await,
         "the heavy PDF is extracted in the background"
     );
     (ws, job)
@@ -148,7 +150,9 @@ async fn a_heavy_pdf_does_not_delay_another_orgs_small_document_and_cancel_stops
     let app = server.app.clone();
     let t = Instant::now();
     assert!(
-        eventually(10, || app.scheduler.extractions.running() == 0).await,
+        eventually(10, || app.knowledge().scheduler().extractions.running()
+            == 0)
+        .await,
         "the cancelled extraction still runs"
     );
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
@@ -175,7 +179,7 @@ async fn the_server_stops_promptly_while_a_heavy_document_is_extracted() {
     let took = t.elapsed();
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     assert!(
-        eventually(5, || app.scheduler.extractions.running() == 0).await,
+        eventually(5, || app.knowledge().scheduler().extractions.running() == 0).await,
         "the extraction outlived the shutdown"
     );
     drop(stopped);
@@ -315,8 +319,9 @@ async fn an_org_with_many_large_documents_does_not_hold_every_extraction_slot() 
         jobs_a.push(r.body["job_id"].as_str().expect("job").to_string());
     }
     assert!(
-        eventually(30, || app.scheduler.extractions.running() == 2
-            && app.scheduler.extractions.queued() == 1)
+        eventually(30, || app.knowledge().scheduler().extractions.running()
+            == 2
+            && app.knowledge().scheduler().extractions.queued() == 1)
         .await,
         "org A's documents hold both slots, one waits"
     );

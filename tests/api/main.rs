@@ -17,6 +17,7 @@ mod harness;
 mod knowledge;
 mod lifecycle;
 mod mock_llm;
+mod modules;
 mod orgs;
 mod registry;
 mod tmpfs;

@@ -1,10 +1,10 @@
 //! The operator audit log.
 
-use crate::app::App;
+use super::Identity;
 use crate::control::{AuditEntry, Page};
 use crate::error::Result;
 
-impl App {
+impl Identity {
     /// Records an operator action; a failure is logged, never fails the request.
     pub fn record_audit(&self, entry: &AuditEntry) {
         if let Err(e) = self.control.record_audit(entry) {

@@ -4,8 +4,8 @@ use chrono::Duration;
 use uuid::Uuid;
 
 use super::access::forbidden;
+use super::Identity;
 use super::{LoginResult, OrgAccess};
-use crate::app::App;
 use crate::control::{format_time, Accepted, Invitation, Member};
 use crate::error::{Error, Resource, Result};
 use crate::identity::permissions::may_manage_role;
@@ -14,7 +14,7 @@ use crate::identity::{normalize_email, password, secrets, Action, Principal, Rol
 /// How long an invitation can be accepted.
 pub const INVITATION_DAYS: i64 = 7;
 
-impl App {
+impl Identity {
     pub fn list_members(&self, access: &OrgAccess) -> Result<Vec<Member>> {
         access.require(Action::MembersRead)?;
         self.control.list_members(access.org().id)
@@ -85,7 +85,7 @@ impl App {
         }
         let email = normalize_email(email)?;
         let token = secrets::new_invitation_token();
-        let expires_at = format_time(self.identity.clock().now() + Duration::days(INVITATION_DAYS));
+        let expires_at = format_time(self.state.clock().now() + Duration::days(INVITATION_DAYS));
         let inv = self.control.insert_invitation(
             access.org().id,
             &email,
@@ -110,7 +110,7 @@ impl App {
         if !secrets::well_formed(token, secrets::INVITATION_PREFIX) {
             return Err(Error::NotFound(Resource::Invitation));
         }
-        let now = self.identity.clock().now_text();
+        let now = self.state.clock().now_text();
         let inv = self
             .control
             .open_invitation(&secrets::sha256_hex(token), &now)?;
@@ -157,21 +157,26 @@ mod tests {
         let (_t, app) = app();
         let (org, _) = workspace(&app, "a");
         let owner = app
+            .identity()
             .create_user("o@x.io", "", "password1", Some(("a", Role::Owner)))
             .expect("user");
         let access = app
+            .identity()
             .org_access(&Principal::Operator, &org.to_string(), None)
             .expect("access");
         assert!(matches!(
-            app.change_member_role(&access, owner.id, Role::Admin),
+            app.identity()
+                .change_member_role(&access, owner.id, Role::Admin),
             Err(Error::Conflict(_))
         ));
         assert!(matches!(
-            app.remove_member(&access, owner.id),
+            app.identity().remove_member(&access, owner.id),
             Err(Error::Conflict(_))
         ));
         assert!(
-            app.create_user("O@X.io", "", "password1", None).is_err(),
+            app.identity()
+                .create_user("O@X.io", "", "password1", None)
+                .is_err(),
             "emails are unique"
         );
     }
