@@ -169,6 +169,14 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// `bytes` random bytes as lowercase hex (secrets, key ids).
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,12 +222,4 @@ mod tests {
         assert!(MasterKey::parse("short").is_err());
         assert!(MasterKey::parse(&"ab".repeat(16)).is_err());
     }
-}
-
-/// `bytes` random bytes as lowercase hex (secrets, key ids).
-pub fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    hex::encode(buf)
 }

@@ -182,7 +182,7 @@ impl Chat {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         s.get(id).is_some_and(|m| {
-            m.workspace == ctx.workspace_id() && m.owner == owner_of(&ctx.principal())
+            m.workspace == ctx.workspace_id() && m.owner == owner_of(ctx.principal())
         })
     }
 
@@ -204,7 +204,7 @@ impl Chat {
                 sid.clone(),
                 McpSession {
                     workspace: ctx.workspace_id(),
-                    owner: owner_of(&ctx.principal()),
+                    owner: owner_of(ctx.principal()),
                 },
             );
         (

@@ -186,7 +186,7 @@ pub fn get_document(
         return Err(Error::NotFound(Resource::Document));
     }
     let filter = filters_of(ctx, extra)?;
-    let handle = chat.store(&ctx)?;
+    let handle = chat.store(ctx)?;
     let conn = handle.conn();
     // The filter sees what search's SQL sees: the document's columns and metadata.
     let row = conn.query_row(

@@ -67,7 +67,7 @@ pub fn owner_of(principal: &Principal) -> String {
 }
 
 fn may_read(session: &Session, ctx: &WorkspaceAccess) -> bool {
-    session.owner == owner_of(&ctx.principal()) || ctx.require(Action::SessionsReadAll).is_ok()
+    session.owner == owner_of(ctx.principal()) || ctx.require(Action::SessionsReadAll).is_ok()
 }
 
 /// The columns [`Session::from_row`] reads, by name.
@@ -100,7 +100,7 @@ pub fn readable(conn: &Connection, ctx: &WorkspaceAccess, id: &str) -> Result<Se
 /// A session the context may continue (its own only, whatever its role).
 pub fn owned(conn: &Connection, ctx: &WorkspaceAccess, id: &str) -> Result<Session> {
     let s = readable(conn, ctx, id)?;
-    if s.owner != owner_of(&ctx.principal()) {
+    if s.owner != owner_of(ctx.principal()) {
         return Err(Error::forbidden("only the session's owner may continue it"));
     }
     Ok(s)
@@ -120,7 +120,7 @@ pub fn create(
     conn.execute(
         "INSERT INTO chat_sessions (id, agent_id, owner, title, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![id, agent_id, owner_of(&ctx.principal()), title, now],
+        params![id, agent_id, owner_of(ctx.principal()), title, now],
     )?;
     conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], Session::from_row)
         .map_err(Error::from)
@@ -263,7 +263,7 @@ impl Chat {
         let handle = self.store(ctx)?;
         let conn = handle.conn();
         let all = ctx.require(Action::SessionsReadAll).is_ok();
-        let owner = owner_of(&ctx.principal());
+        let owner = owner_of(ctx.principal());
         let mut stmt = conn.prepare_cached(&format!(
             "{SELECT} WHERE (?1 OR owner = ?2) ORDER BY updated_at DESC, id DESC LIMIT ?3 OFFSET ?4"
         ))?;

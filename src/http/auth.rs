@@ -162,7 +162,7 @@ async fn params(parts: &mut Parts, app: &Arc<App>) -> HashMap<String, String> {
 }
 
 /// The verified access of a principal to the org of the `{org}` path parameter (id or slug).
-/// Derefs to [`OrgAccess`]: `ctx.org()`, `ctx.role()`, `ctx.require(Action::...)`.
+/// Derefs to [`OrgAccess`]: `ctx.org()`, `ctx.role()`; the domain checks actions.
 pub struct OrgContext(pub OrgAccess);
 
 impl Deref for OrgContext {
@@ -189,8 +189,8 @@ impl FromRequestParts<Arc<App>> for OrgContext {
 
 /// The tenant context of a workspace route: principal, org, workspace, role or scopes, and the
 /// tenant token's metadata filter. Derefs to [`WorkspaceAccess`]:
-/// `ctx.workspace_id()`, `ctx.org_id()`, `ctx.scopes()`, `ctx.token_filter()`, `ctx.require(Scope::Search)`,
-/// `ctx.filter_with(&[request_filter])`.
+/// `ctx.workspace_id()`, `ctx.org_id()`, `ctx.scopes()`, `ctx.token_filter()`; the domain
+/// checks actions and applies the token's filter.
 ///
 /// The workspace comes from the `{ws}` path parameter, or, on routes without one, from the API
 /// key or tenant token. Another tenant's workspace is `404`; a suspended org `403

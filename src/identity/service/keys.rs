@@ -131,7 +131,7 @@ impl Identity {
             key_id,
             scopes: key_scopes,
             ..
-        } = &access.principal()
+        } = access.principal()
         else {
             return Err(Error::forbidden("tenant tokens are minted with an API key"));
         };

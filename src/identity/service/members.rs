@@ -31,7 +31,7 @@ impl Identity {
         access.require(Action::MembersManage)?;
         let subject = access
             .subject()
-            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal()))?;
+            .ok_or_else(|| forbidden(Action::MembersManage, access.principal()))?;
         if !may_manage_role(subject, role) {
             return Err(Error::forbidden("only an owner may grant the owner role"));
         }
@@ -58,7 +58,7 @@ impl Identity {
         }
         let subject = access
             .subject()
-            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal()))?;
+            .ok_or_else(|| forbidden(Action::MembersManage, access.principal()))?;
         self.control
             .change_membership(access.org().id, user_id, None, |current| {
                 if leaving || may_manage_role(subject, current) {
@@ -79,7 +79,7 @@ impl Identity {
         access.require(Action::MembersManage)?;
         let subject = access
             .subject()
-            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal()))?;
+            .ok_or_else(|| forbidden(Action::MembersManage, access.principal()))?;
         if !may_manage_role(subject, role) {
             return Err(Error::forbidden("only an owner may invite an owner"));
         }
