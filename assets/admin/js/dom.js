@@ -133,8 +133,10 @@ export function openDialog(title, body, buttons = [{ label: 'Close', value: 'clo
     clear(dlg, h('h2', { id: 'dialog-title' }, title), body, h('div', { class: 'row' }, btns));
     const onClose = () => {
       dlg.removeEventListener('close', onClose);
+      const value = dlg.returnValue || 'close';
+      dlg.replaceChildren();
       if (returnFocus && returnFocus.focus) returnFocus.focus();
-      resolve(dlg.returnValue || 'close');
+      resolve(value);
     };
     dlg.returnValue = '';
     dlg.addEventListener('close', onClose);
