@@ -1,6 +1,6 @@
 // The client of the public /v1 API. The credential (a session token from POST /v1/auth/login,
-// or the operator token) lives in this module's memory only: never in localStorage,
-// sessionStorage or a cookie. It is sent as a bearer header, so no ambient credential exists
+// or the operator token) lives in this module's memory only: never in the browser's web storage
+// (local or session) or a cookie. It is sent as a bearer header, so no ambient credential exists
 // for a cross-site request to ride on (CSRF-safe). Reloading the page signs out.
 
 export const session = { token: null, me: null, onExpired: null };
