@@ -103,11 +103,11 @@ async function documents(el, { org, base }, ctx) {
     clear(list, table('Documents', ['Title', 'File', 'Status', 'Chunks (embedded)', 'Size', 'Updated', ingest ? 'Actions' : ''], data.map((d) => ({
       actions: true,
       attrs: { dataset: { status: d.status } },
-      cells: [d.title || '(untitled)', d.source_name || '—',
+      cells: [d.title || d.source_name || '(untitled)', d.source_name || '—',
         h('div', {}, statusBadge(d.status), d.error ? h('div', { class: 'muted' }, d.error) : null),
         `${d.chunk_count} (${d.embedded_chunks})`, fmtBytes(d.byte_size), fmtDate(d.updated_at),
-        ingest ? h('button', { type: 'button', class: 'small danger', 'aria-label': `Delete ${d.title || d.id}`, onclick: async () => {
-          if (!await confirmDanger(`Delete ${d.title || 'this document'}?`, 'It is removed from every index, and its original file too.')) return;
+        ingest ? h('button', { type: 'button', class: 'small danger', 'aria-label': `Delete ${d.title || d.source_name || d.id}`, onclick: async () => {
+          if (!await confirmDanger(`Delete ${d.title || d.source_name || 'this document'}?`, 'It is removed from every index, and its original file too.')) return;
           try { await del(`${base}/documents/${d.id}`); toast('Document deleted'); } catch (e) { toast(e.message); }
           load();
         } }, 'Delete') : ''],
