@@ -118,6 +118,7 @@ before(async () => {
   assert.ok(fs.existsSync(BIN), `no server binary at ${BIN}: run \`cargo build\` first (or set ENCLAVE_BIN)`);
   assert.ok(fs.existsSync(CHROMIUM), `no browser at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM)`);
   fs.mkdirSync(SHOTS, { recursive: true });
+  for (const f of fs.readdirSync(SHOTS)) if (f.startsWith('failure-')) fs.rmSync(path.join(SHOTS, f));
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-ui-'));
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
