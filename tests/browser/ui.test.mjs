@@ -394,6 +394,13 @@ test('operator: org, workspace, upload, search, chat, API keys, sign out', { tim
     assert.ok((await dialog.getByLabel('Cited passage').innerText()).length > 0);
     await view(page, '10-chat-citation');
     await dialog.getByRole('button', { name: 'Close' }).click();
+    // The conversation is stored: reopened from the list, with its citations.
+    await page.getByRole('link', { name: 'Documents' }).click();
+    await page.getByRole('link', { name: 'Chat' }).click();
+    const pastOption = page.getByLabel('Continue').locator('option', { hasText: 'How long is the refund window?' });
+    await page.getByLabel('Continue').selectOption(await pastOption.getAttribute('value'));
+    await page.locator('.msg[data-state="done"]').getByRole('button', { name: /^\[1\]/ }).waitFor();
+    assert.match(await page.locator('.chat-log').innerText(), /How long is the refund window\?[\s\S]*The refund window is 30 days/);
 
     // API keys: created with scopes and expiry, shown once, used, revoked.
     await page.getByRole('link', { name: 'API keys' }).click();

@@ -30,7 +30,7 @@ async function documents(el, { org, base }, ctx) {
   const list = h('div', {});
   const uploads = h('ul', { class: 'uploads', 'aria-label': 'Uploads' });
   let active = 0;
-  const filter = h('select', { name: 'status', onchange: () => load() },
+  const filter = h('select', { name: 'status', onchange: async () => { pending = await load(); } },
     ['', 'pending', 'indexing', 'indexed', 'failed'].map((s) => h('option', { value: s }, s || 'all')));
 
   function addFiles(files) {
@@ -73,7 +73,7 @@ async function documents(el, { org, base }, ctx) {
       row.dataset.state = 'failed';
     } finally {
       active--;
-      if (ctx.alive()) load();
+      if (ctx.alive()) pending = await load();
     }
   }
 
@@ -116,8 +116,8 @@ async function documents(el, { org, base }, ctx) {
   }
   clear(el, h('h2', {}, 'Documents'), drop, uploads,
     h('div', { class: 'spread' }, h('h3', {}, 'In this workspace'), field('Show', filter)), list);
-  await load();
-  ctx.every(2000, async () => { if (active === 0) await load(); });
+  let pending = await load();
+  ctx.every(2000, async () => { if (active === 0 && pending) pending = await load(); });
 }
 
 async function search(el, { base }) {
@@ -164,14 +164,36 @@ async function showCitation(base, c) {
   await openDialog(`[${c.marker}] ${c.title || 'Citation'}`, body);
 }
 
+function citeButtons(base, citations) {
+  return (citations || []).map((c) => h('button', { type: 'button', class: 'small', onclick: () => showCitation(base, c) },
+    `[${c.marker}] ${c.title || 'source'}${c.heading_path ? ` › ${c.heading_path}` : ''}`));
+}
+
 async function chat(el, { base }, ctx) {
-  const agents = (await get(`${base}/agents`)).data;
+  const [agents, sessions] = await Promise.all([get(`${base}/agents`), get(`${base}/sessions?limit=50`).catch(() => ({ data: [] }))]);
   if (!ctx.alive()) return;
   const log = h('div', { class: 'chat-log', role: 'log', 'aria-label': 'Conversation' });
   const err = h('div', {});
   let sessionId = null;
-  const agentSel = h('select', { name: 'agent', onchange: () => { sessionId = null; clear(log); } },
-    agents.map((a) => h('option', { value: a.id }, `${a.name} (${a.slug})`)));
+  const agentSel = h('select', { name: 'agent', onchange: () => { sessionId = null; past.value = ''; clear(log); } },
+    agents.data.map((a) => h('option', { value: a.id }, `${a.name} (${a.slug})`)));
+  const past = h('select', { name: 'session', onchange: () => reopen(past.value) },
+    h('option', { value: '' }, 'a new conversation'),
+    sessions.data.map((x) => h('option', { value: x.id }, `${x.title || '(untitled)'} · ${fmtDate(x.updated_at)}`)));
+  async function reopen(id) {
+    clear(log);
+    sessionId = id || null;
+    if (!id) return;
+    const s = sessions.data.find((x) => x.id === id);
+    if (s && [...agentSel.options].some((o) => o.value === s.agent_id)) agentSel.value = s.agent_id;
+    try {
+      const msgs = (await get(`${base}/sessions/${id}/messages`)).data;
+      for (const m of msgs) {
+        log.append(m.role === 'user' ? h('div', { class: 'msg user' }, m.content)
+          : h('div', { class: 'msg', dataset: { state: 'done' } }, m.content, h('div', { class: 'cites' }, citeButtons(base, m.citations))));
+      }
+    } catch (e) { log.append(errorBox(e)); }
+  }
   let abort = null;
   const stop = h('button', { type: 'button', disabled: true, onclick: () => abort && abort.abort() }, 'Stop');
   const form = onSubmit(h('form', { class: 'grid' },
@@ -196,10 +218,8 @@ async function chat(el, { base }, ctx) {
         if (name === 'session') sessionId = data.session_id;
         else if (name === 'delta') { text.appendData(data.text); msg.dataset.deltas = String(Number(msg.dataset.deltas || 0) + 1); }
         else if (name === 'tool') tools.append(h('div', {}, `Tool ${data.name}(${typeof data.arguments === 'string' ? data.arguments : JSON.stringify(data.arguments)})`));
-        else if (name === 'citations') {
-          clear(cites, (data.citations || []).map((c) => h('button', { type: 'button', class: 'small', onclick: () => showCitation(base, c) },
-            `[${c.marker}] ${c.title || 'source'}${c.heading_path ? ` › ${c.heading_path}` : ''}`)));
-        } else if (name === 'done') {
+        else if (name === 'citations') clear(cites, citeButtons(base, data.citations));
+        else if (name === 'done') {
           if (data.answer && !text.data) text.appendData(data.answer);
           msg.dataset.state = 'done';
         } else if (name === 'error') {
@@ -219,8 +239,9 @@ async function chat(el, { base }, ctx) {
   });
   clear(el, h('h2', {}, 'Chat playground'),
     h('p', { class: 'muted' }, 'Answers stream as they are written; citations open the cited passage. Without a model provider, agents answer extractively.'),
-    h('div', { class: 'row' }, field('Agent', agentSel),
-      h('button', { type: 'button', onclick: () => { sessionId = null; clear(log); toast('New conversation'); } }, 'New conversation')),
+    h('div', { class: 'row' }, field('Agent', agentSel), field('Continue', past),
+      h('button', { type: 'button', onclick: () => { sessionId = null; past.value = ''; clear(log); toast('New conversation'); } }, 'New conversation')),
+    agents.data.length ? null : empty('No agents you can use here.'),
     log, h('div', { class: 'panel' }, form));
 }
 
@@ -402,11 +423,11 @@ async function embedder(el, { org, base }, ctx) {
     if ((body.kind === 'openai' || body.kind === 'user-provided') && f.get('dimension')) body.dimension = Number(f.get('dimension'));
     await put(`${base}/embedder`, body);
     toast('Embedder changed; documents are re-embedded in the background');
-    await load();
+    building = await load();
   }) : null;
   clear(el, h('h2', {}, 'Embedder'),
     h('p', { class: 'muted' }, 'Switching creates a new vector space and re-embeds every document in the background.'),
     box, form ? h('div', { class: 'panel' }, h('h3', {}, 'Change'), form) : null);
-  await load();
-  ctx.every(1500, load);
+  let building = await load();
+  ctx.every(1500, async () => { if (building) building = await load(); });
 }
