@@ -7,7 +7,10 @@ export function h(tag, attrs, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
     else if (k === 'class') el.className = v;
-    else if (k === 'value' || k === 'checked' || k === 'selected') el[k] = v;
+    // Properties, and their defaults too, so that form.reset() returns to them.
+    else if (k === 'value') { if ('defaultValue' in el && tag !== 'select') el.defaultValue = v; el.value = v; }
+    else if (k === 'checked') { el.defaultChecked = v; el.checked = v; }
+    else if (k === 'selected') { el.defaultSelected = v; el.selected = v; }
     else if (k === 'dataset') Object.assign(el.dataset, v);
     else el.setAttribute(k, v === true ? '' : String(v));
   }
@@ -73,6 +76,8 @@ export function fmtDate(s) {
   const d = new Date(s);
   return isNaN(d) ? s : d.toLocaleString();
 }
+
+export const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 export function fmtBytes(n) {
   if (n === null || n === undefined) return '—';

@@ -1,6 +1,6 @@
 // Workspace views: documents, search, chat, agents, API keys, tenant tokens, embedder.
 import { h, clear, field, errorBox, toast, onSubmit, empty, statusBadge, badge, table, fmtDate, fmtBytes,
-  confirmDanger, secretBox, highlighted, openDialog, messageOf } from './dom.js';
+  confirmDanger, secretBox, highlighted, openDialog, messageOf, plural } from './dom.js';
 import { session, get, post, put, patch, del, upload, stream, can } from './api.js';
 import { sideNav } from './nav.js';
 
@@ -16,7 +16,7 @@ export async function view(el, [id, tab = 'documents'], ctx) {
   const body = h('div', {});
   const s = ws.stats || {};
   clear(el, h('h1', {}, ws.name),
-    h('p', { class: 'muted' }, `${org.name} · ${s.documents ?? 0} documents · ${s.chunks ?? 0} chunks · ${fmtBytes(s.bytes_on_disk)} on disk · id `,
+    h('p', { class: 'muted' }, `${org.name} · ${plural(s.documents ?? 0, 'document')} · ${plural(s.chunks ?? 0, 'chunk')} · ${fmtBytes(s.bytes_on_disk)} on disk · id `,
       h('span', { class: 'mono' }, ws.id)),
     body);
   const views = { documents, search, chat, agents, keys, tokens, embedder };
