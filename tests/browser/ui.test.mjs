@@ -151,6 +151,7 @@ async function browser() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     viewport: { width: 1280, height: 900 },
   });
+  await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
   const page = ctx.pages()[0] || await ctx.newPage();
   page.setDefaultTimeout(30_000);
   const problems = [];
@@ -411,6 +412,9 @@ test('operator: org, workspace, upload, search, chat, API keys, sign out', { tim
     await page.getByRole('button', { name: 'Create API key' }).click();
     const secret = await page.getByRole('textbox', { name: /API key ci-key/ }).inputValue();
     assert.match(secret, /^enc_key_/);
+    await page.getByRole('region', { name: /API key ci-key/ }).getByRole('button', { name: 'Copy' }).click();
+    await page.getByText('Copied to the clipboard').waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
     const keyRow = page.locator('tr[data-key="ci-key"]');
     await keyRow.waitFor();
     assert.match(await keyRow.innerText(), /search, chat, ingest/);

@@ -8,6 +8,7 @@ const ROLES = ['viewer', 'member', 'admin', 'owner'];
 export async function myOrgs(el, _p, ctx) {
   if (isOperator()) { location.replace('#/operator/orgs'); return; }
   const me = await get('/me');
+  if (!ctx.alive()) return;
   session.me = me;
   sideNav(ctx);
   const orgs = me.orgs || [];
