@@ -259,6 +259,9 @@ test('operator: org, workspace, upload, search, chat, API keys, sign out', { tim
     assert.equal((await api('GET', '/orgs/browser-test-org')).body.status, 'suspended');
     await row.getByRole('button', { name: 'Reactivate' }).click();
     await row.getByText('active').waitFor();
+    await row.getByLabel('Plan of Browser Test Org').selectOption('enterprise');
+    await page.getByText('Browser Test Org is on the enterprise plan').waitFor();
+    assert.equal((await api('GET', '/orgs/browser-test-org')).body.plan, 'enterprise');
     await view(page, '03-operator-orgs');
 
     // A second org, deleted from the list.
@@ -288,6 +291,8 @@ test('operator: org, workspace, upload, search, chat, API keys, sign out', { tim
       { name: 'policy.pdf', mimeType: 'application/pdf', buffer: pdf('Refund policy: customers may return items within thirty days for a full refund.') },
       { name: 'broken.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4\nthis is not a pdf at all\n') },
     ]);
+    // The Markdown file carries metadata (search filters match on it).
+    await page.getByLabel('Metadata for the next files').fill('{"group": "sales"}');
     const md = '# Shipping guide\n\n## Delivery times\n\nParcels arrive within five business days.\n\n## Refunds\n\nThe refund window is 30 days from delivery.\n';
     const dt = await page.evaluateHandle((text) => {
       const d = new DataTransfer();
@@ -334,6 +339,12 @@ test('operator: org, workspace, upload, search, chat, API keys, sign out', { tim
     await page.emulateMedia({ colorScheme: 'dark' });
     await view(page, '07-search-dark');
     await page.emulateMedia({ colorScheme: 'light' });
+    // A metadata filter: only the Markdown file is in the sales group.
+    await page.getByLabel('Filter (JSON, optional)').fill('{"group": "sales"}');
+    await page.getByRole('button', { name: 'Search', exact: true }).click();
+    await page.waitForFunction(() => /results · mode/.test(document.querySelector('p[data-mode]')?.textContent || '')
+      && [...document.querySelectorAll('ol.results > li strong')].every((s) => s.textContent === 'Shipping guide'));
+    assert.ok(await page.locator('ol.results > li').count() > 0);
     // An invalid filter is the API's message.
     await page.getByLabel('Filter (JSON, optional)').fill('{"a": {"bogus": 1}}');
     await page.getByRole('button', { name: 'Search', exact: true }).click();

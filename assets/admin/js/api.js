@@ -60,7 +60,7 @@ export const put = (p, b) => api('PUT', p, b);
 export const del = (p) => api('DELETE', p);
 
 /** Uploads one file (multipart) with progress callbacks (0..1). */
-export function upload(path, file, onProgress) {
+export function upload(path, file, onProgress, metadata) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', `/v1${path}`);
@@ -75,6 +75,7 @@ export function upload(path, file, onProgress) {
     };
     xhr.onerror = () => reject(new ApiError(0, 'network', 'The upload could not reach the server'));
     const form = new FormData();
+    if (metadata) form.append('metadata', metadata);
     form.append('file', file, file.name);
     xhr.send(form);
   });

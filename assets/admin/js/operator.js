@@ -1,6 +1,6 @@
 // Operator views: every org, server health, the operator audit log.
 import { h, clear, field, errorBox, toast, onSubmit, empty, statusBadge, badge, table, fmtDate, confirmDanger } from './dom.js';
-import { get, post, del, server } from './api.js';
+import { get, post, patch, del, server } from './api.js';
 import { sideNav } from './nav.js';
 
 export async function orgs(el, _p, ctx) {
@@ -39,7 +39,9 @@ export async function orgs(el, _p, ctx) {
         actions: true,
         cells: [
           h('a', { href: `#/orgs/${o.slug}/workspaces` }, o.name), h('span', { class: 'mono' }, o.slug),
-          badge(o.plan), statusBadge(o.status), String(counts[i]), fmtDate(o.created_at),
+          h('select', { 'aria-label': `Plan of ${o.name}`, onchange: (e) => setPlan(o, e.target.value) },
+            ['free', 'team', 'enterprise'].map((p) => h('option', { value: p, selected: p === o.plan }, p))),
+          statusBadge(o.status), String(counts[i]), fmtDate(o.created_at),
           h('div', { class: 'row' },
             o.status === 'suspended'
               ? h('button', { type: 'button', class: 'small', onclick: () => act(o, 'reactivate') }, `Reactivate`)
@@ -47,6 +49,13 @@ export async function orgs(el, _p, ctx) {
             h('button', { type: 'button', class: 'small danger', 'aria-label': `Delete ${o.name}`, onclick: () => remove(o) }, 'Delete')),
         ],
       }))));
+  }
+  async function setPlan(o, plan) {
+    try {
+      await patch(`/orgs/${o.id}`, { plan });
+      toast(`${o.name} is on the ${plan} plan`);
+    } catch (e) { toast(e.message); }
+    await load();
   }
   async function act(o, what) {
     try {

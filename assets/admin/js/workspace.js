@@ -33,17 +33,30 @@ async function documents(el, { org, base }, ctx) {
   const filter = h('select', { name: 'status', onchange: async () => { pending = await load(); } },
     ['', 'pending', 'indexing', 'indexed', 'failed'].map((s) => h('option', { value: s }, s || 'all')));
 
+  const meta = h('input', { type: 'text', name: 'metadata', class: 'mono', placeholder: '{"group": "sales"}' });
+  const metaErr = h('div', {});
   function addFiles(files) {
-    for (const file of files) track(file);
+    clear(metaErr);
+    const text = meta.value.trim();
+    if (text) {
+      try {
+        const v = JSON.parse(text);
+        if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('it must be a JSON object');
+      } catch (e) {
+        clear(metaErr, errorBox(new Error(`The metadata is not a JSON object (${e.message}): fix it, then add the files again.`)));
+        return;
+      }
+    }
+    for (const file of files) track(file, text);
   }
-  async function track(file) {
+  async function track(file, metadata) {
     const bar = h('progress', { max: 1, value: 0, 'aria-label': `Progress of ${file.name}` });
     const status = h('span', { class: 'muted' }, 'uploading');
     const row = h('li', { dataset: { file: file.name } }, h('span', {}, file.name, ' ', h('span', { class: 'muted' }, fmtBytes(file.size))), bar, status);
     uploads.append(row);
     active++;
     try {
-      const res = await upload(`${base}/documents`, file, (p) => { bar.value = p * 0.3; clear(status, `uploading ${Math.round(p * 100)}%`); });
+      const res = await upload(`${base}/documents`, file, (p) => { bar.value = p * 0.3; clear(status, `uploading ${Math.round(p * 100)}%`); }, metadata);
       if (res.duplicate) {
         bar.value = 1;
         clear(status, statusBadge('indexed'), ' already in this workspace');
@@ -114,7 +127,9 @@ async function documents(el, { org, base }, ctx) {
     }))));
     return data.some((d) => d.status === 'pending' || d.status === 'indexing' || d.embedded_chunks < d.chunk_count);
   }
-  clear(el, h('h2', {}, 'Documents'), drop, uploads,
+  clear(el, h('h2', {}, 'Documents'),
+    ingest ? field('Metadata for the next files (JSON object, optional)', meta, ' Search filters and tenant tokens match on it.') : null, metaErr,
+    drop, uploads,
     h('div', { class: 'spread' }, h('h3', {}, 'In this workspace'), field('Show', filter)), list);
   let pending = await load();
   ctx.every(2000, async () => { if (active === 0 && pending) pending = await load(); });
