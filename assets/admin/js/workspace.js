@@ -14,18 +14,20 @@ export async function view(el, [id, tab = 'documents'], ctx) {
   if (!ctx.alive()) return;
   sideNav(ctx, { org, ws });
   const body = h('div', {});
-  const s = ws.stats || {};
-  clear(el, h('h1', {}, ws.name),
-    h('p', { class: 'muted' }, `${org.name} · ${plural(s.documents ?? 0, 'document')} · ${plural(s.chunks ?? 0, 'chunk')} · ${fmtBytes(s.bytes_on_disk)} on disk · id `,
-      h('span', { class: 'mono' }, ws.id)),
-    body);
+  const summary = h('p', { class: 'muted' });
+  const show = (s = {}) => clear(summary, `${org.name} · ${plural(s.documents ?? 0, 'document')} · ${plural(s.chunks ?? 0, 'chunk')} · ${fmtBytes(s.bytes_on_disk)} on disk · id `,
+    h('span', { class: 'mono' }, ws.id));
+  show(ws.stats);
+  // Views that change the workspace's contents refresh the summary.
+  const refresh = () => get(`/workspaces/${ws.id}`).then((w) => { if (ctx.alive()) show(w.stats); }).catch(() => {});
+  clear(el, h('h1', {}, ws.name), summary, body);
   const views = { documents, search, chat, agents, keys, tokens, embedder };
-  await views[tab](body, { ws, org, base: `/workspaces/${ws.id}` }, ctx);
+  await views[tab](body, { ws, org, base: `/workspaces/${ws.id}`, refresh }, ctx);
 }
 
 const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
-async function documents(el, { org, base }, ctx) {
+async function documents(el, { org, base, refresh }, ctx) {
   const ingest = can(org.id, 'member');
   const list = h('div', {});
   const uploads = h('ul', { class: 'uploads', 'aria-label': 'Uploads' });
@@ -107,6 +109,7 @@ async function documents(el, { org, base }, ctx) {
     let data;
     try { data = (await get(`${base}/documents?${q}`)).data; } catch (e) { clear(list, errorBox(e)); return false; }
     if (!ctx.alive()) return false;
+    refresh();
     if (!data.length) {
       clear(list, empty(filter.value ? `No ${filter.value} documents.`
         : ingest ? 'No documents yet. Drop files above to add the first ones; they become searchable once indexed.'
@@ -116,7 +119,8 @@ async function documents(el, { org, base }, ctx) {
     clear(list, table('Documents', ['Title', 'File', 'Status', 'Chunks (embedded)', 'Size', 'Updated', ingest ? 'Actions' : ''], data.map((d) => ({
       actions: true,
       attrs: { dataset: { status: d.status } },
-      cells: [d.title || d.source_name || '(untitled)', d.source_name || '—',
+      cells: [h('div', {}, d.title || d.source_name || '(untitled)',
+        Object.keys(d.metadata || {}).length ? h('div', { class: 'muted mono' }, JSON.stringify(d.metadata)) : null), d.source_name || '—',
         h('div', {}, statusBadge(d.status), d.error ? h('div', { class: 'muted' }, d.error) : null),
         `${d.chunk_count} (${d.embedded_chunks})`, fmtBytes(d.byte_size), fmtDate(d.updated_at),
         ingest ? h('button', { type: 'button', class: 'small danger', 'aria-label': `Delete ${d.title || d.source_name || d.id}`, onclick: async () => {
