@@ -2,6 +2,7 @@
 //! map the result. Domain code knows nothing of axum.
 
 mod admin;
+mod admin_ui;
 pub mod auth;
 mod chat;
 pub mod error;
@@ -131,6 +132,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .nest("/v1", v1)
+        .merge(admin_ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

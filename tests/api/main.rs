@@ -1,5 +1,6 @@
 //! API integration tests: a real server on a loopback port, real HTTP.
 
+mod admin_ui;
 mod auth;
 mod authz_prop;
 mod chat;
