@@ -21,7 +21,7 @@ use crate::config::{Config, ConfigArgs};
 use crate::control::{NewOrg, NewWorkspace};
 use crate::http::auth::{Scope, WorkspaceContext};
 use crate::http::error::ApiError;
-use crate::identity::{NewApiKey, NewTenantToken, Principal, Role};
+use crate::identity::{NewApiKey, NewTenantToken, Role};
 
 /// The p50 budget of authentication.
 pub const BUDGET_P50: Duration = Duration::from_micros(20);
@@ -46,9 +46,10 @@ async fn without_auth(State(p): State<Probe>) -> axum::Json<serde_json::Value> {
 }
 
 async fn with_auth(ctx: WorkspaceContext) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    // What a domain function does first: the permission table.
     ctx.require(Scope::Search)?;
     Ok(axum::Json(
-        json!({"workspace_id": ctx.workspace_id, "ok": true}),
+        json!({"workspace_id": ctx.workspace_id(), "ok": true}),
     ))
 }
 
@@ -83,19 +84,19 @@ fn fixture() -> anyhow::Result<Fixture> {
     let mut config = Config::for_data_dir(&dir);
     config.admin_token = Some("bench-operator-token-0123456789".into());
     let (app, _) = App::open(config)?;
-    let org = app.create_org(NewOrg {
+    let org = app.tenancy().create_org(NewOrg {
         name: "Bench".into(),
         ..Default::default()
     })?;
-    let ws = app.create_workspace(
-        &org.slug,
+    let ws = app.tenancy().create_workspace(
+        &app.identity().operator_org(&org.slug)?,
         NewWorkspace {
             name: "Bench".into(),
             ..Default::default()
         },
     )?;
-    let op = app.workspace_access(&Principal::Operator, Some(ws.id), None)?;
-    let (_, key) = app.create_api_key(
+    let op = app.identity().operator_workspace(ws.id)?;
+    let (_, key) = app.identity().create_api_key(
         &op,
         NewApiKey {
             name: "bench".into(),
@@ -103,8 +104,11 @@ fn fixture() -> anyhow::Result<Fixture> {
             expires_at: None,
         },
     )?;
-    let key_access = app.workspace_access(&app.authenticate(&key)?, None, None)?;
+    let key_access =
+        app.identity()
+            .workspace_access(&app.identity().authenticate(&key)?, None, None)?;
     let token = app
+        .identity()
         .mint_tenant_token(
             &key_access,
             NewTenantToken {
@@ -113,13 +117,14 @@ fn fixture() -> anyhow::Result<Fixture> {
             },
         )?
         .token;
-    app.create_user(
+    app.identity().create_user(
         "bench@example.com",
         "",
         "bench password",
         Some((&org.slug, Role::Viewer)),
     )?;
     let session = app
+        .identity()
         .login("bench@example.com", "bench password", None)?
         .token;
     Ok(Fixture {

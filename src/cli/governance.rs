@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use crate::app::App;
 use crate::control::Page;
-use crate::governance::{audit::Verification, service, usage};
+use crate::governance::{audit::Verification, usage};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -76,15 +76,16 @@ pub fn audit(app: Arc<App>, cmd: AuditCommand) -> anyhow::Result<()> {
             if all {
                 let mut offset = 0;
                 loop {
-                    let orgs = app.list_orgs(Page {
+                    let control = app.control_plane();
+                    let orgs = control.list_orgs(Page {
                         limit: crate::control::MAX_PAGE,
                         offset,
                     })?;
                     for org in &orgs {
                         let mut ws_offset = 0;
                         loop {
-                            let list = app.list_workspaces(
-                                &org.id.to_string(),
+                            let list = control.list_workspaces(
+                                org.id,
                                 Page {
                                     limit: crate::control::MAX_PAGE,
                                     offset: ws_offset,
@@ -111,7 +112,7 @@ pub fn audit(app: Arc<App>, cmd: AuditCommand) -> anyhow::Result<()> {
             None => "control plane".to_string(),
             Some(w) => format!("workspace {w}"),
         };
-        let v = service::verify(&app, t)?;
+        let v = app.governance().verify(t)?;
         println!("{}", report_line(&what, &v));
         if !v.ok() {
             broken += 1;
@@ -137,14 +138,13 @@ pub fn usage(app: Arc<App>, cmd: UsageCommand) -> anyhow::Result<()> {
         from.as_deref(),
         to.as_deref(),
         Some(&granularity),
-        service::today(&app),
+        app.governance().today(),
     )?;
-    q.org = org.map(|o| app.get_org(&o).map(|o| o.id)).transpose()?;
     q.workspace = workspace
         .map(|w| crate::ids::parse_uuid(&w, "workspace"))
         .transpose()?;
     q.by_workspace = by_workspace;
-    let rows = app.governance().report(&q)?;
+    let rows = app.governance().operator_usage(org.as_deref(), q.clone())?;
     match format.as_str() {
         "csv" => print!("{}", usage::to_csv(&rows)),
         "json" => println!(

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `org`, `workspace`, `user`, `key` and `bench`. Management commands work on the
 //! data directory directly (no server needed).
 
+pub mod eval;
 pub mod governance;
 pub mod ingest;
 
@@ -12,7 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::app::App;
 use crate::config::{Config, ConfigArgs, LogFormat};
 use crate::control::{AdminTokenSource, NewOrg, NewWorkspace, Page};
-use crate::identity::{NewApiKey, Principal, Role, WorkspaceAccess};
+use crate::identity::{NewApiKey, Role, WorkspaceAccess};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,7 +47,7 @@ pub enum Command {
     /// Ingest files and folders into a workspace (skips files already ingested unchanged).
     Ingest(ingest::IngestArgs),
     /// Evaluate retrieval quality on a BEIR-format folder (nDCG@10, recall@100 per mode).
-    Eval(crate::knowledge::eval::EvalArgs),
+    Eval(crate::cli::eval::EvalArgs),
     /// Run a benchmark and print its report.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -179,7 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config),
         Command::Bench(cmd) => crate::bench::run(cmd, &cli.config),
-        Command::Eval(args) => crate::knowledge::eval::run(args),
+        Command::Eval(args) => crate::cli::eval::run(args),
         Command::Ingest(args) => ingest::run(config, args),
         Command::Audit(cmd) => governance::audit(open_app(config)?, cmd),
         Command::Usage(cmd) => governance::usage(open_app(config)?, cmd),
@@ -187,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let app = open_app(config)?;
             match cmd {
                 OrgCommand::Create { name, slug, plan } => {
-                    let org = app.create_org(NewOrg {
+                    let org = app.tenancy().create_org(NewOrg {
                         name,
                         slug,
                         plan,
@@ -196,7 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     audit_cli(&app, "org create", Some(org.id), None);
                     print_json(&org)
                 }
-                OrgCommand::List => print_json(&app.list_orgs(Page {
+                OrgCommand::List => print_json(&app.tenancy().list_orgs(Page {
                     limit: crate::control::MAX_PAGE,
                     offset: 0,
                 })?),
@@ -222,13 +223,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let role = role.map(|r| Role::parse(&r)).transpose()?;
             let app = open_app(config)?;
             let membership = org.as_deref().zip(role);
-            let user = app.create_user(&email, &name, &password, membership)?;
+            let user = app
+                .identity()
+                .create_user(&email, &name, &password, membership)?;
             audit_cli(
                 &app,
                 "user create",
                 membership
-                    .and_then(|(o, _)| app.get_org(o).ok())
-                    .map(|o| o.id),
+                    .and_then(|(o, _)| app.identity().operator_org(o).ok())
+                    .map(|o| o.org_id()),
                 None,
             );
             print_json(&user)
@@ -248,12 +251,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         scopes: scopes.split(',').map(|s| s.trim().to_string()).collect(),
                         expires_at,
                     };
-                    let (key, secret) = app.create_api_key(&access, new)?;
+                    let (key, secret) = app.identity().create_api_key(&access, new)?;
                     audit_cli(
                         &app,
                         "key create",
-                        Some(access.org_id),
-                        Some(access.workspace_id),
+                        Some(access.org_id()),
+                        Some(access.workspace_id()),
                     );
                     let mut v = serde_json::to_value(&key)?;
                     v["key"] = serde_json::json!(secret);
@@ -261,18 +264,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 KeyCommand::List { workspace } => {
                     let access = operator_access(&app, &workspace)?;
-                    print_json(&app.list_api_keys(&access)?)
+                    print_json(&app.identity().list_api_keys(&access)?)
                 }
                 KeyCommand::Revoke { id } => {
                     let id = crate::ids::parse_uuid(&id, "API key")?;
-                    let ws = app.control.workspace_of_key(id)?;
+                    let ws = app.control_plane().workspace_of_key(id)?;
                     let access = operator_access(&app, &ws.to_string())?;
-                    app.revoke_api_key(&access, id)?;
+                    app.identity().revoke_api_key(&access, id)?;
                     audit_cli(
                         &app,
                         "key revoke",
-                        Some(access.org_id),
-                        Some(access.workspace_id),
+                        Some(access.org_id()),
+                        Some(access.workspace_id()),
                     );
                     println!("revoked API key {id}");
                     Ok(())
@@ -283,7 +286,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let app = open_app(config)?;
             match cmd {
                 WorkspaceCommand::Create { org, name, slug } => {
-                    let ws = app.create_workspace(
+                    let org = app.identity().operator_org(&org)?;
+                    let ws = app.tenancy().create_workspace(
                         &org,
                         NewWorkspace {
                             name,
@@ -294,16 +298,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     audit_cli(&app, "workspace create", Some(ws.org_id), Some(ws.id));
                     print_json(&ws)
                 }
-                WorkspaceCommand::List { org } => print_json(&app.list_workspaces(
-                    &org,
+                WorkspaceCommand::List { org } => print_json(&app.tenancy().list_workspaces(
+                    &app.identity().operator_org(&org)?,
                     Page {
                         limit: crate::control::MAX_PAGE,
                         offset: 0,
                     },
                 )?),
                 WorkspaceCommand::Delete { id } => {
-                    let id = crate::ids::parse_uuid(&id, "workspace")?;
-                    app.delete_workspace(id)?;
+                    let access = operator_access(&app, &id)?;
+                    let id = access.workspace_id();
+                    app.tenancy().delete_workspace(&access)?;
                     audit_cli(&app, "workspace delete", None, Some(id));
                     println!("deleted workspace {id}");
                     Ok(())
@@ -316,7 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// The command line acts as the operator on a workspace.
 fn operator_access(app: &App, workspace: &str) -> anyhow::Result<WorkspaceAccess> {
     let id = crate::ids::parse_uuid(workspace, "workspace")?;
-    Ok(app.workspace_access(&Principal::Operator, Some(id), None)?)
+    Ok(app.identity().operator_workspace(id)?)
 }
 
 /// Records a management command in the operator audit log.
@@ -326,13 +331,14 @@ fn audit_cli(
     org_id: Option<uuid::Uuid>,
     workspace_id: Option<uuid::Uuid>,
 ) {
-    app.record_audit(&crate::control::AuditEntry {
-        actor: "cli".into(),
-        action: action.into(),
-        org_id,
-        workspace_id,
-        ..Default::default()
-    });
+    app.governance()
+        .record_cli(crate::governance::audit::Entry {
+            actor: "cli".into(),
+            action: action.into(),
+            org_id,
+            workspace_id,
+            ..Default::default()
+        });
 }
 
 /// Opens the app for a management command (beside a server, if one runs on the data dir); a
@@ -367,7 +373,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(
             address = %listener.local_addr()?,
             data_dir = %app.data_dir().display(),
-            max_open_workspaces = app.config.max_open_workspaces,
+            max_open_workspaces = app.config().max_open_workspaces,
             "enclave is listening"
         );
         crate::server::serve(app, listener, crate::server::shutdown_signal()).await?;

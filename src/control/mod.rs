@@ -1,5 +1,6 @@
 //! The control plane: `data/control.db`, holding organizations, workspaces and server settings
-//! users, sessions, memberships, invitations, API keys, tenant-token signing keys and the operator audit log. It never touches workspace folders; `app`
+//! users, sessions, memberships, invitations, API keys, tenant-token signing keys and the control plane's audit trail (`operator_audit`, written and
+//! read by `governance` through its own connection). It never touches workspace folders; `app`
 //! combines it with the workspace registry.
 
 mod keys;
@@ -18,9 +19,7 @@ use rusqlite::Connection;
 use crate::db::{self, Migration};
 use crate::error::Result;
 
-/// The control plane's audit entries are governance's (a hash chain in `operator_audit`).
-pub use crate::governance::audit::Entry as AuditEntry;
-pub use keys::{format_time, ApiKey, KeyRow};
+pub use keys::{format_time, ApiKey, KeyRow, SigningKey};
 pub use operator::{operator_token_matches, AdminTokenSource, TOKEN_PREFIX};
 pub use orgs::{NewOrg, Org, OrgPatch, OrgStatus};
 pub use providers::ProviderRow;

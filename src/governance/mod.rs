@@ -3,3 +3,4 @@ pub mod metrics;
 pub mod routes;
 pub mod service;
 pub mod usage;
+pub use service::{Governance, QuantumWork};

@@ -4,7 +4,7 @@
 //! Counting is lock-light: a counter is an `AtomicU64` found under a read lock (the write lock
 //! is taken only the first time an org/workspace/day/metric is seen). [`Usage::flush`] swaps
 //! every counter to zero and adds the amounts to the table in one transaction (on failure the
-//! amounts are put back); the server flushes every `usage_flush_secs` and at shutdown. A
+//! amounts are put back); the server flushes every `service::USAGE_FLUSH` (5 s) and at shutdown. A
 //! process killed with `kill -9` loses what was counted since the last flush (at most that
 //! many seconds of usage); nothing is counted twice.
 //!
@@ -21,6 +21,12 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+
+/// Rough token count (about four characters per token), for chat's budgets and for usage
+/// when a provider reports none or for embeddings (no provider reports those).
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4)
+}
 
 /// What is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -25,6 +25,10 @@ pub async fn rotate_token_secret(
     _: Operator,
     Query(q): Query<RotateQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let res = blocking(move || app.rotate_token_secret(q.retire_previous.unwrap_or(false))).await?;
+    let res = blocking(move || {
+        app.identity()
+            .rotate_token_secret(q.retire_previous.unwrap_or(false))
+    })
+    .await?;
     Ok(axum::Json(res))
 }

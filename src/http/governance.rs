@@ -18,7 +18,6 @@ use super::params::blocking;
 use crate::app::App;
 use crate::control::Page;
 use crate::governance::audit::Filter;
-use crate::governance::service;
 use crate::governance::usage;
 
 #[derive(Debug, Deserialize)]
@@ -64,7 +63,7 @@ pub async fn workspace_audit(
         );
     }
     let (f, page) = q.filter()?;
-    let list = blocking(move || service::workspace_audit(&app, &ctx, &f, page)).await?;
+    let list = blocking(move || app.governance().workspace_audit(&ctx, &f, page)).await?;
     Ok(page_body(list, page))
 }
 
@@ -77,7 +76,7 @@ pub async fn org_audit(
         return Err(crate::Error::invalid("the org is the path's: drop the org filter").into());
     }
     let (f, page) = q.filter()?;
-    let list = blocking(move || service::org_audit(&app, &ctx, &f, page)).await?;
+    let list = blocking(move || app.governance().org_audit(&ctx, &f, page)).await?;
     Ok(page_body(list, page))
 }
 
@@ -88,7 +87,7 @@ pub async fn admin_audit(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let (f, page) = q.filter()?;
-    let list = blocking(move || app.list_audit(q.org.as_deref(), f, page)).await?;
+    let list = blocking(move || app.governance().operator_audit(q.org.as_deref(), f, page)).await?;
     Ok(page_body(list, page))
 }
 
@@ -115,7 +114,7 @@ impl UsageQuery {
             self.from.as_deref(),
             self.to.as_deref(),
             self.granularity.as_deref(),
-            service::today(app),
+            app.governance().today(),
         )?;
         q.workspace = self
             .workspace
@@ -182,7 +181,7 @@ pub async fn org_usage(
     let csv = wants_csv(&headers, q.format.as_deref())?;
     let uq = q.parse(&app)?;
     let shown = uq.clone();
-    let rows = blocking(move || service::org_usage(&app, &ctx, uq)).await?;
+    let rows = blocking(move || app.governance().org_usage(&ctx, uq)).await?;
     Ok(usage_response(&shown, rows, csv))
 }
 
@@ -194,16 +193,9 @@ pub async fn admin_usage(
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<Response> {
     let csv = wants_csv(&headers, q.format.as_deref())?;
-    let mut uq = q.parse(&app)?;
+    let uq = q.parse(&app)?;
     let org = q.org.clone();
     let shown = uq.clone();
-    let rows = blocking(move || {
-        uq.org = match org {
-            Some(o) => Some(app.get_org(&o)?.id),
-            None => None,
-        };
-        app.governance().report(&uq)
-    })
-    .await?;
+    let rows = blocking(move || app.governance().operator_usage(org.as_deref(), uq)).await?;
     Ok(usage_response(&shown, rows, csv))
 }

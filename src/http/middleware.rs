@@ -187,7 +187,7 @@ pub async fn request_context(
         .into_response();
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        app.http_metrics.connection_timed_out();
+        app.http_metrics().connection_timed_out();
     }
     let tenant = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
     // The one place requests are audited, metered and timed (`governance::service`).
@@ -206,13 +206,10 @@ pub async fn request_context(
         verified_workspace: tenant.verified_workspace,
         target: tenant.target,
     };
-    if let Some(pending) = crate::governance::service::after_request(&app, &facts) {
+    if let Some(pending) = app.governance().after_request(&facts) {
         // Written before the answer leaves: a client that saw its answer finds the entry.
-        let gov_app = app.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            crate::governance::service::write_audit(&gov_app, pending)
-        })
-        .await;
+        let gov = app.governance().clone();
+        let _ = tokio::task::spawn_blocking(move || gov.write_audit(pending)).await;
     }
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -228,7 +225,7 @@ pub async fn request_context(
     let status = resp.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
     span.in_scope(|| tracing::info!(status, latency_us = micros, "request finished"));
-    app.http_metrics.count_response(status);
+    app.http_metrics().count_response(status);
     resp
 }
 

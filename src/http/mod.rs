@@ -2,6 +2,7 @@
 //! map the result. Domain code knows nothing of axum.
 
 mod admin;
+mod admin_ui;
 pub mod auth;
 mod chat;
 pub mod error;
@@ -31,7 +32,7 @@ use error::{ApiError, ErrorCode};
 
 pub fn router(app: Arc<App>) -> Router {
     // Uploads: the configured limit plus room for multipart framing and JSON escaping.
-    let upload_limit = usize::try_from(app.config.max_upload_bytes)
+    let upload_limit = usize::try_from(app.config().max_upload_bytes)
         .unwrap_or(usize::MAX)
         .saturating_mul(2)
         .saturating_add(64 << 10);
@@ -136,6 +137,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .nest("/v1", v1)
+        .merge(admin_ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

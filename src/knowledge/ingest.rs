@@ -1167,7 +1167,9 @@ type ChunkRow = (i64, String, String, String, String);
 /// Estimated tokens of the texts embedded for `rows` (usage metering).
 fn embedded_tokens(rows: &[ChunkRow]) -> u64 {
     rows.iter()
-        .map(|(_, _, title, h, text)| crate::chat::estimate_tokens(&embedding_text(title, h, text)))
+        .map(|(_, _, title, h, text)| {
+            crate::governance::usage::estimate_tokens(&embedding_text(title, h, text))
+        })
         .sum()
 }
 

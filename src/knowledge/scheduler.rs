@@ -18,7 +18,7 @@
 //! no work left.
 //!
 //! A workspace whose org is suspended leaves the in-memory state (its quantum ends
-//! [`Outcome::Suspended`]) but keeps its marker: reactivating the org (`App::set_org_status`)
+//! [`Outcome::Suspended`]) but keeps its marker: reactivating the org (`Tenancy::set_org_status`)
 //! or restarting the server wakes it again.
 
 use std::collections::HashMap;

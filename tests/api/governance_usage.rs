@@ -7,7 +7,6 @@ use std::process::{Command, Output};
 use serde_json::{json, Value};
 
 use crate::harness::{TestServer, TOKEN};
-use enclave::governance::service;
 use enclave::governance::usage::Refusal;
 
 fn enclave(data_dir: &Path, args: &[&str]) -> Output {
@@ -316,15 +315,18 @@ async fn usage_reconciles_exactly_with_a_known_workload() {
         uuid::Uuid::parse_str(&org).expect("org"),
         uuid::Uuid::parse_str(&ws).expect("ws"),
     );
-    service::record_refusal(&app, org_id, Some(ws_id), Refusal::Quota);
-    service::record_refusal(&app, org_id, Some(ws_id), Refusal::Quota);
-    service::record_refusal(&app, org_id, None, Refusal::RateLimit);
+    app.governance()
+        .record_refusal(org_id, Some(ws_id), Refusal::Quota);
+    app.governance()
+        .record_refusal(org_id, Some(ws_id), Refusal::Quota);
+    app.governance()
+        .record_refusal(org_id, None, Refusal::RateLimit);
 
     // Wait for every chunk to be embedded (jobs run on the worker), then compute what the
     // counters must say from the workspace itself.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let totals = || -> Option<(u64, u64)> {
-        let (_, handle) = app.open_workspace(ws_id).expect("open");
+        let (_, handle) = app.tenancy().open_workspace(ws_id).expect("open");
         let conn = handle.conn();
         let pending: i64 = conn
             .query_row("SELECT count(*) FROM chunks WHERE embedded = 0", [], |r| {
@@ -366,12 +368,13 @@ async fn usage_reconciles_exactly_with_a_known_workload() {
     assert!(chunks >= 3);
     // Storage: sampled from the store now (nothing writes to it meanwhile).
     let stats = app
+        .tenancy()
         .open_workspace(ws_id)
         .expect("open")
         .1
         .stats()
         .expect("stats");
-    assert!(service::sample_storage(&app, true) >= 1);
+    assert!(app.governance().sample_storage(true) >= 1);
     app.governance().flush_usage().expect("flush");
 
     let r = admin
@@ -476,7 +479,7 @@ async fn usage_reconciles_exactly_with_a_known_workload() {
             .status,
         404
     );
-    let yesterday = service::today(&app) - chrono::Duration::days(1);
+    let yesterday = app.governance().today() - chrono::Duration::days(1);
     let all = op
         .get(&format!("/v1/admin/usage?group=workspace&from={yesterday}"))
         .await;
@@ -501,7 +504,7 @@ async fn usage_reconciles_exactly_with_a_known_workload() {
             "--from",
             &yesterday.to_string(),
             "--to",
-            &service::today(&app).to_string(),
+            &app.governance().today().to_string(),
             "--format",
             "json",
             "--by-workspace",
@@ -531,7 +534,9 @@ async fn metrics_have_route_histograms_and_no_tenant_labels() {
     op.add_doc(&ws, json!({"text": "measured words"})).await;
     op.search(&ws, json!({"query": "words"})).await;
     assert_eq!(op.get("/v1/no-such-route").await.status, 404);
-    service::record_refusal(&srv.app, uuid::Uuid::new_v4(), None, Refusal::RateLimit);
+    srv.app
+        .governance()
+        .record_refusal(uuid::Uuid::new_v4(), None, Refusal::RateLimit);
     let text = op.text("/metrics").await;
     assert!(
         text.contains(

@@ -1,5 +1,6 @@
 //! API integration tests: a real server on a loopback port, real HTTP.
 
+mod admin_ui;
 mod auth;
 mod authz_prop;
 mod chat;
@@ -18,6 +19,7 @@ mod harness;
 mod knowledge;
 mod lifecycle;
 mod mock_llm;
+mod modules;
 mod orgs;
 mod registry;
 mod tmpfs;
