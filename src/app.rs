@@ -163,6 +163,7 @@ impl App {
             registry.clone(),
             identity.clone(),
             knowledge.clone(),
+            governance.clone(),
         );
         let app = App {
             config: Arc::new(config),

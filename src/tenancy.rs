@@ -20,6 +20,7 @@ use crate::control::{
     WorkspaceRecord,
 };
 use crate::error::{Error, Result};
+use crate::governance::Governance;
 use crate::identity::{Action, Identity, OrgAccess, WorkspaceAccess};
 use crate::knowledge::Knowledge;
 use crate::workspace::{self, Handle, Registry, Stats};
@@ -42,6 +43,8 @@ pub struct Tenancy {
     registry: Registry,
     identity: Arc<Identity>,
     knowledge: Arc<Knowledge>,
+    /// Forgets a removed workspace's metrics (its embedding backlog, its storage sample).
+    governance: Arc<Governance>,
 }
 
 impl Tenancy {
@@ -51,6 +54,7 @@ impl Tenancy {
         registry: Registry,
         identity: Arc<Identity>,
         knowledge: Arc<Knowledge>,
+        governance: Arc<Governance>,
     ) -> Tenancy {
         Tenancy {
             data_dir: data_dir.to_path_buf(),
@@ -58,6 +62,7 @@ impl Tenancy {
             registry,
             identity,
             knowledge,
+            governance,
         }
     }
 
@@ -214,6 +219,7 @@ impl Tenancy {
     /// that still hold the store keep working on their open files until they finish.
     fn remove_store(&self, id: Uuid) {
         self.registry.remove(id);
+        self.governance.forget_workspace(id);
         let dir = workspace::dir_of(self.data_dir(), id);
         let trash = self.data_dir().join(TRASH_DIR);
         let target = trash.join(format!(

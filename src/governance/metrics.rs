@@ -147,4 +147,25 @@ mod tests {
         ), "{out}");
         assert!(out.contains("route=\"unmatched\",class=\"4xx\""), "{out}");
     }
+
+    #[test]
+    fn a_forgotten_workspace_leaves_the_backlog_gauge() {
+        let m = Metrics::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        m.quantum(a, 10, 4, Some(6));
+        m.quantum(b, 3, 1, Some(2));
+        let gauge = |m: &Metrics| {
+            let mut out = String::new();
+            m.write(&mut out);
+            out.lines()
+                .find_map(|l| l.strip_prefix("enclave_embedding_queue_chunks "))
+                .map(str::to_string)
+        };
+        assert_eq!(gauge(&m).as_deref(), Some("8"));
+        m.forget(a);
+        assert_eq!(gauge(&m).as_deref(), Some("2"));
+        // A quantum that empties the backlog removes it too.
+        m.quantum(b, 0, 2, Some(0));
+        assert_eq!(gauge(&m).as_deref(), Some("0"));
+    }
 }

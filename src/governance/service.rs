@@ -125,6 +125,16 @@ impl Governance {
         usage::report(&db, q)
     }
 
+    /// Forgets a removed workspace: its embedding backlog leaves the `/metrics` gauge and it
+    /// is no longer due a storage sample. Its counted usage stays (flushed as usual).
+    pub fn forget_workspace(&self, ws: Uuid) {
+        self.metrics.forget(ws);
+        self.touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ws);
+    }
+
     fn touch(&self, org: Uuid, ws: Uuid) {
         self.touched
             .lock()
