@@ -189,7 +189,7 @@ impl App {
         &self.config.data_dir
     }
 
-    /// Authentication, the verified contexts, users, members, keys, tokens, the audit log.
+    /// Authentication, the verified contexts, users, members, keys, tokens.
     pub fn identity(&self) -> &Identity {
         &self.identity
     }

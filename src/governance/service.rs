@@ -1,15 +1,16 @@
-//! Governance's state in the app and the operations that need the app: recording what a request
-//! did (audit entry, usage, latency) from one place, the request middleware; counting the usage
-//! that only the domain sees (chat tokens, ingested bytes, job quanta); listing and verifying
-//! audit chains; usage reports.
+//! The governance service, [`Governance`]: recording what a request did (audit entry, usage,
+//! latency) from one place, the request middleware; counting the usage that only a domain sees
+//! (chat tokens from chat; ingested bytes and job quanta from knowledge; refusals from whoever
+//! refuses); listing and verifying audit chains; usage reports. `App` owns it and hands an `Arc`
+//! of it to knowledge, chat and tenancy; it depends on `control`, `identity` and `workspace`
+//! only, never on a service above it.
 //!
 //! Why one choke point: the middleware sees, for every request, the verified principal (the
 //! auth extractors note it), the matched route template, the verified org and workspace, the
 //! outcome (status) and the request id. Recording there means no handler can forget its audit
 //! entry or its usage count, and routes added later (plans, restores) are audited by default
 //! (an unknown state-changing route is recorded under its method and template). What only a
-//! handler knows, the id of what it created, it notes with
-//! [`crate::http::middleware::record_target`].
+//! handler knows, the id of what it created, it notes with `http::middleware::record_target`.
 
 use std::collections::HashMap;
 use std::path::Path;
