@@ -9,7 +9,7 @@ use super::{ControlPlane, Page};
 use crate::db;
 use crate::error::Result;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: String,
