@@ -30,7 +30,7 @@ pub struct Session {
     pub owner: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: i64,
     pub session_id: String,
