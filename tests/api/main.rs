@@ -5,6 +5,7 @@ mod auth;
 mod authz_prop;
 mod chat;
 mod cli;
+mod contract;
 mod clients;
 mod dataplane;
 mod doc_files;
