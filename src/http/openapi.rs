@@ -675,8 +675,35 @@ fn describe(s: &mut Spec) {
         s.schema::<CompletionRequest>(),
         s.schema::<ChatCompletion>(),
     );
-    let sse = |description: &str| {
-        json!({"text/event-stream": {"schema": {"type": "string", "description": description}}})
+    // The MCP transport answers JSON-RPC messages, also for its own errors.
+    let rpc = json!({
+        "type": "object",
+        "required": ["jsonrpc"],
+        "properties": {
+            "jsonrpc": {"const": "2.0"},
+            "id": {"type": ["string", "integer", "null"]},
+            "result": {},
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+            },
+        },
+    });
+    let rpc_or_error = json!({"anyOf": [{"$ref": "#/components/schemas/Error"}, rpc]});
+    // Server-Sent Events: the schema of one event (its `data` a JSON text, or `[DONE]`).
+    let sse = |events: Option<&[&str]>, description: &str| {
+        let mut event = json!({
+            "type": "object",
+            "required": ["data"],
+            "description": description,
+            "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+        });
+        if let Some(names) = events {
+            event["required"] = json!(["event", "data"]);
+            event["properties"]["event"] = json!({"type": "string", "enum": names});
+        }
+        json!({"text/event-stream": {"schema": event}})
     };
     for (prefix, suffix) in [("/v1/workspaces/{ws}", ""), ("/v1", "OfKey")] {
         let at = |p: &str| format!("{prefix}{p}");
@@ -840,7 +867,10 @@ fn describe(s: &mut Spec) {
                     "the answer",
                     json!({
                         "application/json": {"schema": answer.clone()},
-                        "text/event-stream": sse("events: session, delta, tool, citations, done, error")["text/event-stream"],
+                        "text/event-stream": sse(
+                            Some(&["session", "delta", "tool", "citations", "done", "error"]),
+                            "session, then deltas and tools, then citations and done (or error)",
+                        )["text/event-stream"],
                     }),
                 ),
         );
@@ -851,8 +881,10 @@ fn describe(s: &mut Spec) {
                 .header("Mcp-Session-Id", false, "the MCP session (after initialize)")
                 .header("Mcp-Protocol-Version", false, "the negotiated protocol version")
                 .json_body(json!({"type": ["object", "array"]}))
-                .ok(200, "the JSON-RPC answer", json!({"type": "object"}))
-                .empty(202, "a notification or response was accepted"),
+                .ok(200, "the JSON-RPC answer", rpc.clone())
+                .empty(202, "a notification or response was accepted")
+                .ok(400, "a JSON-RPC error (or an Enclave error before it)", rpc_or_error.clone())
+                .ok(404, "unknown MCP session (or an Enclave error)", rpc_or_error.clone()),
         );
         s.op(
             "GET",
@@ -893,7 +925,7 @@ fn describe(s: &mut Spec) {
                     "the completion (or chunks as Server-Sent Events with stream)",
                     json!({
                         "application/json": {"schema": completion.clone()},
-                        "text/event-stream": sse("chat.completion.chunk events, then [DONE]")["text/event-stream"],
+                        "text/event-stream": sse(None, "chat.completion.chunk objects, then [DONE]")["text/event-stream"],
                     }),
                 ),
         );

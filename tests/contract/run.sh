@@ -38,21 +38,26 @@ org=$(call POST /v1/orgs '{"name":"Contract"}' "$op" | field id)
 ws=$(call POST "/v1/orgs/$org/workspaces" '{"name":"Fuzzed"}' "$op" | field id)
 key=$(call POST "/v1/workspaces/$ws/api-keys" \
   '{"name":"fuzz","scopes":["search","chat","ingest","manage"]}' "$op" | field key)
-call POST "/v1/workspaces/$ws/documents?wait=true" \
-  '{"title":"Guide","text":"Enclave keeps every tenant apart.","external_id":"guide"}' "$op" >/dev/null
-call POST "/v1/workspaces/$ws/agents" '{"name":"Helper"}' "$op" >/dev/null
+call PUT "/v1/workspaces/$ws/embedder" '{"kind":"static"}' "$op" >/dev/null
+added=$(call POST "/v1/workspaces/$ws/documents?wait=true" \
+  '{"title":"Guide","text":"Enclave keeps every tenant apart.","external_id":"guide"}' "$op")
+export ENCLAVE_FUZZ_ORG=$org ENCLAVE_FUZZ_WS=$ws
+ENCLAVE_FUZZ_DOC=$(echo "$added" | field id)
+ENCLAVE_FUZZ_JOB=$(echo "$added" | field job_id)
+ENCLAVE_FUZZ_AGENT=$(call POST "/v1/workspaces/$ws/agents" '{"name":"Helper"}' "$op" | field id)
+export ENCLAVE_FUZZ_DOC ENCLAVE_FUZZ_JOB ENCLAVE_FUZZ_AGENT
 
 status=0
 for who in api_key operator; do
   token=$key
   [ "$who" = operator ] && token=$op
   echo "== schemathesis with the $who ($examples examples per operation)"
-  schemathesis run "$base/openapi.json" \
+  schemathesis --config-file tests/contract/schemathesis.toml run "$base/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --phases examples,coverage,fuzzing \
     --max-examples "$examples" \
-    --workers 2 \
+    --workers 1 \
     --request-timeout 30 \
     --seed 1 \
     --no-color \
