@@ -106,7 +106,11 @@ impl Op {
             json!({"type": "integer", "minimum": 0}),
             "page size (at most 100)",
         )
-        .query("offset", json!({"type": "integer", "minimum": 0}), "rows to skip")
+        .query(
+            "offset",
+            json!({"type": "integer", "minimum": 0}),
+            "rows to skip",
+        )
     }
     fn header(mut self, name: &str, required: bool, description: &str) -> Op {
         self.params.push(json!({
@@ -313,9 +317,7 @@ fn build() -> Value {
             }},
         }),
     );
-    let bearer = |format: &str, description: &str| {
-        json!({"type": "http", "scheme": "bearer", "bearerFormat": format, "description": description})
-    };
+    let bearer = |format: &str, description: &str| json!({"type": "http", "scheme": "bearer", "bearerFormat": format, "description": description});
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -360,10 +362,10 @@ fn describe(s: &mut Spec) {
         WorkspacePatch, WorkspaceRecord,
     };
     use crate::identity::{LoginResult, MintedToken, NewApiKey, NewTenantToken, OrgWithRole};
+    use crate::knowledge::service::EmbedderView;
     use crate::knowledge::{
         Added, DocumentView, EmbedderConfig, JobView, SearchRequest, SearchResponse,
     };
-    use crate::knowledge::service::EmbedderView;
     use crate::tenancy::WorkspaceView;
 
     // System.
@@ -379,21 +381,29 @@ fn describe(s: &mut Spec) {
     s.op(
         "GET",
         "/readyz",
-        op("system", "readyz", "The server can serve (control plane reachable, not draining)")
-            .auth(Auth::None)
-            .ok(200, "ready", ready.clone())
-            .ok(503, "not ready", ready),
+        op(
+            "system",
+            "readyz",
+            "The server can serve (control plane reachable, not draining)",
+        )
+        .auth(Auth::None)
+        .ok(200, "ready", ready.clone())
+        .ok(503, "not ready", ready),
     );
     s.op(
         "GET",
         "/metrics",
-        op("system", "metrics", "Prometheus metrics (aggregate numbers, no tenant ids)")
-            .auth(Auth::None)
-            .content(
-                200,
-                "metrics in the Prometheus text format",
-                json!({"text/plain": {"schema": {"type": "string"}}}),
-            ),
+        op(
+            "system",
+            "metrics",
+            "Prometheus metrics (aggregate numbers, no tenant ids)",
+        )
+        .auth(Auth::None)
+        .content(
+            200,
+            "metrics in the Prometheus text format",
+            json!({"text/plain": {"schema": {"type": "string"}}}),
+        ),
     );
     s.op(
         "GET",
@@ -409,11 +419,15 @@ fn describe(s: &mut Spec) {
     s.op(
         "POST",
         "/v1/auth/login",
-        op("auth", "login", "Sign in with email and password; returns a session token")
-            .auth(Auth::None)
-            .json_body(login)
-            .ok(200, "signed in", login_result)
-            .empty(401, "wrong email or password"),
+        op(
+            "auth",
+            "login",
+            "Sign in with email and password; returns a session token",
+        )
+        .auth(Auth::None)
+        .json_body(login)
+        .ok(200, "signed in", login_result)
+        .empty(401, "wrong email or password"),
     );
     s.op(
         "POST",
@@ -428,7 +442,11 @@ fn describe(s: &mut Spec) {
     );
 
     // Orgs.
-    let (new_org, org, org_patch) = (s.schema::<NewOrg>(), s.schema::<Org>(), s.schema::<OrgPatch>());
+    let (new_org, org, org_patch) = (
+        s.schema::<NewOrg>(),
+        s.schema::<Org>(),
+        s.schema::<OrgPatch>(),
+    );
     s.op(
         "POST",
         "/v1/orgs",
@@ -441,31 +459,45 @@ fn describe(s: &mut Spec) {
     s.op(
         "GET",
         "/v1/orgs",
-        op("orgs", "listOrgs", "Organizations the credential reaches (with the user's role)")
-            .page()
-            .ok(200, "the organizations", orgs),
+        op(
+            "orgs",
+            "listOrgs",
+            "Organizations the credential reaches (with the user's role)",
+        )
+        .page()
+        .ok(200, "the organizations", orgs),
     );
     s.op(
         "GET",
         "/v1/orgs/{org}",
-        op("orgs", "getOrg", "An organization")
-            .auth(Auth::User)
-            .ok(200, "the organization", org.clone()),
+        op("orgs", "getOrg", "An organization").auth(Auth::User).ok(
+            200,
+            "the organization",
+            org.clone(),
+        ),
     );
     s.op(
         "PATCH",
         "/v1/orgs/{org}",
-        op("orgs", "patchOrg", "Change an organization (plan: operator only)")
-            .auth(Auth::User)
-            .json_body(org_patch)
-            .ok(200, "changed", org.clone()),
+        op(
+            "orgs",
+            "patchOrg",
+            "Change an organization (plan: operator only)",
+        )
+        .auth(Auth::User)
+        .json_body(org_patch)
+        .ok(200, "changed", org.clone()),
     );
     s.op(
         "DELETE",
         "/v1/orgs/{org}",
-        op("orgs", "deleteOrg", "Delete an organization and its workspaces")
-            .auth(Auth::User)
-            .empty(204, "deleted"),
+        op(
+            "orgs",
+            "deleteOrg",
+            "Delete an organization and its workspaces",
+        )
+        .auth(Auth::User)
+        .empty(204, "deleted"),
     );
     s.op(
         "POST",
@@ -477,27 +509,39 @@ fn describe(s: &mut Spec) {
     s.op(
         "POST",
         "/v1/orgs/{org}/reactivate",
-        op("orgs", "reactivateOrg", "Reactivate a suspended organization")
-            .auth(Auth::User)
-            .ok(200, "active", org),
+        op(
+            "orgs",
+            "reactivateOrg",
+            "Reactivate a suspended organization",
+        )
+        .auth(Auth::User)
+        .ok(200, "active", org),
     );
     let (new_ws, ws_record) = (s.schema::<NewWorkspace>(), s.schema::<WorkspaceRecord>());
     s.op(
         "POST",
         "/v1/orgs/{org}/workspaces",
-        op("workspaces", "createWorkspace", "Create a workspace in an organization")
-            .auth(Auth::User)
-            .json_body(new_ws)
-            .ok(201, "created", ws_record.clone()),
+        op(
+            "workspaces",
+            "createWorkspace",
+            "Create a workspace in an organization",
+        )
+        .auth(Auth::User)
+        .json_body(new_ws)
+        .ok(201, "created", ws_record.clone()),
     );
     let workspaces = s.list::<WorkspaceRecord>();
     s.op(
         "GET",
         "/v1/orgs/{org}/workspaces",
-        op("workspaces", "listWorkspaces", "An organization's workspaces")
-            .auth(Auth::User)
-            .page()
-            .ok(200, "the workspaces", workspaces),
+        op(
+            "workspaces",
+            "listWorkspaces",
+            "An organization's workspaces",
+        )
+        .auth(Auth::User)
+        .page()
+        .ok(200, "the workspaces", workspaces),
     );
 
     // Members and invitations.
@@ -530,20 +574,28 @@ fn describe(s: &mut Spec) {
     s.op(
         "POST",
         "/v1/orgs/{org}/invitations",
-        op("members", "invite", "Invite someone by email; the answer carries the token once")
-            .auth(Auth::User)
-            .json_body(invite)
-            .ok(201, "invited", with_secret(invitation, "token")),
+        op(
+            "members",
+            "invite",
+            "Invite someone by email; the answer carries the token once",
+        )
+        .auth(Auth::User)
+        .json_body(invite)
+        .ok(201, "invited", with_secret(invitation, "token")),
     );
     let (accept, accepted) = (s.schema::<AcceptBody>(), s.schema::<Accepted>());
     s.op(
         "POST",
         "/v1/invitations/{token}/accept",
-        op("members", "acceptInvitation", "Accept an invitation (a new user gives a password)")
-            .auth(Auth::OptionalSession)
-            .json_body(accept)
-            .ok(200, "joined as an existing user", accepted.clone())
-            .ok(201, "joined as a new user, signed in", accepted),
+        op(
+            "members",
+            "acceptInvitation",
+            "Accept an invitation (a new user gives a password)",
+        )
+        .auth(Auth::OptionalSession)
+        .json_body(accept)
+        .ok(200, "joined as an existing user", accepted.clone())
+        .ok(201, "joined as a new user, signed in", accepted),
     );
 
     // Workspaces.
@@ -551,8 +603,12 @@ fn describe(s: &mut Spec) {
     s.op(
         "GET",
         "/v1/workspaces/{ws}",
-        op("workspaces", "getWorkspace", "A workspace with its live statistics")
-            .ok(200, "the workspace", ws_view),
+        op(
+            "workspaces",
+            "getWorkspace",
+            "A workspace with its live statistics",
+        )
+        .ok(200, "the workspace", ws_view),
     );
     s.op(
         "PATCH",
@@ -564,8 +620,12 @@ fn describe(s: &mut Spec) {
     s.op(
         "DELETE",
         "/v1/workspaces/{ws}",
-        op("workspaces", "deleteWorkspace", "Delete a workspace and its data")
-            .empty(204, "deleted"),
+        op(
+            "workspaces",
+            "deleteWorkspace",
+            "Delete a workspace and its data",
+        )
+        .empty(204, "deleted"),
     );
 
     // API keys and tenant tokens.
@@ -573,16 +633,24 @@ fn describe(s: &mut Spec) {
     s.op(
         "POST",
         "/v1/workspaces/{ws}/api-keys",
-        op("keys", "createApiKey", "Create an API key; the answer carries the secret once")
-            .json_body(new_key)
-            .ok(201, "created", with_secret(key, "key")),
+        op(
+            "keys",
+            "createApiKey",
+            "Create an API key; the answer carries the secret once",
+        )
+        .json_body(new_key)
+        .ok(201, "created", with_secret(key, "key")),
     );
     let keys = s.list::<ApiKey>();
     s.op(
         "GET",
         "/v1/workspaces/{ws}/api-keys",
-        op("keys", "listApiKeys", "A workspace's API keys (never their secrets)")
-            .ok(200, "the keys", keys),
+        op(
+            "keys",
+            "listApiKeys",
+            "A workspace's API keys (never their secrets)",
+        )
+        .ok(200, "the keys", keys),
     );
     s.op(
         "DELETE",
@@ -597,9 +665,13 @@ fn describe(s: &mut Spec) {
         s.op(
             "POST",
             path,
-            op("keys", id, "Mint a tenant token (end-user scopes, an optional filter)")
-                .json_body(new_token.clone())
-                .ok(201, "minted", minted.clone()),
+            op(
+                "keys",
+                id,
+                "Mint a tenant token (end-user scopes, an optional filter)",
+            )
+            .json_body(new_token.clone())
+            .ok(201, "minted", minted.clone()),
         );
     }
 
@@ -608,18 +680,26 @@ fn describe(s: &mut Spec) {
     s.op(
         "GET",
         "/v1/orgs/{org}/providers",
-        op("providers", "listProviders", "An organization's model providers (keys never shown)")
-            .auth(Auth::User)
-            .ok(200, "the providers", providers),
+        op(
+            "providers",
+            "listProviders",
+            "An organization's model providers (keys never shown)",
+        )
+        .auth(Auth::User)
+        .ok(200, "the providers", providers),
     );
     let (provider_in, provider) = (s.schema::<ProviderInput>(), s.schema::<ProviderView>());
     s.op(
         "PUT",
         "/v1/orgs/{org}/providers/{name}",
-        op("providers", "setProvider", "Set a model provider (base URL, model, key)")
-            .auth(Auth::User)
-            .json_body(provider_in)
-            .ok(200, "set", provider),
+        op(
+            "providers",
+            "setProvider",
+            "Set a model provider (base URL, model, key)",
+        )
+        .auth(Auth::User)
+        .json_body(provider_in)
+        .ok(200, "set", provider),
     );
     s.op(
         "DELETE",
@@ -636,7 +716,11 @@ fn describe(s: &mut Spec) {
         "/v1/admin/audit",
         op("admin", "listAudit", "The operator audit log")
             .auth(Auth::Operator)
-            .query("org", json!({"type": "string"}), "an organization id or slug")
+            .query(
+                "org",
+                json!({"type": "string"}),
+                "an organization id or slug",
+            )
             .page()
             .ok(200, "entries, newest first", audit),
     );
@@ -644,14 +728,18 @@ fn describe(s: &mut Spec) {
     s.op(
         "POST",
         "/v1/admin/tenant-token-secret/rotate",
-        op("admin", "rotateTokenSecret", "Rotate the tenant-token signing secret")
-            .auth(Auth::Operator)
-            .query(
-                "retire_previous",
-                json!({"type": "boolean"}),
-                "stop accepting tokens signed with the previous secret at once",
-            )
-            .ok(200, "rotated", rotated),
+        op(
+            "admin",
+            "rotateTokenSecret",
+            "Rotate the tenant-token signing secret",
+        )
+        .auth(Auth::Operator)
+        .query(
+            "retire_previous",
+            json!({"type": "boolean"}),
+            "stop accepting tokens signed with the previous secret at once",
+        )
+        .ok(200, "rotated", rotated),
     );
 
     // The data plane, with `{ws}` and without (the workspace of the API key or tenant token).
@@ -722,50 +810,62 @@ fn describe(s: &mut Spec) {
         s.op(
             "POST",
             &at("/documents"),
-            tenant(op("documents", &id("addDocument"), "Add a document (text as JSON, or a file as multipart)"))
-                .query(
-                    "wait",
-                    json!({"type": "boolean"}),
-                    "answer when the document is indexed (201), up to a bound",
-                )
-                .body(json!({
-                    "required": true,
-                    "content": {
-                        "application/json": {"schema": new_doc},
-                        "multipart/form-data": {"schema": {
-                            "type": "object",
-                            "required": ["file"],
-                            "properties": {
-                                "file": {"type": "string", "format": "binary"},
-                                "metadata": {"type": "string", "description": "a JSON object"},
-                                "title": {"type": "string"},
-                                "external_id": {"type": "string"},
-                            },
-                            "additionalProperties": false,
-                        }},
-                    },
-                }))
-                .ok(200, "the same content was there already", added.clone())
-                .ok(201, "indexed (with ?wait=true)", doc_created.clone())
-                .ok(202, "queued", added.clone()),
+            tenant(op(
+                "documents",
+                &id("addDocument"),
+                "Add a document (text as JSON, or a file as multipart)",
+            ))
+            .query(
+                "wait",
+                json!({"type": "boolean"}),
+                "answer when the document is indexed (201), up to a bound",
+            )
+            .body(json!({
+                "required": true,
+                "content": {
+                    "application/json": {"schema": new_doc},
+                    "multipart/form-data": {"schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "metadata": {"type": "string", "description": "a JSON object"},
+                            "title": {"type": "string"},
+                            "external_id": {"type": "string"},
+                        },
+                        "additionalProperties": false,
+                    }},
+                },
+            }))
+            .ok(200, "the same content was there already", added.clone())
+            .ok(201, "indexed (with ?wait=true)", doc_created.clone())
+            .ok(202, "queued", added.clone()),
         );
         s.op(
             "GET",
             &at("/documents"),
-            tenant(op("documents", &id("listDocuments"), "A workspace's documents"))
-                .page()
-                .query(
-                    "status",
-                    json!({"type": "string"}),
-                    "only documents in this status",
-                )
-                .ok(200, "the documents", docs.clone()),
+            tenant(op(
+                "documents",
+                &id("listDocuments"),
+                "A workspace's documents",
+            ))
+            .page()
+            .query(
+                "status",
+                json!({"type": "string"}),
+                "only documents in this status",
+            )
+            .ok(200, "the documents", docs.clone()),
         );
         s.op(
             "GET",
             &at("/documents/{id}"),
-            tenant(op("documents", &id("getDocument"), "A document (by id or external id)"))
-                .ok(200, "the document", doc.clone()),
+            tenant(op(
+                "documents",
+                &id("getDocument"),
+                "A document (by id or external id)",
+            ))
+            .ok(200, "the document", doc.clone()),
         );
         s.op(
             "DELETE",
@@ -788,35 +888,49 @@ fn describe(s: &mut Spec) {
         s.op(
             "POST",
             &at("/jobs/{id}/cancel"),
-            tenant(op("jobs", &id("cancelJob"), "Cancel a job"))
-                .ok(200, "the job", job.clone()),
+            tenant(op("jobs", &id("cancelJob"), "Cancel a job")).ok(200, "the job", job.clone()),
         );
         s.op(
             "POST",
             &at("/search"),
-            tenant(op("search", &id("search"), "Search (full text, vector or hybrid)"))
-                .json_body(search.clone())
-                .ok(200, "the results", results.clone()),
+            tenant(op(
+                "search",
+                &id("search"),
+                "Search (full text, vector or hybrid)",
+            ))
+            .json_body(search.clone())
+            .ok(200, "the results", results.clone()),
         );
         s.op(
             "GET",
             &at("/embedder"),
-            tenant(op("search", &id("getEmbedder"), "The workspace's embedder"))
-                .ok(200, "the embedder", embedder.clone()),
+            tenant(op("search", &id("getEmbedder"), "The workspace's embedder")).ok(
+                200,
+                "the embedder",
+                embedder.clone(),
+            ),
         );
         s.op(
             "PUT",
             &at("/embedder"),
-            tenant(op("search", &id("setEmbedder"), "Switch the embedder (re-embeds in the background)"))
-                .json_body(embedder_in.clone())
-                .ok(200, "the embedder", embedder.clone()),
+            tenant(op(
+                "search",
+                &id("setEmbedder"),
+                "Switch the embedder (re-embeds in the background)",
+            ))
+            .json_body(embedder_in.clone())
+            .ok(200, "the embedder", embedder.clone()),
         );
         s.op(
             "GET",
             &at("/agents"),
-            tenant(op("agents", &id("listAgents"), "The agents the caller can see"))
-                .page()
-                .ok(200, "the agents", agents.clone()),
+            tenant(op(
+                "agents",
+                &id("listAgents"),
+                "The agents the caller can see",
+            ))
+            .page()
+            .ok(200, "the agents", agents.clone()),
         );
         s.op(
             "POST",
@@ -828,8 +942,11 @@ fn describe(s: &mut Spec) {
         s.op(
             "GET",
             &at("/agents/{id}"),
-            tenant(op("agents", &id("getAgent"), "An agent (by id or slug)"))
-                .ok(200, "the agent", agent.clone()),
+            tenant(op("agents", &id("getAgent"), "An agent (by id or slug)")).ok(
+                200,
+                "the agent",
+                agent.clone(),
+            ),
         );
         s.op(
             "PATCH",
@@ -846,55 +963,91 @@ fn describe(s: &mut Spec) {
         s.op(
             "GET",
             &at("/sessions"),
-            tenant(op("chat", &id("listSessions"), "The caller's chat sessions"))
-                .page()
-                .ok(200, "the sessions", sessions.clone()),
+            tenant(op(
+                "chat",
+                &id("listSessions"),
+                "The caller's chat sessions",
+            ))
+            .page()
+            .ok(200, "the sessions", sessions.clone()),
         );
         s.op(
             "GET",
             &at("/sessions/{id}/messages"),
-            tenant(op("chat", &id("sessionMessages"), "A chat session's messages"))
-                .page()
-                .ok(200, "the messages", messages.clone()),
+            tenant(op(
+                "chat",
+                &id("sessionMessages"),
+                "A chat session's messages",
+            ))
+            .page()
+            .ok(200, "the messages", messages.clone()),
         );
         s.op(
             "POST",
             &at("/chat"),
-            tenant(op("chat", &id("chat"), "Ask an agent (JSON, or Server-Sent Events with stream)"))
-                .json_body(chat_body.clone())
-                .content(
-                    200,
-                    "the answer",
-                    json!({
-                        "application/json": {"schema": answer.clone()},
-                        "text/event-stream": sse(
-                            Some(&["session", "delta", "tool", "citations", "done", "error"]),
-                            "session, then deltas and tools, then citations and done (or error)",
-                        )["text/event-stream"],
-                    }),
-                ),
+            tenant(op(
+                "chat",
+                &id("chat"),
+                "Ask an agent (JSON, or Server-Sent Events with stream)",
+            ))
+            .json_body(chat_body.clone())
+            .content(
+                200,
+                "the answer",
+                json!({
+                    "application/json": {"schema": answer.clone()},
+                    "text/event-stream": sse(
+                        Some(&["session", "delta", "tool", "citations", "done", "error"]),
+                        "session, then deltas and tools, then citations and done (or error)",
+                    )["text/event-stream"],
+                }),
+            ),
         );
         s.op(
             "POST",
             &at("/mcp"),
-            tenant(op("mcp", &id("mcpPost"), "MCP Streamable HTTP: a JSON-RPC message"))
-                .header("Mcp-Session-Id", false, "the MCP session (after initialize)")
-                .header("Mcp-Protocol-Version", false, "the negotiated protocol version")
-                .json_body(json!({"type": ["object", "array"]}))
-                .ok(200, "the JSON-RPC answer", rpc.clone())
-                .empty(202, "a notification or response was accepted")
-                .ok(400, "a JSON-RPC error (or an Enclave error before it)", rpc_or_error.clone())
-                .ok(404, "unknown MCP session (or an Enclave error)", rpc_or_error.clone()),
+            tenant(op(
+                "mcp",
+                &id("mcpPost"),
+                "MCP Streamable HTTP: a JSON-RPC message",
+            ))
+            .header(
+                "Mcp-Session-Id",
+                false,
+                "the MCP session (after initialize)",
+            )
+            .header(
+                "Mcp-Protocol-Version",
+                false,
+                "the negotiated protocol version",
+            )
+            .json_body(json!({"type": ["object", "array"]}))
+            .ok(200, "the JSON-RPC answer", rpc.clone())
+            .empty(202, "a notification or response was accepted")
+            .ok(
+                400,
+                "a JSON-RPC error (or an Enclave error before it)",
+                rpc_or_error.clone(),
+            )
+            .ok(
+                404,
+                "unknown MCP session (or an Enclave error)",
+                rpc_or_error.clone(),
+            ),
         );
         s.op(
             "GET",
             &at("/mcp"),
-            tenant(op("mcp", &id("mcpGet"), "No server-initiated stream is offered"))
-                .content(
-                    405,
-                    "always: POST JSON-RPC messages",
-                    json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}),
-                ),
+            tenant(op(
+                "mcp",
+                &id("mcpGet"),
+                "No server-initiated stream is offered",
+            ))
+            .content(
+                405,
+                "always: POST JSON-RPC messages",
+                json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}),
+            ),
         );
         s.op(
             "DELETE",
@@ -906,14 +1059,22 @@ fn describe(s: &mut Spec) {
         s.op(
             "GET",
             &at("/openai/v1/models"),
-            tenant(op("openai", &id("openaiModels"), "OpenAI-compatible: the agents as models"))
-                .ok(200, "the models", models.clone()),
+            tenant(op(
+                "openai",
+                &id("openaiModels"),
+                "OpenAI-compatible: the agents as models",
+            ))
+            .ok(200, "the models", models.clone()),
         );
         s.op(
             "GET",
             &at("/openai/v1/models/{model}"),
-            tenant(op("openai", &id("openaiModel"), "OpenAI-compatible: one agent as a model"))
-                .ok(200, "the model", model.clone()),
+            tenant(op(
+                "openai",
+                &id("openaiModel"),
+                "OpenAI-compatible: one agent as a model",
+            ))
+            .ok(200, "the model", model.clone()),
         );
         s.op(
             "POST",
@@ -1118,7 +1279,12 @@ mod tests {
     fn the_error_shape_names_every_code() {
         let codes = &document()["components"]["schemas"]["Error"]["properties"]["error"]
             ["properties"]["code"]["enum"];
-        for c in ["invalid_request", "not_found", "insufficient_storage", "internal"] {
+        for c in [
+            "invalid_request",
+            "not_found",
+            "insufficient_storage",
+            "internal",
+        ] {
             assert!(codes.as_array().expect("enum").contains(&json!(c)), "{c}");
         }
     }

@@ -30,12 +30,9 @@ async fn the_document_is_public_openapi_3_1_with_the_four_credentials() {
     // The error shape is the one every error answer has.
     let r = s.anonymous().get("/v1/me").await;
     assert_eq!(r.status, 401);
-    let codes = &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
-        ["enum"];
-    assert!(codes
-        .as_array()
-        .expect("codes")
-        .contains(&json!(r.code())));
+    let codes =
+        &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
+    assert!(codes.as_array().expect("codes").contains(&json!(r.code())));
     // The key-bound data plane documents X-Tenant-ID.
     let params = &doc["paths"]["/v1/search"]["post"]["parameters"];
     assert!(params
