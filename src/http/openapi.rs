@@ -103,12 +103,12 @@ impl Op {
     fn page(self) -> Op {
         self.query(
             "limit",
-            json!({"type": "integer", "minimum": 0}),
-            "page size (at most 100)",
+            json!({"type": "integer", "minimum": 1, "maximum": crate::control::MAX_PAGE}),
+            "page size (default 100)",
         )
         .query(
             "offset",
-            json!({"type": "integer", "minimum": 0}),
+            json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
             "rows to skip",
         )
     }
@@ -750,6 +750,7 @@ fn describe(s: &mut Spec) {
         s.schema::<DocumentCreated>(),
     );
     let docs = s.list::<DocumentView>();
+    let doc_status = s.schema::<crate::knowledge::status::DocumentStatus>();
     let (jobs, job) = (s.list::<JobView>(), s.schema::<JobView>());
     let (search, results) = (s.schema::<SearchRequest>(), s.schema::<SearchResponse>());
     let (embedder_in, embedder) = (s.schema::<EmbedderConfig>(), s.schema::<EmbedderView>());
@@ -852,7 +853,7 @@ fn describe(s: &mut Spec) {
             .page()
             .query(
                 "status",
-                json!({"type": "string"}),
+                doc_status.clone(),
                 "only documents in this status",
             )
             .ok(200, "the documents", docs.clone()),

@@ -6,6 +6,7 @@
 #
 #   tests/contract/run.sh [path/to/enclave]     (default target/debug/enclave)
 #   EXAMPLES=20 tests/contract/run.sh            (more cases per operation; default 8)
+#   CHECKS=all tests/contract/run.sh             (schemathesis checks beyond the four CI enforces)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${1:-target/debug/enclave}
@@ -54,7 +55,7 @@ for who in api_key operator; do
   echo "== schemathesis with the $who ($examples examples per operation)"
   schemathesis --config-file tests/contract/schemathesis.toml run "$base/openapi.json" \
     --header "Authorization: Bearer $token" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+    --checks "${CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance}" \
     --phases examples,coverage,fuzzing \
     --max-examples "$examples" \
     --workers 1 \
