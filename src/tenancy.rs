@@ -29,7 +29,7 @@ use crate::workspace::{self, Handle, Registry, Stats};
 pub const TRASH_DIR: &str = ".trash";
 
 /// A workspace with the live statistics of its store.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkspaceView {
     #[serde(flatten)]
     pub record: WorkspaceRecord,
