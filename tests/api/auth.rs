@@ -271,10 +271,9 @@ async fn api_keys_lifecycle_and_attacks() {
 
 #[tokio::test]
 async fn subdomain_must_agree_with_the_credential() {
-    let s = TestServer::start_with(Options {
-        tenant_domain: Some("kb.test".into()),
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| {
+        c.tenant_domain = Some("kb.test".into())
+    }));
     let api = s.api();
     let (_, ws_a, _, ws_b) = two_tenants(&api).await;
     let k = api.create_key(&ws_a, &["manage"]).await;

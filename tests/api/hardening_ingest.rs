@@ -96,11 +96,10 @@ async fn start_heavy(server: &TestServer, slug: &str) -> (String, String) {
 }
 
 fn options(workers: usize) -> Options {
-    Options {
-        ingest_workers: workers,
-        max_upload_bytes: 64 << 20,
-        ..Options::default()
-    }
+    Options::configured(|c| {
+        c.ingest_workers = workers;
+        c.max_upload_bytes = 64 << 20;
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

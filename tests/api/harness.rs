@@ -12,56 +12,32 @@ use serde_json::Value;
 
 pub const TOKEN: &str = "test-operator-token-0123456789";
 
+/// How a test server starts: the server's own [`Config`] (so a new configuration field needs
+/// no change here), with test defaults.
 pub struct Options {
-    pub data_dir: Option<PathBuf>,
-    pub max_open_workspaces: usize,
-    /// `None`: no configured token (a stored or generated one is used).
-    pub admin_token: Option<String>,
-    pub open_wait_secs: u64,
-    /// `tenant_domain`: `<workspace-id>.<domain>` names a workspace.
-    pub tenant_domain: Option<String>,
-    /// Model provider timeout and retries (short, so failures are quick in tests).
-    pub provider_timeout_secs: u64,
-    pub provider_retries: u32,
-    /// Job workers; 0 queues jobs without running them.
-    pub ingest_workers: usize,
-    pub max_upload_bytes: u64,
-    /// Connection bounds (`header_read_timeout_secs`, `keep_alive_idle_secs`,
-    /// `max_connections`).
-    pub header_read_timeout_secs: u64,
-    pub keep_alive_idle_secs: u64,
-    pub max_connections: usize,
-    /// Shutdown: seconds of draining before the listener closes (0 in tests, so that stopping
-    /// is quick), then seconds in-flight requests get.
-    pub shutdown_delay_secs: u64,
-    pub shutdown_grace_secs: u64,
-    /// Request bodies: seconds without progress, and the slowest average rate (bytes/s).
-    pub body_read_timeout_secs: u64,
-    pub body_min_bytes_per_sec: u64,
-    /// Seconds a response may wait for a client that does not read it.
-    pub response_write_timeout_secs: u64,
+    /// `Config::for_data_dir` with the defaults of tests: the operator token [`TOKEN`], 16 open
+    /// workspaces, one job worker, 8 MiB uploads, a short provider timeout (2 s, 2 retries), no
+    /// drain at shutdown.
+    pub config: Config,
+    /// Whether the server runs on `config.data_dir` as it is (a directory kept across servers);
+    /// otherwise it gets a fresh temp dir, removed when it is dropped (see [`TestServer::stop`]).
+    pub keep_data_dir: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
+        let mut config = Config::for_data_dir(Path::new(""));
+        config.max_open_workspaces = 16;
+        config.admin_token = Some(TOKEN.to_string());
+        config.open_wait_secs = 30;
+        config.provider_timeout_secs = 2;
+        config.provider_retries = 2;
+        config.ingest_workers = 1;
+        config.max_upload_bytes = 8 << 20;
+        config.shutdown_delay_secs = 0;
         Options {
-            data_dir: None,
-            max_open_workspaces: 16,
-            admin_token: Some(TOKEN.to_string()),
-            open_wait_secs: 30,
-            tenant_domain: None,
-            provider_timeout_secs: 2,
-            provider_retries: 2,
-            ingest_workers: 1,
-            max_upload_bytes: 8 << 20,
-            header_read_timeout_secs: enclave::config::DEFAULT_HEADER_READ_TIMEOUT_SECS,
-            keep_alive_idle_secs: enclave::config::DEFAULT_KEEP_ALIVE_IDLE_SECS,
-            max_connections: enclave::config::DEFAULT_MAX_CONNECTIONS,
-            shutdown_delay_secs: 0,
-            shutdown_grace_secs: enclave::config::DEFAULT_SHUTDOWN_GRACE_SECS,
-            body_read_timeout_secs: enclave::config::DEFAULT_BODY_READ_TIMEOUT_SECS,
-            body_min_bytes_per_sec: enclave::config::DEFAULT_BODY_MIN_BYTES_PER_SEC,
-            response_write_timeout_secs: enclave::config::DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS,
+            config,
+            keep_data_dir: false,
         }
     }
 }
@@ -69,12 +45,24 @@ impl Default for Options {
 impl Options {
     /// A server on `dir` (kept after it stops, so a later server restarts on it) with
     /// `ingest_workers` job workers.
-    pub fn on(dir: &std::path::Path, ingest_workers: usize) -> Options {
-        Options {
-            data_dir: Some(dir.to_path_buf()),
-            ingest_workers,
-            ..Options::default()
-        }
+    pub fn on(dir: &Path, ingest_workers: usize) -> Options {
+        let mut opts = Options::configured(|c| {
+            c.data_dir = dir.to_path_buf();
+            c.ingest_workers = ingest_workers;
+        });
+        opts.keep_data_dir = true;
+        opts
+    }
+
+    /// The test defaults changed by `change` .
+    pub fn with(mut self, change: impl FnOnce(&mut Config)) -> Options {
+        change(&mut self.config);
+        self
+    }
+
+    /// The test defaults changed by `change`.
+    pub fn configured(change: impl FnOnce(&mut Config)) -> Options {
+        Options::default().with(change)
     }
 }
 
@@ -94,35 +82,23 @@ impl TestServer {
     }
 
     pub fn start_with(opts: Options) -> TestServer {
-        let (tmp, data_dir) = match opts.data_dir {
-            Some(d) => (None, d),
-            None => {
-                let t = tempfile::tempdir().expect("tempdir");
-                let d = t.path().to_path_buf();
-                (Some(t), d)
-            }
+        let Options {
+            mut config,
+            keep_data_dir,
+        } = opts;
+        let tmp = if keep_data_dir {
+            None
+        } else {
+            let t = tempfile::tempdir().expect("tempdir");
+            config.data_dir = t.path().to_path_buf();
+            Some(t)
         };
-        let mut config = Config::for_data_dir(&data_dir);
-        config.max_open_workspaces = opts.max_open_workspaces;
-        config.admin_token = opts.admin_token.clone();
-        config.open_wait_secs = opts.open_wait_secs;
-        config.tenant_domain = opts.tenant_domain.clone();
-        config.provider_timeout_secs = opts.provider_timeout_secs;
-        config.provider_retries = opts.provider_retries;
-        config.ingest_workers = opts.ingest_workers;
-        config.max_upload_bytes = opts.max_upload_bytes;
-        config.header_read_timeout_secs = opts.header_read_timeout_secs;
-        config.keep_alive_idle_secs = opts.keep_alive_idle_secs;
-        config.max_connections = opts.max_connections;
-        config.shutdown_delay_secs = opts.shutdown_delay_secs;
-        config.shutdown_grace_secs = opts.shutdown_grace_secs;
-        config.body_read_timeout_secs = opts.body_read_timeout_secs;
-        config.body_min_bytes_per_sec = opts.body_min_bytes_per_sec;
-        config.response_write_timeout_secs = opts.response_write_timeout_secs;
+        let data_dir = config.data_dir.clone();
+        let admin_token = config.admin_token.clone();
         let (app, source) = App::open(config).expect("open app");
         let token = match source {
             AdminTokenSource::Generated(t) => t,
-            _ => opts.admin_token.unwrap_or_default(),
+            _ => admin_token.unwrap_or_default(),
         };
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
