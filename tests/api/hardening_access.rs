@@ -240,7 +240,7 @@ async fn a_tenant_tokens_chat_session_is_its_own_unless_a_subject_is_shared() {
     let op = s.api();
     let org = op.create_org("sessions").await;
     let ws = op.create_workspace(&org, "kb").await;
-    seed(&s, &ws);
+    seed(&s, &ws).await;
     let key = op.key_client(&ws, &["search", "chat"]).await;
     let chat = |api: &Api, session: Option<&str>| {
         let api = api.clone();

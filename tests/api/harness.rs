@@ -178,50 +178,54 @@ impl TestServer {
         self.data_dir.join(rel)
     }
 
-    /// Puts documents straight into a workspace's store and full-text index (no ingestion
-    /// pipeline): `(title, metadata, chunk texts)` each. Returns `(document id, chunk ids)`.
-    pub fn seed_documents(
+    /// Seeds a new, empty workspace through the API: one single-chunk document per
+    /// `(title, metadata, text)`, each added with `?wait=true`. The workspace's embedder becomes
+    /// `user-provided` and each document carries its own basis vector, so a search or chat
+    /// without a query vector finds documents by their words only (what these tests assert),
+    /// and the vector finds each document's chunk. Returns `(document id, [chunk id])` each.
+    pub async fn seed_documents(
         &self,
         ws: &str,
-        docs: &[(&str, Value, &[&str])],
+        docs: &[(&str, Value, &str)],
     ) -> Vec<(String, Vec<i64>)> {
-        let id = uuid::Uuid::parse_str(ws).expect("workspace id");
-        let (_, handle) = self
-            .app
-            .tenancy()
-            .open_workspace(id)
-            .expect("open workspace");
-        let mut out = Vec::new();
-        for (title, metadata, chunks) in docs {
-            let doc_id = uuid::Uuid::now_v7().to_string();
-            let now = "2026-01-01T00:00:00.000Z";
-            let mut ids = Vec::new();
-            {
-                let conn = handle.conn();
-                conn.execute(
-                    "INSERT INTO documents (id, title, mime_type, content_hash, byte_size, metadata,
-                         status, chunk_count, created_at, updated_at)
-                     VALUES (?1, ?2, 'text/plain', ?1, 0, ?3, 'indexed', ?4, ?5, ?5)",
-                    rusqlite::params![doc_id, title, metadata.to_string(), chunks.len() as i64, now],
+        let api = self.api();
+        let dim = docs.len().max(1);
+        let r = api
+            .send(
+                Method::PUT,
+                &format!("/v1/workspaces/{ws}/embedder"),
+                Some(serde_json::json!({"kind": "user-provided", "dimension": dim})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "set embedder: {:?}", r.body);
+        let basis = |i: usize| {
+            let mut v = vec![0.0f32; dim];
+            v[i] = 1.0;
+            v
+        };
+        let mut out = Vec::with_capacity(docs.len());
+        for (i, (title, metadata, text)) in docs.iter().enumerate() {
+            let r = api
+                .post(
+                    &format!("/v1/workspaces/{ws}/documents?wait=true"),
+                    serde_json::json!({
+                        "title": title, "metadata": metadata, "text": text, "embedding": basis(i),
+                    }),
                 )
-                .expect("insert document");
-                for (i, text) in chunks.iter().enumerate() {
-                    conn.execute(
-                        "INSERT INTO chunks (document_id, ordinal, text) VALUES (?1, ?2, ?3)",
-                        rusqlite::params![doc_id, i as i64, text],
-                    )
-                    .expect("insert chunk");
-                    ids.push(conn.last_insert_rowid());
-                }
-            }
-            for (cid, text) in ids.iter().zip(chunks.iter()) {
-                handle
-                    .index_chunk(*cid as u64, &doc_id, title, "", text)
-                    .expect("index chunk");
-            }
-            out.push((doc_id, ids));
+                .await;
+            assert_eq!(r.status, 201, "add document: {:?}", r.body);
+            assert_eq!(r.body["chunk_count"], 1, "one chunk: {:?}", r.body);
+            let hits = api
+                .search(
+                    ws,
+                    serde_json::json!({"mode": "vector", "vector": basis(i), "limit": 1}),
+                )
+                .await;
+            let hit = hits.first().expect("the seeded chunk");
+            assert_eq!(hit["document_id"], r.body["id"], "{hits:?}");
+            let chunk = hit["chunk_id"].as_i64().expect("chunk id");
+            out.push((r.id(), vec![chunk]));
         }
-        handle.commit_index().expect("commit");
         out
     }
 }
