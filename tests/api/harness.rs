@@ -656,6 +656,127 @@ impl Api {
     }
 }
 
+/// One request and what its answer must be (after PocketBase's `ApiScenario`): who sends it
+/// (a client, with its credential and headers), method, path and body; the status, and when
+/// set the SPEC error code, words of the error message and fragments the body text must
+/// lack. Tests list scenarios in tables and run them with [`run_scenarios`] (or one with
+/// [`Scenario::run`]); the name says which row failed.
+#[derive(Clone)]
+pub struct Scenario {
+    name: String,
+    client: Api,
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    status: u16,
+    code: Option<&'static str>,
+    message_has: Vec<String>,
+    body_lacks: Vec<String>,
+}
+
+impl Scenario {
+    /// `method path` sent by `client`, expected to answer 200 unless told otherwise.
+    pub fn new(name: &str, client: &Api, method: Method, path: impl Into<String>) -> Scenario {
+        Scenario {
+            name: name.to_string(),
+            client: client.clone(),
+            method,
+            path: path.into(),
+            body: None,
+            status: 200,
+            code: None,
+            message_has: Vec::new(),
+            body_lacks: Vec::new(),
+        }
+    }
+
+    pub fn get(name: &str, client: &Api, path: impl Into<String>) -> Scenario {
+        Scenario::new(name, client, Method::GET, path)
+    }
+
+    pub fn post(name: &str, client: &Api, path: impl Into<String>, body: Value) -> Scenario {
+        Scenario::new(name, client, Method::POST, path).body(body)
+    }
+
+    pub fn patch(name: &str, client: &Api, path: impl Into<String>, body: Value) -> Scenario {
+        Scenario::new(name, client, Method::PATCH, path).body(body)
+    }
+
+    pub fn delete(name: &str, client: &Api, path: impl Into<String>) -> Scenario {
+        Scenario::new(name, client, Method::DELETE, path)
+    }
+
+    /// The JSON body sent.
+    pub fn body(mut self, body: Value) -> Scenario {
+        self.body = Some(body);
+        self
+    }
+
+    /// The status expected (any error code).
+    pub fn status(mut self, status: u16) -> Scenario {
+        self.status = status;
+        self
+    }
+
+    /// An error expected: its status and SPEC code.
+    pub fn fails(mut self, status: u16, code: &'static str) -> Scenario {
+        self.status = status;
+        self.code = Some(code);
+        self
+    }
+
+    /// Words the error message must contain.
+    pub fn message_has(mut self, words: &str) -> Scenario {
+        self.message_has.push(words.to_string());
+        self
+    }
+
+    /// A fragment the body's JSON text must not contain (e.g. another tenant's id).
+    pub fn body_lacks(mut self, fragment: &str) -> Scenario {
+        self.body_lacks.push(fragment.to_string());
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends the request and asserts the answer; returns it for further checks.
+    pub async fn run(&self) -> Resp {
+        let r = self
+            .client
+            .send(self.method.clone(), &self.path, self.body.clone())
+            .await;
+        let name = &self.name;
+        match self.code {
+            Some(code) => assert_eq!(
+                (r.status, r.code()),
+                (self.status, code),
+                "{name}: {:?}",
+                r.body
+            ),
+            None => assert_eq!(r.status, self.status, "{name}: {:?}", r.body),
+        }
+        for words in &self.message_has {
+            assert!(r.message().contains(words.as_str()), "{name}: {:?}", r.body);
+        }
+        let text = r.body.to_string();
+        for f in &self.body_lacks {
+            assert!(!text.contains(f.as_str()), "{name}: {f:?} in {text}");
+        }
+        r
+    }
+}
+
+/// Runs `scenarios` in order (see [`Scenario::run`]); returns their answers.
+pub async fn run_scenarios(scenarios: &[Scenario]) -> Vec<Resp> {
+    let mut out = Vec::with_capacity(scenarios.len());
+    for s in scenarios {
+        out.push(s.run().await);
+    }
+    out
+}
+
 /// One MCP (streamable HTTP) request with `token`, in session `session` when given:
 /// `(status, the session id the answer names, JSON body or Null)`.
 pub async fn mcp(
