@@ -737,7 +737,7 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
             continue;
         };
         handled += 1;
-        match prepare(job, outcome, written, &active.config) {
+        match prepare(&job, outcome, written, &active.config) {
             Ok(p) => {
                 total += (p.chunks.len() - p.written).max(1);
                 bytes_total += p.chunks[p.written..]
@@ -746,7 +746,7 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
                     .sum::<usize>();
                 prepared.push(p);
             }
-            Err((job, msg)) => {
+            Err(msg) => {
                 tracing::info!(workspace_id = %ws.id(), document_id = %job.doc_id, error = %msg, "ingestion failed");
                 fail_job(ws, &job.job_id, &job.doc_id, &msg)?;
                 total += 1;
@@ -913,13 +913,13 @@ fn extract_inline(
 }
 
 /// A document ready to be written: its title (the given one, else the extracted one), its
-/// chunks and its own vector; or the job back with the reason it fails.
+/// chunks and its own vector; or the reason it fails.
 fn prepare(
-    job: QueuedJob,
+    job: &QueuedJob,
     outcome: Extraction,
     written: usize,
     embedder: &EmbedderConfig,
-) -> std::result::Result<Prepared, (QueuedJob, String)> {
+) -> std::result::Result<Prepared, String> {
     let embedding = own_embedding(&job.payload);
     let prepared = outcome.and_then(|(extracted_title, chunks)| {
         let title = document_title(&job.title, extracted_title);
@@ -930,18 +930,15 @@ fn prepare(
         };
         Ok((title, chunks))
     });
-    match prepared {
-        Ok((title, chunks)) => Ok(Prepared {
-            written: written.min(chunks.len()),
-            job_id: job.job_id,
-            doc_id: job.doc_id,
-            title,
-            pending_external_id: job.pending_external_id,
-            chunks,
-            embedding,
-        }),
-        Err(msg) => Err((job, msg)),
-    }
+    prepared.map(|(title, chunks)| Prepared {
+        written: written.min(chunks.len()),
+        job_id: job.job_id.clone(),
+        doc_id: job.doc_id.clone(),
+        title,
+        pending_external_id: job.pending_external_id.clone(),
+        chunks,
+        embedding,
+    })
 }
 
 /// The document's title: the one it was given, else the extracted one held to the API's limit
