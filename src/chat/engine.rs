@@ -432,6 +432,55 @@ impl Prepared {
         cites: &mut Citations,
     ) -> Result<(String, Usage, Vec<ToolActivity>)> {
         let tools: Vec<Tool> = self.agent.tools();
+        let system = self.system_prompt(tools.is_empty(), cites).await?;
+        let mut messages = self.opening_messages(system);
+        let specs: Vec<Value> = tools.iter().map(|t| t.openai_spec()).collect();
+        let mut usage = Usage::default();
+        let mut reported = false;
+        let mut answer = String::new();
+        let mut activity = Vec::new();
+        let tx = events.clone();
+        let on_delta = move |t: &str| send(&tx, ChatEvent::Delta(t.to_string()));
+        let on_delta: Option<&(dyn Fn(&str) + Send + Sync)> = if events.is_some() {
+            Some(&on_delta)
+        } else {
+            None
+        };
+        for round in 0..=MAX_TOOL_ROUNDS {
+            let offer = !tools.is_empty() && round < MAX_TOOL_ROUNDS;
+            let choice = tool_choice(!tools.is_empty(), offer);
+            let c = provider::complete(&self.chat.state, cfg, &messages, &specs, choice, on_delta)
+                .await?;
+            reported |= c.usage.is_some();
+            usage.add(round_usage(c.usage, &messages, &c.content));
+            answer.push_str(&c.content);
+            if !offer || c.tool_calls.is_empty() {
+                break;
+            }
+            let calls: Vec<_> = c.tool_calls.into_iter().take(MAX_CALLS_PER_ROUND).collect();
+            messages.push(assistant_calls(&c.content, &calls));
+            for call in calls {
+                let (content, act) = self
+                    .run_tool(&tools, &call.name, &call.arguments, cites)
+                    .await;
+                send(events, ChatEvent::Tool(act.clone()));
+                activity.push(act);
+                messages.push(json!({
+                    "role": "tool",
+                    "tool_call_id": call.id,
+                    "content": content.to_string(),
+                }));
+            }
+        }
+        if !reported {
+            tracing::debug!("the provider reported no usage; estimated");
+        }
+        Ok((answer, usage, activity))
+    }
+
+    /// The system message: the agent's prompt, the instructions, the request's own system
+    /// text, then the best passages (an agent without tools) or how to use the tools.
+    async fn system_prompt(&self, with_passages: bool, cites: &mut Citations) -> Result<String> {
         let mut system = String::new();
         if !self.agent.system_prompt.trim().is_empty() {
             system.push_str(self.agent.system_prompt.trim());
@@ -446,7 +495,7 @@ impl Prepared {
             system.push_str("\n\n");
             system.push_str(extra.trim());
         }
-        if tools.is_empty() {
+        if with_passages {
             let passages = self.retrieve(CONTEXT_PASSAGES).await?;
             system.push_str("\n\nPassages from the knowledge base:\n");
             if passages.is_empty() {
@@ -465,78 +514,17 @@ impl Prepared {
                 "\n\nUse the tools to look things up in the knowledge base before answering; their results carry citation markers.",
             );
         }
+        Ok(system)
+    }
+
+    /// The conversation the model first sees: the system message, the history, the question.
+    fn opening_messages(&self, system: String) -> Vec<Value> {
         let mut messages = vec![json!({"role": "system", "content": system})];
         for t in &self.history {
             messages.push(json!({"role": t.role, "content": t.content}));
         }
         messages.push(json!({"role": "user", "content": self.query}));
-        let specs: Vec<Value> = tools.iter().map(|t| t.openai_spec()).collect();
-        let mut usage = Usage::default();
-        let mut reported = false;
-        let mut answer = String::new();
-        let mut activity = Vec::new();
-        let tx = events.clone();
-        let on_delta = move |t: &str| send(&tx, ChatEvent::Delta(t.to_string()));
-        let on_delta: Option<&(dyn Fn(&str) + Send + Sync)> = if events.is_some() {
-            Some(&on_delta)
-        } else {
-            None
-        };
-        for round in 0..=MAX_TOOL_ROUNDS {
-            let offer = !tools.is_empty() && round < MAX_TOOL_ROUNDS;
-            let choice = if tools.is_empty() {
-                None
-            } else if offer {
-                Some("auto")
-            } else {
-                Some("none")
-            };
-            let c = provider::complete(&self.chat.state, cfg, &messages, &specs, choice, on_delta)
-                .await?;
-            match c.usage {
-                Some(u) => {
-                    usage.add(u);
-                    reported = true;
-                }
-                None => usage.add(ProviderUsage {
-                    prompt_tokens: messages
-                        .iter()
-                        .map(|m| estimate_tokens(&m.to_string()))
-                        .sum(),
-                    completion_tokens: estimate_tokens(&c.content),
-                }),
-            }
-            answer.push_str(&c.content);
-            if !offer || c.tool_calls.is_empty() {
-                break;
-            }
-            let calls: Vec<_> = c.tool_calls.into_iter().take(MAX_CALLS_PER_ROUND).collect();
-            messages.push(json!({
-                "role": "assistant",
-                "content": if c.content.is_empty() { Value::Null } else { json!(c.content) },
-                "tool_calls": calls.iter().map(|call| json!({
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                })).collect::<Vec<_>>(),
-            }));
-            for call in calls {
-                let (content, act) = self
-                    .run_tool(&tools, &call.name, &call.arguments, cites)
-                    .await;
-                send(events, ChatEvent::Tool(act.clone()));
-                activity.push(act);
-                messages.push(json!({
-                    "role": "tool",
-                    "tool_call_id": call.id,
-                    "content": content.to_string(),
-                }));
-            }
-        }
-        if !reported {
-            tracing::debug!("the provider reported no usage; estimated");
-        }
-        Ok((answer, usage, activity))
+        messages
     }
 
     /// Runs one tool call of the model; failures become an error result the model can read.
@@ -588,4 +576,36 @@ impl Prepared {
             }
         }
     }
+}
+
+/// The `tool_choice` of a round: none without tools; `auto` while tools are offered; `none`
+/// in the last round, which must answer.
+fn tool_choice(has_tools: bool, offer: bool) -> Option<&'static str> {
+    match (has_tools, offer) {
+        (false, _) => None,
+        (true, true) => Some("auto"),
+        (true, false) => Some("none"),
+    }
+}
+
+/// A round's usage: what the provider reported, else estimated from the messages sent and
+/// the content received.
+fn round_usage(reported: Option<ProviderUsage>, sent: &[Value], content: &str) -> ProviderUsage {
+    reported.unwrap_or_else(|| ProviderUsage {
+        prompt_tokens: sent.iter().map(|m| estimate_tokens(&m.to_string())).sum(),
+        completion_tokens: estimate_tokens(content),
+    })
+}
+
+/// The assistant message that asked for `calls` (kept in the conversation for the next round).
+fn assistant_calls(content: &str, calls: &[provider::ToolCall]) -> Value {
+    json!({
+        "role": "assistant",
+        "content": if content.is_empty() { Value::Null } else { json!(content) },
+        "tool_calls": calls.iter().map(|call| json!({
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        })).collect::<Vec<_>>(),
+    })
 }

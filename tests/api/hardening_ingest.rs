@@ -96,11 +96,10 @@ async fn start_heavy(server: &TestServer, slug: &str) -> (String, String) {
 }
 
 fn options(workers: usize) -> Options {
-    Options {
-        ingest_workers: workers,
-        max_upload_bytes: 64 << 20,
-        ..Options::default()
-    }
+    Options::configured(|c| {
+        c.ingest_workers = workers;
+        c.max_upload_bytes = 64 << 20;
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,6 +255,35 @@ async fn hostile_documents_fail_their_own_jobs_and_the_server_stays_up() {
     assert_eq!(api.wait_job(&ws, &job, 30).await["status"], "succeeded");
 }
 
+/// Writes an indexed one-chunk document straight into a workspace's store and full-text index,
+/// as data stored before today's chunk limit was: the API refuses such a chunk, so this is the
+/// one test that writes SQL into a workspace (every other seeds through the API).
+fn write_legacy_chunk(s: &TestServer, ws: &str, title: &str, text: &str) {
+    let id = uuid::Uuid::parse_str(ws).expect("workspace id");
+    let (_, handle) = s.app.tenancy().open_workspace(id).expect("open workspace");
+    let doc_id = uuid::Uuid::now_v7().to_string();
+    let chunk = {
+        let conn = handle.conn();
+        conn.execute(
+            "INSERT INTO documents (id, title, mime_type, content_hash, byte_size, metadata,
+                 status, chunk_count, created_at, updated_at)
+             VALUES (?1, ?2, 'text/plain', ?1, 0, '{}', 'indexed', 1, ?3, ?3)",
+            rusqlite::params![doc_id, title, "2026-01-01T00:00:00.000Z"],
+        )
+        .expect("insert document");
+        conn.execute(
+            "INSERT INTO chunks (document_id, ordinal, text) VALUES (?1, 0, ?2)",
+            rusqlite::params![doc_id, text],
+        )
+        .expect("insert chunk");
+        conn.last_insert_rowid()
+    };
+    handle
+        .index_chunk(chunk as u64, &doc_id, title, "", text)
+        .expect("index chunk");
+    handle.commit_index().expect("commit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_results_and_highlights_are_bounded_whatever_the_text() {
     const MAX_CHUNK_CHARS: usize = 8_000;
@@ -284,7 +312,7 @@ async fn chunks_results_and_highlights_are_bounded_whatever_the_text() {
 
     // A chunk stored before the limit (written directly): results and highlights are cut.
     let huge = format!("heron {}", "x".repeat(3_000_000));
-    server.seed_documents(&ws, &[("legacy", json!({}), &[huge.as_str()])]);
+    write_legacy_chunk(&server, &ws, "legacy", &huge);
     let hits = api
         .search(&ws, json!({"query": "heron", "mode": "fulltext"}))
         .await;

@@ -234,10 +234,7 @@ async fn every_format_is_ingested() {
 
 #[tokio::test]
 async fn hostile_and_unsupported_files_fail_alone() {
-    let s = TestServer::start_with(Options {
-        max_upload_bytes: 4 << 20,
-        ..Options::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.max_upload_bytes = 4 << 20));
     let api = s.api();
     let ws = api.knowledge_workspace("k-hostile").await;
     let path = format!("/v1/workspaces/{ws}/documents?wait=true");

@@ -6,10 +6,7 @@ use crate::harness::{metric, Options, TestServer};
 /// than 4 stores open, no error.
 #[tokio::test]
 async fn fifty_workspaces_through_a_cache_of_four() {
-    let s = TestServer::start_with(Options {
-        max_open_workspaces: 4,
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.max_open_workspaces = 4));
     let api = s.api();
     let mut expected: HashMap<String, (String, String)> = HashMap::new();
     for o in 0..5 {
@@ -65,10 +62,7 @@ async fn fifty_workspaces_through_a_cache_of_four() {
 /// Deleting a workspace that a request holds open: the holder finishes, nothing reopens it.
 #[tokio::test]
 async fn delete_while_held_then_nothing_reopens_it() {
-    let s = TestServer::start_with(Options {
-        max_open_workspaces: 1,
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.max_open_workspaces = 1));
     let api = s.api();
     let org = api.create_org("o").await;
     let ws = api.create_workspace(&org, "w").await;
@@ -99,10 +93,7 @@ async fn delete_while_held_then_nothing_reopens_it() {
 /// A request for a workspace waits while every slot is held, then succeeds.
 #[tokio::test]
 async fn a_request_waits_for_a_held_slot() {
-    let s = TestServer::start_with(Options {
-        max_open_workspaces: 1,
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.max_open_workspaces = 1));
     let api = s.api();
     let org = api.create_org("o").await;
     let a = api.create_workspace(&org, "a").await;
@@ -128,11 +119,10 @@ async fn a_request_waits_for_a_held_slot() {
 /// When slots stay held past the wait limit the answer is a clear 503, never a hang.
 #[tokio::test]
 async fn a_full_cache_answers_503_after_the_wait_limit() {
-    let s = TestServer::start_with(Options {
-        max_open_workspaces: 1,
-        open_wait_secs: 0,
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| {
+        c.max_open_workspaces = 1;
+        c.open_wait_secs = 0;
+    }));
     let api = s.api();
     let org = api.create_org("o").await;
     let a = api.create_workspace(&org, "a").await;
