@@ -100,6 +100,8 @@ pub struct App {
     pub fusion: std::sync::RwLock<crate::knowledge::search::Fusion>,
     /// Held from `open` to `shutdown` (or drop).
     lock: DataDirLock,
+    /// Plans' limits, quota ledger, rate limits (`crate::governance`).
+    governance: crate::governance::Governance,
 }
 
 /// A workspace with the live statistics of its store.
@@ -148,7 +150,9 @@ impl App {
             Duration::from_secs(config.open_wait_secs),
         );
         let scheduler = crate::knowledge::scheduler::Scheduler::new(&config.data_dir);
+        let governance = crate::governance::Governance::new(identity.clock().clone());
         let app = App {
+            governance,
             scheduler,
             embedders: Default::default(),
             fusion: Default::default(),
@@ -163,6 +167,11 @@ impl App {
             lock,
         };
         Ok((Arc::new(app), source))
+    }
+
+    /// Governance's state: limits cache, quota ledger, rate limits.
+    pub fn governance(&self) -> &crate::governance::Governance {
+        &self.governance
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -192,7 +201,10 @@ impl App {
 
     pub fn update_org(&self, key: &str, patch: OrgPatch) -> Result<Org> {
         let org = self.control.get_org(key)?;
-        self.control.update_org(org.id, patch)
+        let org = self.control.update_org(org.id, patch)?;
+        // Governance hook: a new plan means new limits.
+        self.governance.invalidate_limits();
+        Ok(org)
     }
 
     pub fn set_org_status(&self, key: &str, status: OrgStatus) -> Result<Org> {
@@ -206,17 +218,12 @@ impl App {
         Ok(org)
     }
 
-    /// Deletes an org and every one of its workspaces (records first, then folders; a crash
-    /// between the two is finished by [`App::remove_deleted_stores`]).
-    pub fn delete_org(&self, key: &str) -> Result<()> {
+    /// Deletes an org and every one of its workspaces: a soft delete (governance hook: records
+    /// marked, stores closed, data kept for the grace period and purged by the upkeep), or with
+    /// `purge` removed at once (the operator's `?purge=true`).
+    pub fn delete_org(&self, key: &str, purge: bool) -> Result<()> {
         let org = self.control.get_org(key)?;
-        let ids = self.with_reserve(|| self.control.delete_org(org.id))?;
-        self.identity.invalidate_status();
-        for id in ids {
-            self.remove_store(id);
-        }
-        tracing::info!(org_id = %org.id, "organization deleted");
-        Ok(())
+        self.with_reserve(|| crate::governance::lifecycle::delete_org(self, org.id, purge))
     }
 
     // ---- workspaces ----
@@ -226,6 +233,13 @@ impl App {
     pub fn create_workspace(&self, org_key: &str, new: NewWorkspace) -> Result<WorkspaceRecord> {
         let org = self.control.get_org(org_key)?;
         let (name, slug, settings) = new.validate()?;
+        // Governance hook: room for one more workspace under the org's plan, held until the
+        // record exists (or given back on failure).
+        let room = crate::governance::reserve(
+            self,
+            org.id,
+            &[(crate::governance::quota::Counted::Workspaces, 1)],
+        )?;
         if self.control.workspace_slug_taken(org.id, &slug)? {
             return Err(Error::Conflict(format!(
                 "a workspace with slug {slug:?} already exists in this organization"
@@ -242,6 +256,7 @@ impl App {
             .insert_workspace(id, org.id, &name, &slug, &settings)
         {
             Ok(rec) => {
+                room.commit();
                 tracing::info!(org_id = %org.id, workspace_id = %id, "workspace created");
                 Ok(rec)
             }
@@ -277,22 +292,20 @@ impl App {
         self.control.update_workspace(id, patch)
     }
 
-    /// Deletes a workspace: the record is marked deleted (from then on nothing opens it), the
-    /// store leaves the cache, and its folder is removed. A crash after the record is marked
-    /// leaves a folder that [`App::remove_deleted_stores`] removes after the next start.
-    pub fn delete_workspace(&self, id: Uuid) -> Result<()> {
+    /// Deletes a workspace: the record is marked deleted (from then on nothing opens it) and
+    /// the store leaves the cache (governance hook: a soft delete, purged after the grace period
+    /// by the upkeep, or at once with `purge`).
+    pub fn delete_workspace(&self, id: Uuid, purge: bool) -> Result<()> {
         let record = self.control.get_workspace(id)?;
-        self.with_reserve(|| self.control.mark_workspace_deleted(id))?;
-        self.identity.invalidate_status();
-        self.remove_store(id);
-        tracing::info!(org_id = %record.org_id, workspace_id = %id, "workspace deleted");
-        Ok(())
+        self.with_reserve(|| {
+            crate::governance::lifecycle::delete_workspace(self, id, record.org_id, purge)
+        })
     }
 
     /// Takes a store out of the cache and removes its folder. The folder is first renamed into
     /// the trash (atomic), so a half-removed folder is never mistaken for a store; requests that
     /// still hold the store keep working on their open files until they finish.
-    fn remove_store(&self, id: Uuid) {
+    pub(crate) fn remove_store(&self, id: Uuid) {
         self.registry.remove(id);
         let dir = workspace::dir_of(self.data_dir(), id);
         let trash = self.data_dir().join(TRASH_DIR);
@@ -337,26 +350,12 @@ impl App {
     }
 
     /// Removes the folders of workspaces whose record is deleted (one by one or with their
-    /// org) but whose folder a crash left in place. Asks the control plane which workspaces
-    /// are deleted and looks only at their folders: `data/` is not scanned. Run in the
-    /// background after start. Returns how many folders it removed.
+    /// org) and whose grace period is over (governance hook: soft-deleted ones are kept until
+    /// then), including any a crash left in place. Asks the control plane which workspaces
+    /// are due and looks only at their folders: `data/` is not scanned. Run in the
+    /// background after start and by the periodic upkeep. Returns how many folders it removed.
     pub fn remove_deleted_stores(&self) -> usize {
-        let ids = match self.control.deleted_workspace_ids() {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list deleted workspaces");
-                return 0;
-            }
-        };
-        let mut removed = 0;
-        for id in ids {
-            if workspace::dir_of(self.data_dir(), id).exists() {
-                tracing::info!(workspace_id = %id, "removing the folder of a deleted workspace left by an interrupted deletion");
-                self.remove_store(id);
-                removed += 1;
-            }
-        }
-        removed
+        crate::governance::lifecycle::purge_due(self).0
     }
 
     /// Background upkeep of the data directory after start: the trash, folders of deleted

@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod db;
 pub mod embed;
 pub mod error;
+pub mod governance;
 pub mod http;
 pub mod identity;
 pub mod ids;

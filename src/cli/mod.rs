@@ -183,6 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         slug,
                         plan,
                         settings: None,
+                        owner_email: None,
                     })?;
                     audit_cli(&app, "org create", Some(org.id), None);
                     print_json(&org)
@@ -294,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )?),
                 WorkspaceCommand::Delete { id } => {
                     let id = crate::ids::parse_uuid(&id, "workspace")?;
-                    app.delete_workspace(id)?;
+                    app.delete_workspace(id, false)?;
                     audit_cli(&app, "workspace delete", None, Some(id));
                     println!("deleted workspace {id}");
                     Ok(())

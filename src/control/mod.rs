@@ -4,6 +4,7 @@
 
 mod audit;
 mod keys;
+mod lifecycle;
 mod operator;
 mod orgs;
 mod plans;
@@ -20,6 +21,7 @@ use crate::db::{self, Migration};
 use crate::error::Result;
 
 pub use audit::AuditEntry;
+pub use lifecycle::Deleted;
 pub use keys::{format_time, ApiKey, KeyRow};
 pub use operator::{operator_token_matches, AdminTokenSource, TOKEN_PREFIX};
 pub use orgs::{NewOrg, Org, OrgPatch, OrgStatus};
@@ -49,6 +51,11 @@ pub static MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "id_shaped_slugs",
         sql: include_str!("../../schema/control/0004_id_shaped_slugs.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "governance",
+        sql: include_str!("../../schema/control/0005_governance.sql"),
     },
 ];
 

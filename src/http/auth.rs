@@ -182,6 +182,8 @@ impl FromRequestParts<Arc<App>> for OrgContext {
             .ok_or_else(|| ApiError::from(crate::Error::internal("route has no {org}")))?;
         let access = app.org_access(&auth.principal, org, auth.hint)?;
         record_tenant(Some(access.org.id), None);
+        // Governance hook: the request's rate limits (credential's and org's buckets).
+        super::ratelimit::enforce(parts, app, &auth.principal, access.org.id)?;
         Ok(OrgContext(access))
     }
 }
@@ -226,6 +228,8 @@ impl FromRequestParts<Arc<App>> for WorkspaceContext {
         }
         let access = app.workspace_access(&auth.principal, ws, auth.hint)?;
         record_tenant(Some(access.org_id), Some(access.workspace_id));
+        // Governance hook: the request's rate limits (credential's and org's buckets).
+        super::ratelimit::enforce(parts, app, &auth.principal, access.org_id)?;
         Ok(WorkspaceContext(access))
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 mod chat;
 pub mod error;
 pub mod extract;
+mod governance;
 mod keys;
 mod knowledge;
 mod mcp;
@@ -15,6 +16,7 @@ mod openai;
 pub(crate) mod orgs;
 pub mod params;
 mod providers;
+pub mod ratelimit;
 mod session;
 pub mod system;
 mod workspaces;
@@ -76,6 +78,26 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/admin/audit", get(admin::audit))
         .route(
+            "/admin/plans",
+            get(governance::list_plans).post(governance::create_plan),
+        )
+        .route(
+            "/admin/plans/{plan}",
+            get(governance::get_plan)
+                .patch(governance::update_plan)
+                .delete(governance::delete_plan),
+        )
+        .route(
+            "/admin/orgs/{org}/limits",
+            get(governance::admin_org_limits)
+                .put(governance::put_org_limits)
+                .patch(governance::patch_org_limits),
+        )
+        .route("/admin/deleted", get(governance::list_deleted))
+        .route("/orgs/{org}/limits", get(governance::org_limits))
+        .route("/orgs/{org}/restore", post(governance::restore_org))
+        .route("/workspaces/{ws}/restore", post(governance::restore_workspace))
+        .route(
             "/admin/tenant-token-secret/rotate",
             post(admin::rotate_token_secret),
         );
@@ -126,6 +148,8 @@ pub fn router(app: Arc<App>) -> Router {
                 post(openai::completions),
             );
     }
+    // Rate-limit headers on every response whose credential was checked (governance).
+    let v1 = v1.layer(axum::middleware::from_fn(ratelimit::headers));
     Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))

@@ -23,9 +23,25 @@ pub async fn create(
     _: Operator,
     Json(new): Json<NewOrg>,
 ) -> ApiResult<impl IntoResponse> {
-    let org = blocking(move || app.create_org(new)).await?;
+    let owner = new.owner_email.clone();
+    let (org, invitation) = blocking(move || {
+        // Governance hook: `owner_email` checked before the org exists, invited after.
+        if let Some(email) = &owner {
+            crate::identity::normalize_email(email)?;
+        }
+        let org = app.create_org(new)?;
+        let invitation = owner
+            .map(|email| super::governance::invite_owner(&app, org.id, &email))
+            .transpose()?;
+        Ok((org, invitation))
+    })
+    .await?;
     record_tenant(Some(org.id), None);
-    Ok((StatusCode::CREATED, axum::Json(org)))
+    let mut body = serde_json::to_value(&org).unwrap_or_default();
+    if let Some(inv) = invitation {
+        body["owner_invitation"] = inv;
+    }
+    Ok((StatusCode::CREATED, axum::Json(body)))
 }
 
 pub async fn list(
@@ -58,10 +74,15 @@ pub async fn patch(
     Ok(axum::Json(org))
 }
 
-pub async fn delete(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    ctx: OrgContext,
+    Query(q): Query<super::governance::PurgeQuery>,
+) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::OrgDelete)?;
+    let purge = q.purge(&ctx.principal)?;
     let org = ctx.org.id.to_string();
-    blocking(move || app.delete_org(&org)).await?;
+    blocking(move || app.delete_org(&org, purge)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -37,9 +37,11 @@ pub async fn patch(
 pub async fn delete(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
+    super::extract::Query(q): super::extract::Query<super::governance::PurgeQuery>,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Action::WorkspaceDelete)?;
+    let purge = q.purge(&ctx.principal)?;
     let id = ctx.workspace_id;
-    blocking(move || app.delete_workspace(id)).await?;
+    blocking(move || app.delete_workspace(id, purge)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -155,6 +155,14 @@ impl App {
             return Err(Error::invalid("text must not be empty"));
         }
         let (rec, handle) = self.knowledge_workspace(ws)?;
+        // Governance hook: the plan's upload size, documents and storage quotas, checked and
+        // reserved before anything is stored.
+        let room = crate::governance::reserve_document(
+            self,
+            rec.org_id,
+            input.bytes.len() as u64,
+            input.external_id.is_some(),
+        )?;
         let space = vectors::active(&handle.conn())?;
         match (&input.embedding, space.config.is_user_provided()) {
             (Some(v), true) => {
@@ -191,6 +199,9 @@ impl App {
                 embedding: input.embedding,
             },
         )?;
+        if !added.duplicate {
+            room.commit();
+        }
         self.wake_scheduler(ws, rec.org_id);
         Ok(added)
     }
@@ -225,9 +236,18 @@ impl App {
     }
 
     pub fn delete_document(&self, ws: Uuid, id: &str) -> Result<()> {
-        let (_, handle) = self.knowledge_workspace(ws)?;
+        let (rec, handle) = self.knowledge_workspace(ws)?;
         store::delete(&handle, id)?;
         self.scheduler.extractions.cancel(ws, id);
+        // Governance hook: the org's documents and storage are counted again.
+        crate::governance::freed(
+            self,
+            rec.org_id,
+            &[
+                crate::governance::quota::Counted::Documents,
+                crate::governance::quota::Counted::StorageBytes,
+            ],
+        );
         Ok(())
     }
 

@@ -425,7 +425,7 @@ mod tests {
         ));
         app.set_org_status(&org.to_string(), OrgStatus::Active)
             .expect("reactivate");
-        app.delete_workspace(ws).expect("delete");
+        app.delete_workspace(ws, false).expect("delete");
         assert!(matches!(
             app.authenticate(&k),
             Err(Error::Unauthenticated(_))

@@ -74,6 +74,12 @@ impl App {
             .as_deref()
             .map(|t| parse_future_time(t, "expires_at", self.identity.clock().now()))
             .transpose()?;
+        // Governance hook: the org's API key quota, held until the key exists.
+        let room = crate::governance::reserve(
+            self,
+            access.org_id,
+            &[(crate::governance::quota::Counted::ApiKeys, 1)],
+        )?;
         let (key, prefix) = secrets::new_api_key();
         let created = self.control.insert_api_key(
             access.org_id,
@@ -85,6 +91,7 @@ impl App {
             access.principal.user_id(),
             expires_at.as_deref(),
         )?;
+        room.commit();
         tracing::info!(key_id = %created.id, "API key created");
         Ok((created, key))
     }

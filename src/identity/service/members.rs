@@ -84,6 +84,12 @@ impl App {
             return Err(Error::forbidden("only an owner may invite an owner"));
         }
         let email = normalize_email(email)?;
+        // Governance hook: the org's member quota (an open invitation holds a seat).
+        let room = crate::governance::reserve(
+            self,
+            access.org.id,
+            &[(crate::governance::quota::Counted::Members, 1)],
+        )?;
         let token = secrets::new_invitation_token();
         let expires_at = format_time(self.identity.clock().now() + Duration::days(INVITATION_DAYS));
         let inv = self.control.insert_invitation(
@@ -94,6 +100,7 @@ impl App {
             access.principal.user_id(),
             &expires_at,
         )?;
+        room.commit();
         tracing::info!(org_id = %access.org.id, invitation_id = %inv.id, "invitation created");
         Ok((inv, token))
     }
