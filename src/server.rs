@@ -121,9 +121,24 @@ pub async fn serve(
         }
     });
 
+    // Governance upkeep: purge what is past its grace period, drop idle rate-limit buckets.
+    let upkeep = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut tick = tokio::time::interval(crate::governance::UPKEEP_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let app = app.clone();
+                let _ = tokio::task::spawn_blocking(move || crate::governance::upkeep(&app)).await;
+            }
+        }
+    });
+
     let result = accept_loop(app.clone(), listener, shutdown).await;
     sweeper.abort();
     usage.abort();
+    upkeep.abort();
     app.scheduler.stop();
     let flush_app = app.clone();
     let _ = tokio::task::spawn_blocking(move || {

@@ -30,6 +30,16 @@ use usage::{Monthly, UsageSource};
 /// from another process (the command line).
 pub const LIMITS_TTL: Duration = Duration::from_secs(5);
 
+/// How often the server runs [`upkeep`].
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The periodic upkeep: purges deleted orgs and workspaces past their grace period, drops idle
+/// rate-limit buckets.
+pub fn upkeep(app: &App) {
+    lifecycle::purge_due(app);
+    app.governance().rates.prune();
+}
+
 /// Governance's in-memory state, one per server.
 pub struct Governance {
     limits: RwLock<HashMap<Uuid, (Limits, Instant)>>,

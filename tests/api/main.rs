@@ -6,6 +6,7 @@ mod chat;
 mod cli;
 mod clients;
 mod dataplane;
+mod governance_quota;
 mod doc_files;
 mod facade;
 mod hardening_access;
