@@ -2,6 +2,9 @@
 //! router and middleware in-process (tower `oneshot`, no network), once to a handler without
 //! auth and once to the same handler behind the tenant-context extractor, with an API key, a
 //! tenant token and a user session. Interleaved rounds, so drift hits every variant alike.
+//! The same API key request is measured in an org without rate limits (the `enterprise` plan)
+//! and in one whose limits are set (so high that nothing is refused): the difference is what
+//! the rate limits (governance) add to the auth path.
 
 use super::report::{percentile, Table};
 use std::sync::Arc;
@@ -25,6 +28,9 @@ use crate::identity::{NewApiKey, NewTenantToken, Principal, Role};
 
 /// The p50 budget of authentication.
 pub const BUDGET_P50: Duration = Duration::from_micros(20);
+
+/// The p50 budget of the rate limits on top of authentication.
+pub const RATE_BUDGET_P50: Duration = Duration::from_micros(2);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -61,6 +67,7 @@ fn router(app: Arc<App>, ws: Uuid) -> Router {
         });
     let authed = Router::new()
         .route("/v1/workspaces/{ws}/probe", get(with_auth))
+        .layer(axum::middleware::from_fn(crate::http::ratelimit::headers))
         .with_state(app.clone());
     open.merge(authed)
         .layer(axum::middleware::from_fn_with_state(
@@ -75,6 +82,9 @@ struct Fixture {
     key: String,
     token: String,
     session: String,
+    /// The workspace and an API key of the org with rate limits.
+    limited_ws: Uuid,
+    limited_key: String,
     dir: std::path::PathBuf,
 }
 
@@ -85,6 +95,7 @@ fn fixture() -> anyhow::Result<Fixture> {
     let (app, _) = App::open(config)?;
     let org = app.create_org(NewOrg {
         name: "Bench".into(),
+        plan: Some("enterprise".into()),
         ..Default::default()
     })?;
     let ws = app.create_workspace(
@@ -122,8 +133,36 @@ fn fixture() -> anyhow::Result<Fixture> {
     let session = app
         .login("bench@example.com", "bench password", None)?
         .token;
+    let limited = app.create_org(NewOrg {
+        name: "Bench limited".into(),
+        plan: Some("enterprise".into()),
+        ..Default::default()
+    })?;
+    app.control.set_org_overrides(
+        limited.id,
+        &json!({"requests_per_minute_per_key": 1_000_000_000u64,
+                "requests_per_minute_per_org": 1_000_000_000u64}),
+    )?;
+    let limited_ws = app.create_workspace(
+        &limited.slug,
+        NewWorkspace {
+            name: "Bench".into(),
+            ..Default::default()
+        },
+    )?;
+    let op = app.workspace_access(&Principal::Operator, Some(limited_ws.id), None)?;
+    let (_, limited_key) = app.create_api_key(
+        &op,
+        NewApiKey {
+            name: "bench".into(),
+            scopes: vec!["search".into()],
+            expires_at: None,
+        },
+    )?;
     Ok(Fixture {
         app,
+        limited_ws: limited_ws.id,
+        limited_key,
         ws: ws.id,
         key,
         token,
@@ -149,7 +188,7 @@ fn measure(f: &Fixture, n: usize) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let router = router(f.app.clone(), f.ws);
-    let variants: [(&str, String, Option<&str>); 4] = [
+    let variants: [(&str, String, Option<&str>); 5] = [
         ("no auth", format!("/open/{}/probe", f.ws), None),
         (
             "API key",
@@ -165,6 +204,11 @@ fn measure(f: &Fixture, n: usize) -> anyhow::Result<()> {
             "user session",
             format!("/v1/workspaces/{}/probe", f.ws),
             Some(&f.session),
+        ),
+        (
+            "API key, rate-limited org",
+            format!("/v1/workspaces/{}/probe", f.limited_ws),
+            Some(&f.limited_key),
         ),
     ];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); variants.len()];
@@ -244,6 +288,18 @@ fn measure(f: &Fixture, n: usize) -> anyhow::Result<()> {
         us(key_delta.as_secs_f64() * 1e6),
         us(budget_us),
         if key_delta < BUDGET_P50 {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
+    let rate_delta = Duration::from_secs_f64((p50s[4] - p50s[1]).max(0.0) / 1e6);
+    println!(
+        "rate limits (key and org buckets, RateLimit headers) add {} at p50 over the same API key \
+         request in an org without limits (target {}): {}",
+        us(rate_delta.as_secs_f64() * 1e6),
+        us(RATE_BUDGET_P50.as_secs_f64() * 1e6),
+        if rate_delta < RATE_BUDGET_P50 {
             "PASS"
         } else {
             "FAIL"

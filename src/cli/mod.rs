@@ -1,6 +1,7 @@
 //! The command line: `serve`, `org`, `workspace`, `user`, `key` and `bench`. Management commands work on the
 //! data directory directly (no server needed).
 
+mod governance;
 pub mod ingest;
 
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ pub enum Command {
     /// Manage workspace API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage plans and their limits.
+    #[command(subcommand)]
+    Plan(governance::PlanCommand),
     /// Ingest files and folders into a workspace (skips files already ingested unchanged).
     Ingest(ingest::IngestArgs),
     /// Evaluate retrieval quality on a BEIR-format folder (nDCG@10, recall@100 per mode).
@@ -64,6 +68,32 @@ pub enum OrgCommand {
     },
     /// List organizations.
     List,
+    /// Suspend an organization: its credentials get 403 tenant_suspended, its jobs pause.
+    Suspend {
+        org: String,
+        #[command(flatten)]
+        remote: governance::Remote,
+    },
+    /// Reactivate a suspended organization; its paused jobs resume.
+    Reactivate {
+        org: String,
+        #[command(flatten)]
+        remote: governance::Remote,
+    },
+    /// Delete an organization (kept for the grace period, restorable; --purge: at once).
+    Delete {
+        org: String,
+        #[arg(long)]
+        purge: bool,
+        #[command(flatten)]
+        remote: governance::Remote,
+    },
+    /// Restore a deleted organization (by id) and the workspaces deleted with it.
+    Restore {
+        org: String,
+        #[command(flatten)]
+        remote: governance::Remote,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +204,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => crate::bench::run(cmd, &cli.config),
         Command::Eval(args) => crate::knowledge::eval::run(args),
         Command::Ingest(args) => ingest::run(config, args),
+        Command::Plan(cmd) => {
+            let app = open_app(config)?;
+            let out = governance::run_plan(&app, cmd)?;
+            audit_cli(&app, "plan", None, None);
+            print_json(&out)
+        }
+        Command::Org(
+            cmd @ (OrgCommand::Suspend { .. }
+            | OrgCommand::Reactivate { .. }
+            | OrgCommand::Delete { .. }
+            | OrgCommand::Restore { .. }),
+        ) => {
+            use governance::Lifecycle;
+            let (org, what, remote) = match cmd {
+                OrgCommand::Suspend { org, remote } => (org, Lifecycle::Suspend, remote),
+                OrgCommand::Reactivate { org, remote } => (org, Lifecycle::Reactivate, remote),
+                OrgCommand::Delete { org, purge, remote } => {
+                    (org, Lifecycle::Delete { purge }, remote)
+                }
+                OrgCommand::Restore { org, remote } => (org, Lifecycle::Restore, remote),
+                _ => anyhow::bail!("not a lifecycle command"),
+            };
+            let out = governance::run_lifecycle(config, &org, what, remote)?;
+            print_json(&out)
+        }
         Command::Org(cmd) => {
             let app = open_app(config)?;
             match cmd {
@@ -192,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     limit: crate::control::MAX_PAGE,
                     offset: 0,
                 })?),
+                _ => anyhow::bail!("handled above"),
             }
         }
         Command::User(UserCommand::Create {
