@@ -109,7 +109,10 @@ async fn plans_are_the_operators_and_built_in_ones_stay() {
 async fn concurrent_workspace_creations_stop_exactly_at_the_limit() {
     let s = TestServer::start();
     let api = s.api();
-    let org = api.create_org("quota").await; // free: 3 workspaces
+    let r = api
+        .post("/v1/orgs", json!({"name": "quota", "plan": "free"})) // 3 workspaces
+        .await;
+    let org = r.id();
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let api = api.clone();
