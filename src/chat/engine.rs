@@ -197,6 +197,12 @@ impl App {
         input: ChatInput,
     ) -> Result<Prepared> {
         ctx.require(Action::Chat)?;
+        // Governance hook: the month's chat tokens not used up.
+        crate::governance::check_monthly(
+            self,
+            ctx.org_id,
+            crate::governance::usage::Monthly::ChatTokens,
+        )?;
         let query = input.query.trim().to_string();
         if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
             return Err(Error::invalid(format!(
@@ -311,6 +317,12 @@ impl Prepared {
             Resolved::Extractive => self.extractive(&events, &mut cites).await?,
             Resolved::OpenAi(cfg) => self.generate(cfg, &events, &mut cites).await?,
         };
+        // Governance hook: the tokens count against the org's monthly allowance.
+        self.app.governance().usage().record(
+            self.ctx.org_id,
+            crate::governance::usage::Monthly::ChatTokens,
+            usage.total_tokens,
+        );
         let citations = cites.for_answer(&answer);
         let provider = match self.provider {
             Resolved::Extractive => "extractive",

@@ -17,6 +17,7 @@ use super::params::blocking;
 use crate::app::App;
 use crate::governance::plans::{NewPlan, PlanPatch};
 use crate::governance::quota::Counted;
+use crate::governance::usage::Monthly;
 use crate::ids::parse_uuid;
 
 fn plan_id(p: &HashMap<String, String>) -> String {
@@ -93,6 +94,10 @@ fn limits_view(app: &App, org: uuid::Uuid) -> crate::Result<Value> {
             })
         };
         used.insert(c.limit().as_str().into(), json!(v));
+    }
+    for m in [Monthly::ChatTokens, Monthly::EmbeddingChunks] {
+        let v = app.governance().usage().used_this_month(org, m)?;
+        used.insert(m.limit().as_str().into(), json!(v));
     }
     let mut v = serde_json::to_value(&l).map_err(|e| crate::Error::internal(e.to_string()))?;
     v["used"] = Value::Object(used);

@@ -77,6 +77,8 @@ pub struct Quantum {
     pub chunks: usize,
     /// Whether anything was found to do (including extractions still running).
     pub worked: bool,
+    /// Chunks embedded by the embedder (governance counts them against the monthly allowance).
+    pub embedded: usize,
 }
 
 /// How quanta run: the time budget and, in a server (or CLI) with a scheduler, the
@@ -564,6 +566,7 @@ pub fn run_quantum_in(
         return Ok(Quantum {
             chunks: report.added + report.removed,
             worked: true,
+            embedded: 0,
         });
     }
     complete_fulltext_jobs(ws)?;
@@ -572,24 +575,28 @@ pub fn run_quantum_in(
         return Ok(Quantum {
             chunks: n,
             worked: true,
+            embedded: 0,
         });
     }
     if let Some(n) = embed_batch(ws, embedders, &left)? {
         return Ok(Quantum {
             chunks: n,
             worked: true,
+            embedded: n,
         });
     }
     if let Some(n) = reembed_batch(ws, embedders, &left)? {
         return Ok(Quantum {
             chunks: n,
             worked: true,
+            embedded: n,
         });
     }
     // Extractions still running keep the workspace in the scheduler.
     Ok(Quantum {
         chunks: 0,
         worked: step.pending,
+        embedded: 0,
     })
 }
 

@@ -468,7 +468,18 @@ impl App {
                         };
                         ingest::run_quantum_in(&handle, &embedders, &limits, &rt)
                     }) {
-                    Ok(q) if q.worked => Outcome::More,
+                    Ok(q) if q.worked => {
+                        // Governance hook: embedded chunks count against the org's monthly
+                        // allowance.
+                        if q.embedded > 0 {
+                            self.governance().usage().record(
+                                rec.org_id,
+                                crate::governance::usage::Monthly::EmbeddingChunks,
+                                q.embedded as u64,
+                            );
+                        }
+                        Outcome::More
+                    }
                     Ok(_) => Outcome::Idle,
                     // The index is rebuilt in the background; the jobs wait for it.
                     Err(Error::IndexUnavailable(_)) => Outcome::Retry(Duration::from_secs(1)),

@@ -475,3 +475,47 @@ async fn an_org_can_be_created_with_its_first_owner() {
     assert_eq!(r.status, 400, "{:?}", r.body);
     assert_eq!(api.get("/v1/orgs/nobody").await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn monthly_chat_tokens_and_embedding_chunks_stop_at_their_allowance() {
+    let s = TestServer::start();
+    let api = s.api();
+    let org = api.create_org("monthly").await;
+    let ws = api.create_workspace(&org, "w").await;
+    let docs = format!("/v1/workspaces/{ws}/documents");
+    limit(
+        &api,
+        &org,
+        json!({"chat_tokens_per_month": 1, "embedding_chunks_per_month": 1}),
+    )
+    .await;
+    let r = api
+        .post(&format!("{docs}?wait=true"), json!({"text": "otters hold hands while they sleep"}))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    // The embedding of its chunk runs after full text; then the month's allowance is used up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = api.get(&format!("/v1/orgs/{org}/limits")).await;
+        if r.body["used"]["embedding_chunks_per_month"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", r.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = api.post(&docs, json!({"text": "another one"})).await;
+    assert_eq!((r.status, r.code()), (429, "quota_exceeded"), "{:?}", r.body);
+    assert_eq!(r.body["error"]["resource"], "embedding_chunks_per_month");
+
+    // Chat (extractive: its tokens are estimated) below the allowance, then refused.
+    let chat = format!("/v1/workspaces/{ws}/chat");
+    let r = api.post(&chat, json!({"query": "what do otters do?"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = api.post(&chat, json!({"query": "what do otters do?"})).await;
+    assert_eq!((r.status, r.code()), (429, "quota_exceeded"), "{:?}", r.body);
+    assert_eq!(r.body["error"]["resource"], "chat_tokens_per_month");
+    // Next month starts over.
+    s.advance_clock(Duration::from_secs(32 * 24 * 3600));
+    let r = api.post(&chat, json!({"query": "what do otters do?"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
