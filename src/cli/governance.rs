@@ -148,7 +148,9 @@ pub fn run_lifecycle(
         let client = reqwest::blocking::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()?;
-        let mut req = client.request(method.clone(), format!("{base}{path}")).bearer_auth(token);
+        let mut req = client
+            .request(method.clone(), format!("{base}{path}"))
+            .bearer_auth(token);
         if method == reqwest::Method::POST {
             req = req.json(&serde_json::json!({}));
         }
@@ -157,7 +159,10 @@ pub fn run_lifecycle(
         let text = resp.text()?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
-            let msg = body["error"]["message"].as_str().unwrap_or(&text).to_string();
+            let msg = body["error"]["message"]
+                .as_str()
+                .unwrap_or(&text)
+                .to_string();
             anyhow::bail!("{server} answered {status}: {msg}");
         }
         return Ok(if body.is_null() {
@@ -171,9 +176,7 @@ pub fn run_lifecycle(
     let (app, _) = App::open(config)?;
     let out = match what {
         Lifecycle::Suspend => serde_json::to_value(app.set_org_status(org, OrgStatus::Suspended)?)?,
-        Lifecycle::Reactivate => {
-            serde_json::to_value(app.set_org_status(org, OrgStatus::Active)?)?
-        }
+        Lifecycle::Reactivate => serde_json::to_value(app.set_org_status(org, OrgStatus::Active)?)?,
         Lifecycle::Delete { purge } => {
             app.delete_org(org, purge)?;
             serde_json::json!({"deleted": org, "purged": purge})

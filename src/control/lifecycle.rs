@@ -238,7 +238,15 @@ impl ControlPlane {
                 r.get::<_, Option<String>>("purge_after")?,
             ))
         })?;
-        let mut push = |kind, row: (String, String, String, String, Option<String>, Option<String>)| {
+        let mut push = |kind,
+                        row: (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        )| {
             if let (Ok(id), Ok(org_id)) = (Uuid::try_parse(&row.0), Uuid::try_parse(&row.1)) {
                 out.push(Deleted {
                     kind,

@@ -21,8 +21,8 @@ use crate::db::{self, Migration};
 use crate::error::Result;
 
 pub use audit::AuditEntry;
-pub use lifecycle::Deleted;
 pub use keys::{format_time, ApiKey, KeyRow};
+pub use lifecycle::Deleted;
 pub use operator::{operator_token_matches, AdminTokenSource, TOKEN_PREFIX};
 pub use orgs::{NewOrg, Org, OrgPatch, OrgStatus};
 pub use providers::ProviderRow;

@@ -84,13 +84,16 @@ impl ControlPlane {
     }
 
     pub fn create_plan(&self, new: NewPlan) -> Result<Plan> {
-        crate::ids::validate_slug(&new.id)
-            .map_err(|_| Error::invalid("a plan id is a slug: lowercase letters, digits and '-'"))?;
+        crate::ids::validate_slug(&new.id).map_err(|_| {
+            Error::invalid("a plan id is a slug: lowercase letters, digits and '-'")
+        })?;
         let name = match new.name {
             Some(n) => crate::ids::validate_name(&n)?,
             None => new.id.clone(),
         };
-        let limits = new.limits.unwrap_or_else(|| Value::Object(Default::default()));
+        let limits = new
+            .limits
+            .unwrap_or_else(|| Value::Object(Default::default()));
         let (limits, priority) = split_priority(&limits)?;
         let now = db::now();
         let inserted = self.conn().execute(
@@ -103,7 +106,10 @@ impl ControlPlane {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
             {
-                Err(Error::Conflict(format!("a plan {:?} already exists", new.id)))
+                Err(Error::Conflict(format!(
+                    "a plan {:?} already exists",
+                    new.id
+                )))
             }
             Err(e) => Err(e.into()),
         }
@@ -154,7 +160,9 @@ impl ControlPlane {
         }
         let conn = self.conn();
         let users: i64 =
-            conn.query_row("SELECT count(*) FROM orgs WHERE plan = ?1", [id], |r| r.get(0))?;
+            conn.query_row("SELECT count(*) FROM orgs WHERE plan = ?1", [id], |r| {
+                r.get(0)
+            })?;
         if users > 0 {
             return Err(Error::Conflict(format!(
                 "plan {id:?} is the plan of {users} organization(s): move them to another plan first"

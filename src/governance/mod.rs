@@ -193,7 +193,10 @@ pub fn reserve_document(app: &App, org: Uuid, bytes: u64, replaces: bool) -> Res
         org,
         &[
             (Counted::Documents, 1),
-            (Counted::StorageBytes, i64::try_from(bytes).unwrap_or(i64::MAX)),
+            (
+                Counted::StorageBytes,
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            ),
         ],
     )?;
     if replaces {

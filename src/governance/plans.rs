@@ -125,7 +125,10 @@ impl Limits {
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         for l in Limit::ALL {
-            m.insert(l.as_str().into(), self.get(l).map_or(Value::Null, Value::from));
+            m.insert(
+                l.as_str().into(),
+                self.get(l).map_or(Value::Null, Value::from),
+            );
         }
         m.insert(PRIORITY_KEY.into(), Value::from(self.ingest_priority));
         Value::Object(m)

@@ -162,8 +162,7 @@ impl Ledger {
         for a in asks {
             let c = l.counts[a.what.index()];
             let fresh = c.value.is_some()
-                && (a.what.in_stores()
-                    && c.read_at.is_some_and(|t| t.elapsed() < STORE_REFRESH));
+                && (a.what.in_stores() && c.read_at.is_some_and(|t| t.elapsed() < STORE_REFRESH));
             if l.in_flight[a.what.index()] == 0 && a.limit.is_some() && !fresh {
                 let v = read(a.what)?;
                 l.counts[a.what.index()] = Count {
@@ -268,8 +267,13 @@ mod tests {
         // A dropped reservation gives its room back.
         store.docs.store(1, Ordering::SeqCst);
         ledger.stale(org, &[Counted::Documents]);
-        let r = ledger.reserve(org, &ask, &read).expect("room after a delete");
-        assert!(ledger.reserve(org, &ask, &read).is_err(), "in flight counts");
+        let r = ledger
+            .reserve(org, &ask, &read)
+            .expect("room after a delete");
+        assert!(
+            ledger.reserve(org, &ask, &read).is_err(),
+            "in flight counts"
+        );
         drop(r);
         assert!(ledger.reserve(org, &ask, &read).is_ok());
     }

@@ -96,7 +96,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/deleted", get(governance::list_deleted))
         .route("/orgs/{org}/limits", get(governance::org_limits))
         .route("/orgs/{org}/restore", post(governance::restore_org))
-        .route("/workspaces/{ws}/restore", post(governance::restore_workspace))
+        .route(
+            "/workspaces/{ws}/restore",
+            post(governance::restore_workspace),
+        )
         .route(
             "/admin/tenant-token-secret/rotate",
             post(admin::rotate_token_secret),

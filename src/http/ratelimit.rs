@@ -39,9 +39,7 @@ pub fn enforce(
         return Ok(());
     }
     parts.extensions.insert(Checked);
-    let verdict = app
-        .governance()
-        .rate_check(&app.control, principal, org)?;
+    let verdict = app.governance().rate_check(&app.control, principal, org)?;
     let (windows, refused) = match verdict {
         None => return Ok(()),
         Some(Verdict::Allowed(w)) => (w, None),

@@ -21,10 +21,19 @@ async fn limit(api: &Api, org: &str, overrides: Value) {
 }
 
 fn assert_quota(r: &crate::harness::Resp, resource: &str, limit: u64, used: u64) {
-    assert_eq!((r.status, r.code()), (429, "quota_exceeded"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "quota_exceeded"),
+        "{:?}",
+        r.body
+    );
     let e = &r.body["error"];
     assert_eq!(
-        (e["resource"].as_str(), e["limit"].as_u64(), e["used"].as_u64()),
+        (
+            e["resource"].as_str(),
+            e["limit"].as_u64(),
+            e["used"].as_u64()
+        ),
         (Some(resource), Some(limit), Some(used)),
         "{e}"
     );
@@ -57,27 +66,37 @@ async fn plans_are_the_operators_and_built_in_ones_stay() {
     assert_eq!(r.body["limits"]["workspaces"], 5);
     assert_eq!(r.body["limits"]["documents"], Value::Null);
     assert_eq!(r.body["limits"]["ingest_priority"], 3);
-    let r = api
-        .post("/v1/admin/plans", json!({"id": "startup"}))
-        .await;
+    let r = api.post("/v1/admin/plans", json!({"id": "startup"})).await;
     assert_eq!(r.status, 409);
     let r = api
-        .post("/v1/admin/plans", json!({"id": "bad", "limits": {"seats": 3}}))
+        .post(
+            "/v1/admin/plans",
+            json!({"id": "bad", "limits": {"seats": 3}}),
+        )
         .await;
     assert_eq!((r.status, r.code()), (400, "invalid_request"));
     assert!(r.message().contains("members"), "{}", r.message());
     let r = api
-        .patch("/v1/admin/plans/startup", json!({"limits": {"documents": 100}}))
+        .patch(
+            "/v1/admin/plans/startup",
+            json!({"limits": {"documents": 100}}),
+        )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(
-        (&r.body["limits"]["workspaces"], &r.body["limits"]["documents"]),
+        (
+            &r.body["limits"]["workspaces"],
+            &r.body["limits"]["documents"]
+        ),
         (&json!(5), &json!(100))
     );
 
     // An org on it; a plan in use or built in is not deleted.
     let r = api
-        .post("/v1/orgs", json!({"name": "S", "slug": "s", "plan": "startup"}))
+        .post(
+            "/v1/orgs",
+            json!({"name": "S", "slug": "s", "plan": "startup"}),
+        )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let org = r.id();
@@ -97,7 +116,9 @@ async fn plans_are_the_operators_and_built_in_ones_stay() {
     let u = api.with_token(&user.token);
     assert_eq!(u.get("/v1/admin/plans").await.status, 403);
     assert_eq!(
-        put(&u, &format!("/v1/admin/orgs/{org}/limits"), json!({})).await.status,
+        put(&u, &format!("/v1/admin/orgs/{org}/limits"), json!({}))
+            .await
+            .status,
         403
     );
     // Members read their own limits.
@@ -139,10 +160,16 @@ async fn concurrent_workspace_creations_stop_exactly_at_the_limit() {
     limit(&api, &org, json!({"workspaces": 4})).await;
     let ws = api.create_workspace(&org, "fourth").await;
     let r = api
-        .post(&format!("/v1/orgs/{org}/workspaces"), json!({"name": "fifth"}))
+        .post(
+            &format!("/v1/orgs/{org}/workspaces"),
+            json!({"name": "fifth"}),
+        )
         .await;
     assert_quota(&r, "workspaces", 4, 4);
-    assert_eq!(api.delete(&format!("/v1/workspaces/{ws}")).await.status, 204);
+    assert_eq!(
+        api.delete(&format!("/v1/workspaces/{ws}")).await.status,
+        204
+    );
     api.create_workspace(&org, "fifth").await;
     limit(&api, &org, json!({"workspaces": null})).await;
     api.create_workspace(&org, "sixth").await;
@@ -170,7 +197,10 @@ async fn documents_storage_and_upload_size_are_refused_at_upload() {
     assert_quota(&r, "documents", 2, 2);
     // A deletion frees room.
     let list = api.get(&docs).await;
-    let id = list.body["data"][0]["id"].as_str().expect("doc").to_string();
+    let id = list.body["data"][0]["id"]
+        .as_str()
+        .expect("doc")
+        .to_string();
     assert_eq!(api.delete(&format!("{docs}/{id}")).await.status, 204);
     let r = api.post(&docs, json!({"text": "now it fits"})).await;
     assert_eq!(r.status, 202, "{:?}", r.body);
@@ -178,7 +208,12 @@ async fn documents_storage_and_upload_size_are_refused_at_upload() {
     // Storage: what is on disk already is over a tiny limit, so the upload is refused whole.
     limit(&api, &org, json!({"storage_bytes": 1000})).await;
     let r = api.post(&docs, json!({"text": "x".repeat(10)})).await;
-    assert_eq!((r.status, r.code()), (429, "quota_exceeded"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "quota_exceeded"),
+        "{:?}",
+        r.body
+    );
     assert_eq!(r.body["error"]["resource"], "storage_bytes");
     assert!(r.body["error"]["used"].as_u64().unwrap_or(0) > 1000);
     let count = api.get(&docs).await.body["data"]
@@ -188,8 +223,15 @@ async fn documents_storage_and_upload_size_are_refused_at_upload() {
 
     // The plan's upload size.
     limit(&api, &org, json!({"upload_bytes": 10})).await;
-    let r = api.post(&docs, json!({"text": "more than ten bytes"})).await;
-    assert_eq!((r.status, r.code()), (413, "payload_too_large"), "{:?}", r.body);
+    let r = api
+        .post(&docs, json!({"text": "more than ten bytes"}))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (413, "payload_too_large"),
+        "{:?}",
+        r.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -315,18 +357,33 @@ async fn a_suspended_org_is_refused_on_every_route_until_reactivated() {
     let api = s.api();
     let org = api.create_org("susp").await;
     let ws = api.create_workspace(&org, "w").await;
-    let key = api
-        .with_token(&api.create_key(&ws, &["search", "chat", "ingest", "manage"]).await.key);
+    let key = api.with_token(
+        &api.create_key(&ws, &["search", "chat", "ingest", "manage"])
+            .await
+            .key,
+    );
     let user = api.create_user(&org, "u@susp.io", "owner").await;
     let u = api.with_token(&user.token);
     let mcp_init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-03-26", "capabilities": {},
                    "clientInfo": {"name": "t", "version": "1"}}});
     let calls: Vec<(Method, String, Option<Value>)> = vec![
-        (Method::POST, "/v1/search".into(), Some(json!({"query": "x"}))),
+        (
+            Method::POST,
+            "/v1/search".into(),
+            Some(json!({"query": "x"})),
+        ),
         (Method::GET, "/v1/documents".into(), None),
-        (Method::POST, "/v1/documents".into(), Some(json!({"text": "x"}))),
-        (Method::POST, "/v1/chat".into(), Some(json!({"message": "hi"}))),
+        (
+            Method::POST,
+            "/v1/documents".into(),
+            Some(json!({"text": "x"})),
+        ),
+        (
+            Method::POST,
+            "/v1/chat".into(),
+            Some(json!({"message": "hi"})),
+        ),
         (Method::POST, "/v1/mcp".into(), Some(mcp_init.clone())),
         (Method::GET, "/v1/openai/v1/models".into(), None),
         (
@@ -344,10 +401,18 @@ async fn a_suspended_org_is_refused_on_every_route_until_reactivated() {
     );
     for (m, path, body) in &calls {
         let r = key.send(m.clone(), path, body.clone()).await;
-        assert_eq!((r.status, r.code()), (403, "tenant_suspended"), "key {m} {path}");
+        assert_eq!(
+            (r.status, r.code()),
+            (403, "tenant_suspended"),
+            "key {m} {path}"
+        );
         let ws_path = path.replacen("/v1/", &format!("/v1/workspaces/{ws}/"), 1);
         let r = u.send(m.clone(), &ws_path, body.clone()).await;
-        assert_eq!((r.status, r.code()), (403, "tenant_suspended"), "user {m} {ws_path}");
+        assert_eq!(
+            (r.status, r.code()),
+            (403, "tenant_suspended"),
+            "user {m} {ws_path}"
+        );
     }
     for path in [
         format!("/v1/orgs/{org}"),
@@ -388,10 +453,17 @@ async fn soft_deletion_keeps_data_for_the_grace_period_then_purges() {
 
     // Deleted: invisible and unusable at once, its folder kept.
     let r = o.delete(&format!("/v1/workspaces/{ws}?purge=true")).await;
-    assert_eq!((r.status, r.code()), (403, "forbidden"), "only the operator purges");
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "forbidden"),
+        "only the operator purges"
+    );
     assert_eq!(o.delete(&format!("/v1/workspaces/{ws}")).await.status, 204);
     assert_eq!(o.get(&format!("/v1/workspaces/{ws}")).await.status, 404);
-    assert_eq!(k.post("/v1/search", json!({"query": "whale"})).await.status, 401);
+    assert_eq!(
+        k.post("/v1/search", json!({"query": "whale"})).await.status,
+        401
+    );
     assert!(folder.is_dir());
     let r = api.get("/v1/admin/deleted").await;
     assert!(r.body["data"]
@@ -400,18 +472,32 @@ async fn soft_deletion_keeps_data_for_the_grace_period_then_purges() {
         .iter()
         .any(|d| d["id"] == json!(ws) && d["kind"] == "workspace"));
     // Restored by the operator, with its data and keys.
-    assert_eq!(o.post(&format!("/v1/workspaces/{ws}/restore"), json!({})).await.status, 403);
-    let r = api.post(&format!("/v1/workspaces/{ws}/restore"), json!({})).await;
+    assert_eq!(
+        o.post(&format!("/v1/workspaces/{ws}/restore"), json!({}))
+            .await
+            .status,
+        403
+    );
+    let r = api
+        .post(&format!("/v1/workspaces/{ws}/restore"), json!({}))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let r = k.post("/v1/search", json!({"query": "whale"})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body["results"].as_array().map(Vec::len), Some(1), "{:?}", r.body);
+    assert_eq!(
+        r.body["results"].as_array().map(Vec::len),
+        Some(1),
+        "{:?}",
+        r.body
+    );
 
     // The org: deleted with its workspace, restored with it.
     assert_eq!(o.delete(&format!("/v1/orgs/{org}")).await.status, 204);
     assert_eq!(api.get(&format!("/v1/orgs/{org}")).await.status, 404);
     assert_eq!(api.get(&format!("/v1/workspaces/{ws}")).await.status, 404);
-    let r = api.post(&format!("/v1/orgs/{org}/restore"), json!({})).await;
+    let r = api
+        .post(&format!("/v1/orgs/{org}/restore"), json!({}))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["restored_workspaces"], json!([ws]));
     assert_eq!(o.get(&format!("/v1/workspaces/{ws}")).await.status, 200);
@@ -423,7 +509,9 @@ async fn soft_deletion_keeps_data_for_the_grace_period_then_purges() {
     s.advance_clock(Duration::from_secs(7 * 24 * 3600 + 60));
     enclave::governance::upkeep(&s.app);
     assert!(!folder.exists(), "purged after the grace period");
-    let r = api.post(&format!("/v1/orgs/{org}/restore"), json!({})).await;
+    let r = api
+        .post(&format!("/v1/orgs/{org}/restore"), json!({}))
+        .await;
     assert_eq!(r.status, 404);
 
     // `?purge=true` by the operator: gone at once.
@@ -432,12 +520,16 @@ async fn soft_deletion_keeps_data_for_the_grace_period_then_purges() {
     let folder2 = s.data_path(&ws2);
     assert!(folder2.is_dir());
     assert_eq!(
-        api.delete(&format!("/v1/orgs/{org2}?purge=true")).await.status,
+        api.delete(&format!("/v1/orgs/{org2}?purge=true"))
+            .await
+            .status,
         204
     );
     assert!(!folder2.exists());
     assert_eq!(
-        api.post(&format!("/v1/orgs/{org2}/restore"), json!({})).await.status,
+        api.post(&format!("/v1/orgs/{org2}/restore"), json!({}))
+            .await
+            .status,
         404
     );
 }
@@ -455,7 +547,10 @@ async fn an_org_can_be_created_with_its_first_owner() {
     assert_eq!(r.status, 201, "{:?}", r.body);
     let org = r.id();
     let inv = &r.body["owner_invitation"];
-    assert_eq!((inv["email"].as_str(), inv["role"].as_str()), (Some("boss@owned.io"), Some("owner")));
+    assert_eq!(
+        (inv["email"].as_str(), inv["role"].as_str()),
+        (Some("boss@owned.io"), Some("owner"))
+    );
     let token = inv["token"].as_str().expect("token");
     let r = api
         .without_token()
@@ -470,7 +565,10 @@ async fn an_org_can_be_created_with_its_first_owner() {
     assert_eq!(r.body["data"][0]["role"], "owner", "{:?}", r.body);
     // A bad email creates nothing.
     let r = api
-        .post("/v1/orgs", json!({"name": "Nobody", "slug": "nobody", "owner_email": "not-an-email"}))
+        .post(
+            "/v1/orgs",
+            json!({"name": "Nobody", "slug": "nobody", "owner_email": "not-an-email"}),
+        )
         .await;
     assert_eq!(r.status, 400, "{:?}", r.body);
     assert_eq!(api.get("/v1/orgs/nobody").await.status, 404);
@@ -490,32 +588,55 @@ async fn monthly_chat_tokens_and_embedding_chunks_stop_at_their_allowance() {
     )
     .await;
     let r = api
-        .post(&format!("{docs}?wait=true"), json!({"text": "otters hold hands while they sleep"}))
+        .post(
+            &format!("{docs}?wait=true"),
+            json!({"text": "otters hold hands while they sleep"}),
+        )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     // The embedding of its chunk runs after full text; then the month's allowance is used up.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let r = api.get(&format!("/v1/orgs/{org}/limits")).await;
-        if r.body["used"]["embedding_chunks_per_month"].as_u64().unwrap_or(0) >= 1 {
+        if r.body["used"]["embedding_chunks_per_month"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+        {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{:?}", r.body);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let r = api.post(&docs, json!({"text": "another one"})).await;
-    assert_eq!((r.status, r.code()), (429, "quota_exceeded"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "quota_exceeded"),
+        "{:?}",
+        r.body
+    );
     assert_eq!(r.body["error"]["resource"], "embedding_chunks_per_month");
 
     // Chat (extractive: its tokens are estimated) below the allowance, then refused.
     let chat = format!("/v1/workspaces/{ws}/chat");
-    let r = api.post(&chat, json!({"query": "what do otters do?"})).await;
+    let r = api
+        .post(&chat, json!({"query": "what do otters do?"}))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let r = api.post(&chat, json!({"query": "what do otters do?"})).await;
-    assert_eq!((r.status, r.code()), (429, "quota_exceeded"), "{:?}", r.body);
+    let r = api
+        .post(&chat, json!({"query": "what do otters do?"}))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "quota_exceeded"),
+        "{:?}",
+        r.body
+    );
     assert_eq!(r.body["error"]["resource"], "chat_tokens_per_month");
     // Next month starts over.
     s.advance_clock(Duration::from_secs(32 * 24 * 3600));
-    let r = api.post(&chat, json!({"query": "what do otters do?"})).await;
+    let r = api
+        .post(&chat, json!({"query": "what do otters do?"}))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 }

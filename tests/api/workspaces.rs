@@ -95,7 +95,9 @@ async fn deleting_an_org_deletes_its_workspaces() {
     assert_eq!(api.get(&format!("/v1/workspaces/{a}")).await.status, 200);
 
     assert_eq!(
-        api.delete(&format!("/v1/orgs/{org}?purge=true")).await.status,
+        api.delete(&format!("/v1/orgs/{org}?purge=true"))
+            .await
+            .status,
         204
     );
     for ws in [&a, &b] {
