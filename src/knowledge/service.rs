@@ -155,14 +155,6 @@ impl App {
             return Err(Error::invalid("text must not be empty"));
         }
         let (rec, handle) = self.knowledge_workspace(ws)?;
-        // Governance hook: the plan's upload size, documents and storage quotas, checked and
-        // reserved before anything is stored.
-        let room = crate::governance::reserve_document(
-            self,
-            rec.org_id,
-            input.bytes.len() as u64,
-            input.external_id.is_some(),
-        )?;
         let space = vectors::active(&handle.conn())?;
         match (&input.embedding, space.config.is_user_provided()) {
             (Some(v), true) => {
@@ -185,20 +177,32 @@ impl App {
             }
             (None, false) => {}
         }
+        let new = NewDocument {
+            bytes: input.bytes,
+            format,
+            title,
+            metadata,
+            external_id: input.external_id,
+            source_name: input.file_name,
+            embedding: input.embedding,
+        };
+        // Governance hook: the plan's upload size, documents and storage quotas, checked and
+        // reserved before anything is stored (a document already there is no new one).
+        let room = match crate::governance::reserve_document(
+            self,
+            rec.org_id,
+            new.bytes.len() as u64,
+            new.external_id.is_some(),
+        ) {
+            Ok(room) => room,
+            Err(e @ Error::QuotaExceeded { .. }) => {
+                return store::duplicate_of(&handle, &new)?.ok_or(e);
+            }
+            Err(e) => return Err(e),
+        };
         // The marker first: a crash after the job is written still finds it on restart.
         self.scheduler.mark(ws)?;
-        let added = store::add(
-            &handle,
-            NewDocument {
-                bytes: input.bytes,
-                format,
-                title,
-                metadata,
-                external_id: input.external_id,
-                source_name: input.file_name,
-                embedding: input.embedding,
-            },
-        )?;
+        let added = store::add(&handle, new)?;
         if !added.duplicate {
             room.commit();
         }
