@@ -640,3 +640,74 @@ async fn monthly_chat_tokens_and_embedding_chunks_stop_at_their_allowance() {
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 }
+
+/// Runs the real binary on the server's data directory.
+fn enclave_cli(s: &TestServer, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .arg("--data-dir")
+        .arg(&s.data_dir)
+        .args(args)
+        .env("ENCLAVE_LOG", "warn")
+        .env_remove("ENCLAVE_ADMIN_TOKEN")
+        .env_remove("ENCLAVE_SERVER")
+        .env_remove("ENCLAVE_TOKEN")
+        .output()
+        .expect("run enclave");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_line_manages_plans_and_suspends_through_the_running_server() {
+    let s = TestServer::start();
+    let api = s.api();
+    let org = api.create_org("clisusp").await;
+    let ws = api.create_workspace(&org, "w").await;
+    let key = api.with_token(&api.create_key(&ws, &["search"]).await.key);
+
+    // Plans: written to the control plane beside the running server.
+    let (ok, out) = enclave_cli(
+        &s,
+        &[
+            "plan",
+            "create",
+            "--id",
+            "cli-plan",
+            "--limits",
+            r#"{"workspaces": 1}"#,
+        ],
+    );
+    assert!(ok, "{out}");
+    let r = api.get("/v1/admin/plans/cli-plan").await;
+    assert_eq!(
+        (r.status, &r.body["limits"]["workspaces"]),
+        (200, &json!(1))
+    );
+    let (ok, out) = enclave_cli(&s, &["plan", "create", "--id", "x", "--limits", "{"]);
+    assert!(!ok && out.contains("--limits"), "{out}");
+
+    // Suspension while a server holds the data directory: without the operator token the
+    // command says what it needs; with it, it goes through the server's API.
+    let (ok, out) = enclave_cli(&s, &["org", "suspend", &org]);
+    assert!(!ok && out.contains("operator token"), "{out}");
+    let remote = ["--server", s.base.as_str(), "--token", s.token.as_str()];
+    let (ok, out) = enclave_cli(&s, &[&["org", "suspend", &org][..], &remote[..]].concat());
+    assert!(ok, "{out}");
+    let r = key.post("/v1/search", json!({"query": "x"})).await;
+    assert_eq!((r.status, r.code()), (403, "tenant_suspended"));
+    let (ok, out) = enclave_cli(
+        &s,
+        &[&["org", "reactivate", &org][..], &remote[..]].concat(),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        key.post("/v1/search", json!({"query": "x"})).await.status,
+        200
+    );
+}
