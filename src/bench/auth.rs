@@ -24,7 +24,7 @@ use crate::config::{Config, ConfigArgs};
 use crate::control::{NewOrg, NewWorkspace};
 use crate::http::auth::{Scope, WorkspaceContext};
 use crate::http::error::ApiError;
-use crate::identity::{NewApiKey, NewTenantToken, Principal, Role};
+use crate::identity::{NewApiKey, NewTenantToken, Role};
 
 /// The p50 budget of authentication.
 pub const BUDGET_P50: Duration = Duration::from_micros(20);
@@ -52,9 +52,10 @@ async fn without_auth(State(p): State<Probe>) -> axum::Json<serde_json::Value> {
 }
 
 async fn with_auth(ctx: WorkspaceContext) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    // What a domain function does first: the permission table.
     ctx.require(Scope::Search)?;
     Ok(axum::Json(
-        json!({"workspace_id": ctx.workspace_id, "ok": true}),
+        json!({"workspace_id": ctx.workspace_id(), "ok": true}),
     ))
 }
 
@@ -93,20 +94,20 @@ fn fixture() -> anyhow::Result<Fixture> {
     let mut config = Config::for_data_dir(&dir);
     config.admin_token = Some("bench-operator-token-0123456789".into());
     let (app, _) = App::open(config)?;
-    let org = app.create_org(NewOrg {
+    let org = app.tenancy().create_org(NewOrg {
         name: "Bench".into(),
         plan: Some("enterprise".into()),
         ..Default::default()
     })?;
-    let ws = app.create_workspace(
-        &org.slug,
+    let ws = app.tenancy().create_workspace(
+        &app.identity().operator_org(&org.slug)?,
         NewWorkspace {
             name: "Bench".into(),
             ..Default::default()
         },
     )?;
-    let op = app.workspace_access(&Principal::Operator, Some(ws.id), None)?;
-    let (_, key) = app.create_api_key(
+    let op = app.identity().operator_workspace(ws.id)?;
+    let (_, key) = app.identity().create_api_key(
         &op,
         NewApiKey {
             name: "bench".into(),
@@ -114,8 +115,11 @@ fn fixture() -> anyhow::Result<Fixture> {
             expires_at: None,
         },
     )?;
-    let key_access = app.workspace_access(&app.authenticate(&key)?, None, None)?;
+    let key_access =
+        app.identity()
+            .workspace_access(&app.identity().authenticate(&key)?, None, None)?;
     let token = app
+        .identity()
         .mint_tenant_token(
             &key_access,
             NewTenantToken {
@@ -124,34 +128,35 @@ fn fixture() -> anyhow::Result<Fixture> {
             },
         )?
         .token;
-    app.create_user(
+    app.identity().create_user(
         "bench@example.com",
         "",
         "bench password",
         Some((&org.slug, Role::Viewer)),
     )?;
     let session = app
+        .identity()
         .login("bench@example.com", "bench password", None)?
         .token;
-    let limited = app.create_org(NewOrg {
+    let limited = app.tenancy().create_org(NewOrg {
         name: "Bench limited".into(),
         plan: Some("enterprise".into()),
         ..Default::default()
     })?;
-    app.control.set_org_overrides(
-        limited.id,
+    app.governance().set_org_overrides(
+        &limited.slug,
         &json!({"requests_per_minute_per_key": 1_000_000_000u64,
                 "requests_per_minute_per_org": 1_000_000_000u64}),
     )?;
-    let limited_ws = app.create_workspace(
-        &limited.slug,
+    let limited_ws = app.tenancy().create_workspace(
+        &app.identity().operator_org(&limited.slug)?,
         NewWorkspace {
             name: "Bench".into(),
             ..Default::default()
         },
     )?;
-    let op = app.workspace_access(&Principal::Operator, Some(limited_ws.id), None)?;
-    let (_, limited_key) = app.create_api_key(
+    let op = app.identity().operator_workspace(limited_ws.id)?;
+    let (_, limited_key) = app.identity().create_api_key(
         &op,
         NewApiKey {
             name: "bench".into(),

@@ -1,4 +1,4 @@
-//! The chat engine. `App::prepare_chat` checks everything that can be refused before an answer
+//! The chat engine. `Chat::prepare_chat` checks everything that can be refused before an answer
 //! starts (permission, agent visibility, session ownership, filters, provider settings), so
 //! that those are plain HTTP errors; `Prepared::run` then answers: extractively from the best
 //! passages, or with the org's model, offering the agent's tools and running them inside the
@@ -17,8 +17,8 @@ use super::provider::{self, OpenAiConfig, ProviderUsage};
 use super::retrieve::{self, Mode, Passage};
 use super::sessions;
 use super::tools::{self, Tool};
+use super::Chat;
 use super::{blocking, estimate_tokens, snippet};
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::identity::{Action, WorkspaceAccess};
 
@@ -129,7 +129,7 @@ enum Resolved {
 
 /// A chat that passed every check and is ready to answer.
 pub struct Prepared {
-    app: Arc<App>,
+    chat: Arc<Chat>,
     ctx: WorkspaceAccess,
     pub agent: Agent,
     /// The session to continue, or the id of the one to create (`new_session`).
@@ -151,15 +151,15 @@ impl Prepared {
     }
 }
 
-fn resolve_provider(app: &App, ctx: &WorkspaceAccess, agent: &Agent) -> Result<Resolved> {
+fn resolve_provider(chat: &Chat, ctx: &WorkspaceAccess, agent: &Agent) -> Result<Resolved> {
     let org = match agent.provider.as_deref() {
         Some("extractive") => return Ok(Resolved::Extractive),
-        Some(_) => Some(app.org_openai_provider(ctx.org_id)?.ok_or_else(|| {
+        Some(_) => Some(chat.keys.org_openai_provider(ctx.org_id())?.ok_or_else(|| {
             Error::invalid(
                 "this agent uses the openai-compatible provider, but the organization has none configured (PUT /v1/orgs/{org}/providers/openai-compatible)",
             )
         })?),
-        None => app.org_openai_provider(ctx.org_id)?,
+        None => chat.keys.org_openai_provider(ctx.org_id())?,
     };
     Ok(match org {
         None => Resolved::Extractive,
@@ -189,7 +189,7 @@ fn cut_history(turns: Vec<Turn>, budget: u64) -> Vec<Turn> {
     out
 }
 
-impl App {
+impl Chat {
     /// Checks a chat request and resolves its agent, session, history and provider. Blocking.
     pub fn prepare_chat(
         self: &Arc<Self>,
@@ -198,10 +198,10 @@ impl App {
     ) -> Result<Prepared> {
         ctx.require(Action::Chat)?;
         // Governance hook: the month's chat tokens not used up.
-        crate::governance::check_monthly(
-            self,
-            ctx.org_id,
-            crate::governance::usage::Monthly::ChatTokens,
+        self.governance.check_monthly(
+            ctx.org_id(),
+            Some(ctx.workspace_id()),
+            crate::governance::monthly::Monthly::ChatTokens,
         )?;
         let query = input.query.trim().to_string();
         if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
@@ -212,7 +212,7 @@ impl App {
         // The request's own filter; the context's is applied again at every retrieval.
         let filters: Vec<Value> = input.filter.into_iter().filter(|f| !f.is_null()).collect();
         retrieve::filters_of(ctx, &filters)?;
-        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        let handle = self.store(ctx)?;
         let (agent, session_id, new_session, history) = {
             let conn = handle.conn();
             let session = match &input.history {
@@ -249,7 +249,7 @@ impl App {
         };
         let provider = resolve_provider(self, ctx, &agent)?;
         Ok(Prepared {
-            app: self.clone(),
+            chat: self.clone(),
             ctx: ctx.clone(),
             agent,
             session_id,
@@ -317,13 +317,10 @@ impl Prepared {
             Resolved::Extractive => self.extractive(&events, &mut cites).await?,
             Resolved::OpenAi(cfg) => self.generate(cfg, &events, &mut cites).await?,
         };
-        // Governance hook: the tokens count against the org's monthly allowance.
-        self.app.governance().usage().record(
-            self.ctx.org_id,
-            crate::governance::usage::Monthly::ChatTokens,
-            usage.total_tokens,
-        );
         let citations = cites.for_answer(&answer);
+        self.chat
+            .governance
+            .chat_tokens(&self.ctx, usage.prompt_tokens, usage.completion_tokens);
         let provider = match self.provider {
             Resolved::Extractive => "extractive",
             Resolved::OpenAi(_) => "openai-compatible",
@@ -331,7 +328,7 @@ impl Prepared {
         let model = self.model_name();
         let mut message_id = None;
         if let Some(sid) = self.session_id.clone() {
-            let app = self.app.clone();
+            let chat = self.chat.clone();
             let ctx = self.ctx.clone();
             let (agent_id, query, new) =
                 (self.agent.id.clone(), self.query.clone(), self.new_session);
@@ -339,7 +336,7 @@ impl Prepared {
             let tools_json = serde_json::to_value(&activity).unwrap_or(Value::Null);
             message_id = Some(
                 blocking(move || {
-                    let (_, handle) = app.open_workspace(ctx.workspace_id)?;
+                    let handle = chat.store(&ctx)?;
                     let mut conn = handle.conn();
                     if new {
                         sessions::create(&conn, &ctx, &sid, &agent_id, &query)?;
@@ -375,13 +372,13 @@ impl Prepared {
     }
 
     async fn retrieve(&self, limit: usize) -> Result<Vec<Passage>> {
-        let (app, ctx, q, f) = (
-            self.app.clone(),
+        let (chat, ctx, q, f) = (
+            self.chat.clone(),
             self.ctx.clone(),
             self.query.clone(),
             self.filters.clone(),
         );
-        blocking(move || retrieve::search_message(&app, &ctx, &q, Mode::Hybrid, limit, &f)).await
+        blocking(move || retrieve::search_message(&chat, &ctx, &q, Mode::Hybrid, limit, &f)).await
     }
 
     async fn extractive(
@@ -500,7 +497,7 @@ impl Prepared {
             } else {
                 Some("none")
             };
-            let c = provider::complete(&self.app.chat, cfg, &messages, &specs, choice, on_delta)
+            let c = provider::complete(&self.chat.state, cfg, &messages, &specs, choice, on_delta)
                 .await?;
             match c.usage {
                 Some(u) => {
@@ -568,9 +565,9 @@ impl Prepared {
             act.error = Some(msg.clone());
             return (json!({"error": msg}), act);
         };
-        let (app, ctx, f) = (self.app.clone(), self.ctx.clone(), self.filters.clone());
+        let (chat, ctx, f) = (self.chat.clone(), self.ctx.clone(), self.filters.clone());
         let a = args.clone();
-        match blocking(move || tools::run(&app, &ctx, tool, &a, &f)).await {
+        match blocking(move || tools::run(&chat, &ctx, tool, &a, &f)).await {
             Ok(mut out) => {
                 if let Some(results) = out.content.get_mut("results").and_then(Value::as_array_mut)
                 {

@@ -1,194 +1,159 @@
-//! `enclave plan ...` (plans in the control plane) and `enclave org suspend|reactivate|delete|
-//! restore`. Plans are written to `control.db` directly (a running server sees them within
-//! `governance::LIMITS_TTL`). Lifecycle commands change what a running server's scheduler and
-//! caches hold, so with `--server URL` (or when a server holds the data directory) they go
-//! through its HTTP API with the operator token; otherwise they open the data directory.
+//! `enclave audit verify` and `enclave usage export`: on the data directory, beside a running
+//! server or not (a server's usage reaches `control.db` within `USAGE_FLUSH`, 5 s).
 
 use std::sync::Arc;
 
 use clap::Subcommand;
-use serde_json::Value;
 
 use crate::app::App;
-use crate::config::Config;
-use crate::control::OrgStatus;
-use crate::governance::plans::{NewPlan, PlanPatch};
+use crate::control::Page;
+use crate::governance::{audit::Verification, usage};
 
 #[derive(Debug, Subcommand)]
-pub enum PlanCommand {
-    /// List the plans and their limits.
-    List,
-    /// Create a custom plan. Limits not given are unlimited.
-    Create {
-        /// The plan's id (a slug), what orgs name in `plan`.
+pub enum AuditCommand {
+    /// Verify the control plane's audit chain, one workspace's (`--workspace`), or every
+    /// workspace's too (`--all`). Exits 1 at the first break, naming the entry.
+    Verify {
+        #[arg(long, conflicts_with = "all")]
+        workspace: Option<String>,
         #[arg(long)]
-        id: String,
-        #[arg(long)]
-        name: Option<String>,
-        /// Limits as a JSON object, e.g. '{"workspaces": 10, "documents": null}'.
-        #[arg(long)]
-        limits: Option<String>,
+        all: bool,
     },
-    /// Change a plan's name or some of its limits (JSON object; null = unlimited).
-    Update {
-        id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Print metered usage (what the server has flushed) as CSV or JSON.
+    Export {
+        /// An organization (id or slug); every org without it.
         #[arg(long)]
-        name: Option<String>,
+        org: Option<String>,
+        /// First day (YYYY-MM-DD) or month (YYYY-MM); default: the first of `to`'s month.
         #[arg(long)]
-        limits: Option<String>,
+        from: Option<String>,
+        /// Last day (YYYY-MM-DD) or month (YYYY-MM), included; default: today.
+        #[arg(long)]
+        to: Option<String>,
+        /// day or month.
+        #[arg(long, default_value = "day")]
+        granularity: String,
+        /// One workspace (id).
+        #[arg(long)]
+        workspace: Option<String>,
+        /// One row per workspace instead of per org.
+        #[arg(long)]
+        by_workspace: bool,
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
     },
-    /// Delete a custom plan that no org uses.
-    Delete { id: String },
 }
 
-/// Where a lifecycle command is carried out.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Remote {
-    /// A running server's base URL: the command goes through its API (needed while a server
-    /// holds the data directory, so its scheduler and caches see the change).
-    #[arg(long, env = "ENCLAVE_SERVER")]
-    pub server: Option<String>,
-    /// The operator token for `--server` (default: ENCLAVE_ADMIN_TOKEN).
-    #[arg(long, env = "ENCLAVE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
-    Suspend,
-    Reactivate,
-    Delete { purge: bool },
-    Restore,
-}
-
-fn parse_json(text: Option<String>, what: &str) -> anyhow::Result<Option<Value>> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| anyhow::anyhow!("{what} is not valid JSON: {e}"))
-    })
-    .transpose()
-}
-
-pub fn run_plan(app: &Arc<App>, cmd: PlanCommand) -> anyhow::Result<Value> {
-    Ok(match cmd {
-        PlanCommand::List => serde_json::to_value(app.control.list_plans()?)?,
-        PlanCommand::Create { id, name, limits } => {
-            let plan = app.control.create_plan(NewPlan {
-                id,
-                name,
-                limits: parse_json(limits, "--limits")?,
-            })?;
-            serde_json::to_value(plan)?
-        }
-        PlanCommand::Update { id, name, limits } => {
-            let plan = app.control.update_plan(
-                &id,
-                PlanPatch {
-                    name,
-                    limits: parse_json(limits, "--limits")?,
-                },
-            )?;
-            app.governance().invalidate_limits();
-            serde_json::to_value(plan)?
-        }
-        PlanCommand::Delete { id } => {
-            app.control.delete_plan(&id)?;
-            serde_json::json!({"deleted": id})
-        }
-    })
-}
-
-/// Whether a server (or another job-running process) holds the data directory.
-fn data_dir_is_held(config: &Config) -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(config.data_dir.join(crate::app::LOCK_FILE))
-    {
-        Ok(f) => match f.try_lock() {
-            Ok(()) => false,
-            Err(std::fs::TryLockError::WouldBlock) => true,
-            Err(std::fs::TryLockError::Error(_)) => false,
-        },
-        Err(_) => false,
+fn report_line(what: &str, v: &Verification) -> String {
+    let head = v
+        .head
+        .as_ref()
+        .map(|(id, h)| format!(", head entry {id} {h}"))
+        .unwrap_or_default();
+    let unchained = if v.unchained > 0 {
+        format!(", {} older entries without a hash", v.unchained)
+    } else {
+        String::new()
+    };
+    match &v.problem {
+        None => format!("{what}: ok, {} entries{unchained}{head}", v.entries),
+        Some(p) => format!("{what}: BROKEN at entry {}: {}", p.entry_id, p.message),
     }
 }
 
-/// Runs a lifecycle command on `org` (id or slug; an id for `restore`).
-pub fn run_lifecycle(
-    config: Config,
-    org: &str,
-    what: Lifecycle,
-    remote: Remote,
-) -> anyhow::Result<Value> {
-    let server = match remote.server {
-        Some(s) => Some(s),
-        None if data_dir_is_held(&config) => Some(format!("http://{}", config.listen)),
-        None => None,
-    };
-    if let Some(server) = server {
-        let token = remote
-            .token
-            .or_else(|| config.admin_token.clone())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "a server holds the data directory: this goes through its API ({server}) \
-                     and needs the operator token: set ENCLAVE_ADMIN_TOKEN or --token"
-                )
-            })?;
-        let base = server.trim_end_matches('/');
-        let (method, path) = match what {
-            Lifecycle::Suspend => (reqwest::Method::POST, format!("/v1/orgs/{org}/suspend")),
-            Lifecycle::Reactivate => (reqwest::Method::POST, format!("/v1/orgs/{org}/reactivate")),
-            Lifecycle::Delete { purge } => (
-                reqwest::Method::DELETE,
-                format!("/v1/orgs/{org}{}", if purge { "?purge=true" } else { "" }),
-            ),
-            Lifecycle::Restore => (reqwest::Method::POST, format!("/v1/orgs/{org}/restore")),
+pub fn audit(app: Arc<App>, cmd: AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::Verify { workspace, all } = cmd;
+    let mut targets: Vec<Option<uuid::Uuid>> = Vec::new();
+    match workspace {
+        Some(w) => targets.push(Some(crate::ids::parse_uuid(&w, "workspace")?)),
+        None => {
+            targets.push(None);
+            if all {
+                let mut offset = 0;
+                loop {
+                    let control = app.control_plane();
+                    let orgs = control.list_orgs(Page {
+                        limit: crate::control::MAX_PAGE,
+                        offset,
+                    })?;
+                    for org in &orgs {
+                        let mut ws_offset = 0;
+                        loop {
+                            let list = control.list_workspaces(
+                                org.id,
+                                Page {
+                                    limit: crate::control::MAX_PAGE,
+                                    offset: ws_offset,
+                                },
+                            )?;
+                            targets.extend(list.iter().map(|w| Some(w.id)));
+                            if list.len() < crate::control::MAX_PAGE as usize {
+                                break;
+                            }
+                            ws_offset += crate::control::MAX_PAGE;
+                        }
+                    }
+                    if orgs.len() < crate::control::MAX_PAGE as usize {
+                        break;
+                    }
+                    offset += crate::control::MAX_PAGE;
+                }
+            }
+        }
+    }
+    let mut broken = 0;
+    for t in targets {
+        let what = match t {
+            None => "control plane".to_string(),
+            Some(w) => format!("workspace {w}"),
         };
-        let client = reqwest::blocking::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()?;
-        let mut req = client
-            .request(method.clone(), format!("{base}{path}"))
-            .bearer_auth(token);
-        if method == reqwest::Method::POST {
-            req = req.json(&serde_json::json!({}));
+        let v = app.governance().verify(t)?;
+        println!("{}", report_line(&what, &v));
+        if !v.ok() {
+            broken += 1;
         }
-        let resp = req.send()?;
-        let status = resp.status();
-        let text = resp.text()?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let msg = body["error"]["message"]
-                .as_str()
-                .unwrap_or(&text)
-                .to_string();
-            anyhow::bail!("{server} answered {status}: {msg}");
-        }
-        return Ok(if body.is_null() {
-            serde_json::json!({"org": org, "done": format!("{what:?}")})
-        } else {
-            body
-        });
     }
-    // No server: the data directory itself (taking its lock, as a job-running process would:
-    // a reactivated org's jobs run at the next server start, which finds their markers).
-    let (app, _) = App::open(config)?;
-    let out = match what {
-        Lifecycle::Suspend => serde_json::to_value(app.set_org_status(org, OrgStatus::Suspended)?)?,
-        Lifecycle::Reactivate => serde_json::to_value(app.set_org_status(org, OrgStatus::Active)?)?,
-        Lifecycle::Delete { purge } => {
-            app.delete_org(org, purge)?;
-            serde_json::json!({"deleted": org, "purged": purge})
-        }
-        Lifecycle::Restore => {
-            let id = crate::ids::parse_uuid(org, "organization")?;
-            let ws = crate::governance::lifecycle::restore_org(&app, id)?;
-            serde_json::json!({"restored": id, "restored_workspaces": ws})
-        }
-    };
-    let org_id = app.control.get_org(org).ok().map(|o| o.id);
-    super::audit_cli(&app, &format!("org {what:?}").to_lowercase(), org_id, None);
-    app.shutdown();
-    Ok(out)
+    if broken > 0 {
+        anyhow::bail!("{broken} audit chain(s) failed verification");
+    }
+    Ok(())
+}
+
+pub fn usage(app: Arc<App>, cmd: UsageCommand) -> anyhow::Result<()> {
+    let UsageCommand::Export {
+        org,
+        from,
+        to,
+        granularity,
+        workspace,
+        by_workspace,
+        format,
+    } = cmd;
+    let mut q = usage::Query::parse(
+        from.as_deref(),
+        to.as_deref(),
+        Some(&granularity),
+        app.governance().today(),
+    )?;
+    q.workspace = workspace
+        .map(|w| crate::ids::parse_uuid(&w, "workspace"))
+        .transpose()?;
+    q.by_workspace = by_workspace;
+    let rows = app.governance().operator_usage(org.as_deref(), q.clone())?;
+    match format.as_str() {
+        "csv" => print!("{}", usage::to_csv(&rows)),
+        "json" => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "from": q.from, "to": q.to, "granularity": q.granularity, "data": rows
+            }))?
+        ),
+        other => anyhow::bail!("--format must be csv or json, not {other:?}"),
+    }
+    Ok(())
 }

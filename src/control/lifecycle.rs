@@ -1,7 +1,7 @@
 //! Soft deletion of orgs and workspaces as stored: marked deleted (invisible to every other
 //! query, which all filter `status <> 'deleted'`) with a `purge_after` time, restorable until
 //! the background upkeep purges them (`purged_at`). The policy (grace period, when to purge,
-//! what purging removes) is `governance::lifecycle`.
+//! what purging removes) is `tenancy::lifecycle`.
 
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;

@@ -1,18 +1,18 @@
 //! Plans and an org's limits as stored: the `plans` table (built-in and custom), an org's
 //! overrides (`orgs.limits`), and the counts of control-plane resources that quotas compare
-//! with. What the limits mean is `governance::plans`.
+//! with. What the limits mean is `control::limits`; governance enforces them.
 
 use rusqlite::{params, OptionalExtension, Row};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::limits::{
+    validate_overrides, Limits, NewPlan, OrgLimits, Plan, PlanPatch, PRIORITY_KEY,
+};
 use super::orgs::merge_patch;
 use super::ControlPlane;
 use crate::db::{self, json_column};
 use crate::error::{Error, Result};
-use crate::governance::plans::{
-    validate_overrides, Limits, NewPlan, OrgLimits, Plan, PlanPatch, PRIORITY_KEY,
-};
 
 /// The columns [`RawPlan::from_row`] reads, by name.
 const PLAN_COLUMNS: &str = "id, name, priority, limits, builtin, created_at, updated_at";

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{ControlPlane, Org};
 use crate::db;
 use crate::error::{Error, Resource, Result};
-use crate::identity::Role;
+use crate::roles::Role;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct User {

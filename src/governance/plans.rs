@@ -1,281 +1,140 @@
-//! Plans and limits: the names of the limits, their JSON form (`null` = unlimited), a plan's
-//! limits with an org's overrides on top. Storage of plans and overrides is in
-//! `control::plans`; this module knows no SQL.
+//! Plans and an org's effective limits (issue 12 part A): the operator's plan administration,
+//! an org's overrides, and the small cache every quota and rate check reads limits through.
+//! The vocabulary (`Limit`, `Limits`, `Plan`, ...) is `control::limits`; storage is
+//! `control::plans`.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::monthly::{Monthly, UsageSource};
+use super::quota::Counted;
+use super::Governance;
+use crate::control::limits::{Limits, NewPlan, Plan, PlanPatch};
 use crate::error::{Error, Result};
+use crate::identity::{Action, OrgAccess};
 
-/// The plan an org gets when it is created without one.
-pub const DEFAULT_PLAN: &str = "free";
+/// How long an org's effective limits are trusted in memory. Changes made through this server
+/// (plan edits, overrides, an org's plan) invalidate them at once; the TTL bounds staleness
+/// from another process (the command line).
+pub const LIMITS_TTL: Duration = Duration::from_secs(5);
 
-/// Plans that exist on every server and cannot be deleted (their limits can be changed).
-pub const BUILTIN_PLANS: [&str; 3] = ["free", "team", "enterprise"];
+/// The orgs' effective limits, each with when it was read.
+#[derive(Default)]
+pub struct LimitsCache(RwLock<HashMap<Uuid, (Limits, Instant)>>);
 
-/// Highest ingest priority weight a plan or an override may set.
-pub const MAX_PRIORITY: u32 = 1000;
-
-/// One limit of a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Limit {
-    Workspaces,
-    Documents,
-    StorageBytes,
-    Members,
-    ApiKeys,
-    UploadBytes,
-    RequestsPerMinutePerKey,
-    RequestsPerMinutePerOrg,
-    ChatTokensPerMonth,
-    EmbeddingChunksPerMonth,
-}
-
-impl Limit {
-    pub const ALL: [Limit; 10] = [
-        Limit::Workspaces,
-        Limit::Documents,
-        Limit::StorageBytes,
-        Limit::Members,
-        Limit::ApiKeys,
-        Limit::UploadBytes,
-        Limit::RequestsPerMinutePerKey,
-        Limit::RequestsPerMinutePerOrg,
-        Limit::ChatTokensPerMonth,
-        Limit::EmbeddingChunksPerMonth,
-    ];
-
-    /// The key of the limit in JSON (plans, overrides) and the `resource` of a refusal.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Limit::Workspaces => "workspaces",
-            Limit::Documents => "documents",
-            Limit::StorageBytes => "storage_bytes",
-            Limit::Members => "members",
-            Limit::ApiKeys => "api_keys",
-            Limit::UploadBytes => "upload_bytes",
-            Limit::RequestsPerMinutePerKey => "requests_per_minute_per_key",
-            Limit::RequestsPerMinutePerOrg => "requests_per_minute_per_org",
-            Limit::ChatTokensPerMonth => "chat_tokens_per_month",
-            Limit::EmbeddingChunksPerMonth => "embedding_chunks_per_month",
+impl Governance {
+    /// The org's effective limits (its plan's with its overrides), through a small cache.
+    pub fn limits(&self, org: Uuid) -> Result<Limits> {
+        if let Some((l, at)) = self
+            .limits
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&org)
+        {
+            if at.elapsed() < LIMITS_TTL {
+                return Ok(*l);
+            }
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Limit> {
-        Limit::ALL.into_iter().find(|l| l.as_str() == s)
-    }
-
-    fn index(self) -> usize {
-        Limit::ALL.iter().position(|l| *l == self).unwrap_or(0)
-    }
-}
-
-/// The key of the ingest priority weight in a plan's or an org's JSON.
-pub const PRIORITY_KEY: &str = "ingest_priority";
-
-/// A full set of limits: `None` is unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Limits {
-    values: [Option<u64>; 10],
-    /// The org's weight in the job scheduler (higher = larger share), at least 1.
-    pub ingest_priority: u32,
-}
-
-impl Limits {
-    /// Everything unlimited, priority 1.
-    pub fn unlimited() -> Limits {
-        Limits {
-            values: [None; 10],
-            ingest_priority: 1,
+        let l = self.control.org_limits(org)?.effective;
+        let mut map = self.limits.0.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.clear();
         }
-    }
-
-    pub fn get(&self, limit: Limit) -> Option<u64> {
-        self.values[limit.index()]
-    }
-
-    pub fn set(&mut self, limit: Limit, value: Option<u64>) {
-        self.values[limit.index()] = value;
-    }
-
-    /// A plan's limits from its stored JSON object (a missing key is unlimited) and priority.
-    pub fn from_plan(json: &Value, priority: i64) -> Result<Limits> {
-        let mut l = Limits::unlimited();
-        l.ingest_priority = u32::try_from(priority.clamp(1, MAX_PRIORITY as i64)).unwrap_or(1);
-        l.apply(json)?;
+        map.insert(org, (l, Instant::now()));
         Ok(l)
     }
 
-    /// Applies overrides: each key present sets that limit (`null`: unlimited); `ingest_priority`
-    /// sets the weight. Unknown keys and values that are not non-negative integers are `400`.
-    pub fn apply(&mut self, overrides: &Value) -> Result<()> {
-        let map = validate_overrides(overrides)?;
-        for (k, v) in map {
-            if k == PRIORITY_KEY {
-                self.ingest_priority = priority_of(v)?;
-                continue;
-            }
-            let limit = Limit::parse(k).ok_or_else(|| unknown_key(k))?;
-            self.set(limit, count_of(k, v)?);
-        }
-        Ok(())
+    /// Forgets cached limits (all orgs: a plan change affects many). Called by whoever changes
+    /// a plan, an org's plan or its overrides.
+    pub fn invalidate_limits(&self) {
+        self.limits
+            .0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
-    /// The JSON form: every limit by name (`null` = unlimited) and `ingest_priority`.
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        for l in Limit::ALL {
-            m.insert(
-                l.as_str().into(),
-                self.get(l).map_or(Value::Null, Value::from),
+    // ---- the operator's plans (the route takes the `Operator` extractor; the command line
+    // acts as the operator) ----
+
+    pub fn list_plans(&self) -> Result<Vec<Plan>> {
+        self.control.list_plans()
+    }
+
+    pub fn get_plan(&self, id: &str) -> Result<Plan> {
+        self.control.get_plan(id)
+    }
+
+    pub fn create_plan(&self, new: NewPlan) -> Result<Plan> {
+        self.control.create_plan(new)
+    }
+
+    pub fn update_plan(&self, id: &str, patch: PlanPatch) -> Result<Plan> {
+        let plan = self.control.update_plan(id, patch)?;
+        self.invalidate_limits();
+        Ok(plan)
+    }
+
+    pub fn delete_plan(&self, id: &str) -> Result<()> {
+        self.control.delete_plan(id)
+    }
+
+    /// Replaces an org's overrides (`{}` removes them; a key set to `null` is unlimited);
+    /// answers its limits view. Operator only (as the plans).
+    pub fn set_org_overrides(&self, org: &str, overrides: &Value) -> Result<Value> {
+        let org = self.control.get_org(org)?.id;
+        self.control.set_org_overrides(org, overrides)?;
+        self.invalidate_limits();
+        self.limits_view(org)
+    }
+
+    /// Merges into an org's overrides (RFC 7396: `null` removes an override, so the plan's
+    /// value applies again). Operator only.
+    pub fn merge_org_overrides(&self, org: &str, patch: &Value) -> Result<Value> {
+        let org = self.control.get_org(org)?.id;
+        self.control.merge_org_overrides(org, patch)?;
+        self.invalidate_limits();
+        self.limits_view(org)
+    }
+
+    /// The operator's view of an org's limits (id or slug).
+    pub fn operator_org_limits(&self, org: &str) -> Result<Value> {
+        self.limits_view(self.control.get_org(org)?.id)
+    }
+
+    /// What the org of the context is held to, and what it uses (`OrgRead`).
+    pub fn org_limits(&self, access: &OrgAccess) -> Result<Value> {
+        access.require(Action::OrgRead)?;
+        self.limits_view(access.org_id())
+    }
+
+    /// An org's limits with what it uses of the counted ones (the store-counted ones as last
+    /// counted, `null` when not counted yet) and of its monthly allowances.
+    fn limits_view(&self, org: Uuid) -> Result<Value> {
+        let l = self.control.org_limits(org)?;
+        let now = self.identity.clock().now_text();
+        let mut used = serde_json::Map::new();
+        for c in Counted::ALL {
+            let v = if c.in_stores() {
+                self.ledger.known(org, c).map(|v| v.max(0))
+            } else {
+                Some(self.read_usage(org, c, &now)?)
+            };
+            used.insert(c.limit().as_str().into(), json!(v));
+        }
+        for m in [Monthly::ChatTokens, Monthly::EmbeddingChunks] {
+            used.insert(
+                m.limit().as_str().into(),
+                json!(self.used_this_month(org, m)?),
             );
         }
-        m.insert(PRIORITY_KEY.into(), Value::from(self.ingest_priority));
-        Value::Object(m)
-    }
-}
-
-impl Serialize for Limits {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
-    }
-}
-
-fn unknown_key(k: &str) -> Error {
-    let known: Vec<&str> = Limit::ALL.iter().map(|l| l.as_str()).collect();
-    Error::invalid(format!(
-        "unknown limit {k:?}: the limits are {}, and {PRIORITY_KEY}",
-        known.join(", ")
-    ))
-}
-
-fn count_of(k: &str, v: &Value) -> Result<Option<u64>> {
-    match v {
-        Value::Null => Ok(None),
-        Value::Number(n) => n.as_u64().map(Some).ok_or_else(|| {
-            Error::invalid(format!(
-                "limit {k:?} must be a whole number of 0 or more, or null for unlimited"
-            ))
-        }),
-        _ => Err(Error::invalid(format!(
-            "limit {k:?} must be a whole number of 0 or more, or null for unlimited"
-        ))),
-    }
-}
-
-fn priority_of(v: &Value) -> Result<u32> {
-    v.as_u64()
-        .filter(|p| (1..=MAX_PRIORITY as u64).contains(p))
-        .and_then(|p| u32::try_from(p).ok())
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "{PRIORITY_KEY} must be a whole number from 1 to {MAX_PRIORITY}"
-            ))
-        })
-}
-
-/// Checks a limits object (plan limits or org overrides) without applying it.
-pub fn validate_overrides(v: &Value) -> Result<&Map<String, Value>> {
-    let map = v
-        .as_object()
-        .ok_or_else(|| Error::invalid("limits must be a JSON object"))?;
-    for (k, val) in map {
-        if k == PRIORITY_KEY {
-            priority_of(val)?;
-        } else if Limit::parse(k).is_none() {
-            return Err(unknown_key(k));
-        } else {
-            count_of(k, val)?;
-        }
-    }
-    Ok(map)
-}
-
-/// A plan as the operator sees and edits it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    pub id: String,
-    pub name: String,
-    pub builtin: bool,
-    /// Every limit (`null` = unlimited) and `ingest_priority`.
-    pub limits: Limits,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-/// `POST /v1/admin/plans`, `enclave plan create`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewPlan {
-    pub id: String,
-    pub name: Option<String>,
-    /// Limits by name (a missing one is unlimited) and optionally `ingest_priority`.
-    #[serde(default)]
-    pub limits: Option<Value>,
-}
-
-/// `PATCH /v1/admin/plans/{plan}`, `enclave plan update`: `limits` keys replace those limits
-/// (`null`: unlimited), the others stay.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlanPatch {
-    pub name: Option<String>,
-    pub limits: Option<Value>,
-}
-
-/// What an org is held to: its plan, its overrides and the result.
-#[derive(Debug, Clone, Serialize)]
-pub struct OrgLimits {
-    pub org_id: uuid::Uuid,
-    pub plan: String,
-    /// The org's own values, over the plan's (`null` = unlimited).
-    pub overrides: Value,
-    /// What is enforced.
-    pub effective: Limits,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn missing_is_unlimited_and_overrides_win() {
-        let mut l = Limits::from_plan(&json!({"workspaces": 3, "documents": null}), 2).unwrap();
-        assert_eq!(l.get(Limit::Workspaces), Some(3));
-        assert_eq!(l.get(Limit::Documents), None);
-        assert_eq!(l.get(Limit::Members), None);
-        assert_eq!(l.ingest_priority, 2);
-        l.apply(&json!({"workspaces": null, "members": 0, "ingest_priority": 7}))
-            .unwrap();
-        assert_eq!(l.get(Limit::Workspaces), None);
-        assert_eq!(l.get(Limit::Members), Some(0));
-        assert_eq!(l.ingest_priority, 7);
-        let j = l.to_json();
-        assert_eq!(j["workspaces"], Value::Null);
-        assert_eq!(j["members"], json!(0));
-        assert_eq!(j.as_object().map(|m| m.len()), Some(11));
-    }
-
-    #[test]
-    fn bad_limits_are_refused_with_what_to_change() {
-        for bad in [
-            json!({"workspace": 3}),
-            json!({"workspaces": -1}),
-            json!({"workspaces": 1.5}),
-            json!({"workspaces": "3"}),
-            json!({"ingest_priority": 0}),
-            json!({"ingest_priority": null}),
-            json!([1]),
-        ] {
-            match validate_overrides(&bad) {
-                Err(Error::Invalid(m)) => assert!(!m.is_empty()),
-                other => panic!("{bad}: {other:?}"),
-            }
-        }
-        match validate_overrides(&json!({"workspace": 3})) {
-            Err(Error::Invalid(m)) => assert!(m.contains("workspaces"), "{m}"),
-            other => panic!("{other:?}"),
-        }
+        let mut v = serde_json::to_value(&l).map_err(|e| Error::internal(e.to_string()))?;
+        v["used"] = Value::Object(used);
+        Ok(v)
     }
 }

@@ -20,8 +20,12 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::plans::Limit;
+use super::monthly::{Monthly, UsageSource};
+use super::usage::Refusal;
+use super::Governance;
+use crate::control::limits::Limit;
 use crate::error::{Error, Result};
+use crate::identity::{Seat, SeatHold, SeatQuota, WorkspaceAccess};
 
 /// How old a count read from the workspace stores may get before it is read again.
 pub const STORE_REFRESH: Duration = Duration::from_secs(30);
@@ -37,7 +41,7 @@ pub enum Counted {
 }
 
 impl Counted {
-    const ALL: [Counted; 5] = [
+    pub const ALL: [Counted; 5] = [
         Counted::Workspaces,
         Counted::Documents,
         Counted::StorageBytes,
@@ -225,6 +229,161 @@ impl Ledger {
         let ledger = self.org(org);
         let l = lock(&ledger);
         l.counts[what.index()].value
+    }
+}
+
+impl SeatHold for Reservation {
+    fn commit(self: Box<Self>) {
+        (*self).commit();
+    }
+}
+
+/// Everything a workspace holds that an org's quotas count.
+pub const WORKSPACE_CONTENTS: [Counted; 4] = [
+    Counted::Workspaces,
+    Counted::Documents,
+    Counted::StorageBytes,
+    Counted::ApiKeys,
+];
+
+impl Governance {
+    /// Reads an org's current usage of a counted resource from its store of truth (`now`: what
+    /// an expired invitation or key is compared with).
+    pub(super) fn read_usage(&self, org: Uuid, what: Counted, now: &str) -> Result<i64> {
+        match what {
+            Counted::Workspaces => self.control.count_workspaces(org),
+            Counted::Members => self.control.count_seats(org, now),
+            Counted::ApiKeys => self.control.count_api_keys(org, now),
+            Counted::Documents | Counted::StorageBytes => {
+                let mut docs = 0i64;
+                let mut bytes = 0i64;
+                for ws in self.control.live_workspace_ids(org)? {
+                    // The record first: a deleted workspace is never reopened.
+                    let handle = match self
+                        .control
+                        .get_workspace(ws)
+                        .and_then(|_| self.registry.get(ws))
+                    {
+                        Ok(h) => h,
+                        Err(Error::NotFound(_)) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let s = handle.stats()?;
+                    docs += s.documents;
+                    bytes += i64::try_from(s.bytes_on_disk).unwrap_or(i64::MAX);
+                }
+                Ok(if what == Counted::Documents {
+                    docs
+                } else {
+                    bytes
+                })
+            }
+        }
+    }
+
+    /// Reserves room for `asks` in `org` under its effective limits, or refuses with
+    /// `QuotaExceeded` (nothing reserved; the refusal counted for `org` and `ws`). Commit the
+    /// reservation once the work is done.
+    pub fn reserve(
+        &self,
+        org: Uuid,
+        ws: Option<Uuid>,
+        asks: &[(Counted, i64)],
+    ) -> Result<Reservation> {
+        let r = self.reserve_uncounted(org, asks);
+        if let Err(Error::QuotaExceeded { .. }) = &r {
+            self.record_refusal(org, ws, Refusal::Quota);
+        }
+        r
+    }
+
+    fn reserve_uncounted(&self, org: Uuid, asks: &[(Counted, i64)]) -> Result<Reservation> {
+        let limits = self.limits(org)?;
+        let asks: Vec<Ask> = asks
+            .iter()
+            .map(|&(what, delta)| Ask {
+                what,
+                delta,
+                limit: limits.get(what.limit()),
+            })
+            .collect();
+        let now = self.identity.clock().now_text();
+        self.ledger
+            .reserve(org, &asks, &|what| self.read_usage(org, what, &now))
+    }
+
+    /// The checks of a document upload into the context's workspace: its size against
+    /// `upload_bytes`, the month's embedding chunks not used up (both refusals counted here),
+    /// and room for one more document and its bytes. A `QuotaExceeded` of the documents or
+    /// storage quota is NOT counted here: knowledge first looks for an identical document
+    /// already stored (answered as the duplicate, no refusal) and counts the refusal with
+    /// [`Governance::record_refusal`] when there is none. `replaces` is true when the upload
+    /// names an `external_id` (it may replace a document: counted again from the stores later).
+    pub fn reserve_document(
+        &self,
+        access: &WorkspaceAccess,
+        bytes: u64,
+        replaces: bool,
+    ) -> Result<Reservation> {
+        let (org, ws) = (access.org_id(), access.workspace_id());
+        let limits = self.limits(org)?;
+        if let Some(max) = limits.get(Limit::UploadBytes) {
+            if bytes > max {
+                self.record_refusal(org, Some(ws), Refusal::Quota);
+                return Err(Error::PayloadTooLarge(format!(
+                    "the document is {bytes} bytes; the organization's plan allows uploads of at \
+                     most {max} bytes"
+                )));
+            }
+        }
+        self.check_monthly(org, Some(ws), Monthly::EmbeddingChunks)?;
+        let r = self.reserve_uncounted(
+            org,
+            &[
+                (Counted::Documents, 1),
+                (
+                    Counted::StorageBytes,
+                    i64::try_from(bytes).unwrap_or(i64::MAX),
+                ),
+            ],
+        )?;
+        if replaces {
+            self.ledger
+                .stale(org, &[Counted::Documents, Counted::StorageBytes]);
+        }
+        Ok(r)
+    }
+
+    /// A monthly allowance (chat tokens, embedding chunks): refused (and counted) once the
+    /// month's usage has reached the limit (a request's own consumption is known only after it
+    /// ran).
+    pub fn check_monthly(&self, org: Uuid, ws: Option<Uuid>, what: Monthly) -> Result<()> {
+        let limits = self.limits(org)?;
+        if let Some(max) = limits.get(what.limit()) {
+            let used = self.used_this_month(org, what)?;
+            if used >= max {
+                self.record_refusal(org, ws, Refusal::Quota);
+                return Err(exceeded(what.limit(), max, used));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a change that frees or restores counted resources (documents deleted, a workspace
+    /// deleted or restored): the counts are read again from the stores at the next quiet check.
+    pub fn freed(&self, org: Uuid, what: &[Counted]) {
+        self.ledger.stale(org, what);
+    }
+}
+
+/// Identity's members and API keys are held through the org's quotas.
+impl SeatQuota for Governance {
+    fn hold(&self, org: Uuid, ws: Option<Uuid>, what: Seat) -> Result<Box<dyn SeatHold>> {
+        let what = match what {
+            Seat::Member => Counted::Members,
+            Seat::ApiKey => Counted::ApiKeys,
+        };
+        Ok(Box::new(self.reserve(org, ws, &[(what, 1)])?))
     }
 }
 

@@ -24,7 +24,12 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use uuid::Uuid;
 
+use super::usage::Refusal;
+use super::Governance;
 use crate::clock::Clock;
+use crate::control::limits::Limit;
+use crate::error::Result;
+use crate::identity::Principal;
 
 /// The window every bucket refills over.
 pub const WINDOW_SECS: u64 = 60;
@@ -274,6 +279,52 @@ impl RateLimits {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Governance {
+    /// The rate-limit buckets (the server's upkeep prunes idle ones).
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.rates
+    }
+
+    /// The rate check of one request by `principal` reaching `org` (and `ws`): the
+    /// credential's bucket, then the org's. The operator is never limited (`None`). A
+    /// `Limited` verdict is counted as a refusal here.
+    pub fn rate_check(
+        &self,
+        principal: &Principal,
+        org: Uuid,
+        ws: Option<Uuid>,
+    ) -> Result<Option<Verdict>> {
+        let credential = match principal {
+            Principal::Operator => return Ok(None),
+            Principal::User { session_id, .. } => Credential::Session(*session_id),
+            Principal::ApiKey { key_id, .. } => Credential::ApiKey(*key_id),
+            Principal::TenantToken {
+                key_id,
+                subject,
+                token_id,
+                ..
+            } => Credential::tenant_token(
+                *key_id,
+                subject
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(token_id),
+            ),
+        };
+        let l = self.limits(org)?;
+        let verdict = self.rates.check(
+            Some(credential),
+            l.get(Limit::RequestsPerMinutePerKey),
+            org,
+            l.get(Limit::RequestsPerMinutePerOrg),
+        );
+        if matches!(verdict, Verdict::Limited { .. }) {
+            self.record_refusal(org, ws, Refusal::RateLimit);
+        }
+        Ok(Some(verdict))
     }
 }
 

@@ -1,239 +1,201 @@
-//! Governance routes: the operator's plans (`/v1/admin/plans`), an org's limits (operator:
-//! `/v1/admin/orgs/{org}/limits`; members: `GET /v1/orgs/{org}/limits`), deleted orgs and
-//! workspaces (`/v1/admin/deleted`, `POST .../restore`).
+//! Audit trails and usage (issue 12): `GET /v1/workspaces/{ws}/audit`,
+//! `GET /v1/orgs/{org}/audit`, `GET /v1/orgs/{org}/usage`, and the operator's
+//! `GET /v1/admin/audit` and `GET /v1/admin/usage` across orgs. Usage answers JSON, or CSV to
+//! `Accept: text/csv`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use serde_json::{json, Value};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
 
-use super::auth::{Action, Operator, OrgContext};
+use super::auth::{Operator, OrgContext, WorkspaceContext};
 use super::error::ApiResult;
-use super::extract::Json;
+use super::extract::Query;
 use super::params::blocking;
 use crate::app::App;
-use crate::governance::plans::{NewPlan, PlanPatch};
-use crate::governance::quota::Counted;
-use crate::governance::usage::Monthly;
-use crate::ids::parse_uuid;
+use crate::control::Page;
+use crate::governance::audit::Filter;
+use crate::governance::usage;
 
-fn plan_id(p: &HashMap<String, String>) -> String {
-    p.get("plan").cloned().unwrap_or_default()
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Operator listing only: one org (id or slug).
+    pub org: Option<String>,
+    /// An actor kind (`user`, `api_key`, `tenant_token`, `operator`, `cli`) or an actor id.
+    pub actor: Option<String>,
+    /// An action (`document.add`) or a prefix ending in `*` (`document.*`).
+    pub action: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
 }
 
-pub async fn list_plans(State(app): State<Arc<App>>, _: Operator) -> ApiResult<impl IntoResponse> {
-    let plans = blocking(move || app.control.list_plans()).await?;
-    Ok(axum::Json(json!({ "data": plans })))
-}
-
-pub async fn get_plan(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Path(p): Path<HashMap<String, String>>,
-) -> ApiResult<impl IntoResponse> {
-    let plan = blocking(move || app.control.get_plan(&plan_id(&p))).await?;
-    Ok(axum::Json(plan))
-}
-
-pub async fn create_plan(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Json(new): Json<NewPlan>,
-) -> ApiResult<impl IntoResponse> {
-    let plan = blocking(move || app.control.create_plan(new)).await?;
-    Ok((StatusCode::CREATED, axum::Json(plan)))
-}
-
-pub async fn update_plan(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Path(p): Path<HashMap<String, String>>,
-    Json(patch): Json<PlanPatch>,
-) -> ApiResult<impl IntoResponse> {
-    let plan = blocking(move || {
-        let plan = app.control.update_plan(&plan_id(&p), patch)?;
-        app.governance().invalidate_limits();
-        Ok(plan)
-    })
-    .await?;
-    Ok(axum::Json(plan))
-}
-
-pub async fn delete_plan(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Path(p): Path<HashMap<String, String>>,
-) -> ApiResult<impl IntoResponse> {
-    blocking(move || app.control.delete_plan(&plan_id(&p))).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// An org's limits with what it uses of the counted ones (as last counted; `null` when not
-/// counted yet).
-fn limits_view(app: &App, org: uuid::Uuid) -> crate::Result<Value> {
-    let l = app.control.org_limits(org)?;
-    let mut used = serde_json::Map::new();
-    for c in [
-        Counted::Workspaces,
-        Counted::Documents,
-        Counted::StorageBytes,
-        Counted::Members,
-        Counted::ApiKeys,
-    ] {
-        let v = if c.in_stores() {
-            app.governance().ledger.known(org, c).map(|v| v.max(0))
-        } else {
-            let now = app.identity.clock().now_text();
-            Some(match c {
-                Counted::Workspaces => app.control.count_workspaces(org)?,
-                Counted::Members => app.control.count_seats(org, &now)?,
-                _ => app.control.count_api_keys(org, &now)?,
-            })
-        };
-        used.insert(c.limit().as_str().into(), json!(v));
+impl AuditQuery {
+    fn filter(&self) -> crate::Result<(Filter, Page)> {
+        let f = Filter::parse(
+            self.actor.clone(),
+            self.action.clone(),
+            self.from.as_deref(),
+            self.to.as_deref(),
+        )?;
+        Ok((f, Page::new(self.limit, self.offset)?))
     }
-    for m in [Monthly::ChatTokens, Monthly::EmbeddingChunks] {
-        let v = app.governance().usage().used_this_month(org, m)?;
-        used.insert(m.limit().as_str().into(), json!(v));
-    }
-    let mut v = serde_json::to_value(&l).map_err(|e| crate::Error::internal(e.to_string()))?;
-    v["used"] = Value::Object(used);
-    Ok(v)
 }
 
-/// `GET /v1/orgs/{org}/limits`: what the org is held to (viewers and up).
-pub async fn org_limits(
+fn page_body<T: serde::Serialize>(list: Vec<T>, page: Page) -> axum::Json<serde_json::Value> {
+    let next = (list.len() as u32 == page.limit).then(|| page.offset + page.limit);
+    axum::Json(json!({ "data": list, "next_offset": next }))
+}
+
+pub async fn workspace_audit(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<impl IntoResponse> {
+    if q.org.is_some() {
+        return Err(
+            crate::Error::invalid("org is not a filter of a workspace's audit trail").into(),
+        );
+    }
+    let (f, page) = q.filter()?;
+    let list = blocking(move || app.governance().workspace_audit(&ctx, &f, page)).await?;
+    Ok(page_body(list, page))
+}
+
+pub async fn org_audit(
     State(app): State<Arc<App>>,
     ctx: OrgContext,
+    Query(q): Query<AuditQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::OrgRead)?;
-    let org = ctx.org.id;
-    Ok(axum::Json(blocking(move || limits_view(&app, org)).await?))
+    if q.org.is_some() {
+        return Err(crate::Error::invalid("the org is the path's: drop the org filter").into());
+    }
+    let (f, page) = q.filter()?;
+    let list = blocking(move || app.governance().org_audit(&ctx, &f, page)).await?;
+    Ok(page_body(list, page))
 }
 
-fn org_of(app: &App, p: &HashMap<String, String>) -> crate::Result<uuid::Uuid> {
-    Ok(app.control.get_org(p.get("org").map_or("", |s| s))?.id)
-}
-
-/// `GET /v1/admin/orgs/{org}/limits`.
-pub async fn admin_org_limits(
+/// The operator's view of the control plane's trail: every org, or `?org=`.
+pub async fn admin_audit(
     State(app): State<Arc<App>>,
     _: Operator,
-    Path(p): Path<HashMap<String, String>>,
+    Query(q): Query<AuditQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let v = blocking(move || limits_view(&app, org_of(&app, &p)?)).await?;
-    Ok(axum::Json(v))
+    let (f, page) = q.filter()?;
+    let list = blocking(move || app.governance().operator_audit(q.org.as_deref(), f, page)).await?;
+    Ok(page_body(list, page))
 }
 
-/// `PUT /v1/admin/orgs/{org}/limits`: replaces the org's overrides (`{}` removes them; a key
-/// set to `null` is unlimited).
-pub async fn put_org_limits(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Path(p): Path<HashMap<String, String>>,
-    Json(overrides): Json<Value>,
-) -> ApiResult<impl IntoResponse> {
-    let v = blocking(move || {
-        let org = org_of(&app, &p)?;
-        app.control.set_org_overrides(org, &overrides)?;
-        app.governance().invalidate_limits();
-        limits_view(&app, org)
-    })
-    .await?;
-    Ok(axum::Json(v))
-}
-
-/// `PATCH /v1/admin/orgs/{org}/limits`: merges into the overrides (RFC 7396: `null` removes
-/// an override, so the plan's value applies again).
-pub async fn patch_org_limits(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Path(p): Path<HashMap<String, String>>,
-    Json(patch): Json<Value>,
-) -> ApiResult<impl IntoResponse> {
-    let v = blocking(move || {
-        let org = org_of(&app, &p)?;
-        app.control.merge_org_overrides(org, &patch)?;
-        app.governance().invalidate_limits();
-        limits_view(&app, org)
-    })
-    .await?;
-    Ok(axum::Json(v))
-}
-
-/// `GET /v1/admin/deleted`: deleted orgs and workspaces that can still be restored.
-pub async fn list_deleted(
-    State(app): State<Arc<App>>,
-    _: Operator,
-) -> ApiResult<impl IntoResponse> {
-    let list = blocking(move || app.control.list_deleted()).await?;
-    Ok(axum::Json(json!({ "data": list })))
-}
-
-/// `POST /v1/orgs/{org}/restore` (operator; `{org}` is the id: a deleted org's slug may be
-/// someone else's now).
-pub async fn restore_org(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Path(p): Path<HashMap<String, String>>,
-) -> ApiResult<impl IntoResponse> {
-    let org = parse_uuid(p.get("org").map_or("", |s| s), "organization")?;
-    let v = blocking(move || {
-        let workspaces = crate::governance::lifecycle::restore_org(&app, org)?;
-        let org = app.control.get_org_by_id(org)?;
-        Ok(json!({ "org": org, "restored_workspaces": workspaces }))
-    })
-    .await?;
-    Ok(axum::Json(v))
-}
-
-/// `POST /v1/workspaces/{ws}/restore` (operator).
-pub async fn restore_workspace(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Path(p): Path<HashMap<String, String>>,
-) -> ApiResult<impl IntoResponse> {
-    let ws = parse_uuid(p.get("ws").map_or("", |s| s), "workspace")?;
-    let rec = blocking(move || {
-        crate::governance::lifecycle::restore_workspace(&app, ws)?;
-        app.control.get_workspace(ws)
-    })
-    .await?;
-    Ok(axum::Json(rec))
-}
-
-/// `?purge=true` of `DELETE /v1/orgs/{org}` and `DELETE /v1/workspaces/{ws}`.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PurgeQuery {
-    pub purge: Option<bool>,
+pub struct UsageQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// `day` (default) or `month`.
+    pub granularity: Option<String>,
+    /// One workspace of the org (its rows only).
+    pub workspace: Option<String>,
+    /// `org` (default: the org's workspaces summed) or `workspace` (one row per workspace).
+    pub group: Option<String>,
+    /// Operator only: one org (id or slug).
+    pub org: Option<String>,
+    /// `json` or `csv` (instead of the `Accept` header).
+    pub format: Option<String>,
 }
 
-impl PurgeQuery {
-    /// Whether to purge at once; only the operator may.
-    pub fn purge(&self, principal: &crate::identity::Principal) -> crate::Result<bool> {
-        match self.purge {
-            Some(true) if !principal.is_operator() => Err(crate::Error::forbidden(
-                "only the operator may purge at once (?purge=true); without it the data is kept \
-                 for the grace period and then purged",
-            )),
-            p => Ok(p.unwrap_or(false)),
-        }
+impl UsageQuery {
+    fn parse(&self, app: &App) -> crate::Result<usage::Query> {
+        let mut q = usage::Query::parse(
+            self.from.as_deref(),
+            self.to.as_deref(),
+            self.granularity.as_deref(),
+            app.governance().today(),
+        )?;
+        q.workspace = self
+            .workspace
+            .as_deref()
+            .map(|w| crate::ids::parse_uuid(w, "workspace"))
+            .transpose()?;
+        q.by_workspace = match self.group.as_deref() {
+            None | Some("org") => false,
+            Some("workspace") => true,
+            Some(other) => {
+                return Err(crate::Error::invalid(format!(
+                    "group must be org or workspace, not {other:?}"
+                )))
+            }
+        };
+        Ok(q)
     }
 }
 
-/// Creates the first owner's invitation of an org the operator just created.
-pub fn invite_owner(app: &App, org: uuid::Uuid, email: &str) -> crate::Result<Value> {
-    let access = app.org_access(
-        &crate::identity::Principal::Operator,
-        &org.to_string(),
-        None,
-    )?;
-    let (inv, token) = app.invite(&access, email, crate::identity::Role::Owner)?;
-    let mut v = serde_json::to_value(&inv).map_err(|e| crate::Error::internal(e.to_string()))?;
-    v["token"] = json!(token);
-    Ok(v)
+fn wants_csv(headers: &HeaderMap, format: Option<&str>) -> crate::Result<bool> {
+    match format {
+        Some("csv") => return Ok(true),
+        Some("json") => return Ok(false),
+        Some(other) => {
+            return Err(crate::Error::invalid(format!(
+                "format must be json or csv, not {other:?}"
+            )))
+        }
+        None => {}
+    }
+    Ok(headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/csv"))))
+}
+
+fn usage_response(q: &usage::Query, rows: Vec<usage::Row>, csv: bool) -> Response {
+    if csv {
+        (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            usage::to_csv(&rows),
+        )
+            .into_response()
+    } else {
+        axum::Json(json!({
+            "from": q.from,
+            "to": q.to,
+            "granularity": q.granularity,
+            "data": rows,
+        }))
+        .into_response()
+    }
+}
+
+pub async fn org_usage(
+    State(app): State<Arc<App>>,
+    ctx: OrgContext,
+    headers: HeaderMap,
+    Query(q): Query<UsageQuery>,
+) -> ApiResult<Response> {
+    if q.org.is_some() {
+        return Err(crate::Error::invalid("the org is the path's: drop the org filter").into());
+    }
+    let csv = wants_csv(&headers, q.format.as_deref())?;
+    let uq = q.parse(&app)?;
+    let shown = uq.clone();
+    let rows = blocking(move || app.governance().org_usage(&ctx, uq)).await?;
+    Ok(usage_response(&shown, rows, csv))
+}
+
+/// The operator's usage report: every org, or `?org=`.
+pub async fn admin_usage(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    headers: HeaderMap,
+    Query(q): Query<UsageQuery>,
+) -> ApiResult<Response> {
+    let csv = wants_csv(&headers, q.format.as_deref())?;
+    let uq = q.parse(&app)?;
+    let org = q.org.clone();
+    let shown = uq.clone();
+    let rows = blocking(move || app.governance().operator_usage(org.as_deref(), uq)).await?;
+    Ok(usage_response(&shown, rows, csv))
 }

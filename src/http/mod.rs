@@ -2,6 +2,7 @@
 //! map the result. Domain code knows nothing of axum.
 
 mod admin;
+mod admin_ui;
 pub mod auth;
 mod chat;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod middleware;
 mod openai;
 pub(crate) mod orgs;
 pub mod params;
+mod plans;
 mod providers;
 pub mod ratelimit;
 mod session;
@@ -32,7 +34,7 @@ use error::{ApiError, ErrorCode};
 
 pub fn router(app: Arc<App>) -> Router {
     // Uploads: the configured limit plus room for multipart framing and JSON escaping.
-    let upload_limit = usize::try_from(app.config.max_upload_bytes)
+    let upload_limit = usize::try_from(app.config().max_upload_bytes)
         .unwrap_or(usize::MAX)
         .saturating_mul(2)
         .saturating_add(64 << 10);
@@ -76,30 +78,31 @@ pub fn router(app: Arc<App>) -> Router {
             "/orgs/{org}/providers/{name}",
             put(providers::put).delete(providers::delete),
         )
-        .route("/admin/audit", get(admin::audit))
+        .route("/admin/audit", get(governance::admin_audit))
+        .route("/admin/usage", get(governance::admin_usage))
+        .route("/orgs/{org}/audit", get(governance::org_audit))
+        .route("/orgs/{org}/usage", get(governance::org_usage))
+        .route("/workspaces/{ws}/audit", get(governance::workspace_audit))
         .route(
             "/admin/plans",
-            get(governance::list_plans).post(governance::create_plan),
+            get(plans::list_plans).post(plans::create_plan),
         )
         .route(
             "/admin/plans/{plan}",
-            get(governance::get_plan)
-                .patch(governance::update_plan)
-                .delete(governance::delete_plan),
+            get(plans::get_plan)
+                .patch(plans::update_plan)
+                .delete(plans::delete_plan),
         )
         .route(
             "/admin/orgs/{org}/limits",
-            get(governance::admin_org_limits)
-                .put(governance::put_org_limits)
-                .patch(governance::patch_org_limits),
+            get(plans::admin_org_limits)
+                .put(plans::put_org_limits)
+                .patch(plans::patch_org_limits),
         )
-        .route("/admin/deleted", get(governance::list_deleted))
-        .route("/orgs/{org}/limits", get(governance::org_limits))
-        .route("/orgs/{org}/restore", post(governance::restore_org))
-        .route(
-            "/workspaces/{ws}/restore",
-            post(governance::restore_workspace),
-        )
+        .route("/admin/deleted", get(plans::list_deleted))
+        .route("/orgs/{org}/limits", get(plans::org_limits))
+        .route("/orgs/{org}/restore", post(plans::restore_org))
+        .route("/workspaces/{ws}/restore", post(plans::restore_workspace))
         .route(
             "/admin/tenant-token-secret/rotate",
             post(admin::rotate_token_secret),
@@ -158,6 +161,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .nest("/v1", v1)
+        .merge(admin_ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

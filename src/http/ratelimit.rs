@@ -34,12 +34,13 @@ pub fn enforce(
     app: &App,
     principal: &Principal,
     org: Uuid,
+    ws: Option<Uuid>,
 ) -> Result<(), ApiError> {
     if parts.extensions.get::<Checked>().is_some() {
         return Ok(());
     }
     parts.extensions.insert(Checked);
-    let verdict = app.governance().rate_check(&app.control, principal, org)?;
+    let verdict = app.governance().rate_check(principal, org, ws)?;
     let (windows, refused) = match verdict {
         None => return Ok(()),
         Some(Verdict::Allowed(w)) => (w, None),

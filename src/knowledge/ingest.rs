@@ -77,8 +77,12 @@ pub struct Quantum {
     pub chunks: usize,
     /// Whether anything was found to do (including extractions still running).
     pub worked: bool,
-    /// Chunks embedded by the embedder (governance counts them against the monthly allowance).
+    /// Chunks written to the index (or of documents that failed) by this quantum.
+    pub indexed: usize,
+    /// Chunks embedded (first embedding or re-embedding) by this quantum.
     pub embedded: usize,
+    /// Estimated tokens of the texts embedded (4 characters a token, as chat estimates).
+    pub embedded_tokens: u64,
 }
 
 /// How quanta run: the time budget and, in a server (or CLI) with a scheduler, the
@@ -566,7 +570,7 @@ pub fn run_quantum_in(
         return Ok(Quantum {
             chunks: report.added + report.removed,
             worked: true,
-            embedded: 0,
+            ..Default::default()
         });
     }
     complete_fulltext_jobs(ws)?;
@@ -575,28 +579,33 @@ pub fn run_quantum_in(
         return Ok(Quantum {
             chunks: n,
             worked: true,
-            embedded: 0,
+            indexed: n,
+            ..Default::default()
         });
     }
-    if let Some(n) = embed_batch(ws, embedders, &left)? {
+    if let Some((n, tokens)) = embed_batch(ws, embedders, &left)? {
         return Ok(Quantum {
             chunks: n,
             worked: true,
             embedded: n,
+            embedded_tokens: tokens,
+            ..Default::default()
         });
     }
-    if let Some(n) = reembed_batch(ws, embedders, &left)? {
+    if let Some((n, tokens)) = reembed_batch(ws, embedders, &left)? {
         return Ok(Quantum {
             chunks: n,
             worked: true,
             embedded: n,
+            embedded_tokens: tokens,
+            ..Default::default()
         });
     }
     // Extractions still running keep the workspace in the scheduler.
     Ok(Quantum {
         chunks: 0,
         worked: step.pending,
-        embedded: 0,
+        ..Default::default()
     })
 }
 
@@ -1155,6 +1164,15 @@ fn complete_fulltext_jobs(ws: &Workspace) -> Result<()> {
 
 type ChunkRow = (i64, String, String, String, String);
 
+/// Estimated tokens of the texts embedded for `rows` (usage metering).
+fn embedded_tokens(rows: &[ChunkRow]) -> u64 {
+    rows.iter()
+        .map(|(_, _, title, h, text)| {
+            crate::governance::usage::estimate_tokens(&embedding_text(title, h, text))
+        })
+        .sum()
+}
+
 fn unembedded(ws: &Workspace, limit: usize) -> Result<Vec<ChunkRow>> {
     let conn = ws.conn();
     // Only indexed documents: one written over several quanta is embedded once complete.
@@ -1254,7 +1272,7 @@ fn embed_batch(
     ws: &Workspace,
     embedders: &Embedders,
     left: &dyn Fn() -> Duration,
-) -> Result<Option<usize>> {
+) -> Result<Option<(usize, u64)>> {
     let (active, building) = {
         let conn = ws.conn();
         (vectors::active(&conn)?, vectors::building(&conn)?)
@@ -1274,6 +1292,7 @@ fn embed_batch(
     }
     let embedded = embed_within(embedders, &cfgs, &rows, left);
     let done = &rows[..embedded.done];
+    let mut stored = Vec::with_capacity(done.len());
     if !done.is_empty() {
         let mut conn = ws.conn();
         let tx = conn.transaction()?;
@@ -1285,6 +1304,7 @@ fn embed_batch(
             if !exists {
                 continue;
             }
+            stored.push(done[i].clone());
             check_dim(&active, &embedded.vectors[0][i])?;
             vectors::put(&tx, &active, *id, &embedded.vectors[0][i])?;
             if let (Some(space), Some(bv)) = (&building, embedded.vectors.get(1)) {
@@ -1305,7 +1325,7 @@ fn embed_batch(
         give_up_or_retry(ws, failed, &e)?;
         return Err(e);
     }
-    Ok(Some(done.len()))
+    Ok(Some((stored.len(), embedded_tokens(&stored))))
 }
 
 fn check_dim(space: &Space, v: &[f32]) -> Result<()> {
@@ -1390,7 +1410,7 @@ fn reembed_batch(
     ws: &Workspace,
     embedders: &Embedders,
     left: &dyn Fn() -> Duration,
-) -> Result<Option<usize>> {
+) -> Result<Option<(usize, u64)>> {
     let (job, building) = {
         let conn = ws.conn();
         let job: Option<(String, String)> = conn
@@ -1414,7 +1434,7 @@ fn reembed_batch(
              WHERE id = ?1",
             params![job_id, db::now()],
         )?;
-        return Ok(Some(0));
+        return Ok(Some((0, 0)));
     };
     let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
     let cursor = payload.get("cursor").and_then(Value::as_i64).unwrap_or(0);
@@ -1450,7 +1470,7 @@ fn reembed_batch(
         )?;
         tx.commit()?;
         tracing::info!(workspace_id = %ws.id(), elapsed_ms = started.elapsed().as_millis() as u64, "re-embedding finished");
-        return Ok(Some(0));
+        return Ok(Some((0, 0)));
     }
     let embedded = embed_within(embedders, &[&space.config], &rows, left);
     if let Some((e, _)) = &embedded.error {
@@ -1465,7 +1485,7 @@ fn reembed_batch(
     if rows.is_empty() {
         return match embedded.error {
             Some((e, _)) => Err(e),
-            None => Ok(Some(0)),
+            None => Ok(Some((0, 0))),
         };
     }
     let total: i64 = ws
@@ -1498,7 +1518,7 @@ fn reembed_batch(
     tx.commit()?;
     match embedded.error {
         Some((e, _)) => Err(e),
-        None => Ok(Some(rows.len())),
+        None => Ok(Some((rows.len(), embedded_tokens(rows)))),
     }
 }
 

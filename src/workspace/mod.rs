@@ -61,6 +61,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "id_shaped_slugs",
         sql: include_str!("../../schema/workspace/0006_id_shaped_slugs.sql"),
     },
+    Migration {
+        version: 7,
+        name: "audit_chain",
+        sql: include_str!("../../schema/workspace/0007_audit_chain.sql"),
+    },
 ];
 
 /// The tokenizer of the full-text fields: lower-cased, English-stemmed.

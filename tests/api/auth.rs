@@ -359,7 +359,12 @@ async fn tenant_tokens_narrow_and_cannot_be_forged() {
     // Tampering.
     let (header, claims) = parts(&token);
     let kid = header["kid"].as_str().expect("kid").to_string();
-    let secret = s.app.identity.signing_secret(&kid).expect("secret");
+    let secret = s
+        .app
+        .identity()
+        .state()
+        .signing_secret(&kid)
+        .expect("secret");
     let mut widened = claims.clone();
     widened.as_object_mut().expect("obj").remove("filter");
     let p: Vec<&str> = token.split('.').collect();
@@ -735,10 +740,7 @@ async fn operator_actions_are_audited() {
         .iter()
         .filter_map(|e| e["action"].as_str())
         .collect();
-    assert!(
-        actions.contains(&"POST /v1/orgs/{org}/suspend"),
-        "{actions:?}"
-    );
+    assert!(actions.contains(&"org.suspend"), "{actions:?}");
     assert!(actions.contains(&"GET /v1/workspaces/{ws}"), "{actions:?}");
     let get = entries
         .iter()

@@ -381,7 +381,7 @@ async fn openai_compatible_provider_tools_streaming_retries_and_failures() {
     let r = admin.get(&format!("/v1/orgs/{org}/providers")).await;
     assert_eq!(r.body["data"][0]["model"], "mock-model");
     assert!(!r.body.to_string().contains("sk-org-secret"));
-    s.app.control.checkpoint().expect("checkpoint");
+    s.app.control_plane().checkpoint().expect("checkpoint");
     for f in ["control.db", "control.db-wal"] {
         let bytes = std::fs::read(s.data_path(f)).unwrap_or_default();
         assert!(

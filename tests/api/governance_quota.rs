@@ -504,10 +504,10 @@ async fn soft_deletion_keeps_data_for_the_grace_period_then_purges() {
 
     // Past the grace period (7 days by default) the upkeep purges; no restore after that.
     assert_eq!(o.delete(&format!("/v1/orgs/{org}")).await.status, 204);
-    enclave::governance::upkeep(&s.app);
+    s.app.tenancy().purge_due();
     assert!(folder.is_dir(), "kept during the grace period");
     s.advance_clock(Duration::from_secs(7 * 24 * 3600 + 60));
-    enclave::governance::upkeep(&s.app);
+    s.app.tenancy().purge_due();
     assert!(!folder.exists(), "purged after the grace period");
     let r = api
         .post(&format!("/v1/orgs/{org}/restore"), json!({}))

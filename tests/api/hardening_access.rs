@@ -83,7 +83,7 @@ async fn a_slug_never_takes_an_id_and_an_id_reaches_only_its_agent() {
     let impostor = "00000000-0000-4000-8000-00000000beef";
     {
         let id = uuid::Uuid::parse_str(&ws).expect("ws id");
-        let (_, handle) = s.app.open_workspace(id).expect("open workspace");
+        let (_, handle) = s.app.tenancy().open_workspace(id).expect("open workspace");
         handle
             .conn()
             .execute(

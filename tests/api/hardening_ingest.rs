@@ -87,7 +87,9 @@ async fn start_heavy(server: &TestServer, slug: &str) -> (String, String) {
     let job = r.body["job_id"].as_str().expect("job").to_string();
     let app = server.app.clone();
     assert!(
-        eventually(30, || app.scheduler.extractions.running() == 1).await,
+        eventually(30, || app.knowledge().scheduler().extractions.running()
+            == 1)
+        .await,
         "the heavy PDF is extracted in the background"
     );
     (ws, job)
@@ -148,7 +150,9 @@ async fn a_heavy_pdf_does_not_delay_another_orgs_small_document_and_cancel_stops
     let app = server.app.clone();
     let t = Instant::now();
     assert!(
-        eventually(10, || app.scheduler.extractions.running() == 0).await,
+        eventually(10, || app.knowledge().scheduler().extractions.running()
+            == 0)
+        .await,
         "the cancelled extraction still runs"
     );
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
@@ -175,7 +179,7 @@ async fn the_server_stops_promptly_while_a_heavy_document_is_extracted() {
     let took = t.elapsed();
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     assert!(
-        eventually(5, || app.scheduler.extractions.running() == 0).await,
+        eventually(5, || app.knowledge().scheduler().extractions.running() == 0).await,
         "the extraction outlived the shutdown"
     );
     drop(stopped);
@@ -315,8 +319,9 @@ async fn an_org_with_many_large_documents_does_not_hold_every_extraction_slot() 
         jobs_a.push(r.body["job_id"].as_str().expect("job").to_string());
     }
     assert!(
-        eventually(30, || app.scheduler.extractions.running() == 2
-            && app.scheduler.extractions.queued() == 1)
+        eventually(30, || app.knowledge().scheduler().extractions.running()
+            == 2
+            && app.knowledge().scheduler().extractions.queued() == 1)
         .await,
         "org A's documents hold both slots, one waits"
     );
@@ -339,10 +344,8 @@ async fn an_org_with_many_large_documents_does_not_hold_every_extraction_slot() 
     let done = api.wait_job(&ws_b, &job_b, 120).await;
     let waited = t.elapsed();
     assert_eq!(done["status"], "succeeded", "{done:?}");
-    assert!(
-        waited < Duration::from_secs(20),
-        "org B's document waited {waited:?} for org A's extractions"
-    );
+    // No wall-clock bound (the machine is shared): what shows fairness is the order, checked
+    // below. Org B's document finished while every one of org A's is still being read.
     let hits = api
         .search(&ws_b, json!({"query": "kingfisher", "mode": "fulltext"}))
         .await;

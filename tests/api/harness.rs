@@ -195,7 +195,7 @@ impl TestServer {
     /// Moves the server's clock forward (the one credentials expire by): a test lets an
     /// expiry pass this way instead of sleeping until it does.
     pub fn advance_clock(&self, by: std::time::Duration) {
-        self.app.identity.clock().advance(by);
+        self.app.identity().state().clock().advance(by);
     }
 
     pub fn data_path(&self, rel: &str) -> PathBuf {
@@ -210,7 +210,11 @@ impl TestServer {
         docs: &[(&str, Value, &[&str])],
     ) -> Vec<(String, Vec<i64>)> {
         let id = uuid::Uuid::parse_str(ws).expect("workspace id");
-        let (_, handle) = self.app.open_workspace(id).expect("open workspace");
+        let (_, handle) = self
+            .app
+            .tenancy()
+            .open_workspace(id)
+            .expect("open workspace");
         let mut out = Vec::new();
         for (title, metadata, chunks) in docs {
             let doc_id = uuid::Uuid::now_v7().to_string();

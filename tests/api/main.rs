@@ -1,5 +1,6 @@
 //! API integration tests: a real server on a loopback port, real HTTP.
 
+mod admin_ui;
 mod auth;
 mod authz_prop;
 mod chat;
@@ -9,6 +10,7 @@ mod dataplane;
 mod doc_files;
 mod facade;
 mod governance_quota;
+mod governance_usage;
 mod hardening_access;
 mod hardening_ingest;
 mod hardening_query;
@@ -18,6 +20,7 @@ mod harness;
 mod knowledge;
 mod lifecycle;
 mod mock_llm;
+mod modules;
 mod orgs;
 mod registry;
 mod tmpfs;

@@ -76,7 +76,7 @@ async fn delete_while_held_then_nothing_reopens_it() {
     let id = uuid::Uuid::try_parse(&ws).expect("uuid");
 
     // Hold the store as a slow request would.
-    let held = s.app.registry.get(id).expect("open");
+    let held = s.app.registry().get(id).expect("open");
     // Purged at once (the operator's `?purge=true`; a plain delete keeps the folder for the
     // grace period).
     assert_eq!(
@@ -113,7 +113,7 @@ async fn a_request_waits_for_a_held_slot() {
     let b = api.create_workspace(&org, "b").await;
     let held = s
         .app
-        .registry
+        .registry()
         .get(uuid::Uuid::try_parse(&a).expect("uuid"))
         .expect("open a");
     let waiting = {
@@ -143,7 +143,7 @@ async fn a_full_cache_answers_503_after_the_wait_limit() {
     let b = api.create_workspace(&org, "b").await;
     let _held = s
         .app
-        .registry
+        .registry()
         .get(uuid::Uuid::try_parse(&a).expect("uuid"))
         .expect("open a");
     let r = api.get(&format!("/v1/workspaces/{b}")).await;
