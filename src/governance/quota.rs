@@ -313,10 +313,10 @@ impl Governance {
     }
 
     /// The checks of a document upload into the context's workspace: its size against
-    /// `upload_bytes`, the month's embedding chunks not used up (both refusals counted here),
-    /// and room for one more document and its bytes. A `QuotaExceeded` of the documents or
-    /// storage quota is NOT counted here: knowledge first looks for an identical document
-    /// already stored (answered as the duplicate, no refusal) and counts the refusal with
+    /// `upload_bytes` (a refusal counted here), the month's embedding chunks not used up, and
+    /// room for one more document and its bytes. A `QuotaExceeded` (monthly chunks, documents,
+    /// storage) is NOT counted here: knowledge first looks for an identical document already
+    /// stored (answered as the duplicate, no refusal) and counts the refusal with
     /// [`Governance::record_refusal`] when there is none. `replaces` is true when the upload
     /// names an `external_id` (it may replace a document: counted again from the stores later).
     pub fn reserve_document(
@@ -336,7 +336,7 @@ impl Governance {
                 )));
             }
         }
-        self.check_monthly(org, Some(ws), Monthly::EmbeddingChunks)?;
+        self.monthly_room(org, Monthly::EmbeddingChunks)?;
         let r = self.reserve_uncounted(
             org,
             &[
@@ -358,11 +358,18 @@ impl Governance {
     /// month's usage has reached the limit (a request's own consumption is known only after it
     /// ran).
     pub fn check_monthly(&self, org: Uuid, ws: Option<Uuid>, what: Monthly) -> Result<()> {
+        let r = self.monthly_room(org, what);
+        if let Err(Error::QuotaExceeded { .. }) = &r {
+            self.record_refusal(org, ws, Refusal::Quota);
+        }
+        r
+    }
+
+    fn monthly_room(&self, org: Uuid, what: Monthly) -> Result<()> {
         let limits = self.limits(org)?;
         if let Some(max) = limits.get(what.limit()) {
             let used = self.used_this_month(org, what)?;
             if used >= max {
-                self.record_refusal(org, ws, Refusal::Quota);
                 return Err(exceeded(what.limit(), max, used));
             }
         }

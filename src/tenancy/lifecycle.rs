@@ -96,6 +96,9 @@ impl Tenancy {
     /// not checked: the operator restores what was there. Operator only.
     pub fn restore_org(&self, org: Uuid) -> Result<(Org, Vec<Uuid>)> {
         let workspaces = self.control.restore_org(org)?;
+        for ws in &workspaces {
+            self.registry.readmit(*ws);
+        }
         self.identity.invalidate_status();
         self.governance.invalidate_limits();
         self.governance.freed(org, &WORKSPACE_CONTENTS);
@@ -109,6 +112,7 @@ impl Tenancy {
     /// Restores a deleted workspace of a live org before its purge. Operator only.
     pub fn restore_workspace(&self, ws: Uuid) -> Result<WorkspaceRecord> {
         let org = self.control.restore_workspace(ws)?;
+        self.registry.readmit(ws);
         self.identity.invalidate_status();
         self.governance.freed(org, &WORKSPACE_CONTENTS);
         self.knowledge.resume_workspace_jobs(ws, org);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{Api, TestServer};
+use crate::harness::{Api, Options, TestServer};
 
 async fn put(api: &Api, path: &str, body: Value) -> crate::harness::Resp {
     api.send(Method::PUT, path, Some(body)).await
@@ -232,6 +232,9 @@ async fn documents_storage_and_upload_size_are_refused_at_upload() {
         "{:?}",
         r.body
     );
+    // Three refusals (documents, storage, upload size), each counted once; the duplicate
+    // answered at the limit is none.
+    assert_eq!(refusals(&api, &org, &ws).await, (3, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -278,6 +281,12 @@ async fn members_and_api_keys_have_quotas() {
         )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
+    // The key refusal is the workspace's; the member refusal the org's own (no workspace).
+    assert_eq!(refusals(&api, &org, &ws).await, (1, 0));
+    let r = api
+        .get(&format!("/v1/orgs/{org}/usage?granularity=month"))
+        .await;
+    assert_eq!(r.body["data"][0]["quota_refusals"], 2, "{:?}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -335,6 +344,9 @@ async fn rate_limits_per_key_and_per_org_with_headers() {
             .status,
         200
     );
+    // Both refusals are counted in the workspace's usage (and nothing else is).
+    let (quota, rate) = refusals(&api, &org, &ws).await;
+    assert_eq!((quota, rate), (0, 2));
     // Time (the injected clock) refills the buckets.
     s.advance_clock(Duration::from_secs(60));
     assert_eq!(k1.post("/v1/search", search.clone()).await.status, 200);
@@ -633,12 +645,54 @@ async fn monthly_chat_tokens_and_embedding_chunks_stop_at_their_allowance() {
         r.body
     );
     assert_eq!(r.body["error"]["resource"], "chat_tokens_per_month");
+    // Each refusal is counted once, in the workspace's usage.
+    assert_eq!(refusals(&api, &org, &ws).await, (2, 0));
+    let used = api.get(&format!("/v1/orgs/{org}/limits")).await.body["used"].clone();
+
+    // The allowances are the metered usage: a restart (usage flushed at shutdown) keeps them.
+    let data = s.data_dir.clone();
+    let tmp = s.stop();
+    let s = TestServer::start_with(Options::on(&data, 1));
+    let api = s.api();
+    let r = api.get(&format!("/v1/orgs/{org}/limits")).await;
+    assert_eq!(
+        r.body["used"]["chat_tokens_per_month"],
+        used["chat_tokens_per_month"]
+    );
+    assert_eq!(
+        r.body["used"]["embedding_chunks_per_month"],
+        used["embedding_chunks_per_month"]
+    );
+    let r = api
+        .post(&chat, json!({"query": "what do otters do?"}))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "quota_exceeded"),
+        "{:?}",
+        r.body
+    );
     // Next month starts over.
     s.advance_clock(Duration::from_secs(32 * 24 * 3600));
     let r = api
         .post(&chat, json!({"query": "what do otters do?"}))
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
+    drop(s);
+    drop(tmp);
+}
+
+/// The workspace's quota and rate-limit refusals this month, from the usage report.
+async fn refusals(api: &Api, org: &str, ws: &str) -> (u64, u64) {
+    let r = api
+        .get(&format!(
+            "/v1/orgs/{org}/usage?granularity=month&workspace={ws}"
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let rows = r.body["data"].as_array().cloned().unwrap_or_default();
+    let sum = |k: &str| rows.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
+    (sum("quota_refusals"), sum("rate_limit_refusals"))
 }
 
 /// Runs the real binary on the server's data directory.
