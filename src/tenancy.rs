@@ -33,7 +33,7 @@ pub use lifecycle::UPKEEP_INTERVAL;
 pub const TRASH_DIR: &str = ".trash";
 
 /// A workspace with the live statistics of its store.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkspaceView {
     #[serde(flatten)]
     pub record: WorkspaceRecord,

@@ -19,7 +19,7 @@ pub const PROVIDERS: [&str; 2] = ["extractive", "openai-compatible"];
 pub const MAX_PROMPT_CHARS: usize = 20_000;
 pub const MAX_TOKENS_LIMIT: i64 = 32_768;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Agent {
     pub id: String,
     pub slug: String,
@@ -46,7 +46,7 @@ impl Agent {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
     pub name: String,
@@ -72,7 +72,7 @@ pub struct NewAgent {
 }
 
 /// A partial update. For the nullable settings, `null` clears and absence keeps.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentPatch {
     pub name: Option<String>,

@@ -44,7 +44,7 @@ pub struct Turn {
     pub content: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Citation {
     pub marker: usize,
     pub chunk_id: i64,
@@ -54,7 +54,7 @@ pub struct Citation {
     pub snippet: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -70,7 +70,7 @@ impl Usage {
 }
 
 /// A tool the agent ran while answering.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ToolActivity {
     pub name: String,
     pub arguments: Value,
@@ -107,7 +107,7 @@ pub struct ChatInput {
     pub extra_system: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChatAnswer {
     pub agent_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]

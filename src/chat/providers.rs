@@ -17,7 +17,7 @@ use crate::identity::{Action, OrgAccess};
 
 pub const OPENAI_COMPATIBLE: &str = "openai-compatible";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderInput {
     pub base_url: String,
@@ -28,7 +28,7 @@ pub struct ProviderInput {
 }
 
 /// A provider as listed: never its key, only whether one is set.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProviderView {
     pub name: String,
     pub base_url: String,

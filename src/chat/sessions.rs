@@ -19,7 +19,7 @@ pub const HISTORY_TOKENS: u64 = 3_000;
 /// Most messages considered for history.
 const HISTORY_MESSAGES: u32 = 40;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub id: String,
     pub agent_id: String,
@@ -30,7 +30,7 @@ pub struct Session {
     pub owner: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: i64,
     pub session_id: String,

@@ -20,7 +20,7 @@ pub struct SigningKey {
 }
 
 /// An API key as listed: never its secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: Uuid,
     pub org_id: Uuid,

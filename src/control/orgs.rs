@@ -10,7 +10,7 @@ use crate::db::{self, json_column};
 use crate::error::{Error, Resource, Result};
 use crate::ids;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrgStatus {
     Active,
@@ -37,7 +37,7 @@ impl OrgStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Org {
     pub id: Uuid,
     pub name: String,
@@ -49,7 +49,7 @@ pub struct Org {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrg {
     pub name: String,
@@ -61,7 +61,7 @@ pub struct NewOrg {
     pub owner_email: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgPatch {
     pub name: Option<String>,

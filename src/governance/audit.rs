@@ -35,7 +35,7 @@ const HEAD_KEY: &str = "audit_head";
 /// One audit entry, in either chain. In a workspace's chain `org_id` and `workspace_id` are not
 /// stored (no workspace id inside a workspace database); `path` and `client` are in its
 /// `detail` column.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Entry {
     pub id: i64,
     pub at: String,

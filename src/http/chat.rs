@@ -94,7 +94,7 @@ pub async fn session_messages(
     Ok(axum::Json(json!({ "data": messages })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatBody {
     /// Agent id or slug (default: the session's agent, else the workspace's default agent).

@@ -23,7 +23,7 @@ use crate::knowledge::{DocumentInput, JobWait};
 use crate::knowledge::{EmbedderConfig, SearchRequest};
 
 /// The JSON body of `POST /documents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDocumentBody {
     #[serde(default)]

@@ -22,7 +22,7 @@ pub async fn list(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<imp
     Ok(axum::Json(json!({ "data": members })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     pub role: Role,
@@ -49,7 +49,7 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteBody {
     pub email: String,
@@ -69,7 +69,7 @@ pub async fn invite(
     Ok((StatusCode::CREATED, axum::Json(v)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptBody {
     pub password: Option<String>,

@@ -14,11 +14,13 @@ mod mcp;
 mod members;
 pub mod middleware;
 mod openai;
+pub mod openapi;
 pub(crate) mod orgs;
 pub mod params;
 mod plans;
 mod providers;
 pub mod ratelimit;
+pub mod routes;
 mod session;
 pub mod system;
 mod workspaces;
@@ -26,11 +28,11 @@ mod workspaces;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 
 use crate::app::App;
 use error::{ApiError, ErrorCode};
+use routes::{delete, get, patch, post, put, RouteEntry, Routes};
 
 pub fn router(app: Arc<App>) -> Router {
     // Uploads: the configured limit plus room for multipart framing and JSON escaping.
@@ -38,7 +40,27 @@ pub fn router(app: Arc<App>) -> Router {
         .unwrap_or(usize::MAX)
         .saturating_mul(2)
         .saturating_add(64 << 10);
-    let mut v1 = Router::new()
+    let (api, _) = api_routes(upload_limit).into_parts();
+    api.merge(admin_ui::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            middleware::request_context,
+        ))
+        .with_state(app)
+}
+
+/// Every (method, path) the API serves (the admin UI's static files aside), sorted: what
+/// `openapi` must describe.
+pub fn route_table() -> Vec<RouteEntry> {
+    api_routes(0).into_parts().1
+}
+
+/// The API's routes. Declared through `routes::Routes`, which records each one for
+/// [`route_table`].
+fn api_routes(upload_limit: usize) -> Routes<Arc<App>> {
+    let mut v1 = Routes::new()
         .route("/auth/login", post(session::login))
         .route("/auth/logout", post(session::logout))
         .route("/me", get(session::me))
@@ -156,19 +178,12 @@ pub fn router(app: Arc<App>) -> Router {
     }
     // Rate-limit headers on every response whose credential was checked (governance).
     let v1 = v1.layer(axum::middleware::from_fn(ratelimit::headers));
-    Router::new()
+    Routes::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(openapi::serve))
         .nest("/v1", v1)
-        .merge(admin_ui::routes())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            middleware::request_context,
-        ))
-        .with_state(app)
 }
 
 async fn not_found() -> ApiError {

@@ -67,7 +67,7 @@ pub async fn model(
     Ok(axum::Json(model_of(&agent)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct InMessage {
     pub role: String,
     #[serde(default)]
@@ -75,7 +75,7 @@ pub struct InMessage {
 }
 
 /// The fields Enclave reads; the SDKs' other fields are accepted and ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CompletionRequest {
     pub model: String,
     pub messages: Vec<InMessage>,

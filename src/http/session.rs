@@ -13,7 +13,7 @@ use super::extract::Json;
 use super::params::blocking;
 use crate::app::App;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     pub email: String,

@@ -74,13 +74,13 @@ fn parse_id(text: &str, what: &str) -> Result<String> {
 }
 
 /// A workspace's embedder and, while it switches, the one being built.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EmbedderView {
     pub active: SpaceView,
     pub building: Option<SpaceView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SpaceView {
     pub embedder: EmbedderConfig,
     pub dimension: usize,

@@ -31,7 +31,7 @@ pub struct NewDocument {
     pub embedding: Option<Vec<f32>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Added {
     pub id: String,
     pub job_id: Option<String>,
@@ -40,7 +40,7 @@ pub struct Added {
     pub duplicate: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DocumentView {
     pub id: String,
     pub external_id: Option<String>,
@@ -58,7 +58,7 @@ pub struct DocumentView {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,
     pub kind: JobKind,

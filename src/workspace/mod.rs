@@ -141,7 +141,7 @@ pub fn create(dir: &Path) -> Result<()> {
 }
 
 /// Live statistics of a store, read from the store itself.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Stats {
     pub documents: i64,
     pub chunks: i64,

@@ -6,6 +6,7 @@ mod authz_prop;
 mod chat;
 mod cli;
 mod clients;
+mod contract;
 mod dataplane;
 mod doc_files;
 mod facade;

@@ -16,7 +16,7 @@ use crate::identity::{secrets, Action, Principal, Scopes};
 /// Default and largest lifetime of a tenant token.
 pub const TOKEN_DEFAULT_SECS: i64 = 3600;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     pub name: String,
@@ -25,7 +25,7 @@ pub struct NewApiKey {
     pub expires_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenantToken {
     /// Default: the key's `search` and `chat` scopes.
@@ -37,7 +37,7 @@ pub struct NewTenantToken {
     pub subject: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MintedToken {
     pub token: String,
     pub expires_at: String,

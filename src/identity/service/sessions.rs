@@ -13,7 +13,7 @@ use crate::identity::{normalize_email, password, secrets, Action, Principal, Rol
 /// How long a login session lives.
 pub const SESSION_DAYS: i64 = 7;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LoginResult {
     pub token: String,
     pub expires_at: String,
@@ -21,7 +21,7 @@ pub struct LoginResult {
 }
 
 /// An org with the asking user's role in it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrgWithRole {
     #[serde(flatten)]
     pub org: Org,
