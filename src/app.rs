@@ -142,6 +142,10 @@ impl App {
             registry.clone(),
             identity.clone(),
         )?);
+        // Identity's members and API keys are held through governance's quotas (weakly:
+        // governance is built over identity).
+        let quota: Arc<dyn crate::identity::SeatQuota> = governance.clone();
+        identity.set_quota(Arc::downgrade(&quota));
         let knowledge = Arc::new(Knowledge::new(
             &config,
             control.clone(),
@@ -164,6 +168,7 @@ impl App {
             identity.clone(),
             knowledge.clone(),
             governance.clone(),
+            config.deletion_grace_days,
         );
         let app = App {
             config: Arc::new(config),
@@ -220,7 +225,8 @@ impl App {
         &self.registry
     }
 
-    /// Audit trails, usage metering and the server's governance metrics.
+    /// Audit trails, usage metering and the server's governance metrics; plans and limits,
+    /// quotas, rate limits.
     pub fn governance(&self) -> &Arc<Governance> {
         &self.governance
     }

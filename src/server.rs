@@ -122,6 +122,24 @@ pub async fn serve(
         }
     });
 
+    // Governance upkeep: purge what is past its grace period, drop idle rate-limit buckets.
+    let upkeep = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut tick = tokio::time::interval(crate::tenancy::UPKEEP_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let app = app.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    app.tenancy().purge_due();
+                    app.governance().rate_limits().prune();
+                })
+                .await;
+            }
+        }
+    });
+
     // Metered usage is counted in memory and written here (and at shutdown); busy workspaces'
     // storage is sampled on the same beat (`governance::service`).
     let metering = tokio::spawn({
@@ -146,6 +164,7 @@ pub async fn serve(
     let result = accept_loop(app.clone(), listener, shutdown).await;
     sweeper.abort();
     usage.abort();
+    upkeep.abort();
     metering.abort();
     app.knowledge().scheduler().stop();
     let flush_app = app.clone();

@@ -16,14 +16,18 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::control::{
-    ControlPlane, NewOrg, NewWorkspace, Org, OrgPatch, OrgStatus, Page, WorkspacePatch,
+    ControlPlane, Invitation, NewOrg, NewWorkspace, Org, OrgPatch, OrgStatus, Page, WorkspacePatch,
     WorkspaceRecord,
 };
 use crate::error::{Error, Result};
+use crate::governance::quota::Counted;
 use crate::governance::Governance;
-use crate::identity::{Action, Identity, OrgAccess, WorkspaceAccess};
+use crate::identity::{Action, Identity, OrgAccess, Role, WorkspaceAccess};
 use crate::knowledge::Knowledge;
 use crate::workspace::{self, Handle, Registry, Stats};
+
+mod lifecycle;
+pub use lifecycle::UPKEEP_INTERVAL;
 
 /// Folder under the data dir where deleted workspace folders go before removal.
 pub const TRASH_DIR: &str = ".trash";
@@ -43,8 +47,11 @@ pub struct Tenancy {
     registry: Registry,
     identity: Arc<Identity>,
     knowledge: Arc<Knowledge>,
-    /// Forgets a removed workspace's metrics (its embedding backlog, its storage sample).
+    /// Forgets a removed workspace's metrics (its embedding backlog, its storage sample);
+    /// the quotas of orgs' plans (workspaces), their limits cache.
     governance: Arc<Governance>,
+    /// Days a deleted org or workspace is kept, restorable, before it is purged.
+    deletion_grace_days: u64,
 }
 
 impl Tenancy {
@@ -55,6 +62,7 @@ impl Tenancy {
         identity: Arc<Identity>,
         knowledge: Arc<Knowledge>,
         governance: Arc<Governance>,
+        deletion_grace_days: u64,
     ) -> Tenancy {
         Tenancy {
             data_dir: data_dir.to_path_buf(),
@@ -63,6 +71,7 @@ impl Tenancy {
             identity,
             knowledge,
             governance,
+            deletion_grace_days,
         }
     }
 
@@ -75,7 +84,30 @@ impl Tenancy {
     /// Creates an org (operator only: the route takes the `Operator` extractor; the command
     /// line acts as the operator).
     pub fn create_org(&self, new: NewOrg) -> Result<Org> {
-        self.control.create_org(new)
+        Ok(self.create_org_with_owner(new)?.0)
+    }
+
+    /// Creates an org (operator only, as [`Tenancy::create_org`]) and, when `owner_email`
+    /// names its first owner, that owner's invitation and its token (the email is checked
+    /// before the org exists).
+    pub fn create_org_with_owner(
+        &self,
+        new: NewOrg,
+    ) -> Result<(Org, Option<(Invitation, String)>)> {
+        let owner = new
+            .owner_email
+            .as_deref()
+            .map(crate::identity::normalize_email)
+            .transpose()?;
+        let org = self.control.create_org(new)?;
+        let invitation = match owner {
+            Some(email) => {
+                let access = self.identity.operator_org(&org.id.to_string())?;
+                Some(self.identity.invite(&access, &email, Role::Owner)?)
+            }
+            None => None,
+        };
+        Ok((org, invitation))
     }
 
     /// Every org (operator only, as [`Tenancy::create_org`]).
@@ -96,7 +128,10 @@ impl Tenancy {
             access.require(Action::OrgBillingUpdate)?;
         }
         access.require(Action::OrgUpdate)?;
-        self.control.update_org(access.org_id(), patch)
+        let org = self.control.update_org(access.org_id(), patch)?;
+        // A new plan means new limits.
+        self.governance.invalidate_limits();
+        Ok(org)
     }
 
     /// Suspends or reactivates the org (`OrgSuspend`).
@@ -109,20 +144,6 @@ impl Tenancy {
             self.knowledge.wake_org_jobs(org.id);
         }
         Ok(org)
-    }
-
-    /// Deletes the org and every one of its workspaces (`OrgDelete`): records first, then
-    /// folders; a crash between the two is finished by [`Tenancy::remove_deleted_stores`].
-    pub fn delete_org(&self, access: &OrgAccess) -> Result<()> {
-        access.require(Action::OrgDelete)?;
-        let org = access.org_id();
-        let ids = self.with_reserve(|| self.control.delete_org(org))?;
-        self.identity.invalidate_status();
-        for id in ids {
-            self.remove_store(id);
-        }
-        tracing::info!(org_id = %org, "organization deleted");
-        Ok(())
     }
 
     // ---- workspaces ----
@@ -138,6 +159,11 @@ impl Tenancy {
         access.require(Action::WorkspaceCreate)?;
         let org = access.org_id();
         let (name, slug, settings) = new.validate()?;
+        // Governance hook: room for one more workspace under the org's plan, held until the
+        // record exists (or given back on failure).
+        let room = self
+            .governance
+            .reserve(org, None, &[(Counted::Workspaces, 1)])?;
         if self.control.workspace_slug_taken(org, &slug)? {
             return Err(Error::Conflict(format!(
                 "a workspace with slug {slug:?} already exists in this organization"
@@ -154,6 +180,7 @@ impl Tenancy {
             .insert_workspace(id, org, &name, &slug, &settings)
         {
             Ok(rec) => {
+                room.commit();
                 tracing::info!(org_id = %org, workspace_id = %id, "workspace created");
                 Ok(rec)
             }
@@ -196,22 +223,6 @@ impl Tenancy {
     ) -> Result<WorkspaceRecord> {
         ctx.require(Action::WorkspaceUpdate)?;
         self.control.update_workspace(ctx.workspace_id(), patch)
-    }
-
-    /// Deletes the workspace (`WorkspaceDelete`): the record is marked deleted (from then on
-    /// no context reaches it), the store leaves the registry for good (a request already past
-    /// authentication gets `404`, or finishes on the handle it holds), and its folder is
-    /// removed. A crash after the record is marked leaves a folder that
-    /// [`Tenancy::remove_deleted_stores`] removes after the next start.
-    pub fn delete_workspace(&self, ctx: &WorkspaceAccess) -> Result<()> {
-        ctx.require(Action::WorkspaceDelete)?;
-        let id = ctx.workspace_id();
-        let record = self.control.get_workspace(id)?;
-        self.with_reserve(|| self.control.mark_workspace_deleted(id))?;
-        self.identity.invalidate_status();
-        self.remove_store(id);
-        tracing::info!(org_id = %record.org_id, workspace_id = %id, "workspace deleted");
-        Ok(())
     }
 
     /// Takes a store out of the registry and removes its folder. The folder is first renamed
@@ -262,27 +273,12 @@ impl Tenancy {
         }
     }
 
-    /// Removes the folders of workspaces whose record is deleted (one by one or with their
-    /// org) but whose folder a crash left in place. Asks the control plane which workspaces
-    /// are deleted and looks only at their folders: `data/` is not scanned. Run in the
-    /// background after start. Returns how many folders it removed.
+    /// Removes the folders of deleted workspaces whose grace period is over (soft-deleted ones
+    /// are kept until then), including any a crash left in place: [`Tenancy::purge_due`].
+    /// Asks the control plane which workspaces are due and looks only at their folders:
+    /// `data/` is not scanned. Returns how many it purged.
     pub fn remove_deleted_stores(&self) -> usize {
-        let ids = match self.control.deleted_workspace_ids() {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list deleted workspaces");
-                return 0;
-            }
-        };
-        let mut removed = 0;
-        for id in ids {
-            if workspace::dir_of(self.data_dir(), id).exists() {
-                tracing::info!(workspace_id = %id, "removing the folder of a deleted workspace left by an interrupted deletion");
-                self.remove_store(id);
-                removed += 1;
-            }
-        }
-        removed
+        self.purge_due().0
     }
 
     /// Background upkeep of the data directory after start: the trash, folders of deleted

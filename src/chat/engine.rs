@@ -197,6 +197,12 @@ impl Chat {
         input: ChatInput,
     ) -> Result<Prepared> {
         ctx.require(Action::Chat)?;
+        // Governance hook: the month's chat tokens not used up.
+        self.governance.check_monthly(
+            ctx.org_id(),
+            Some(ctx.workspace_id()),
+            crate::governance::monthly::Monthly::ChatTokens,
+        )?;
         let query = input.query.trim().to_string();
         if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
             return Err(Error::invalid(format!(

@@ -4,6 +4,7 @@
 pub mod eval;
 pub mod governance;
 pub mod ingest;
+mod plans;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,6 +45,9 @@ pub enum Command {
     /// Manage workspace API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage plans and their limits.
+    #[command(subcommand)]
+    Plan(plans::PlanCommand),
     /// Ingest files and folders into a workspace (skips files already ingested unchanged).
     Ingest(ingest::IngestArgs),
     /// Evaluate retrieval quality on a BEIR-format folder (nDCG@10, recall@100 per mode).
@@ -72,6 +76,32 @@ pub enum OrgCommand {
     },
     /// List organizations.
     List,
+    /// Suspend an organization: its credentials get 403 tenant_suspended, its jobs pause.
+    Suspend {
+        org: String,
+        #[command(flatten)]
+        remote: plans::Remote,
+    },
+    /// Reactivate a suspended organization; its paused jobs resume.
+    Reactivate {
+        org: String,
+        #[command(flatten)]
+        remote: plans::Remote,
+    },
+    /// Delete an organization (kept for the grace period, restorable; --purge: at once).
+    Delete {
+        org: String,
+        #[arg(long)]
+        purge: bool,
+        #[command(flatten)]
+        remote: plans::Remote,
+    },
+    /// Restore a deleted organization (by id) and the workspaces deleted with it.
+    Restore {
+        org: String,
+        #[command(flatten)]
+        remote: plans::Remote,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +214,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(config, args),
         Command::Audit(cmd) => governance::audit(open_app(config)?, cmd),
         Command::Usage(cmd) => governance::usage(open_app(config)?, cmd),
+        Command::Plan(cmd) => {
+            let app = open_app(config)?;
+            let out = plans::run_plan(&app, cmd)?;
+            audit_cli(&app, "plan", None, None);
+            print_json(&out)
+        }
+        Command::Org(
+            cmd @ (OrgCommand::Suspend { .. }
+            | OrgCommand::Reactivate { .. }
+            | OrgCommand::Delete { .. }
+            | OrgCommand::Restore { .. }),
+        ) => {
+            use plans::Lifecycle;
+            let (org, what, remote) = match cmd {
+                OrgCommand::Suspend { org, remote } => (org, Lifecycle::Suspend, remote),
+                OrgCommand::Reactivate { org, remote } => (org, Lifecycle::Reactivate, remote),
+                OrgCommand::Delete { org, purge, remote } => {
+                    (org, Lifecycle::Delete { purge }, remote)
+                }
+                OrgCommand::Restore { org, remote } => (org, Lifecycle::Restore, remote),
+                _ => anyhow::bail!("not a lifecycle command"),
+            };
+            let out = plans::run_lifecycle(config, &org, what, remote)?;
+            print_json(&out)
+        }
         Command::Org(cmd) => {
             let app = open_app(config)?;
             match cmd {
@@ -193,6 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         slug,
                         plan,
                         settings: None,
+                        owner_email: None,
                     })?;
                     audit_cli(&app, "org create", Some(org.id), None);
                     print_json(&org)
@@ -201,6 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     limit: crate::control::MAX_PAGE,
                     offset: 0,
                 })?),
+                _ => anyhow::bail!("handled above"),
             }
         }
         Command::User(UserCommand::Create {
@@ -308,7 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 WorkspaceCommand::Delete { id } => {
                     let access = operator_access(&app, &id)?;
                     let id = access.workspace_id();
-                    app.tenancy().delete_workspace(&access)?;
+                    app.tenancy().delete_workspace(&access, false)?;
                     audit_cli(&app, "workspace delete", None, Some(id));
                     println!("deleted workspace {id}");
                     Ok(())

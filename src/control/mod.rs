@@ -4,6 +4,8 @@
 //! combines it with the workspace registry.
 
 mod keys;
+mod lifecycle;
+pub mod limits;
 mod operator;
 mod orgs;
 mod plans;
@@ -20,6 +22,7 @@ use crate::db::{self, Migration};
 use crate::error::Result;
 
 pub use keys::{format_time, ApiKey, KeyRow, SigningKey};
+pub use lifecycle::Deleted;
 pub use operator::{operator_token_matches, AdminTokenSource, TOKEN_PREFIX};
 pub use orgs::{NewOrg, Org, OrgPatch, OrgStatus};
 pub use providers::ProviderRow;
@@ -49,11 +52,16 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "id_shaped_slugs",
         sql: include_str!("../../schema/control/0004_id_shaped_slugs.sql"),
     },
-    // 5 is issue 12 part A's (plans and quotas).
     Migration {
         version: 6,
         name: "audit_chain_usage",
         sql: include_str!("../../schema/control/0006_audit_chain_usage.sql"),
+    },
+    // 5 was never used on main (issue 12 part A's migration became 7, after part B's 6).
+    Migration {
+        version: 7,
+        name: "governance",
+        sql: include_str!("../../schema/control/0007_governance.sql"),
     },
 ];
 

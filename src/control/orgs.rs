@@ -56,6 +56,9 @@ pub struct NewOrg {
     pub slug: Option<String>,
     pub plan: Option<String>,
     pub settings: Option<Value>,
+    /// The operator's: the email of the org's first owner, who gets an invitation (returned
+    /// with the org). Not stored on the org.
+    pub owner_email: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -68,7 +71,8 @@ pub struct OrgPatch {
     /// A billing field, named here so that naming it is refused as such (`403` to anyone but
     /// the operator); the operator changes status with `/suspend` and `/reactivate`.
     pub status: Option<Value>,
-    /// A billing field: an org's limits are its plan's, changed by changing `plan`.
+    /// A billing field: an org's limits are its plan's plus the operator's overrides
+    /// (`/v1/admin/orgs/{org}/limits`).
     pub limits: Option<Value>,
     /// Merged into the current settings (RFC 7396: `null` removes a key).
     pub settings: Option<Value>,
@@ -240,7 +244,8 @@ impl ControlPlane {
         }
         if patch.limits.is_some() {
             return Err(Error::invalid(
-                "an organization's limits are those of its plan: change \"plan\"",
+                "an organization's limits are its plan's with the operator's overrides: \
+                 change \"plan\", or PUT /v1/admin/orgs/{org}/limits",
             ));
         }
         let mut org = self.get_org_by_id(id)?;

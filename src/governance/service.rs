@@ -23,6 +23,9 @@ use uuid::Uuid;
 
 use super::audit::{self, Chain, Entry, Filter, Verification};
 use super::metrics::Metrics;
+use super::plans::LimitsCache;
+use super::quota::Ledger;
+use super::ratelimit::RateLimits;
 use super::routes::{self, Scope};
 use super::usage::{self, Metric, Refusal, Usage};
 use crate::control::{ControlPlane, Page};
@@ -44,15 +47,20 @@ pub const STORAGE_SAMPLE_EVERY: Duration = Duration::from_secs(300);
 /// Private fields: reach it through `App::governance`; knowledge and chat hold it to meter
 /// what only they see.
 pub struct Governance {
-    db: Mutex<Connection>,
-    usage: Usage,
+    pub(super) db: Mutex<Connection>,
+    pub(super) usage: Usage,
     metrics: Metrics,
     /// Workspaces with activity since their last storage sample: their org and when they were
     /// last sampled.
     touched: Mutex<HashMap<Uuid, (Uuid, Option<Instant>)>>,
-    control: Arc<ControlPlane>,
-    registry: Registry,
-    identity: Arc<Identity>,
+    pub(super) control: Arc<ControlPlane>,
+    pub(super) registry: Registry,
+    pub(super) identity: Arc<Identity>,
+    /// Part A: the orgs' effective limits (cached), the quota ledger, the rate-limit buckets
+    /// (`quota`, `ratelimit`, `plans`, `monthly`).
+    pub(super) limits: LimitsCache,
+    pub(super) ledger: Ledger,
+    pub(super) rates: RateLimits,
 }
 
 /// What one job quantum did for a workspace, as governance counts it.
@@ -75,6 +83,8 @@ impl Governance {
         identity: Arc<Identity>,
     ) -> Result<Governance> {
         let conn = crate::db::open(&data_dir.join(crate::control::CONTROL_DB), false)?;
+        // Rate limits follow identity's clock (a clone shares its offset: tests advance it).
+        let rates = RateLimits::new(identity.clock().clone());
         Ok(Governance {
             db: Mutex::new(conn),
             usage: Usage::default(),
@@ -83,10 +93,13 @@ impl Governance {
             control,
             registry,
             identity,
+            limits: LimitsCache::default(),
+            ledger: Ledger::default(),
+            rates,
         })
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn db(&self) -> MutexGuard<'_, Connection> {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 

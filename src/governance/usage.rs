@@ -200,6 +200,21 @@ impl Usage {
         self.add(day, org, ws, metric, 1);
     }
 
+    /// What is counted in memory and not flushed yet for `org` (every workspace and the org
+    /// itself) between `from` and `to` (both included) in `metrics`: with the flushed rows,
+    /// a monthly allowance's usage (`governance::monthly`).
+    pub fn pending(&self, org: Uuid, from: NaiveDate, to: NaiveDate, metrics: &[Metric]) -> u64 {
+        self.counters
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(k, _)| {
+                k.org == org && k.day >= from && k.day <= to && metrics.contains(&k.metric)
+            })
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// Refusals since start: (quota, rate limit).
     pub fn refusals_total(&self) -> (u64, u64) {
         (

@@ -184,6 +184,8 @@ impl FromRequestParts<Arc<App>> for OrgContext {
             .ok_or_else(|| ApiError::from(crate::Error::internal("route has no {org}")))?;
         let access = app.identity().org_access(&auth.principal, org, auth.hint)?;
         record_tenant(Some(access.org().id), None);
+        // Governance hook: the request's rate limits (credential's and org's buckets).
+        super::ratelimit::enforce(parts, app, &auth.principal, access.org_id(), None)?;
         Ok(OrgContext(access))
     }
 }
@@ -223,6 +225,14 @@ impl FromRequestParts<Arc<App>> for WorkspaceContext {
             .identity()
             .workspace_access(&auth.principal, ws, auth.hint)?;
         super::middleware::record_verified_workspace(access.org_id(), access.workspace_id());
+        // Governance hook: the request's rate limits (credential's and org's buckets).
+        super::ratelimit::enforce(
+            parts,
+            app,
+            &auth.principal,
+            access.org_id(),
+            Some(access.workspace_id()),
+        )?;
         Ok(WorkspaceContext(access))
     }
 }

@@ -17,7 +17,9 @@ mod openai;
 pub mod openapi;
 pub(crate) mod orgs;
 pub mod params;
+mod plans;
 mod providers;
+pub mod ratelimit;
 pub mod routes;
 mod session;
 pub mod system;
@@ -104,6 +106,26 @@ fn api_routes(upload_limit: usize) -> Routes<Arc<App>> {
         .route("/orgs/{org}/usage", get(governance::org_usage))
         .route("/workspaces/{ws}/audit", get(governance::workspace_audit))
         .route(
+            "/admin/plans",
+            get(plans::list_plans).post(plans::create_plan),
+        )
+        .route(
+            "/admin/plans/{plan}",
+            get(plans::get_plan)
+                .patch(plans::update_plan)
+                .delete(plans::delete_plan),
+        )
+        .route(
+            "/admin/orgs/{org}/limits",
+            get(plans::admin_org_limits)
+                .put(plans::put_org_limits)
+                .patch(plans::patch_org_limits),
+        )
+        .route("/admin/deleted", get(plans::list_deleted))
+        .route("/orgs/{org}/limits", get(plans::org_limits))
+        .route("/orgs/{org}/restore", post(plans::restore_org))
+        .route("/workspaces/{ws}/restore", post(plans::restore_workspace))
+        .route(
             "/admin/tenant-token-secret/rotate",
             post(admin::rotate_token_secret),
         );
@@ -154,6 +176,8 @@ fn api_routes(upload_limit: usize) -> Routes<Arc<App>> {
                 post(openai::completions),
             );
     }
+    // Rate-limit headers on every response whose credential was checked (governance).
+    let v1 = v1.layer(axum::middleware::from_fn(ratelimit::headers));
     Routes::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))

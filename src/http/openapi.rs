@@ -263,6 +263,7 @@ fn path_param_description(name: &str) -> &'static str {
         "token" => "invitation token",
         "name" => "provider name (`openai-compatible`)",
         "model" => "model: an agent's id or slug",
+        "plan" => "plan id (free, team, enterprise or a custom one)",
         _ => "id",
     }
 }
@@ -280,6 +281,7 @@ fn error_codes() -> Vec<&'static str> {
         PayloadTooLarge,
         UnsupportedMediaType,
         RateLimited,
+        QuotaExceeded,
         RequestTimeout,
         ProviderError,
         Unavailable,
@@ -289,8 +291,8 @@ fn error_codes() -> Vec<&'static str> {
     for c in all {
         match c {
             InvalidRequest | Unauthenticated | Forbidden | TenantSuspended | NotFound
-            | Conflict | PayloadTooLarge | UnsupportedMediaType | RateLimited | RequestTimeout
-            | ProviderError | Unavailable | InsufficientStorage | Internal => {}
+            | Conflict | PayloadTooLarge | UnsupportedMediaType | RateLimited | QuotaExceeded
+            | RequestTimeout | ProviderError | Unavailable | InsufficientStorage | Internal => {}
         }
     }
     all.iter().map(|c| c.as_str()).collect()
@@ -313,6 +315,9 @@ fn build() -> Value {
                 "properties": {
                     "code": {"type": "string", "enum": error_codes()},
                     "message": {"type": "string", "description": "what to change, in a sentence"},
+                    "resource": {"type": "string", "description": "quota_exceeded: the limit reached (workspaces, documents, ...)"},
+                    "limit": {"type": "integer", "description": "quota_exceeded: the plan's limit"},
+                    "used": {"type": "integer", "description": "quota_exceeded: what was used when the request came"},
                 },
             }},
         }),
@@ -494,9 +499,14 @@ fn describe(s: &mut Spec) {
         op(
             "orgs",
             "deleteOrg",
-            "Delete an organization and its workspaces",
+            "Delete an organization and its workspaces (kept for the grace period, restorable)",
         )
         .auth(Auth::User)
+        .query(
+            "purge",
+            json!({"type": "boolean"}),
+            "the operator's: purge at once instead of after the grace period",
+        )
         .empty(204, "deleted"),
     );
     s.op(
@@ -623,7 +633,12 @@ fn describe(s: &mut Spec) {
         op(
             "workspaces",
             "deleteWorkspace",
-            "Delete a workspace and its data",
+            "Delete a workspace (kept for the grace period, restorable)",
+        )
+        .query(
+            "purge",
+            json!({"type": "boolean"}),
+            "the operator's: purge at once instead of after the grace period",
         )
         .empty(204, "deleted"),
     );
@@ -847,6 +862,9 @@ fn describe(s: &mut Spec) {
             );
         s.op("GET", path, o);
     }
+
+    // Plans, limits and the lifecycle (governance, issue 12 part A).
+    describe_plans(s);
 
     // Operator.
     let rotated = s.schema::<Rotated>();
@@ -1220,6 +1238,212 @@ fn describe(s: &mut Spec) {
 }
 
 /// `schema` with one more required string property (a secret shown once).
+/// Plans, an org's limits, deleted orgs and workspaces, restores (issue 12 part A). Their
+/// types serialize by hand (limits keyed by name), so their schemas are written here.
+fn describe_plans(s: &mut Spec) {
+    use crate::control::limits::{Limit, MAX_PRIORITY, PRIORITY_KEY};
+    let limit =
+        json!({"type": ["integer", "null"], "minimum": 0, "description": "null: unlimited"});
+    let mut props = Map::new();
+    for l in Limit::ALL {
+        props.insert(l.as_str().into(), limit.clone());
+    }
+    let priority = json!({"type": "integer", "minimum": 1, "maximum": MAX_PRIORITY,
+        "description": "the org's weight in the job scheduler"});
+    let mut all = props.clone();
+    all.insert(PRIORITY_KEY.into(), priority.clone());
+    let required: Vec<Value> = all.keys().map(|k| json!(k)).collect();
+    s.schemas.insert(
+        "Limits".into(),
+        json!({"type": "object", "properties": all.clone(), "required": required}),
+    );
+    s.schemas.insert(
+        "LimitValues".into(),
+        json!({"type": "object", "properties": all, "additionalProperties": false,
+            "description": "some limits by name (a missing one: unlimited in a new plan, unchanged in a patch or merge)"}),
+    );
+    let limits = json!({"$ref": "#/components/schemas/Limits"});
+    let values = json!({"$ref": "#/components/schemas/LimitValues"});
+    s.schemas.insert(
+        "Plan".into(),
+        json!({"type": "object", "required": ["id", "name", "builtin", "limits", "created_at", "updated_at"],
+            "properties": {
+                "id": {"type": "string"}, "name": {"type": "string"}, "builtin": {"type": "boolean"},
+                "limits": limits, "created_at": {"type": "string"}, "updated_at": {"type": "string"},
+            }}),
+    );
+    let plan = json!({"$ref": "#/components/schemas/Plan"});
+    let mut used = Map::new();
+    for l in Limit::ALL {
+        if !matches!(
+            l,
+            Limit::UploadBytes | Limit::RequestsPerMinutePerKey | Limit::RequestsPerMinutePerOrg
+        ) {
+            used.insert(
+                l.as_str().into(),
+                json!({"type": ["integer", "null"], "minimum": 0}),
+            );
+        }
+    }
+    s.schemas.insert(
+        "OrgLimits".into(),
+        json!({"type": "object", "required": ["org_id", "plan", "overrides", "effective", "used"],
+            "properties": {
+                "org_id": {"type": "string", "format": "uuid"},
+                "plan": {"type": "string"},
+                "overrides": values.clone(),
+                "effective": limits,
+                "used": {"type": "object", "properties": used,
+                    "description": "what the org uses (store-counted ones as last counted, null when not counted yet; monthly ones this calendar month)"},
+            }}),
+    );
+    let org_limits = json!({"$ref": "#/components/schemas/OrgLimits"});
+    s.schemas.insert(
+        "Deleted".into(),
+        json!({"type": "object", "required": ["kind", "id", "org_id", "name", "slug"],
+        "properties": {
+            "kind": {"type": "string", "enum": ["org", "workspace"]},
+            "id": {"type": "string", "format": "uuid"},
+            "org_id": {"type": "string", "format": "uuid"},
+            "name": {"type": "string"}, "slug": {"type": "string"},
+            "deleted_at": {"type": ["string", "null"]},
+            "purge_after": {"type": ["string", "null"]},
+        }}),
+    );
+    let new_plan = json!({"type": "object", "required": ["id"], "additionalProperties": false,
+        "properties": {"id": {"type": "string", "minLength": 1}, "name": {"type": "string"}, "limits": values.clone()}});
+    let plan_patch = json!({"type": "object", "additionalProperties": false,
+        "properties": {"name": {"type": "string"}, "limits": values.clone()}});
+    s.op(
+        "GET",
+        "/v1/admin/plans",
+        op("plans", "listPlans", "Every plan and its limits")
+            .auth(Auth::Operator)
+            .ok(
+                200,
+                "the plans",
+                json!({"type": "object", "required": ["data"],
+                "properties": {"data": {"type": "array", "items": plan.clone()}}}),
+            ),
+    );
+    s.op(
+        "POST",
+        "/v1/admin/plans",
+        op(
+            "plans",
+            "createPlan",
+            "Create a custom plan (missing limits: unlimited)",
+        )
+        .auth(Auth::Operator)
+        .json_body(new_plan)
+        .ok(201, "created", plan.clone()),
+    );
+    s.op(
+        "GET",
+        "/v1/admin/plans/{plan}",
+        op("plans", "getPlan", "A plan")
+            .auth(Auth::Operator)
+            .ok(200, "the plan", plan.clone()),
+    );
+    s.op(
+        "PATCH",
+        "/v1/admin/plans/{plan}",
+        op(
+            "plans",
+            "patchPlan",
+            "Change a plan's name or some of its limits",
+        )
+        .auth(Auth::Operator)
+        .json_body(plan_patch)
+        .ok(200, "changed", plan),
+    );
+    s.op(
+        "DELETE",
+        "/v1/admin/plans/{plan}",
+        op("plans", "deletePlan", "Delete a custom plan no org uses")
+            .auth(Auth::Operator)
+            .empty(204, "deleted"),
+    );
+    s.op(
+        "GET",
+        "/v1/admin/orgs/{org}/limits",
+        op(
+            "plans",
+            "getOrgLimitsAdmin",
+            "An organization's limits and usage",
+        )
+        .auth(Auth::Operator)
+        .ok(200, "the limits", org_limits.clone()),
+    );
+    s.op(
+        "PUT",
+        "/v1/admin/orgs/{org}/limits",
+        op(
+            "plans",
+            "putOrgLimits",
+            "Replace an organization's overrides ({} removes them)",
+        )
+        .auth(Auth::Operator)
+        .json_body(values.clone())
+        .ok(200, "the limits", org_limits.clone()),
+    );
+    s.op(
+        "PATCH",
+        "/v1/admin/orgs/{org}/limits",
+        op(
+            "plans",
+            "patchOrgLimits",
+            "Merge into an organization's overrides (null removes one)",
+        )
+        .auth(Auth::Operator)
+        .json_body(json!({"type": "object", "additionalProperties": false, "properties": props}))
+        .ok(200, "the limits", org_limits.clone()),
+    );
+    s.op(
+        "GET",
+        "/v1/orgs/{org}/limits",
+        op(
+            "plans",
+            "getOrgLimits",
+            "What the organization is held to, and uses",
+        )
+        .auth(Auth::User)
+        .ok(200, "the limits", org_limits),
+    );
+    s.op(
+        "GET",
+        "/v1/admin/deleted",
+        op("lifecycle", "listDeleted", "Deleted organizations and workspaces not purged yet")
+            .auth(Auth::Operator)
+            .ok(200, "what can be restored", json!({"type": "object", "required": ["data"],
+                "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Deleted"}}}})),
+    );
+    s.op(
+        "POST",
+        "/v1/orgs/{org}/restore",
+        op("lifecycle", "restoreOrg", "Restore a deleted organization (by id) and the workspaces deleted with it")
+            .auth(Auth::Operator)
+            .ok(200, "restored", json!({"type": "object", "required": ["org", "restored_workspaces"],
+                "properties": {"org": {"$ref": "#/components/schemas/Org"},
+                    "restored_workspaces": {"type": "array", "items": {"type": "string", "format": "uuid"}}}})),
+    );
+    s.op(
+        "POST",
+        "/v1/workspaces/{ws}/restore",
+        op(
+            "lifecycle",
+            "restoreWorkspace",
+            "Restore a deleted workspace of a live organization",
+        )
+        .auth(Auth::Operator)
+        .ok(
+            200,
+            "restored",
+            json!({"$ref": "#/components/schemas/WorkspaceRecord"}),
+        ),
+    );
+}
+
 fn with_secret(schema: Value, name: &str) -> Value {
     json!({"allOf": [schema, {
         "type": "object", "required": [name],

@@ -23,10 +23,16 @@ pub async fn create(
     _: Operator,
     Json(new): Json<NewOrg>,
 ) -> ApiResult<impl IntoResponse> {
-    let org = blocking(move || app.tenancy().create_org(new)).await?;
+    let (org, invitation) = blocking(move || app.tenancy().create_org_with_owner(new)).await?;
     record_tenant(Some(org.id), None);
     super::middleware::record_target("org", org.id);
-    Ok((StatusCode::CREATED, axum::Json(org)))
+    let mut body = serde_json::to_value(&org).unwrap_or_default();
+    if let Some((inv, token)) = invitation {
+        let mut v = serde_json::to_value(&inv).unwrap_or_default();
+        v["token"] = serde_json::json!(token);
+        body["owner_invitation"] = v;
+    }
+    Ok((StatusCode::CREATED, axum::Json(body)))
 }
 
 pub async fn list(
@@ -52,8 +58,12 @@ pub async fn patch(
     Ok(axum::Json(org))
 }
 
-pub async fn delete(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
-    blocking(move || app.tenancy().delete_org(&ctx)).await?;
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    ctx: OrgContext,
+    Query(q): Query<super::plans::PurgeQuery>,
+) -> ApiResult<impl IntoResponse> {
+    blocking(move || app.tenancy().delete_org(&ctx, q.purge.unwrap_or(false))).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

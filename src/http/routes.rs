@@ -119,6 +119,19 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self
     }
 
+    /// As `Router::layer`: wraps every route added so far (the table is unchanged).
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.router = self.router.layer(layer);
+        self
+    }
+
     /// The axum router and the table of its routes, sorted.
     pub fn into_parts(mut self) -> (Router<S>, Vec<RouteEntry>) {
         self.table.sort();

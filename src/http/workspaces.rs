@@ -33,7 +33,12 @@ pub async fn patch(
 pub async fn delete(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
+    super::extract::Query(q): super::extract::Query<super::plans::PurgeQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    blocking(move || app.tenancy().delete_workspace(&ctx)).await?;
+    blocking(move || {
+        app.tenancy()
+            .delete_workspace(&ctx, q.purge.unwrap_or(false))
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

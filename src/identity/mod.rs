@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 
 pub use permissions::{permits, Action, Subject};
 pub use service::{
-    Identity, LoginResult, MintedToken, NewApiKey, NewTenantToken, OrgAccess, OrgWithRole,
-    WorkspaceAccess,
+    Identity, LoginResult, MintedToken, NewApiKey, NewTenantToken, OrgAccess, OrgWithRole, Seat,
+    SeatHold, SeatQuota, WorkspaceAccess,
 };
 pub use state::IdentityState;
 

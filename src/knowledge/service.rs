@@ -29,6 +29,8 @@ use crate::config::Config;
 use crate::control::{ControlPlane, OrgStatus, Page};
 use crate::error::{Error, Resource, Result};
 use crate::filter::Filter;
+use crate::governance::quota::Counted;
+use crate::governance::usage::Refusal;
 use crate::governance::{Governance, QuantumWork};
 use crate::identity::{Action, WorkspaceAccess};
 use crate::task::Draining;
@@ -281,21 +283,42 @@ impl Knowledge {
             }
             (None, false) => {}
         }
+        let new = NewDocument {
+            bytes: input.bytes,
+            format,
+            title,
+            metadata,
+            external_id: input.external_id,
+            source_name: input.file_name,
+            embedding: input.embedding,
+        };
+        // Governance hook: the plan's upload size, documents and storage quotas, checked and
+        // reserved before anything is stored (a document already there is no new one).
+        let bytes = new.bytes.len() as u64;
+        let room = match self
+            .governance
+            .reserve_document(ctx, bytes, new.external_id.is_some())
+        {
+            Ok(room) => room,
+            Err(e @ Error::QuotaExceeded { .. }) => {
+                return match store::duplicate_of(&handle, &new)? {
+                    // Nothing new: answered as the duplicate (counted as such by metering).
+                    Some(added) => Ok(added),
+                    None => {
+                        self.governance
+                            .record_refusal(ctx.org_id(), Some(ws), Refusal::Quota);
+                        Err(e)
+                    }
+                };
+            }
+            Err(e) => return Err(e),
+        };
         // The marker first: a crash after the job is written still finds it on restart.
         self.scheduler.mark(ws)?;
-        let bytes = input.bytes.len() as u64;
-        let added = store::add(
-            &handle,
-            NewDocument {
-                bytes: input.bytes,
-                format,
-                title,
-                metadata,
-                external_id: input.external_id,
-                source_name: input.file_name,
-                embedding: input.embedding,
-            },
-        )?;
+        let added = store::add(&handle, new)?;
+        if !added.duplicate {
+            room.commit();
+        }
         self.wake_scheduler(ws, ctx.org_id());
         self.governance
             .ingested(ctx.org_id(), ws, bytes, !added.duplicate);
@@ -342,6 +365,9 @@ impl Knowledge {
         let handle = self.store(ctx)?;
         store::delete(&handle, &id)?;
         self.scheduler.extractions.cancel(ctx.workspace_id(), &id);
+        // Governance hook: the org's documents and storage are counted again.
+        self.governance
+            .freed(ctx.org_id(), &[Counted::Documents, Counted::StorageBytes]);
         Ok(())
     }
 
@@ -558,6 +584,29 @@ impl Knowledge {
         }
     }
 
+    /// Requeues the unfinished jobs of a restored workspace (its scheduler marker went when it
+    /// was deleted). Called by tenancy after a restore.
+    pub fn resume_workspace_jobs(&self, ws: Uuid, org: Uuid) {
+        let pending = self.store_by_record(ws).and_then(|(_, h)| {
+            let n: i64 = h.conn().query_row(
+                &format!("SELECT count(*) FROM jobs WHERE status IN {UNFINISHED_JOBS_SQL}"),
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(n)
+        });
+        match pending {
+            Ok(0) => {}
+            Ok(_) => {
+                if let Err(e) = self.scheduler.mark(ws) {
+                    tracing::warn!(workspace_id = %ws, error = %e, "cannot mark restored jobs");
+                }
+                self.wake_scheduler(ws, org);
+            }
+            Err(e) => tracing::warn!(workspace_id = %ws, error = %e, "cannot resume restored jobs"),
+        }
+    }
+
     /// Runs jobs in the calling thread until none is left (CLI commands, evaluation).
     pub fn run_jobs_until_idle(&self, mut progress: impl FnMut()) {
         loop {
@@ -602,6 +651,8 @@ impl Knowledge {
                         };
                         self.governance.quantum(rec.org_id, &handle, work)
                     }) {
+                    // (Embedded chunks count against the org's monthly allowance through the
+                    // metering above: `governance::monthly`.)
                     Ok(q) if q.worked => Outcome::More,
                     Ok(_) => Outcome::Idle,
                     // The index is rebuilt in the background; the jobs wait for it.

@@ -11,6 +11,7 @@
 //!   leaves a tombstone and `get` answers `NotFound` for it. Requests hold a verified context
 //!   decided before the deletion, so this closes the race between a deletion and a request that
 //!   was already past authentication (it gets `404`, or finishes on the handle it already held).
+//!   A restore (`readmit`, after the record is live again) lifts the tombstone.
 
 use std::collections::HashSet;
 use std::ops::Deref;
@@ -262,6 +263,12 @@ impl Registry {
         let removed = st.cache.pop(&id);
         drop(st);
         removed.is_some()
+    }
+
+    /// Lets a removed workspace be opened again: its deletion was undone (a restore within the
+    /// grace period, its record live again). Its folder was never touched.
+    pub fn readmit(&self, id: Uuid) {
+        self.shared.lock().removed.remove(&id);
     }
 
     /// Commits and closes the Tantivy writers that have been idle for `idle`, whoever opened

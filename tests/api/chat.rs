@@ -763,8 +763,14 @@ async fn one_tenants_agents_sessions_and_provider_keys_never_reach_another() {
         "no request left with A's key"
     );
 
-    // Deleting an org destroys its provider keys.
-    assert_eq!(op.delete(&format!("/v1/orgs/{org_a}")).await.status, 204);
+    // Purging an org destroys its provider keys (a plain delete keeps them sealed for the
+    // grace period, so a restore gets them back; the upkeep's purge destroys them after it).
+    assert_eq!(
+        op.delete(&format!("/v1/orgs/{org_a}?purge=true"))
+            .await
+            .status,
+        204
+    );
     let conn = rusqlite::Connection::open(s.data_path("control.db")).expect("open control");
     let n: i64 = conn
         .query_row(

@@ -451,9 +451,13 @@ impl Api {
 
     // ---- fixtures ----
 
+    /// Creates an org on the `enterprise` plan (no limits): tests of limits set them.
     pub async fn create_org(&self, slug: &str) -> String {
         let r = self
-            .post("/v1/orgs", serde_json::json!({"name": slug, "slug": slug}))
+            .post(
+                "/v1/orgs",
+                serde_json::json!({"name": slug, "slug": slug, "plan": "enterprise"}),
+            )
             .await;
         assert_eq!(r.status, 201, "create org: {:?}", r.body);
         r.id()

@@ -71,8 +71,12 @@ async fn delete_while_held_then_nothing_reopens_it() {
 
     // Hold the store as a slow request would.
     let held = s.app.registry().get(id).expect("open");
+    // Purged at once (the operator's `?purge=true`; a plain delete keeps the folder for the
+    // grace period).
     assert_eq!(
-        api.delete(&format!("/v1/workspaces/{ws}")).await.status,
+        api.delete(&format!("/v1/workspaces/{ws}?purge=true"))
+            .await
+            .status,
         204
     );
     let docs: i64 = held

@@ -52,8 +52,10 @@ async fn workspace_crud_with_live_stats() {
     let org2 = api.create_org("globex").await;
     api.create_workspace(&org2, "help").await;
 
+    // Purged at once (the operator's `?purge=true`; a plain delete keeps the folder for the
+    // grace period).
     let path = format!("/v1/workspaces/{ws}");
-    Scenario::delete("delete", &api, &path)
+    Scenario::delete("delete", &api, &format!("{path}?purge=true"))
         .status(204)
         .run()
         .await;
@@ -86,7 +88,12 @@ async fn deleting_an_org_deletes_its_workspaces() {
     // Open one so deletion has to close it.
     assert_eq!(api.get(&format!("/v1/workspaces/{a}")).await.status, 200);
 
-    assert_eq!(api.delete(&format!("/v1/orgs/{org}")).await.status, 204);
+    assert_eq!(
+        api.delete(&format!("/v1/orgs/{org}?purge=true"))
+            .await
+            .status,
+        204
+    );
     for ws in [&a, &b] {
         assert_eq!(api.get(&format!("/v1/workspaces/{ws}")).await.status, 404);
         assert!(!s.data_path(ws).exists());

@@ -269,7 +269,19 @@ test('operator: org, workspace, upload, search, chat, API keys, sign out', { tim
     await page.getByRole('button', { name: 'Create organization' }).click();
     await page.getByRole('row').filter({ hasText: 'Short Lived' }).getByRole('button', { name: 'Delete Short Lived' }).click();
     await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
-    await page.getByRole('row').filter({ hasText: 'Short Lived' }).waitFor({ state: 'detached' });
+    // A soft delete: gone from the list, shown under Deleted, restorable, then deleted again.
+    const orgsTable = page.getByRole('table', { name: 'Organizations' });
+    const deletedTable = page.getByRole('table', { name: 'Deleted' });
+    await orgsTable.getByRole('row').filter({ hasText: 'Short Lived' }).waitFor({ state: 'detached' });
+    await deletedTable.getByRole('button', { name: 'Restore Short Lived' }).click();
+    await page.getByText('Restored Short Lived').waitFor();
+    await orgsTable.getByRole('row').filter({ hasText: 'Short Lived' }).waitFor();
+    assert.equal((await api('GET', '/orgs/short-lived')).body.status, 'active');
+    await orgsTable.getByRole('button', { name: 'Delete Short Lived' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+    await orgsTable.getByRole('row').filter({ hasText: 'Short Lived' }).waitFor({ state: 'detached' });
+    await deletedTable.getByRole('row').filter({ hasText: 'Short Lived' }).waitFor();
+    assert.equal((await api('GET', '/orgs/short-lived')).status, 404);
 
     await page.getByRole('link', { name: 'Server health' }).click();
     await page.locator('.stat', { hasText: 'open workspaces' }).waitFor();

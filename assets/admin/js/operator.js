@@ -6,6 +6,7 @@ import { sideNav } from './nav.js';
 export async function orgs(el, _p, ctx) {
   sideNav(ctx);
   const list = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
+  const deleted = h('div', {});
   const err = h('div', {});
   const form = onSubmit(h('form', { class: 'grid', 'aria-labelledby': 'new-org' },
     field('Name', h('input', { type: 'text', name: 'name', required: true })),
@@ -27,6 +28,7 @@ export async function orgs(el, _p, ctx) {
       data = (await get('/orgs?limit=1000')).data;
     } catch (e) { clear(list, errorBox(e)); return; }
     if (!ctx.alive()) return;
+    await loadDeleted();
     if (!data.length) {
       clear(list, empty('No organizations yet. Create the first one above, then add a workspace to it.'));
       return;
@@ -65,14 +67,39 @@ export async function orgs(el, _p, ctx) {
     await load();
   }
   async function remove(o) {
-    if (!await confirmDanger(`Delete ${o.name}?`, `Every workspace of ${o.name}, with its documents, agents and keys, is deleted. This cannot be undone.`)) return;
+    if (!await confirmDanger(`Delete ${o.name}?`, `${o.name} and every one of its workspaces become unreachable at once. Their data is kept for the grace period, restorable below, then purged.`)) return;
     try { await del(`/orgs/${o.id}`); toast(`Deleted ${o.name}`); } catch (e) { toast(e.message); }
+    await load();
+  }
+  // Deleted orgs and workspaces still within their grace period.
+  async function loadDeleted() {
+    let rows;
+    try {
+      rows = (await get('/admin/deleted')).data;
+    } catch (e) { clear(deleted, errorBox(e)); return; }
+    if (!ctx.alive()) return;
+    clear(deleted, rows.length
+      ? table('Deleted', ['Kind', 'Name', 'Slug', 'Deleted', 'Purged after', 'Actions'], rows.map((d) => ({
+        actions: true,
+        cells: [d.kind, d.name, h('span', { class: 'mono' }, d.slug), fmtDate(d.deleted_at), fmtDate(d.purge_after),
+          h('button', { type: 'button', class: 'small', 'aria-label': `Restore ${d.name}`, onclick: () => restore(d) }, 'Restore')],
+      })))
+      : empty('Nothing deleted is waiting for its purge.'));
+  }
+  async function restore(d) {
+    try {
+      await post(d.kind === 'org' ? `/orgs/${d.id}/restore` : `/workspaces/${d.id}/restore`);
+      toast(`Restored ${d.name}`);
+    } catch (e) { toast(e.message); }
     await load();
   }
   clear(el, h('h1', {}, 'Organizations'),
     h('p', { class: 'muted' }, 'Every organization on this server. Suspending one refuses its requests (403 tenant_suspended) until it is reactivated.'),
     h('div', { class: 'panel' }, h('h2', { id: 'new-org' }, 'New organization'), form),
-    h('h2', {}, 'All organizations'), list);
+    h('h2', {}, 'All organizations'), list,
+    h('h2', {}, 'Deleted'),
+    h('p', { class: 'muted' }, 'Deleted organizations and workspaces are kept for the grace period (deletion_grace_days) and can be restored until they are purged.'),
+    deleted);
   await load();
 }
 

@@ -62,7 +62,7 @@ async function workspaces(el, org, ctx) {
       cells: [h('a', { href: `#/ws/${w.id}/documents` }, w.name), h('span', { class: 'mono' }, w.slug),
         String(stats[i]?.documents ?? '—'), String(stats[i]?.chunks ?? '—'), fmtBytes(stats[i]?.bytes_on_disk), fmtDate(w.created_at),
         admin ? h('button', { type: 'button', class: 'small danger', 'aria-label': `Delete workspace ${w.name}`, onclick: async () => {
-          if (!await confirmDanger(`Delete ${w.name}?`, 'Its documents, index, agents, chat sessions and API keys are deleted. This cannot be undone.')) return;
+          if (!await confirmDanger(`Delete ${w.name}?`, 'It becomes unreachable at once, with its documents, agents, chat sessions and API keys. The operator can restore it during the grace period; then it is purged.')) return;
           try { await del(`/workspaces/${w.id}`); toast(`Deleted ${w.name}`); } catch (e) { toast(e.message); }
           await load();
         } }, 'Delete') : ''],

@@ -500,7 +500,9 @@ mod tests {
             .set_org_status(&op, OrgStatus::Active)
             .expect("reactivate");
         let ws_op = app.identity().operator_workspace(ws).expect("op ws");
-        app.tenancy().delete_workspace(&ws_op).expect("delete");
+        app.tenancy()
+            .delete_workspace(&ws_op, false)
+            .expect("delete");
         assert!(matches!(
             app.identity().authenticate(&k),
             Err(Error::Unauthenticated(_))

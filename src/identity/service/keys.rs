@@ -74,6 +74,12 @@ impl Identity {
             .as_deref()
             .map(|t| parse_future_time(t, "expires_at", self.state.clock().now()))
             .transpose()?;
+        // Governance hook: the org's API key quota, held until the key exists.
+        let room = self.quota.hold(
+            access.org_id(),
+            Some(access.workspace_id()),
+            super::Seat::ApiKey,
+        )?;
         let (key, prefix) = secrets::new_api_key();
         let created = self.control.insert_api_key(
             access.org_id(),
@@ -85,6 +91,9 @@ impl Identity {
             access.principal().user_id(),
             expires_at.as_deref(),
         )?;
+        if let Some(room) = room {
+            room.commit();
+        }
         tracing::info!(key_id = %created.id, "API key created");
         Ok((created, key))
     }

@@ -84,6 +84,10 @@ impl Identity {
             return Err(Error::forbidden("only an owner may invite an owner"));
         }
         let email = normalize_email(email)?;
+        // Governance hook: the org's member quota (an open invitation holds a seat).
+        let room = self
+            .quota
+            .hold(access.org_id(), None, super::Seat::Member)?;
         let token = secrets::new_invitation_token();
         let expires_at = format_time(self.state.clock().now() + Duration::days(INVITATION_DAYS));
         let inv = self.control.insert_invitation(
@@ -94,6 +98,9 @@ impl Identity {
             access.principal().user_id(),
             &expires_at,
         )?;
+        if let Some(room) = room {
+            room.commit();
+        }
         tracing::info!(org_id = %access.org().id, invitation_id = %inv.id, "invitation created");
         Ok((inv, token))
     }

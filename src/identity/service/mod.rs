@@ -13,6 +13,7 @@
 mod access;
 mod keys;
 mod members;
+mod quota;
 mod sessions;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::identity::IdentityState;
 
 pub use access::{OrgAccess, WorkspaceAccess};
 pub use keys::{MintedToken, NewApiKey, NewTenantToken};
+pub use quota::{Seat, SeatHold, SeatQuota};
 pub use sessions::{LoginResult, OrgWithRole};
 
 /// The identity service. Private fields: reach it through `App::identity`.
@@ -32,6 +34,8 @@ pub struct Identity {
     state: IdentityState,
     /// SHA-256 of the operator token (none when no token is set).
     operator_digest: Option<[u8; 32]>,
+    /// The org plans' quota of members and API keys (governance's, set by `App`).
+    quota: quota::QuotaSlot,
 }
 
 impl Identity {
@@ -44,7 +48,14 @@ impl Identity {
             control,
             state,
             operator_digest,
+            quota: Default::default(),
         })
+    }
+
+    /// Wires the quota that members and API keys are checked against (once; `App` does it
+    /// after building governance over this identity, hence weak).
+    pub fn set_quota(&self, quota: std::sync::Weak<dyn SeatQuota>) {
+        self.quota.set(quota);
     }
 
     /// Identity's in-memory state (status cache, key usage, throttle, signing keys).
