@@ -55,7 +55,7 @@ async fn workspace_crud_with_live_stats() {
     // Purged at once (the operator's `?purge=true`; a plain delete keeps the folder for the
     // grace period).
     let path = format!("/v1/workspaces/{ws}");
-    Scenario::delete("delete", &api, &format!("{path}?purge=true"))
+    Scenario::delete("delete", &api, format!("{path}?purge=true"))
         .status(204)
         .run()
         .await;
