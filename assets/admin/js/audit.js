@@ -8,7 +8,7 @@ const OUTCOME = { success: 'ok', denied: 'bad', refused: 'warn', failed: 'bad', 
 
 /** trail(el, { path: '/orgs/<id>/audit', title, intro, empty }, ctx) */
 export async function trail(el, { path, title, intro, none }, ctx) {
-  const box = h('div', { 'aria-live': 'polite' });
+  const box = h('div', {});
   const err = h('div', {});
   const actor = h('input', { type: 'text', name: 'actor', placeholder: 'user, api_key, operator… or an id' });
   const action = h('input', { type: 'text', name: 'action', placeholder: 'document.add or document.*' });

@@ -50,7 +50,7 @@ export async function usage(el, org, ctx) {
   const from = h('input', { type: 'date', name: 'from', value: monthStart, required: true });
   const to = h('input', { type: 'date', name: 'to', value: today, required: true });
   const gran = h('select', { name: 'granularity' }, h('option', { value: 'day' }, 'per day'), h('option', { value: 'month' }, 'per month'));
-  const out = h('div', { 'aria-live': 'polite' });
+  const out = h('div', {});
   const err = h('div', {});
   const form = onSubmit(h('form', { class: 'grid', 'aria-label': 'Usage range' },
     field('From', from), field('To (included)', to), field('Show', gran),
