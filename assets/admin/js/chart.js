@@ -12,25 +12,32 @@ function s(tag, attrs, ...children) {
   return el;
 }
 
-/** A round upper bound for the y axis (1, 2, 5 times a power of ten). */
-function niceMax(v) {
+/** A round upper bound for the y axis: 1, 2 or 5 times a power of ten (of 1024 for bytes, then 1..1024). */
+function niceMax(v, binary) {
   if (v <= 0) return 1;
+  if (binary) {
+    const unit = 1024 ** Math.floor(Math.log(v) / Math.log(1024));
+    let m = 1;
+    while (m * unit < v) m *= 2;
+    return m * unit;
+  }
   const p = 10 ** Math.floor(Math.log10(v));
   for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
 
-const W = 720; const H = 230; const L = 64; const R = 10; const T = 12; const B = 30;
+const W = 460; const H = 200; const L = 84; const R = 8; const T = 12; const B = 28;
 
 /**
  * barChart({ title, periods: ['2025-01-01', ...], series: [{ label, values: [..] }], format })
- * Several series are stacked. `format` turns a number into its label (default: locale digits).
+ * Several series are stacked. `format` turns a number into its label (default: locale digits);
+ * `binary` rounds the axis to powers of two (bytes).
  */
-export function barChart({ title, periods, series, format = (n) => n.toLocaleString() }) {
+export function barChart({ title, periods, series, format = (n) => n.toLocaleString(), binary = false }) {
   const totals = periods.map((_, i) => series.reduce((a, x) => a + (x.values[i] || 0), 0));
   const sum = totals.reduce((a, b) => a + b, 0);
   const peak = Math.max(0, ...totals);
-  const top = niceMax(peak);
+  const top = niceMax(peak, binary);
   const titleId = nextId('chart-title');
   const descId = nextId('chart-desc');
   const n = Math.max(periods.length, 1);
@@ -45,13 +52,13 @@ export function barChart({ title, periods, series, format = (n) => n.toLocaleStr
   // Grid lines and y labels: 0, half, top.
   for (const v of [0, top / 2, top]) {
     svg.append(s('line', { class: 'grid', x1: L, x2: W - R, y1: y(v), y2: y(v) }),
-      s('text', { class: 'axis', x: L - 6, y: y(v) + 4, 'text-anchor': 'end' }, format(v)));
+      s('text', { class: 'axis', x: L - 6, y: y(v) + 5, 'text-anchor': 'end' }, format(v)));
   }
-  // X labels: at most 12, evenly spaced.
-  const every = Math.ceil(n / 12);
+  // X labels: at most 8, evenly spaced.
+  const every = Math.ceil(n / 8);
   periods.forEach((p, i) => {
     const x = L + slot * i + slot / 2;
-    if (i % every === 0) svg.append(s('text', { class: 'axis', x, y: H - 10, 'text-anchor': 'middle' }, p.length === 10 ? p.slice(5) : p));
+    if (i % every === 0) svg.append(s('text', { class: 'axis', x, y: H - 8, 'text-anchor': 'middle' }, p.length === 10 ? p.slice(5) : p));
     let base = 0;
     series.forEach((ser, k) => {
       const v = ser.values[i] || 0;

@@ -54,7 +54,7 @@ export async function usage(el, org, ctx) {
   const err = h('div', {});
   const form = onSubmit(h('form', { class: 'grid', 'aria-label': 'Usage range' },
     field('From', from), field('To (included)', to), field('Show', gran),
-    h('div', { class: 'row' }, h('button', { class: 'primary', type: 'submit' }, 'Show usage'),
+    h('div', { class: 'row wide' }, h('button', { class: 'primary', type: 'submit' }, 'Show usage'),
       h('button', { type: 'button', onclick: () => preset('month') }, 'This month'),
       h('button', { type: 'button', onclick: () => preset('year') }, 'Last 12 months')),
     h('div', { class: 'wide' }, err)), err, () => load());
@@ -116,7 +116,7 @@ export async function usage(el, org, ctx) {
         stat('documents (largest sample)', num(t.documents), 'documents'),
         stat('storage (largest sample)', fmtBytes(t.storage_bytes || 0), 'storage_bytes'),
         stat('refusals (quota, rate limit)', `${num(t.quota_refusals)}, ${num(t.rate_limit_refusals)}`, 'refusals')),
-      h('div', { class: 'row' },
+      h('div', { class: 'row toolbar' },
         h('button', { type: 'button', onclick: () => download(false) }, 'Download CSV'),
         h('button', { type: 'button', onclick: () => download(true) }, 'Download CSV by workspace')),
       report.data.length ? null : empty('Nothing was counted in this range. Requests answered by a workspace (search, chat, uploads, MCP, the OpenAI facade) appear here within seconds.'),
@@ -125,7 +125,7 @@ export async function usage(el, org, ctx) {
         barChart({ title: 'Chat tokens', periods, series: [{ label: 'prompt', values: col('chat_prompt_tokens') }, { label: 'completion', values: col('chat_completion_tokens') }] }),
         barChart({ title: 'Chunks embedded', periods, series: [{ label: 'chunks', values: col('embedding_chunks') }] }),
         barChart({ title: 'Documents stored', periods, series: [{ label: 'documents', values: col('documents') }] }),
-        barChart({ title: 'Storage', periods, series: [{ label: 'bytes on disk', values: col('storage_bytes') }], format: fmtBytes })),
+        barChart({ title: 'Storage', periods, series: [{ label: 'bytes on disk', values: col('storage_bytes') }], format: fmtBytes, binary: true })),
       h('h3', {}, 'By workspace'),
       wsRows.length
         ? table('Usage by workspace', ['Workspace', 'Requests', 'Chat tokens', 'Chunks embedded', 'Documents added', 'Documents', 'Storage'],
