@@ -554,6 +554,9 @@ test('operator: org, workspace, upload, search, chat, API keys, sign out', { tim
       const rows = [...document.querySelectorAll('tbody tr')];
       return rows.length > 0 && rows.every((r) => r.dataset.action.startsWith('agent.'));
     });
+    // One page only: the API gave no next_offset, so there is nothing older to ask for.
+    assert.ok(await page.getByRole('button', { name: 'Older' }).isDisabled());
+    assert.ok(await page.getByRole('button', { name: 'Newer' }).isDisabled());
     await page.getByRole('button', { name: 'Clear filters' }).click();
     await page.getByRole('cell', { name: 'document.add' }).first().waitFor();
     await view(page, '19-workspace-audit');
