@@ -14,8 +14,10 @@ pub enum AuditCommand {
     /// Verify the control plane's audit chain, one workspace's (`--workspace`), or every
     /// workspace's too (`--all`). Exits 1 at the first break, naming the entry.
     Verify {
+        /// Verify this workspace's chain (id or `org/workspace` slugs).
         #[arg(long, conflicts_with = "all")]
         workspace: Option<String>,
+        /// Verify the control plane's chain and every workspace's.
         #[arg(long)]
         all: bool,
     },
