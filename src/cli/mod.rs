@@ -197,12 +197,25 @@ pub enum KeyCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
+        quiet_on_broken_pipe();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `enclave key list | head`: when the reader of standard output goes away, end quietly as
+/// command-line tools do (the default action of SIGPIPE), instead of failing a print. Not for
+/// `serve` and `bench`, whose sockets must see EPIPE as an error (Rust ignores SIGPIPE).
+fn quiet_on_broken_pipe() {
+    // SAFETY: restores the default disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -220,7 +233,10 @@ fn init_logging(format: LogFormat) {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        // Colour only for a terminal: a file or a log collector gets plain text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
 }
 
@@ -406,10 +422,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The command line acts as the operator on a workspace.
+/// The command line acts as the operator on a workspace (its id or `org/workspace` slugs).
 fn operator_access(app: &App, workspace: &str) -> anyhow::Result<WorkspaceAccess> {
-    let id = crate::ids::parse_uuid(workspace, "workspace")?;
+    let id = resolve_workspace(app, workspace)?;
     Ok(app.identity().operator_workspace(id)?)
+}
+
+/// A workspace named on the command line: its id, or `org/workspace` (the org's id or slug,
+/// then the workspace's slug).
+pub(crate) fn resolve_workspace(app: &App, workspace: &str) -> anyhow::Result<uuid::Uuid> {
+    match workspace.split_once('/') {
+        Some((org, slug)) => {
+            let org = app.identity().operator_org(org.trim())?;
+            Ok(app.tenancy().workspace_by_slug(&org, slug.trim())?.id)
+        }
+        None => crate::ids::parse_uuid(workspace, "workspace (give its id or org/workspace)")
+            .map_err(Into::into),
+    }
 }
 
 /// Records a management command in the operator audit log.
@@ -437,13 +466,30 @@ fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
     Ok(app)
 }
 
+/// The generated operator token, once: a framed block on standard error (where the logs go,
+/// so it is seen in order with them, but never mistaken for a log line), not a log event.
 pub(crate) fn announce_token(source: &AdminTokenSource) {
     if let AdminTokenSource::Generated(token) = source {
-        println!(
-            "Generated the operator token. It is shown only this once; keep it safe \
-             (or set ENCLAVE_ADMIN_TOKEN):\n\n    {token}\n"
-        );
+        eprint!("{}", token_block(token));
     }
+}
+
+fn token_block(token: &str) -> String {
+    let lines = [
+        "Generated the operator token. It is shown only this once:".to_string(),
+        "keep it safe, or set ENCLAVE_ADMIN_TOKEN to choose your own.".to_string(),
+        String::new(),
+        format!("    {token}"),
+    ];
+    let width = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let rule = format!("+{}+", "-".repeat(width + 2));
+    let mut out = format!("\n{rule}\n");
+    for l in &lines {
+        out.push_str(&format!("| {l:<width$} |\n"));
+    }
+    out.push_str(&rule);
+    out.push_str("\n\n");
+    out
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

@@ -75,6 +75,10 @@ fn api_routes(upload_limit: usize) -> Routes<Arc<App>> {
             "/orgs/{org}/workspaces",
             post(orgs::create_workspace).get(orgs::list_workspaces),
         )
+        .route(
+            "/orgs/{org}/workspaces/{slug}",
+            get(orgs::get_workspace_by_slug),
+        )
         .route("/orgs/{org}/members", get(members::list))
         .route(
             "/orgs/{org}/members/{user}",
