@@ -24,6 +24,7 @@ pub mod perms;
 pub mod roles;
 pub mod server;
 pub mod task;
+pub mod tls;
 pub mod tenancy;
 pub mod workspace;
 

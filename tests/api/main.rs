@@ -2,6 +2,7 @@
 
 mod admin_ui;
 mod auth;
+mod browser;
 mod authz_prop;
 mod chat;
 mod cli;
