@@ -506,6 +506,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         tracing::info!(
             address = %listener.local_addr()?,
+            https = app.config().tls.is_some(),
             data_dir = %app.data_dir().display(),
             max_open_workspaces = app.config().max_open_workspaces,
             "enclave is listening"
