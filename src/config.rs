@@ -329,7 +329,9 @@ impl Config {
             let ok = o == "*"
                 || ((o.starts_with("http://") || o.starts_with("https://"))
                     && !o.contains(char::is_whitespace)
-                    && o.split("://").nth(1).is_some_and(|h| !h.is_empty() && !h.contains('/')));
+                    && o.split("://")
+                        .nth(1)
+                        .is_some_and(|h| !h.is_empty() && !h.contains('/')));
             if !ok {
                 anyhow::bail!(
                     "invalid CORS origin {o:?}: give scheme://host[:port] (e.g. https://app.example.com) or *"

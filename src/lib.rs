@@ -24,8 +24,8 @@ pub mod perms;
 pub mod roles;
 pub mod server;
 pub mod task;
-pub mod tls;
 pub mod tenancy;
+pub mod tls;
 pub mod workspace;
 
 pub use error::{Error, Result};

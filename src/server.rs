@@ -161,7 +161,12 @@ pub async fn serve(
         }
     });
 
-    let tls = app.config().tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    let tls = app
+        .config()
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptor)
+        .transpose()?;
     let result = accept_loop(app.clone(), listener, tls, shutdown).await;
     sweeper.abort();
     usage.abort();
@@ -302,8 +307,7 @@ async fn accept_loop(
             },
         };
         conns.spawn(serve_connection(
-            stream,
-            tls.clone(),
+            (stream, tls.clone()),
             remote,
             router.clone(),
             limits,
@@ -345,10 +349,9 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 /// Serves one connection (HTTP/1.1 with keep-alive) until the client closes it, it overstays
 /// a time bound of [`ConnLimits`], or the server drains. Holds `_slot` (one of the
 /// `max_connections`) until then. Every request body is a [`TimedBody`]; every event-stream
-/// response ends when the server drains.
+/// response ends when the server drains. With `tls`, the stream is HTTPS (handshake first).
 async fn serve_connection(
-    stream: TcpStream,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    (stream, tls): (TcpStream, Option<tokio_rustls::TlsAcceptor>),
     remote: SocketAddr,
     router: axum::Router,
     limits: ConnLimits,

@@ -347,9 +347,10 @@ pub fn run(config: crate::config::Config, args: IngestArgs) -> anyhow::Result<()
         e => e.into(),
     })?;
     super::announce_token(&source);
-    let ws = args.workspace.as_deref().ok_or_else(|| {
-        anyhow::anyhow!("give --workspace (its id or org/workspace)")
-    })?;
+    let ws = args
+        .workspace
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("give --workspace (its id or org/workspace)"))?;
     let ctx = app
         .identity()
         .operator_workspace(super::resolve_workspace(&app, ws)?)?;

@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the server (its options: flags, ENCLAVE_* variables or the configuration file).
-    Serve(ConfigArgs),
+    Serve(Box<ConfigArgs>),
     /// Manage organizations.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -249,7 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let args = ConfigArgs::for_command(
         &cli.global,
         match &cli.command {
-            Command::Serve(a) => Some(a),
+            Command::Serve(a) => Some(a.as_ref()),
             _ => None,
         },
     )?;
@@ -544,7 +544,10 @@ mod tests {
             .filter(|(_, a)| a.get_help().is_none_or(|h| h.to_string().trim().is_empty()))
             .map(|(p, a)| format!("{p} --{}", a.get_id()))
             .collect();
-        assert!(undescribed.is_empty(), "flags without a description: {undescribed:#?}");
+        assert!(
+            undescribed.is_empty(),
+            "flags without a description: {undescribed:#?}"
+        );
     }
 
     #[test]
@@ -561,7 +564,10 @@ mod tests {
         assert!(help("serve").contains("--tls-cert"));
         for name in ["org", "workspace", "key", "user", "ingest"] {
             let h = help(name);
-            assert!(!h.contains("--listen"), "{name} --help shows --listen:\n{h}");
+            assert!(
+                !h.contains("--listen"),
+                "{name} --help shows --listen:\n{h}"
+            );
             assert!(!h.contains("--max-connections"), "{name}: {h}");
         }
     }

@@ -105,11 +105,7 @@ async fn https_serves_with_the_configured_certificate() {
             key: key_path.clone(),
         });
     }));
-    let addr: std::net::SocketAddr = s
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("addr");
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().expect("addr");
     let client = reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).expect("root"),
@@ -145,7 +141,11 @@ async fn https_serves_with_the_configured_certificate() {
         .resolve("localhost", addr)
         .build()
         .expect("client");
-    assert!(untrusting.get(format!("{url}/healthz")).send().await.is_err());
+    assert!(untrusting
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -158,7 +158,9 @@ async fn a_workspace_is_found_by_its_slug_within_its_org() {
     api.create_workspace(&other, "docs").await;
 
     for org_key in [org.as_str(), "acme"] {
-        let r = api.get(&format!("/v1/orgs/{org_key}/workspaces/docs")).await;
+        let r = api
+            .get(&format!("/v1/orgs/{org_key}/workspaces/docs"))
+            .await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         assert_eq!(r.body["id"], ws.as_str());
         assert_eq!(r.body["slug"], "docs");

@@ -406,10 +406,20 @@ fn workspaces_by_slug_help_per_command_and_a_closed_pipe() {
     // `org/workspace` wherever a workspace id is taken.
     let key = json_of(&enclave_ok(
         data,
-        &["key", "create", "--workspace", "slugs/docs", "--scopes", "search"],
+        &[
+            "key",
+            "create",
+            "--workspace",
+            "slugs/docs",
+            "--scopes",
+            "search",
+        ],
     ));
     assert!(key["key"].as_str().is_some(), "{key}");
-    let keys = json_of(&enclave_ok(data, &["key", "list", "--workspace", "slugs/docs"]));
+    let keys = json_of(&enclave_ok(
+        data,
+        &["key", "list", "--workspace", "slugs/docs"],
+    ));
     assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
     let by_id = json_of(&enclave_ok(data, &["key", "list", "--workspace", &ws]));
     assert_eq!(keys, by_id);
@@ -420,11 +430,17 @@ fn workspaces_by_slug_help_per_command_and_a_closed_pipe() {
     let out = enclave(data, &["org", "create", "--name", "x", "--plan", "gold"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("enterprise") && stderr.contains("free"), "{stderr}");
+    assert!(
+        stderr.contains("enterprise") && stderr.contains("free"),
+        "{stderr}"
+    );
 
     // `org --help` shows its own flags, not the server's.
     let help = enclave_ok(data, &["org", "create", "--help"]);
-    assert!(help.contains("--plan") && !help.contains("--listen"), "{help}");
+    assert!(
+        help.contains("--plan") && !help.contains("--listen"),
+        "{help}"
+    );
 
     // `enclave org list | head -c 1`: the reader leaves early; no panic, no error message.
     let mut child = Command::new(env!("CARGO_BIN_EXE_enclave"))

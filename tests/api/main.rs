@@ -2,8 +2,8 @@
 
 mod admin_ui;
 mod auth;
-mod browser;
 mod authz_prop;
+mod browser;
 mod chat;
 mod cli;
 mod clients;
