@@ -433,8 +433,13 @@ fn operator_access(app: &App, workspace: &str) -> anyhow::Result<WorkspaceAccess
 pub(crate) fn resolve_workspace(app: &App, workspace: &str) -> anyhow::Result<uuid::Uuid> {
     match workspace.split_once('/') {
         Some((org, slug)) => {
-            let org = app.identity().operator_org(org.trim())?;
-            Ok(app.tenancy().workspace_by_slug(&org, slug.trim())?.id)
+            let found = app
+                .identity()
+                .operator_org(org.trim())
+                .and_then(|org| app.tenancy().workspace_by_slug(&org, slug.trim()));
+            found.map(|ws| ws.id).map_err(|e| {
+                anyhow::anyhow!("workspace {workspace:?} (as org/workspace slugs): {e}")
+            })
         }
         None => crate::ids::parse_uuid(workspace, "workspace (give its id or org/workspace)")
             .map_err(Into::into),
