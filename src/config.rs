@@ -54,80 +54,126 @@ pub enum LogFormat {
     Json,
 }
 
-/// Options shared by every command that touches the data directory or serves.
+/// The options every command takes (`enclave --data-dir D org list`): where the data and the
+/// configuration file are.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ConfigArgs {
-    /// TOML configuration file (keys as in README.md).
+pub struct GlobalArgs {
+    /// TOML configuration file (keys as in README.md, Configuration).
     #[arg(long, env = "ENCLAVE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Data directory [default: ./data].
     #[arg(long, env = "ENCLAVE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:7700].
-    #[arg(long, env = "ENCLAVE_LISTEN", global = true)]
-    pub listen: Option<String>,
-    /// Capacity of the cache of open workspaces [default: 256].
-    #[arg(long, env = "ENCLAVE_MAX_OPEN_WORKSPACES", global = true)]
-    pub max_open_workspaces: Option<usize>,
-    /// Log format [default: text].
-    #[arg(long, env = "ENCLAVE_LOG_FORMAT", global = true)]
-    pub log_format: Option<LogFormat>,
-    /// Seconds after which an idle Tantivy writer is committed and closed [default: 30].
-    #[arg(long, env = "ENCLAVE_WRITER_IDLE_SECS", global = true)]
-    pub writer_idle_secs: Option<u64>,
-    /// Seconds a request waits for a free open-workspace slot before 503 [default: 30].
-    #[arg(long, env = "ENCLAVE_OPEN_WAIT_SECS", global = true)]
-    pub open_wait_secs: Option<u64>,
-    /// Domain under which `<workspace-id>.<domain>` names a workspace [default: none].
-    #[arg(long, env = "ENCLAVE_TENANT_DOMAIN", global = true)]
-    pub tenant_domain: Option<String>,
     /// File holding the master key that seals provider API keys [default: ENCLAVE_MASTER_KEY,
     /// else data/master.key, generated on first start].
     #[arg(long, env = "ENCLAVE_MASTER_KEY_FILE", global = true)]
     pub master_key_file: Option<PathBuf>,
+}
+
+/// Every configuration option: the global ones (copied in from [`GlobalArgs`], never flags
+/// here) and the server's, which are flags of `enclave serve` only. Other commands read the
+/// server's options from the environment and the file alone ([`ConfigArgs::for_command`]).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    #[arg(skip)]
+    pub config: Option<PathBuf>,
+    #[arg(skip)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7700].
+    #[arg(long, env = "ENCLAVE_LISTEN")]
+    pub listen: Option<String>,
+    /// Capacity of the cache of open workspaces [default: 256].
+    #[arg(long, env = "ENCLAVE_MAX_OPEN_WORKSPACES")]
+    pub max_open_workspaces: Option<usize>,
+    /// Log format [default: text].
+    #[arg(long, env = "ENCLAVE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Seconds after which an idle Tantivy writer is committed and closed [default: 30].
+    #[arg(long, env = "ENCLAVE_WRITER_IDLE_SECS")]
+    pub writer_idle_secs: Option<u64>,
+    /// Seconds a request waits for a free open-workspace slot before 503 [default: 30].
+    #[arg(long, env = "ENCLAVE_OPEN_WAIT_SECS")]
+    pub open_wait_secs: Option<u64>,
+    /// Domain under which `<workspace-id>.<domain>` names a workspace [default: none].
+    #[arg(long, env = "ENCLAVE_TENANT_DOMAIN")]
+    pub tenant_domain: Option<String>,
+    #[arg(skip)]
+    pub master_key_file: Option<PathBuf>,
     /// Seconds a model provider may take before 502 provider_error [default: 60].
-    #[arg(long, env = "ENCLAVE_PROVIDER_TIMEOUT_SECS", global = true)]
+    #[arg(long, env = "ENCLAVE_PROVIDER_TIMEOUT_SECS")]
     pub provider_timeout_secs: Option<u64>,
     /// Retries of a provider call answering 429 / 5xx [default: 2].
-    #[arg(long, env = "ENCLAVE_PROVIDER_RETRIES", global = true)]
+    #[arg(long, env = "ENCLAVE_PROVIDER_RETRIES")]
     pub provider_retries: Option<u32>,
     /// Largest document upload in bytes; larger ones are refused with 413 [default: 52428800].
-    #[arg(long, env = "ENCLAVE_MAX_UPLOAD_BYTES", global = true)]
+    #[arg(long, env = "ENCLAVE_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
     /// Threads that run ingestion and embedding jobs for the whole server; 0 queues jobs
     /// without running them (maintenance) [default: 1].
-    #[arg(long, env = "ENCLAVE_INGEST_WORKERS", global = true)]
+    #[arg(long, env = "ENCLAVE_INGEST_WORKERS")]
     pub ingest_workers: Option<usize>,
     /// Seconds a client has to send a request's headers [default: 10].
-    #[arg(long, env = "ENCLAVE_HEADER_READ_TIMEOUT_SECS", global = true)]
+    #[arg(long, env = "ENCLAVE_HEADER_READ_TIMEOUT_SECS")]
     pub header_read_timeout_secs: Option<u64>,
     /// Seconds an idle kept-alive connection stays open [default: 120].
-    #[arg(long, env = "ENCLAVE_KEEP_ALIVE_IDLE_SECS", global = true)]
+    #[arg(long, env = "ENCLAVE_KEEP_ALIVE_IDLE_SECS")]
     pub keep_alive_idle_secs: Option<u64>,
     /// Connections served at once; more wait in the listen backlog [default: 1024].
-    #[arg(long, env = "ENCLAVE_MAX_CONNECTIONS", global = true)]
+    #[arg(long, env = "ENCLAVE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Seconds `/readyz` answers 503 before the listener closes at shutdown [default: 2].
-    #[arg(long, env = "ENCLAVE_SHUTDOWN_DELAY_SECS", global = true)]
+    #[arg(long, env = "ENCLAVE_SHUTDOWN_DELAY_SECS")]
     pub shutdown_delay_secs: Option<u64>,
     /// Seconds requests in flight get to finish at shutdown [default: 10].
-    #[arg(long, env = "ENCLAVE_SHUTDOWN_GRACE_SECS", global = true)]
+    #[arg(long, env = "ENCLAVE_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
     /// Seconds a request body may make no progress before 408 request_timeout [default: 30].
-    #[arg(long, env = "ENCLAVE_BODY_READ_TIMEOUT_SECS", global = true)]
+    #[arg(long, env = "ENCLAVE_BODY_READ_TIMEOUT_SECS")]
     pub body_read_timeout_secs: Option<u64>,
     /// Slowest average rate a request body may arrive at, bytes per second; 0: unbounded
     /// [default: 500].
-    #[arg(long, env = "ENCLAVE_BODY_MIN_BYTES_PER_SEC", global = true)]
+    #[arg(long, env = "ENCLAVE_BODY_MIN_BYTES_PER_SEC")]
     pub body_min_bytes_per_sec: Option<u64>,
     /// Seconds a response may wait for a client that does not read it before the connection is
     /// closed [default: 60].
-    #[arg(long, env = "ENCLAVE_RESPONSE_WRITE_TIMEOUT_SECS", global = true)]
+    #[arg(long, env = "ENCLAVE_RESPONSE_WRITE_TIMEOUT_SECS")]
     pub response_write_timeout_secs: Option<u64>,
     /// Days a deleted org or workspace is kept, restorable by the operator, before it is
     /// purged [default: 7].
-    #[arg(long, env = "ENCLAVE_DELETION_GRACE_DAYS", global = true)]
+    #[arg(long, env = "ENCLAVE_DELETION_GRACE_DAYS")]
     pub deletion_grace_days: Option<u64>,
+    /// Origins (comma-separated, e.g. `https://app.example.com`) whose browser apps may call
+    /// the API; `*`: any origin [default: none, no CORS headers].
+    #[arg(long, env = "ENCLAVE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key) [default: plain HTTP].
+    #[arg(long, env = "ENCLAVE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "ENCLAVE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The configuration of a command: `serve`'s own flags, or (for every other command) the
+    /// server options from the environment only; the global options in both cases.
+    pub fn for_command(global: &GlobalArgs, serve: Option<&ConfigArgs>) -> anyhow::Result<Self> {
+        use clap::FromArgMatches;
+        let mut args = match serve {
+            Some(a) => a.clone(),
+            None => {
+                let cmd = <ConfigArgs as Args>::augment_args(clap::Command::new("enclave"));
+                let m = cmd
+                    .try_get_matches_from(["enclave"])
+                    .map_err(|e| anyhow::anyhow!("invalid ENCLAVE_* environment variable: {e}"))?;
+                ConfigArgs::from_arg_matches(&m)?
+            }
+        };
+        args.config.clone_from(&global.config);
+        args.data_dir.clone_from(&global.data_dir);
+        args.master_key_file.clone_from(&global.master_key_file);
+        Ok(args)
+    }
 }
 
 /// The keys a TOML configuration file may hold.
@@ -155,6 +201,9 @@ struct FileConfig {
     body_min_bytes_per_sec: Option<u64>,
     response_write_timeout_secs: Option<u64>,
     deletion_grace_days: Option<u64>,
+    cors_origins: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// The resolved configuration.
@@ -188,6 +237,17 @@ pub struct Config {
     pub response_write_timeout_secs: u64,
     /// Days a deleted org or workspace is kept before it is purged.
     pub deletion_grace_days: u64,
+    /// Origins whose browser apps may call the API (`*`: any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// PEM certificate chain and private key: the server speaks HTTPS only.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The certificate chain and private key of `--tls-cert` / `--tls-key`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -217,6 +277,8 @@ impl Config {
             body_min_bytes_per_sec: DEFAULT_BODY_MIN_BYTES_PER_SEC,
             response_write_timeout_secs: DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS,
             deletion_grace_days: DEFAULT_DELETION_GRACE_DAYS,
+            cors_origins: Vec::new(),
+            tls: None,
         }
     }
 
@@ -253,6 +315,37 @@ impl Config {
         if max_connections == 0 {
             anyhow::bail!("max-connections must be at least 1");
         }
+        let cors_origins = if args.cors_origins.is_empty() {
+            file.cors_origins.unwrap_or_default()
+        } else {
+            args.cors_origins.clone()
+        };
+        let cors_origins: Vec<String> = cors_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        for o in &cors_origins {
+            let ok = o == "*"
+                || ((o.starts_with("http://") || o.starts_with("https://"))
+                    && !o.contains(char::is_whitespace)
+                    && o.split("://")
+                        .nth(1)
+                        .is_some_and(|h| !h.is_empty() && !h.contains('/')));
+            if !ok {
+                anyhow::bail!(
+                    "invalid CORS origin {o:?}: give scheme://host[:port] (e.g. https://app.example.com) or *"
+                );
+            }
+        }
+        let tls = match (
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("give both tls-cert and tls-key (or neither)"),
+        };
         let admin_token = std::env::var("ENCLAVE_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty());
@@ -347,6 +440,8 @@ impl Config {
                 .or(file.deletion_grace_days)
                 .unwrap_or(DEFAULT_DELETION_GRACE_DAYS)
                 .min(3650),
+            cors_origins,
+            tls,
         })
     }
 }

@@ -25,6 +25,7 @@ pub mod roles;
 pub mod server;
 pub mod task;
 pub mod tenancy;
+pub mod tls;
 pub mod workspace;
 
 pub use error::{Error, Result};

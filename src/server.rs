@@ -161,7 +161,13 @@ pub async fn serve(
         }
     });
 
-    let result = accept_loop(app.clone(), listener, shutdown).await;
+    let tls = app
+        .config()
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptor)
+        .transpose()?;
+    let result = accept_loop(app.clone(), listener, tls, shutdown).await;
     sweeper.abort();
     usage.abort();
     upkeep.abort();
@@ -247,6 +253,7 @@ struct ConnLimits {
 async fn accept_loop(
     app: Arc<App>,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = crate::http::router(app.clone());
@@ -300,7 +307,7 @@ async fn accept_loop(
             },
         };
         conns.spawn(serve_connection(
-            stream,
+            (stream, tls.clone()),
             remote,
             router.clone(),
             limits,
@@ -342,9 +349,9 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 /// Serves one connection (HTTP/1.1 with keep-alive) until the client closes it, it overstays
 /// a time bound of [`ConnLimits`], or the server drains. Holds `_slot` (one of the
 /// `max_connections`) until then. Every request body is a [`TimedBody`]; every event-stream
-/// response ends when the server drains.
+/// response ends when the server drains. With `tls`, the stream is HTTPS (handshake first).
 async fn serve_connection(
-    stream: TcpStream,
+    (stream, tls): (TcpStream, Option<tokio_rustls::TlsAcceptor>),
     remote: SocketAddr,
     router: axum::Router,
     limits: ConnLimits,
@@ -353,6 +360,24 @@ async fn serve_connection(
     app: Arc<App>,
 ) {
     let _open = app.http_metrics().connection_opened();
+    // HTTPS: the handshake, within the time a client has to send its headers.
+    let stream = match tls {
+        None => crate::tls::Conn::Plain(stream),
+        Some(acceptor) => {
+            match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => crate::tls::Conn::Tls(Box::new(s)),
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %remote, "TLS handshake timed out");
+                    app.http_metrics().connection_timed_out();
+                    return;
+                }
+            }
+        }
+    };
     let state = Arc::new(ConnState::new());
     let service = {
         let state = state.clone();
@@ -642,7 +667,7 @@ impl http_body::Body for TrackedBody {
 
 /// The TCP stream, noting when the first byte of a request arrives and when writes block.
 struct TrackedIo {
-    inner: TcpStream,
+    inner: crate::tls::Conn,
     state: Arc<ConnState>,
     /// Set once the connection's write side is shut down: the lingering close under way.
     linger: Option<Linger>,

@@ -199,6 +199,13 @@ impl Tenancy {
         self.control.list_workspaces(access.org_id(), page)
     }
 
+    /// The org's workspace named by `slug` (`WorkspaceList`: whoever may list the org's
+    /// workspaces may find one by its slug).
+    pub fn workspace_by_slug(&self, access: &OrgAccess, slug: &str) -> Result<WorkspaceRecord> {
+        access.require(Action::WorkspaceList)?;
+        self.control.workspace_by_slug(access.org_id(), slug)
+    }
+
     /// A handle to the open store of an existing workspace, by id, for operators' tools and
     /// tests. The record is checked first, so a deleted workspace is never reopened.
     pub fn open_workspace(&self, id: Uuid) -> Result<(WorkspaceRecord, Handle)> {

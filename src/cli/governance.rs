@@ -14,8 +14,10 @@ pub enum AuditCommand {
     /// Verify the control plane's audit chain, one workspace's (`--workspace`), or every
     /// workspace's too (`--all`). Exits 1 at the first break, naming the entry.
     Verify {
+        /// Verify this workspace's chain (id or `org/workspace` slugs).
         #[arg(long, conflicts_with = "all")]
         workspace: Option<String>,
+        /// Verify the control plane's chain and every workspace's.
         #[arg(long)]
         all: bool,
     },
@@ -37,7 +39,7 @@ pub enum UsageCommand {
         /// day or month.
         #[arg(long, default_value = "day")]
         granularity: String,
-        /// One workspace (id).
+        /// One workspace (id or `org/workspace` slugs).
         #[arg(long)]
         workspace: Option<String>,
         /// One row per workspace instead of per org.
@@ -70,7 +72,7 @@ pub fn audit(app: Arc<App>, cmd: AuditCommand) -> anyhow::Result<()> {
     let AuditCommand::Verify { workspace, all } = cmd;
     let mut targets: Vec<Option<uuid::Uuid>> = Vec::new();
     match workspace {
-        Some(w) => targets.push(Some(crate::ids::parse_uuid(&w, "workspace")?)),
+        Some(w) => targets.push(Some(super::resolve_workspace(&app, &w)?)),
         None => {
             targets.push(None);
             if all {
@@ -141,7 +143,7 @@ pub fn usage(app: Arc<App>, cmd: UsageCommand) -> anyhow::Result<()> {
         app.governance().today(),
     )?;
     q.workspace = workspace
-        .map(|w| crate::ids::parse_uuid(&w, "workspace"))
+        .map(|w| super::resolve_workspace(&app, &w))
         .transpose()?;
     q.by_workspace = by_workspace;
     let rows = app.governance().operator_usage(org.as_deref(), q.clone())?;

@@ -18,9 +18,10 @@ use crate::knowledge::status::JobStatus;
 
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
-    /// Workspace id.
+    /// Workspace id or `org/workspace` slugs (with `--server` and an API key: default, the
+    /// key's workspace).
     #[arg(long)]
-    pub workspace: String,
+    pub workspace: Option<String>,
     /// Files or folders (walked recursively; hidden entries are skipped).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
@@ -164,7 +165,7 @@ const POLL: Duration = Duration::from_millis(250);
 const SILENT_ROUNDS: u32 = 240;
 
 impl Remote {
-    fn new(server: &str, ws: uuid::Uuid, token: String) -> anyhow::Result<Remote> {
+    fn new(server: &str, ws: Option<&str>, token: String) -> anyhow::Result<Remote> {
         let server = server.trim_end_matches('/');
         if !(server.starts_with("http://") || server.starts_with("https://")) {
             anyhow::bail!("--server must be an http:// or https:// URL, not {server:?}");
@@ -182,9 +183,29 @@ impl Remote {
                 health.status().as_u16()
             );
         }
+        let base = match ws {
+            // Routes without `{ws}` take the workspace from the API key (or tenant token).
+            None => format!("{server}/v1"),
+            Some(w) => match w.split_once('/') {
+                Some((org, slug)) => {
+                    let r = client
+                        .get(format!("{server}/v1/orgs/{org}/workspaces/{slug}"))
+                        .bearer_auth(&token)
+                        .send();
+                    let (_, ws) = Self::answer(r)
+                        .map_err(|(_, msg)| anyhow::anyhow!("workspace {w}: {msg}"))?;
+                    let id = ws["id"].as_str().unwrap_or_default();
+                    format!("{server}/v1/workspaces/{id}")
+                }
+                None => {
+                    let id = crate::ids::parse_uuid(w, "workspace (give its id or org/workspace)")?;
+                    format!("{server}/v1/workspaces/{id}")
+                }
+            },
+        };
         let remote = Remote {
             client,
-            base: format!("{server}/v1/workspaces/{ws}"),
+            base,
             token,
             ended: Default::default(),
         };
@@ -197,7 +218,7 @@ impl Remote {
             .bearer_auth(&remote.token)
             .send();
         match Self::answer(r) {
-            Err((Some(401 | 403 | 404), msg)) => anyhow::bail!("the server refused: {msg}"),
+            Err((Some(400 | 401 | 403 | 404), msg)) => anyhow::bail!("the server refused: {msg}"),
             Err((None, msg)) => anyhow::bail!("{msg}"),
             _ => {}
         }
@@ -312,12 +333,11 @@ impl Target for Remote {
 
 /// Runs `enclave ingest`: into the data directory (`config`), or to `--server`.
 pub fn run(config: crate::config::Config, args: IngestArgs) -> anyhow::Result<()> {
-    let ws = crate::ids::parse_uuid(&args.workspace, "workspace")?;
     if let Some(server) = &args.server {
         let token = args.token.clone().ok_or_else(|| {
             anyhow::anyhow!("--server needs a credential: --token (or ENCLAVE_TOKEN)")
         })?;
-        let mut remote = Remote::new(server, ws, token)?;
+        let mut remote = Remote::new(server, args.workspace.as_deref(), token)?;
         return ingest(&mut remote, &args);
     }
     let (app, source) = App::open(config).map_err(|e| match e {
@@ -327,7 +347,13 @@ pub fn run(config: crate::config::Config, args: IngestArgs) -> anyhow::Result<()
         e => e.into(),
     })?;
     super::announce_token(&source);
-    let ctx = app.identity().operator_workspace(ws)?;
+    let ws = args
+        .workspace
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("give --workspace (its id or org/workspace)"))?;
+    let ctx = app
+        .identity()
+        .operator_workspace(super::resolve_workspace(&app, ws)?)?;
     app.tenancy().get_workspace(&ctx)?;
     let permit = app.knowledge().ingest_permit(&ctx)?;
     let mut local = Local {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::app::App;
-use crate::config::{Config, ConfigArgs, LogFormat};
+use crate::config::{Config, ConfigArgs, GlobalArgs, LogFormat};
 use crate::control::{AdminTokenSource, NewOrg, NewWorkspace, Page};
 use crate::identity::{NewApiKey, Role, WorkspaceAccess};
 
@@ -24,15 +24,15 @@ use crate::identity::{NewApiKey, Role, WorkspaceAccess};
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub config: ConfigArgs,
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the server.
-    Serve,
+    /// Start the server (its options: flags, ENCLAVE_* variables or the configuration file).
+    Serve(Box<ConfigArgs>),
     /// Manage organizations.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -67,10 +67,13 @@ pub enum Command {
 pub enum OrgCommand {
     /// Create an organization.
     Create {
+        /// Display name.
         #[arg(long)]
         name: String,
+        /// URL-safe short name (lowercase letters, digits, dashes) [default: from the name].
         #[arg(long)]
         slug: Option<String>,
+        /// Plan id (`enclave plan list`) [default: free].
         #[arg(long)]
         plan: Option<String>,
     },
@@ -78,19 +81,23 @@ pub enum OrgCommand {
     List,
     /// Suspend an organization: its credentials get 403 tenant_suspended, its jobs pause.
     Suspend {
+        /// Organization id or slug.
         org: String,
         #[command(flatten)]
         remote: plans::Remote,
     },
     /// Reactivate a suspended organization; its paused jobs resume.
     Reactivate {
+        /// Organization id or slug.
         org: String,
         #[command(flatten)]
         remote: plans::Remote,
     },
     /// Delete an organization (kept for the grace period, restorable; --purge: at once).
     Delete {
+        /// Organization id or slug.
         org: String,
+        /// Delete its data at once instead of keeping it restorable for the grace period.
         #[arg(long)]
         purge: bool,
         #[command(flatten)]
@@ -98,6 +105,7 @@ pub enum OrgCommand {
     },
     /// Restore a deleted organization (by id) and the workspaces deleted with it.
     Restore {
+        /// Organization id (deleted orgs give up their slug).
         org: String,
         #[command(flatten)]
         remote: plans::Remote,
@@ -108,28 +116,38 @@ pub enum OrgCommand {
 pub enum WorkspaceCommand {
     /// Create a workspace in an organization (id or slug).
     Create {
+        /// Organization id or slug.
         #[arg(long)]
         org: String,
+        /// Display name.
         #[arg(long)]
         name: String,
+        /// URL-safe short name, unique in the org [default: from the name].
         #[arg(long)]
         slug: Option<String>,
     },
     /// List the workspaces of an organization.
     List {
+        /// Organization id or slug.
         #[arg(long)]
         org: String,
     },
     /// Delete a workspace and its folder.
-    Delete { id: String },
+    Delete {
+        /// Workspace id or `org/workspace` slugs.
+        #[arg(value_name = "WORKSPACE")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Create a user, optionally as a member of an organization.
     Create {
+        /// Login email address.
         #[arg(long)]
         email: String,
+        /// Display name.
         #[arg(long, default_value = "")]
         name: String,
         /// The password (prefer --password-stdin: arguments show in process lists).
@@ -151,11 +169,13 @@ pub enum UserCommand {
 pub enum KeyCommand {
     /// Create an API key for a workspace; prints the key once.
     Create {
+        /// Workspace id or `org/workspace` slugs.
         #[arg(long)]
         workspace: String,
         /// Comma-separated: search, chat, ingest, manage.
         #[arg(long)]
         scopes: String,
+        /// A name to recognize the key by in listings.
         #[arg(long, default_value = "cli")]
         name: String,
         /// RFC 3339 expiry time.
@@ -164,21 +184,38 @@ pub enum KeyCommand {
     },
     /// List the API keys of a workspace (never their secrets).
     List {
+        /// Workspace id or `org/workspace` slugs.
         #[arg(long)]
         workspace: String,
     },
     /// Revoke an API key, effective at once.
-    Revoke { id: String },
+    Revoke {
+        /// The key's id (from `key list`).
+        id: String,
+    },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
+        quiet_on_broken_pipe();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `enclave key list | head`: when the reader of standard output goes away, end quietly as
+/// command-line tools do (the default action of SIGPIPE), instead of failing a print. Not for
+/// `serve` and `bench`, whose sockets must see EPIPE as an error (Rust ignores SIGPIPE).
+fn quiet_on_broken_pipe() {
+    // SAFETY: restores the default disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -196,7 +233,10 @@ fn init_logging(format: LogFormat) {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        // Colour only for a terminal: a file or a log collector gets plain text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
 }
 
@@ -206,10 +246,17 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::resolve(&cli.config)?;
+    let args = ConfigArgs::for_command(
+        &cli.global,
+        match &cli.command {
+            Command::Serve(a) => Some(a.as_ref()),
+            _ => None,
+        },
+    )?;
+    let config = Config::resolve(&args)?;
     match cli.command {
-        Command::Serve => serve(config),
-        Command::Bench(cmd) => crate::bench::run(cmd, &cli.config),
+        Command::Serve(_) => serve(config),
+        Command::Bench(cmd) => crate::bench::run(cmd, &args),
         Command::Eval(args) => crate::cli::eval::run(args),
         Command::Ingest(args) => ingest::run(config, args),
         Command::Audit(cmd) => governance::audit(open_app(config)?, cmd),
@@ -375,10 +422,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The command line acts as the operator on a workspace.
+/// The command line acts as the operator on a workspace (its id or `org/workspace` slugs).
 fn operator_access(app: &App, workspace: &str) -> anyhow::Result<WorkspaceAccess> {
-    let id = crate::ids::parse_uuid(workspace, "workspace")?;
+    let id = resolve_workspace(app, workspace)?;
     Ok(app.identity().operator_workspace(id)?)
+}
+
+/// A workspace named on the command line: its id, or `org/workspace` (the org's id or slug,
+/// then the workspace's slug).
+pub(crate) fn resolve_workspace(app: &App, workspace: &str) -> anyhow::Result<uuid::Uuid> {
+    match workspace.split_once('/') {
+        Some((org, slug)) => {
+            let found = app
+                .identity()
+                .operator_org(org.trim())
+                .and_then(|org| app.tenancy().workspace_by_slug(&org, slug.trim()));
+            found.map(|ws| ws.id).map_err(|e| {
+                anyhow::anyhow!("workspace {workspace:?} (as org/workspace slugs): {e}")
+            })
+        }
+        None => crate::ids::parse_uuid(workspace, "workspace (give its id or org/workspace)")
+            .map_err(Into::into),
+    }
 }
 
 /// Records a management command in the operator audit log.
@@ -406,13 +471,30 @@ fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
     Ok(app)
 }
 
+/// The generated operator token, once: a framed block on standard error (where the logs go,
+/// so it is seen in order with them, but never mistaken for a log line), not a log event.
 pub(crate) fn announce_token(source: &AdminTokenSource) {
     if let AdminTokenSource::Generated(token) = source {
-        println!(
-            "Generated the operator token. It is shown only this once; keep it safe \
-             (or set ENCLAVE_ADMIN_TOKEN):\n\n    {token}\n"
-        );
+        eprint!("{}", token_block(token));
     }
+}
+
+fn token_block(token: &str) -> String {
+    let lines = [
+        "Generated the operator token. It is shown only this once:".to_string(),
+        "keep it safe, or set ENCLAVE_ADMIN_TOKEN to choose your own.".to_string(),
+        String::new(),
+        format!("    {token}"),
+    ];
+    let width = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let rule = format!("+{}+", "-".repeat(width + 2));
+    let mut out = format!("\n{rule}\n");
+    for l in &lines {
+        out.push_str(&format!("| {l:<width$} |\n"));
+    }
+    out.push_str(&rule);
+    out.push_str("\n\n");
+    out
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -429,6 +511,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         tracing::info!(
             address = %listener.local_addr()?,
+            https = app.config().tls.is_some(),
             data_dir = %app.data_dir().display(),
             max_open_workspaces = app.config().max_open_workspaces,
             "enclave is listening"
@@ -436,4 +519,61 @@ fn serve(config: Config) -> anyhow::Result<()> {
         crate::server::serve(app, listener, crate::server::shutdown_signal()).await?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every subcommand, with the path of commands leading to it.
+    fn all_args(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for a in cmd.get_arguments() {
+            out.push((path.to_string(), a.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_args(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed_and_every_flag_is_described() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.clone().debug_assert();
+        let mut args = Vec::new();
+        all_args(&cmd, "enclave", &mut args);
+        let undescribed: Vec<String> = args
+            .iter()
+            .filter(|(_, a)| !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|(_, a)| a.get_help().is_none_or(|h| h.to_string().trim().is_empty()))
+            .map(|(p, a)| format!("{p} --{}", a.get_id()))
+            .collect();
+        assert!(
+            undescribed.is_empty(),
+            "flags without a description: {undescribed:#?}"
+        );
+    }
+
+    #[test]
+    fn only_serve_shows_the_server_flags() {
+        let cmd = Cli::command();
+        let help = |name: &str| {
+            let mut sub = cmd
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no {name} command"))
+                .clone();
+            sub.render_long_help().to_string()
+        };
+        assert!(help("serve").contains("--listen"));
+        assert!(help("serve").contains("--tls-cert"));
+        for name in ["org", "workspace", "key", "user", "ingest"] {
+            let h = help(name);
+            assert!(
+                !h.contains("--listen"),
+                "{name} --help shows --listen:\n{h}"
+            );
+            assert!(!h.contains("--max-connections"), "{name}: {h}");
+        }
+    }
 }

@@ -23,6 +23,7 @@ pub enum PlanCommand {
         /// The plan's id (a slug), what orgs name in `plan`.
         #[arg(long)]
         id: String,
+        /// Display name [default: the id].
         #[arg(long)]
         name: Option<String>,
         /// Limits as a JSON object, e.g. '{"workspaces": 10, "documents": null}'.
@@ -31,14 +32,20 @@ pub enum PlanCommand {
     },
     /// Change a plan's name or some of its limits (JSON object; null = unlimited).
     Update {
+        /// The plan's id.
         id: String,
+        /// New display name.
         #[arg(long)]
         name: Option<String>,
+        /// Limits to change as a JSON object, e.g. '{"workspaces": 20}' (null = unlimited).
         #[arg(long)]
         limits: Option<String>,
     },
     /// Delete a custom plan that no org uses.
-    Delete { id: String },
+    Delete {
+        /// The plan's id.
+        id: String,
+    },
 }
 
 /// Where a lifecycle command is carried out.

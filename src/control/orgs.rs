@@ -162,10 +162,18 @@ impl ControlPlane {
             .optional()?
             .is_some();
         if known {
-            Ok(())
-        } else {
-            Err(Error::invalid(format!("unknown plan {plan:?}")))
+            return Ok(());
         }
+        // Name the valid ones (a bounded list: plans are an operator's handful).
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id FROM plans ORDER BY id LIMIT 50")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Err(Error::invalid(format!(
+            "unknown plan {plan:?}; the plans are: {}",
+            ids.join(", ")
+        )))
     }
 
     pub fn create_org(&self, new: NewOrg) -> Result<Org> {

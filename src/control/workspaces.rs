@@ -171,6 +171,22 @@ impl ControlPlane {
         row.ok_or(Error::NotFound(Resource::Workspace))?.finish()
     }
 
+    /// The active workspace of `org_id` whose slug is `slug`.
+    pub fn workspace_by_slug(&self, org_id: Uuid, slug: &str) -> Result<WorkspaceRecord> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!(
+                    "{WS_SELECT} WHERE w.org_id = ?1 AND w.slug = ?2 AND w.status <> 'deleted' \
+                     AND o.status <> 'deleted'"
+                ),
+                params![org_id.to_string(), slug],
+                RawWorkspace::from_row,
+            )
+            .optional()?;
+        row.ok_or(Error::NotFound(Resource::Workspace))?.finish()
+    }
+
     pub fn list_workspaces(&self, org_id: Uuid, page: Page) -> Result<Vec<WorkspaceRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(

@@ -107,8 +107,15 @@ fn with_tenant(f: impl FnOnce(&mut RequestTenant)) {
 
 /// Records who is asking on the request's log span (and for the audit log).
 pub fn record_principal(kind: &'static str) {
-    tracing::Span::current().record("principal", kind);
-    with_tenant(|t| t.principal = Some(kind));
+    // The text log appends a field each time it is recorded: once per request.
+    let mut first = true;
+    with_tenant(|t| {
+        first = t.principal.is_none();
+        t.principal = Some(kind);
+    });
+    if first {
+        tracing::Span::current().record("principal", kind);
+    }
 }
 
 /// Records the id of the principal (for the audit trail).
@@ -231,17 +238,22 @@ pub async fn request_context(
 
 /// Records the org and workspace a request is about on its log span.
 pub fn record_tenant(org_id: Option<uuid::Uuid>, workspace_id: Option<uuid::Uuid>) {
-    let span = tracing::Span::current();
-    if let Some(o) = org_id {
-        span.record("org_id", tracing::field::display(o));
-    }
-    if let Some(w) = workspace_id {
-        span.record("workspace_id", tracing::field::display(w));
-    }
+    // The text log appends a field each time it is recorded: each once per request (the
+    // first value; the audit record below keeps the latest).
+    let (mut new_org, mut new_ws) = (org_id, workspace_id);
     with_tenant(|t| {
+        new_org = org_id.filter(|_| t.org_id.is_none());
+        new_ws = workspace_id.filter(|_| t.workspace_id.is_none());
         t.org_id = org_id.or(t.org_id);
         t.workspace_id = workspace_id.or(t.workspace_id);
     });
+    let span = tracing::Span::current();
+    if let Some(o) = new_org {
+        span.record("org_id", tracing::field::display(o));
+    }
+    if let Some(w) = new_ws {
+        span.record("workspace_id", tracing::field::display(w));
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod admin;
 mod admin_ui;
 pub mod auth;
 mod chat;
+mod cors;
 pub mod error;
 pub mod extract;
 mod governance;
@@ -41,14 +42,20 @@ pub fn router(app: Arc<App>) -> Router {
         .saturating_mul(2)
         .saturating_add(64 << 10);
     let (api, _) = api_routes(upload_limit).into_parts();
-    api.merge(admin_ui::routes())
+    let router = api
+        .merge(admin_ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             middleware::request_context,
-        ))
-        .with_state(app)
+        ));
+    // Outermost: a preflight is answered before any credential is asked for.
+    let router = match cors::layer(&app.config().cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(app)
 }
 
 /// Every (method, path) the API serves (the admin UI's static files aside), sorted: what
@@ -74,6 +81,10 @@ fn api_routes(upload_limit: usize) -> Routes<Arc<App>> {
         .route(
             "/orgs/{org}/workspaces",
             post(orgs::create_workspace).get(orgs::list_workspaces),
+        )
+        .route(
+            "/orgs/{org}/workspaces/{slug}",
+            get(orgs::get_workspace_by_slug),
         )
         .route("/orgs/{org}/members", get(members::list))
         .route(

@@ -264,6 +264,7 @@ fn path_param_description(name: &str) -> &'static str {
         "name" => "provider name (`openai-compatible`)",
         "model" => "model: an agent's id or slug",
         "plan" => "plan id (free, team, enterprise or a custom one)",
+        "slug" => "workspace slug (unique within its organization)",
         _ => "id",
     }
 }
@@ -552,6 +553,17 @@ fn describe(s: &mut Spec) {
         .auth(Auth::User)
         .page()
         .ok(200, "the workspaces", workspaces),
+    );
+    s.op(
+        "GET",
+        "/v1/orgs/{org}/workspaces/{slug}",
+        op(
+            "workspaces",
+            "getWorkspaceBySlug",
+            "An organization's workspace, found by its slug",
+        )
+        .auth(Auth::User)
+        .ok(200, "the workspace", ws_record.clone()),
     );
 
     // Members and invitations.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::auth::{Auth, Operator, OrgContext};
 use super::error::ApiResult;
-use super::extract::{Json, Query};
+use super::extract::{Json, Path, Query};
 use super::middleware::record_tenant;
 use super::params::{blocking, PageQuery};
 use crate::app::App;
@@ -100,4 +100,15 @@ pub async fn list_workspaces(
 ) -> ApiResult<impl IntoResponse> {
     let list = blocking(move || app.tenancy().list_workspaces(&ctx, q.page()?)).await?;
     Ok(axum::Json(json!({ "data": list })))
+}
+
+/// `GET /v1/orgs/{org}/workspaces/{slug}`: a workspace by its slug.
+pub async fn get_workspace_by_slug(
+    State(app): State<Arc<App>>,
+    ctx: OrgContext,
+    Path((_, slug)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let ws = blocking(move || app.tenancy().workspace_by_slug(&ctx, &slug)).await?;
+    record_tenant(Some(ws.org_id), Some(ws.id));
+    Ok(axum::Json(ws))
 }

@@ -397,3 +397,66 @@ async fn a_running_server_keeps_its_data_dir_to_itself() {
         "{out}"
     );
 }
+
+#[test]
+fn workspaces_by_slug_help_per_command_and_a_closed_pipe() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path();
+    let ws = org_and_workspace(data, "slugs");
+    // `org/workspace` wherever a workspace id is taken.
+    let key = json_of(&enclave_ok(
+        data,
+        &[
+            "key",
+            "create",
+            "--workspace",
+            "slugs/docs",
+            "--scopes",
+            "search",
+        ],
+    ));
+    assert!(key["key"].as_str().is_some(), "{key}");
+    let keys = json_of(&enclave_ok(
+        data,
+        &["key", "list", "--workspace", "slugs/docs"],
+    ));
+    assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
+    let by_id = json_of(&enclave_ok(data, &["key", "list", "--workspace", &ws]));
+    assert_eq!(keys, by_id);
+    let out = enclave(data, &["key", "list", "--workspace", "slugs/nope"]);
+    assert!(!out.status.success());
+
+    // An unknown plan names the valid ones.
+    let out = enclave(data, &["org", "create", "--name", "x", "--plan", "gold"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("enterprise") && stderr.contains("free"),
+        "{stderr}"
+    );
+
+    // `org --help` shows its own flags, not the server's.
+    let help = enclave_ok(data, &["org", "create", "--help"]);
+    assert!(
+        help.contains("--plan") && !help.contains("--listen"),
+        "{help}"
+    );
+
+    // `enclave org list | head -c 1`: the reader leaves early; no panic, no error message.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["org", "list"])
+        .env("ENCLAVE_ADMIN_TOKEN", TOKEN)
+        .env("ENCLAVE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Closing the read end at once: every write the command makes meets a broken pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}

@@ -3,6 +3,7 @@
 mod admin_ui;
 mod auth;
 mod authz_prop;
+mod browser;
 mod chat;
 mod cli;
 mod clients;
