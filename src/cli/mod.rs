@@ -3,6 +3,7 @@
 
 pub mod eval;
 pub mod governance;
+mod documents;
 pub mod ingest;
 mod plans;
 
