@@ -289,11 +289,11 @@ pub fn select(roots: &[PathBuf], globs: &Globs) -> Selection {
             root.parent().map(Path::to_path_buf).unwrap_or_default()
         };
         let filter_root = root_dir.clone();
-        let prune = globs.exclude.clone();
+        let prune = globs.clone();
         builder.filter_entry(move |e| {
             let is_dir = e.file_type().is_some_and(|t| t.is_dir());
             let rel = e.path().strip_prefix(&filter_root).unwrap_or(e.path());
-            !is_dir || rel.as_os_str().is_empty() || !matches(&prune, rel)
+            !is_dir || prune.wants_dir(rel)
         });
         for entry in builder.build() {
             let entry = match entry {
