@@ -137,8 +137,7 @@ pub fn classify(path: &Path, head: &[u8]) -> Option<SkipKind> {
     }
     let start = text.trim_start_matches('\u{feff}').trim_start();
     let opening: String = start.chars().take(1024).collect::<String>().to_lowercase();
-    if opening.starts_with("<svg") || (opening.starts_with("<?xml") && opening.contains("<svg"))
-    {
+    if opening.starts_with("<svg") || (opening.starts_with("<?xml") && opening.contains("<svg")) {
         return Some(SkipKind::VectorImage);
     }
     if start.starts_with('{')
@@ -176,7 +175,9 @@ pub fn looks_minified(text: &str) -> bool {
             }
         }
     }
-    long_bytes * 2 >= text.len() && visible > 0 && symbols as f64 >= MIN_SYMBOL_SHARE * visible as f64
+    long_bytes * 2 >= text.len()
+        && visible > 0
+        && symbols as f64 >= MIN_SYMBOL_SHARE * visible as f64
 }
 
 /// `--include` / `--exclude` globs. A glob without `/` matches a file's name at any depth
@@ -257,7 +258,11 @@ impl Selection {
             .iter()
             .map(|(kind, files)| {
                 let (one, many) = kind.names();
-                format!("{} {}", files.len(), if files.len() == 1 { one } else { many })
+                format!(
+                    "{} {}",
+                    files.len(),
+                    if files.len() == 1 { one } else { many }
+                )
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -347,7 +352,9 @@ mod tests {
     fn minified_js() -> String {
         let mut s = String::from("!function(e){");
         for i in 0..400 {
-            s.push_str(&format!("var a{i}=e[{i}]||{{}};if(a{i}.x){{a{i}.y=(a{i}.x*2)}};"));
+            s.push_str(&format!(
+                "var a{i}=e[{i}]||{{}};if(a{i}.x){{a{i}.y=(a{i}.x*2)}};"
+            ));
         }
         s.push('}');
         s
@@ -364,25 +371,43 @@ mod tests {
         assert_eq!(kind("x.txt", b"\x89PNG\r\n\x1a\n"), Some(SkipKind::Image));
         assert_eq!(kind("f.woff2", b"wOF2...."), Some(SkipKind::Font));
         assert_eq!(kind("f.dat", b"\0\x01\0\0rest"), Some(SkipKind::Font));
-        assert_eq!(kind("s.css", b"body { color: red }"), Some(SkipKind::Stylesheet));
+        assert_eq!(
+            kind("s.css", b"body { color: red }"),
+            Some(SkipKind::Stylesheet)
+        );
         assert_eq!(kind("s.js", b"console.log(1)"), Some(SkipKind::Script));
         assert_eq!(kind("s.js.map", b"{}"), Some(SkipKind::SourceMap));
         assert_eq!(
-            kind("m.json", br#"{"version": 3, "sources": [], "mappings": "AAAA"}"#),
+            kind(
+                "m.json",
+                br#"{"version": 3, "sources": [], "mappings": "AAAA"}"#
+            ),
             Some(SkipKind::SourceMap)
         );
         assert_eq!(kind("i.svg", b"<svg/>"), Some(SkipKind::VectorImage));
         assert_eq!(
-            kind("i.xml", b"<?xml version=\"1.0\"?>\n<svg xmlns=\"...\"></svg>"),
+            kind(
+                "i.xml",
+                b"<?xml version=\"1.0\"?>\n<svg xmlns=\"...\"></svg>"
+            ),
             Some(SkipKind::VectorImage)
         );
         assert_eq!(kind("blob", b"abc\0def"), Some(SkipKind::Binary));
         assert_eq!(kind("blob", b"\xff\xfe\xfa bad"), Some(SkipKind::Binary));
         // A head cut inside a character is still text.
-        assert_eq!(kind("a.txt", "caf\u{e9}".as_bytes().split_last().unwrap().1), None);
+        assert_eq!(
+            kind("a.txt", "caf\u{e9}".as_bytes().split_last().unwrap().1),
+            None
+        );
         let js = minified_js();
-        assert_eq!(kind("searchindex", js.as_bytes()), Some(SkipKind::MinifiedCode));
-        assert_eq!(kind("bundle.txt", js.as_bytes()), Some(SkipKind::MinifiedCode));
+        assert_eq!(
+            kind("searchindex", js.as_bytes()),
+            Some(SkipKind::MinifiedCode)
+        );
+        assert_eq!(
+            kind("bundle.txt", js.as_bytes()),
+            Some(SkipKind::MinifiedCode)
+        );
         // Minified HTML is still a page.
         let page = format!("<!DOCTYPE html><html><body><p>{}</p></body></html>", js);
         assert_eq!(kind("p.html", page.as_bytes()), None);
@@ -400,8 +425,7 @@ mod tests {
 
     #[test]
     fn globs_match_names_anywhere_and_paths_from_the_root() {
-        let g = Globs::new(&["*.md".into(), "guide/**".into()], &["draft*".into()])
-            .expect("globs");
+        let g = Globs::new(&["*.md".into(), "guide/**".into()], &["draft*".into()]).expect("globs");
         assert!(g.wants_file(Path::new("a/b/readme.md")));
         assert!(g.wants_file(Path::new("guide/x/page.html")));
         assert!(!g.wants_file(Path::new("other/page.html")));
@@ -436,7 +460,12 @@ mod tests {
             let mut v: Vec<String> = sel
                 .documents
                 .iter()
-                .map(|p| p.strip_prefix(&root).expect("under root").display().to_string())
+                .map(|p| {
+                    p.strip_prefix(&root)
+                        .expect("under root")
+                        .display()
+                        .to_string()
+                })
                 .collect();
             v.sort();
             v
@@ -450,6 +479,10 @@ mod tests {
             &Globs::new(&["*.txt".into()], &["notes".into()]).expect("globs"),
         );
         assert_eq!(names(&sel), ["b.txt"]);
-        assert_eq!(sel.skipped_count(), 0, "files outside the globs are not counted");
+        assert_eq!(
+            sel.skipped_count(),
+            0,
+            "files outside the globs are not counted"
+        );
     }
 }

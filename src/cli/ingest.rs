@@ -314,7 +314,10 @@ impl Target for Remote {
             while phases.len() < pending.len() && offset <= jobs.len() + JOB_PAGE as usize {
                 let r = self
                     .client
-                    .get(format!("{}/jobs?limit={JOB_PAGE}&offset={offset}", self.base))
+                    .get(format!(
+                        "{}/jobs?limit={JOB_PAGE}&offset={offset}",
+                        self.base
+                    ))
                     .bearer_auth(&self.token)
                     .send();
                 let list = match Self::answer(r) {
@@ -339,7 +342,8 @@ impl Target for Remote {
                         }
                         _ => {
                             let error = v["error"].as_str().map(str::to_string);
-                            self.ended.insert(id.to_string(), (status.to_string(), error));
+                            self.ended
+                                .insert(id.to_string(), (status.to_string(), error));
                         }
                     }
                 }
@@ -514,22 +518,26 @@ fn ingest(target: &mut dyn Target, args: &IngestArgs) -> anyhow::Result<()> {
         );
     }
     if !selection.skipped.is_empty() {
-        println!(
-            "  skipped (not documents): {}",
-            selection.skipped_summary()
-        );
+        println!("  skipped (not documents): {}", selection.skipped_summary());
         for (kind, paths) in &selection.skipped {
             let shown: Vec<String> = paths
                 .iter()
                 .take(SKIPPED_SHOWN)
-                .map(|p| p.file_name().map_or_else(|| display(p), |n| n.to_string_lossy().into_owned()))
+                .map(|p| {
+                    p.file_name()
+                        .map_or_else(|| display(p), |n| n.to_string_lossy().into_owned())
+                })
                 .collect();
             let more = paths.len().saturating_sub(SKIPPED_SHOWN);
             println!(
                 "    {}: {}{}",
                 kind.names().1,
                 shown.join(", "),
-                if more > 0 { format!(" and {more} more") } else { String::new() }
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
             );
         }
     }

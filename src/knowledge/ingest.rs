@@ -953,7 +953,12 @@ fn document_title(given: &str, extracted: Option<String>, file_name: Option<&str
     }
     let mut t = extracted
         .filter(|t| !t.trim().is_empty())
-        .or_else(|| file_name.map(str::trim).filter(|n| !n.is_empty()).map(str::to_string))
+        .or_else(|| {
+            file_name
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     if let Some((at, _)) = t.char_indices().nth(MAX_EXTRACTED_TITLE_CHARS) {
         t.truncate(at);

@@ -57,15 +57,30 @@ const PDF_TEXT: &str = "Cargo workspaces: a workspace is a set of packages that 
 
 /// (question, the file that answers it).
 const QUESTIONS: &[(&str, &str)] = &[
-    ("how do I install rust with rustup on linux", "ch01-installation.html"),
-    ("how does the guessing game read user input", "ch02-guessing-game.html"),
+    (
+        "how do I install rust with rustup on linux",
+        "ch01-installation.html",
+    ),
+    (
+        "how does the guessing game read user input",
+        "ch02-guessing-game.html",
+    ),
     ("what is shadowing of a variable", "ch03-variables.html"),
     ("what are the ownership rules", "ch04-ownership.html"),
     ("how do I define methods on a struct", "ch05-structs.html"),
     ("how does match handle an Option", "ch06-enums.html"),
-    ("what is the difference between a crate and a package", "ch07-packages.html"),
-    ("how do I count words with a hash map", "ch08-hash-maps.html"),
-    ("when should I panic instead of returning Result", "ch09-errors.html"),
+    (
+        "what is the difference between a crate and a package",
+        "ch07-packages.html",
+    ),
+    (
+        "how do I count words with a hash map",
+        "ch08-hash-maps.html",
+    ),
+    (
+        "when should I panic instead of returning Result",
+        "ch09-errors.html",
+    ),
     ("do cargo workspaces share a lock file", "guide.pdf"),
 ];
 
@@ -102,18 +117,25 @@ fn write_site(root: &Path) {
         toc.push_str(&format!("<li><a href=\"{file}\">{title}</a></li>\n"));
     }
     toc.push_str("</ul>\n");
-    write("print.html", page("The Book (print version)", &print).as_bytes());
+    write(
+        "print.html",
+        page("The Book (print version)", &print).as_bytes(),
+    );
     write("index.html", page("Table of Contents", &toc).as_bytes());
     // Not documents, several naming the chapters' very words.
     write(
         "css/book.css",
         b".ownership-rules { color: #333; }\n.hash-map, .shadowing { margin: 0 auto; }\n",
     );
-    let mut js = String::from("\"use strict\";window.search=Object.assign(window.search||{},{doc_urls:[");
+    let mut js =
+        String::from("\"use strict\";window.search=Object.assign(window.search||{},{doc_urls:[");
     let mut index = String::from("{\"doc_urls\":[");
     for (i, (file, title, sections)) in CHAPTERS.iter().enumerate() {
         for (h, p) in *sections {
-            js.push_str(&format!("\"{file}#{}\",", h.to_lowercase().replace(' ', "-")));
+            js.push_str(&format!(
+                "\"{file}#{}\",",
+                h.to_lowercase().replace(' ', "-")
+            ));
             index.push_str(&format!(
                 "{{\"id\":{i},\"title\":\"{title}\",\"body\":{{\"{h}\":[{},{}]}},\"text\":\"{p}\"}},",
                 i * 7,
@@ -142,7 +164,10 @@ fn write_site(root: &Path) {
     write("fonts/icons.dat", &blob);
     // Ignored: a drafts folder named by .gitignore, and a hidden folder.
     write(".gitignore", b"drafts/\n");
-    write("drafts/wip.html", page("Draft", "<p>Ownership rules draft.</p>").as_bytes());
+    write(
+        "drafts/wip.html",
+        page("Draft", "<p>Ownership rules draft.</p>").as_bytes(),
+    );
     write(".cache/x.html", b"<p>hidden</p>");
     // A PDF without a /Title and without headings: titled by its file name.
     let content = format!("BT /F1 12 Tf 72 712 Td ({PDF_TEXT}) Tj ET");
@@ -186,7 +211,10 @@ async fn a_documentation_folder_ingests_cleanly_and_answers_without_junk() {
     let site = tmp.path().join("book");
     write_site(&site);
 
-    let out = enclave(&data, &["ingest", "--workspace", &ws, site.to_str().expect("path")]);
+    let out = enclave(
+        &data,
+        &["ingest", "--workspace", &ws, site.to_str().expect("path")],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -203,7 +231,10 @@ async fn a_documentation_folder_ingests_cleanly_and_answers_without_junk() {
         ),
         "{stdout}"
     );
-    assert!(stdout.contains("minified code files: searchindex"), "{stdout}");
+    assert!(
+        stdout.contains("minified code files: searchindex"),
+        "{stdout}"
+    );
     assert!(stdout.contains("searchable by full text after"), "{stdout}");
 
     let s = TestServer::start_with(Options::on(&data, 1));
@@ -219,18 +250,42 @@ async fn a_documentation_folder_ingests_cleanly_and_answers_without_junk() {
             .map(|d| d["title"].as_str().unwrap_or("").to_string())
             .unwrap_or_else(|| panic!("{name} not ingested"))
     };
-    assert_eq!(title_of("guide.pdf"), "guide.pdf", "no metadata, no heading");
-    assert_eq!(title_of("ch04-ownership.html"), "Understanding Ownership - The Book");
-    assert!(docs.iter().all(|d| !d["title"].as_str().unwrap_or("").is_empty()));
+    assert_eq!(
+        title_of("guide.pdf"),
+        "guide.pdf",
+        "no metadata, no heading"
+    );
+    assert_eq!(
+        title_of("ch04-ownership.html"),
+        "Understanding Ownership - The Book"
+    );
+    assert!(docs
+        .iter()
+        .all(|d| !d["title"].as_str().unwrap_or("").is_empty()));
 
-    let junk = [".css", ".js", ".map", ".svg", ".png", ".woff2", ".dat", "searchindex"];
+    let junk = [
+        ".css",
+        ".js",
+        ".map",
+        ".svg",
+        ".png",
+        ".woff2",
+        ".dat",
+        "searchindex",
+    ];
     let mut collapsed_print = 0;
     for (question, answer) in QUESTIONS {
         let results = api
-            .search(&ws, json!({"query": question, "mode": "hybrid", "limit": 10}))
+            .search(
+                &ws,
+                json!({"query": question, "mode": "hybrid", "limit": 10}),
+            )
             .await;
         assert!(!results.is_empty(), "{question}: no results");
-        let texts: Vec<String> = results.iter().map(|r| normalized(r["text"].as_str().unwrap_or(""))).collect();
+        let texts: Vec<String> = results
+            .iter()
+            .map(|r| normalized(r["text"].as_str().unwrap_or("")))
+            .collect();
         for (i, a) in texts.iter().enumerate() {
             let file = file_of(&results[i]);
             assert!(
@@ -243,7 +298,9 @@ async fn a_documentation_folder_ingests_cleanly_and_answers_without_junk() {
             );
             for b in &texts[i + 1..] {
                 assert!(
-                    a != b && !(a.len() > 40 && b.contains(a.as_str())) && !(b.len() > 40 && a.contains(b.as_str())),
+                    a != b
+                        && !(a.len() > 40 && b.contains(a.as_str()))
+                        && !(b.len() > 40 && a.contains(b.as_str())),
                     "{question}: a duplicate passage in the top 10: {a:?} / {b:?}"
                 );
             }
@@ -251,16 +308,22 @@ async fn a_documentation_folder_ingests_cleanly_and_answers_without_junk() {
         // The answer is on the first page's top three, itself or as a collapsed duplicate.
         let found = results.iter().take(3).any(|r| {
             file_of(r) == *answer
-                || r["duplicates"]
-                    .as_array()
-                    .is_some_and(|d| d.iter().any(|d| d["external_id"].as_str().unwrap_or("").ends_with(answer)))
+                || r["duplicates"].as_array().is_some_and(|d| {
+                    d.iter()
+                        .any(|d| d["external_id"].as_str().unwrap_or("").ends_with(answer))
+                })
         });
         assert!(found, "{question}: {answer} not in the top 3: {results:?}");
         collapsed_print += results
             .iter()
             .filter(|r| {
                 r["duplicates"].as_array().is_some_and(|d| {
-                    d.iter().any(|d| d["external_id"].as_str().unwrap_or("").ends_with("print.html"))
+                    d.iter().any(|d| {
+                        d["external_id"]
+                            .as_str()
+                            .unwrap_or("")
+                            .ends_with("print.html")
+                    })
                 }) || (file_of(r) == "print.html"
                     && r["duplicates"].as_array().is_some_and(|d| !d.is_empty()))
             })

@@ -138,7 +138,11 @@ mod tests {
         let mut c = Collapser::default();
         c.push(result(1, "chapter", PASSAGE));
         // The same passage with other markup and case.
-        c.push(result(2, "print", &PASSAGE.to_uppercase().replace(". ", ".\n\n* ")));
+        c.push(result(
+            2,
+            "print",
+            &PASSAGE.to_uppercase().replace(". ", ".\n\n* "),
+        ));
         // Cut at another boundary, inside a longer chunk.
         c.push(result(
             3,
@@ -146,7 +150,11 @@ mod tests {
             &format!("Understanding Ownership. {PASSAGE} In other languages, the programmer must explicitly allocate and free the memory."),
         ));
         // Different text.
-        c.push(result(4, "other", "Cargo is Rust's build system and package manager."));
+        c.push(result(
+            4,
+            "other",
+            "Cargo is Rust's build system and package manager.",
+        ));
         // Short texts are compared exactly only.
         c.push(result(5, "x", "Rust memory rules"));
         c.push(result(6, "y", "Rust memory rules apply here"));
