@@ -21,7 +21,9 @@
 //! 5. Minified code ([`looks_minified`]): at least half of the head's text on lines over
 //!    [`LONG_LINE`] characters, and those lines dense in symbols (at least
 //!    [`MIN_SYMBOL_SHARE`] of their non-blank characters are ASCII punctuation; prose has about
-//!    a twentieth, minified code and data a quarter or more). HTML is exempt (a minified page is
+//!    a twentieth, minified code and data a quarter or more); or at least half of it on lines
+//!    over [`VERY_LONG_LINE`] characters, which no prose paragraph is (a search index keeping
+//!    the pages' text in JSON strings has little punctuation). HTML is exempt (a minified page is
 //!    still a page: its extractor keeps the text and drops scripts and styles).
 //! 6. Everything else that is text is a document (plain text, Markdown, HTML, CSV, JSON,
 //!    DOCX, PDF; other text files are read as plain text).
@@ -36,6 +38,10 @@ use globset::{GlobSet, GlobSetBuilder};
 pub const HEAD_BYTES: usize = 64 << 10;
 /// A line longer than this many characters is "long" (minified code has lines of thousands).
 pub const LONG_LINE: usize = 500;
+/// A line longer than this many characters is no prose paragraph (about 800 words): text that
+/// is mostly such lines is minified, whatever its punctuation (a search index holding the
+/// pages' text in JSON strings).
+pub const VERY_LONG_LINE: usize = 5000;
 /// Least share of ASCII punctuation among the non-blank characters of long lines for them to be
 /// code or data rather than prose.
 pub const MIN_SYMBOL_SHARE: f64 = 0.2;
@@ -162,12 +168,16 @@ pub fn looks_minified(text: &str) -> bool {
     if text.len() < MIN_JUDGED_BYTES {
         return false;
     }
-    let (mut long_bytes, mut visible, mut symbols) = (0usize, 0usize, 0usize);
+    let (mut long_bytes, mut very_long_bytes, mut visible, mut symbols) = (0, 0, 0usize, 0usize);
     for line in text.lines() {
-        if line.chars().count() <= LONG_LINE {
+        let chars = line.chars().count();
+        if chars <= LONG_LINE {
             continue;
         }
         long_bytes += line.len();
+        if chars > VERY_LONG_LINE {
+            very_long_bytes += line.len();
+        }
         for c in line.chars().filter(|c| !c.is_whitespace()) {
             visible += 1;
             if c.is_ascii_punctuation() {
@@ -175,9 +185,10 @@ pub fn looks_minified(text: &str) -> bool {
             }
         }
     }
-    long_bytes * 2 >= text.len()
-        && visible > 0
-        && symbols as f64 >= MIN_SYMBOL_SHARE * visible as f64
+    very_long_bytes * 2 >= text.len()
+        || (long_bytes * 2 >= text.len()
+            && visible > 0
+            && symbols as f64 >= MIN_SYMBOL_SHARE * visible as f64)
 }
 
 /// `--include` / `--exclude` globs. A glob without `/` matches a file's name at any depth
@@ -421,6 +432,8 @@ mod tests {
         assert!(!looks_minified(&text));
         assert!(looks_minified(&minified_js()));
         assert!(!looks_minified("{}"), "too short to judge");
+        let index = format!("{{\"docs\":[\"{}\"]}}", para.replace('.', ""));
+        assert!(looks_minified(&index), "one very long line");
     }
 
     #[test]
