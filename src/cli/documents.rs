@@ -483,12 +483,12 @@ mod tests {
             v.sort();
             v
         };
-        let sel = select(&[root.clone()], &Globs::default());
+        let sel = select(std::slice::from_ref(&root), &Globs::default());
         assert_eq!(names(&sel), ["a.md", "b.txt", "notes/keep.txt"]);
         assert_eq!(sel.skipped_count(), 2);
         assert_eq!(sel.skipped_summary(), "1 image, 1 style sheet");
         let sel = select(
-            &[root.clone()],
+            std::slice::from_ref(&root),
             &Globs::new(&["*.txt".into()], &["notes".into()]).expect("globs"),
         );
         assert_eq!(names(&sel), ["b.txt"]);

@@ -13,8 +13,14 @@ use crate::cli::{enclave, org_and_workspace};
 use crate::doc_files::pdf_of;
 use crate::harness::{Options, TestServer};
 
-/// (file, title, sections of (heading, paragraph)).
-const CHAPTERS: &[(&str, &str, &[(&str, &str)])] = &[
+/// A chapter: its file, its title, its sections (heading, paragraph).
+type Chapter = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+const CHAPTERS: &[Chapter] = &[
     ("ch01-installation.html", "Installation", &[
         ("Installing rustup on Linux or macOS", "The first step is to download Rust through rustup, a command line tool for managing Rust versions and associated tools. Open a terminal and run the curl command that downloads a script and starts the installation of the rustup tool."),
         ("Installing rustup on Windows", "On Windows, go to the Rust website and follow the instructions for installing Rust. At some point in the installation you will be asked to install the Visual Studio build tools, which provide a linker and the native libraries."),
