@@ -426,13 +426,18 @@ mod tests {
 
     #[test]
     fn long_prose_lines_are_not_minified() {
-        let para = "The borrow checker compares scopes to determine whether all borrows are valid, and it rejects programs whose references could outlive the data they point to. ".repeat(40);
-        let text = format!("{para}\n\n{para}\n");
+        // Unwrapped paragraphs of about 2,000 characters (long lines, few symbols).
+        let sentence = "The borrow checker compares scopes to determine whether all borrows are valid, and it rejects programs whose references could outlive the data they point to. ";
+        let para = sentence.repeat(12);
+        let text = format!("{para}\n\n{para}\n\n{para}\n");
         assert!(text.len() > MIN_JUDGED_BYTES);
         assert!(!looks_minified(&text));
         assert!(looks_minified(&minified_js()));
         assert!(!looks_minified("{}"), "too short to judge");
-        let index = format!("{{\"docs\":[\"{}\"]}}", para.replace('.', ""));
+        let index = format!(
+            "{{\"docs\":[\"{}\"]}}",
+            sentence.repeat(40).replace('.', "")
+        );
         assert!(looks_minified(&index), "one very long line");
     }
 
