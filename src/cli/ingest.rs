@@ -1,12 +1,15 @@
-//! `enclave ingest --workspace WS PATH…`: walks files and folders and adds every file (its
-//! absolute path is its `external_id`, so a changed file replaces its previous version and an
-//! unchanged one is skipped), follows the jobs with a progress bar and prints a summary with the
+//! `enclave ingest --workspace WS PATH…`: walks files and folders and adds every document (which
+//! files are documents, the ignore files and the globs: [`super::documents`]; its absolute path
+//! is its `external_id`, so a changed file replaces its previous version and an unchanged one is
+//! skipped), follows the jobs through their phases (extracted, searchable by full text,
+//! embedded) with rate and ETA, and prints a summary with what was skipped by kind and the
 //! failures and their reasons. Two targets, one flow: the data directory itself (the same code
 //! path as the API; the server must be stopped, the data directory's lock says so), or a running
 //! server through its HTTP API (`--server URL --token CREDENTIAL`).
 
 use crate::identity::WorkspaceAccess;
 use crate::knowledge::IngestPermit;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +17,7 @@ use std::time::Duration;
 use crate::app::App;
 use crate::error::Error;
 use crate::knowledge::service::DocumentInput;
-use crate::knowledge::status::JobStatus;
+use crate::knowledge::status::{JobPhase, JobStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
@@ -22,9 +25,17 @@ pub struct IngestArgs {
     /// key's workspace).
     #[arg(long)]
     pub workspace: Option<String>,
-    /// Files or folders (walked recursively; hidden entries are skipped).
+    /// Files or folders (walked recursively; hidden entries and what `.gitignore`, `.ignore`
+    /// and `.enclaveignore` files name are left out; files that are not documents are skipped).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Only files matching this glob (repeatable): `*.md` matches a name at any depth,
+    /// `guide/**/*.html` a path relative to the folder given.
+    #[arg(long = "include", value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out files and folders matching this glob (repeatable; same syntax as --include).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
     /// Send the files to the running server at this base URL (e.g. `http://127.0.0.1:7700`)
     /// instead of opening the data directory.
     #[arg(long, env = "ENCLAVE_SERVER")]
@@ -35,32 +46,8 @@ pub struct IngestArgs {
     pub token: Option<String>,
 }
 
-fn walk(roots: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = roots.iter().rev().cloned().collect();
-    while let Some(p) = stack.pop() {
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.') && n != "." && n != "..");
-        if hidden && !roots.contains(&p) {
-            continue;
-        }
-        if p.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                let mut children: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-                children.sort();
-                stack.extend(children.into_iter().rev());
-            }
-        } else if p.is_file() {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// Whether a job with this status (as the API writes it) has yet to end.
-fn pending(status: &str) -> bool {
+fn pending_status(status: &str) -> bool {
     JobStatus::parse(status).is_some_and(JobStatus::is_unfinished)
 }
 
@@ -70,6 +57,38 @@ fn ended(status: &str, error: Option<&str>) -> Result<(), String> {
         (Some(JobStatus::Succeeded), _) => Ok(()),
         (_, Some(e)) => Err(e.to_string()),
         (_, None) => Err(format!("job {status}")),
+    }
+}
+
+/// Jobs asked for per page while following their phases.
+const JOB_PAGE: u32 = 1000;
+
+/// How far a run's jobs are: how many were extracted (chunks written), are searchable by full
+/// text, have ended (embedded, or failed), and how many failed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Phases {
+    extracted: u64,
+    searchable: u64,
+    ended: u64,
+    failed: u64,
+}
+
+impl Phases {
+    fn count(&mut self, status: JobStatus, phase: JobPhase) {
+        let unfinished = status.is_unfinished();
+        if !unfinished {
+            self.ended += 1;
+        }
+        if matches!(status, JobStatus::Failed | JobStatus::Cancelled) {
+            self.failed += 1;
+            return;
+        }
+        if !unfinished || phase != JobPhase::Queued {
+            self.extracted += 1;
+        }
+        if !unfinished || matches!(phase, JobPhase::Embedding | JobPhase::Done) {
+            self.searchable += 1;
+        }
     }
 }
 
@@ -84,8 +103,8 @@ enum AddError {
 trait Target {
     /// Adds one file: `Ok(Some(job))` when it is new or changed, `Ok(None)` when unchanged.
     fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, AddError>;
-    /// Until every job has ended; `progress` is told how many have.
-    fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(u64));
+    /// Until every job has ended; `progress` is told how far they are.
+    fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(Phases));
     /// How a job ended: `Err(reason)` unless it succeeded.
     fn outcome(&mut self, job: &str) -> Result<(), String>;
 }
@@ -119,21 +138,34 @@ impl Target for Local {
         Ok(if added.duplicate { None } else { added.job_id })
     }
 
-    fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(u64)) {
+    fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(Phases)) {
         let (app, ctx) = (self.app.clone(), self.ctx.clone());
+        let ours: HashSet<&str> = jobs.iter().map(|(_, j)| j.as_str()).collect();
         let mut ticks = 0u32;
         self.app.knowledge().run_jobs_until_idle(|| {
             ticks += 1;
             if ticks.is_multiple_of(8) {
-                let done = jobs
-                    .iter()
-                    .filter(|(_, j)| {
-                        app.knowledge()
-                            .get_job(&ctx, j)
-                            .is_ok_and(|v| !v.status.is_unfinished())
-                    })
-                    .count();
-                progress(done as u64);
+                // Newest first: this run's jobs are the first pages.
+                let mut phases = Phases::default();
+                let mut seen = 0;
+                let mut offset = 0u32;
+                while seen < ours.len() {
+                    let Ok(page) = crate::control::Page::new(Some(JOB_PAGE), Some(offset)) else {
+                        break;
+                    };
+                    let Ok(list) = app.knowledge().list_jobs(&ctx, page) else {
+                        break;
+                    };
+                    for v in list.iter().filter(|v| ours.contains(v.id.as_str())) {
+                        seen += 1;
+                        phases.count(v.status, v.phase);
+                    }
+                    if list.len() < JOB_PAGE as usize {
+                        break;
+                    }
+                    offset += JOB_PAGE;
+                }
+                progress(phases);
             }
         });
     }
@@ -155,7 +187,7 @@ struct Remote {
     base: String,
     token: String,
     /// Jobs that ended: their status and error.
-    ended: std::collections::HashMap<String, (String, Option<String>)>,
+    ended: HashMap<String, (String, Option<String>)>,
 }
 
 /// How often `Remote::wait` asks for the jobs' status.
@@ -286,36 +318,99 @@ impl Target for Remote {
         }
     }
 
-    fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(u64)) {
+    fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(Phases)) {
         // Rounds in a row in which the server did not answer (a restart is waited out).
         let mut silent = 0u32;
         loop {
-            // A workspace's jobs run about in order: each round asks from the first job not seen
-            // to end up to the first still pending, so a round costs a request per job that
-            // ended since, plus one (not one per pending job).
-            for (_, j) in jobs {
-                if self.ended.contains_key(j) {
-                    continue;
+            // The jobs' list, newest first (this run's jobs are its first pages): one request
+            // per thousand jobs a round, not one per job; the phases of those still pending.
+            let pending: HashSet<&str> = jobs
+                .iter()
+                .map(|(_, j)| j.as_str())
+                .filter(|j| !self.ended.contains_key(*j))
+                .collect();
+            let mut phases: HashMap<String, (JobStatus, JobPhase)> = HashMap::new();
+            let mut offset = 0usize;
+            let mut answered = true;
+            while phases.len() < pending.len() && offset <= jobs.len() + JOB_PAGE as usize {
+                let r = self
+                    .client
+                    .get(format!(
+                        "{}/jobs?limit={JOB_PAGE}&offset={offset}",
+                        self.base
+                    ))
+                    .bearer_auth(&self.token)
+                    .send();
+                let list = match Self::answer(r) {
+                    Ok((_, body)) => body["data"].as_array().cloned().unwrap_or_default(),
+                    Err(_) => {
+                        answered = false;
+                        break;
+                    }
+                };
+                for v in &list {
+                    let Some(id) = v["id"].as_str().filter(|id| pending.contains(id)) else {
+                        continue;
+                    };
+                    let status = v["status"].as_str().unwrap_or("unknown");
+                    match JobStatus::parse(status) {
+                        Some(s) if s.is_unfinished() => {
+                            let phase = v["phase"]
+                                .as_str()
+                                .and_then(JobPhase::parse)
+                                .unwrap_or(JobPhase::Queued);
+                            phases.insert(id.to_string(), (s, phase));
+                        }
+                        _ => {
+                            let error = v["error"].as_str().map(str::to_string);
+                            self.ended
+                                .insert(id.to_string(), (status.to_string(), error));
+                        }
+                    }
                 }
-                match self.job(j) {
-                    Ok((status, _)) if pending(&status) => {
-                        silent = 0;
-                        break;
+                if list.len() < JOB_PAGE as usize {
+                    break;
+                }
+                offset += JOB_PAGE as usize;
+            }
+            if answered {
+                silent = 0;
+                // A job the list did not show (more jobs were added meanwhile): asked alone.
+                let unseen: Vec<String> = pending
+                    .iter()
+                    .filter(|j| !phases.contains_key(**j) && !self.ended.contains_key(**j))
+                    .map(|j| j.to_string())
+                    .collect();
+                for j in &unseen {
+                    match self.job(j) {
+                        Ok((status, error)) if !pending_status(&status) => {
+                            self.ended.insert(j.clone(), (status, error));
+                        }
+                        Ok(_) | Err((None, _)) => {}
+                        Err((_, e)) => {
+                            self.ended.insert(j.clone(), ("unknown".into(), Some(e)));
+                        }
                     }
-                    Ok(ended) => {
-                        silent = 0;
-                        self.ended.insert(j.clone(), ended);
-                    }
-                    Err((None, _)) if silent < SILENT_ROUNDS => {
-                        silent += 1;
-                        break;
-                    }
-                    Err((_, e)) => {
-                        self.ended.insert(j.clone(), ("unknown".into(), Some(e)));
-                    }
+                }
+            } else if silent < SILENT_ROUNDS {
+                silent += 1;
+            } else {
+                for j in &pending {
+                    self.ended.entry(j.to_string()).or_insert((
+                        "unknown".into(),
+                        Some("the server stopped answering".into()),
+                    ));
                 }
             }
-            progress(self.ended.len() as u64);
+            let mut counted = Phases::default();
+            for (status, _) in self.ended.values() {
+                let s = JobStatus::parse(status).unwrap_or(JobStatus::Failed);
+                counted.count(s, JobPhase::Done);
+            }
+            for (s, p) in phases.values() {
+                counted.count(*s, *p);
+            }
+            progress(counted);
             if jobs.iter().all(|(_, j)| self.ended.contains_key(j)) {
                 return;
             }
@@ -367,17 +462,20 @@ pub fn run(config: crate::config::Config, args: IngestArgs) -> anyhow::Result<()
 }
 
 fn ingest(target: &mut dyn Target, args: &IngestArgs) -> anyhow::Result<()> {
-    let files = walk(&args.paths);
+    let globs = super::documents::Globs::new(&args.include, &args.exclude)?;
+    let selection = super::documents::select(&args.paths, &globs);
+    let files = &selection.documents;
+    let seen = files.len() + selection.skipped_count() + selection.unreadable.len();
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg:10} [{bar:40}] {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    bar.set_message("queueing");
+    bar.set_message("sending");
     let (mut added, mut unchanged) = (0usize, 0usize);
-    let mut failures: Vec<(PathBuf, String)> = Vec::new();
+    let mut failures: Vec<(PathBuf, String)> = selection.unreadable.clone();
     let mut jobs: Vec<(PathBuf, String)> = Vec::new();
-    for path in &files {
+    for path in files {
         bar.inc(1);
         let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
         let result = std::fs::read(&abs)
@@ -400,12 +498,27 @@ fn ingest(target: &mut dyn Target, args: &IngestArgs) -> anyhow::Result<()> {
     let total = jobs.len() as u64;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:10} [{bar:40}] {pos}/{len} {elapsed}")
+        indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    bar.set_message("indexing");
-    target.wait(&jobs, &mut |done| bar.set_position(done));
-    bar.set_position(total);
+    let started = std::time::Instant::now();
+    let mut full_text_at: Option<Duration> = None;
+    target.wait(&jobs, &mut |p| {
+        let elapsed = started.elapsed();
+        bar.set_position(p.ended);
+        bar.set_message(progress_line(p, total, elapsed));
+        if full_text_at.is_none() && total > 0 && p.searchable + p.failed >= total {
+            full_text_at = Some(elapsed);
+            if p.ended < total {
+                bar.println(format!(
+                    "{} searchable by full text after {}; embedding continues (vector and hybrid search find them when it ends)",
+                    documents(p.searchable),
+                    duration(elapsed)
+                ));
+            }
+        }
+    });
+    let all_done = started.elapsed();
     bar.finish_and_clear();
     let mut failed_jobs = 0;
     for (path, j) in &jobs {
@@ -415,21 +528,103 @@ fn ingest(target: &mut dyn Target, args: &IngestArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{} {}: {} added or updated, {} unchanged, {} failed",
-        files.len(),
-        if files.len() == 1 { "file" } else { "files" },
+        "{} {}: {} added or updated, {} unchanged, {} skipped, {} failed",
+        seen,
+        if seen == 1 { "file" } else { "files" },
         added - failed_jobs,
         unchanged,
+        selection.skipped_count(),
         failures.len()
     );
+    if total > 0 {
+        println!(
+            "  searchable by full text after {}, embedded after {}",
+            duration(full_text_at.unwrap_or(all_done)),
+            duration(all_done)
+        );
+    }
+    if !selection.skipped.is_empty() {
+        println!("  skipped (not documents): {}", selection.skipped_summary());
+        for (kind, paths) in &selection.skipped {
+            let shown: Vec<String> = paths
+                .iter()
+                .take(SKIPPED_SHOWN)
+                .map(|p| {
+                    p.file_name()
+                        .map_or_else(|| display(p), |n| n.to_string_lossy().into_owned())
+                })
+                .collect();
+            let more = paths.len().saturating_sub(SKIPPED_SHOWN);
+            println!(
+                "    {}: {}{}",
+                kind.names().1,
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
     for (p, why) in &failures {
         println!("  failed: {}: {why}", display(p));
     }
-    // Scripts see partial failure in the exit status (the summary above says which files).
+    // Scripts see partial failure in the exit status (the summary above says which files);
+    // skipped files are no failure.
     if !failures.is_empty() {
-        anyhow::bail!("{} of {} files failed", failures.len(), files.len());
+        anyhow::bail!("{} of {} files failed", failures.len(), seen);
     }
     Ok(())
+}
+
+/// Skipped files named per kind in the summary.
+const SKIPPED_SHOWN: usize = 3;
+
+/// `"3 documents"` / `"1 document"`.
+fn documents(n: u64) -> String {
+    format!("{n} document{}", if n == 1 { "" } else { "s" })
+}
+
+/// `"850 ms"`, `"12.3 s"`, `"4m05s"`.
+fn duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{} ms", d.as_millis())
+    } else if s < 60.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+/// The phase line under the bar: each phase's count, and for the phases under way their rate
+/// (documents per second since the wait began) and the time left at that rate.
+fn progress_line(p: Phases, total: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let phase = |name: &str, done: u64| {
+        if done >= total {
+            return format!("{name} {done}/{total}");
+        }
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 {
+            duration(Duration::from_secs_f64((total - done) as f64 / rate))
+        } else {
+            "?".into()
+        };
+        format!("{name} {done}/{total} ({rate:.1}/s, ETA {eta})")
+    };
+    format!(
+        "{} · {} · {}{}",
+        phase("extracted", p.extracted + p.failed),
+        phase("full text", p.searchable + p.failed),
+        phase("embedded", p.ended),
+        if p.failed > 0 {
+            format!(" · {} failed", p.failed)
+        } else {
+            String::new()
+        }
+    )
 }
 
 fn display(p: &Path) -> String {

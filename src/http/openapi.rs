@@ -1055,7 +1055,11 @@ fn describe(s: &mut Spec) {
                 "Search (full text, vector or hybrid)",
             ))
             .json_body(search.clone())
-            .ok(200, "the results", results.clone()),
+            .ok(
+                200,
+                "the results, best first; results whose text is the same or nearly the same as a better one's are collapsed into its `duplicates` (`limit` counts distinct results)",
+                results.clone(),
+            ),
         );
         s.op(
             "GET",

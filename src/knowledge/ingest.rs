@@ -781,6 +781,8 @@ struct QueuedJob {
     hash: String,
     pending_external_id: Option<String>,
     title: String,
+    /// The uploaded file's name: the title of last resort.
+    source_name: Option<String>,
     byte_size: i64,
 }
 
@@ -794,6 +796,7 @@ impl QueuedJob {
             hash: r.get("content_hash")?,
             pending_external_id: r.get("pending_external_id")?,
             title: r.get("title")?,
+            source_name: r.get("source_name")?,
             byte_size: r.get("byte_size")?,
         })
     }
@@ -804,7 +807,7 @@ fn queued_jobs(ws: &Workspace) -> Result<Vec<QueuedJob>> {
     let conn = ws.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT j.id, j.document_id, j.payload, d.mime_type, d.content_hash,
-                d.pending_external_id, d.title, d.byte_size
+                d.pending_external_id, d.title, d.source_name, d.byte_size
          FROM jobs j JOIN documents d ON d.id = j.document_id
          WHERE j.kind = 'ingest' AND j.status IN {UNFINISHED_JOBS_SQL} AND j.phase = 'queued'
          ORDER BY j.id LIMIT ?1"
@@ -922,7 +925,7 @@ fn prepare(
 ) -> std::result::Result<Prepared, String> {
     let embedding = own_embedding(&job.payload);
     let prepared = outcome.and_then(|(extracted_title, chunks)| {
-        let title = document_title(&job.title, extracted_title);
+        let title = document_title(&job.title, extracted_title, job.source_name.as_deref());
         let chunks = if embedding.is_some() || embedder.is_user_provided() {
             one_chunk(chunks)?
         } else {
@@ -941,13 +944,22 @@ fn prepare(
     })
 }
 
-/// The document's title: the one it was given, else the extracted one held to the API's limit
-/// on titles.
-fn document_title(given: &str, extracted: Option<String>) -> String {
+/// The document's title: the one it was given, else the extracted one (its own metadata, else
+/// its first heading: `extract::extract_with`), else the uploaded file's name, held to the
+/// API's limit on titles.
+fn document_title(given: &str, extracted: Option<String>, file_name: Option<&str>) -> String {
     if !given.is_empty() {
         return given.to_string();
     }
-    let mut t = extracted.unwrap_or_default();
+    let mut t = extracted
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| {
+            file_name
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
     if let Some((at, _)) = t.char_indices().nth(MAX_EXTRACTED_TITLE_CHARS) {
         t.truncate(at);
     }

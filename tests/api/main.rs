@@ -11,6 +11,7 @@ mod contract;
 mod dataplane;
 mod doc_files;
 mod facade;
+mod first_ingest;
 mod governance_quota;
 mod governance_usage;
 mod hardening_access;

@@ -161,7 +161,55 @@ pub(super) fn docx_with(
             _ => {}
         }
     }
+    // The document's own metadata (core properties' `dc:title`) wins over a `Title` paragraph.
+    let title = core_title(&mut zip, limits)?.or(title);
     Ok(Extracted { title, blocks })
+}
+
+/// Most bytes of `docProps/core.xml` read: the core properties are a few hundred bytes.
+const MAX_CORE_XML: u64 = 1 << 20;
+
+/// The `dc:title` of `docProps/core.xml`, when the archive has one and it is not blank.
+fn core_title<R: Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    limits: &Limits,
+) -> Result<Option<String>, ExtractError> {
+    use quick_xml::events::Event;
+    let max = MAX_CORE_XML.min(limits.max_decompressed);
+    let Some(xml) = read_zip_entry(zip, "docProps/core.xml", max)? else {
+        return Ok(None);
+    };
+    let mut reader = quick_xml::Reader::from_reader(xml.as_slice());
+    let mut buf = Vec::new();
+    let mut in_title = false;
+    let mut title = String::new();
+    loop {
+        // A malformed core.xml loses only the title, not the document.
+        match reader.read_event_into(&mut buf) {
+            Err(_) | Ok(Event::Eof) => break,
+            Ok(Event::Start(e)) if e.name().as_ref() == b"dc:title" => in_title = true,
+            Ok(Event::End(e)) if e.name().as_ref() == b"dc:title" => break,
+            Ok(Event::Text(t)) if in_title => {
+                if let Ok(t) = t.decode() {
+                    title.push_str(&t);
+                }
+            }
+            Ok(Event::GeneralRef(r)) if in_title => {
+                title.push_str(match String::from_utf8_lossy(&r).as_ref() {
+                    "amp" => "&",
+                    "lt" => "<",
+                    "gt" => ">",
+                    "quot" => "\"",
+                    "apos" => "'",
+                    _ => "",
+                });
+            }
+            _ => {}
+        }
+        buf.clear();
+    }
+    let title = title.split_whitespace().collect::<Vec<_>>().join(" ");
+    Ok((!title.is_empty()).then_some(title))
 }
 
 /// `Heading1`..`Heading9` → 1..9, `Title` → 0.

@@ -275,11 +275,25 @@ pub fn extract_with(
         Format::Csv => csv_with(bytes, limits, stop),
         Format::Json => json_with(bytes, limits, stop),
     }?;
+    let mut out = out;
+    // A document without a title in its own metadata takes its first heading's (the file
+    // name is the last resort, chosen when the document is written: see `ingest`).
+    if out.title.is_none() {
+        out.title = first_heading(&out.blocks);
+    }
     let total: usize = out.blocks.iter().map(block_len).sum();
     if total > limits.max_text {
         return Err(too_much_text(limits));
     }
     Ok(out)
+}
+
+/// The text of the first non-blank heading, if any.
+fn first_heading(blocks: &[Block]) -> Option<String> {
+    blocks.iter().find_map(|b| match b {
+        Block::Heading { text, .. } if !text.trim().is_empty() => Some(text.trim().to_string()),
+        _ => None,
+    })
 }
 
 fn too_much_text(limits: &Limits) -> ExtractError {

@@ -91,6 +91,7 @@ pub(super) fn hydrate(ws: &Workspace, ranked: &[(i64, f32)]) -> Result<Vec<Searc
                 score: 0.0,
                 metadata: crate::db::json_column(&meta)?,
                 highlights: Vec::new(),
+                duplicates: Vec::new(),
             },
         );
     }

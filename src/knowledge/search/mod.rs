@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::workspace::Workspace;
 
 mod allowed;
+mod dedup;
 mod fusion;
 mod hydrate;
 mod lexical;
@@ -79,6 +80,19 @@ pub struct SearchResult {
     pub score: f32,
     pub metadata: Value,
     pub highlights: Vec<String>,
+    /// Other results whose text is the same or nearly the same as this one's (the same passage
+    /// in another document, e.g. a page and a print version repeating it), ranked below it and
+    /// therefore not returned on their own. Empty when there are none.
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// A result collapsed onto a better-scored one with the same or nearly the same text.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Duplicate {
+    pub document_id: String,
+    pub chunk_id: i64,
+    pub title: String,
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -132,6 +146,9 @@ pub fn search(
         extra.cloned(),
     );
     let want = offset + limit;
+    // Duplicates are collapsed (`dedup`), so more candidates than `want` are fetched for the
+    // page to be full of distinct results.
+    let fetch = (want * 2).max(want + 20);
     let query_text = req.query.trim();
     if query_text.is_empty() && req.vector.is_none() {
         return Err(Error::invalid("query must not be empty"));
@@ -160,8 +177,8 @@ pub fn search(
     let text_query = lexical_query(ws, query_text, plain, fusion.title_boost)?;
 
     let depth = match mode {
-        Mode::Hybrid => fusion.depth.max(want),
-        _ => want,
+        Mode::Hybrid => fusion.depth.max(fetch),
+        _ => fetch,
     };
     // Reads of the index go through `read_index`: damaged segment files (which may open fine
     // and fail only here, as an error or a panic of Tantivy's decoders) mark the index for a
@@ -196,8 +213,22 @@ pub fn search(
         Mode::Vector => semantic,
         Mode::Hybrid => fuse_rrf(&lexical, &semantic, &fusion),
     };
-    let page: Vec<(i64, f32)> = ranked.into_iter().skip(offset).take(limit).collect();
-    let mut results = hydrate(ws, &page)?;
+    // Hydrated a window at a time, best first, until `want` distinct results are kept.
+    let mut collapsed = dedup::Collapser::default();
+    let mut at = 0;
+    while collapsed.len() < want && at < ranked.len() {
+        let end = (at + (want - collapsed.len()).max(16)).min(ranked.len());
+        for r in hydrate(ws, &ranked[at..end])? {
+            collapsed.push(r);
+        }
+        at = end;
+    }
+    let mut results: Vec<SearchResult> = collapsed
+        .into_results()
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .collect();
     if req.highlight.unwrap_or(true) {
         if let Some(mut gen) = highlighter(ws, &searcher, text_query.as_deref(), mode)? {
             // Each result's text is bounded (`hydrate`), and so is its one fragment.
