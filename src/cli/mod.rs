@@ -1,6 +1,7 @@
 //! The command line: `serve`, `org`, `workspace`, `user`, `key` and `bench`. Management commands work on the
 //! data directory directly (no server needed).
 
+pub mod archive;
 pub mod ingest;
 
 use std::process::ExitCode;
@@ -84,6 +85,10 @@ pub enum WorkspaceCommand {
     },
     /// Delete a workspace and its folder.
     Delete { id: String },
+    /// Write a workspace's archive (documents, chunks, vectors, agents, chats, audit, blobs).
+    Export(archive::ExportArgs),
+    /// Create a workspace from an archive.
+    Import(archive::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +275,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Workspace(WorkspaceCommand::Export(args)) => archive::export(config, args),
+        Command::Workspace(WorkspaceCommand::Import(args)) => archive::import(config, args),
         Command::Workspace(cmd) => {
             let app = open_app(config)?;
             match cmd {
@@ -298,6 +305,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     audit_cli(&app, "workspace delete", None, Some(id));
                     println!("deleted workspace {id}");
                     Ok(())
+                }
+                WorkspaceCommand::Export(_) | WorkspaceCommand::Import(_) => {
+                    anyhow::bail!("export and import are handled above")
                 }
             }
         }

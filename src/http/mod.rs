@@ -2,6 +2,7 @@
 //! map the result. Domain code knows nothing of axum.
 
 mod admin;
+mod archive;
 pub mod auth;
 mod chat;
 pub mod error;
@@ -49,6 +50,11 @@ pub fn router(app: Arc<App>) -> Router {
             "/orgs/{org}/workspaces",
             post(orgs::create_workspace).get(orgs::list_workspaces),
         )
+        .route(
+            "/orgs/{org}/workspaces/import",
+            post(archive::import).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/workspaces/{ws}/export", get(archive::export))
         .route("/orgs/{org}/members", get(members::list))
         .route(
             "/orgs/{org}/members/{user}",

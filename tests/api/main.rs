@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod dataplane;
 mod doc_files;
+mod durability;
 mod facade;
 mod hardening_access;
 mod hardening_ingest;
