@@ -121,7 +121,13 @@ pub async fn serve(
         }
     });
 
+    // Scheduled backups (`--backup-to`): the first after one interval.
+    let backups = crate::durability::backup::spawn_schedule(app.clone());
+
     let result = accept_loop(app.clone(), listener, shutdown).await;
+    if let Some(b) = backups {
+        b.abort();
+    }
     sweeper.abort();
     usage.abort();
     app.scheduler.stop();

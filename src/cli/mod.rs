@@ -2,6 +2,7 @@
 //! data directory directly (no server needed).
 
 pub mod archive;
+pub mod backup;
 pub mod ingest;
 
 use std::process::ExitCode;
@@ -47,6 +48,11 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Evaluate retrieval quality on a BEIR-format folder (nDCG@10, recall@100 per mode).
     Eval(crate::knowledge::eval::EvalArgs),
+    /// Back up the data directory (or one workspace) to a folder or S3; `backup verify`,
+    /// `backup list`.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty data directory, or one workspace into a running server.
+    Restore(backup::RestoreArgs),
     /// Run a benchmark and print its report.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -179,6 +185,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => crate::bench::run(cmd, &cli.config),
         Command::Eval(args) => crate::knowledge::eval::run(args),
         Command::Ingest(args) => ingest::run(config, args),
+        Command::Backup(args) => backup::run_backup(config, args),
+        Command::Restore(args) => backup::run_restore(config, args),
         Command::Org(cmd) => {
             let app = open_app(config)?;
             match cmd {

@@ -3,6 +3,8 @@
 //! restore. Domain code: nothing here knows HTTP.
 
 pub mod archive;
+pub mod backup;
+pub mod objstore;
 
 use std::path::{Path, PathBuf};
 

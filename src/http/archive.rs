@@ -12,12 +12,15 @@ use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::auth::{Action, OrgContext, WorkspaceContext};
+use super::auth::{Action, Operator, OrgContext, WorkspaceContext};
 use super::error::ApiResult;
+use super::extract::Json;
 use super::middleware::record_tenant;
 use super::params::blocking;
 use crate::app::App;
 use crate::durability::archive::{self, ImportOptions};
+use crate::durability::backup::{self, RestoreAs};
+use crate::durability::objstore::Target;
 
 /// A `Write` that hands 64 KiB pieces to an async receiver (the response body).
 struct ChannelWriter {
@@ -156,4 +159,68 @@ pub async fn import(
     .await?;
     record_tenant(Some(rec.org_id), Some(rec.id));
     Ok((StatusCode::CREATED, axum::Json(rec)))
+}
+
+/// `POST /v1/admin/backups`: a backup made by the server (operator only).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// A folder on the server's machine, or `s3://bucket/prefix`.
+    pub to: String,
+    pub workspace: Option<String>,
+}
+
+pub async fn backup(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    Json(req): Json<BackupRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let only = req
+        .workspace
+        .as_deref()
+        .map(|w| crate::ids::parse_uuid(w, "workspace"))
+        .transpose()?;
+    let rt = tokio::runtime::Handle::current();
+    let report = blocking(move || {
+        let target = Target::open(&req.to, rt)?;
+        backup::backup(&app, &target, only)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(report)))
+}
+
+/// `POST /v1/admin/restore`: one workspace of a backup into this server (operator only).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    pub from: String,
+    pub backup: Option<String>,
+    pub workspace: String,
+    pub org: Option<String>,
+    pub slug: Option<String>,
+}
+
+pub async fn restore(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    Json(req): Json<RestoreRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let ws = crate::ids::parse_uuid(&req.workspace, "workspace")?;
+    let rt = tokio::runtime::Handle::current();
+    let rec = blocking(move || {
+        let target = Target::open(&req.from, rt)?;
+        backup::restore_workspace(
+            &app,
+            &target,
+            req.backup.as_deref(),
+            ws,
+            RestoreAs {
+                org: req.org,
+                slug: req.slug,
+            },
+        )
+    })
+    .await?;
+    record_tenant(Some(rec.org_id), Some(rec.id));
+    Ok(axum::Json(rec))
 }

@@ -81,6 +81,8 @@ pub fn router(app: Arc<App>) -> Router {
             put(providers::put).delete(providers::delete),
         )
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/backups", post(archive::backup))
+        .route("/admin/restore", post(archive::restore))
         .route(
             "/admin/tenant-token-secret/rotate",
             post(admin::rotate_token_secret),
