@@ -40,6 +40,9 @@ pub struct Options {
     pub body_min_bytes_per_sec: u64,
     /// Seconds a response may wait for a client that does not read it.
     pub response_write_timeout_secs: u64,
+    /// Scheduled backups: target and seconds between runs.
+    pub backup_to: Option<String>,
+    pub backup_interval_secs: u64,
 }
 
 impl Default for Options {
@@ -62,6 +65,8 @@ impl Default for Options {
             body_read_timeout_secs: enclave::config::DEFAULT_BODY_READ_TIMEOUT_SECS,
             body_min_bytes_per_sec: enclave::config::DEFAULT_BODY_MIN_BYTES_PER_SEC,
             response_write_timeout_secs: enclave::config::DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS,
+            backup_to: None,
+            backup_interval_secs: enclave::config::DEFAULT_BACKUP_INTERVAL_SECS,
         }
     }
 }
@@ -119,6 +124,8 @@ impl TestServer {
         config.body_read_timeout_secs = opts.body_read_timeout_secs;
         config.body_min_bytes_per_sec = opts.body_min_bytes_per_sec;
         config.response_write_timeout_secs = opts.response_write_timeout_secs;
+        config.backup_to = opts.backup_to.clone();
+        config.backup_interval_secs = opts.backup_interval_secs;
         let (app, source) = App::open(config).expect("open app");
         let token = match source {
             AdminTokenSource::Generated(t) => t,

@@ -2,6 +2,7 @@
 
 mod auth;
 mod authz_prop;
+mod backup;
 mod chat;
 mod cli;
 mod clients;
