@@ -6,6 +6,7 @@ mod backup;
 mod chat;
 mod cli;
 mod clients;
+mod crash;
 mod dataplane;
 mod doc_files;
 mod durability;
