@@ -165,6 +165,21 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         };
         let delay = Duration::from_millis(rng.random_range(0..1500));
         let mut doomed: Option<String> = None;
+        if kind == 0 {
+            // Hundreds queued before the kill (more are sent while it comes).
+            for _ in 0..150 {
+                let (ext, token) = (format!("e{next}"), format!("zq{next}x"));
+                next += 1;
+                let r = api
+                    .post(
+                        &format!("/v1/workspaces/{ws}/documents"),
+                        json!({"text": format!("Document {token} about item {ext}."), "external_id": ext}),
+                    )
+                    .await;
+                assert_eq!(r.status, 202, "{:?}", r.body);
+                acked.insert(ext, vec![token]);
+            }
+        }
         let work = async {
             match kind {
                 // Ingestion: hundreds of documents queued.
