@@ -170,7 +170,10 @@ fn backup_id() -> String {
 }
 
 /// The live workspaces of a control-plane snapshot.
-fn live_workspaces(control: &Path) -> Result<Vec<(Uuid, Uuid, String, String, Value)>> {
+/// A live workspace's record as the backup keeps it: id, org id, name, slug, settings.
+type LiveWorkspace = (Uuid, Uuid, String, String, Value);
+
+fn live_workspaces(control: &Path) -> Result<Vec<LiveWorkspace>> {
     let conn = rusqlite::Connection::open_with_flags(control, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut stmt = conn.prepare(
         "SELECT w.id, w.org_id, w.name, w.slug, w.settings FROM workspaces w JOIN orgs o ON o.id = w.org_id
@@ -563,7 +566,7 @@ pub fn restore_data_dir(
 
 fn has_work(db: &Path) -> Result<bool> {
     let conn = rusqlite::Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    Ok(crate::knowledge::store::has_work(&conn)?)
+    crate::knowledge::store::has_work(&conn)
 }
 
 /// Where a single restored workspace goes when its id is not a live workspace here.
