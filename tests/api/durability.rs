@@ -336,3 +336,100 @@ async fn export_needs_the_admin_role_or_a_manage_key() {
 async fn member_token(api: &crate::harness::Api, org: &str) -> String {
     api.create_user(org, "m2@perm.io", "member").await.token
 }
+
+/// Property: any small random workspace (documents with random words, metadata, external ids;
+/// agents; a chat) exports, imports on another server and exports again to the same entries,
+/// and search answers the same in every mode.
+#[test]
+fn random_workspaces_round_trip() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (a, b) = (TestServer::start(), TestServer::start());
+    let (org_a, org_b) = rt.block_on(async {
+        (
+            a.api().create_org("prop-a").await,
+            b.api().create_org("prop-b").await,
+        )
+    });
+    let words = [
+        "alpha", "beta", "gamma", "delta", "omega", "river", "stone", "cloud", "ember", "frost",
+    ];
+    let doc = (
+        proptest::collection::vec(0..words.len(), 1..40),
+        proptest::option::of(0u32..1000),
+        proptest::option::of(-50i64..50),
+        any::<bool>(),
+    );
+    let strategy = (
+        proptest::collection::vec(doc, 0..5),
+        0usize..3,
+        any::<bool>(),
+        proptest::collection::vec(0..words.len(), 1..3),
+    );
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 6,
+        ..ProptestConfig::default()
+    });
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    runner
+        .run(&strategy, |(docs, agents, chat, query)| {
+            let slug = format!("p{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            rt.block_on(async {
+                let api = a.api();
+                let ws = api.create_workspace(&org_a, &slug).await;
+                api.use_static_embedder(&ws).await;
+                for (i, (ws_words, ext, num, flag)) in docs.iter().enumerate() {
+                    let text: Vec<&str> = ws_words.iter().map(|w| words[*w]).collect();
+                    let mut body = json!({"title": format!("d{i}"), "text": text.join(" "),
+                                          "metadata": {"n": num, "flag": flag}});
+                    if let Some(e) = ext {
+                        body["external_id"] = json!(format!("x{e}"));
+                    }
+                    api.add_doc(&ws, body).await;
+                }
+                for i in 0..agents {
+                    let r = api
+                        .post(
+                            &format!("/v1/workspaces/{ws}/agents"),
+                            json!({"name": format!("agent {i}"), "public": i % 2 == 0}),
+                        )
+                        .await;
+                    assert_eq!(r.status, 201, "{:?}", r.body);
+                }
+                if chat {
+                    let r = api
+                        .post(
+                            &format!("/v1/workspaces/{ws}/chat"),
+                            json!({"query": "alpha"}),
+                        )
+                        .await;
+                    assert_eq!(r.status, 200, "{:?}", r.body);
+                }
+                let first = export_bytes(&a, &ws).await;
+                let (status, rec) = import_bytes(&b, &org_b, first.clone(), "").await;
+                assert_eq!(status, 201, "{rec}");
+                let ws_b = rec["id"].as_str().expect("id").to_string();
+                let second = export_bytes(&b, &ws_b).await;
+                assert_eq!(entries(&first), entries(&second));
+                let q: Vec<&str> = query.iter().map(|w| words[*w]).collect();
+                for mode in ["fulltext", "vector", "hybrid"] {
+                    let body = json!({"query": q.join(" "), "mode": mode, "limit": 20});
+                    let ids = |v: Vec<Value>| {
+                        v.iter()
+                            .map(|h| json!([h["chunk_id"], h["document_id"]]))
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(
+                        ids(a.api().search(&ws, body.clone()).await),
+                        ids(b.api().search(&ws_b, body).await),
+                        "{mode}"
+                    );
+                }
+            });
+            Ok(())
+        })
+        .expect("round trip");
+}
