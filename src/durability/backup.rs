@@ -608,6 +608,8 @@ pub fn restore_workspace(
                 let _ = std::fs::rename(&old, &dir);
                 return Err(e.into());
             }
+            // A request that opened the old folder between the two steps drops it now.
+            app.registry.remove(ws);
             (rec, ws)
         }
         Err(Error::NotFound(_)) => {

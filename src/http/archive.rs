@@ -6,7 +6,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use futures_util::StreamExt;
@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::auth::{Action, Operator, OrgContext, WorkspaceContext};
 use super::error::ApiResult;
-use super::extract::Json;
+use super::extract::{Json, Query};
 use super::middleware::record_tenant;
 use super::params::blocking;
 use crate::app::App;

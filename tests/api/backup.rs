@@ -346,3 +346,84 @@ async fn backup_to_s3_through_moto() {
     }
     cycle("s3://enclave-backups/nightly", None).await;
 }
+
+/// The README's commands, through the real binary on a data directory without a server.
+#[test]
+fn the_cli_exports_imports_backs_up_and_restores() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let run = |dir: &Path, args: &[&str]| -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env("ENCLAVE_ADMIN_TOKEN", crate::harness::TOKEN)
+            .env("ENCLAVE_LOG", "warn")
+            .output()
+            .expect("run enclave");
+        assert!(
+            out.status.success(),
+            "enclave {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let id_of = |json: &str| -> String {
+        let v: Value = serde_json::from_str(json).expect("json");
+        v["id"].as_str().expect("id").to_string()
+    };
+    let org = id_of(&run(&data, &["org", "create", "--name", "Acme"]));
+    let ws = id_of(&run(
+        &data,
+        &["workspace", "create", "--org", &org, "--name", "Docs"],
+    ));
+    let doc = tmp.path().join("note.md");
+    std::fs::write(&doc, "# Kiln\n\nThe kiln fires porcelain at 1300 degrees.").expect("write");
+    run(
+        &data,
+        &["ingest", "--workspace", &ws, doc.to_str().expect("path")],
+    );
+    let archive = tmp.path().join("ws.tar");
+    run(
+        &data,
+        &[
+            "workspace",
+            "export",
+            &ws,
+            "--out",
+            archive.to_str().expect("p"),
+        ],
+    );
+    let copy = id_of(&run(
+        &data,
+        &[
+            "workspace",
+            "import",
+            "--org",
+            &org,
+            "--slug",
+            "docs-copy",
+            archive.to_str().expect("p"),
+        ],
+    ));
+    assert_ne!(copy, ws);
+    let bk = tmp.path().join("bk");
+    let report: Value =
+        serde_json::from_str(&run(&data, &["backup", "--to", bk.to_str().expect("p")]))
+            .expect("report");
+    assert_eq!(report["workspaces"], 2, "{report}");
+    let listed = run(
+        &data,
+        &["backup", "list", "--from", bk.to_str().expect("p")],
+    );
+    assert_eq!(listed.lines().count(), 1);
+    run(
+        &data,
+        &["backup", "verify", "--from", bk.to_str().expect("p")],
+    );
+    let restored = tmp.path().join("restored");
+    run(&restored, &["restore", "--from", bk.to_str().expect("p")]);
+    let list = run(&restored, &["workspace", "list", "--org", &org]);
+    assert!(list.contains(&ws) && list.contains(&copy), "{list}");
+    assert!(restored.join(&copy).join("workspace.db").is_file());
+}
