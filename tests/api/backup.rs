@@ -218,6 +218,28 @@ async fn one_workspace_restores_into_a_running_server() {
             .len(),
         1
     );
+    // A workspace whose database was destroyed is restored over itself.
+    let dbf = s.data_dir.join(ws).join("workspace.db");
+    let len = std::fs::metadata(&dbf).expect("db").len() as usize;
+    std::fs::write(&dbf, vec![0x5a; len]).expect("garbage");
+    s.app.registry.remove(ws.parse().expect("uuid"));
+    let broken = api
+        .post(
+            &format!("/v1/workspaces/{ws}/search"),
+            json!({"query": "alpaca"}),
+        )
+        .await;
+    assert_eq!(broken.status, 500, "{:?}", broken.body);
+    let r = api
+        .post("/v1/admin/restore", json!({"from": to, "workspace": ws}))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        settled_search(&s, ws, json!({"query": "alpaca", "mode": "hybrid"}))
+            .await
+            .len(),
+        1
+    );
     // A deleted workspace comes back as a new one.
     assert_eq!(
         api.delete(&format!("/v1/workspaces/{ws}")).await.status,
