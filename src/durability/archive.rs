@@ -1097,3 +1097,73 @@ fn copy_blobs(ws: &Workspace, archive_path: &Path, names: &BTreeSet<String>) -> 
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_relative_paths_are_entries() {
+        let ok = |p: &str| classify(Path::new(p)).is_ok();
+        assert!(ok("manifest.json"));
+        assert!(ok("tables/documents.jsonl"));
+        assert!(ok("vector_spaces.jsonl"));
+        assert!(ok("vectors/12.f32"));
+        assert!(ok(&format!("blobs/{}", "a".repeat(64))));
+        for bad in [
+            "../manifest.json",
+            "/etc/passwd",
+            "tables/../../x",
+            "./manifest.json",
+            "tables/sqlite_master.jsonl",
+            "tables/documents.json",
+            "vectors/x.f32",
+            "vectors/1/2.f32",
+            "blobs/ABCDEF",
+            &format!("blobs/{}", "A".repeat(64)),
+            &format!("blobs/../{}", "a".repeat(64)),
+            "other.txt",
+        ] {
+            assert!(!ok(bad), "{bad} accepted");
+        }
+        assert!(!ok(&format!("tables/{}.jsonl", "d".repeat(300))));
+    }
+
+    #[test]
+    fn capped_reader_refuses_one_byte_more() {
+        let mut r = Capped {
+            inner: &b"abcdef"[..],
+            left: 6,
+            what: "x",
+        };
+        let mut out = Vec::new();
+        assert_eq!(r.read_to_end(&mut out).expect("fits"), 6);
+        let mut r = Capped {
+            inner: &b"abcdefg"[..],
+            left: 6,
+            what: "x",
+        };
+        let e = r.read_to_end(&mut Vec::new()).expect_err("over");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn values_round_trip_between_sql_and_json() {
+        for (v, want) in [
+            (ValueRef::Null, SqlValue::Null),
+            (ValueRef::Integer(i64::MIN), SqlValue::Integer(i64::MIN)),
+            (ValueRef::Real(0.1), SqlValue::Real(0.1)),
+            (ValueRef::Text("té".as_bytes()), SqlValue::Text("té".into())),
+            (
+                ValueRef::Blob(&[0, 1, 255]),
+                SqlValue::Blob(vec![0, 1, 255]),
+            ),
+        ] {
+            let back = json_to_sql(&sql_to_json(v), "t").expect("parses");
+            assert_eq!(want, back);
+        }
+        assert!(json_to_sql(&serde_json::json!([1]), "t").is_err());
+        assert!(json_to_sql(&serde_json::json!(true), "t").is_err());
+        assert!(json_to_sql(&serde_json::json!({"a": 1}), "t").is_err());
+    }
+}
