@@ -1,25 +1,28 @@
-//! The application: the control plane and the registry of open workspaces together, and the
-//! domain operations that need both (creating a workspace makes a record and a store; deleting
-//! one closes and removes its folder). HTTP handlers and CLI commands call these functions.
+//! The composition root: [`App`] opens the control plane, the registry of stores and the
+//! master key, builds the four domain services and governance over them and wires their narrow
+//! dependencies (knowledge's `OrgProviders` is chat's `ProviderKeys`; chat's `Retriever` is
+//! knowledge; tenancy notifies identity and knowledge of status changes; knowledge and chat
+//! meter their usage into governance), and owns the lifecycle (the data directory's lock,
+//! draining, shutdown, HTTP metrics). It has no domain operations of its own: handlers and CLI
+//! commands call `app.identity()`, `app.knowledge()`, `app.chat()`, `app.tenancy()`,
+//! `app.governance()`.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use uuid::Uuid;
-
+use crate::chat::{Chat, ProviderKeys};
 use crate::config::Config;
-use crate::control::{
-    AdminTokenSource, ControlPlane, NewOrg, NewWorkspace, Org, OrgPatch, OrgStatus, Page,
-    WorkspacePatch, WorkspaceRecord,
-};
+use crate::control::{AdminTokenSource, ControlPlane};
 use crate::error::{Error, Result};
-use crate::workspace::{self, Handle, Registry, Stats};
+use crate::governance::Governance;
+use crate::identity::Identity;
+use crate::knowledge::Knowledge;
+use crate::task::Draining;
+use crate::tenancy::Tenancy;
+use crate::workspace::Registry;
 
-/// Folder under the data dir where deleted workspace folders go before removal.
-pub const TRASH_DIR: &str = ".trash";
+pub use crate::tenancy::{WorkspaceView, TRASH_DIR};
 
 /// The data directory's lock file (it holds the owning process id).
 pub const LOCK_FILE: &str = ".lock";
@@ -80,34 +83,20 @@ impl DataDirLock {
     }
 }
 
+/// The composition root. Private fields; the services are reached through accessors.
 pub struct App {
-    pub config: Config,
-    pub control: ControlPlane,
-    pub registry: Registry,
-    operator_digest: Option<[u8; 32]>,
-    draining: AtomicBool,
-    pub http_metrics: crate::http::system::HttpMetrics,
-    /// Identity's in-memory state: status cache, key usage, login throttle, signing keys.
-    pub identity: crate::identity::IdentityState,
-    /// Chat's state: the master key that opens provider keys, the provider HTTP client, MCP
-    /// sessions.
-    pub chat: crate::chat::ChatState,
-    /// The server-wide job scheduler (ingestion, embedding, re-embedding).
-    pub scheduler: crate::knowledge::scheduler::Scheduler,
-    /// Embedding models, shared by all workspaces.
-    pub embedders: crate::knowledge::Embedders,
-    /// Hybrid-search fusion parameters.
-    pub fusion: std::sync::RwLock<crate::knowledge::search::Fusion>,
+    config: Arc<Config>,
+    control: Arc<ControlPlane>,
+    registry: Registry,
+    identity: Arc<Identity>,
+    knowledge: Arc<Knowledge>,
+    chat: Arc<Chat>,
+    tenancy: Tenancy,
+    draining: Draining,
+    http_metrics: crate::http::system::HttpMetrics,
+    governance: Arc<Governance>,
     /// Held from `open` to `shutdown` (or drop).
     lock: DataDirLock,
-}
-
-/// A workspace with the live statistics of its store.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkspaceView {
-    #[serde(flatten)]
-    pub record: WorkspaceRecord,
-    pub stats: Stats,
 }
 
 impl App {
@@ -129,12 +118,10 @@ impl App {
         // What an older version created world-readable is made private before anything is read.
         crate::perms::create_dir_all(&config.data_dir)?;
         crate::perms::tighten_data_dir(&config.data_dir);
-        let control = ControlPlane::open(&config.data_dir)?;
+        let control = Arc::new(ControlPlane::open(&config.data_dir)?);
         let source = control.init_operator_token(config.admin_token.as_deref())?;
-        let operator_digest = control.operator_token_digest()?;
-        let identity = crate::identity::IdentityState::default();
-        identity.set_signing_keys(control.signing_keys()?);
-        let (chat, key_source) = crate::chat::ChatState::new(&config)?;
+        let identity = Arc::new(Identity::new(control.clone())?);
+        let (keys, key_source) = ProviderKeys::load(&config, control.clone())?;
         if key_source == crate::crypto::MasterKeySource::Generated {
             tracing::info!(
                 "generated the master key that seals provider API keys: {}/{} (keep it with the data)",
@@ -142,256 +129,130 @@ impl App {
                 crate::crypto::MASTER_KEY_FILE
             );
         }
+        let keys = Arc::new(keys);
         let registry = Registry::new(
             &config.data_dir,
             config.max_open_workspaces,
             Duration::from_secs(config.open_wait_secs),
         );
-        let scheduler = crate::knowledge::scheduler::Scheduler::new(&config.data_dir);
+        let draining = Draining::default();
+        let governance = Arc::new(Governance::open(
+            &config.data_dir,
+            control.clone(),
+            registry.clone(),
+            identity.clone(),
+        )?);
+        // Identity's members and API keys are held through governance's quotas (weakly:
+        // governance is built over identity).
+        let quota: Arc<dyn crate::identity::SeatQuota> = governance.clone();
+        identity.set_quota(Arc::downgrade(&quota));
+        let knowledge = Arc::new(Knowledge::new(
+            &config,
+            control.clone(),
+            registry.clone(),
+            keys.clone(),
+            draining.clone(),
+            governance.clone(),
+        ));
+        let chat = Arc::new(Chat::new(
+            &config,
+            registry.clone(),
+            keys,
+            knowledge.clone(),
+            governance.clone(),
+        )?);
+        let tenancy = Tenancy::new(
+            &config.data_dir,
+            control.clone(),
+            registry.clone(),
+            identity.clone(),
+            knowledge.clone(),
+            governance.clone(),
+            config.deletion_grace_days,
+        );
         let app = App {
-            scheduler,
-            embedders: Default::default(),
-            fusion: Default::default(),
-            config,
+            config: Arc::new(config),
             control,
             registry,
-            operator_digest,
-            draining: AtomicBool::new(false),
-            http_metrics: Default::default(),
             identity,
+            knowledge,
             chat,
+            tenancy,
+            draining,
+            http_metrics: Default::default(),
+            governance,
             lock,
         };
         Ok((Arc::new(app), source))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
     }
 
-    /// Whether `presented` is the operator token (constant-time comparison).
-    pub fn is_operator_token(&self, presented: &str) -> bool {
-        self.operator_digest
-            .as_ref()
-            .is_some_and(|d| crate::control::operator_token_matches(d, presented))
+    /// Authentication, the verified contexts, users, members, keys, tokens.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
-    // ---- organizations ----
-
-    pub fn create_org(&self, new: NewOrg) -> Result<Org> {
-        self.control.create_org(new)
+    /// Documents, jobs, search, embedders; the scheduler and job workers.
+    pub fn knowledge(&self) -> &Arc<Knowledge> {
+        &self.knowledge
     }
 
-    pub fn get_org(&self, key: &str) -> Result<Org> {
-        self.control.get_org(key)
+    /// Agents, chat sessions, the chat engine, org providers, MCP.
+    pub fn chat(&self) -> &Arc<Chat> {
+        &self.chat
     }
 
-    pub fn list_orgs(&self, page: Page) -> Result<Vec<Org>> {
-        self.control.list_orgs(page)
+    /// Orgs and workspaces: create, read, update, delete, suspend; the data dir's upkeep.
+    pub fn tenancy(&self) -> &Tenancy {
+        &self.tenancy
     }
 
-    pub fn update_org(&self, key: &str, patch: OrgPatch) -> Result<Org> {
-        let org = self.control.get_org(key)?;
-        self.control.update_org(org.id, patch)
+    /// The control plane itself: for management commands and tests that need a row the
+    /// services do not expose. Domain code goes through the services.
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.control
     }
 
-    pub fn set_org_status(&self, key: &str, status: OrgStatus) -> Result<Org> {
-        let org = self.control.get_org(key)?;
-        let org = self.control.set_org_status(org.id, status)?;
-        self.identity.invalidate_status();
-        if status == OrgStatus::Active {
-            // Jobs queued while the org was suspended resume (their markers were kept).
-            self.wake_org_jobs(org.id);
-        }
-        Ok(org)
+    /// The registry of open stores (writer sweeps, metrics, tests).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
-    /// Deletes an org and every one of its workspaces (records first, then folders; a crash
-    /// between the two is finished by [`App::remove_deleted_stores`]).
-    pub fn delete_org(&self, key: &str) -> Result<()> {
-        let org = self.control.get_org(key)?;
-        let ids = self.with_reserve(|| self.control.delete_org(org.id))?;
-        self.identity.invalidate_status();
-        for id in ids {
-            self.remove_store(id);
-        }
-        tracing::info!(org_id = %org.id, "organization deleted");
-        Ok(())
+    /// Audit trails, usage metering and the server's governance metrics; plans and limits,
+    /// quotas, rate limits.
+    pub fn governance(&self) -> &Arc<Governance> {
+        &self.governance
     }
 
-    // ---- workspaces ----
-
-    /// Creates a workspace: its store first (so a record never points at a missing folder),
-    /// then its record; a store whose record loses a slug race is removed again.
-    pub fn create_workspace(&self, org_key: &str, new: NewWorkspace) -> Result<WorkspaceRecord> {
-        let org = self.control.get_org(org_key)?;
-        let (name, slug, settings) = new.validate()?;
-        if self.control.workspace_slug_taken(org.id, &slug)? {
-            return Err(Error::Conflict(format!(
-                "a workspace with slug {slug:?} already exists in this organization"
-            )));
-        }
-        let id = crate::ids::new_id();
-        let dir = workspace::dir_of(self.data_dir(), id);
-        if let Err(e) = workspace::create(&dir) {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-        match self
-            .control
-            .insert_workspace(id, org.id, &name, &slug, &settings)
-        {
-            Ok(rec) => {
-                tracing::info!(org_id = %org.id, workspace_id = %id, "workspace created");
-                Ok(rec)
-            }
-            Err(e) => {
-                if let Err(rm) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(workspace_id = %id, error = %rm, "could not remove store of failed creation");
-                }
-                Err(e)
-            }
-        }
+    pub fn http_metrics(&self) -> &crate::http::system::HttpMetrics {
+        &self.http_metrics
     }
 
-    pub fn list_workspaces(&self, org_key: &str, page: Page) -> Result<Vec<WorkspaceRecord>> {
-        let org = self.control.get_org(org_key)?;
-        self.control.list_workspaces(org.id, page)
-    }
-
-    /// A handle to the open store of an existing workspace. The record is checked first, so a
-    /// deleted workspace is never reopened.
-    pub fn open_workspace(&self, id: Uuid) -> Result<(WorkspaceRecord, Handle)> {
-        let record = self.control.get_workspace(id)?;
-        let handle = self.registry.get(id)?;
-        Ok((record, handle))
-    }
-
-    pub fn get_workspace(&self, id: Uuid) -> Result<WorkspaceView> {
-        let (record, handle) = self.open_workspace(id)?;
-        let stats = handle.stats()?;
-        Ok(WorkspaceView { record, stats })
-    }
-
-    pub fn update_workspace(&self, id: Uuid, patch: WorkspacePatch) -> Result<WorkspaceRecord> {
-        self.control.update_workspace(id, patch)
-    }
-
-    /// Deletes a workspace: the record is marked deleted (from then on nothing opens it), the
-    /// store leaves the cache, and its folder is removed. A crash after the record is marked
-    /// leaves a folder that [`App::remove_deleted_stores`] removes after the next start.
-    pub fn delete_workspace(&self, id: Uuid) -> Result<()> {
-        let record = self.control.get_workspace(id)?;
-        self.with_reserve(|| self.control.mark_workspace_deleted(id))?;
-        self.identity.invalidate_status();
-        self.remove_store(id);
-        tracing::info!(org_id = %record.org_id, workspace_id = %id, "workspace deleted");
-        Ok(())
-    }
-
-    /// Takes a store out of the cache and removes its folder. The folder is first renamed into
-    /// the trash (atomic), so a half-removed folder is never mistaken for a store; requests that
-    /// still hold the store keep working on their open files until they finish.
-    fn remove_store(&self, id: Uuid) {
-        self.registry.remove(id);
-        let dir = workspace::dir_of(self.data_dir(), id);
-        let trash = self.data_dir().join(TRASH_DIR);
-        let target = trash.join(format!(
-            "{}-{}",
-            id.hyphenated(),
-            crate::ids::new_id().simple()
-        ));
-        let moved =
-            crate::perms::create_dir_all(&trash).and_then(|_| std::fs::rename(&dir, &target));
-        let to_remove: PathBuf = match moved {
-            Ok(()) => target,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                tracing::warn!(workspace_id = %id, error = %e, "could not move store to trash");
-                dir
-            }
-        };
-        if let Err(e) = std::fs::remove_dir_all(&to_remove) {
-            tracing::warn!(workspace_id = %id, error = %e, "could not remove store folder");
-        }
-    }
-
-    /// Runs a write that frees space (a deletion); when it fails for lack of space, releases
-    /// the storage reserve and tries once more.
-    fn with_reserve<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
-        match f() {
-            Err(e) if e.is_storage_full() && workspace::reserve::release(self.data_dir()) => f(),
-            other => other,
-        }
-    }
-
-    /// Removes what an interrupted deletion left in the trash. Run in the background after
-    /// start, never before serving.
-    pub fn empty_trash(&self) {
-        let trash = self.data_dir().join(TRASH_DIR);
-        if let Ok(entries) = std::fs::read_dir(&trash) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-
-    /// Removes the folders of workspaces whose record is deleted (one by one or with their
-    /// org) but whose folder a crash left in place. Asks the control plane which workspaces
-    /// are deleted and looks only at their folders: `data/` is not scanned. Run in the
-    /// background after start. Returns how many folders it removed.
-    pub fn remove_deleted_stores(&self) -> usize {
-        let ids = match self.control.deleted_workspace_ids() {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list deleted workspaces");
-                return 0;
-            }
-        };
-        let mut removed = 0;
-        for id in ids {
-            if workspace::dir_of(self.data_dir(), id).exists() {
-                tracing::info!(workspace_id = %id, "removing the folder of a deleted workspace left by an interrupted deletion");
-                self.remove_store(id);
-                removed += 1;
-            }
-        }
-        removed
-    }
-
-    /// Background upkeep of the data directory after start: the trash, folders of deleted
-    /// workspaces, the storage reserve.
-    pub fn tidy_data_dir(&self) {
-        self.empty_trash();
-        self.remove_deleted_stores();
-        self.ensure_storage_reserve();
-    }
-
-    /// Writes the storage reserve when it is missing (released for a deletion on a full disk)
-    /// and the disk has room again.
-    pub fn ensure_storage_reserve(&self) {
-        match workspace::reserve::ensure(self.data_dir()) {
-            Ok(true) => tracing::info!("storage reserve written"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot write the storage reserve"),
-        }
-    }
-
-    /// Marks the server as draining: `/readyz` answers 503 from now on.
+    /// Marks the server as draining: `/readyz` answers 503 from now on, `?wait=true` waits end.
     pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.draining.start();
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.draining.is_draining()
     }
 
     /// Flushes everything for a clean stop: writers committed, WALs checkpointed.
     pub fn shutdown(&self) {
-        self.scheduler.stop();
+        self.knowledge.scheduler().stop();
         self.registry.shutdown();
-        if let Err(e) = self.flush_key_usage() {
+        if let Err(e) = self.identity.flush_key_usage() {
             tracing::warn!(error = %e, "could not flush API key usage");
+        }
+        if let Err(e) = self.governance.flush_usage() {
+            tracing::warn!(error = %e, "could not flush usage counters");
         }
         if let Err(e) = self.control.checkpoint() {
             tracing::warn!(error = %e, "control plane checkpoint failed");

@@ -4,13 +4,22 @@
 //! credential expires. Nothing in the server advances it.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-/// The system clock plus an offset (zero unless a test advanced it).
-#[derive(Debug, Default)]
+/// The system clock plus an offset (zero unless a test advanced it). Clones share the offset
+/// (the rate limiter's clock is a clone of identity's).
+#[derive(Debug, Default, Clone)]
 pub struct Clock {
-    offset_ms: AtomicI64,
+    offset_ms: Arc<AtomicI64>,
+}
+
+/// The process's monotonic origin, for [`Clock::monotonic_nanos`].
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
 }
 
 impl Clock {
@@ -23,6 +32,14 @@ impl Clock {
     /// milliseconds): what an `expires_at` column is compared with.
     pub fn now_text(&self) -> String {
         crate::control::format_time(self.now())
+    }
+
+    /// Nanoseconds of a monotonic clock since an origin in this process, plus the offset: what
+    /// rate limits measure time with (never goes back, moves forward when a test advances it).
+    pub fn monotonic_nanos(&self) -> u64 {
+        let base = u64::try_from(origin().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let offset = self.offset_ms.load(Ordering::Relaxed).max(0) as u64;
+        base.saturating_add(offset.saturating_mul(1_000_000))
     }
 
     /// Seconds since the Unix epoch: what a tenant token's `iat` and `exp` are compared with.

@@ -48,6 +48,8 @@ pub const DEFAULT_BODY_MIN_BYTES_PER_SEC: u64 = 500;
 /// Seconds a response may wait, unsent, for a client that does not read it (its receive window
 /// stays full) before the connection is closed (as nginx's `send_timeout`).
 pub const DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS: u64 = 60;
+/// Days a deleted org or workspace is kept, restorable, before it is purged.
+pub const DEFAULT_DELETION_GRACE_DAYS: u64 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -135,6 +137,10 @@ pub struct ConfigArgs {
     /// closed [default: 60].
     #[arg(long, env = "ENCLAVE_RESPONSE_WRITE_TIMEOUT_SECS", global = true)]
     pub response_write_timeout_secs: Option<u64>,
+    /// Days a deleted org or workspace is kept, restorable by the operator, before it is
+    /// purged [default: 7].
+    #[arg(long, env = "ENCLAVE_DELETION_GRACE_DAYS", global = true)]
+    pub deletion_grace_days: Option<u64>,
 }
 
 /// The keys a TOML configuration file may hold.
@@ -164,6 +170,7 @@ struct FileConfig {
     body_read_timeout_secs: Option<u64>,
     body_min_bytes_per_sec: Option<u64>,
     response_write_timeout_secs: Option<u64>,
+    deletion_grace_days: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -199,6 +206,8 @@ pub struct Config {
     pub body_read_timeout_secs: u64,
     pub body_min_bytes_per_sec: u64,
     pub response_write_timeout_secs: u64,
+    /// Days a deleted org or workspace is kept before it is purged.
+    pub deletion_grace_days: u64,
 }
 
 impl Config {
@@ -230,6 +239,7 @@ impl Config {
             body_read_timeout_secs: DEFAULT_BODY_READ_TIMEOUT_SECS,
             body_min_bytes_per_sec: DEFAULT_BODY_MIN_BYTES_PER_SEC,
             response_write_timeout_secs: DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS,
+            deletion_grace_days: DEFAULT_DELETION_GRACE_DAYS,
         }
     }
 
@@ -366,6 +376,11 @@ impl Config {
                 .or(file.response_write_timeout_secs)
                 .unwrap_or(DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS)
                 .max(1),
+            deletion_grace_days: args
+                .deletion_grace_days
+                .or(file.deletion_grace_days)
+                .unwrap_or(DEFAULT_DELETION_GRACE_DAYS)
+                .min(3650),
         })
     }
 }

@@ -96,7 +96,12 @@ impl MasterKey {
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok((Self::parse(&text)?, MasterKeySource::Stored)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let bytes: [u8; 32] = crate::identity::secrets::random_bytes();
+                let bytes: [u8; 32] = {
+                    use rand::RngCore;
+                    let mut b = [0u8; 32];
+                    rand::rng().fill_bytes(&mut b);
+                    b
+                };
                 write_private(&path, &hex::encode(bytes))?;
                 Ok((Self::from_bytes(bytes), MasterKeySource::Generated))
             }
@@ -106,7 +111,12 @@ impl MasterKey {
 
     /// Seals `plain`, binding it to `context` (associated data, e.g. the org id).
     pub fn seal(&self, plain: &[u8], context: &[u8]) -> Result<Sealed> {
-        let nonce: [u8; 12] = crate::identity::secrets::random_bytes();
+        let nonce: [u8; 12] = {
+            use rand::RngCore;
+            let mut n = [0u8; 12];
+            rand::rng().fill_bytes(&mut n);
+            n
+        };
         let ciphertext = self
             .cipher
             .encrypt(
@@ -157,6 +167,14 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     Ok(())
+}
+
+/// `bytes` random bytes as lowercase hex (secrets, key ids).
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub enum Resource {
     Provider,
     Document,
     Job,
+    Plan,
 }
 
 impl fmt::Display for Resource {
@@ -37,6 +38,7 @@ impl fmt::Display for Resource {
             Resource::Provider => "provider",
             Resource::Document => "document",
             Resource::Job => "job",
+            Resource::Plan => "plan",
         })
     }
 }
@@ -61,6 +63,16 @@ pub enum Error {
     /// Too many attempts (login throttling); retry after this many seconds.
     #[error("too many attempts: try again in {0} seconds")]
     RateLimited(u64),
+    /// A quota of the org's plan would be exceeded: nothing was done.
+    #[error("the organization's plan allows {limit} {resource}; {used} are used: nothing was done (free some, or ask the operator for a larger plan)")]
+    QuotaExceeded {
+        resource: &'static str,
+        limit: u64,
+        used: u64,
+    },
+    /// A request rate limit was reached; retry after this many seconds.
+    #[error("rate limit reached: retry in {0} seconds")]
+    TooManyRequests(u64),
     /// The model provider failed, timed out or answered something unusable.
     #[error("{0}")]
     Provider(String),

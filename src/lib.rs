@@ -14,13 +14,18 @@ pub mod db;
 pub mod durability;
 pub mod embed;
 pub mod error;
+pub mod filter;
+pub mod governance;
+pub mod histogram;
 pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod knowledge;
 pub mod perms;
+pub mod roles;
 pub mod server;
 pub mod task;
+pub mod tenancy;
 pub mod workspace;
 
 pub use error::{Error, Result};

@@ -59,7 +59,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let fd_limit = raise_fd_limit();
-    let wanted = app.config.max_open_workspaces as u64 * 3 + app.config.max_connections as u64 + 64;
+    let wanted =
+        app.config().max_open_workspaces as u64 * 3 + app.config().max_connections as u64 + 64;
     if fd_limit > 0 && fd_limit < wanted {
         tracing::warn!(
             fd_limit,
@@ -72,19 +73,19 @@ pub async fn serve(
     // the storage reserve is written there too.
     tokio::task::spawn_blocking({
         let app = app.clone();
-        move || app.tidy_data_dir()
+        move || app.tenancy().tidy_data_dir()
     });
 
     // One scheduler for the whole server runs ingestion jobs; the workspaces that had pending
     // jobs when it last stopped are re-queued in the background.
-    let workers = app.start_job_workers();
+    let workers = app.knowledge().start_job_workers();
     tokio::task::spawn_blocking({
         let app = app.clone();
-        move || app.recover_jobs()
+        move || app.knowledge().recover_jobs()
     });
 
     // One sweeper for the whole server closes idle Tantivy writers.
-    let idle = Duration::from_secs(app.config.writer_idle_secs.max(1));
+    let idle = Duration::from_secs(app.config().writer_idle_secs.max(1));
     let sweeper = tokio::spawn({
         let app = app.clone();
         async move {
@@ -93,9 +94,9 @@ pub async fn serve(
                 tick.tick().await;
                 let app = app.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    app.registry.close_idle_writers(idle);
+                    app.registry().close_idle_writers(idle);
                     // A reserve released on a full disk comes back once there is room.
-                    app.ensure_storage_reserve();
+                    app.tenancy().ensure_storage_reserve();
                 })
                 .await;
             }
@@ -112,7 +113,7 @@ pub async fn serve(
                 tick.tick().await;
                 let app = app.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    if let Err(e) = app.flush_key_usage() {
+                    if let Err(e) = app.identity().flush_key_usage() {
                         tracing::warn!(error = %e, "could not flush API key usage");
                     }
                 })
@@ -124,13 +125,54 @@ pub async fn serve(
     // Scheduled backups (`--backup-to`): the first after one interval.
     let backups = crate::durability::backup::spawn_schedule(app.clone());
 
+    // Governance upkeep: purge what is past its grace period, drop idle rate-limit buckets.
+    let upkeep = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut tick = tokio::time::interval(crate::tenancy::UPKEEP_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let app = app.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    app.tenancy().purge_due();
+                    app.governance().rate_limits().prune();
+                })
+                .await;
+            }
+        }
+    });
+
+    // Metered usage is counted in memory and written here (and at shutdown); busy workspaces'
+    // storage is sampled on the same beat (`governance::service`).
+    let metering = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut tick = tokio::time::interval(crate::governance::service::USAGE_FLUSH);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let gov = app.governance().clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    gov.sample_storage(false);
+                    if let Err(e) = gov.flush_usage() {
+                        tracing::warn!(error = %e, "could not flush usage counters");
+                    }
+                })
+                .await;
+            }
+        }
+    });
+
     let result = accept_loop(app.clone(), listener, shutdown).await;
     if let Some(b) = backups {
         b.abort();
     }
     sweeper.abort();
     usage.abort();
-    app.scheduler.stop();
+    upkeep.abort();
+    metering.abort();
+    app.knowledge().scheduler().stop();
     let flush_app = app.clone();
     let _ = tokio::task::spawn_blocking(move || {
         for w in workers {
@@ -215,18 +257,18 @@ async fn accept_loop(
 ) -> std::io::Result<()> {
     let router = crate::http::router(app.clone());
     let limits = ConnLimits {
-        header_read: Duration::from_secs(app.config.header_read_timeout_secs.max(1)),
-        keep_alive_idle: Duration::from_secs(app.config.keep_alive_idle_secs.max(1)),
+        header_read: Duration::from_secs(app.config().header_read_timeout_secs.max(1)),
+        keep_alive_idle: Duration::from_secs(app.config().keep_alive_idle_secs.max(1)),
         body: BodyLimits {
-            stall: Duration::from_secs(app.config.body_read_timeout_secs.max(1)),
-            min_rate: app.config.body_min_bytes_per_sec,
+            stall: Duration::from_secs(app.config().body_read_timeout_secs.max(1)),
+            min_rate: app.config().body_min_bytes_per_sec,
         },
-        write_stall: Duration::from_secs(app.config.response_write_timeout_secs.max(1)),
+        write_stall: Duration::from_secs(app.config().response_write_timeout_secs.max(1)),
     };
-    let slots = Arc::new(Semaphore::new(app.config.max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(app.config().max_connections.max(1)));
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
-    let delay = Duration::from_secs(app.config.shutdown_delay_secs);
+    let delay = Duration::from_secs(app.config().shutdown_delay_secs);
     let mut stop = Box::pin({
         let app = app.clone();
         async move {
@@ -279,7 +321,7 @@ async fn accept_loop(
         connections = conns.len(),
         "listener closed: finishing in-flight requests"
     );
-    let grace = Duration::from_secs(app.config.shutdown_grace_secs);
+    let grace = Duration::from_secs(app.config().shutdown_grace_secs);
     let drained =
         tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -316,7 +358,7 @@ async fn serve_connection(
     _slot: OwnedSemaphorePermit,
     app: Arc<App>,
 ) {
-    let _open = app.http_metrics.connection_opened();
+    let _open = app.http_metrics().connection_opened();
     let state = Arc::new(ConnState::new());
     let service = {
         let state = state.clone();
@@ -396,7 +438,7 @@ async fn serve_connection(
             () = tokio::time::sleep_until(wake) => {
                 if let Some(reason) = state.expired(limits) {
                     tracing::debug!(client = %remote, reason, "closing connection");
-                    app.http_metrics.connection_timed_out();
+                    app.http_metrics().connection_timed_out();
                     break;
                 }
             }

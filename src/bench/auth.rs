@@ -2,6 +2,9 @@
 //! router and middleware in-process (tower `oneshot`, no network), once to a handler without
 //! auth and once to the same handler behind the tenant-context extractor, with an API key, a
 //! tenant token and a user session. Interleaved rounds, so drift hits every variant alike.
+//! The same API key request is measured in an org without rate limits (the `enterprise` plan)
+//! and in one whose limits are set (so high that nothing is refused): the difference is what
+//! the rate limits (governance) add to the auth path.
 
 use super::report::{percentile, Table};
 use std::sync::Arc;
@@ -21,10 +24,13 @@ use crate::config::{Config, ConfigArgs};
 use crate::control::{NewOrg, NewWorkspace};
 use crate::http::auth::{Scope, WorkspaceContext};
 use crate::http::error::ApiError;
-use crate::identity::{NewApiKey, NewTenantToken, Principal, Role};
+use crate::identity::{NewApiKey, NewTenantToken, Role};
 
 /// The p50 budget of authentication.
 pub const BUDGET_P50: Duration = Duration::from_micros(20);
+
+/// The p50 budget of the rate limits on top of authentication.
+pub const RATE_BUDGET_P50: Duration = Duration::from_micros(2);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -46,9 +52,10 @@ async fn without_auth(State(p): State<Probe>) -> axum::Json<serde_json::Value> {
 }
 
 async fn with_auth(ctx: WorkspaceContext) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    // What a domain function does first: the permission table.
     ctx.require(Scope::Search)?;
     Ok(axum::Json(
-        json!({"workspace_id": ctx.workspace_id, "ok": true}),
+        json!({"workspace_id": ctx.workspace_id(), "ok": true}),
     ))
 }
 
@@ -61,6 +68,7 @@ fn router(app: Arc<App>, ws: Uuid) -> Router {
         });
     let authed = Router::new()
         .route("/v1/workspaces/{ws}/probe", get(with_auth))
+        .layer(axum::middleware::from_fn(crate::http::ratelimit::headers))
         .with_state(app.clone());
     open.merge(authed)
         .layer(axum::middleware::from_fn_with_state(
@@ -75,6 +83,9 @@ struct Fixture {
     key: String,
     token: String,
     session: String,
+    /// The workspace and an API key of the org with rate limits.
+    limited_ws: Uuid,
+    limited_key: String,
     dir: std::path::PathBuf,
 }
 
@@ -83,19 +94,20 @@ fn fixture() -> anyhow::Result<Fixture> {
     let mut config = Config::for_data_dir(&dir);
     config.admin_token = Some("bench-operator-token-0123456789".into());
     let (app, _) = App::open(config)?;
-    let org = app.create_org(NewOrg {
+    let org = app.tenancy().create_org(NewOrg {
         name: "Bench".into(),
+        plan: Some("enterprise".into()),
         ..Default::default()
     })?;
-    let ws = app.create_workspace(
-        &org.slug,
+    let ws = app.tenancy().create_workspace(
+        &app.identity().operator_org(&org.slug)?,
         NewWorkspace {
             name: "Bench".into(),
             ..Default::default()
         },
     )?;
-    let op = app.workspace_access(&Principal::Operator, Some(ws.id), None)?;
-    let (_, key) = app.create_api_key(
+    let op = app.identity().operator_workspace(ws.id)?;
+    let (_, key) = app.identity().create_api_key(
         &op,
         NewApiKey {
             name: "bench".into(),
@@ -103,8 +115,11 @@ fn fixture() -> anyhow::Result<Fixture> {
             expires_at: None,
         },
     )?;
-    let key_access = app.workspace_access(&app.authenticate(&key)?, None, None)?;
+    let key_access =
+        app.identity()
+            .workspace_access(&app.identity().authenticate(&key)?, None, None)?;
     let token = app
+        .identity()
         .mint_tenant_token(
             &key_access,
             NewTenantToken {
@@ -113,17 +128,46 @@ fn fixture() -> anyhow::Result<Fixture> {
             },
         )?
         .token;
-    app.create_user(
+    app.identity().create_user(
         "bench@example.com",
         "",
         "bench password",
         Some((&org.slug, Role::Viewer)),
     )?;
     let session = app
+        .identity()
         .login("bench@example.com", "bench password", None)?
         .token;
+    let limited = app.tenancy().create_org(NewOrg {
+        name: "Bench limited".into(),
+        plan: Some("enterprise".into()),
+        ..Default::default()
+    })?;
+    app.governance().set_org_overrides(
+        &limited.slug,
+        &json!({"requests_per_minute_per_key": 1_000_000_000u64,
+                "requests_per_minute_per_org": 1_000_000_000u64}),
+    )?;
+    let limited_ws = app.tenancy().create_workspace(
+        &app.identity().operator_org(&limited.slug)?,
+        NewWorkspace {
+            name: "Bench".into(),
+            ..Default::default()
+        },
+    )?;
+    let op = app.identity().operator_workspace(limited_ws.id)?;
+    let (_, limited_key) = app.identity().create_api_key(
+        &op,
+        NewApiKey {
+            name: "bench".into(),
+            scopes: vec!["search".into()],
+            expires_at: None,
+        },
+    )?;
     Ok(Fixture {
         app,
+        limited_ws: limited_ws.id,
+        limited_key,
         ws: ws.id,
         key,
         token,
@@ -149,7 +193,7 @@ fn measure(f: &Fixture, n: usize) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let router = router(f.app.clone(), f.ws);
-    let variants: [(&str, String, Option<&str>); 4] = [
+    let variants: [(&str, String, Option<&str>); 5] = [
         ("no auth", format!("/open/{}/probe", f.ws), None),
         (
             "API key",
@@ -165,6 +209,11 @@ fn measure(f: &Fixture, n: usize) -> anyhow::Result<()> {
             "user session",
             format!("/v1/workspaces/{}/probe", f.ws),
             Some(&f.session),
+        ),
+        (
+            "API key, rate-limited org",
+            format!("/v1/workspaces/{}/probe", f.limited_ws),
+            Some(&f.limited_key),
         ),
     ];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); variants.len()];
@@ -244,6 +293,18 @@ fn measure(f: &Fixture, n: usize) -> anyhow::Result<()> {
         us(key_delta.as_secs_f64() * 1e6),
         us(budget_us),
         if key_delta < BUDGET_P50 {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
+    let rate_delta = Duration::from_secs_f64((p50s[4] - p50s[1]).max(0.0) / 1e6);
+    println!(
+        "rate limits (key and org buckets, RateLimit headers) add {} at p50 over the same API key \
+         request in an org without limits (target {}): {}",
+        us(rate_delta.as_secs_f64() * 1e6),
+        us(RATE_BUDGET_P50.as_secs_f64() * 1e6),
+        if rate_delta < RATE_BUDGET_P50 {
             "PASS"
         } else {
             "FAIL"

@@ -2,7 +2,7 @@
 //! p50/p99 through HTTP on one workspace of many chunks and across many random workspaces.
 //!
 //! The text is synthetic (Zipf-distributed pseudo-words, so posting lists look like a natural
-//! language's); documents go through `App::add_document` and the job scheduler, exactly the
+//! language's); documents go through `Knowledge::add_document` and the job scheduler, exactly the
 //! API's path; queries go through the real HTTP server on a loopback port.
 
 use std::sync::Arc;
@@ -135,15 +135,17 @@ fn new_workspace(
     embedder: EmbedderConfig,
 ) -> anyhow::Result<Uuid> {
     let ws = app
+        .tenancy()
         .create_workspace(
-            org,
+            &app.identity().operator_org(org)?,
             NewWorkspace {
                 name: name.into(),
                 ..Default::default()
             },
         )?
         .id;
-    app.set_embedder(ws, embedder)?;
+    app.knowledge()
+        .set_embedder(&app.identity().operator_workspace(ws)?, embedder)?;
     Ok(ws)
 }
 
@@ -155,12 +157,15 @@ fn add_docs(
     docs: usize,
     chunks_per_doc: usize,
 ) -> anyhow::Result<()> {
+    let permit = app
+        .knowledge()
+        .ingest_permit(&app.identity().operator_workspace(ws)?)?;
     for i in 0..docs {
         let text: Vec<String> = (0..chunks_per_doc)
             .map(|_| lex.text(rng, WORDS_PER_CHUNK))
             .collect();
-        app.add_document(
-            ws,
+        app.knowledge().add_document(
+            &permit,
             DocumentInput {
                 bytes: text.join("\n\n").into_bytes(),
                 title: Some(format!("{} {}", lex.word(rng), lex.word(rng))),
@@ -184,9 +189,13 @@ fn ingest_rate(
     let docs = chunks.div_ceil(CHUNKS_PER_DOC).max(1);
     let t = Instant::now();
     add_docs(app, ws, lex, rng, docs, CHUNKS_PER_DOC)?;
-    app.run_jobs_until_idle(|| {});
+    app.knowledge().run_jobs_until_idle(|| {});
     let secs = t.elapsed().as_secs_f64();
-    let n = app.get_workspace(ws)?.stats.chunks as usize;
+    let n = app
+        .tenancy()
+        .get_workspace(&app.identity().operator_workspace(ws)?)?
+        .stats
+        .chunks as usize;
     Ok((n, n as f64 / secs))
 }
 
@@ -307,11 +316,16 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
     {
         Some(m) => {
             eprintln!("reusing the workspaces of {}", manifest.display());
-            let n = app.get_workspace(m.big)?.stats.chunks as usize;
+            let n = app
+                .tenancy()
+                .get_workspace(&app.identity().operator_workspace(m.big)?)?
+                .stats
+                .chunks as usize;
             (m.big, n, m.small)
         }
         None => {
             let org = app
+                .tenancy()
                 .create_org(NewOrg {
                     name: "bench".into(),
                     ..Default::default()
@@ -342,7 +356,7 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
                 add_docs(&app, ws, &lex, &mut rng, a.docs_per_workspace, 1)?;
                 small.push(ws);
             }
-            app.run_jobs_until_idle(|| {});
+            app.knowledge().run_jobs_until_idle(|| {});
             if a.keep {
                 let m = Manifest {
                     big,
@@ -428,7 +442,9 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
     );
     let small_label = format!(
         "{} random × {} docs (cache {})",
-        a.workspaces, a.docs_per_workspace, app.config.max_open_workspaces
+        a.workspaces,
+        a.docs_per_workspace,
+        app.config().max_open_workspaces
     );
     for mode in ["fulltext", "hybrid"] {
         if a.only.is_some() {
@@ -449,7 +465,7 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
         );
     }
     // The transformer's query embedding, alone.
-    let minilm = app.embedders.get(&EmbedderConfig::Minilm)?;
+    let minilm = app.knowledge().embedders().get(&EmbedderConfig::Minilm)?;
     if let (Some(e), None) = (minilm, &a.only) {
         let mut qrng = StdRng::seed_from_u64(17);
         let mut t = Vec::new();

@@ -82,11 +82,12 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
     config.admin_token = Some(BENCH_TOKEN.into());
     config.max_open_workspaces = 64;
     let (app, _) = App::open(config)?;
-    let org = app.create_org(NewOrg {
+    let org = app.tenancy().create_org(NewOrg {
         name: "Bench".into(),
         plan: Some("enterprise".into()),
         ..Default::default()
     })?;
+    let org_access = app.identity().operator_org(&org.slug)?;
     let threads = a.threads.max(1);
     let started = Instant::now();
     let ids: Vec<Uuid> = parallel(n, threads, |i| {
@@ -95,12 +96,12 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
             slug: Some(format!("ws-{i}")),
             settings: None,
         };
-        Ok(app.create_workspace(&org.slug, new)?.id)
+        Ok(app.tenancy().create_workspace(&org_access, new)?.id)
     })?;
     let create_secs = started.elapsed().as_secs_f64();
     println!("  created {n} workspaces in {create_secs:.1} s");
     let started = Instant::now();
-    parallel(n, threads, |i| seed(&app.registry.get(ids[i])?, a.rows))?;
+    parallel(n, threads, |i| seed(&app.registry().get(ids[i])?, a.rows))?;
     let seed_secs = started.elapsed().as_secs_f64();
     println!("  seeded them in {seed_secs:.1} s");
     app.shutdown();

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::tools::Tool;
-use crate::app::App;
+use super::Chat;
 use crate::control::Page;
 use crate::error::{Error, Resource, Result};
 use crate::identity::{Action, WorkspaceAccess};
@@ -19,7 +19,7 @@ pub const PROVIDERS: [&str; 2] = ["extractive", "openai-compatible"];
 pub const MAX_PROMPT_CHARS: usize = 20_000;
 pub const MAX_TOKENS_LIMIT: i64 = 32_768;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Agent {
     pub id: String,
     pub slug: String,
@@ -46,7 +46,7 @@ impl Agent {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
     pub name: String,
@@ -72,7 +72,7 @@ pub struct NewAgent {
 }
 
 /// A partial update. For the nullable settings, `null` clears and absence keeps.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentPatch {
     pub name: Option<String>,
@@ -262,7 +262,7 @@ pub fn visible(agent: &Agent, ctx: &WorkspaceAccess) -> bool {
 }
 
 fn is_owner(agent: &Agent, ctx: &WorkspaceAccess) -> bool {
-    match (&agent.owner_id, ctx.principal.user_id()) {
+    match (&agent.owner_id, ctx.principal().user_id()) {
         (Some(owner), Some(user)) => *owner == user.to_string(),
         _ => false,
     }
@@ -290,9 +290,11 @@ pub fn visible_agent(conn: &Connection, ctx: &WorkspaceAccess, key: &str) -> Res
         .ok_or(Error::NotFound(Resource::Agent))
 }
 
-impl App {
+impl Chat {
+    /// The agents the context may see (`AgentsRead`).
     pub fn list_agents(&self, ctx: &WorkspaceAccess, page: Page) -> Result<Vec<Agent>> {
-        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        ctx.require(Action::AgentsRead)?;
+        let handle = self.store(ctx)?;
         let all = list(&handle.conn())?;
         Ok(all
             .into_iter()
@@ -302,8 +304,10 @@ impl App {
             .collect())
     }
 
+    /// An agent the context may see (`AgentsRead`), by id or slug.
     pub fn get_agent(&self, ctx: &WorkspaceAccess, key: &str) -> Result<Agent> {
-        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        ctx.require(Action::AgentsRead)?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
         visible_agent(&conn, ctx, key)
     }
@@ -347,9 +351,9 @@ impl App {
         let tools_json =
             serde_json::to_string(&tools).map_err(|e| Error::internal(e.to_string()))?;
         let id = crate::ids::new_id().to_string();
-        let owner = ctx.principal.user_id().map(|u| u.to_string());
+        let owner = ctx.principal().user_id().map(|u| u.to_string());
         let now = crate::db::now();
-        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
         let res = conn.execute(
             "INSERT INTO agents (id, slug, name, description, type, system_prompt, provider, model,
@@ -386,7 +390,8 @@ impl App {
         key: &str,
         patch: AgentPatch,
     ) -> Result<Agent> {
-        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        ctx.require(Action::AgentsManage)?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
         let mut a = visible_agent(&conn, ctx, key)?;
         require_editor(&a, ctx)?;
@@ -463,7 +468,8 @@ impl App {
     /// Soft-deletes an agent (its sessions and messages stay readable). The default agent
     /// cannot be deleted.
     pub fn delete_agent(&self, ctx: &WorkspaceAccess, key: &str) -> Result<()> {
-        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        ctx.require(Action::AgentsManage)?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
         let a = visible_agent(&conn, ctx, key)?;
         require_editor(&a, ctx)?;
@@ -504,6 +510,10 @@ mod tests {
             conn.execute_batch(
                 "DROP TABLE chat_messages; DROP TABLE chat_sessions; DROP TABLE agents;
                  DROP INDEX chunks_unembedded_by_document;
+                 DROP INDEX audit_log_at; ALTER TABLE audit_log DROP COLUMN actor_id;
+                 ALTER TABLE audit_log DROP COLUMN target; ALTER TABLE audit_log DROP COLUMN request_id;
+                 ALTER TABLE audit_log DROP COLUMN outcome; ALTER TABLE audit_log DROP COLUMN status;
+                 ALTER TABLE audit_log DROP COLUMN prev_hash; ALTER TABLE audit_log DROP COLUMN hash;
                  DELETE FROM schema_migrations WHERE version >= 3; PRAGMA user_version = 2;",
             )
             .expect("roll back");

@@ -1,4 +1,4 @@
-//! The chat engine. `App::prepare_chat` checks everything that can be refused before an answer
+//! The chat engine. `Chat::prepare_chat` checks everything that can be refused before an answer
 //! starts (permission, agent visibility, session ownership, filters, provider settings), so
 //! that those are plain HTTP errors; `Prepared::run` then answers: extractively from the best
 //! passages, or with the org's model, offering the agent's tools and running them inside the
@@ -17,8 +17,8 @@ use super::provider::{self, OpenAiConfig, ProviderUsage};
 use super::retrieve::{self, Mode, Passage};
 use super::sessions;
 use super::tools::{self, Tool};
+use super::Chat;
 use super::{blocking, estimate_tokens, snippet};
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::identity::{Action, WorkspaceAccess};
 
@@ -44,7 +44,7 @@ pub struct Turn {
     pub content: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Citation {
     pub marker: usize,
     pub chunk_id: i64,
@@ -54,7 +54,7 @@ pub struct Citation {
     pub snippet: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -70,7 +70,7 @@ impl Usage {
 }
 
 /// A tool the agent ran while answering.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ToolActivity {
     pub name: String,
     pub arguments: Value,
@@ -107,7 +107,7 @@ pub struct ChatInput {
     pub extra_system: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChatAnswer {
     pub agent_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,7 +129,7 @@ enum Resolved {
 
 /// A chat that passed every check and is ready to answer.
 pub struct Prepared {
-    app: Arc<App>,
+    chat: Arc<Chat>,
     ctx: WorkspaceAccess,
     pub agent: Agent,
     /// The session to continue, or the id of the one to create (`new_session`).
@@ -151,15 +151,15 @@ impl Prepared {
     }
 }
 
-fn resolve_provider(app: &App, ctx: &WorkspaceAccess, agent: &Agent) -> Result<Resolved> {
+fn resolve_provider(chat: &Chat, ctx: &WorkspaceAccess, agent: &Agent) -> Result<Resolved> {
     let org = match agent.provider.as_deref() {
         Some("extractive") => return Ok(Resolved::Extractive),
-        Some(_) => Some(app.org_openai_provider(ctx.org_id)?.ok_or_else(|| {
+        Some(_) => Some(chat.keys.org_openai_provider(ctx.org_id())?.ok_or_else(|| {
             Error::invalid(
                 "this agent uses the openai-compatible provider, but the organization has none configured (PUT /v1/orgs/{org}/providers/openai-compatible)",
             )
         })?),
-        None => app.org_openai_provider(ctx.org_id)?,
+        None => chat.keys.org_openai_provider(ctx.org_id())?,
     };
     Ok(match org {
         None => Resolved::Extractive,
@@ -189,7 +189,7 @@ fn cut_history(turns: Vec<Turn>, budget: u64) -> Vec<Turn> {
     out
 }
 
-impl App {
+impl Chat {
     /// Checks a chat request and resolves its agent, session, history and provider. Blocking.
     pub fn prepare_chat(
         self: &Arc<Self>,
@@ -197,6 +197,12 @@ impl App {
         input: ChatInput,
     ) -> Result<Prepared> {
         ctx.require(Action::Chat)?;
+        // Governance hook: the month's chat tokens not used up.
+        self.governance.check_monthly(
+            ctx.org_id(),
+            Some(ctx.workspace_id()),
+            crate::governance::monthly::Monthly::ChatTokens,
+        )?;
         let query = input.query.trim().to_string();
         if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
             return Err(Error::invalid(format!(
@@ -206,7 +212,7 @@ impl App {
         // The request's own filter; the context's is applied again at every retrieval.
         let filters: Vec<Value> = input.filter.into_iter().filter(|f| !f.is_null()).collect();
         retrieve::filters_of(ctx, &filters)?;
-        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        let handle = self.store(ctx)?;
         let (agent, session_id, new_session, history) = {
             let conn = handle.conn();
             let session = match &input.history {
@@ -243,7 +249,7 @@ impl App {
         };
         let provider = resolve_provider(self, ctx, &agent)?;
         Ok(Prepared {
-            app: self.clone(),
+            chat: self.clone(),
             ctx: ctx.clone(),
             agent,
             session_id,
@@ -312,6 +318,9 @@ impl Prepared {
             Resolved::OpenAi(cfg) => self.generate(cfg, &events, &mut cites).await?,
         };
         let citations = cites.for_answer(&answer);
+        self.chat
+            .governance
+            .chat_tokens(&self.ctx, usage.prompt_tokens, usage.completion_tokens);
         let provider = match self.provider {
             Resolved::Extractive => "extractive",
             Resolved::OpenAi(_) => "openai-compatible",
@@ -319,7 +328,7 @@ impl Prepared {
         let model = self.model_name();
         let mut message_id = None;
         if let Some(sid) = self.session_id.clone() {
-            let app = self.app.clone();
+            let chat = self.chat.clone();
             let ctx = self.ctx.clone();
             let (agent_id, query, new) =
                 (self.agent.id.clone(), self.query.clone(), self.new_session);
@@ -327,7 +336,7 @@ impl Prepared {
             let tools_json = serde_json::to_value(&activity).unwrap_or(Value::Null);
             message_id = Some(
                 blocking(move || {
-                    let (_, handle) = app.open_workspace(ctx.workspace_id)?;
+                    let handle = chat.store(&ctx)?;
                     let mut conn = handle.conn();
                     if new {
                         sessions::create(&conn, &ctx, &sid, &agent_id, &query)?;
@@ -363,13 +372,13 @@ impl Prepared {
     }
 
     async fn retrieve(&self, limit: usize) -> Result<Vec<Passage>> {
-        let (app, ctx, q, f) = (
-            self.app.clone(),
+        let (chat, ctx, q, f) = (
+            self.chat.clone(),
             self.ctx.clone(),
             self.query.clone(),
             self.filters.clone(),
         );
-        blocking(move || retrieve::search_message(&app, &ctx, &q, Mode::Hybrid, limit, &f)).await
+        blocking(move || retrieve::search_message(&chat, &ctx, &q, Mode::Hybrid, limit, &f)).await
     }
 
     async fn extractive(
@@ -429,6 +438,55 @@ impl Prepared {
         cites: &mut Citations,
     ) -> Result<(String, Usage, Vec<ToolActivity>)> {
         let tools: Vec<Tool> = self.agent.tools();
+        let system = self.system_prompt(tools.is_empty(), cites).await?;
+        let mut messages = self.opening_messages(system);
+        let specs: Vec<Value> = tools.iter().map(|t| t.openai_spec()).collect();
+        let mut usage = Usage::default();
+        let mut reported = false;
+        let mut answer = String::new();
+        let mut activity = Vec::new();
+        let tx = events.clone();
+        let on_delta = move |t: &str| send(&tx, ChatEvent::Delta(t.to_string()));
+        let on_delta: Option<&(dyn Fn(&str) + Send + Sync)> = if events.is_some() {
+            Some(&on_delta)
+        } else {
+            None
+        };
+        for round in 0..=MAX_TOOL_ROUNDS {
+            let offer = !tools.is_empty() && round < MAX_TOOL_ROUNDS;
+            let choice = tool_choice(!tools.is_empty(), offer);
+            let c = provider::complete(&self.chat.state, cfg, &messages, &specs, choice, on_delta)
+                .await?;
+            reported |= c.usage.is_some();
+            usage.add(round_usage(c.usage, &messages, &c.content));
+            answer.push_str(&c.content);
+            if !offer || c.tool_calls.is_empty() {
+                break;
+            }
+            let calls: Vec<_> = c.tool_calls.into_iter().take(MAX_CALLS_PER_ROUND).collect();
+            messages.push(assistant_calls(&c.content, &calls));
+            for call in calls {
+                let (content, act) = self
+                    .run_tool(&tools, &call.name, &call.arguments, cites)
+                    .await;
+                send(events, ChatEvent::Tool(act.clone()));
+                activity.push(act);
+                messages.push(json!({
+                    "role": "tool",
+                    "tool_call_id": call.id,
+                    "content": content.to_string(),
+                }));
+            }
+        }
+        if !reported {
+            tracing::debug!("the provider reported no usage; estimated");
+        }
+        Ok((answer, usage, activity))
+    }
+
+    /// The system message: the agent's prompt, the instructions, the request's own system
+    /// text, then the best passages (an agent without tools) or how to use the tools.
+    async fn system_prompt(&self, with_passages: bool, cites: &mut Citations) -> Result<String> {
         let mut system = String::new();
         if !self.agent.system_prompt.trim().is_empty() {
             system.push_str(self.agent.system_prompt.trim());
@@ -443,7 +501,7 @@ impl Prepared {
             system.push_str("\n\n");
             system.push_str(extra.trim());
         }
-        if tools.is_empty() {
+        if with_passages {
             let passages = self.retrieve(CONTEXT_PASSAGES).await?;
             system.push_str("\n\nPassages from the knowledge base:\n");
             if passages.is_empty() {
@@ -462,78 +520,17 @@ impl Prepared {
                 "\n\nUse the tools to look things up in the knowledge base before answering; their results carry citation markers.",
             );
         }
+        Ok(system)
+    }
+
+    /// The conversation the model first sees: the system message, the history, the question.
+    fn opening_messages(&self, system: String) -> Vec<Value> {
         let mut messages = vec![json!({"role": "system", "content": system})];
         for t in &self.history {
             messages.push(json!({"role": t.role, "content": t.content}));
         }
         messages.push(json!({"role": "user", "content": self.query}));
-        let specs: Vec<Value> = tools.iter().map(|t| t.openai_spec()).collect();
-        let mut usage = Usage::default();
-        let mut reported = false;
-        let mut answer = String::new();
-        let mut activity = Vec::new();
-        let tx = events.clone();
-        let on_delta = move |t: &str| send(&tx, ChatEvent::Delta(t.to_string()));
-        let on_delta: Option<&(dyn Fn(&str) + Send + Sync)> = if events.is_some() {
-            Some(&on_delta)
-        } else {
-            None
-        };
-        for round in 0..=MAX_TOOL_ROUNDS {
-            let offer = !tools.is_empty() && round < MAX_TOOL_ROUNDS;
-            let choice = if tools.is_empty() {
-                None
-            } else if offer {
-                Some("auto")
-            } else {
-                Some("none")
-            };
-            let c = provider::complete(&self.app.chat, cfg, &messages, &specs, choice, on_delta)
-                .await?;
-            match c.usage {
-                Some(u) => {
-                    usage.add(u);
-                    reported = true;
-                }
-                None => usage.add(ProviderUsage {
-                    prompt_tokens: messages
-                        .iter()
-                        .map(|m| estimate_tokens(&m.to_string()))
-                        .sum(),
-                    completion_tokens: estimate_tokens(&c.content),
-                }),
-            }
-            answer.push_str(&c.content);
-            if !offer || c.tool_calls.is_empty() {
-                break;
-            }
-            let calls: Vec<_> = c.tool_calls.into_iter().take(MAX_CALLS_PER_ROUND).collect();
-            messages.push(json!({
-                "role": "assistant",
-                "content": if c.content.is_empty() { Value::Null } else { json!(c.content) },
-                "tool_calls": calls.iter().map(|call| json!({
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                })).collect::<Vec<_>>(),
-            }));
-            for call in calls {
-                let (content, act) = self
-                    .run_tool(&tools, &call.name, &call.arguments, cites)
-                    .await;
-                send(events, ChatEvent::Tool(act.clone()));
-                activity.push(act);
-                messages.push(json!({
-                    "role": "tool",
-                    "tool_call_id": call.id,
-                    "content": content.to_string(),
-                }));
-            }
-        }
-        if !reported {
-            tracing::debug!("the provider reported no usage; estimated");
-        }
-        Ok((answer, usage, activity))
+        messages
     }
 
     /// Runs one tool call of the model; failures become an error result the model can read.
@@ -556,9 +553,9 @@ impl Prepared {
             act.error = Some(msg.clone());
             return (json!({"error": msg}), act);
         };
-        let (app, ctx, f) = (self.app.clone(), self.ctx.clone(), self.filters.clone());
+        let (chat, ctx, f) = (self.chat.clone(), self.ctx.clone(), self.filters.clone());
         let a = args.clone();
-        match blocking(move || tools::run(&app, &ctx, tool, &a, &f)).await {
+        match blocking(move || tools::run(&chat, &ctx, tool, &a, &f)).await {
             Ok(mut out) => {
                 if let Some(results) = out.content.get_mut("results").and_then(Value::as_array_mut)
                 {
@@ -585,4 +582,36 @@ impl Prepared {
             }
         }
     }
+}
+
+/// The `tool_choice` of a round: none without tools; `auto` while tools are offered; `none`
+/// in the last round, which must answer.
+fn tool_choice(has_tools: bool, offer: bool) -> Option<&'static str> {
+    match (has_tools, offer) {
+        (false, _) => None,
+        (true, true) => Some("auto"),
+        (true, false) => Some("none"),
+    }
+}
+
+/// A round's usage: what the provider reported, else estimated from the messages sent and
+/// the content received.
+fn round_usage(reported: Option<ProviderUsage>, sent: &[Value], content: &str) -> ProviderUsage {
+    reported.unwrap_or_else(|| ProviderUsage {
+        prompt_tokens: sent.iter().map(|m| estimate_tokens(&m.to_string())).sum(),
+        completion_tokens: estimate_tokens(content),
+    })
+}
+
+/// The assistant message that asked for `calls` (kept in the conversation for the next round).
+fn assistant_calls(content: &str, calls: &[provider::ToolCall]) -> Value {
+    json!({
+        "role": "assistant",
+        "content": if content.is_empty() { Value::Null } else { json!(content) },
+        "tool_calls": calls.iter().map(|call| json!({
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        })).collect::<Vec<_>>(),
+    })
 }

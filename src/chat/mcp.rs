@@ -1,5 +1,5 @@
 //! The Model Context Protocol server of a workspace (Streamable HTTP transport, JSON-RPC 2.0),
-//! transport-independent: `App::mcp_post` takes a parsed body and answers with a status, an
+//! transport-independent: `Chat::mcp_post` takes a parsed body and answers with a status, an
 //! optional JSON body and an optional new session id; `http::mcp` only moves bytes.
 //!
 //! - `initialize` opens a session (`Mcp-Session-Id`), bound to the workspace and the principal
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::sessions::owner_of;
 use super::tools::{self, Tool};
-use crate::app::App;
+use super::Chat;
 use crate::error::Error;
 use crate::identity::{Action, WorkspaceAccess};
 
@@ -65,7 +65,7 @@ fn is_initialize(v: &Value) -> bool {
     v.get("method").and_then(Value::as_str) == Some("initialize")
 }
 
-impl App {
+impl Chat {
     /// Handles a POST of the transport. `body` is `None` when it was not JSON. Blocking.
     pub fn mcp_post(
         &self,
@@ -168,7 +168,7 @@ impl App {
             return false;
         }
         let mut s = self
-            .chat
+            .state
             .mcp_sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -177,12 +177,13 @@ impl App {
 
     fn mcp_session_ok(&self, ctx: &WorkspaceAccess, id: &str) -> bool {
         let mut s = self
-            .chat
+            .state
             .mcp_sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        s.get(id)
-            .is_some_and(|m| m.workspace == ctx.workspace_id && m.owner == owner_of(&ctx.principal))
+        s.get(id).is_some_and(|m| {
+            m.workspace == ctx.workspace_id() && m.owner == owner_of(ctx.principal())
+        })
     }
 
     fn mcp_initialize(&self, ctx: &WorkspaceAccess, params: &Value) -> (Value, String) {
@@ -195,15 +196,15 @@ impl App {
             .find(|v| **v == asked)
             .unwrap_or(&PROTOCOL_VERSIONS[0]);
         let sid = crate::identity::secrets::random_hex(16);
-        self.chat
+        self.state
             .mcp_sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .put(
                 sid.clone(),
                 McpSession {
-                    workspace: ctx.workspace_id,
-                    owner: owner_of(&ctx.principal),
+                    workspace: ctx.workspace_id(),
+                    owner: owner_of(ctx.principal()),
                 },
             );
         (

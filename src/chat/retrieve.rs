@@ -1,17 +1,41 @@
 //! Retrieval for chat, tools and MCP: the one boundary between the chat subsystem and the
-//! workspace's search. Every call applies the tenant context's filters (`ctx.filters`): the
-//! tenant token's filter AND the caller's, so a request can narrow, never widen.
-//!
+//! workspace's knowledge. Search goes through the [`Retriever`] (implemented here by
+//! `knowledge::Knowledge`, whose `retrieve` checks the action and ANDs the tenant token's
+//! filter); `get_document` applies the context's filters itself. A request can narrow, never
+//! widen.
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::app::App;
+use super::Chat;
 use crate::error::{Error, Resource, Result};
+use crate::filter::{Doc, Filter};
 use crate::identity::WorkspaceAccess;
-use crate::knowledge::filter::{Doc, Filter};
 use crate::knowledge::search::Mode as KMode;
 use crate::knowledge::SearchRequest;
+use crate::knowledge::{Knowledge, SearchResponse};
+
+/// What chat needs of knowledge: search in the context's workspace, for chat (`Chat`) and for
+/// tools and MCP (`Search`), with the context's token filter AND `extra`.
+pub trait Retriever: Send + Sync {
+    fn retrieve(
+        &self,
+        ctx: &WorkspaceAccess,
+        req: &SearchRequest,
+        extra: Option<Filter>,
+    ) -> Result<SearchResponse>;
+}
+
+impl Retriever for Knowledge {
+    fn retrieve(
+        &self,
+        ctx: &WorkspaceAccess,
+        req: &SearchRequest,
+        extra: Option<Filter>,
+    ) -> Result<SearchResponse> {
+        Knowledge::retrieve(self, ctx, req, extra)
+    }
+}
 
 /// The columns of a document [`DocRow::from_row`] reads, by name: what a filter sees.
 const DOC_COLUMNS: &str = "id, external_id, title, metadata, mime_type, created_at, updated_at";
@@ -84,31 +108,31 @@ pub fn filters_of(ctx: &WorkspaceAccess, extra: &[Value]) -> Result<Option<Filte
 /// reads it: a tool's or an MCP client's query) with the workspace's own search (the same code
 /// path as `POST /search`); `extra` filters narrow the context's own.
 pub fn search(
-    app: &App,
+    chat: &Chat,
     ctx: &WorkspaceAccess,
     query: &str,
     mode: Mode,
     limit: usize,
     extra: &[Value],
 ) -> Result<Vec<Passage>> {
-    search_with(app, ctx, query, false, mode, limit, extra)
+    search_with(chat, ctx, query, false, mode, limit, extra)
 }
 
 /// [`search`] for a chat message: its text is read as plain words, never as query syntax (a
 /// question such as "Note: (see above)" is not a query).
 pub fn search_message(
-    app: &App,
+    chat: &Chat,
     ctx: &WorkspaceAccess,
     message: &str,
     mode: Mode,
     limit: usize,
     extra: &[Value],
 ) -> Result<Vec<Passage>> {
-    search_with(app, ctx, message, true, mode, limit, extra)
+    search_with(chat, ctx, message, true, mode, limit, extra)
 }
 
 fn search_with(
-    app: &App,
+    chat: &Chat,
     ctx: &WorkspaceAccess,
     query: &str,
     plain_words: bool,
@@ -116,7 +140,11 @@ fn search_with(
     limit: usize,
     extra: &[Value],
 ) -> Result<Vec<Passage>> {
-    let combined = filters_of(ctx, extra)?;
+    // The extra filters only: the retriever ANDs the context's token filter itself.
+    let mut combined = None;
+    for f in extra.iter().filter(|f| !f.is_null()) {
+        combined = Filter::and(combined, Some(Filter::parse(f)?));
+    }
     let req = SearchRequest {
         query: query.to_string(),
         mode: Some(match mode {
@@ -129,7 +157,7 @@ fn search_with(
         plain_words,
         ..Default::default()
     };
-    let found = app.search(ctx.workspace_id, &req, combined.as_ref())?;
+    let found = chat.retriever.retrieve(ctx, &req, combined)?;
     Ok(found
         .results
         .into_iter()
@@ -148,7 +176,7 @@ fn search_with(
 /// One document of the context's workspace, if the context's filters let it be seen (else
 /// `NotFound`, as if it did not exist).
 pub fn get_document(
-    app: &App,
+    chat: &Chat,
     ctx: &WorkspaceAccess,
     id: &str,
     max_chars: usize,
@@ -158,7 +186,7 @@ pub fn get_document(
         return Err(Error::NotFound(Resource::Document));
     }
     let filter = filters_of(ctx, extra)?;
-    let (_, handle) = app.open_workspace(ctx.workspace_id)?;
+    let handle = chat.store(ctx)?;
     let conn = handle.conn();
     // The filter sees what search's SQL sees: the document's columns and metadata.
     let row = conn.query_row(

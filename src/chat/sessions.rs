@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::engine::{Citation, Turn, Usage};
-use crate::app::App;
+use super::Chat;
 use crate::control::Page;
 use crate::error::{Error, Resource, Result};
 use crate::identity::{Action, Principal, WorkspaceAccess};
@@ -19,7 +19,7 @@ pub const HISTORY_TOKENS: u64 = 3_000;
 /// Most messages considered for history.
 const HISTORY_MESSAGES: u32 = 40;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub id: String,
     pub agent_id: String,
@@ -30,7 +30,7 @@ pub struct Session {
     pub owner: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: i64,
     pub session_id: String,
@@ -67,7 +67,7 @@ pub fn owner_of(principal: &Principal) -> String {
 }
 
 fn may_read(session: &Session, ctx: &WorkspaceAccess) -> bool {
-    session.owner == owner_of(&ctx.principal) || ctx.require(Action::SessionsReadAll).is_ok()
+    session.owner == owner_of(ctx.principal()) || ctx.require(Action::SessionsReadAll).is_ok()
 }
 
 /// The columns [`Session::from_row`] reads, by name.
@@ -100,7 +100,7 @@ pub fn readable(conn: &Connection, ctx: &WorkspaceAccess, id: &str) -> Result<Se
 /// A session the context may continue (its own only, whatever its role).
 pub fn owned(conn: &Connection, ctx: &WorkspaceAccess, id: &str) -> Result<Session> {
     let s = readable(conn, ctx, id)?;
-    if s.owner != owner_of(&ctx.principal) {
+    if s.owner != owner_of(ctx.principal()) {
         return Err(Error::forbidden("only the session's owner may continue it"));
     }
     Ok(s)
@@ -120,7 +120,7 @@ pub fn create(
     conn.execute(
         "INSERT INTO chat_sessions (id, agent_id, owner, title, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![id, agent_id, owner_of(&ctx.principal), title, now],
+        params![id, agent_id, owner_of(ctx.principal()), title, now],
     )?;
     conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], Session::from_row)
         .map_err(Error::from)
@@ -256,13 +256,14 @@ fn to_json<T: Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::internal(e.to_string()))
 }
 
-impl App {
+impl Chat {
     /// The sessions the context may read, newest first.
     pub fn list_sessions(&self, ctx: &WorkspaceAccess, page: Page) -> Result<Vec<Session>> {
-        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        ctx.require(Action::SessionsRead)?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
         let all = ctx.require(Action::SessionsReadAll).is_ok();
-        let owner = owner_of(&ctx.principal);
+        let owner = owner_of(ctx.principal());
         let mut stmt = conn.prepare_cached(&format!(
             "{SELECT} WHERE (?1 OR owner = ?2) ORDER BY updated_at DESC, id DESC LIMIT ?3 OFFSET ?4"
         ))?;
@@ -279,7 +280,8 @@ impl App {
         id: &str,
         page: Page,
     ) -> Result<Vec<Message>> {
-        let (_, handle) = self.open_workspace(ctx.workspace_id)?;
+        ctx.require(Action::SessionsRead)?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
         let s = readable(&conn, ctx, id)?;
         messages(&conn, &s.id, page)

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::retrieve::{self, Mode, Passage};
-use crate::app::App;
+use super::Chat;
 use crate::error::{Error, Result};
 use crate::identity::WorkspaceAccess;
 
@@ -120,7 +120,7 @@ fn str_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str> {
 /// Runs a tool with `args` in the context `ctx`; `extra` filters (a chat request's) apply on top
 /// of the context's and the arguments' own. Blocking (SQLite, Tantivy).
 pub fn run(
-    app: &App,
+    chat: &Chat,
     ctx: &WorkspaceAccess,
     tool: Tool,
     args: &Value,
@@ -132,7 +132,7 @@ pub fn run(
     match tool {
         Tool::GetDocument => {
             let id = str_arg(args, "document_id")?;
-            let doc = retrieve::get_document(app, ctx, id, DOCUMENT_CHARS, extra)?;
+            let doc = retrieve::get_document(chat, ctx, id, DOCUMENT_CHARS, extra)?;
             Ok(ToolOutput {
                 content: serde_json::to_value(&doc).map_err(|e| Error::internal(e.to_string()))?,
                 passages: Vec::new(),
@@ -152,7 +152,7 @@ pub fn run(
             if let Some(f) = args.get("filter").filter(|f| !f.is_null()) {
                 filters.push(f.clone());
             }
-            let passages = retrieve::search(app, ctx, query, tool.mode(), limit, &filters)?;
+            let passages = retrieve::search(chat, ctx, query, tool.mode(), limit, &filters)?;
             let results: Vec<Value> = passages
                 .iter()
                 .map(|p| {

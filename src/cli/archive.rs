@@ -113,7 +113,8 @@ pub fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let (app, _) = App::open(config)?;
-    let prepared = archive::export(&app, id)?;
+    let ctx = app.identity().operator_workspace(id)?;
+    let prepared = archive::export(&app, &ctx)?;
     let mut out = std::io::BufWriter::new(output(&args.out)?);
     prepared.write_tar(&mut out)?;
     std::io::Write::flush(&mut out)?;
@@ -157,9 +158,10 @@ pub fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         return super::print_json(&v);
     }
     let (app, _) = App::open(config)?;
+    let access = app.identity().operator_org(&args.org)?;
     let rec = archive::import(
         &app,
-        &args.org,
+        &access,
         &args.archive,
         ImportOptions {
             name: args.name,

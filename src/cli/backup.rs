@@ -134,6 +134,9 @@ pub fn run_backup(config: Config, args: BackupArgs) -> anyhow::Result<()> {
     let app = open_locked(config)?;
     let target = Target::open(&to, rt.handle().clone())?;
     let report = backup::backup(&app, &target, only);
+    if report.is_ok() {
+        super::audit_cli(&app, "backup", None, only);
+    }
     app.shutdown();
     let report = report?;
     super::print_json(&report)?;
@@ -188,6 +191,9 @@ pub fn run_restore(config: Config, args: RestoreArgs) -> anyhow::Result<()> {
             slug: args.slug,
         },
     );
+    if let Ok(rec) = &rec {
+        super::audit_cli(&app, "restore", Some(rec.org_id), Some(rec.id));
+    }
     app.shutdown();
     super::print_json(&rec?)
 }

@@ -5,6 +5,8 @@
 //! path as the API; the server must be stopped, the data directory's lock says so), or a running
 //! server through its HTTP API (`--server URL --token CREDENTIAL`).
 
+use crate::identity::WorkspaceAccess;
+use crate::knowledge::IngestPermit;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,15 +92,18 @@ trait Target {
 /// The data directory, through the same code path as the API; this process runs the jobs.
 struct Local {
     app: Arc<App>,
-    ws: uuid::Uuid,
+    /// The operator's context of the workspace (the command line acts as the operator).
+    ctx: WorkspaceAccess,
+    permit: IngestPermit,
 }
 
 impl Target for Local {
     fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, AddError> {
         let added = self
             .app
+            .knowledge()
             .add_document(
-                self.ws,
+                &self.permit,
                 DocumentInput {
                     bytes,
                     file_name: path
@@ -114,14 +119,18 @@ impl Target for Local {
     }
 
     fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(u64)) {
-        let (app, ws) = (self.app.clone(), self.ws);
+        let (app, ctx) = (self.app.clone(), self.ctx.clone());
         let mut ticks = 0u32;
-        self.app.run_jobs_until_idle(|| {
+        self.app.knowledge().run_jobs_until_idle(|| {
             ticks += 1;
             if ticks.is_multiple_of(8) {
                 let done = jobs
                     .iter()
-                    .filter(|(_, j)| app.get_job(ws, j).is_ok_and(|v| !v.status.is_unfinished()))
+                    .filter(|(_, j)| {
+                        app.knowledge()
+                            .get_job(&ctx, j)
+                            .is_ok_and(|v| !v.status.is_unfinished())
+                    })
                     .count();
                 progress(done as u64);
             }
@@ -129,7 +138,11 @@ impl Target for Local {
     }
 
     fn outcome(&mut self, job: &str) -> Result<(), String> {
-        let v = self.app.get_job(self.ws, job).map_err(|e| e.to_string())?;
+        let v = self
+            .app
+            .knowledge()
+            .get_job(&self.ctx, job)
+            .map_err(|e| e.to_string())?;
         ended(v.status.as_str(), v.error.as_deref())
     }
 }
@@ -314,10 +327,13 @@ pub fn run(config: crate::config::Config, args: IngestArgs) -> anyhow::Result<()
         e => e.into(),
     })?;
     super::announce_token(&source);
-    app.get_workspace(ws)?;
+    let ctx = app.identity().operator_workspace(ws)?;
+    app.tenancy().get_workspace(&ctx)?;
+    let permit = app.knowledge().ingest_permit(&ctx)?;
     let mut local = Local {
         app: app.clone(),
-        ws,
+        ctx,
+        permit,
     };
     let result = ingest(&mut local, &args);
     app.shutdown();

@@ -3,7 +3,10 @@
 
 pub mod archive;
 pub mod backup;
+pub mod eval;
+pub mod governance;
 pub mod ingest;
+mod plans;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use clap::{Parser, Subcommand};
 use crate::app::App;
 use crate::config::{Config, ConfigArgs, LogFormat};
 use crate::control::{AdminTokenSource, NewOrg, NewWorkspace, Page};
-use crate::identity::{NewApiKey, Principal, Role, WorkspaceAccess};
+use crate::identity::{NewApiKey, Role, WorkspaceAccess};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,10 +47,13 @@ pub enum Command {
     /// Manage workspace API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage plans and their limits.
+    #[command(subcommand)]
+    Plan(plans::PlanCommand),
     /// Ingest files and folders into a workspace (skips files already ingested unchanged).
     Ingest(ingest::IngestArgs),
     /// Evaluate retrieval quality on a BEIR-format folder (nDCG@10, recall@100 per mode).
-    Eval(crate::knowledge::eval::EvalArgs),
+    Eval(crate::cli::eval::EvalArgs),
     /// Back up the data directory (or one workspace) to a folder or S3; `backup verify`,
     /// `backup list`.
     Backup(backup::BackupArgs),
@@ -56,6 +62,12 @@ pub enum Command {
     /// Run a benchmark and print its report.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Audit trails: verify their hash chains.
+    #[command(subcommand)]
+    Audit(crate::cli::governance::AuditCommand),
+    /// Metered usage: export it as CSV or JSON.
+    #[command(subcommand)]
+    Usage(crate::cli::governance::UsageCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +83,32 @@ pub enum OrgCommand {
     },
     /// List organizations.
     List,
+    /// Suspend an organization: its credentials get 403 tenant_suspended, its jobs pause.
+    Suspend {
+        org: String,
+        #[command(flatten)]
+        remote: plans::Remote,
+    },
+    /// Reactivate a suspended organization; its paused jobs resume.
+    Reactivate {
+        org: String,
+        #[command(flatten)]
+        remote: plans::Remote,
+    },
+    /// Delete an organization (kept for the grace period, restorable; --purge: at once).
+    Delete {
+        org: String,
+        #[arg(long)]
+        purge: bool,
+        #[command(flatten)]
+        remote: plans::Remote,
+    },
+    /// Restore a deleted organization (by id) and the workspaces deleted with it.
+    Restore {
+        org: String,
+        #[command(flatten)]
+        remote: plans::Remote,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,27 +221,56 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config),
         Command::Bench(cmd) => crate::bench::run(cmd, &cli.config),
-        Command::Eval(args) => crate::knowledge::eval::run(args),
+        Command::Eval(args) => crate::cli::eval::run(args),
         Command::Ingest(args) => ingest::run(config, args),
         Command::Backup(args) => backup::run_backup(config, args),
         Command::Restore(args) => backup::run_restore(config, args),
+        Command::Audit(cmd) => governance::audit(open_app(config)?, cmd),
+        Command::Usage(cmd) => governance::usage(open_app(config)?, cmd),
+        Command::Plan(cmd) => {
+            let app = open_app(config)?;
+            let out = plans::run_plan(&app, cmd)?;
+            audit_cli(&app, "plan", None, None);
+            print_json(&out)
+        }
+        Command::Org(
+            cmd @ (OrgCommand::Suspend { .. }
+            | OrgCommand::Reactivate { .. }
+            | OrgCommand::Delete { .. }
+            | OrgCommand::Restore { .. }),
+        ) => {
+            use plans::Lifecycle;
+            let (org, what, remote) = match cmd {
+                OrgCommand::Suspend { org, remote } => (org, Lifecycle::Suspend, remote),
+                OrgCommand::Reactivate { org, remote } => (org, Lifecycle::Reactivate, remote),
+                OrgCommand::Delete { org, purge, remote } => {
+                    (org, Lifecycle::Delete { purge }, remote)
+                }
+                OrgCommand::Restore { org, remote } => (org, Lifecycle::Restore, remote),
+                _ => anyhow::bail!("not a lifecycle command"),
+            };
+            let out = plans::run_lifecycle(config, &org, what, remote)?;
+            print_json(&out)
+        }
         Command::Org(cmd) => {
             let app = open_app(config)?;
             match cmd {
                 OrgCommand::Create { name, slug, plan } => {
-                    let org = app.create_org(NewOrg {
+                    let org = app.tenancy().create_org(NewOrg {
                         name,
                         slug,
                         plan,
                         settings: None,
+                        owner_email: None,
                     })?;
                     audit_cli(&app, "org create", Some(org.id), None);
                     print_json(&org)
                 }
-                OrgCommand::List => print_json(&app.list_orgs(Page {
+                OrgCommand::List => print_json(&app.tenancy().list_orgs(Page {
                     limit: crate::control::MAX_PAGE,
                     offset: 0,
                 })?),
+                _ => anyhow::bail!("handled above"),
             }
         }
         Command::User(UserCommand::Create {
@@ -226,13 +293,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let role = role.map(|r| Role::parse(&r)).transpose()?;
             let app = open_app(config)?;
             let membership = org.as_deref().zip(role);
-            let user = app.create_user(&email, &name, &password, membership)?;
+            let user = app
+                .identity()
+                .create_user(&email, &name, &password, membership)?;
             audit_cli(
                 &app,
                 "user create",
                 membership
-                    .and_then(|(o, _)| app.get_org(o).ok())
-                    .map(|o| o.id),
+                    .and_then(|(o, _)| app.identity().operator_org(o).ok())
+                    .map(|o| o.org_id()),
                 None,
             );
             print_json(&user)
@@ -252,12 +321,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         scopes: scopes.split(',').map(|s| s.trim().to_string()).collect(),
                         expires_at,
                     };
-                    let (key, secret) = app.create_api_key(&access, new)?;
+                    let (key, secret) = app.identity().create_api_key(&access, new)?;
                     audit_cli(
                         &app,
                         "key create",
-                        Some(access.org_id),
-                        Some(access.workspace_id),
+                        Some(access.org_id()),
+                        Some(access.workspace_id()),
                     );
                     let mut v = serde_json::to_value(&key)?;
                     v["key"] = serde_json::json!(secret);
@@ -265,18 +334,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 KeyCommand::List { workspace } => {
                     let access = operator_access(&app, &workspace)?;
-                    print_json(&app.list_api_keys(&access)?)
+                    print_json(&app.identity().list_api_keys(&access)?)
                 }
                 KeyCommand::Revoke { id } => {
                     let id = crate::ids::parse_uuid(&id, "API key")?;
-                    let ws = app.control.workspace_of_key(id)?;
+                    let ws = app.control_plane().workspace_of_key(id)?;
                     let access = operator_access(&app, &ws.to_string())?;
-                    app.revoke_api_key(&access, id)?;
+                    app.identity().revoke_api_key(&access, id)?;
                     audit_cli(
                         &app,
                         "key revoke",
-                        Some(access.org_id),
-                        Some(access.workspace_id),
+                        Some(access.org_id()),
+                        Some(access.workspace_id()),
                     );
                     println!("revoked API key {id}");
                     Ok(())
@@ -289,7 +358,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let app = open_app(config)?;
             match cmd {
                 WorkspaceCommand::Create { org, name, slug } => {
-                    let ws = app.create_workspace(
+                    let org = app.identity().operator_org(&org)?;
+                    let ws = app.tenancy().create_workspace(
                         &org,
                         NewWorkspace {
                             name,
@@ -300,16 +370,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     audit_cli(&app, "workspace create", Some(ws.org_id), Some(ws.id));
                     print_json(&ws)
                 }
-                WorkspaceCommand::List { org } => print_json(&app.list_workspaces(
-                    &org,
+                WorkspaceCommand::List { org } => print_json(&app.tenancy().list_workspaces(
+                    &app.identity().operator_org(&org)?,
                     Page {
                         limit: crate::control::MAX_PAGE,
                         offset: 0,
                     },
                 )?),
                 WorkspaceCommand::Delete { id } => {
-                    let id = crate::ids::parse_uuid(&id, "workspace")?;
-                    app.delete_workspace(id)?;
+                    let access = operator_access(&app, &id)?;
+                    let id = access.workspace_id();
+                    app.tenancy().delete_workspace(&access, false)?;
                     audit_cli(&app, "workspace delete", None, Some(id));
                     println!("deleted workspace {id}");
                     Ok(())
@@ -325,7 +396,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// The command line acts as the operator on a workspace.
 fn operator_access(app: &App, workspace: &str) -> anyhow::Result<WorkspaceAccess> {
     let id = crate::ids::parse_uuid(workspace, "workspace")?;
-    Ok(app.workspace_access(&Principal::Operator, Some(id), None)?)
+    Ok(app.identity().operator_workspace(id)?)
 }
 
 /// Records a management command in the operator audit log.
@@ -335,13 +406,14 @@ fn audit_cli(
     org_id: Option<uuid::Uuid>,
     workspace_id: Option<uuid::Uuid>,
 ) {
-    app.record_audit(&crate::control::AuditEntry {
-        actor: "cli".into(),
-        action: action.into(),
-        org_id,
-        workspace_id,
-        ..Default::default()
-    });
+    app.governance()
+        .record_cli(crate::governance::audit::Entry {
+            actor: "cli".into(),
+            action: action.into(),
+            org_id,
+            workspace_id,
+            ..Default::default()
+        });
 }
 
 /// Opens the app for a management command (beside a server, if one runs on the data dir); a
@@ -376,7 +448,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(
             address = %listener.local_addr()?,
             data_dir = %app.data_dir().display(),
-            max_open_workspaces = app.config.max_open_workspaces,
+            max_open_workspaces = app.config().max_open_workspaces,
             "enclave is listening"
         );
         crate::server::serve(app, listener, crate::server::shutdown_signal()).await?;

@@ -10,11 +10,17 @@ use uuid::Uuid;
 use super::ControlPlane;
 use crate::db;
 use crate::error::{Error, Resource, Result};
-use crate::identity::state::SigningKey;
-use crate::identity::Scopes;
+use crate::roles::Scopes;
+
+/// A signing key of tenant tokens.
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub secret: Vec<u8>,
+}
 
 /// An API key as listed: never its secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -331,10 +337,10 @@ impl ControlPlane {
                  WHERE retired_at IS NULL AND kid IS NOT ?2",
                 params![now, keep],
             )?;
-            let kid = crate::identity::secrets::random_hex(8);
+            let kid = crate::crypto::random_hex(8);
             tx.execute(
                 "INSERT INTO token_signing_keys (kid, secret_hex, created_at) VALUES (?1, ?2, ?3)",
-                params![kid, crate::identity::secrets::random_hex(32), now],
+                params![kid, crate::crypto::random_hex(32), now],
             )?;
             tx.commit()?;
         }

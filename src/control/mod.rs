@@ -1,9 +1,11 @@
 //! The control plane: `data/control.db`, holding organizations, workspaces and server settings
-//! users, sessions, memberships, invitations, API keys, tenant-token signing keys and the operator audit log. It never touches workspace folders; `app`
+//! users, sessions, memberships, invitations, API keys, tenant-token signing keys and the control plane's audit trail (`operator_audit`, written and
+//! read by `governance` through its own connection). It never touches workspace folders; `app`
 //! combines it with the workspace registry.
 
-mod audit;
 mod keys;
+mod lifecycle;
+pub mod limits;
 mod operator;
 mod orgs;
 mod plans;
@@ -19,8 +21,8 @@ use rusqlite::Connection;
 use crate::db::{self, Migration};
 use crate::error::Result;
 
-pub use audit::AuditEntry;
-pub use keys::{format_time, ApiKey, KeyRow};
+pub use keys::{format_time, ApiKey, KeyRow, SigningKey};
+pub use lifecycle::Deleted;
 pub use operator::{operator_token_matches, AdminTokenSource, TOKEN_PREFIX};
 pub use orgs::{NewOrg, Org, OrgPatch, OrgStatus};
 pub use providers::ProviderRow;
@@ -49,6 +51,17 @@ pub static MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "id_shaped_slugs",
         sql: include_str!("../../schema/control/0004_id_shaped_slugs.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "audit_chain_usage",
+        sql: include_str!("../../schema/control/0006_audit_chain_usage.sql"),
+    },
+    // 5 was never used on main (issue 12 part A's migration became 7, after part B's 6).
+    Migration {
+        version: 7,
+        name: "governance",
+        sql: include_str!("../../schema/control/0007_governance.sql"),
     },
 ];
 

@@ -10,7 +10,7 @@ use crate::db::{self, json_column};
 use crate::error::{Error, Resource, Result};
 use crate::ids;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrgStatus {
     Active,
@@ -37,7 +37,7 @@ impl OrgStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Org {
     pub id: Uuid,
     pub name: String,
@@ -49,16 +49,19 @@ pub struct Org {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrg {
     pub name: String,
     pub slug: Option<String>,
     pub plan: Option<String>,
     pub settings: Option<Value>,
+    /// The operator's: the email of the org's first owner, who gets an invitation (returned
+    /// with the org). Not stored on the org.
+    pub owner_email: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgPatch {
     pub name: Option<String>,
@@ -68,7 +71,8 @@ pub struct OrgPatch {
     /// A billing field, named here so that naming it is refused as such (`403` to anyone but
     /// the operator); the operator changes status with `/suspend` and `/reactivate`.
     pub status: Option<Value>,
-    /// A billing field: an org's limits are its plan's, changed by changing `plan`.
+    /// A billing field: an org's limits are its plan's plus the operator's overrides
+    /// (`/v1/admin/orgs/{org}/limits`).
     pub limits: Option<Value>,
     /// Merged into the current settings (RFC 7396: `null` removes a key).
     pub settings: Option<Value>,
@@ -240,7 +244,8 @@ impl ControlPlane {
         }
         if patch.limits.is_some() {
             return Err(Error::invalid(
-                "an organization's limits are those of its plan: change \"plan\"",
+                "an organization's limits are its plan's with the operator's overrides: \
+                 change \"plan\", or PUT /v1/admin/orgs/{org}/limits",
             ));
         }
         let mut org = self.get_org_by_id(id)?;

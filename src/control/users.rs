@@ -7,9 +7,9 @@ use uuid::Uuid;
 use super::{ControlPlane, Org};
 use crate::db;
 use crate::error::{Error, Resource, Result};
-use crate::identity::Role;
+use crate::roles::Role;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -18,7 +18,7 @@ pub struct User {
 }
 
 /// A member of an org, as listed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub user_id: Uuid,
     pub email: String,
@@ -28,7 +28,7 @@ pub struct Member {
 }
 
 /// A pending invitation (never with its token).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Invitation {
     pub id: Uuid,
     pub org_id: Uuid,

@@ -12,7 +12,7 @@ use crate::db::{self, json_column};
 use crate::error::{Error, Resource, Result};
 use crate::ids;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkspaceRecord {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -27,7 +27,7 @@ pub struct WorkspaceRecord {
     pub org_status: OrgStatus,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWorkspace {
     pub name: String,
@@ -50,7 +50,7 @@ impl NewWorkspace {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspacePatch {
     pub name: Option<String>,

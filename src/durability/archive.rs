@@ -40,6 +40,8 @@ use super::{is_sha256_hex, sha256_file, snapshot_db, Staging};
 use crate::app::App;
 use crate::control::{NewWorkspace, WorkspaceRecord};
 use crate::error::{Error, Result};
+use crate::governance::quota::Counted;
+use crate::identity::{Action, OrgAccess, WorkspaceAccess};
 use crate::knowledge::embedders::EmbedderConfig;
 use crate::knowledge::vectors;
 use crate::workspace::{self, Workspace, BLOBS_DIR};
@@ -139,9 +141,10 @@ pub struct Export {
     pub file_name: String,
 }
 
-/// Prepares the archive of a workspace: snapshot, rows, vectors, blob links.
-pub fn export(app: &App, ws: Uuid) -> Result<Export> {
-    let (record, handle) = app.open_workspace(ws)?;
+/// Prepares the archive of a workspace (`Export`): snapshot, rows, vectors, blob links.
+pub fn export(app: &App, ctx: &WorkspaceAccess) -> Result<Export> {
+    ctx.require(Action::Export)?;
+    let (record, handle) = app.tenancy().open_workspace(ctx.workspace_id())?;
     export_store(app.data_dir(), &record, &handle)
 }
 
@@ -683,15 +686,17 @@ fn verify(archive_path: &Path, out: &Path) -> Result<(Manifest, BTreeSet<String>
     Ok((m, blobs))
 }
 
-/// Imports an archive (a spooled file) as a new workspace of `org_key`. Validates everything
-/// before the workspace's record exists; on any failure the new store is removed.
+/// Imports an archive (a spooled file) as a new workspace of the context's org
+/// (`WorkspaceCreate`, checked by tenancy, which also reserves the workspace, its documents and
+/// its originals' bytes under the org's plan). Validates everything before the workspace's
+/// record exists; on any failure the new store is removed.
 pub fn import(
     app: &App,
-    org_key: &str,
+    access: &OrgAccess,
     archive_path: &Path,
     opts: ImportOptions,
 ) -> Result<WorkspaceRecord> {
-    let org = app.control.get_org(org_key)?;
+    access.require(Action::WorkspaceCreate)?;
     let work = Staging::new(app.data_dir(), "import-entries")?;
     let (manifest, blob_names) = verify(archive_path, work.path())?;
     let new = NewWorkspace {
@@ -699,47 +704,25 @@ pub fn import(
         slug: Some(opts.slug.unwrap_or_else(|| manifest.workspace.slug.clone())),
         settings: Some(manifest.workspace.settings.clone()),
     };
-    let (name, slug, settings) = new.validate()?;
-    if app.control.workspace_slug_taken(org.id, &slug)? {
-        return Err(Error::Conflict(format!(
-            "a workspace with slug {slug:?} already exists in this organization: import with another slug"
-        )));
-    }
-    let id = crate::ids::new_id();
-    let dir = workspace::dir_of(app.data_dir(), id);
-    let result = (|| {
-        workspace::create(&dir)?;
-        let handle = app.registry.get(id)?;
-        fill_store(&handle, work.path(), &manifest, &blob_names, archive_path)?;
-        handle.rebuild_index()?;
-        let pending = crate::knowledge::store::has_work(&handle.conn())?;
-        drop(handle);
-        let rec = app
-            .control
-            .insert_workspace(id, org.id, &name, &slug, &settings)?;
-        Ok((rec, pending))
-    })();
-    match result {
-        Ok((rec, pending)) => {
-            if pending {
-                if let Err(e) = app.scheduler.mark(id) {
-                    tracing::warn!(workspace_id = %id, error = %e, "cannot mark imported jobs");
-                }
-                app.wake_scheduler(id, org.id);
-            }
-            tracing::info!(org_id = %org.id, workspace_id = %id, "workspace imported");
-            Ok(rec)
-        }
-        Err(e) => {
-            app.registry.remove(id);
-            if let Err(rm) = std::fs::remove_dir_all(&dir) {
-                if rm.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(workspace_id = %id, error = %rm, "could not remove a failed import");
-                }
-            }
-            Err(e)
-        }
-    }
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let asks = [
+        (
+            Counted::Documents,
+            count(manifest.counts.get("documents").copied().unwrap_or(0)),
+        ),
+        (Counted::StorageBytes, count(manifest.blobs.bytes)),
+    ];
+    let rec = app
+        .tenancy()
+        .create_workspace_from(access, new, &asks, |id, dir| {
+            workspace::create(dir)?;
+            let handle = app.registry().get(id)?;
+            fill_store(&handle, work.path(), &manifest, &blob_names, archive_path)?;
+            handle.rebuild_index()?;
+            Ok(())
+        })?;
+    tracing::info!(org_id = %rec.org_id, workspace_id = %rec.id, "workspace imported");
+    Ok(rec)
 }
 
 fn json_to_sql(v: &Value, at: &str) -> Result<SqlValue> {

@@ -33,8 +33,9 @@ use uuid::Uuid;
 use super::objstore::Target;
 use super::{is_sha256_hex, sha256_file, snapshot_db, Staging};
 use crate::app::App;
-use crate::control::WorkspaceRecord;
+use crate::control::{NewWorkspace, WorkspaceRecord};
 use crate::error::{Error, Result};
+use crate::governance::quota::Counted;
 use crate::workspace::{self, BLOBS_DIR, DB_FILE, INDEX_DIR};
 
 pub const FORMAT: &str = "enclave-backup";
@@ -333,7 +334,7 @@ fn snapshot_workspace(
     id: Uuid,
     staging: &Path,
 ) -> Result<(PathBuf, PathBuf, Vec<String>)> {
-    let (_, handle) = app.open_workspace(id)?;
+    let (_, handle) = app.tenancy().open_workspace(id)?;
     let out = staging.join(id.to_string());
     let blobs_out = out.join("blobs");
     crate::perms::create_dir_all(&blobs_out)?;
@@ -544,15 +545,24 @@ pub fn restore_data_dir(
         ));
     }
     integrity(&tmp)?;
-    // Workspaces that failed at backup time have records but no folder: mark them deleted.
-    if !m.failed.is_empty() {
+    // Workspaces that failed at backup time have records but no folder: mark them deleted and
+    // purged. Soft-deleted workspaces (in their grace period) are not in a backup either: they
+    // are marked purged, so that nothing tries to restore them without their folder.
+    {
         let conn = rusqlite::Connection::open(&tmp)?;
+        let now = crate::db::now();
         for id in m.failed.keys() {
             conn.execute(
-                "UPDATE workspaces SET status = 'deleted', deleted_at = ?2 WHERE id = ?1",
-                rusqlite::params![id.hyphenated().to_string(), crate::db::now()],
+                "UPDATE workspaces SET status = 'deleted', deleted_at = ?2, purge_after = ?2,
+                        purged_at = ?2
+                 WHERE id = ?1",
+                rusqlite::params![id.hyphenated().to_string(), now],
             )?;
         }
+        conn.execute(
+            "UPDATE workspaces SET purged_at = ?1 WHERE status = 'deleted' AND purged_at IS NULL",
+            [&now],
+        )?;
     }
     bytes += n;
     std::fs::rename(&tmp, data_dir.join(crate::control::CONTROL_DB))?;
@@ -564,11 +574,6 @@ pub fn restore_data_dir(
     })
 }
 
-fn has_work(db: &Path) -> Result<bool> {
-    let conn = rusqlite::Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    crate::knowledge::store::has_work(&conn)
-}
-
 /// Where a single restored workspace goes when its id is not a live workspace here.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -578,9 +583,13 @@ pub struct RestoreAs {
     pub slug: Option<String>,
 }
 
-/// Restores one workspace of a backup into a running app: over the live workspace of the same
-/// id (its store replaced at once; requests in flight finish on the old files), or else as a
-/// new workspace (new id) of its org (or `as_.org`).
+/// Restores one workspace of a backup into a running app (operator only: the route takes the
+/// `Operator` extractor, the command line is the operator): over the live workspace of the
+/// same id (its store replaced at once; requests in flight finish on the old files), or else
+/// as a new workspace (new id) of its org (or `as_.org`), reserved under the org's plan like
+/// any new workspace. A workspace that is deleted but still in its grace period is refused
+/// (`409`): restore it first (`POST /v1/workspaces/{ws}/restore`), then restore the backup over
+/// it, or restore the backup as a new workspace under another slug (`as_.slug`) after its purge.
 pub fn restore_workspace(
     app: &App,
     target: &Target,
@@ -593,63 +602,54 @@ pub fn restore_workspace(
         m.workspaces.iter().find(|w| w.id == ws).ok_or_else(|| {
             Error::invalid(format!("backup {} does not hold workspace {ws}", m.id))
         })?;
+    if let Some(until) = app.tenancy().deleted_workspace_until(ws)? {
+        return Err(Error::Conflict(format!(
+            "workspace {ws} is deleted and restorable until {until}: restore it first \
+             (POST /v1/workspaces/{ws}/restore), then restore the backup over it"
+        )));
+    }
     let staging = Staging::new(app.data_dir(), "restore")?;
     let tmp = staging.path().join("ws");
     fetch_workspace(target, w, &tmp)?;
-    let pending = has_work(&tmp.join(DB_FILE))?;
-    let (rec, new_id) = match app.control.get_workspace(ws) {
-        Ok(rec) => {
-            // Replace in place: the old folder goes to the trash, the restored one takes its name.
-            app.registry.remove(ws);
-            let dir = workspace::dir_of(app.data_dir(), ws);
-            let old = staging.path().join("old");
-            std::fs::rename(&dir, &old)?;
-            if let Err(e) = std::fs::rename(&tmp, &dir) {
-                let _ = std::fs::rename(&old, &dir);
-                return Err(e.into());
-            }
-            // A request that opened the old folder between the two steps drops it now.
-            app.registry.remove(ws);
-            (rec, ws)
-        }
+    // Live or not by its record only: a damaged store is what a restore is for.
+    let rec = match app.identity().operator_workspace(ws) {
+        Ok(_) => app
+            .tenancy()
+            .replace_workspace_store(ws, &tmp, &staging.path().join("old"))?,
         Err(Error::NotFound(_)) => {
-            let org = match &as_.org {
-                Some(o) => app.control.get_org(o)?,
-                None => app.control.get_org(&w.org_id.to_string())?,
+            let org = as_.org.clone().unwrap_or_else(|| w.org_id.to_string());
+            let access = app.identity().operator_org(&org)?;
+            let documents = count_documents(&tmp.join(DB_FILE))?;
+            let new = NewWorkspace {
+                name: w.name.clone(),
+                slug: Some(as_.slug.clone().unwrap_or_else(|| w.slug.clone())),
+                settings: Some(w.settings.clone()),
             };
-            let slug = as_.slug.clone().unwrap_or_else(|| w.slug.clone());
-            crate::ids::validate_slug(&slug)?;
-            if app.control.workspace_slug_taken(org.id, &slug)? {
-                return Err(Error::Conflict(format!(
-                    "a workspace with slug {slug:?} already exists in this organization: restore with another slug"
-                )));
-            }
-            let new_id = crate::ids::new_id();
-            let dir = workspace::dir_of(app.data_dir(), new_id);
-            std::fs::rename(&tmp, &dir)?;
-            match app
-                .control
-                .insert_workspace(new_id, org.id, &w.name, &slug, &w.settings)
-            {
-                Ok(rec) => (rec, new_id),
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(&dir);
-                    return Err(e);
-                }
-            }
+            let asks = [
+                (Counted::Documents, documents),
+                (
+                    Counted::StorageBytes,
+                    i64::try_from(w.blob_bytes).unwrap_or(i64::MAX),
+                ),
+            ];
+            app.tenancy()
+                .create_workspace_from(&access, new, &asks, |new_id, dir| {
+                    std::fs::rename(&tmp, dir)?;
+                    // Open it now: the index rebuild starts, and a damaged copy is reported here.
+                    drop(app.registry().get(new_id)?);
+                    Ok(())
+                })?
         }
         Err(e) => return Err(e),
     };
-    // Open it now: the index rebuild starts, and a damaged copy is reported here.
-    let handle = app.registry.get(new_id)?;
-    drop(handle);
-    app.identity.invalidate_status();
-    if pending {
-        app.scheduler.mark(new_id)?;
-        app.wake_scheduler(new_id, rec.org_id);
-    }
-    tracing::info!(workspace_id = %new_id, backup = %m.id, "workspace restored");
+    tracing::info!(workspace_id = %rec.id, backup = %m.id, "workspace restored");
     Ok(rec)
+}
+
+/// Documents in a workspace database (a restored copy, before it is a store).
+fn count_documents(db: &Path) -> Result<i64> {
+    let conn = rusqlite::Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    Ok(conn.query_row("SELECT count(*) FROM documents", [], |r| r.get(0))?)
 }
 
 /// The state of scheduled backups, for `/metrics` (one per data directory in this process).
@@ -712,9 +712,9 @@ pub fn scheduled_run(app: &App, to: &str, keep: usize, rt: tokio::runtime::Handl
 
 /// Starts the scheduled backups of a server configured with `backup_to`.
 pub fn spawn_schedule(app: std::sync::Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
-    let to = app.config.backup_to.clone()?;
-    let every = Duration::from_secs(app.config.backup_interval_secs.max(1));
-    let keep = app.config.backup_keep.max(1);
+    let to = app.config().backup_to.clone()?;
+    let every = Duration::from_secs(app.config().backup_interval_secs.max(1));
+    let keep = app.config().backup_keep.max(1);
     record(app.data_dir(), |_| {});
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -726,4 +726,9 @@ pub fn spawn_schedule(app: std::sync::Arc<App>) -> Option<tokio::task::JoinHandl
             let _ = tokio::task::spawn_blocking(move || scheduled_run(&app, &to, keep, rt)).await;
         }
     }))
+}
+
+fn has_work(db: &Path) -> Result<bool> {
+    let conn = rusqlite::Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    crate::knowledge::store::has_work(&conn)
 }

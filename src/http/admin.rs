@@ -1,36 +1,17 @@
-//! Operator-only routes: the operator audit log and the rotation of the tenant-token secret.
+//! Operator-only routes: the rotation of the tenant-token secret (the audit trail is in
+//! `governance`).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::auth::Operator;
 use super::error::ApiResult;
 use super::extract::Query;
 use super::params::blocking;
 use crate::app::App;
-use crate::control::Page;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    pub org: Option<String>,
-    pub limit: Option<u32>,
-    pub offset: Option<u32>,
-}
-
-pub async fn audit(
-    State(app): State<Arc<App>>,
-    _: Operator,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult<impl IntoResponse> {
-    let list =
-        blocking(move || app.list_audit(q.org.as_deref(), Page::new(q.limit, q.offset)?)).await?;
-    Ok(axum::Json(json!({ "data": list })))
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +25,10 @@ pub async fn rotate_token_secret(
     _: Operator,
     Query(q): Query<RotateQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let res = blocking(move || app.rotate_token_secret(q.retire_previous.unwrap_or(false))).await?;
+    let res = blocking(move || {
+        app.identity()
+            .rotate_token_secret(q.retire_previous.unwrap_or(false))
+    })
+    .await?;
     Ok(axum::Json(res))
 }

@@ -12,10 +12,10 @@ use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::auth::{Action, Operator, OrgContext, WorkspaceContext};
+use super::auth::{Operator, OrgContext, WorkspaceContext};
 use super::error::ApiResult;
 use super::extract::{Json, Query};
-use super::middleware::record_tenant;
+use super::middleware::{record_target, record_tenant};
 use super::params::blocking;
 use crate::app::App;
 use crate::durability::archive::{self, ImportOptions};
@@ -61,12 +61,10 @@ pub async fn export(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::Export)?;
-    let ws = ctx.workspace_id;
-    let data_app = app.clone();
+    let ws = ctx.workspace_id();
     // Everything that can be refused is refused before the first byte: the snapshot and the
     // entries are prepared, then only streamed.
-    let prepared = blocking(move || archive::export(&data_app, ws)).await?;
+    let prepared = blocking(move || archive::export(&app, &ctx)).await?;
     let name = prepared.file_name.clone();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::task::spawn_blocking(move || {
@@ -126,8 +124,6 @@ pub async fn import(
     Query(opts): Query<ImportOptions>,
     body: Body,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::WorkspaceCreate)?;
-    let org = ctx.org.id.to_string();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let data_dir = app.data_dir().to_path_buf();
     let spooled = tokio::task::spawn_blocking(move || {
@@ -152,12 +148,13 @@ pub async fn import(
         .await
         .map_err(|e| crate::Error::internal(format!("task failed: {e}")))??;
     let rec = blocking(move || {
-        let rec = archive::import(&app, &org, &path, opts);
+        let rec = archive::import(&app, &ctx, &path, opts);
         drop(staging);
         rec
     })
     .await?;
     record_tenant(Some(rec.org_id), Some(rec.id));
+    record_target("workspace", rec.id);
     Ok((StatusCode::CREATED, axum::Json(rec)))
 }
 
@@ -222,5 +219,6 @@ pub async fn restore(
     })
     .await?;
     record_tenant(Some(rec.org_id), Some(rec.id));
+    record_target("workspace", rec.id);
     Ok(axum::Json(rec))
 }

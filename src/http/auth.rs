@@ -1,7 +1,8 @@
 //! The auth extractors: every `/v1` handler takes one, so no route can forget it. They are thin
 //! adapters over the domain (`identity::service`): read the bearer credential, the path's org or
-//! workspace, the `X-Tenant-ID` header and the subdomain, and ask [`App`] for a verified tenant
-//! context. The permission table (`identity::permissions`) then decides each action.
+//! workspace, the `X-Tenant-ID` header and the subdomain, and ask `app.identity()` for a
+//! verified tenant context. Handlers pass it to the domain, whose functions check their action
+//! against the permission table (`identity::permissions`); no handler checks an action.
 //!
 //! - [`Auth`]: the verified principal (any credential), for routes that name no tenant.
 //! - [`Operator`]: the operator token only.
@@ -64,7 +65,7 @@ fn tenant_hint(parts: &Parts, app: &App) -> Result<Option<Uuid>, ApiError> {
         }
         None => None,
     };
-    let sub = match (&app.config.tenant_domain, parts.headers.get(HOST)) {
+    let sub = match (&app.config().tenant_domain, parts.headers.get(HOST)) {
         (Some(domain), Some(host)) => {
             let host = host.to_str().unwrap_or("");
             let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
@@ -99,13 +100,14 @@ impl Auth {
         if let Some(a) = parts.extensions.get::<Auth>() {
             return Ok(a.clone());
         }
-        let principal = app.authenticate(bearer(parts)?)?;
+        let principal = app.identity().authenticate(bearer(parts)?)?;
         record_principal(principal.kind());
+        super::middleware::record_actor_id(crate::governance::audit::actor_id(&principal));
         if let Some((org, ws)) = principal.bound_workspace() {
             record_tenant(Some(org), Some(ws));
         }
         let hint = tenant_hint(parts, app)?;
-        app.check_tenant_hint(&principal, hint)?;
+        app.identity().check_tenant_hint(&principal, hint)?;
         let auth = Auth { principal, hint };
         parts.extensions.insert(auth.clone());
         Ok(auth)
@@ -161,7 +163,7 @@ async fn params(parts: &mut Parts, app: &Arc<App>) -> HashMap<String, String> {
 }
 
 /// The verified access of a principal to the org of the `{org}` path parameter (id or slug).
-/// Derefs to [`OrgAccess`]: `ctx.org`, `ctx.role`, `ctx.require(Action::...)`.
+/// Derefs to [`OrgAccess`]: `ctx.org()`, `ctx.role()`; the domain checks actions.
 pub struct OrgContext(pub OrgAccess);
 
 impl Deref for OrgContext {
@@ -180,16 +182,18 @@ impl FromRequestParts<Arc<App>> for OrgContext {
         let org = params
             .get("org")
             .ok_or_else(|| ApiError::from(crate::Error::internal("route has no {org}")))?;
-        let access = app.org_access(&auth.principal, org, auth.hint)?;
-        record_tenant(Some(access.org.id), None);
+        let access = app.identity().org_access(&auth.principal, org, auth.hint)?;
+        record_tenant(Some(access.org().id), None);
+        // Governance hook: the request's rate limits (credential's and org's buckets).
+        super::ratelimit::enforce(parts, app, &auth.principal, access.org_id(), None)?;
         Ok(OrgContext(access))
     }
 }
 
 /// The tenant context of a workspace route: principal, org, workspace, role or scopes, and the
 /// tenant token's metadata filter. Derefs to [`WorkspaceAccess`]:
-/// `ctx.workspace_id`, `ctx.org_id`, `ctx.scopes`, `ctx.filter`, `ctx.require(Scope::Search)`,
-/// `ctx.filter_with(&[request_filter])`.
+/// `ctx.workspace_id()`, `ctx.org_id()`, `ctx.scopes()`, `ctx.token_filter()`; the domain
+/// checks actions and applies the token's filter.
 ///
 /// The workspace comes from the `{ws}` path parameter, or, on routes without one, from the API
 /// key or tenant token. Another tenant's workspace is `404`; a suspended org `403
@@ -201,13 +205,6 @@ impl Deref for WorkspaceContext {
     type Target = WorkspaceAccess;
     fn deref(&self) -> &WorkspaceAccess {
         &self.0
-    }
-}
-
-impl WorkspaceContext {
-    /// `403 forbidden` unless the permission table allows the action (or scope).
-    pub fn require(&self, action: impl Into<Action>) -> Result<(), ApiError> {
-        self.0.require(action).map_err(ApiError::from)
     }
 }
 
@@ -224,8 +221,18 @@ impl FromRequestParts<Arc<App>> for WorkspaceContext {
         if let Some(w) = ws {
             record_tenant(None, Some(w));
         }
-        let access = app.workspace_access(&auth.principal, ws, auth.hint)?;
-        record_tenant(Some(access.org_id), Some(access.workspace_id));
+        let access = app
+            .identity()
+            .workspace_access(&auth.principal, ws, auth.hint)?;
+        super::middleware::record_verified_workspace(access.org_id(), access.workspace_id());
+        // Governance hook: the request's rate limits (credential's and org's buckets).
+        super::ratelimit::enforce(
+            parts,
+            app,
+            &auth.principal,
+            access.org_id(),
+            Some(access.workspace_id()),
+        )?;
         Ok(WorkspaceContext(access))
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::auth::{Action, WorkspaceContext};
+use super::auth::WorkspaceContext;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
 use super::params::{blocking, param, PageQuery};
@@ -26,9 +26,8 @@ pub async fn list_agents(
     ctx: WorkspaceContext,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::AgentsRead)?;
     let page = q.page()?;
-    let agents = blocking(move || app.list_agents(&ctx, page)).await?;
+    let agents = blocking(move || app.chat().list_agents(&ctx, page)).await?;
     Ok(axum::Json(json!({ "data": agents })))
 }
 
@@ -37,8 +36,8 @@ pub async fn create_agent(
     ctx: WorkspaceContext,
     Json(new): Json<NewAgent>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::AgentsManage)?;
-    let agent = blocking(move || app.create_agent(&ctx, new)).await?;
+    let agent = blocking(move || app.chat().create_agent(&ctx, new)).await?;
+    super::middleware::record_target("agent", &agent.id);
     Ok((StatusCode::CREATED, axum::Json(agent)))
 }
 
@@ -47,9 +46,8 @@ pub async fn get_agent(
     ctx: WorkspaceContext,
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::AgentsRead)?;
     let id = param(&p, "id")?.to_string();
-    let agent = blocking(move || app.get_agent(&ctx, &id)).await?;
+    let agent = blocking(move || app.chat().get_agent(&ctx, &id)).await?;
     Ok(axum::Json(agent))
 }
 
@@ -59,9 +57,8 @@ pub async fn patch_agent(
     Path(p): Path<HashMap<String, String>>,
     Json(patch): Json<AgentPatch>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::AgentsManage)?;
     let id = param(&p, "id")?.to_string();
-    let agent = blocking(move || app.update_agent(&ctx, &id, patch)).await?;
+    let agent = blocking(move || app.chat().update_agent(&ctx, &id, patch)).await?;
     Ok(axum::Json(agent))
 }
 
@@ -70,9 +67,8 @@ pub async fn delete_agent(
     ctx: WorkspaceContext,
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::AgentsManage)?;
     let id = param(&p, "id")?.to_string();
-    blocking(move || app.delete_agent(&ctx, &id)).await?;
+    blocking(move || app.chat().delete_agent(&ctx, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -81,9 +77,8 @@ pub async fn list_sessions(
     ctx: WorkspaceContext,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::SessionsRead)?;
     let page = q.page()?;
-    let sessions = blocking(move || app.list_sessions(&ctx, page)).await?;
+    let sessions = blocking(move || app.chat().list_sessions(&ctx, page)).await?;
     Ok(axum::Json(json!({ "data": sessions })))
 }
 
@@ -93,14 +88,13 @@ pub async fn session_messages(
     Path(p): Path<HashMap<String, String>>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::SessionsRead)?;
     let id = param(&p, "id")?.to_string();
     let page = q.page()?;
-    let messages = blocking(move || app.session_messages(&ctx, &id, page)).await?;
+    let messages = blocking(move || app.chat().session_messages(&ctx, &id, page)).await?;
     Ok(axum::Json(json!({ "data": messages })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatBody {
     /// Agent id or slug (default: the session's agent, else the workspace's default agent).
@@ -121,7 +115,6 @@ pub async fn chat(
     ctx: WorkspaceContext,
     Json(body): Json<ChatBody>,
 ) -> ApiResult<Response> {
-    ctx.require(Action::Chat)?;
     let stream = body.stream;
     let input = ChatInput {
         agent: body.agent_id,
@@ -130,7 +123,7 @@ pub async fn chat(
         filter: body.filter,
         extra_system: None,
     };
-    let prepared = blocking(move || app.prepare_chat(&ctx, input)).await?;
+    let prepared = blocking(move || app.chat().prepare_chat(&ctx, input)).await?;
     if !stream {
         let answer = prepared.run(None).await.map_err(ApiError::from)?;
         return Ok(axum::Json(answer).into_response());

@@ -22,6 +22,7 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     RateLimited,
+    QuotaExceeded,
     RequestTimeout,
     ProviderError,
     Unavailable,
@@ -42,6 +43,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::ProviderError => "provider_error",
             ErrorCode::Unavailable => "unavailable",
@@ -63,6 +65,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<u64>,
+    /// Extra fields of the error object (a quota refusal's `limit`, `used`, `resource`).
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -72,6 +76,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            details: None,
         }
     }
 
@@ -110,6 +115,38 @@ impl From<Error> for ApiError {
                     StatusCode::TOO_MANY_REQUESTS,
                     ErrorCode::RateLimited,
                     format!("too many attempts: try again in {secs} seconds"),
+                )
+            },
+            Error::QuotaExceeded {
+                resource,
+                limit,
+                used,
+            } => {
+                let message = Error::QuotaExceeded {
+                    resource,
+                    limit,
+                    used,
+                }
+                .to_string();
+                let mut details = serde_json::Map::new();
+                details.insert("resource".into(), resource.into());
+                details.insert("limit".into(), limit.into());
+                details.insert("used".into(), used.into());
+                ApiError {
+                    details: Some(details),
+                    ..ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorCode::QuotaExceeded,
+                        message,
+                    )
+                }
+            }
+            e @ Error::TooManyRequests(secs) => ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::RateLimited,
+                    e.to_string(),
                 )
             },
             Error::PayloadTooLarge(m) => {
@@ -164,7 +201,10 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        let mut body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        if let (Some(details), Some(obj)) = (self.details, body["error"].as_object_mut()) {
+            obj.extend(details);
+        }
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
@@ -191,6 +231,16 @@ mod tests {
             (Error::unauthenticated("x"), 401, "unauthenticated"),
             (Error::forbidden("x"), 403, "forbidden"),
             (Error::RateLimited(7), 429, "rate_limited"),
+            (Error::TooManyRequests(3), 429, "rate_limited"),
+            (
+                Error::QuotaExceeded {
+                    resource: "workspaces",
+                    limit: 3,
+                    used: 3,
+                },
+                429,
+                "quota_exceeded",
+            ),
             (Error::Busy, 503, "unavailable"),
             (Error::PayloadTooLarge("x".into()), 413, "payload_too_large"),
             (

@@ -21,7 +21,8 @@ pub async fn create(
     ctx: WorkspaceContext,
     Json(new): Json<NewApiKey>,
 ) -> ApiResult<impl IntoResponse> {
-    let (key, secret) = blocking(move || app.create_api_key(&ctx, new)).await?;
+    let (key, secret) = blocking(move || app.identity().create_api_key(&ctx, new)).await?;
+    super::middleware::record_target("api_key", key.id);
     let mut v = serde_json::to_value(&key).unwrap_or_default();
     v["key"] = json!(secret);
     Ok((StatusCode::CREATED, axum::Json(v)))
@@ -31,7 +32,7 @@ pub async fn list(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
 ) -> ApiResult<impl IntoResponse> {
-    let keys = blocking(move || app.list_api_keys(&ctx)).await?;
+    let keys = blocking(move || app.identity().list_api_keys(&ctx)).await?;
     Ok(axum::Json(json!({ "data": keys })))
 }
 
@@ -41,7 +42,7 @@ pub async fn revoke(
     Path((_, id)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let id = parse_uuid(&id, "API key")?;
-    blocking(move || app.revoke_api_key(&ctx, id)).await?;
+    blocking(move || app.identity().revoke_api_key(&ctx, id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -50,6 +51,6 @@ pub async fn mint_token(
     ctx: WorkspaceContext,
     Json(req): Json<NewTenantToken>,
 ) -> ApiResult<impl IntoResponse> {
-    let minted = blocking(move || app.mint_tenant_token(&ctx, req)).await?;
+    let minted = blocking(move || app.identity().mint_tenant_token(&ctx, req)).await?;
     Ok((StatusCode::CREATED, axum::Json(minted)))
 }

@@ -12,19 +12,18 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{Action, WorkspaceContext};
+use super::auth::WorkspaceContext;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Json, Path, Query};
 use super::middleware::record_tenant;
 use super::params::{blocking, param, PageQuery};
 use crate::app::App;
 use crate::control::Page;
-use crate::ids::parse_uuid;
-use crate::knowledge::service::{DocumentInput, JobWait};
+use crate::knowledge::{DocumentInput, JobWait};
 use crate::knowledge::{EmbedderConfig, SearchRequest};
 
 /// The JSON body of `POST /documents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDocumentBody {
     #[serde(default)]
@@ -121,9 +120,9 @@ pub async fn add(
     Query(q): Query<AddQuery>,
     req: Request,
 ) -> ApiResult<Response> {
-    ctx.require(Action::Ingest)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
+    // The permission first: a refused principal's upload is never read.
+    let permit = app.knowledge().ingest_permit(&ctx)?;
+    record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -150,9 +149,10 @@ pub async fn add(
     };
     let added = blocking({
         let app = app.clone();
-        move || app.add_document(id, input)
+        move || app.knowledge().add_document(&permit, input)
     })
     .await?;
+    super::middleware::record_target("document", &added.id);
     if !q.wait.unwrap_or(false) {
         let status = if added.duplicate {
             StatusCode::OK
@@ -165,12 +165,16 @@ pub async fn add(
         return Ok((StatusCode::OK, axum::Json(added)).into_response());
     };
     let deadline = Instant::now() + WAIT_LIMIT;
-    match app.wait_for_job(id, &job_id, deadline).await? {
+    match app
+        .knowledge()
+        .wait_for_job(&ctx, &job_id, deadline)
+        .await?
+    {
         JobWait::Succeeded(_) => {
             let doc_id = added.id.clone();
             let doc = blocking({
                 let app = app.clone();
-                move || app.get_document(id, &doc_id)
+                move || app.knowledge().get_document(&ctx, &doc_id)
             })
             .await?;
             let mut body = serde_json::to_value(&doc).unwrap_or(Value::Null);
@@ -208,11 +212,10 @@ pub async fn list(
     ctx: WorkspaceContext,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::DocumentsRead)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
+    record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
     let docs = blocking(move || {
-        app.list_documents(id, Page::new(q.limit, q.offset)?, q.status.as_deref())
+        app.knowledge()
+            .list_documents(&ctx, Page::new(q.limit, q.offset)?, q.status.as_deref())
     })
     .await?;
     Ok(axum::Json(json!({ "data": docs })))
@@ -223,13 +226,9 @@ pub async fn get(
     ctx: WorkspaceContext,
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::DocumentsRead)?;
-    let id = ctx.workspace_id;
-    let doc = parse_uuid(param(&p, "id")?, "document")?
-        .hyphenated()
-        .to_string();
-    record_tenant(Some(ctx.org_id), Some(id));
-    let view = blocking(move || app.get_document(id, &doc)).await?;
+    record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
+    let doc = param(&p, "id")?.to_string();
+    let view = blocking(move || app.knowledge().get_document(&ctx, &doc)).await?;
     Ok(axum::Json(view))
 }
 
@@ -238,13 +237,9 @@ pub async fn delete(
     ctx: WorkspaceContext,
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::Ingest)?;
-    let id = ctx.workspace_id;
-    let doc = parse_uuid(param(&p, "id")?, "document")?
-        .hyphenated()
-        .to_string();
-    record_tenant(Some(ctx.org_id), Some(id));
-    blocking(move || app.delete_document(id, &doc)).await?;
+    record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
+    let doc = param(&p, "id")?.to_string();
+    blocking(move || app.knowledge().delete_document(&ctx, &doc)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -253,10 +248,8 @@ pub async fn list_jobs(
     ctx: WorkspaceContext,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::DocumentsRead)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
-    let jobs = blocking(move || app.list_jobs(id, q.page()?)).await?;
+    record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
+    let jobs = blocking(move || app.knowledge().list_jobs(&ctx, q.page()?)).await?;
     Ok(axum::Json(json!({ "data": jobs })))
 }
 
@@ -265,13 +258,9 @@ pub async fn get_job(
     ctx: WorkspaceContext,
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::DocumentsRead)?;
-    let id = ctx.workspace_id;
-    let job = parse_uuid(param(&p, "id")?, "job")?
-        .hyphenated()
-        .to_string();
-    record_tenant(Some(ctx.org_id), Some(id));
-    let view = blocking(move || app.get_job(id, &job)).await?;
+    record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
+    let job = param(&p, "id")?.to_string();
+    let view = blocking(move || app.knowledge().get_job(&ctx, &job)).await?;
     Ok(axum::Json(view))
 }
 
@@ -280,13 +269,9 @@ pub async fn cancel_job(
     ctx: WorkspaceContext,
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::Ingest)?;
-    let id = ctx.workspace_id;
-    let job = parse_uuid(param(&p, "id")?, "job")?
-        .hyphenated()
-        .to_string();
-    record_tenant(Some(ctx.org_id), Some(id));
-    let view = blocking(move || app.cancel_job(id, &job)).await?;
+    record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
+    let job = param(&p, "id")?.to_string();
+    let view = blocking(move || app.knowledge().cancel_job(&ctx, &job)).await?;
     Ok(axum::Json(view))
 }
 
@@ -295,12 +280,9 @@ pub async fn search(
     ctx: WorkspaceContext,
     Json(req): Json<SearchRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::Search)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
-    // A tenant token's filter is ANDed with the request's: it can be narrowed, never widened.
-    let token_filter = ctx.filter_with(&[])?;
-    let resp = blocking(move || app.search(id, &req, token_filter.as_ref())).await?;
+    record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
+    // Knowledge ANDs the tenant token's filter with the request's.
+    let resp = blocking(move || app.knowledge().search(&ctx, &req)).await?;
     Ok(axum::Json(resp))
 }
 
@@ -308,10 +290,8 @@ pub async fn get_embedder(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::DocumentsRead)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
-    let view = blocking(move || app.get_embedder(id)).await?;
+    record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
+    let view = blocking(move || app.knowledge().get_embedder(&ctx)).await?;
     Ok(axum::Json(view))
 }
 
@@ -320,9 +300,7 @@ pub async fn set_embedder(
     ctx: WorkspaceContext,
     Json(cfg): Json<EmbedderConfig>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::WorkspaceUpdate)?;
-    let id = ctx.workspace_id;
-    record_tenant(Some(ctx.org_id), Some(id));
-    let view = blocking(move || app.set_embedder(id, cfg)).await?;
+    record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
+    let view = blocking(move || app.knowledge().set_embedder(&ctx, cfg)).await?;
     Ok(axum::Json(view))
 }

@@ -34,9 +34,12 @@ pub async fn post(
     let session = header_text(&headers, SESSION);
     let protocol = header_text(&headers, PROTOCOL);
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    let reply =
-        blocking(move || Ok(app.mcp_post(&ctx, session.as_deref(), protocol.as_deref(), parsed)))
-            .await?;
+    let reply = blocking(move || {
+        Ok(app
+            .chat()
+            .mcp_post(&ctx, session.as_deref(), protocol.as_deref(), parsed))
+    })
+    .await?;
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
     let mut resp = match reply.body {
         Some(b) => (status, axum::Json(b)).into_response(),
@@ -58,7 +61,7 @@ pub async fn delete(
     let session = header_text(&headers, SESSION).ok_or_else(|| {
         ApiError::invalid(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header")
     })?;
-    let ended = blocking(move || Ok(app.mcp_delete(&ctx, &session))).await?;
+    let ended = blocking(move || Ok(app.chat().mcp_delete(&ctx, &session))).await?;
     if ended {
         Ok(StatusCode::NO_CONTENT)
     } else {

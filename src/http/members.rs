@@ -18,11 +18,11 @@ use crate::identity::Role;
 use crate::ids::parse_uuid;
 
 pub async fn list(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
-    let members = blocking(move || app.list_members(&ctx)).await?;
+    let members = blocking(move || app.identity().list_members(&ctx)).await?;
     Ok(axum::Json(json!({ "data": members })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     pub role: Role,
@@ -35,7 +35,7 @@ pub async fn change_role(
     Json(body): Json<RoleBody>,
 ) -> ApiResult<impl IntoResponse> {
     let user = parse_uuid(&user, "user")?;
-    let member = blocking(move || app.change_member_role(&ctx, user, body.role)).await?;
+    let member = blocking(move || app.identity().change_member_role(&ctx, user, body.role)).await?;
     Ok(axum::Json(member))
 }
 
@@ -45,11 +45,11 @@ pub async fn remove(
     Path((_, user)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let user = parse_uuid(&user, "user")?;
-    blocking(move || app.remove_member(&ctx, user)).await?;
+    blocking(move || app.identity().remove_member(&ctx, user)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteBody {
     pub email: String,
@@ -61,13 +61,15 @@ pub async fn invite(
     ctx: OrgContext,
     Json(body): Json<InviteBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let (inv, token) = blocking(move || app.invite(&ctx, &body.email, body.role)).await?;
+    let (inv, token) =
+        blocking(move || app.identity().invite(&ctx, &body.email, body.role)).await?;
+    super::middleware::record_target("invitation", inv.id);
     let mut v = serde_json::to_value(&inv).unwrap_or_default();
     v["token"] = json!(token);
     Ok((StatusCode::CREATED, axum::Json(v)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptBody {
     pub password: Option<String>,
@@ -81,7 +83,7 @@ pub async fn accept(
     Json(body): Json<AcceptBody>,
 ) -> ApiResult<impl IntoResponse> {
     let (accepted, session) = blocking(move || {
-        app.accept_invitation(
+        app.identity().accept_invitation(
             &token,
             principal.as_ref(),
             body.password.as_deref(),

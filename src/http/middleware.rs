@@ -89,6 +89,12 @@ pub struct RequestTenant {
     pub principal: Option<&'static str>,
     pub org_id: Option<uuid::Uuid>,
     pub workspace_id: Option<uuid::Uuid>,
+    /// The principal's id for the audit trail (`governance::audit::actor_id`).
+    pub actor_id: Option<String>,
+    /// Whether the workspace was verified reachable by the principal (`WorkspaceContext`).
+    pub verified_workspace: bool,
+    /// What the request acted on, when a handler names it ([`record_target`]).
+    pub target: Option<String>,
 }
 
 tokio::task_local! {
@@ -103,6 +109,29 @@ fn with_tenant(f: impl FnOnce(&mut RequestTenant)) {
 pub fn record_principal(kind: &'static str) {
     tracing::Span::current().record("principal", kind);
     with_tenant(|t| t.principal = Some(kind));
+}
+
+/// Records the id of the principal (for the audit trail).
+pub fn record_actor_id(id: Option<String>) {
+    with_tenant(|t| t.actor_id = id);
+}
+
+/// Records that the request's workspace was verified reachable by its principal: its audit
+/// entry goes to the workspace's own trail, and its usage is counted for the workspace.
+pub fn record_verified_workspace(org_id: uuid::Uuid, workspace_id: uuid::Uuid) {
+    record_tenant(Some(org_id), Some(workspace_id));
+    with_tenant(|t| {
+        t.org_id = Some(org_id);
+        t.workspace_id = Some(workspace_id);
+        t.verified_workspace = true;
+    });
+}
+
+/// Names what the request acted on (`document:<id>`), for its audit entry: handlers that
+/// create something call it with the new id.
+pub fn record_target(kind: &str, id: impl std::fmt::Display) {
+    let target = format!("{kind}:{id}");
+    with_tenant(|t| t.target = Some(target));
 }
 
 pub async fn request_context(
@@ -158,24 +187,29 @@ pub async fn request_context(
         .into_response();
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        app.http_metrics.connection_timed_out();
+        app.http_metrics().connection_timed_out();
     }
     let tenant = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if tenant.principal == Some("operator") {
-        // Every operator request is recorded: who, what, which org and workspace, when.
-        let entry = crate::control::AuditEntry {
-            actor: "operator".into(),
-            action: format!("{method} {}", route.as_deref().unwrap_or(&path)),
-            path,
-            status: Some(resp.status().as_u16()),
-            org_id: tenant.org_id,
-            workspace_id: tenant.workspace_id,
-            request_id: Some(id.clone()),
-            client,
-            ..Default::default()
-        };
-        let audit_app = app.clone();
-        let _ = tokio::task::spawn_blocking(move || audit_app.record_audit(&entry)).await;
+    // The one place requests are audited, metered and timed (`governance::service`).
+    let facts = crate::governance::service::Facts {
+        method: method.to_string(),
+        route: route.clone(),
+        path,
+        status: resp.status().as_u16(),
+        took: started.elapsed(),
+        request_id: id.clone(),
+        client,
+        actor: tenant.principal,
+        actor_id: tenant.actor_id,
+        org_id: tenant.org_id,
+        workspace_id: tenant.workspace_id,
+        verified_workspace: tenant.verified_workspace,
+        target: tenant.target,
+    };
+    if let Some(pending) = app.governance().after_request(&facts) {
+        // Written before the answer leaves: a client that saw its answer finds the entry.
+        let gov = app.governance().clone();
+        let _ = tokio::task::spawn_blocking(move || gov.write_audit(pending)).await;
     }
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -191,7 +225,7 @@ pub async fn request_context(
     let status = resp.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
     span.in_scope(|| tracing::info!(status, latency_us = micros, "request finished"));
-    app.http_metrics.count_response(status);
+    app.http_metrics().count_response(status);
     resp
 }
 

@@ -2,20 +2,26 @@
 //! map the result. Domain code knows nothing of axum.
 
 mod admin;
+mod admin_ui;
 mod archive;
 pub mod auth;
 mod chat;
 pub mod error;
 pub mod extract;
+mod governance;
 mod keys;
 mod knowledge;
 mod mcp;
 mod members;
 pub mod middleware;
 mod openai;
+pub mod openapi;
 pub(crate) mod orgs;
 pub mod params;
+mod plans;
 mod providers;
+pub mod ratelimit;
+pub mod routes;
 mod session;
 pub mod system;
 mod workspaces;
@@ -23,19 +29,39 @@ mod workspaces;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 
 use crate::app::App;
 use error::{ApiError, ErrorCode};
+use routes::{delete, get, patch, post, put, RouteEntry, Routes};
 
 pub fn router(app: Arc<App>) -> Router {
     // Uploads: the configured limit plus room for multipart framing and JSON escaping.
-    let upload_limit = usize::try_from(app.config.max_upload_bytes)
+    let upload_limit = usize::try_from(app.config().max_upload_bytes)
         .unwrap_or(usize::MAX)
         .saturating_mul(2)
         .saturating_add(64 << 10);
-    let mut v1 = Router::new()
+    let (api, _) = api_routes(upload_limit).into_parts();
+    api.merge(admin_ui::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            middleware::request_context,
+        ))
+        .with_state(app)
+}
+
+/// Every (method, path) the API serves (the admin UI's static files aside), sorted: what
+/// `openapi` must describe.
+pub fn route_table() -> Vec<RouteEntry> {
+    api_routes(0).into_parts().1
+}
+
+/// The API's routes. Declared through `routes::Routes`, which records each one for
+/// [`route_table`].
+fn api_routes(upload_limit: usize) -> Routes<Arc<App>> {
+    let mut v1 = Routes::new()
         .route("/auth/login", post(session::login))
         .route("/auth/logout", post(session::logout))
         .route("/me", get(session::me))
@@ -80,9 +106,33 @@ pub fn router(app: Arc<App>) -> Router {
             "/orgs/{org}/providers/{name}",
             put(providers::put).delete(providers::delete),
         )
-        .route("/admin/audit", get(admin::audit))
         .route("/admin/backups", post(archive::backup))
         .route("/admin/restore", post(archive::restore))
+        .route("/admin/audit", get(governance::admin_audit))
+        .route("/admin/usage", get(governance::admin_usage))
+        .route("/orgs/{org}/audit", get(governance::org_audit))
+        .route("/orgs/{org}/usage", get(governance::org_usage))
+        .route("/workspaces/{ws}/audit", get(governance::workspace_audit))
+        .route(
+            "/admin/plans",
+            get(plans::list_plans).post(plans::create_plan),
+        )
+        .route(
+            "/admin/plans/{plan}",
+            get(plans::get_plan)
+                .patch(plans::update_plan)
+                .delete(plans::delete_plan),
+        )
+        .route(
+            "/admin/orgs/{org}/limits",
+            get(plans::admin_org_limits)
+                .put(plans::put_org_limits)
+                .patch(plans::patch_org_limits),
+        )
+        .route("/admin/deleted", get(plans::list_deleted))
+        .route("/orgs/{org}/limits", get(plans::org_limits))
+        .route("/orgs/{org}/restore", post(plans::restore_org))
+        .route("/workspaces/{ws}/restore", post(plans::restore_workspace))
         .route(
             "/admin/tenant-token-secret/rotate",
             post(admin::rotate_token_secret),
@@ -134,18 +184,14 @@ pub fn router(app: Arc<App>) -> Router {
                 post(openai::completions),
             );
     }
-    Router::new()
+    // Rate-limit headers on every response whose credential was checked (governance).
+    let v1 = v1.layer(axum::middleware::from_fn(ratelimit::headers));
+    Routes::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(openapi::serve))
         .nest("/v1", v1)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            middleware::request_context,
-        ))
-        .with_state(app)
 }
 
 async fn not_found() -> ApiError {

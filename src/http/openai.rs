@@ -17,7 +17,7 @@ use futures_util::{stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{Action, WorkspaceContext};
+use super::auth::WorkspaceContext;
 use super::chat::{drive, sse, Step};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path};
@@ -48,12 +48,11 @@ pub async fn models(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::AgentsRead)?;
     let page = Page {
         limit: crate::control::MAX_PAGE,
         offset: 0,
     };
-    let agents = blocking(move || app.list_agents(&ctx, page)).await?;
+    let agents = blocking(move || app.chat().list_agents(&ctx, page)).await?;
     let data: Vec<Value> = agents.iter().map(model_of).collect();
     Ok(axum::Json(json!({"object": "list", "data": data})))
 }
@@ -63,13 +62,12 @@ pub async fn model(
     ctx: WorkspaceContext,
     Path(p): Path<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::AgentsRead)?;
     let key = p.get("model").cloned().unwrap_or_default();
-    let agent = blocking(move || app.get_agent(&ctx, &key)).await?;
+    let agent = blocking(move || app.chat().get_agent(&ctx, &key)).await?;
     Ok(axum::Json(model_of(&agent)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct InMessage {
     pub role: String,
     #[serde(default)]
@@ -77,7 +75,7 @@ pub struct InMessage {
 }
 
 /// The fields Enclave reads; the SDKs' other fields are accepted and ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CompletionRequest {
     pub model: String,
     pub messages: Vec<InMessage>,
@@ -146,9 +144,8 @@ pub async fn completions(
     ctx: WorkspaceContext,
     Json(req): Json<CompletionRequest>,
 ) -> ApiResult<Response> {
-    ctx.require(Action::Chat)?;
     let input = chat_input(&req)?;
-    let prepared = blocking(move || app.prepare_chat(&ctx, input)).await?;
+    let prepared = blocking(move || app.chat().prepare_chat(&ctx, input)).await?;
     let id = format!("chatcmpl-{}", crate::identity::secrets::random_hex(12));
     let created = chrono::Utc::now().timestamp();
     let model = req.model.clone();

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::auth::{Action, Auth, Operator, OrgContext};
+use super::auth::{Auth, Operator, OrgContext};
 use super::error::ApiResult;
 use super::extract::{Json, Query};
 use super::middleware::record_tenant;
@@ -15,17 +15,24 @@ use super::params::{blocking, PageQuery};
 use crate::app::App;
 use crate::control::{NewOrg, NewWorkspace, OrgPatch, OrgStatus};
 
-// Handlers check the action against the permission table (`ctx.require`) before calling `App`:
-// the extractor has already proven that the principal may reach the org at all (else `404`).
+// The extractor has proven that the principal may reach the org at all (else `404`); the
+// domain (`Tenancy`) checks the action against the permission table (else `403`).
 
 pub async fn create(
     State(app): State<Arc<App>>,
     _: Operator,
     Json(new): Json<NewOrg>,
 ) -> ApiResult<impl IntoResponse> {
-    let org = blocking(move || app.create_org(new)).await?;
+    let (org, invitation) = blocking(move || app.tenancy().create_org_with_owner(new)).await?;
     record_tenant(Some(org.id), None);
-    Ok((StatusCode::CREATED, axum::Json(org)))
+    super::middleware::record_target("org", org.id);
+    let mut body = serde_json::to_value(&org).unwrap_or_default();
+    if let Some((inv, token)) = invitation {
+        let mut v = serde_json::to_value(&inv).unwrap_or_default();
+        v["token"] = serde_json::json!(token);
+        body["owner_invitation"] = v;
+    }
+    Ok((StatusCode::CREATED, axum::Json(body)))
 }
 
 pub async fn list(
@@ -33,13 +40,12 @@ pub async fn list(
     auth: Auth,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let orgs = blocking(move || app.orgs_for(&auth.principal, q.page()?)).await?;
+    let orgs = blocking(move || app.identity().orgs_for(&auth.principal, q.page()?)).await?;
     Ok(axum::Json(json!({ "data": orgs })))
 }
 
-pub async fn get(ctx: OrgContext) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::OrgRead)?;
-    Ok(axum::Json(ctx.0.org))
+pub async fn get(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(app.tenancy().get_org(&ctx)?))
 }
 
 pub async fn patch(
@@ -47,28 +53,22 @@ pub async fn patch(
     ctx: OrgContext,
     Json(patch): Json<OrgPatch>,
 ) -> ApiResult<impl IntoResponse> {
-    // Plan, status and limits are billing fields: the operator's, not the org's own admins'.
-    if patch.names_billing_fields() {
-        ctx.require(Action::OrgBillingUpdate)?;
-    }
-    ctx.require(Action::OrgUpdate)?;
-    let org = ctx.org.id.to_string();
-    let org = blocking(move || app.update_org(&org, patch)).await?;
+    let org = blocking(move || app.tenancy().update_org(&ctx, patch)).await?;
     record_tenant(Some(org.id), None);
     Ok(axum::Json(org))
 }
 
-pub async fn delete(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::OrgDelete)?;
-    let org = ctx.org.id.to_string();
-    blocking(move || app.delete_org(&org)).await?;
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    ctx: OrgContext,
+    Query(q): Query<super::plans::PurgeQuery>,
+) -> ApiResult<impl IntoResponse> {
+    blocking(move || app.tenancy().delete_org(&ctx, q.purge.unwrap_or(false))).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn suspend(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::OrgSuspend)?;
-    let org = ctx.org.id.to_string();
-    let org = blocking(move || app.set_org_status(&org, OrgStatus::Suspended)).await?;
+    let org = blocking(move || app.tenancy().set_org_status(&ctx, OrgStatus::Suspended)).await?;
     record_tenant(Some(org.id), None);
     Ok(axum::Json(org))
 }
@@ -77,9 +77,7 @@ pub async fn reactivate(
     State(app): State<Arc<App>>,
     ctx: OrgContext,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::OrgSuspend)?;
-    let org = ctx.org.id.to_string();
-    let org = blocking(move || app.set_org_status(&org, OrgStatus::Active)).await?;
+    let org = blocking(move || app.tenancy().set_org_status(&ctx, OrgStatus::Active)).await?;
     record_tenant(Some(org.id), None);
     Ok(axum::Json(org))
 }
@@ -89,10 +87,9 @@ pub async fn create_workspace(
     ctx: OrgContext,
     Json(new): Json<NewWorkspace>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::WorkspaceCreate)?;
-    let org = ctx.org.id.to_string();
-    let ws = blocking(move || app.create_workspace(&org, new)).await?;
+    let ws = blocking(move || app.tenancy().create_workspace(&ctx, new)).await?;
     record_tenant(Some(ws.org_id), Some(ws.id));
+    super::middleware::record_target("workspace", ws.id);
     Ok((StatusCode::CREATED, axum::Json(ws)))
 }
 
@@ -101,8 +98,6 @@ pub async fn list_workspaces(
     ctx: OrgContext,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::WorkspaceList)?;
-    let org = ctx.org.id.to_string();
-    let list = blocking(move || app.list_workspaces(&org, q.page()?)).await?;
+    let list = blocking(move || app.tenancy().list_workspaces(&ctx, q.page()?)).await?;
     Ok(axum::Json(json!({ "data": list })))
 }

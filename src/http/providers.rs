@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::auth::{Action, OrgContext};
+use super::auth::OrgContext;
 use super::error::ApiResult;
 use super::extract::{Json, Path};
 use super::params::blocking;
@@ -16,8 +16,7 @@ use crate::app::App;
 use crate::chat::providers::ProviderInput;
 
 pub async fn list(State(app): State<Arc<App>>, ctx: OrgContext) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::ProvidersManage)?;
-    let list = blocking(move || app.list_providers(&ctx)).await?;
+    let list = blocking(move || app.chat().list_providers(&ctx)).await?;
     Ok(axum::Json(json!({ "data": list })))
 }
 
@@ -27,8 +26,7 @@ pub async fn put(
     Path((_, name)): Path<(String, String)>,
     Json(input): Json<ProviderInput>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::ProvidersManage)?;
-    let view = blocking(move || app.set_provider(&ctx, &name, input)).await?;
+    let view = blocking(move || app.chat().set_provider(&ctx, &name, input)).await?;
     Ok(axum::Json(view))
 }
 
@@ -37,7 +35,6 @@ pub async fn delete(
     ctx: OrgContext,
     Path((_, name)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::ProvidersManage)?;
-    blocking(move || app.delete_provider(&ctx, &name)).await?;
+    blocking(move || app.chat().delete_provider(&ctx, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,7 +13,7 @@ use super::extract::Json;
 use super::params::blocking;
 use crate::app::App;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     pub email: String,
@@ -25,16 +25,20 @@ pub async fn login(
     ClientAddr(client): ClientAddr,
     Json(body): Json<LoginBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let res = blocking(move || app.login(&body.email, &body.password, client.as_deref())).await?;
+    let res = blocking(move || {
+        app.identity()
+            .login(&body.email, &body.password, client.as_deref())
+    })
+    .await?;
     Ok(axum::Json(res))
 }
 
 pub async fn logout(State(app): State<Arc<App>>, auth: Auth) -> ApiResult<impl IntoResponse> {
-    blocking(move || app.logout(&auth.principal)).await?;
+    blocking(move || app.identity().logout(&auth.principal)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn me(State(app): State<Arc<App>>, auth: Auth) -> ApiResult<impl IntoResponse> {
-    let me = blocking(move || app.me(&auth.principal)).await?;
+    let me = blocking(move || app.identity().me(&auth.principal)).await?;
     Ok(axum::Json(me))
 }

@@ -57,7 +57,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let draining = app.is_draining();
     let db_ok = super::params::blocking({
         let app = app.clone();
-        move || app.control.ping()
+        move || app.control_plane().ping()
     })
     .await
     .is_ok();
@@ -76,7 +76,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let r = app.registry.stats();
+    let r = app.registry().stats();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
         let _ = writeln!(
@@ -162,13 +162,13 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "enclave_http_connections_open",
         "Client connections open now.",
         "gauge",
-        app.http_metrics.connections_open.load(Ordering::Relaxed),
+        app.http_metrics().connections_open.load(Ordering::Relaxed),
     );
     gauge(
         "enclave_http_connections_timed_out_total",
         "Connections closed for sending request headers too slowly or idling too long.",
         "counter",
-        app.http_metrics
+        app.http_metrics()
             .connections_timed_out
             .load(Ordering::Relaxed),
     );
@@ -177,7 +177,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "# HELP enclave_http_responses_total HTTP responses by status class."
     );
     let _ = writeln!(out, "# TYPE enclave_http_responses_total counter");
-    for (i, c) in app.http_metrics.responses.iter().enumerate() {
+    for (i, c) in app.http_metrics().responses.iter().enumerate() {
         let _ = writeln!(
             out,
             "enclave_http_responses_total{{class=\"{}xx\"}} {}",
@@ -185,5 +185,35 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             c.load(Ordering::Relaxed)
         );
     }
+    let gov = app.governance();
+    let (quota, rate) = gov.usage().refusals_total();
+    let _ = writeln!(
+        out,
+        "# HELP enclave_refusals_total Requests refused by a quota or a rate limit.\n\
+         # TYPE enclave_refusals_total counter\n\
+         enclave_refusals_total{{reason=\"quota\"}} {quota}\n\
+         enclave_refusals_total{{reason=\"rate_limit\"}} {rate}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP enclave_jobs_workspaces Workspaces with pending jobs, by state and by their org's plan priority.\n\
+         # TYPE enclave_jobs_workspaces gauge"
+    );
+    for (priority, queued, running) in app.knowledge().scheduler().load_by_priority() {
+        let _ = writeln!(
+            out,
+            "enclave_jobs_workspaces{{state=\"queued\",priority=\"{priority}\"}} {queued}\n\
+             enclave_jobs_workspaces{{state=\"running\",priority=\"{priority}\"}} {running}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP enclave_workspace_open_duration_seconds Time to open a workspace store that was not open (cold open).\n\
+         # TYPE enclave_workspace_open_duration_seconds histogram"
+    );
+    app.registry()
+        .open_latency()
+        .write(&mut out, "enclave_workspace_open_duration_seconds", "");
+    gov.metrics().write(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

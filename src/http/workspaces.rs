@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
-use super::auth::{Action, WorkspaceContext};
+use super::auth::WorkspaceContext;
 use super::error::ApiResult;
 use super::extract::Json;
 use super::params::blocking;
@@ -17,9 +17,7 @@ pub async fn get(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::WorkspaceRead)?;
-    let id = ctx.workspace_id;
-    let view = blocking(move || app.get_workspace(id)).await?;
+    let view = blocking(move || app.tenancy().get_workspace(&ctx)).await?;
     Ok(axum::Json(view))
 }
 
@@ -28,18 +26,19 @@ pub async fn patch(
     ctx: WorkspaceContext,
     Json(patch): Json<WorkspacePatch>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::WorkspaceUpdate)?;
-    let id = ctx.workspace_id;
-    let rec = blocking(move || app.update_workspace(id, patch)).await?;
+    let rec = blocking(move || app.tenancy().update_workspace(&ctx, patch)).await?;
     Ok(axum::Json(rec))
 }
 
 pub async fn delete(
     State(app): State<Arc<App>>,
     ctx: WorkspaceContext,
+    super::extract::Query(q): super::extract::Query<super::plans::PurgeQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    ctx.require(Action::WorkspaceDelete)?;
-    let id = ctx.workspace_id;
-    blocking(move || app.delete_workspace(id)).await?;
+    blocking(move || {
+        app.tenancy()
+            .delete_workspace(&ctx, q.purge.unwrap_or(false))
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

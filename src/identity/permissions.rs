@@ -51,6 +51,10 @@ pub enum Action {
     /// Set, clear and list an org's model providers (bring-your-own keys).
     ProvidersManage,
     Export,
+    /// Read the audit trail of an org or workspace (issue 12).
+    AuditRead,
+    /// Read an org's metered usage (issue 12).
+    UsageRead,
 }
 
 /// Who asks, as far as the table is concerned: the operator, a member with their role in the org
@@ -125,12 +129,14 @@ pub const fn rule_for(action: Action) -> Rule {
         Action::SessionsReadAll => rule(Some(Admin), S(Scope::Manage), false),
         Action::ProvidersManage => rule(Some(Admin), Never, false),
         Action::Export => rule(Some(Admin), S(Scope::Manage), false),
+        Action::AuditRead => rule(Some(Admin), Never, false),
+        Action::UsageRead => rule(Some(Admin), Never, false),
     }
 }
 
 impl Action {
     /// Every action, in table order.
-    pub const ALL: [Action; 29] = [
+    pub const ALL: [Action; 31] = [
         Action::OrgCreate,
         Action::OrgListAll,
         Action::OrgSuspend,
@@ -160,6 +166,8 @@ impl Action {
         Action::SessionsReadAll,
         Action::ProvidersManage,
         Action::Export,
+        Action::AuditRead,
+        Action::UsageRead,
     ];
 
     /// What the action does, in the words of a user ("manage API keys"): completes "may not ...".
@@ -194,6 +202,8 @@ impl Action {
             Action::SessionsReadAll => "read every chat session of this workspace",
             Action::ProvidersManage => "manage the organization's model providers",
             Action::Export => "export this workspace",
+            Action::AuditRead => "read the audit trail",
+            Action::UsageRead => "read the organization's usage",
         }
     }
 
@@ -269,7 +279,7 @@ pub fn may_manage_role(actor: Subject, target: Role) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 29] = Action::ALL;
+    const ALL: [Action; 31] = Action::ALL;
 
     /// A word with an upper-case letter after a lower-case one: an enum name like
     /// `ApiKeysManage` leaking into a message.

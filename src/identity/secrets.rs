@@ -18,11 +18,7 @@ pub const INVITATION_PREFIX: &str = "enc_inv_";
 const KEY_ID_HEX: usize = 16;
 const SECRET_HEX: usize = 64;
 
-pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    hex::encode(buf)
-}
+pub use crate::crypto::random_hex;
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::throttle::Throttle;
 use crate::clock::Clock;
 use crate::control::OrgStatus;
+pub use crate::control::SigningKey;
 
 /// How long a cached workspace status is trusted. Changes made through this server invalidate
 /// the cache at once; the TTL only bounds staleness from another process (the command line).
@@ -25,13 +26,6 @@ const STATUS_CAPACITY: usize = 16_384;
 pub struct WorkspaceStatus {
     pub org_id: Uuid,
     pub org_status: OrgStatus,
-}
-
-/// A signing key of tenant tokens.
-#[derive(Debug, Clone)]
-pub struct SigningKey {
-    pub kid: String,
-    pub secret: Vec<u8>,
 }
 
 pub struct IdentityState {

@@ -27,7 +27,7 @@ fn default_provider() -> String {
 }
 
 /// A workspace's embedder, as stored in its `vector_spaces` row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum EmbedderConfig {
     /// The built-in transformer sentence encoder (384 dimensions).

@@ -77,6 +77,12 @@ pub struct Quantum {
     pub chunks: usize,
     /// Whether anything was found to do (including extractions still running).
     pub worked: bool,
+    /// Chunks written to the index (or of documents that failed) by this quantum.
+    pub indexed: usize,
+    /// Chunks embedded (first embedding or re-embedding) by this quantum.
+    pub embedded: usize,
+    /// Estimated tokens of the texts embedded (4 characters a token, as chat estimates).
+    pub embedded_tokens: u64,
 }
 
 /// How quanta run: the time budget and, in a server (or CLI) with a scheduler, the
@@ -564,6 +570,7 @@ pub fn run_quantum_in(
         return Ok(Quantum {
             chunks: report.added + report.removed,
             worked: true,
+            ..Default::default()
         });
     }
     complete_fulltext_jobs(ws)?;
@@ -572,24 +579,33 @@ pub fn run_quantum_in(
         return Ok(Quantum {
             chunks: n,
             worked: true,
+            indexed: n,
+            ..Default::default()
         });
     }
-    if let Some(n) = embed_batch(ws, embedders, &left)? {
+    if let Some((n, tokens)) = embed_batch(ws, embedders, &left)? {
         return Ok(Quantum {
             chunks: n,
             worked: true,
+            embedded: n,
+            embedded_tokens: tokens,
+            ..Default::default()
         });
     }
-    if let Some(n) = reembed_batch(ws, embedders, &left)? {
+    if let Some((n, tokens)) = reembed_batch(ws, embedders, &left)? {
         return Ok(Quantum {
             chunks: n,
             worked: true,
+            embedded: n,
+            embedded_tokens: tokens,
+            ..Default::default()
         });
     }
     // Extractions still running keep the workspace in the scheduler.
     Ok(Quantum {
         chunks: 0,
         worked: step.pending,
+        ..Default::default()
     })
 }
 
@@ -689,16 +705,6 @@ fn remove_stale_chunks(tx: &rusqlite::Connection, doc_id: &str) -> Result<bool> 
 }
 
 fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<IndexStep> {
-    type JobRow = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-        i64,
-    );
     let started = Instant::now();
     let end = started.checked_add(rt.budget);
     let left = || {
@@ -706,190 +712,43 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
             e.saturating_duration_since(Instant::now())
         })
     };
-    let jobs: Vec<JobRow> = {
-        let conn = ws.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT j.id, j.document_id, j.payload, d.mime_type, d.content_hash,
-                    d.pending_external_id, d.title, d.byte_size
-             FROM jobs j JOIN documents d ON d.id = j.document_id
-             WHERE j.kind = 'ingest' AND j.status IN {UNFINISHED_JOBS_SQL} AND j.phase = 'queued'
-             ORDER BY j.id LIMIT ?1"
-        ))?;
-        let rows = stmt.query_map([INDEX_BATCH_DOCS as i64], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
-        })?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+    let jobs = queued_jobs(ws)?;
     if jobs.is_empty() {
-        // Jobs whose document vanished cannot run: close them.
-        ws.conn().execute(
-            &format!(
-                "UPDATE jobs SET status = 'cancelled', finished_at = ?1, error = 'the document was deleted'
-                 WHERE kind = 'ingest' AND status IN {UNFINISHED_JOBS_SQL} AND phase = 'queued'
-                   AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = jobs.document_id)"
-            ),
-            [db::now()],
-        )?;
+        cancel_orphaned_jobs(ws)?;
         return Ok(IndexStep {
             done: None,
             pending: false,
         });
     }
     let active = vectors::active(&ws.conn())?;
-    let stop_flag = rt.background.map(Extractions::stop_flag);
     let mut prepared = Vec::new();
     let mut total = 0usize;
     let mut bytes_total = 0usize;
     let mut handled = 0usize;
     let mut failed = 0usize;
     let mut pending = false;
-    for (job_id, doc_id, payload, mime, hash, pending_ext, title, byte_size) in jobs {
+    for job in jobs {
         // The budget bounds the quantum: once spent (and something was done), the rest waits.
         if total >= INDEX_BATCH_CHUNKS || bytes_total >= INDEX_BATCH_BYTES || left().is_zero() {
             break;
         }
-        let key = (ws.id(), doc_id.clone());
-        let mut outcome: Option<Extraction> = None;
-        let mut written = 0;
-        if let Some(bg) = rt.background {
-            match bg.poll(&key) {
-                Poll::Done(r, w) => {
-                    outcome = Some(r);
-                    written = w;
-                }
-                Poll::Pending => {
-                    pending = true;
-                    continue;
-                }
-                Poll::Absent => {}
-            }
-        }
-        let outcome = match outcome {
-            Some(r) => r,
-            None => {
-                ws.conn().execute(
-                    "UPDATE jobs SET attempts = attempts + (status = 'queued'), status = 'running',
-                        started_at = coalesce(started_at, ?2) WHERE id = ?1",
-                    params![job_id, db::now()],
-                )?;
-                let path = store::blob_path(ws, &hash);
-                let format =
-                    Format::from_mime(&mime).ok_or_else(|| format!("unsupported type {mime}"));
-                match (format, rt.background) {
-                    (Err(msg), _) => Err(msg),
-                    (Ok(format), Some(bg)) if byte_size > INLINE_MAX_BYTES as i64 => {
-                        // Queued for a background slot (in the fair order of orgs).
-                        bg.start(rt.org, key, format, path, *limits);
-                        pending = true;
-                        continue;
-                    }
-                    (Ok(format), _) => match std::fs::read(&path) {
-                        Err(e) => Err(format!("cannot read the original: {e}")),
-                        Ok(bytes) => {
-                            // On the worker, within the budget (and the document's own limit).
-                            let budget_cut = left() < limits.max_time;
-                            let mut stop = if budget_cut {
-                                Interrupt::within(left())
-                            } else {
-                                Interrupt::within(limits.max_time)
-                            };
-                            if let Some(f) = &stop_flag {
-                                stop = stop.with_flag(f.clone());
-                            }
-                            let r = extract_and_chunk(format, &bytes, limits, &stop);
-                            if r.is_err() && (stop.raised() || (budget_cut && stop.timed_out())) {
-                                // Out of budget (or stopping): not the document's fault. It
-                                // continues in the background, which never hands it back to a
-                                // worker's budget: a document that always outlasts the budget
-                                // is tried inline once.
-                                if let (Some(bg), false) = (rt.background, stop.raised()) {
-                                    bg.start(rt.org, key, format, path, *limits);
-                                }
-                                pending = true;
-                                continue;
-                            }
-                            r
-                        }
-                    },
-                }
-            }
+        let Extracted::Ready(outcome, written) = extract_job(ws, limits, rt, &job, &left)? else {
+            pending = true;
+            continue;
         };
         handled += 1;
-        let outcome = outcome.map(|(extracted_title, chunks)| {
-            let t = if title.is_empty() {
-                // An extracted title is held to the API's limit on titles.
-                let mut t = extracted_title.unwrap_or_default();
-                if let Some((at, _)) = t.char_indices().nth(MAX_EXTRACTED_TITLE_CHARS) {
-                    t.truncate(at);
-                }
-                t
-            } else {
-                title.clone()
-            };
-            (t, chunks)
-        });
-        let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
-        let embedding: Option<Vec<f32>> = payload
-            .get("embedding")
-            .and_then(|e| serde_json::from_value(e.clone()).ok());
-        let outcome = outcome.and_then(|(title, mut chunks)| {
-            if embedding.is_some() || active.config.is_user_provided() {
-                // A document with its own vector is one chunk, within the chunk limit.
-                if chunks.len() > 1 {
-                    let text = chunks
-                        .iter()
-                        .map(|c| c.text.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    let words = chunks.iter().map(|c| c.words).sum();
-                    chunks = vec![Chunk {
-                        heading_path: String::new(),
-                        text,
-                        words,
-                    }];
-                }
-                if chunks
-                    .iter()
-                    .any(|c| c.text.chars().count() > MAX_CHUNK_CHARS)
-                {
-                    return Err(format!(
-                        "a document with its own embedding is one chunk, and its text is over the \
-                         limit of {MAX_CHUNK_CHARS} characters"
-                    ));
-                }
-            }
-            Ok((title, chunks))
-        });
-        match outcome {
-            Ok((title, chunks)) => {
-                let written = written.min(chunks.len());
-                total += (chunks.len() - written).max(1);
-                bytes_total += chunks[written..]
+        match prepare(&job, outcome, written, &active.config) {
+            Ok(p) => {
+                total += (p.chunks.len() - p.written).max(1);
+                bytes_total += p.chunks[p.written..]
                     .iter()
                     .map(|c| c.text.len())
                     .sum::<usize>();
-                prepared.push(Prepared {
-                    job_id,
-                    doc_id,
-                    title,
-                    pending_external_id: pending_ext,
-                    chunks,
-                    embedding,
-                    written,
-                });
+                prepared.push(p);
             }
             Err(msg) => {
-                tracing::info!(workspace_id = %ws.id(), document_id = %doc_id, error = %msg, "ingestion failed");
-                fail_job(ws, &job_id, &doc_id, &msg)?;
+                tracing::info!(workspace_id = %ws.id(), document_id = %job.doc_id, error = %msg, "ingestion failed");
+                fail_job(ws, &job.job_id, &job.doc_id, &msg)?;
                 total += 1;
                 failed += 1;
             }
@@ -900,18 +759,250 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
         // come back at once.
         bg.wait_any(left());
     }
-    let step = |n: usize| IndexStep {
-        done: (handled > 0).then_some(n),
-        pending,
-    };
     if prepared.is_empty() {
-        return Ok(step(failed));
+        return Ok(IndexStep {
+            done: (handled > 0).then_some(failed),
+            pending,
+        });
     }
-    // Written in pieces of at most INDEX_BATCH_CHUNKS chunks and INDEX_BATCH_BYTES of text,
-    // one full-text commit each, while the budget fits another (at least one piece). A document
-    // longer than that is written over several quanta: it stays `indexing` (invisible to
-    // search) until its last piece, which replaces the holder of its external id and marks
-    // it `indexed` in one transaction.
+    let (written, more) = write_prepared(ws, rt, prepared, &left)?;
+    Ok(IndexStep {
+        done: Some(failed + written),
+        pending: pending || more,
+    })
+}
+
+/// An ingest job in the queue, with what its document's row says.
+struct QueuedJob {
+    job_id: String,
+    doc_id: String,
+    payload: String,
+    mime: String,
+    hash: String,
+    pending_external_id: Option<String>,
+    title: String,
+    byte_size: i64,
+}
+
+impl QueuedJob {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedJob> {
+        Ok(QueuedJob {
+            job_id: r.get("id")?,
+            doc_id: r.get("document_id")?,
+            payload: r.get("payload")?,
+            mime: r.get("mime_type")?,
+            hash: r.get("content_hash")?,
+            pending_external_id: r.get("pending_external_id")?,
+            title: r.get("title")?,
+            byte_size: r.get("byte_size")?,
+        })
+    }
+}
+
+/// The first [`INDEX_BATCH_DOCS`] queued ingest jobs whose document exists, oldest first.
+fn queued_jobs(ws: &Workspace) -> Result<Vec<QueuedJob>> {
+    let conn = ws.conn();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT j.id, j.document_id, j.payload, d.mime_type, d.content_hash,
+                d.pending_external_id, d.title, d.byte_size
+         FROM jobs j JOIN documents d ON d.id = j.document_id
+         WHERE j.kind = 'ingest' AND j.status IN {UNFINISHED_JOBS_SQL} AND j.phase = 'queued'
+         ORDER BY j.id LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([INDEX_BATCH_DOCS as i64], QueuedJob::from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Jobs whose document vanished cannot run: closes them.
+fn cancel_orphaned_jobs(ws: &Workspace) -> Result<()> {
+    ws.conn().execute(
+        &format!(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?1, error = 'the document was deleted'
+             WHERE kind = 'ingest' AND status IN {UNFINISHED_JOBS_SQL} AND phase = 'queued'
+               AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = jobs.document_id)"
+        ),
+        [db::now()],
+    )?;
+    Ok(())
+}
+
+/// What became of a job's extraction in this quantum.
+enum Extracted {
+    /// Extracted (or failed), with how many of its chunks earlier quanta stored.
+    Ready(Extraction, usize),
+    /// Still running, or queued, in the background (or out of budget): a later quantum.
+    Later,
+}
+
+/// A job's extraction: one the background finished, or one run now (inline within the
+/// budget, or started in the background for a large original).
+fn extract_job(
+    ws: &Workspace,
+    limits: &Limits,
+    rt: &Runtime<'_>,
+    job: &QueuedJob,
+    left: &dyn Fn() -> Duration,
+) -> Result<Extracted> {
+    let key = (ws.id(), job.doc_id.clone());
+    if let Some(bg) = rt.background {
+        match bg.poll(&key) {
+            Poll::Done(r, w) => return Ok(Extracted::Ready(r, w)),
+            Poll::Pending => return Ok(Extracted::Later),
+            Poll::Absent => {}
+        }
+    }
+    ws.conn().execute(
+        "UPDATE jobs SET attempts = attempts + (status = 'queued'), status = 'running',
+            started_at = coalesce(started_at, ?2) WHERE id = ?1",
+        params![job.job_id, db::now()],
+    )?;
+    let path = store::blob_path(ws, &job.hash);
+    let format = match Format::from_mime(&job.mime) {
+        Some(f) => f,
+        None => {
+            return Ok(Extracted::Ready(
+                Err(format!("unsupported type {}", job.mime)),
+                0,
+            ))
+        }
+    };
+    if let (Some(bg), true) = (rt.background, job.byte_size > INLINE_MAX_BYTES as i64) {
+        // Queued for a background slot (in the fair order of orgs).
+        bg.start(rt.org, key, format, path, *limits);
+        return Ok(Extracted::Later);
+    }
+    match std::fs::read(&path) {
+        Err(e) => Ok(Extracted::Ready(
+            Err(format!("cannot read the original: {e}")),
+            0,
+        )),
+        Ok(bytes) => Ok(extract_inline(rt, key, format, path, &bytes, limits, left)),
+    }
+}
+
+/// Extracts an original on the worker, within the budget (and the document's own limit).
+fn extract_inline(
+    rt: &Runtime<'_>,
+    key: Key,
+    format: Format,
+    path: PathBuf,
+    bytes: &[u8],
+    limits: &Limits,
+    left: &dyn Fn() -> Duration,
+) -> Extracted {
+    let budget_cut = left() < limits.max_time;
+    let mut stop = if budget_cut {
+        Interrupt::within(left())
+    } else {
+        Interrupt::within(limits.max_time)
+    };
+    if let Some(f) = rt.background.map(Extractions::stop_flag) {
+        stop = stop.with_flag(f);
+    }
+    let r = extract_and_chunk(format, bytes, limits, &stop);
+    if r.is_err() && (stop.raised() || (budget_cut && stop.timed_out())) {
+        // Out of budget (or stopping): not the document's fault. It continues in the
+        // background, which never hands it back to a worker's budget: a document that always
+        // outlasts the budget is tried inline once.
+        if let (Some(bg), false) = (rt.background, stop.raised()) {
+            bg.start(rt.org, key, format, path, *limits);
+        }
+        return Extracted::Later;
+    }
+    Extracted::Ready(r, 0)
+}
+
+/// A document ready to be written: its title (the given one, else the extracted one), its
+/// chunks and its own vector; or the reason it fails.
+fn prepare(
+    job: &QueuedJob,
+    outcome: Extraction,
+    written: usize,
+    embedder: &EmbedderConfig,
+) -> std::result::Result<Prepared, String> {
+    let embedding = own_embedding(&job.payload);
+    let prepared = outcome.and_then(|(extracted_title, chunks)| {
+        let title = document_title(&job.title, extracted_title);
+        let chunks = if embedding.is_some() || embedder.is_user_provided() {
+            one_chunk(chunks)?
+        } else {
+            chunks
+        };
+        Ok((title, chunks))
+    });
+    prepared.map(|(title, chunks)| Prepared {
+        written: written.min(chunks.len()),
+        job_id: job.job_id.clone(),
+        doc_id: job.doc_id.clone(),
+        title,
+        pending_external_id: job.pending_external_id.clone(),
+        chunks,
+        embedding,
+    })
+}
+
+/// The document's title: the one it was given, else the extracted one held to the API's limit
+/// on titles.
+fn document_title(given: &str, extracted: Option<String>) -> String {
+    if !given.is_empty() {
+        return given.to_string();
+    }
+    let mut t = extracted.unwrap_or_default();
+    if let Some((at, _)) = t.char_indices().nth(MAX_EXTRACTED_TITLE_CHARS) {
+        t.truncate(at);
+    }
+    t
+}
+
+/// The vector a job's payload brings for its document (user-provided embedders).
+fn own_embedding(payload: &str) -> Option<Vec<f32>> {
+    let payload: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
+    payload
+        .get("embedding")
+        .and_then(|e| serde_json::from_value(e.clone()).ok())
+}
+
+/// A document with its own vector is one chunk, within the chunk limit.
+fn one_chunk(chunks: Vec<Chunk>) -> std::result::Result<Vec<Chunk>, String> {
+    let chunks = if chunks.len() > 1 {
+        let text = chunks
+            .iter()
+            .map(|c| c.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let words = chunks.iter().map(|c| c.words).sum();
+        vec![Chunk {
+            heading_path: String::new(),
+            text,
+            words,
+        }]
+    } else {
+        chunks
+    };
+    if chunks
+        .iter()
+        .any(|c| c.text.chars().count() > MAX_CHUNK_CHARS)
+    {
+        return Err(format!(
+            "a document with its own embedding is one chunk, and its text is over the \
+             limit of {MAX_CHUNK_CHARS} characters"
+        ));
+    }
+    Ok(chunks)
+}
+
+/// Writes prepared documents in pieces of at most INDEX_BATCH_CHUNKS chunks and
+/// INDEX_BATCH_BYTES of text, one full-text commit each, while the budget fits another (at
+/// least one piece). A document longer than that is written over several quanta: it stays
+/// `indexing` (invisible to search) until its last piece, which replaces the holder of its
+/// external id and marks it `indexed` in one transaction. Returns the chunks written and
+/// whether some are left (parked for the next quantum).
+fn write_prepared(
+    ws: &Workspace,
+    rt: &Runtime<'_>,
+    prepared: Vec<Prepared>,
+    left: &dyn Fn() -> Duration,
+) -> Result<(usize, bool)> {
     let mut docs: VecDeque<Prepared> = prepared.into();
     // Another piece starts only if the time left fits one more like the last.
     let mut last_piece: Option<Duration> = None;
@@ -924,10 +1015,7 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
                     bg.park(rt.org, key, p.title, p.chunks, p.written);
                 }
                 // More to write: the scheduler comes back.
-                return Ok(IndexStep {
-                    done: Some(failed + written_now),
-                    pending: true,
-                });
+                return Ok((written_now, true));
             }
         }
         let t = Instant::now();
@@ -943,7 +1031,7 @@ fn index_batch(ws: &Workspace, limits: &Limits, rt: &Runtime<'_>) -> Result<Inde
         }
         last_piece = Some(t.elapsed());
     }
-    Ok(step(failed + written_now))
+    Ok((written_now, false))
 }
 
 /// A part of one document's chunks written by a piece.
@@ -1148,6 +1236,15 @@ fn complete_fulltext_jobs(ws: &Workspace) -> Result<()> {
 
 type ChunkRow = (i64, String, String, String, String);
 
+/// Estimated tokens of the texts embedded for `rows` (usage metering).
+fn embedded_tokens(rows: &[ChunkRow]) -> u64 {
+    rows.iter()
+        .map(|(_, _, title, h, text)| {
+            crate::governance::usage::estimate_tokens(&embedding_text(title, h, text))
+        })
+        .sum()
+}
+
 fn unembedded(ws: &Workspace, limit: usize) -> Result<Vec<ChunkRow>> {
     let conn = ws.conn();
     // Only indexed documents: one written over several quanta is embedded once complete.
@@ -1247,7 +1344,7 @@ fn embed_batch(
     ws: &Workspace,
     embedders: &Embedders,
     left: &dyn Fn() -> Duration,
-) -> Result<Option<usize>> {
+) -> Result<Option<(usize, u64)>> {
     let (active, building) = {
         let conn = ws.conn();
         (vectors::active(&conn)?, vectors::building(&conn)?)
@@ -1267,6 +1364,7 @@ fn embed_batch(
     }
     let embedded = embed_within(embedders, &cfgs, &rows, left);
     let done = &rows[..embedded.done];
+    let mut stored = Vec::with_capacity(done.len());
     if !done.is_empty() {
         let mut conn = ws.conn();
         let tx = conn.transaction()?;
@@ -1278,6 +1376,7 @@ fn embed_batch(
             if !exists {
                 continue;
             }
+            stored.push(done[i].clone());
             check_dim(&active, &embedded.vectors[0][i])?;
             vectors::put(&tx, &active, *id, &embedded.vectors[0][i])?;
             if let (Some(space), Some(bv)) = (&building, embedded.vectors.get(1)) {
@@ -1298,7 +1397,7 @@ fn embed_batch(
         give_up_or_retry(ws, failed, &e)?;
         return Err(e);
     }
-    Ok(Some(done.len()))
+    Ok(Some((stored.len(), embedded_tokens(&stored))))
 }
 
 fn check_dim(space: &Space, v: &[f32]) -> Result<()> {
@@ -1383,7 +1482,7 @@ fn reembed_batch(
     ws: &Workspace,
     embedders: &Embedders,
     left: &dyn Fn() -> Duration,
-) -> Result<Option<usize>> {
+) -> Result<Option<(usize, u64)>> {
     let (job, building) = {
         let conn = ws.conn();
         let job: Option<(String, String)> = conn
@@ -1407,7 +1506,7 @@ fn reembed_batch(
              WHERE id = ?1",
             params![job_id, db::now()],
         )?;
-        return Ok(Some(0));
+        return Ok(Some((0, 0)));
     };
     let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
     let cursor = payload.get("cursor").and_then(Value::as_i64).unwrap_or(0);
@@ -1443,7 +1542,7 @@ fn reembed_batch(
         )?;
         tx.commit()?;
         tracing::info!(workspace_id = %ws.id(), elapsed_ms = started.elapsed().as_millis() as u64, "re-embedding finished");
-        return Ok(Some(0));
+        return Ok(Some((0, 0)));
     }
     let embedded = embed_within(embedders, &[&space.config], &rows, left);
     if let Some((e, _)) = &embedded.error {
@@ -1458,7 +1557,7 @@ fn reembed_batch(
     if rows.is_empty() {
         return match embedded.error {
             Some((e, _)) => Err(e),
-            None => Ok(Some(0)),
+            None => Ok(Some((0, 0))),
         };
     }
     let total: i64 = ws
@@ -1491,7 +1590,7 @@ fn reembed_batch(
     tx.commit()?;
     match embedded.error {
         Some((e, _)) => Err(e),
-        None => Ok(Some(rows.len())),
+        None => Ok(Some((rows.len(), embedded_tokens(rows)))),
     }
 }
 

@@ -15,9 +15,8 @@ pub mod ann;
 pub mod caches;
 pub mod chunk;
 pub mod embedders;
-pub mod eval;
 pub mod extract;
-pub mod filter;
+pub use crate::filter;
 pub mod ingest;
 pub mod scheduler;
 pub mod search;
@@ -29,6 +28,7 @@ pub mod vectors;
 pub use embedders::{EmbedderConfig, Embedders};
 pub use filter::Filter;
 pub use search::{Mode, SearchRequest, SearchResponse, SearchResult};
+pub use service::{DocumentInput, IngestPermit, JobWait, Knowledge, OrgProviders};
 pub use status::{DocumentStatus, JobKind, JobPhase, JobStatus};
 pub use store::{Added, DocumentView, JobView};
 

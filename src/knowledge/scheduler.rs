@@ -18,7 +18,7 @@
 //! no work left.
 //!
 //! A workspace whose org is suspended leaves the in-memory state (its quantum ends
-//! [`Outcome::Suspended`]) but keeps its marker: reactivating the org (`App::set_org_status`)
+//! [`Outcome::Suspended`]) but keeps its marker: reactivating the org (`Tenancy::set_org_status`)
 //! or restarting the server wakes it again.
 
 use std::collections::HashMap;
@@ -228,6 +228,30 @@ impl Scheduler {
     }
 
     /// Whether any workspace has work (ready or waiting for a retry).
+    /// Workspaces with work, by their org's priority weight: (weight, queued, running). For
+    /// `/metrics` (no tenant ids).
+    pub fn load_by_priority(&self) -> Vec<(f64, usize, usize)> {
+        let st = self.lock();
+        let mut out: Vec<(f64, usize, usize)> = Vec::new();
+        for w in st.ws.values() {
+            let weight = st.orgs.get(&w.org).map_or(1.0, |o| o.weight);
+            let i = match out.iter().position(|(p, _, _)| *p == weight) {
+                Some(i) => i,
+                None => {
+                    out.push((weight, 0, 0));
+                    out.len() - 1
+                }
+            };
+            if w.running {
+                out[i].2 += 1;
+            } else {
+                out[i].1 += 1;
+            }
+        }
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out
+    }
+
     pub fn is_idle(&self) -> bool {
         self.lock().ws.is_empty()
     }

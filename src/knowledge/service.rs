@@ -1,4 +1,11 @@
-//! The knowledge operations of [`App`]: what HTTP handlers and CLI commands call.
+//! [`Knowledge`], the knowledge service: documents, jobs, search and embedders of a
+//! workspace, the job scheduler and workers. What HTTP handlers and CLI commands call.
+//!
+//! Every operation for a principal takes the verified [`WorkspaceAccess`] and checks its action
+//! here (`ctx.require`); the context already carries the workspace, its org and the org's status
+//! (decided through identity's status cache), so nothing here reads the control plane per
+//! request. Knowledge needs one thing from another domain: an org's model provider with its key
+//! opened, for embeddings: the [`OrgProviders`] trait, implemented by chat's provider keys.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,21 +18,28 @@ use uuid::Uuid;
 
 use super::embedders::{EmbedderConfig, Embedders, Endpoint, Resolved};
 use super::extract::{Format, Limits};
-use super::filter::Filter;
+use super::scheduler::Scheduler;
 use super::scheduler::{Outcome, Ticket};
+use super::search::Fusion;
 use super::search::{SearchRequest, SearchResponse};
 use super::status::{DocumentStatus, JobKind, JobPhase, JobStatus, UNFINISHED_JOBS_SQL};
 use super::store::{self, Added, DocumentView, JobView, NewDocument};
 use super::{ingest, vectors};
-use crate::app::App;
-use crate::control::{OrgStatus, WorkspaceRecord};
+use crate::config::Config;
+use crate::control::{ControlPlane, OrgStatus, Page};
 use crate::error::{Error, Resource, Result};
-use crate::workspace::Handle;
+use crate::filter::Filter;
+use crate::governance::quota::Counted;
+use crate::governance::usage::Refusal;
+use crate::governance::{Governance, QuantumWork};
+use crate::identity::{Action, WorkspaceAccess};
+use crate::task::Draining;
+use crate::workspace::{Handle, Registry};
 
-/// How often [`App::wait_for_job`] looks at the job.
+/// How often [`Knowledge::wait_for_job`] looks at the job.
 const JOB_POLL: Duration = Duration::from_millis(25);
 
-/// How [`App::wait_for_job`] ended, with the job as last seen.
+/// How [`Knowledge::wait_for_job`] ended, with the job as last seen.
 #[derive(Debug, Clone)]
 pub enum JobWait {
     Succeeded(JobView),
@@ -54,14 +68,19 @@ pub struct DocumentInput {
     pub is_text: bool,
 }
 
+/// A document or job id from a request, parsed (`400` when it is none), hyphenated as stored.
+fn parse_id(text: &str, what: &str) -> Result<String> {
+    Ok(crate::ids::parse_uuid(text, what)?.hyphenated().to_string())
+}
+
 /// A workspace's embedder and, while it switches, the one being built.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EmbedderView {
     pub active: SpaceView,
     pub building: Option<SpaceView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SpaceView {
     pub embedder: EmbedderConfig,
     pub dimension: usize,
@@ -73,26 +92,112 @@ const MAX_METADATA_BYTES: usize = 64 << 10;
 const MAX_TITLE_CHARS: usize = 1000;
 const MAX_EXTERNAL_ID_CHARS: usize = 512;
 
-impl App {
-    /// Opens a workspace for a knowledge operation: it must exist and its org be active.
-    fn knowledge_workspace(&self, ws: Uuid) -> Result<(WorkspaceRecord, Handle)> {
-        let (rec, handle) = self.open_workspace(ws)?;
-        if rec.org_status == OrgStatus::Suspended {
+/// An org's model provider with its key opened, for embeddings. Implemented by whoever holds
+/// the sealed keys and the master key (chat's `ProviderKeys`); `org` is always the workspace's
+/// own org, so another org's provider is never looked up.
+pub trait OrgProviders: Send + Sync {
+    /// The provider `name` of `org`, its key opened; `None` when the org has none.
+    /// A key that does not open is `Error::Provider`.
+    fn open_provider(&self, org: Uuid, name: &str) -> Result<Option<Endpoint>>;
+}
+
+/// The knowledge service. Private fields: reach it through `App::knowledge`.
+pub struct Knowledge {
+    control: Arc<ControlPlane>,
+    registry: Registry,
+    scheduler: Scheduler,
+    /// Embedding models, shared by all workspaces.
+    embedders: Embedders,
+    /// Hybrid-search fusion parameters.
+    fusion: std::sync::RwLock<Fusion>,
+    providers: Arc<dyn OrgProviders>,
+    draining: Draining,
+    max_upload_bytes: u64,
+    ingest_workers: usize,
+    /// Usage metering: ingested bytes, embedding work.
+    governance: Arc<Governance>,
+}
+
+/// Proof that a context may ingest into its workspace (from [`Knowledge::ingest_permit`]),
+/// taken before a handler reads an upload, so a refused principal's body is never read.
+pub struct IngestPermit {
+    ctx: WorkspaceAccess,
+}
+
+impl Knowledge {
+    pub fn new(
+        config: &Config,
+        control: Arc<ControlPlane>,
+        registry: Registry,
+        providers: Arc<dyn OrgProviders>,
+        draining: Draining,
+        governance: Arc<Governance>,
+    ) -> Knowledge {
+        Knowledge {
+            control,
+            registry,
+            scheduler: Scheduler::new(&config.data_dir),
+            embedders: Default::default(),
+            fusion: Default::default(),
+            providers,
+            draining,
+            max_upload_bytes: config.max_upload_bytes,
+            ingest_workers: config.ingest_workers,
+            governance,
+        }
+    }
+
+    /// The server-wide job scheduler.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// The shared embedding models.
+    pub fn embedders(&self) -> &Embedders {
+        &self.embedders
+    }
+
+    /// Hybrid-search fusion parameters (tuned by `enclave eval`).
+    pub fn fusion(&self) -> &std::sync::RwLock<Fusion> {
+        &self.fusion
+    }
+
+    /// The store of the context's workspace for a knowledge operation. The context decided
+    /// existence and status (through identity's status cache): no control-plane read here. A
+    /// suspended org's data is refused even to the operator. A workspace deleted since the
+    /// context was built is `NotFound` (the registry never reopens a removed store).
+    fn store(&self, ctx: &WorkspaceAccess) -> Result<Handle> {
+        if ctx.org_status() == OrgStatus::Suspended {
             return Err(Error::Suspended);
         }
-        Ok((rec, handle))
+        self.registry.get(ctx.workspace_id())
+    }
+
+    /// A workspace's record and store, the record checked first (so a deleted workspace is
+    /// never reopened): for the job workers, which act for no principal.
+    fn store_by_record(&self, ws: Uuid) -> Result<(crate::control::WorkspaceRecord, Handle)> {
+        let record = self.control.get_workspace(ws)?;
+        let handle = self.registry.get(ws)?;
+        Ok((record, handle))
     }
 
     fn extract_limits(&self) -> Limits {
         Limits::default()
     }
 
+    /// Checks that the context may ingest (`Ingest`): call before reading an upload.
+    pub fn ingest_permit(&self, ctx: &WorkspaceAccess) -> Result<IngestPermit> {
+        ctx.require(Action::Ingest)?;
+        Ok(IngestPermit { ctx: ctx.clone() })
+    }
+
     /// Adds (or replaces, by `external_id`) a document; its ingestion runs as a job.
-    pub fn add_document(&self, ws: Uuid, input: DocumentInput) -> Result<Added> {
-        if input.bytes.len() as u64 > self.config.max_upload_bytes {
+    pub fn add_document(&self, permit: &IngestPermit, input: DocumentInput) -> Result<Added> {
+        let ctx = &permit.ctx;
+        if input.bytes.len() as u64 > self.max_upload_bytes {
             return Err(Error::PayloadTooLarge(format!(
                 "the document is over the limit of {} bytes",
-                self.config.max_upload_bytes
+                self.max_upload_bytes
             )));
         }
         let metadata = input
@@ -154,7 +259,8 @@ impl App {
         {
             return Err(Error::invalid("text must not be empty"));
         }
-        let (rec, handle) = self.knowledge_workspace(ws)?;
+        let handle = self.store(ctx)?;
+        let ws = ctx.workspace_id();
         let space = vectors::active(&handle.conn())?;
         match (&input.embedding, space.config.is_user_provided()) {
             (Some(v), true) => {
@@ -177,21 +283,45 @@ impl App {
             }
             (None, false) => {}
         }
+        let new = NewDocument {
+            bytes: input.bytes,
+            format,
+            title,
+            metadata,
+            external_id: input.external_id,
+            source_name: input.file_name,
+            embedding: input.embedding,
+        };
+        // Governance hook: the plan's upload size, documents and storage quotas, checked and
+        // reserved before anything is stored (a document already there is no new one).
+        let bytes = new.bytes.len() as u64;
+        let room = match self
+            .governance
+            .reserve_document(ctx, bytes, new.external_id.is_some())
+        {
+            Ok(room) => room,
+            Err(e @ Error::QuotaExceeded { .. }) => {
+                return match store::duplicate_of(&handle, &new)? {
+                    // Nothing new: answered as the duplicate (counted as such by metering).
+                    Some(added) => Ok(added),
+                    None => {
+                        self.governance
+                            .record_refusal(ctx.org_id(), Some(ws), Refusal::Quota);
+                        Err(e)
+                    }
+                };
+            }
+            Err(e) => return Err(e),
+        };
         // The marker first: a crash after the job is written still finds it on restart.
         self.scheduler.mark(ws)?;
-        let added = store::add(
-            &handle,
-            NewDocument {
-                bytes: input.bytes,
-                format,
-                title,
-                metadata,
-                external_id: input.external_id,
-                source_name: input.file_name,
-                embedding: input.embedding,
-            },
-        )?;
-        self.wake_scheduler(ws, rec.org_id);
+        let added = store::add(&handle, new)?;
+        if !added.duplicate {
+            room.commit();
+        }
+        self.wake_scheduler(ws, ctx.org_id());
+        self.governance
+            .ingested(ctx.org_id(), ws, bytes, !added.duplicate);
         Ok(added)
     }
 
@@ -200,18 +330,22 @@ impl App {
         self.scheduler.notify(ws, org, priority);
     }
 
-    pub fn get_document(&self, ws: Uuid, id: &str) -> Result<DocumentView> {
-        let (_, handle) = self.knowledge_workspace(ws)?;
+    /// A document (`DocumentsRead`); `id` is parsed here (`400` when it is no id).
+    pub fn get_document(&self, ctx: &WorkspaceAccess, id: &str) -> Result<DocumentView> {
+        ctx.require(Action::DocumentsRead)?;
+        let id = parse_id(id, "document")?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
-        store::get(&conn, id)
+        store::get(&conn, &id)
     }
 
     pub fn list_documents(
         &self,
-        ws: Uuid,
-        page: crate::control::Page,
+        ctx: &WorkspaceAccess,
+        page: Page,
         status: Option<&str>,
     ) -> Result<Vec<DocumentView>> {
+        ctx.require(Action::DocumentsRead)?;
         let status = status
             .map(|s| {
                 DocumentStatus::parse(s).ok_or_else(|| {
@@ -219,26 +353,36 @@ impl App {
                 })
             })
             .transpose()?;
-        let (_, handle) = self.knowledge_workspace(ws)?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
         store::list(&conn, page.limit, page.offset, status)
     }
 
-    pub fn delete_document(&self, ws: Uuid, id: &str) -> Result<()> {
-        let (_, handle) = self.knowledge_workspace(ws)?;
-        store::delete(&handle, id)?;
-        self.scheduler.extractions.cancel(ws, id);
+    /// Deletes a document (`Ingest`); a running extraction of it stops within a moment.
+    pub fn delete_document(&self, ctx: &WorkspaceAccess, id: &str) -> Result<()> {
+        ctx.require(Action::Ingest)?;
+        let id = parse_id(id, "document")?;
+        let handle = self.store(ctx)?;
+        store::delete(&handle, &id)?;
+        self.scheduler.extractions.cancel(ctx.workspace_id(), &id);
+        // Governance hook: the org's documents and storage are counted again.
+        self.governance
+            .freed(ctx.org_id(), &[Counted::Documents, Counted::StorageBytes]);
         Ok(())
     }
 
-    pub fn get_job(&self, ws: Uuid, id: &str) -> Result<JobView> {
-        let (_, handle) = self.knowledge_workspace(ws)?;
+    /// A job (`DocumentsRead`); `id` is parsed here.
+    pub fn get_job(&self, ctx: &WorkspaceAccess, id: &str) -> Result<JobView> {
+        ctx.require(Action::DocumentsRead)?;
+        let id = parse_id(id, "job")?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
-        store::get_job(&conn, id)
+        store::get_job(&conn, &id)
     }
 
-    pub fn list_jobs(&self, ws: Uuid, page: crate::control::Page) -> Result<Vec<JobView>> {
-        let (_, handle) = self.knowledge_workspace(ws)?;
+    pub fn list_jobs(&self, ctx: &WorkspaceAccess, page: Page) -> Result<Vec<JobView>> {
+        ctx.require(Action::DocumentsRead)?;
+        let handle = self.store(ctx)?;
         let conn = handle.conn();
         store::list_jobs(&conn, page.limit, page.offset)
     }
@@ -247,14 +391,14 @@ impl App {
     /// the job (a waiter never holds a shutdown: the job stays queued and runs after a restart).
     pub async fn wait_for_job(
         self: &Arc<Self>,
-        ws: Uuid,
+        ctx: &WorkspaceAccess,
         job_id: &str,
         deadline: Instant,
     ) -> Result<JobWait> {
         loop {
             let job = crate::task::blocking({
-                let (app, job_id) = (self.clone(), job_id.to_string());
-                move || app.get_job(ws, &job_id)
+                let (k, ctx, job_id) = (self.clone(), ctx.clone(), job_id.to_string());
+                move || k.get_job(&ctx, &job_id)
             })
             .await?;
             match job.status {
@@ -266,52 +410,80 @@ impl App {
             if Instant::now() > deadline {
                 return Ok(JobWait::TimedOut(job));
             }
-            if self.is_draining() {
+            if self.draining.is_draining() {
                 return Ok(JobWait::Draining(job));
             }
             tokio::time::sleep(JOB_POLL).await;
         }
     }
 
-    /// Cancels a job; a running extraction of its document stops within a moment.
-    pub fn cancel_job(&self, ws: Uuid, id: &str) -> Result<JobView> {
-        let (_, handle) = self.knowledge_workspace(ws)?;
-        let job = store::cancel_job(&handle, id)?;
+    /// Cancels a job (`Ingest`); a running extraction of its document stops within a moment.
+    pub fn cancel_job(&self, ctx: &WorkspaceAccess, id: &str) -> Result<JobView> {
+        ctx.require(Action::Ingest)?;
+        let id = parse_id(id, "job")?;
+        let handle = self.store(ctx)?;
+        let job = store::cancel_job(&handle, &id)?;
         if let Some(doc) = &job.document_id {
-            self.scheduler.extractions.cancel(ws, doc);
+            self.scheduler.extractions.cancel(ctx.workspace_id(), doc);
         }
         Ok(job)
     }
 
-    /// Searches a workspace. `extra` is ANDed with the request's filter: a tenant token's
-    /// filter goes there.
-    pub fn search(
-        &self,
-        ws: Uuid,
-        req: &SearchRequest,
-        extra: Option<&Filter>,
-    ) -> Result<SearchResponse> {
-        let (rec, handle) = self.knowledge_workspace(ws)?;
-        let embedders = self.workspace_embedders(rec.org_id, &handle)?;
-        let fusion = *self.fusion.read().unwrap_or_else(|p| p.into_inner());
-        super::search::search(&handle, &embedders, req, extra, &fusion)
+    /// Searches the context's workspace (`Search`). The tenant token's filter, if any, is
+    /// ANDed with the request's: a request can narrow it, never widen it.
+    pub fn search(&self, ctx: &WorkspaceAccess, req: &SearchRequest) -> Result<SearchResponse> {
+        ctx.require(Action::Search)?;
+        let token_filter = ctx.filter_with(&[])?;
+        self.run_search(ctx, req, token_filter.as_ref())
     }
 
-    pub fn get_embedder(&self, ws: Uuid) -> Result<EmbedderView> {
-        let (_, handle) = self.knowledge_workspace(ws)?;
+    /// Retrieval for chat, its tools and MCP (`Search` or `Chat`: a chat's retrieval is part
+    /// of the chat): the same search, with the context's token filter AND `extra`.
+    pub fn retrieve(
+        &self,
+        ctx: &WorkspaceAccess,
+        req: &SearchRequest,
+        extra: Option<Filter>,
+    ) -> Result<SearchResponse> {
+        if ctx.require(Action::Search).is_err() {
+            ctx.require(Action::Chat)?;
+        }
+        let filter = Filter::and(ctx.filter_with(&[])?, extra);
+        self.run_search(ctx, req, filter.as_ref())
+    }
+
+    fn run_search(
+        &self,
+        ctx: &WorkspaceAccess,
+        req: &SearchRequest,
+        filter: Option<&Filter>,
+    ) -> Result<SearchResponse> {
+        let handle = self.store(ctx)?;
+        let embedders = self.workspace_embedders(ctx.org_id(), &handle)?;
+        let fusion = *self.fusion.read().unwrap_or_else(|p| p.into_inner());
+        super::search::search(&handle, &embedders, req, filter, &fusion)
+    }
+
+    /// The workspace's embedder (`DocumentsRead`).
+    pub fn get_embedder(&self, ctx: &WorkspaceAccess) -> Result<EmbedderView> {
+        ctx.require(Action::DocumentsRead)?;
+        let handle = self.store(ctx)?;
         scrub_legacy_embedders(&handle)?;
         embedder_view(&handle)
     }
 
     /// Switches a workspace's embedder. An empty workspace switches at once; otherwise a
     /// re-embedding job fills a new vector space while search keeps using the current one.
-    pub fn set_embedder(&self, ws: Uuid, cfg: EmbedderConfig) -> Result<EmbedderView> {
+    /// (`WorkspaceUpdate`)
+    pub fn set_embedder(&self, ctx: &WorkspaceAccess, cfg: EmbedderConfig) -> Result<EmbedderView> {
+        ctx.require(Action::WorkspaceUpdate)?;
         cfg.validate()?;
         let dim = self.embedders.dim(&cfg)?;
-        let (rec, handle) = self.knowledge_workspace(ws)?;
+        let handle = self.store(ctx)?;
+        let ws = ctx.workspace_id();
         if let Some(name) = cfg.provider() {
             // Only a provider of the workspace's own org: another org's is never reachable.
-            if self.control.get_provider(rec.org_id, name)?.is_none() {
+            if self.control.get_provider(ctx.org_id(), name)?.is_none() {
                 return Err(Error::NotFound(Resource::Provider));
             }
         }
@@ -363,14 +535,14 @@ impl App {
         }
         if enqueue {
             self.scheduler.mark(ws)?;
-            self.wake_scheduler(ws, rec.org_id);
+            self.wake_scheduler(ws, ctx.org_id());
         }
         embedder_view(&handle)
     }
 
     /// Starts the server's job workers.
     pub fn start_job_workers(self: &Arc<Self>) -> Vec<std::thread::JoinHandle<()>> {
-        (0..self.config.ingest_workers)
+        (0..self.ingest_workers)
             .filter_map(|i| {
                 let app = self.clone();
                 std::thread::Builder::new()
@@ -399,7 +571,7 @@ impl App {
     }
 
     /// Wakes the workspaces of `org` that have pending work (after the org is reactivated).
-    pub(crate) fn wake_org_jobs(&self, org: Uuid) {
+    pub fn wake_org_jobs(&self, org: Uuid) {
         for ws in self.scheduler.marked() {
             match self.control.get_workspace(ws) {
                 Ok(rec) if rec.org_id == org && rec.org_status == OrgStatus::Active => {
@@ -409,6 +581,29 @@ impl App {
                 Err(Error::NotFound(_)) => self.scheduler.unmark(ws),
                 Err(e) => tracing::warn!(workspace_id = %ws, error = %e, "cannot wake jobs"),
             }
+        }
+    }
+
+    /// Requeues the unfinished jobs of a restored workspace (its scheduler marker went when it
+    /// was deleted). Called by tenancy after a restore.
+    pub fn resume_workspace_jobs(&self, ws: Uuid, org: Uuid) {
+        let pending = self.store_by_record(ws).and_then(|(_, h)| {
+            let n: i64 = h.conn().query_row(
+                &format!("SELECT count(*) FROM jobs WHERE status IN {UNFINISHED_JOBS_SQL}"),
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(n)
+        });
+        match pending {
+            Ok(0) => {}
+            Ok(_) => {
+                if let Err(e) = self.scheduler.mark(ws) {
+                    tracing::warn!(workspace_id = %ws, error = %e, "cannot mark restored jobs");
+                }
+                self.wake_scheduler(ws, org);
+            }
+            Err(e) => tracing::warn!(workspace_id = %ws, error = %e, "cannot resume restored jobs"),
         }
     }
 
@@ -428,7 +623,7 @@ impl App {
 
     fn run_ticket(&self, t: Ticket) {
         let started = Instant::now();
-        let outcome = match self.open_workspace(t.workspace) {
+        let outcome = match self.store_by_record(t.workspace) {
             Err(Error::NotFound(_)) => Outcome::Gone,
             Err(e) => {
                 tracing::warn!(workspace_id = %t.workspace, error = %e, "cannot open workspace for its jobs");
@@ -447,7 +642,17 @@ impl App {
                             org: t.org,
                         };
                         ingest::run_quantum_in(&handle, &embedders, &limits, &rt)
+                    })
+                    .inspect(|q| {
+                        let work = QuantumWork {
+                            indexed: q.indexed as u64,
+                            embedded: q.embedded as u64,
+                            embedded_tokens: q.embedded_tokens,
+                        };
+                        self.governance.quantum(rec.org_id, &handle, work)
                     }) {
+                    // (Embedded chunks count against the org's monthly allowance through the
+                    // metering above: `governance::monthly`.)
                     Ok(q) if q.worked => Outcome::More,
                     Ok(_) => Outcome::Idle,
                     // The index is rebuilt in the background; the jobs wait for it.
@@ -463,7 +668,7 @@ impl App {
     }
 }
 
-impl App {
+impl Knowledge {
     /// The server's embedders bound to the org providers the workspace's embedders name (the
     /// active one and any being built), resolved now in the workspace's own org, keys opened.
     /// A provider that cannot be used becomes a `provider_error` only when an embedding is
@@ -483,12 +688,8 @@ impl App {
     }
 
     fn resolve_provider(&self, org: Uuid, name: &str) -> Resolved {
-        match self.open_org_provider(org, name) {
-            Ok(Some(p)) => Ok(Endpoint {
-                org,
-                base_url: p.base_url,
-                api_key: p.api_key,
-            }),
+        match self.providers.open_provider(org, name) {
+            Ok(Some(p)) => Ok(p),
             Ok(None) => Err(format!(
                 "the workspace's embedder uses the organization's {name:?} provider, which is not set \
                  (PUT /v1/orgs/{{org}}/providers/{name})"

@@ -31,7 +31,7 @@ pub struct NewDocument {
     pub embedding: Option<Vec<f32>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Added {
     pub id: String,
     pub job_id: Option<String>,
@@ -40,7 +40,7 @@ pub struct Added {
     pub duplicate: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DocumentView {
     pub id: String,
     pub external_id: Option<String>,
@@ -58,7 +58,7 @@ pub struct DocumentView {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,
     pub kind: JobKind,
@@ -135,8 +135,40 @@ pub fn collect_blobs(ws: &Workspace, hashes: &[String]) {
     }
 }
 
-/// Records a new document and its ingestion job (or finds the identical one already there).
-pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
+/// The identical document already there (same content, title, metadata, type, embedding and
+/// external id), if any: what [`add`] answers instead of adding.
+pub fn duplicate_of(ws: &Workspace, new: &NewDocument) -> Result<Option<Added>> {
+    let fingerprint = fingerprint_of(new);
+    let conn = ws.conn();
+    let existing: Option<(String, DocumentStatus)> = conn
+        .query_row(
+            "SELECT id, status FROM documents
+             WHERE fingerprint = ?1 AND status <> 'failed'
+               AND (coalesce(external_id, pending_external_id) IS ?2)
+             ORDER BY id DESC LIMIT 1",
+            params![fingerprint, new.external_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((id, status)) = existing else {
+        return Ok(None);
+    };
+    let job_id: Option<String> = conn
+        .query_row(
+            "SELECT id FROM jobs WHERE document_id = ?1 ORDER BY id DESC LIMIT 1",
+            [&id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(Some(Added {
+        id,
+        job_id,
+        status,
+        duplicate: true,
+    }))
+}
+
+fn fingerprint_of(new: &NewDocument) -> String {
     let hash = content_hash(&new.bytes);
     let title = new.title.clone().unwrap_or_default();
     let meta = new.metadata.to_string();
@@ -145,41 +177,27 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
         .as_ref()
         .map(|v| serde_json::to_string(v).unwrap_or_default())
         .unwrap_or_default();
-    let fingerprint = hex_sha256(&[
+    hex_sha256(&[
         hash.as_bytes(),
         title.as_bytes(),
         meta.as_bytes(),
         new.format.mime().as_bytes(),
         emb.as_bytes(),
-    ]);
+    ])
+}
+
+/// Records a new document and its ingestion job (or finds the identical one already there).
+pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
+    let hash = content_hash(&new.bytes);
+    let title = new.title.clone().unwrap_or_default();
+    let meta = new.metadata.to_string();
+    let fingerprint = fingerprint_of(&new);
     // Identical document already present (same content, title, metadata and external id)?
+    if let Some(added) = duplicate_of(ws, &new)? {
+        return Ok(added);
+    }
     {
         let conn = ws.conn();
-        let existing: Option<(String, DocumentStatus)> = conn
-            .query_row(
-                "SELECT id, status FROM documents
-                 WHERE fingerprint = ?1 AND status <> 'failed'
-                   AND (coalesce(external_id, pending_external_id) IS ?2)
-                 ORDER BY id DESC LIMIT 1",
-                params![fingerprint, new.external_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((id, status)) = existing {
-            let job_id: Option<String> = conn
-                .query_row(
-                    "SELECT id FROM jobs WHERE document_id = ?1 ORDER BY id DESC LIMIT 1",
-                    [&id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            return Ok(Added {
-                id,
-                job_id,
-                status,
-                duplicate: true,
-            });
-        }
         if let Some(ext) = &new.external_id {
             let racing: Option<String> = conn
                 .query_row(

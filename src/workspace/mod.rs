@@ -61,6 +61,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "id_shaped_slugs",
         sql: include_str!("../../schema/workspace/0006_id_shaped_slugs.sql"),
     },
+    Migration {
+        version: 7,
+        name: "audit_chain",
+        sql: include_str!("../../schema/workspace/0007_audit_chain.sql"),
+    },
 ];
 
 /// The tokenizer of the full-text fields: lower-cased, English-stemmed.
@@ -136,7 +141,7 @@ pub fn create(dir: &Path) -> Result<()> {
 }
 
 /// Live statistics of a store, read from the store itself.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Stats {
     pub documents: i64,
     pub chunks: i64,

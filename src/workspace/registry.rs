@@ -7,6 +7,11 @@
 //! - Eviction only ever picks a store no request holds. When every slot is held, a new open
 //!   waits for a release (up to `wait_timeout`, then [`Error::Busy`]).
 //! - A store is opened at most once at a time: concurrent requests for it share one handle.
+//! - A removed store (its workspace deleted through this process) is never reopened: `remove`
+//!   leaves a tombstone and `get` answers `NotFound` for it. Requests hold a verified context
+//!   decided before the deletion, so this closes the race between a deletion and a request that
+//!   was already past authentication (it gets `404`, or finishes on the handle it already held).
+//!   A restore (`readmit`, after the record is live again) lifts the tombstone.
 
 use std::collections::HashSet;
 use std::ops::Deref;
@@ -57,6 +62,9 @@ struct State {
     cache: LruCache<Uuid, Arc<Workspace>>,
     opening: HashSet<Uuid>,
     live: usize,
+    /// Workspaces removed (deleted) while this registry lives: never opened again. Ids are
+    /// never reused, so this only grows by one per deletion (16 bytes each).
+    removed: HashSet<Uuid>,
 }
 
 struct Shared {
@@ -71,6 +79,8 @@ struct Shared {
     evictions: AtomicU64,
     /// Tantivy writers open in the stores of this registry (held or not, cached or evicted).
     writers: Writers,
+    /// How long opening a store took (a cold open: migrations, index checks, reconciliation).
+    open_latency: crate::histogram::Histogram,
 }
 
 impl Shared {
@@ -125,6 +135,7 @@ impl Registry {
                     cache: LruCache::unbounded(),
                     opening: HashSet::new(),
                     live: 0,
+                    removed: HashSet::new(),
                 }),
                 changed: Condvar::new(),
                 closed: AtomicBool::new(false),
@@ -132,6 +143,7 @@ impl Registry {
                 opens: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
                 writers: Writers::default(),
+                open_latency: Default::default(),
             }),
         }
     }
@@ -149,6 +161,9 @@ impl Registry {
         loop {
             if sh.closed.load(Ordering::Acquire) {
                 return Err(Error::ShuttingDown);
+            }
+            if st.removed.contains(&id) {
+                return Err(Error::NotFound(crate::error::Resource::Workspace));
             }
             if let Some(ws) = st.cache.get(&id) {
                 return Ok(self.handle(ws.clone()));
@@ -179,7 +194,9 @@ impl Registry {
             }
             st.opening.insert(id);
             drop(st);
+            let started = Instant::now();
             let opened = Workspace::open_counted(&dir_of(&sh.data_dir, id), id, sh.writers.clone());
+            sh.open_latency.observe(started.elapsed());
             let mut st = sh.lock();
             st.opening.remove(&id);
             sh.changed.notify_all();
@@ -215,6 +232,17 @@ impl Registry {
         }
     }
 
+    /// A handle to the store of `id` if it is open now (never opens it).
+    pub fn get_if_open(&self, id: Uuid) -> Option<Handle> {
+        let ws = self.shared.lock().cache.peek(&id).cloned()?;
+        Some(self.handle(ws))
+    }
+
+    /// The latency histogram of store opens.
+    pub fn open_latency(&self) -> &crate::histogram::Histogram {
+        &self.shared.open_latency
+    }
+
     fn handle(&self, ws: Arc<Workspace>) -> Handle {
         Handle {
             ws: Some(ws),
@@ -222,17 +250,25 @@ impl Registry {
         }
     }
 
-    /// Takes workspace `id` out of the cache (before its folder is deleted). Requests that hold
-    /// it keep a working handle until they finish. Returns whether it was cached.
+    /// Takes workspace `id` out of the cache (before its folder is deleted) for good: it is not
+    /// opened again by this registry. Requests that hold it keep a working handle until they
+    /// finish. Returns whether it was cached.
     pub fn remove(&self, id: Uuid) -> bool {
         let sh = &self.shared;
         let mut st = sh.lock();
         while st.opening.contains(&id) {
             st = sh.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
+        st.removed.insert(id);
         let removed = st.cache.pop(&id);
         drop(st);
         removed.is_some()
+    }
+
+    /// Lets a removed workspace be opened again: its deletion was undone (a restore within the
+    /// grace period, its record live again). Its folder was never touched.
+    pub fn readmit(&self, id: Uuid) {
+        self.shared.lock().removed.remove(&id);
     }
 
     /// Commits and closes the Tantivy writers that have been idle for `idle`, whoever opened

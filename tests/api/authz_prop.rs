@@ -145,12 +145,16 @@ async fn build(s: &TestServer, api: &Api, spec: &Spec) -> World {
         let email = format!("u{u}-c{case}@example.com");
         let user = s
             .app
+            .identity()
             .create_user(&email, "", PASSWORD, None)
             .expect("create user");
         for (o, r) in roles.iter().enumerate() {
             if let Some(r) = r {
                 let org = uuid::Uuid::parse_str(&orgs[o].id).expect("org id");
-                s.app.control.add_member(org, user.id, *r).expect("member");
+                s.app
+                    .control_plane()
+                    .add_member(org, user.id, *r)
+                    .expect("member");
             }
         }
         let r = api.login(&email, PASSWORD).await;

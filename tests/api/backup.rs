@@ -222,7 +222,10 @@ async fn one_workspace_restores_into_a_running_server() {
     let dbf = s.data_dir.join(ws).join("workspace.db");
     let len = std::fs::metadata(&dbf).expect("db").len() as usize;
     std::fs::write(&dbf, vec![0x5a; len]).expect("garbage");
-    s.app.registry.remove(ws.parse().expect("uuid"));
+    // Out of the cache (and admitted again), so the next request opens the damaged file.
+    let id = ws.parse().expect("uuid");
+    s.app.registry().remove(id);
+    s.app.registry().readmit(id);
     let broken = api
         .post(
             &format!("/v1/workspaces/{ws}/search"),
@@ -240,9 +243,36 @@ async fn one_workspace_restores_into_a_running_server() {
             .len(),
         1
     );
-    // A deleted workspace comes back as a new one.
+    // A deleted workspace in its grace period is refused (restore it first, then the backup
+    // over it)...
     assert_eq!(
         api.delete(&format!("/v1/workspaces/{ws}")).await.status,
+        204
+    );
+    let r = api
+        .post("/v1/admin/restore", json!({"from": to, "workspace": ws}))
+        .await;
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert!(
+        r.message()
+            .contains(&format!("/v1/workspaces/{ws}/restore")),
+        "{:?}",
+        r.body
+    );
+    let undone = api
+        .post(&format!("/v1/workspaces/{ws}/restore"), json!({}))
+        .await;
+    assert_eq!(undone.status, 200, "{:?}", undone.body);
+    let r = api
+        .post("/v1/admin/restore", json!({"from": to, "workspace": ws}))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["id"], json!(ws));
+    // ...and a purged one comes back as a new workspace.
+    assert_eq!(
+        api.delete(&format!("/v1/workspaces/{ws}?purge=true"))
+            .await
+            .status,
         204
     );
     let r = api
@@ -270,11 +300,10 @@ async fn one_workspace_restores_into_a_running_server() {
 #[tokio::test]
 async fn scheduled_backups_report_in_metrics() {
     let dest = tempfile::tempdir().expect("tempdir");
-    let s = TestServer::start_with(Options {
-        backup_to: Some(dest.path().display().to_string()),
-        backup_interval_secs: 1,
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| {
+        c.backup_to = Some(dest.path().display().to_string());
+        c.backup_interval_secs = 1;
+    }));
     fixture(&s).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

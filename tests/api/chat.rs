@@ -11,27 +11,28 @@ use crate::mock_llm::{self, MockLlm, Reply};
 const DOCS: &str = "alpha pricing";
 
 /// Seeds `ws` with a sales and two engineering documents (two about alpha pricing).
-pub fn seed(s: &TestServer, ws: &str) -> Vec<(String, Vec<i64>)> {
+pub async fn seed(s: &TestServer, ws: &str) -> Vec<(String, Vec<i64>)> {
     s.seed_documents(
         ws,
         &[
             (
                 "Sales playbook",
                 json!({"group": "sales"}),
-                &["Alpha pricing is 10 euros per seat for the sales team."],
+                "Alpha pricing is 10 euros per seat for the sales team.",
             ),
             (
                 "Engineering notes",
                 json!({"group": "eng"}),
-                &["Alpha pricing in engineering terms: the build costs nothing."],
+                "Alpha pricing in engineering terms: the build costs nothing.",
             ),
             (
                 "Unrelated",
                 json!({"group": "eng"}),
-                &["Bananas are yellow and grow in bunches."],
+                "Bananas are yellow and grow in bunches.",
             ),
         ],
     )
+    .await
 }
 
 fn names(events: &[(String, Value)]) -> Vec<&str> {
@@ -167,7 +168,7 @@ async fn extractive_chat_cites_passages_streams_and_keeps_its_session() {
     let op = s.api();
     let org = op.create_org("chatx").await;
     let ws = op.create_workspace(&org, "kb").await;
-    let seeded = seed(&s, &ws);
+    let seeded = seed(&s, &ws).await;
     let u = op.user_client(&org, "u@x.io", "viewer").await;
     let chat = format!("/v1/workspaces/{ws}/chat");
 
@@ -272,7 +273,7 @@ async fn tenant_token_filters_bind_chat_and_sessions_stay_with_their_owner() {
     let op = s.api();
     let org = op.create_org("tok").await;
     let ws = op.create_workspace(&org, "kb").await;
-    let seeded = seed(&s, &ws);
+    let seeded = seed(&s, &ws).await;
     let k = op.key_client(&ws, &["search", "chat"]).await;
     let t = k
         .tenant_client(
@@ -364,7 +365,7 @@ async fn openai_compatible_provider_tools_streaming_retries_and_failures() {
     let op = s.api();
     let org = op.create_org("byok").await;
     let ws = op.create_workspace(&org, "kb").await;
-    let seeded = seed(&s, &ws);
+    let seeded = seed(&s, &ws).await;
     let admin = op.user_client(&org, "a@byok.io", "admin").await;
     let member = op.user_client(&org, "m@byok.io", "member").await;
 
@@ -381,7 +382,7 @@ async fn openai_compatible_provider_tools_streaming_retries_and_failures() {
     let r = admin.get(&format!("/v1/orgs/{org}/providers")).await;
     assert_eq!(r.body["data"][0]["model"], "mock-model");
     assert!(!r.body.to_string().contains("sk-org-secret"));
-    s.app.control.checkpoint().expect("checkpoint");
+    s.app.control_plane().checkpoint().expect("checkpoint");
     for f in ["control.db", "control.db-wal"] {
         let bytes = std::fs::read(s.data_path(f)).unwrap_or_default();
         assert!(
@@ -641,8 +642,8 @@ async fn one_tenants_agents_sessions_and_provider_keys_never_reach_another() {
     let org_b = op.create_org("tenant-b").await;
     let ws_a = op.create_workspace(&org_a, "a").await;
     let ws_b = op.create_workspace(&org_b, "b").await;
-    seed(&s, &ws_a);
-    seed(&s, &ws_b);
+    seed(&s, &ws_a).await;
+    seed(&s, &ws_b).await;
     let a = op.user_client(&org_a, "owner@a.io", "owner").await;
     let b = op.user_client(&org_b, "owner@b.io", "owner").await;
     assert_eq!(
@@ -762,8 +763,14 @@ async fn one_tenants_agents_sessions_and_provider_keys_never_reach_another() {
         "no request left with A's key"
     );
 
-    // Deleting an org destroys its provider keys.
-    assert_eq!(op.delete(&format!("/v1/orgs/{org_a}")).await.status, 204);
+    // Purging an org destroys its provider keys (a plain delete keeps them sealed for the
+    // grace period, so a restore gets them back; the upkeep's purge destroys them after it).
+    assert_eq!(
+        op.delete(&format!("/v1/orgs/{org_a}?purge=true"))
+            .await
+            .status,
+        204
+    );
     let conn = rusqlite::Connection::open(s.data_path("control.db")).expect("open control");
     let n: i64 = conn
         .query_row(

@@ -43,9 +43,10 @@ async fn official_openai_and_mcp_python_clients_work_unchanged() {
         &[(
             "Manual",
             json!({}),
-            &["The omega valve opens at 42 bar of pressure."],
+            "The omega valve opens at 42 bar of pressure.",
         )],
-    );
+    )
+    .await;
     let key = op.create_key(&ws, &["chat", "search"]).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),

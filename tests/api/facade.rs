@@ -12,12 +12,9 @@ async fn openai_facade_lists_agents_and_completes_streaming_and_not() {
     let ws = op.create_workspace(&org, "kb").await;
     s.seed_documents(
         &ws,
-        &[(
-            "Guide",
-            json!({}),
-            &["The gamma reactor runs at 300 kelvin."],
-        )],
-    );
+        &[("Guide", json!({}), "The gamma reactor runs at 300 kelvin.")],
+    )
+    .await;
     let key = op.key_client(&ws, &["chat"]).await;
     let base = format!("/v1/workspaces/{ws}/openai/v1");
 
@@ -113,21 +110,23 @@ async fn mcp_initializes_lists_and_calls_tools_in_the_tenant_context() {
     let op = s.api();
     let org = op.create_org("mcp").await;
     let ws = op.create_workspace(&org, "kb").await;
-    let docs = s.seed_documents(
-        &ws,
-        &[
-            (
-                "Public",
-                json!({"tier": "free"}),
-                &["The delta protocol uses port 4242."],
-            ),
-            (
-                "Private",
-                json!({"tier": "paid"}),
-                &["The delta protocol premium uses port 9999."],
-            ),
-        ],
-    );
+    let docs = s
+        .seed_documents(
+            &ws,
+            &[
+                (
+                    "Public",
+                    json!({"tier": "free"}),
+                    "The delta protocol uses port 4242.",
+                ),
+                (
+                    "Private",
+                    json!({"tier": "paid"}),
+                    "The delta protocol premium uses port 9999.",
+                ),
+            ],
+        )
+        .await;
     let key = op.create_key(&ws, &["search", "chat"]).await;
     let url = format!("{}/v1/workspaces/{ws}/mcp", s.base);
     let client = reqwest::Client::new();

@@ -116,10 +116,7 @@ async fn read_full_response(stream: &mut TcpStream) -> RawResponse {
 
 #[tokio::test]
 async fn requests_whose_headers_never_finish_are_cut_off() {
-    let s = TestServer::start_with(Options {
-        header_read_timeout_secs: 1,
-        ..Options::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.header_read_timeout_secs = 1));
     let addr = addr(&s);
     // Half a request line, then nothing; and nothing at all.
     let mut half = TcpStream::connect(&addr).await.expect("connect");
@@ -164,11 +161,10 @@ async fn requests_whose_headers_never_finish_are_cut_off() {
 
 #[tokio::test]
 async fn idle_kept_alive_connections_are_closed() {
-    let s = TestServer::start_with(Options {
-        header_read_timeout_secs: 1,
-        keep_alive_idle_secs: 4,
-        ..Options::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| {
+        c.header_read_timeout_secs = 1;
+        c.keep_alive_idle_secs = 4;
+    }));
     let mut c = TcpStream::connect(addr(&s)).await.expect("connect");
     c.write_all(REQUEST).await.expect("write");
     assert_eq!(read_response(&mut c).await, 200);
@@ -191,11 +187,10 @@ async fn idle_kept_alive_connections_are_closed() {
 /// backlog (it is not refused) and is served as soon as the header bound frees a slot.
 #[tokio::test]
 async fn slow_clients_hold_the_connection_limit_only_for_the_header_bound() {
-    let s = TestServer::start_with(Options {
-        header_read_timeout_secs: 2,
-        max_connections: 2,
-        ..Options::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| {
+        c.header_read_timeout_secs = 2;
+        c.max_connections = 2;
+    }));
     let addr = addr(&s);
     let mut slow = Vec::new();
     for _ in 0..2 {
@@ -267,10 +262,7 @@ async fn assert_cut_off(stream: &mut TcpStream, what: &str, limit: Duration) {
 /// `408` within the body bound on every kind of route, and its connection closed.
 #[tokio::test]
 async fn request_bodies_that_stall_are_cut_off_with_408() {
-    let s = TestServer::start_with(Options {
-        body_read_timeout_secs: 1,
-        ..Options::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.body_read_timeout_secs = 1));
     let api = s.api();
     let org = api.create_org("bodies").await;
     let ws = api.create_workspace(&org, "w").await;
@@ -364,10 +356,7 @@ async fn request_bodies_that_stall_are_cut_off_with_408() {
 /// take.
 #[tokio::test]
 async fn a_request_body_trickling_in_is_cut_off() {
-    let s = TestServer::start_with(Options {
-        body_read_timeout_secs: 1,
-        ..Options::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.body_read_timeout_secs = 1));
     let body = format!(
         "{{\"slug\": \"trickle\", \"name\": \"{}\"}}",
         "x".repeat(960)
@@ -421,10 +410,7 @@ async fn a_request_body_trickling_in_is_cut_off() {
 /// affected.
 #[tokio::test]
 async fn bodies_sent_at_a_usual_pace_are_served() {
-    let s = TestServer::start_with(Options {
-        body_read_timeout_secs: 3,
-        ..Options::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.body_read_timeout_secs = 3));
     let api = s.api();
     // Three pieces, 700 ms apart: 12 bytes per 700 ms is far under the minimum rate, but a
     // body may always take the stall bound (3 s) in all.
@@ -479,10 +465,7 @@ async fn bodies_sent_at_a_usual_pace_are_served() {
 /// block.
 #[tokio::test]
 async fn a_client_that_never_reads_its_responses_is_disconnected() {
-    let s = TestServer::start_with(Options {
-        response_write_timeout_secs: 1,
-        ..Options::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.response_write_timeout_secs = 1));
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     // A small receive window, so that the server's writes block soon.
     socket.set_recv_buffer_size(4096).expect("rcvbuf");
@@ -678,11 +661,10 @@ async fn secrets_are_not_stored_by_caches_and_nothing_is_sniffed() {
 
 #[tokio::test]
 async fn shutdown_ends_waiters_and_readyz_drains_before_the_listener_closes() {
-    let mut s = TestServer::start_with(Options {
-        ingest_workers: 0,
-        shutdown_delay_secs: 3,
-        ..Options::default()
-    });
+    let mut s = TestServer::start_with(Options::configured(|c| {
+        c.ingest_workers = 0;
+        c.shutdown_delay_secs = 3;
+    }));
     let api = s.api();
     let ws = api.knowledge_workspace("drain").await;
     let waiter = tokio::spawn({

@@ -155,11 +155,15 @@ async fn deletions_interrupted_by_a_crash_leave_no_folder_behind() {
     let alone_id = uuid::Uuid::parse_str(&alone).expect("id");
     server
         .app
-        .control
+        .control_plane()
         .mark_workspace_deleted(alone_id)
         .expect("mark");
     let org_id = uuid::Uuid::parse_str(&other_org).expect("id");
-    server.app.control.delete_org(org_id).expect("delete org");
+    server
+        .app
+        .control_plane()
+        .delete_org(org_id)
+        .expect("delete org");
     server.stop();
     let folders = [tmp.path().join(&alone), tmp.path().join(&with_org)];
     assert!(folders.iter().all(|f| f.is_dir()));
@@ -531,7 +535,7 @@ async fn writers_of_every_path_are_swept() {
         })
         .await;
     }
-    let registry = &server.app.registry;
+    let registry = &server.app.registry();
     assert!(registry.stats().open_writers >= 2, "{:?}", registry.stats());
     assert!(tantivy_threads() > 0);
 

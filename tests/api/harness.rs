@@ -12,61 +12,32 @@ use serde_json::Value;
 
 pub const TOKEN: &str = "test-operator-token-0123456789";
 
+/// How a test server starts: the server's own [`Config`] (so a new configuration field needs
+/// no change here), with test defaults.
 pub struct Options {
-    pub data_dir: Option<PathBuf>,
-    pub max_open_workspaces: usize,
-    /// `None`: no configured token (a stored or generated one is used).
-    pub admin_token: Option<String>,
-    pub open_wait_secs: u64,
-    /// `tenant_domain`: `<workspace-id>.<domain>` names a workspace.
-    pub tenant_domain: Option<String>,
-    /// Model provider timeout and retries (short, so failures are quick in tests).
-    pub provider_timeout_secs: u64,
-    pub provider_retries: u32,
-    /// Job workers; 0 queues jobs without running them.
-    pub ingest_workers: usize,
-    pub max_upload_bytes: u64,
-    /// Connection bounds (`header_read_timeout_secs`, `keep_alive_idle_secs`,
-    /// `max_connections`).
-    pub header_read_timeout_secs: u64,
-    pub keep_alive_idle_secs: u64,
-    pub max_connections: usize,
-    /// Shutdown: seconds of draining before the listener closes (0 in tests, so that stopping
-    /// is quick), then seconds in-flight requests get.
-    pub shutdown_delay_secs: u64,
-    pub shutdown_grace_secs: u64,
-    /// Request bodies: seconds without progress, and the slowest average rate (bytes/s).
-    pub body_read_timeout_secs: u64,
-    pub body_min_bytes_per_sec: u64,
-    /// Seconds a response may wait for a client that does not read it.
-    pub response_write_timeout_secs: u64,
-    /// Scheduled backups: target and seconds between runs.
-    pub backup_to: Option<String>,
-    pub backup_interval_secs: u64,
+    /// `Config::for_data_dir` with the defaults of tests: the operator token [`TOKEN`], 16 open
+    /// workspaces, one job worker, 8 MiB uploads, a short provider timeout (2 s, 2 retries), no
+    /// drain at shutdown.
+    pub config: Config,
+    /// Whether the server runs on `config.data_dir` as it is (a directory kept across servers);
+    /// otherwise it gets a fresh temp dir, removed when it is dropped (see [`TestServer::stop`]).
+    pub keep_data_dir: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
+        let mut config = Config::for_data_dir(Path::new(""));
+        config.max_open_workspaces = 16;
+        config.admin_token = Some(TOKEN.to_string());
+        config.open_wait_secs = 30;
+        config.provider_timeout_secs = 2;
+        config.provider_retries = 2;
+        config.ingest_workers = 1;
+        config.max_upload_bytes = 8 << 20;
+        config.shutdown_delay_secs = 0;
         Options {
-            data_dir: None,
-            max_open_workspaces: 16,
-            admin_token: Some(TOKEN.to_string()),
-            open_wait_secs: 30,
-            tenant_domain: None,
-            provider_timeout_secs: 2,
-            provider_retries: 2,
-            ingest_workers: 1,
-            max_upload_bytes: 8 << 20,
-            header_read_timeout_secs: enclave::config::DEFAULT_HEADER_READ_TIMEOUT_SECS,
-            keep_alive_idle_secs: enclave::config::DEFAULT_KEEP_ALIVE_IDLE_SECS,
-            max_connections: enclave::config::DEFAULT_MAX_CONNECTIONS,
-            shutdown_delay_secs: 0,
-            shutdown_grace_secs: enclave::config::DEFAULT_SHUTDOWN_GRACE_SECS,
-            body_read_timeout_secs: enclave::config::DEFAULT_BODY_READ_TIMEOUT_SECS,
-            body_min_bytes_per_sec: enclave::config::DEFAULT_BODY_MIN_BYTES_PER_SEC,
-            response_write_timeout_secs: enclave::config::DEFAULT_RESPONSE_WRITE_TIMEOUT_SECS,
-            backup_to: None,
-            backup_interval_secs: enclave::config::DEFAULT_BACKUP_INTERVAL_SECS,
+            config,
+            keep_data_dir: false,
         }
     }
 }
@@ -74,12 +45,24 @@ impl Default for Options {
 impl Options {
     /// A server on `dir` (kept after it stops, so a later server restarts on it) with
     /// `ingest_workers` job workers.
-    pub fn on(dir: &std::path::Path, ingest_workers: usize) -> Options {
-        Options {
-            data_dir: Some(dir.to_path_buf()),
-            ingest_workers,
-            ..Options::default()
-        }
+    pub fn on(dir: &Path, ingest_workers: usize) -> Options {
+        let mut opts = Options::configured(|c| {
+            c.data_dir = dir.to_path_buf();
+            c.ingest_workers = ingest_workers;
+        });
+        opts.keep_data_dir = true;
+        opts
+    }
+
+    /// The test defaults changed by `change` .
+    pub fn with(mut self, change: impl FnOnce(&mut Config)) -> Options {
+        change(&mut self.config);
+        self
+    }
+
+    /// The test defaults changed by `change`.
+    pub fn configured(change: impl FnOnce(&mut Config)) -> Options {
+        Options::default().with(change)
     }
 }
 
@@ -99,37 +82,23 @@ impl TestServer {
     }
 
     pub fn start_with(opts: Options) -> TestServer {
-        let (tmp, data_dir) = match opts.data_dir {
-            Some(d) => (None, d),
-            None => {
-                let t = tempfile::tempdir().expect("tempdir");
-                let d = t.path().to_path_buf();
-                (Some(t), d)
-            }
+        let Options {
+            mut config,
+            keep_data_dir,
+        } = opts;
+        let tmp = if keep_data_dir {
+            None
+        } else {
+            let t = tempfile::tempdir().expect("tempdir");
+            config.data_dir = t.path().to_path_buf();
+            Some(t)
         };
-        let mut config = Config::for_data_dir(&data_dir);
-        config.max_open_workspaces = opts.max_open_workspaces;
-        config.admin_token = opts.admin_token.clone();
-        config.open_wait_secs = opts.open_wait_secs;
-        config.tenant_domain = opts.tenant_domain.clone();
-        config.provider_timeout_secs = opts.provider_timeout_secs;
-        config.provider_retries = opts.provider_retries;
-        config.ingest_workers = opts.ingest_workers;
-        config.max_upload_bytes = opts.max_upload_bytes;
-        config.header_read_timeout_secs = opts.header_read_timeout_secs;
-        config.keep_alive_idle_secs = opts.keep_alive_idle_secs;
-        config.max_connections = opts.max_connections;
-        config.shutdown_delay_secs = opts.shutdown_delay_secs;
-        config.shutdown_grace_secs = opts.shutdown_grace_secs;
-        config.body_read_timeout_secs = opts.body_read_timeout_secs;
-        config.body_min_bytes_per_sec = opts.body_min_bytes_per_sec;
-        config.response_write_timeout_secs = opts.response_write_timeout_secs;
-        config.backup_to = opts.backup_to.clone();
-        config.backup_interval_secs = opts.backup_interval_secs;
+        let data_dir = config.data_dir.clone();
+        let admin_token = config.admin_token.clone();
         let (app, source) = App::open(config).expect("open app");
         let token = match source {
             AdminTokenSource::Generated(t) => t,
-            _ => opts.admin_token.unwrap_or_default(),
+            _ => admin_token.unwrap_or_default(),
         };
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -202,53 +171,61 @@ impl TestServer {
     /// Moves the server's clock forward (the one credentials expire by): a test lets an
     /// expiry pass this way instead of sleeping until it does.
     pub fn advance_clock(&self, by: std::time::Duration) {
-        self.app.identity.clock().advance(by);
+        self.app.identity().state().clock().advance(by);
     }
 
     pub fn data_path(&self, rel: &str) -> PathBuf {
         self.data_dir.join(rel)
     }
 
-    /// Puts documents straight into a workspace's store and full-text index (no ingestion
-    /// pipeline): `(title, metadata, chunk texts)` each. Returns `(document id, chunk ids)`.
-    pub fn seed_documents(
+    /// Seeds a new, empty workspace through the API: one single-chunk document per
+    /// `(title, metadata, text)`, each added with `?wait=true`. The workspace's embedder becomes
+    /// `user-provided` and each document carries its own basis vector, so a search or chat
+    /// without a query vector finds documents by their words only (what these tests assert),
+    /// and the vector finds each document's chunk. Returns `(document id, [chunk id])` each.
+    pub async fn seed_documents(
         &self,
         ws: &str,
-        docs: &[(&str, Value, &[&str])],
+        docs: &[(&str, Value, &str)],
     ) -> Vec<(String, Vec<i64>)> {
-        let id = uuid::Uuid::parse_str(ws).expect("workspace id");
-        let (_, handle) = self.app.open_workspace(id).expect("open workspace");
-        let mut out = Vec::new();
-        for (title, metadata, chunks) in docs {
-            let doc_id = uuid::Uuid::now_v7().to_string();
-            let now = "2026-01-01T00:00:00.000Z";
-            let mut ids = Vec::new();
-            {
-                let conn = handle.conn();
-                conn.execute(
-                    "INSERT INTO documents (id, title, mime_type, content_hash, byte_size, metadata,
-                         status, chunk_count, created_at, updated_at)
-                     VALUES (?1, ?2, 'text/plain', ?1, 0, ?3, 'indexed', ?4, ?5, ?5)",
-                    rusqlite::params![doc_id, title, metadata.to_string(), chunks.len() as i64, now],
+        let api = self.api();
+        let dim = docs.len().max(1);
+        let r = api
+            .send(
+                Method::PUT,
+                &format!("/v1/workspaces/{ws}/embedder"),
+                Some(serde_json::json!({"kind": "user-provided", "dimension": dim})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "set embedder: {:?}", r.body);
+        let basis = |i: usize| {
+            let mut v = vec![0.0f32; dim];
+            v[i] = 1.0;
+            v
+        };
+        let mut out = Vec::with_capacity(docs.len());
+        for (i, (title, metadata, text)) in docs.iter().enumerate() {
+            let r = api
+                .post(
+                    &format!("/v1/workspaces/{ws}/documents?wait=true"),
+                    serde_json::json!({
+                        "title": title, "metadata": metadata, "text": text, "embedding": basis(i),
+                    }),
                 )
-                .expect("insert document");
-                for (i, text) in chunks.iter().enumerate() {
-                    conn.execute(
-                        "INSERT INTO chunks (document_id, ordinal, text) VALUES (?1, ?2, ?3)",
-                        rusqlite::params![doc_id, i as i64, text],
-                    )
-                    .expect("insert chunk");
-                    ids.push(conn.last_insert_rowid());
-                }
-            }
-            for (cid, text) in ids.iter().zip(chunks.iter()) {
-                handle
-                    .index_chunk(*cid as u64, &doc_id, title, "", text)
-                    .expect("index chunk");
-            }
-            out.push((doc_id, ids));
+                .await;
+            assert_eq!(r.status, 201, "add document: {:?}", r.body);
+            assert_eq!(r.body["chunk_count"], 1, "one chunk: {:?}", r.body);
+            let hits = api
+                .search(
+                    ws,
+                    serde_json::json!({"mode": "vector", "vector": basis(i), "limit": 1}),
+                )
+                .await;
+            let hit = hits.first().expect("the seeded chunk");
+            assert_eq!(hit["document_id"], r.body["id"], "{hits:?}");
+            let chunk = hit["chunk_id"].as_i64().expect("chunk id");
+            out.push((r.id(), vec![chunk]));
         }
-        handle.commit_index().expect("commit");
         out
     }
 }
@@ -474,9 +451,13 @@ impl Api {
 
     // ---- fixtures ----
 
+    /// Creates an org on the `enterprise` plan (no limits): tests of limits set them.
     pub async fn create_org(&self, slug: &str) -> String {
         let r = self
-            .post("/v1/orgs", serde_json::json!({"name": slug, "slug": slug}))
+            .post(
+                "/v1/orgs",
+                serde_json::json!({"name": slug, "slug": slug, "plan": "enterprise"}),
+            )
             .await;
         assert_eq!(r.status, 201, "create org: {:?}", r.body);
         r.id()
@@ -677,6 +658,127 @@ impl Api {
             tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         }
     }
+}
+
+/// One request and what its answer must be (after PocketBase's `ApiScenario`): who sends it
+/// (a client, with its credential and headers), method, path and body; the status, and when
+/// set the SPEC error code, words of the error message and fragments the body text must
+/// lack. Tests list scenarios in tables and run them with [`run_scenarios`] (or one with
+/// [`Scenario::run`]); the name says which row failed.
+#[derive(Clone)]
+pub struct Scenario {
+    name: String,
+    client: Api,
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    status: u16,
+    code: Option<&'static str>,
+    message_has: Vec<String>,
+    body_lacks: Vec<String>,
+}
+
+impl Scenario {
+    /// `method path` sent by `client`, expected to answer 200 unless told otherwise.
+    pub fn new(name: &str, client: &Api, method: Method, path: impl Into<String>) -> Scenario {
+        Scenario {
+            name: name.to_string(),
+            client: client.clone(),
+            method,
+            path: path.into(),
+            body: None,
+            status: 200,
+            code: None,
+            message_has: Vec::new(),
+            body_lacks: Vec::new(),
+        }
+    }
+
+    pub fn get(name: &str, client: &Api, path: impl Into<String>) -> Scenario {
+        Scenario::new(name, client, Method::GET, path)
+    }
+
+    pub fn post(name: &str, client: &Api, path: impl Into<String>, body: Value) -> Scenario {
+        Scenario::new(name, client, Method::POST, path).body(body)
+    }
+
+    pub fn patch(name: &str, client: &Api, path: impl Into<String>, body: Value) -> Scenario {
+        Scenario::new(name, client, Method::PATCH, path).body(body)
+    }
+
+    pub fn delete(name: &str, client: &Api, path: impl Into<String>) -> Scenario {
+        Scenario::new(name, client, Method::DELETE, path)
+    }
+
+    /// The JSON body sent.
+    pub fn body(mut self, body: Value) -> Scenario {
+        self.body = Some(body);
+        self
+    }
+
+    /// The status expected (any error code).
+    pub fn status(mut self, status: u16) -> Scenario {
+        self.status = status;
+        self
+    }
+
+    /// An error expected: its status and SPEC code.
+    pub fn fails(mut self, status: u16, code: &'static str) -> Scenario {
+        self.status = status;
+        self.code = Some(code);
+        self
+    }
+
+    /// Words the error message must contain.
+    pub fn message_has(mut self, words: &str) -> Scenario {
+        self.message_has.push(words.to_string());
+        self
+    }
+
+    /// A fragment the body's JSON text must not contain (e.g. another tenant's id).
+    pub fn body_lacks(mut self, fragment: &str) -> Scenario {
+        self.body_lacks.push(fragment.to_string());
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends the request and asserts the answer; returns it for further checks.
+    pub async fn run(&self) -> Resp {
+        let r = self
+            .client
+            .send(self.method.clone(), &self.path, self.body.clone())
+            .await;
+        let name = &self.name;
+        match self.code {
+            Some(code) => assert_eq!(
+                (r.status, r.code()),
+                (self.status, code),
+                "{name}: {:?}",
+                r.body
+            ),
+            None => assert_eq!(r.status, self.status, "{name}: {:?}", r.body),
+        }
+        for words in &self.message_has {
+            assert!(r.message().contains(words.as_str()), "{name}: {:?}", r.body);
+        }
+        let text = r.body.to_string();
+        for f in &self.body_lacks {
+            assert!(!text.contains(f.as_str()), "{name}: {f:?} in {text}");
+        }
+        r
+    }
+}
+
+/// Runs `scenarios` in order (see [`Scenario::run`]); returns their answers.
+pub async fn run_scenarios(scenarios: &[Scenario]) -> Vec<Resp> {
+    let mut out = Vec::with_capacity(scenarios.len());
+    for s in scenarios {
+        out.push(s.run().await);
+    }
+    out
 }
 
 /// One MCP (streamable HTTP) request with `token`, in session `session` when given:

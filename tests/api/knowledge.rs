@@ -234,10 +234,7 @@ async fn every_format_is_ingested() {
 
 #[tokio::test]
 async fn hostile_and_unsupported_files_fail_alone() {
-    let s = TestServer::start_with(Options {
-        max_upload_bytes: 4 << 20,
-        ..Options::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.max_upload_bytes = 4 << 20));
     let api = s.api();
     let ws = api.knowledge_workspace("k-hostile").await;
     let path = format!("/v1/workspaces/{ws}/documents?wait=true");
@@ -419,7 +416,7 @@ async fn jobs_survive_a_restart_and_can_be_cancelled() {
 /// org's requests, the operator's included).
 fn job_status(s: &TestServer, ws: &str, job: &str) -> String {
     let id = uuid::Uuid::parse_str(ws).expect("ws id");
-    let (_, handle) = s.app.open_workspace(id).expect("open");
+    let (_, handle) = s.app.tenancy().open_workspace(id).expect("open");
     let conn = handle.conn();
     conn.query_row("SELECT status FROM jobs WHERE id = ?1", [job], |r| {
         r.get::<_, String>(0)
@@ -443,11 +440,11 @@ async fn a_suspended_orgs_jobs_wait_for_its_reactivation() {
     assert!(marker.exists());
 
     let app = s.app.clone();
-    tokio::task::spawn_blocking(move || app.run_jobs_until_idle(|| ()))
+    tokio::task::spawn_blocking(move || app.knowledge().run_jobs_until_idle(|| ()))
         .await
         .expect("run");
     assert!(
-        s.app.scheduler.is_idle(),
+        s.app.knowledge().scheduler().is_idle(),
         "the suspended workspace left the queue"
     );
     assert_eq!(job_status(&s, &ws, &job), "queued");
@@ -458,11 +455,11 @@ async fn a_suspended_orgs_jobs_wait_for_its_reactivation() {
     let r = api.post("/v1/orgs/k-suspended/reactivate", json!({})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(
-        !s.app.scheduler.is_idle(),
+        !s.app.knowledge().scheduler().is_idle(),
         "reactivation woke the workspace"
     );
     let app = s.app.clone();
-    tokio::task::spawn_blocking(move || app.run_jobs_until_idle(|| ()))
+    tokio::task::spawn_blocking(move || app.knowledge().run_jobs_until_idle(|| ()))
         .await
         .expect("run");
     assert_eq!(job_status(&s, &ws, &job), "succeeded");
@@ -719,6 +716,7 @@ async fn openai_compatible_and_user_provided_embedders() {
     // The key is nowhere in the workspace's database, nor in clear in the control plane.
     let (_, handle) = s
         .app
+        .tenancy()
         .open_workspace(ws.parse().expect("uuid"))
         .expect("open");
     handle
@@ -867,6 +865,7 @@ async fn a_legacy_plaintext_embedder_key_is_moved_to_the_org_provider() {
     const LEGACY_KEY: &str = "sk-legacy-plaintext-0123456789";
     let (_, handle) = s
         .app
+        .tenancy()
         .open_workspace(ws.parse().expect("uuid"))
         .expect("open");
     {

@@ -17,10 +17,7 @@ async fn restart_keeps_everything() {
     let data_dir = s.data_dir.clone();
     let tmp = s.stop();
 
-    let s = TestServer::start_with(Options {
-        data_dir: Some(data_dir),
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::on(&data_dir, 1));
     let api = s.api();
     let r = api.get(&format!("/v1/orgs/{org}")).await;
     assert_eq!((r.status, &r.body["settings"]["k"]), (200, &json!("v")));
@@ -32,10 +29,7 @@ async fn restart_keeps_everything() {
 
 #[tokio::test]
 async fn a_generated_operator_token_survives_restarts_as_a_hash() {
-    let s = TestServer::start_with(Options {
-        admin_token: None,
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.admin_token = None));
     let token = s.token.clone();
     assert!(
         token.starts_with("enc_op_"),
@@ -45,11 +39,7 @@ async fn a_generated_operator_token_survives_restarts_as_a_hash() {
     let data_dir = s.data_dir.clone();
     let tmp = s.stop();
 
-    let s = TestServer::start_with(Options {
-        data_dir: Some(data_dir),
-        admin_token: None,
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::on(&data_dir, 1).with(|c| c.admin_token = None));
     assert_eq!(s.token, "", "not generated again");
     let api = Api::new(&s.base, Some(&token));
     assert_eq!(

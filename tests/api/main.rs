@@ -1,16 +1,20 @@
 //! API integration tests: a real server on a loopback port, real HTTP.
 
+mod admin_ui;
 mod auth;
 mod authz_prop;
 mod backup;
 mod chat;
 mod cli;
 mod clients;
+mod contract;
 mod crash;
 mod dataplane;
 mod doc_files;
 mod durability;
 mod facade;
+mod governance_quota;
+mod governance_usage;
 mod hardening_access;
 mod hardening_ingest;
 mod hardening_query;
@@ -20,6 +24,7 @@ mod harness;
 mod knowledge;
 mod lifecycle;
 mod mock_llm;
+mod modules;
 mod orgs;
 mod registry;
 mod tmpfs;

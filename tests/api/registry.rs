@@ -6,10 +6,7 @@ use crate::harness::{metric, Options, TestServer};
 /// than 4 stores open, no error.
 #[tokio::test]
 async fn fifty_workspaces_through_a_cache_of_four() {
-    let s = TestServer::start_with(Options {
-        max_open_workspaces: 4,
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.max_open_workspaces = 4));
     let api = s.api();
     let mut expected: HashMap<String, (String, String)> = HashMap::new();
     for o in 0..5 {
@@ -65,10 +62,7 @@ async fn fifty_workspaces_through_a_cache_of_four() {
 /// Deleting a workspace that a request holds open: the holder finishes, nothing reopens it.
 #[tokio::test]
 async fn delete_while_held_then_nothing_reopens_it() {
-    let s = TestServer::start_with(Options {
-        max_open_workspaces: 1,
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.max_open_workspaces = 1));
     let api = s.api();
     let org = api.create_org("o").await;
     let ws = api.create_workspace(&org, "w").await;
@@ -76,9 +70,13 @@ async fn delete_while_held_then_nothing_reopens_it() {
     let id = uuid::Uuid::try_parse(&ws).expect("uuid");
 
     // Hold the store as a slow request would.
-    let held = s.app.registry.get(id).expect("open");
+    let held = s.app.registry().get(id).expect("open");
+    // Purged at once (the operator's `?purge=true`; a plain delete keeps the folder for the
+    // grace period).
     assert_eq!(
-        api.delete(&format!("/v1/workspaces/{ws}")).await.status,
+        api.delete(&format!("/v1/workspaces/{ws}?purge=true"))
+            .await
+            .status,
         204
     );
     let docs: i64 = held
@@ -99,17 +97,14 @@ async fn delete_while_held_then_nothing_reopens_it() {
 /// A request for a workspace waits while every slot is held, then succeeds.
 #[tokio::test]
 async fn a_request_waits_for_a_held_slot() {
-    let s = TestServer::start_with(Options {
-        max_open_workspaces: 1,
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| c.max_open_workspaces = 1));
     let api = s.api();
     let org = api.create_org("o").await;
     let a = api.create_workspace(&org, "a").await;
     let b = api.create_workspace(&org, "b").await;
     let held = s
         .app
-        .registry
+        .registry()
         .get(uuid::Uuid::try_parse(&a).expect("uuid"))
         .expect("open a");
     let waiting = {
@@ -128,18 +123,17 @@ async fn a_request_waits_for_a_held_slot() {
 /// When slots stay held past the wait limit the answer is a clear 503, never a hang.
 #[tokio::test]
 async fn a_full_cache_answers_503_after_the_wait_limit() {
-    let s = TestServer::start_with(Options {
-        max_open_workspaces: 1,
-        open_wait_secs: 0,
-        ..Default::default()
-    });
+    let s = TestServer::start_with(Options::configured(|c| {
+        c.max_open_workspaces = 1;
+        c.open_wait_secs = 0;
+    }));
     let api = s.api();
     let org = api.create_org("o").await;
     let a = api.create_workspace(&org, "a").await;
     let b = api.create_workspace(&org, "b").await;
     let _held = s
         .app
-        .registry
+        .registry()
         .get(uuid::Uuid::try_parse(&a).expect("uuid"))
         .expect("open a");
     let r = api.get(&format!("/v1/workspaces/{b}")).await;

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::harness::{count, TestServer};
+use crate::harness::{count, run_scenarios, Scenario, TestServer};
 
 #[tokio::test]
 async fn workspace_crud_with_live_stats() {
@@ -39,43 +39,41 @@ async fn workspace_crud_with_live_stats() {
         .await;
     assert_eq!((r.status, r.body["slug"].as_str()), (200, Some("help")));
     let other = api.create_workspace(&org, "other").await;
-    let r = api
-        .patch(&format!("/v1/workspaces/{other}"), json!({"slug": "help"}))
-        .await;
-    assert_eq!((r.status, r.code()), (409, "conflict"));
-    let r = api
-        .patch(&format!("/v1/workspaces/{other}"), json!({"slug": "-bad-"}))
-        .await;
-    assert_eq!((r.status, r.code()), (400, "invalid_request"));
+    let other_path = format!("/v1/workspaces/{other}");
+    run_scenarios(&[
+        Scenario::patch("a taken slug", &api, &other_path, json!({"slug": "help"}))
+            .fails(409, "conflict"),
+        Scenario::patch("a bad slug", &api, &other_path, json!({"slug": "-bad-"}))
+            .fails(400, "invalid_request"),
+    ])
+    .await;
 
     // The same slug is fine in another org.
     let org2 = api.create_org("globex").await;
     api.create_workspace(&org2, "help").await;
 
-    assert_eq!(
-        api.delete(&format!("/v1/workspaces/{ws}")).await.status,
-        204
-    );
-    assert!(!s.data_path(&ws).exists(), "folder removed");
-    let r = api.get(&format!("/v1/workspaces/{ws}")).await;
-    assert_eq!((r.status, r.code()), (404, "not_found"));
-    assert_eq!(
-        api.delete(&format!("/v1/workspaces/{ws}")).await.status,
-        404
-    );
-    let r = api
-        .patch(&format!("/v1/workspaces/{ws}"), json!({"name": "x"}))
+    // Purged at once (the operator's `?purge=true`; a plain delete keeps the folder for the
+    // grace period).
+    let path = format!("/v1/workspaces/{ws}");
+    Scenario::delete("delete", &api, format!("{path}?purge=true"))
+        .status(204)
+        .run()
         .await;
-    assert_eq!(r.status, 404);
-
-    // Workspaces of unknown orgs.
-    let r = api
-        .post(
+    assert!(!s.data_path(&ws).exists(), "folder removed");
+    run_scenarios(&[
+        Scenario::get("a deleted workspace", &api, &path).fails(404, "not_found"),
+        Scenario::delete("deleted again", &api, &path).status(404),
+        Scenario::patch("a deleted workspace", &api, &path, json!({"name": "x"})).status(404),
+        // Workspaces of unknown orgs.
+        Scenario::post(
+            "an unknown org",
+            &api,
             "/v1/orgs/0191b1c8-0000-7000-8000-000000000000/workspaces",
             json!({"name": "x"}),
         )
-        .await;
-    assert_eq!((r.status, r.code()), (404, "not_found"));
+        .fails(404, "not_found"),
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -90,7 +88,12 @@ async fn deleting_an_org_deletes_its_workspaces() {
     // Open one so deletion has to close it.
     assert_eq!(api.get(&format!("/v1/workspaces/{a}")).await.status, 200);
 
-    assert_eq!(api.delete(&format!("/v1/orgs/{org}")).await.status, 204);
+    assert_eq!(
+        api.delete(&format!("/v1/orgs/{org}?purge=true"))
+            .await
+            .status,
+        204
+    );
     for ws in [&a, &b] {
         assert_eq!(api.get(&format!("/v1/workspaces/{ws}")).await.status, 404);
         assert!(!s.data_path(ws).exists());

@@ -6,37 +6,42 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::app::App;
+use super::Identity;
 use crate::control::{Org, OrgStatus};
 use crate::error::{Error, Resource, Result};
+use crate::filter::{self, Filter};
 use crate::identity::jwt;
 use crate::identity::state::WorkspaceStatus;
 use crate::identity::{permits, secrets, Action, Principal, Role, Scopes, Subject};
-use crate::knowledge::filter::{self, Filter};
 
-/// A verified principal's access to one org.
+/// A verified principal's access to one org. Built only by identity (`org_access`,
+/// `operator_org`): nothing else can fabricate one.
 #[derive(Debug, Clone)]
 pub struct OrgAccess {
-    pub principal: Principal,
-    pub org: Org,
+    principal: Principal,
+    org: Org,
     /// The member's role (users only).
-    pub role: Option<Role>,
+    role: Option<Role>,
 }
 
-/// A verified principal's access to one workspace: the tenant context of a request.
+/// A verified principal's access to one workspace: the tenant context of a request. Built only
+/// by identity (`workspace_access`, `operator_workspace`): nothing else can fabricate one. It
+/// carries what the domain needs to act without asking the control plane again: the
+/// workspace, its org and the org's status as the status cache saw them when it was built.
 #[derive(Debug, Clone)]
 pub struct WorkspaceAccess {
-    pub principal: Principal,
-    pub workspace_id: Uuid,
-    pub org_id: Uuid,
+    principal: Principal,
+    workspace_id: Uuid,
+    org_id: Uuid,
+    org_status: OrgStatus,
     /// The member's role in the workspace's org (users only).
-    pub role: Option<Role>,
+    role: Option<Role>,
     /// Effective scopes of a key or token; every scope for the operator and for users (whose
     /// role decides instead).
-    pub scopes: Scopes,
+    scopes: Scopes,
     /// The tenant token's metadata filter, which every search, chat retrieval and document
     /// read must apply.
-    pub filter: Option<Arc<filter::Parsed>>,
+    filter: Option<Arc<filter::Parsed>>,
 }
 
 fn subject_of(principal: &Principal, role: Option<Role>) -> Option<Subject> {
@@ -59,6 +64,26 @@ pub(super) fn forbidden(action: Action, principal: &Principal) -> Error {
 }
 
 impl OrgAccess {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn org(&self) -> &Org {
+        &self.org
+    }
+
+    pub fn org_id(&self) -> Uuid {
+        self.org.id
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    pub fn into_org(self) -> Org {
+        self.org
+    }
+
     pub fn subject(&self) -> Option<Subject> {
         subject_of(&self.principal, self.role)
     }
@@ -73,6 +98,36 @@ impl OrgAccess {
 }
 
 impl WorkspaceAccess {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn workspace_id(&self) -> Uuid {
+        self.workspace_id
+    }
+
+    pub fn org_id(&self) -> Uuid {
+        self.org_id
+    }
+
+    /// The org's status when this context was built (through the status cache).
+    pub fn org_status(&self) -> OrgStatus {
+        self.org_status
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    pub fn scopes(&self) -> Scopes {
+        self.scopes
+    }
+
+    /// The tenant token's filter, if any.
+    pub fn token_filter(&self) -> Option<&Arc<filter::Parsed>> {
+        self.filter.as_ref()
+    }
+
     pub fn subject(&self) -> Option<Subject> {
         subject_of(&self.principal, self.role)
     }
@@ -120,7 +175,7 @@ fn unauthenticated_key() -> Error {
     Error::unauthenticated("invalid API key")
 }
 
-impl App {
+impl Identity {
     /// Resolves a bearer credential: operator token, API key, session token or tenant token.
     /// Unknown, malformed, expired or revoked credentials are `Unauthenticated`.
     pub fn authenticate(&self, credential: &str) -> Result<Principal> {
@@ -135,11 +190,11 @@ impl App {
             if !secrets::digest_matches(credential, &row.secret_sha256) {
                 return Err(unauthenticated_key());
             }
-            if !row.is_live(&self.identity.clock().now_text()) {
+            if !row.is_live(&self.state.clock().now_text()) {
                 return Err(Error::unauthenticated("API key revoked or expired"));
             }
             self.live_workspace_of_credential(row.workspace_id)?;
-            self.identity.touch_key(row.id);
+            self.state.touch_key(row.id);
             return Ok(Principal::ApiKey {
                 key_id: row.id,
                 org_id: row.org_id,
@@ -152,7 +207,7 @@ impl App {
                 .control
                 .session_by_digest(
                     &secrets::sha256_hex(credential),
-                    &self.identity.clock().now_text(),
+                    &self.state.clock().now_text(),
                 )?
                 .ok_or_else(|| Error::unauthenticated("session expired or logged out"))?;
             return Ok(Principal::User {
@@ -167,21 +222,21 @@ impl App {
     }
 
     fn authenticate_tenant_token(&self, token: &str) -> Result<Principal> {
-        let now = self.identity.clock().timestamp();
-        let claims = jwt::verify(token, |kid| self.identity.signing_secret(kid), now)
+        let now = self.state.clock().timestamp();
+        let claims = jwt::verify(token, |kid| self.state.signing_secret(kid), now)
             .map_err(|e| Error::unauthenticated(e.message()))?;
         let key = self
             .control
             .key_by_id(claims.key)?
             .filter(|k| k.workspace_id == claims.ws && k.org_id == claims.org)
             .ok_or_else(|| Error::unauthenticated("tenant token's API key does not exist"))?;
-        if !key.is_live(&self.identity.clock().now_text()) {
+        if !key.is_live(&self.state.clock().now_text()) {
             return Err(Error::unauthenticated(
                 "tenant token's API key is revoked or expired",
             ));
         }
         self.live_workspace_of_credential(claims.ws)?;
-        self.identity.touch_key(key.id);
+        self.state.touch_key(key.id);
         let scopes: Scopes = claims.scopes.iter().copied().collect();
         Ok(Principal::TenantToken {
             key_id: key.id,
@@ -219,7 +274,7 @@ impl App {
 
     /// The org and status of a live workspace, through the status cache.
     pub fn workspace_status(&self, ws: Uuid) -> Result<WorkspaceStatus> {
-        if let Some(s) = self.identity.cached_status(ws) {
+        if let Some(s) = self.state.cached_status(ws) {
             return Ok(s);
         }
         let rec = self.control.get_workspace(ws)?;
@@ -227,7 +282,7 @@ impl App {
             org_id: rec.org_id,
             org_status: rec.org_status,
         };
-        self.identity.cache_status(ws, s);
+        self.state.cache_status(ws, s);
         Ok(s)
     }
 
@@ -300,10 +355,21 @@ impl App {
             principal: principal.clone(),
             workspace_id: target,
             org_id: st.org_id,
+            org_status: st.org_status,
             role,
             scopes,
             filter,
         })
+    }
+
+    /// The operator's context for a workspace (command line, evaluation, benchmarks).
+    pub fn operator_workspace(&self, ws: Uuid) -> Result<WorkspaceAccess> {
+        self.workspace_access(&Principal::Operator, Some(ws), None)
+    }
+
+    /// The operator's context for an org, by id or slug (command line).
+    pub fn operator_org(&self, org_key: &str) -> Result<OrgAccess> {
+        self.org_access(&Principal::Operator, org_key, None)
     }
 
     /// The tenant context of an org route (`org` is an id or slug). A non-member, or a key of
@@ -361,9 +427,11 @@ mod tests {
         let (_, ws) = workspace(&app, "a");
         let k = key(&app, ws, &["search"]);
         let access = app
-            .workspace_access(&app.authenticate(&k).expect("auth"), None, None)
+            .identity()
+            .workspace_access(&app.identity().authenticate(&k).expect("auth"), None, None)
             .expect("access");
         let minted = app
+            .identity()
             .mint_tenant_token(
                 &access,
                 NewTenantToken {
@@ -372,8 +440,11 @@ mod tests {
                 },
             )
             .expect("mint");
-        let principal = app.authenticate(&minted.token).expect("token");
-        let ctx = app.workspace_access(&principal, None, None).expect("ctx");
+        let principal = app.identity().authenticate(&minted.token).expect("token");
+        let ctx = app
+            .identity()
+            .workspace_access(&principal, None, None)
+            .expect("ctx");
         let sales = json!({"group": "sales", "year": 2024});
         let ops = json!({"group": "ops", "year": 2024});
         let doc = |metadata| filter::Doc {
@@ -415,19 +486,25 @@ mod tests {
         let (_t, app) = app();
         let (org, ws) = workspace(&app, "a");
         let k = key(&app, ws, &["search"]);
-        let p = app.authenticate(&k).expect("auth");
-        assert!(app.workspace_access(&p, None, None).is_ok());
-        app.set_org_status(&org.to_string(), OrgStatus::Suspended)
+        let p = app.identity().authenticate(&k).expect("auth");
+        assert!(app.identity().workspace_access(&p, None, None).is_ok());
+        let op = app.identity().operator_org(&org.to_string()).expect("op");
+        app.tenancy()
+            .set_org_status(&op, OrgStatus::Suspended)
             .expect("suspend");
         assert!(matches!(
-            app.workspace_access(&p, None, None),
+            app.identity().workspace_access(&p, None, None),
             Err(Error::Suspended)
         ));
-        app.set_org_status(&org.to_string(), OrgStatus::Active)
+        app.tenancy()
+            .set_org_status(&op, OrgStatus::Active)
             .expect("reactivate");
-        app.delete_workspace(ws).expect("delete");
+        let ws_op = app.identity().operator_workspace(ws).expect("op ws");
+        app.tenancy()
+            .delete_workspace(&ws_op, false)
+            .expect("delete");
         assert!(matches!(
-            app.authenticate(&k),
+            app.identity().authenticate(&k),
             Err(Error::Unauthenticated(_))
         ));
     }

@@ -5,18 +5,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::Identity;
 use super::WorkspaceAccess;
-use crate::app::App;
 use crate::control::{format_time, ApiKey};
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::identity::jwt::{self, Claims};
 use crate::identity::{secrets, Action, Principal, Scopes};
-use crate::knowledge::filter::Filter;
 
 /// Default and largest lifetime of a tenant token.
 pub const TOKEN_DEFAULT_SECS: i64 = 3600;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     pub name: String,
@@ -25,7 +25,7 @@ pub struct NewApiKey {
     pub expires_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenantToken {
     /// Default: the key's `search` and `chat` scopes.
@@ -37,7 +37,7 @@ pub struct NewTenantToken {
     pub subject: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MintedToken {
     pub token: String,
     pub expires_at: String,
@@ -57,7 +57,7 @@ fn parse_future_time(text: &str, what: &str, now: DateTime<Utc>) -> Result<Strin
     Ok(format_time(t))
 }
 
-impl App {
+impl Identity {
     // ---- API keys ----
 
     /// Creates an API key for the workspace; returns it with its secret (shown only now).
@@ -72,28 +72,37 @@ impl App {
         let expires_at = new
             .expires_at
             .as_deref()
-            .map(|t| parse_future_time(t, "expires_at", self.identity.clock().now()))
+            .map(|t| parse_future_time(t, "expires_at", self.state.clock().now()))
             .transpose()?;
+        // Governance hook: the org's API key quota, held until the key exists.
+        let room = self.quota.hold(
+            access.org_id(),
+            Some(access.workspace_id()),
+            super::Seat::ApiKey,
+        )?;
         let (key, prefix) = secrets::new_api_key();
         let created = self.control.insert_api_key(
-            access.org_id,
-            access.workspace_id,
+            access.org_id(),
+            access.workspace_id(),
             &name,
             &prefix,
             &secrets::sha256_hex(&key),
             scopes,
-            access.principal.user_id(),
+            access.principal().user_id(),
             expires_at.as_deref(),
         )?;
+        if let Some(room) = room {
+            room.commit();
+        }
         tracing::info!(key_id = %created.id, "API key created");
         Ok((created, key))
     }
 
     pub fn list_api_keys(&self, access: &WorkspaceAccess) -> Result<Vec<ApiKey>> {
         access.require(Action::ApiKeysManage)?;
-        let mut keys = self.control.list_api_keys(access.workspace_id)?;
+        let mut keys = self.control.list_api_keys(access.workspace_id())?;
         for k in &mut keys {
-            if let Some(t) = self.identity.pending_last_use(k.id) {
+            if let Some(t) = self.state.pending_last_use(k.id) {
                 let t = format_time(t);
                 if k.last_used_at.as_deref().is_none_or(|s| s < t.as_str()) {
                     k.last_used_at = Some(t);
@@ -106,14 +115,14 @@ impl App {
     /// Revokes a key at once: the next request with it (or a token minted from it) is refused.
     pub fn revoke_api_key(&self, access: &WorkspaceAccess, id: Uuid) -> Result<()> {
         access.require(Action::ApiKeysManage)?;
-        self.control.revoke_api_key(access.workspace_id, id)?;
+        self.control.revoke_api_key(access.workspace_id(), id)?;
         tracing::info!(key_id = %id, "API key revoked");
         Ok(())
     }
 
     /// Writes the in-memory `last_used_at` of keys to the control plane (background task).
     pub fn flush_key_usage(&self) -> Result<()> {
-        let pending = self.identity.take_last_used();
+        let pending = self.state.take_last_used();
         self.control.flush_last_used(&pending)
     }
 
@@ -131,7 +140,7 @@ impl App {
             key_id,
             scopes: key_scopes,
             ..
-        } = &access.principal
+        } = access.principal()
         else {
             return Err(Error::forbidden("tenant tokens are minted with an API key"));
         };
@@ -170,15 +179,15 @@ impl App {
             return Err(Error::invalid("subject must be at most 256 bytes"));
         }
         let signing = self
-            .identity
+            .state
             .current_signing_key()
             .ok_or_else(|| Error::internal("no tenant-token signing key"))?;
-        let now = self.identity.clock().now();
+        let now = self.state.clock().now();
         let claims = Claims {
             iss: jwt::ISSUER.into(),
             sub: req.subject.clone(),
-            org: access.org_id,
-            ws: access.workspace_id,
+            org: access.org_id(),
+            ws: access.workspace_id(),
             key: *key_id,
             scopes: scopes.to_vec(),
             filter: token_filter.clone(),
@@ -200,7 +209,7 @@ impl App {
         Ok(MintedToken {
             token,
             expires_at: format_time(now + Duration::seconds(lifetime)),
-            workspace_id: access.workspace_id,
+            workspace_id: access.workspace_id(),
             scopes,
             filter: token_filter,
             subject: req.subject,
@@ -213,7 +222,7 @@ impl App {
         let keys = self.control.rotate_signing_key(retire_previous)?;
         let current = keys.first().map(|k| k.kid.clone());
         let verifying: Vec<String> = keys.iter().map(|k| k.kid.clone()).collect();
-        self.identity.set_signing_keys(keys);
+        self.state.set_signing_keys(keys);
         tracing::info!(retire_previous, "tenant-token signing secret rotated");
         Ok(json!({"current_kid": current, "verifying_kids": verifying}))
     }
@@ -229,17 +238,18 @@ mod tests {
         let (_t, app) = app();
         let (_, ws) = workspace(&app, "a");
         let k = key(&app, ws, &["search"]);
-        app.authenticate(&k).expect("auth");
-        let stored = app.control.list_api_keys(ws).expect("list");
+        app.identity().authenticate(&k).expect("auth");
+        let stored = app.control_plane().list_api_keys(ws).expect("list");
         assert!(stored[0].last_used_at.is_none(), "no write per request");
         let op = app
+            .identity()
             .workspace_access(&Principal::Operator, Some(ws), None)
             .expect("op");
-        assert!(app.list_api_keys(&op).expect("list")[0]
+        assert!(app.identity().list_api_keys(&op).expect("list")[0]
             .last_used_at
             .is_some());
-        app.flush_key_usage().expect("flush");
-        assert!(app.control.list_api_keys(ws).expect("list")[0]
+        app.identity().flush_key_usage().expect("flush");
+        assert!(app.control_plane().list_api_keys(ws).expect("list")[0]
             .last_used_at
             .is_some());
     }

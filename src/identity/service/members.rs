@@ -4,8 +4,8 @@ use chrono::Duration;
 use uuid::Uuid;
 
 use super::access::forbidden;
+use super::Identity;
 use super::{LoginResult, OrgAccess};
-use crate::app::App;
 use crate::control::{format_time, Accepted, Invitation, Member};
 use crate::error::{Error, Resource, Result};
 use crate::identity::permissions::may_manage_role;
@@ -14,10 +14,10 @@ use crate::identity::{normalize_email, password, secrets, Action, Principal, Rol
 /// How long an invitation can be accepted.
 pub const INVITATION_DAYS: i64 = 7;
 
-impl App {
+impl Identity {
     pub fn list_members(&self, access: &OrgAccess) -> Result<Vec<Member>> {
         access.require(Action::MembersRead)?;
-        self.control.list_members(access.org.id)
+        self.control.list_members(access.org().id)
     }
 
     /// Changes a member's role. Admins manage admins, members and viewers; only owners grant,
@@ -31,12 +31,12 @@ impl App {
         access.require(Action::MembersManage)?;
         let subject = access
             .subject()
-            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
+            .ok_or_else(|| forbidden(Action::MembersManage, access.principal()))?;
         if !may_manage_role(subject, role) {
             return Err(Error::forbidden("only an owner may grant the owner role"));
         }
         self.control
-            .change_membership(access.org.id, user_id, Some(role), |current| {
+            .change_membership(access.org().id, user_id, Some(role), |current| {
                 if may_manage_role(subject, current) {
                     Ok(())
                 } else {
@@ -44,7 +44,7 @@ impl App {
                 }
             })?;
         self.control
-            .list_members(access.org.id)?
+            .list_members(access.org().id)?
             .into_iter()
             .find(|m| m.user_id == user_id)
             .ok_or(Error::NotFound(Resource::Member))
@@ -52,15 +52,15 @@ impl App {
 
     /// Removes a member; anyone may leave (except the last owner).
     pub fn remove_member(&self, access: &OrgAccess, user_id: Uuid) -> Result<()> {
-        let leaving = access.principal.user_id() == Some(user_id);
+        let leaving = access.principal().user_id() == Some(user_id);
         if !leaving {
             access.require(Action::MembersManage)?;
         }
         let subject = access
             .subject()
-            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
+            .ok_or_else(|| forbidden(Action::MembersManage, access.principal()))?;
         self.control
-            .change_membership(access.org.id, user_id, None, |current| {
+            .change_membership(access.org().id, user_id, None, |current| {
                 if leaving || may_manage_role(subject, current) {
                     Ok(())
                 } else {
@@ -79,22 +79,29 @@ impl App {
         access.require(Action::MembersManage)?;
         let subject = access
             .subject()
-            .ok_or_else(|| forbidden(Action::MembersManage, &access.principal))?;
+            .ok_or_else(|| forbidden(Action::MembersManage, access.principal()))?;
         if !may_manage_role(subject, role) {
             return Err(Error::forbidden("only an owner may invite an owner"));
         }
         let email = normalize_email(email)?;
+        // Governance hook: the org's member quota (an open invitation holds a seat).
+        let room = self
+            .quota
+            .hold(access.org_id(), None, super::Seat::Member)?;
         let token = secrets::new_invitation_token();
-        let expires_at = format_time(self.identity.clock().now() + Duration::days(INVITATION_DAYS));
+        let expires_at = format_time(self.state.clock().now() + Duration::days(INVITATION_DAYS));
         let inv = self.control.insert_invitation(
-            access.org.id,
+            access.org().id,
             &email,
             role,
             &secrets::sha256_hex(&token),
-            access.principal.user_id(),
+            access.principal().user_id(),
             &expires_at,
         )?;
-        tracing::info!(org_id = %access.org.id, invitation_id = %inv.id, "invitation created");
+        if let Some(room) = room {
+            room.commit();
+        }
+        tracing::info!(org_id = %access.org().id, invitation_id = %inv.id, "invitation created");
         Ok((inv, token))
     }
 
@@ -110,7 +117,7 @@ impl App {
         if !secrets::well_formed(token, secrets::INVITATION_PREFIX) {
             return Err(Error::NotFound(Resource::Invitation));
         }
-        let now = self.identity.clock().now_text();
+        let now = self.state.clock().now_text();
         let inv = self
             .control
             .open_invitation(&secrets::sha256_hex(token), &now)?;
@@ -157,21 +164,26 @@ mod tests {
         let (_t, app) = app();
         let (org, _) = workspace(&app, "a");
         let owner = app
+            .identity()
             .create_user("o@x.io", "", "password1", Some(("a", Role::Owner)))
             .expect("user");
         let access = app
+            .identity()
             .org_access(&Principal::Operator, &org.to_string(), None)
             .expect("access");
         assert!(matches!(
-            app.change_member_role(&access, owner.id, Role::Admin),
+            app.identity()
+                .change_member_role(&access, owner.id, Role::Admin),
             Err(Error::Conflict(_))
         ));
         assert!(matches!(
-            app.remove_member(&access, owner.id),
+            app.identity().remove_member(&access, owner.id),
             Err(Error::Conflict(_))
         ));
         assert!(
-            app.create_user("O@X.io", "", "password1", None).is_err(),
+            app.identity()
+                .create_user("O@X.io", "", "password1", None)
+                .is_err(),
             "emails are unique"
         );
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::access::forbidden;
-use crate::app::App;
+use super::Identity;
 use crate::control::{format_time, Org, Page, User};
 use crate::error::{Error, Result};
 use crate::identity::{normalize_email, password, secrets, Action, Principal, Role};
@@ -13,7 +13,7 @@ use crate::identity::{normalize_email, password, secrets, Action, Principal, Rol
 /// How long a login session lives.
 pub const SESSION_DAYS: i64 = 7;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LoginResult {
     pub token: String,
     pub expires_at: String,
@@ -21,7 +21,7 @@ pub struct LoginResult {
 }
 
 /// An org with the asking user's role in it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrgWithRole {
     #[serde(flatten)]
     pub org: Org,
@@ -29,7 +29,7 @@ pub struct OrgWithRole {
     pub role: Option<Role>,
 }
 
-impl App {
+impl Identity {
     /// Creates a user (command line, tests); optionally as a member of `org` with `role`.
     pub fn create_user(
         &self,
@@ -62,7 +62,7 @@ impl App {
     pub fn login(&self, email: &str, pass: &str, client: Option<&str>) -> Result<LoginResult> {
         let email = normalize_email(email)
             .map_err(|_| Error::unauthenticated("invalid email or password"))?;
-        self.identity
+        self.state
             .throttle
             .check(&email, client)
             .map_err(Error::RateLimited)?;
@@ -75,17 +75,17 @@ impl App {
             }
         };
         let Some(user) = ok else {
-            self.identity.throttle.failed(&email, client);
+            self.state.throttle.failed(&email, client);
             tracing::info!("login failed");
             return Err(Error::unauthenticated("invalid email or password"));
         };
-        self.identity.throttle.succeeded(&email);
+        self.state.throttle.succeeded(&email);
         self.open_session(user)
     }
 
     pub(super) fn open_session(&self, user: User) -> Result<LoginResult> {
         let token = secrets::new_session_token();
-        let now = self.identity.clock().now();
+        let now = self.state.clock().now();
         let expires_at = format_time(now + Duration::days(SESSION_DAYS));
         self.control.insert_session(
             user.id,
@@ -150,6 +150,7 @@ impl App {
     pub fn orgs_for(&self, principal: &Principal, page: Page) -> Result<Vec<OrgWithRole>> {
         match principal {
             Principal::Operator => Ok(self
+                .control
                 .list_orgs(page)?
                 .into_iter()
                 .map(|org| OrgWithRole { org, role: None })

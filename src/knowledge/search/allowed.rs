@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::types::Value as Sql;
 
 use crate::error::Result;
-use crate::knowledge::filter::Filter;
+use crate::filter::Filter;
 use crate::workspace::Workspace;
 
 /// The chunks a filter allows: their ids, and the documents they belong to.
@@ -150,7 +150,7 @@ mod tests {
     use serde_json::json;
 
     use super::FilterKey;
-    use crate::knowledge::filter::Filter;
+    use crate::filter::Filter;
 
     #[test]
     fn a_filter_is_keyed_by_its_sql_and_bound_values() {

@@ -37,7 +37,7 @@ use hydrate::{highlighter, hydrate};
 use lexical::{fulltext, lexical_query};
 use vector::vector;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -46,7 +46,7 @@ pub enum Mode {
     Vector,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     #[serde(default)]
@@ -68,7 +68,7 @@ pub struct SearchRequest {
     pub plain_words: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchResult {
     pub document_id: String,
     pub external_id: Option<String>,
@@ -81,7 +81,7 @@ pub struct SearchResult {
     pub highlights: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     pub results: Vec<SearchResult>,
     pub mode: Mode,

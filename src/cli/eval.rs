@@ -1,6 +1,6 @@
 //! `enclave eval --beir DIR`: ingests a BEIR folder (`corpus.jsonl`, `queries.jsonl`,
 //! `qrels/dev.tsv`) into a temporary workspace through the same code path as the API
-//! ([`App::add_document`], the scheduler, [`App::search`]) and prints nDCG@10 and recall@100
+//! (`Knowledge::add_document`, the scheduler, `Knowledge::search`) and prints nDCG@10 and recall@100
 //! for each mode.
 
 use std::collections::HashMap;
@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use super::embedders::EmbedderConfig;
-use super::search::{Fusion, Mode, SearchRequest};
-use super::service::DocumentInput;
 use crate::app::App;
 use crate::config::Config;
 use crate::control::{NewOrg, NewWorkspace};
+use crate::knowledge::embedders::EmbedderConfig;
+use crate::knowledge::search::{Fusion, Mode, SearchRequest};
+use crate::knowledge::service::DocumentInput;
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -144,26 +144,30 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut config = Config::for_data_dir(&tmp);
     config.admin_token = Some("eval-operator-token-0000".into());
     let (app, _) = App::open(config)?;
-    let org = app.create_org(NewOrg {
+    let org = app.tenancy().create_org(NewOrg {
         name: "eval".into(),
         ..Default::default()
     })?;
+    let org_access = app.identity().operator_org(&org.id.to_string())?;
     let ws = app
+        .tenancy()
         .create_workspace(
-            &org.id.to_string(),
+            &org_access,
             NewWorkspace {
                 name: "eval".into(),
                 ..Default::default()
             },
         )?
         .id;
-    app.set_embedder(ws, embedder)?;
+    let ctx = app.identity().operator_workspace(ws)?;
+    app.knowledge().set_embedder(&ctx, embedder)?;
+    let permit = app.knowledge().ingest_permit(&ctx)?;
 
     eprintln!("ingesting {} documents...", corpus.len());
     let started = Instant::now();
     for d in &corpus {
-        app.add_document(
-            ws,
+        app.knowledge().add_document(
+            &permit,
             DocumentInput {
                 bytes: d.text.clone().into_bytes(),
                 title: Some(d.title.clone()),
@@ -174,10 +178,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         )?;
     }
     let bar = indicatif::ProgressBar::new_spinner();
-    app.run_jobs_until_idle(|| bar.tick());
+    app.knowledge().run_jobs_until_idle(|| bar.tick());
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    let chunks = app.get_workspace(ws)?.stats.chunks;
+    let chunks = app.tenancy().get_workspace(&ctx)?.stats.chunks;
     eprintln!(
         "ingested {} documents ({chunks} chunks) in {secs:.1} s ({:.0} chunks/s)",
         corpus.len(),
@@ -189,8 +193,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         for q in &queries {
             let mut lists = Vec::new();
             for mode in [Mode::Fulltext, Mode::Vector] {
-                let resp = app.search(
-                    ws,
+                let resp = app.knowledge().search(
+                    &ctx,
                     &SearchRequest {
                         query: q.text.clone(),
                         mode: Some(mode),
@@ -198,7 +202,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                         highlight: Some(false),
                         ..Default::default()
                     },
-                    None,
                 )?;
                 let list: Vec<(String, f32)> = resp
                     .results
@@ -231,17 +234,22 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         vec![1.0, 2.0, 3.0, 5.0]
     } else {
-        vec![app.fusion.read().map(|f| f.title_boost).unwrap_or(2.0)]
+        vec![app
+            .knowledge()
+            .fusion()
+            .read()
+            .map(|f| f.title_boost)
+            .unwrap_or(2.0)]
     };
     println!("{}: {} queries", args.beir.display(), queries.len());
     println!("| mode | nDCG@10 | recall@100 | p50 ms |");
     println!("|---|---|---|---|");
     for boost in boosts {
-        if let Ok(mut f) = app.fusion.write() {
+        if let Ok(mut f) = app.knowledge().fusion().write() {
             f.title_boost = boost;
         }
         for (name, mode, weight, codes) in runs.clone() {
-            if let Ok(mut f) = app.fusion.write() {
+            if let Ok(mut f) = app.knowledge().fusion().write() {
                 f.ann.min_vectors = if codes {
                     0
                 } else {
@@ -257,8 +265,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             let mut times = Vec::new();
             for q in &queries {
                 let t = Instant::now();
-                let resp = app.search(
-                    ws,
+                let resp = app.knowledge().search(
+                    &ctx,
                     &SearchRequest {
                         query: q.text.clone(),
                         mode: Some(mode),
@@ -267,7 +275,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                         hybrid_weight: weight,
                         ..Default::default()
                     },
-                    None,
                 )?;
                 times.push(t.elapsed().as_secs_f64() * 1000.0);
                 let mut seen = std::collections::HashSet::new();
