@@ -433,3 +433,89 @@ fn random_workspaces_round_trip() {
         })
         .expect("round trip");
 }
+
+/// An import is a new workspace: it is held by the org's workspace quota (refused with
+/// `quota_exceeded`, leaving nothing behind, until the plan has room) and by its documents
+/// quota; the export is recorded in the workspace's audit trail, the import in the org's.
+#[tokio::test]
+async fn import_is_held_by_the_quotas_and_both_ends_are_audited() {
+    let s = TestServer::start();
+    let api = s.api();
+    let org = api.create_org("quota-io").await;
+    let ws = api.create_workspace(&org, "source").await;
+    api.use_static_embedder(&ws).await;
+    for text in ["alpha words", "beta words"] {
+        let r = api
+            .post(
+                &format!("/v1/workspaces/{ws}/documents?wait=true"),
+                json!({ "text": text }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let bytes = export_bytes(&s, &ws).await;
+    let limits = |v: Value| {
+        let api = api.clone();
+        let org = org.clone();
+        async move {
+            let r = api
+                .send(
+                    reqwest::Method::PUT,
+                    &format!("/v1/admin/orgs/{org}/limits"),
+                    Some(v),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+        }
+    };
+    let count = || async {
+        api.get(&format!("/v1/orgs/{org}/workspaces")).await.body["data"]
+            .as_array()
+            .expect("data")
+            .len()
+    };
+    // No room for a second workspace.
+    limits(json!({"workspaces": 1})).await;
+    let (status, body) = import_bytes(&s, &org, bytes.clone(), "?slug=copy").await;
+    assert_eq!(status, 429, "{body:?}");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    assert_eq!(body["error"]["resource"], "workspaces");
+    assert_eq!(count().await, 1);
+    // Room for the workspace, not for its two documents.
+    limits(json!({"workspaces": 2, "documents": 3})).await;
+    let (status, body) = import_bytes(&s, &org, bytes.clone(), "?slug=copy").await;
+    assert_eq!(status, 429, "{body:?}");
+    assert_eq!(body["error"]["resource"], "documents");
+    assert_eq!(count().await, 1);
+    // Room for both.
+    limits(json!({"workspaces": 2, "documents": 4})).await;
+    let (status, body) = import_bytes(&s, &org, bytes, "?slug=copy").await;
+    assert_eq!(status, 201, "{body:?}");
+    let copy = body["id"].as_str().expect("id").to_string();
+    assert_eq!(count().await, 2);
+
+    let actions = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|e| e["action"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let trail = api.get(&format!("/v1/workspaces/{ws}/audit")).await;
+    assert_eq!(trail.status, 200, "{:?}", trail.body);
+    assert_eq!(actions(&trail.body)[0], "workspace.export");
+    let trail = api
+        .get(&format!("/v1/orgs/{org}/audit?action=workspace.import"))
+        .await;
+    assert_eq!(trail.status, 200, "{:?}", trail.body);
+    let entries = trail.body["data"].as_array().expect("data");
+    let ok: Vec<&Value> = entries.iter().filter(|e| e["status"] == 201).collect();
+    assert_eq!(ok.len(), 1, "{entries:?}");
+    assert_eq!(ok[0]["target"], format!("workspace:{copy}"));
+    assert_eq!(
+        entries.iter().filter(|e| e["status"] == 429).count(),
+        2,
+        "{entries:?}"
+    );
+}
