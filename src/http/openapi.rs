@@ -1270,7 +1270,11 @@ fn describe_durability(s: &mut Spec) {
         .auth(Auth::User)
         .query("name", json!({"type": "string", "minLength": 1}), "the new workspace's name (default: the archived one)")
         .query("slug", json!({"type": "string", "minLength": 1}), "its slug (default: the archived one)")
-        .body(json!({"required": true, "content": tar("an archive made by GET /v1/workspaces/{ws}/export")}))
+        .body(json!({"required": true, "content": {
+            "application/x-tar": tar("an archive made by GET /v1/workspaces/{ws}/export")["application/x-tar"].clone(),
+            // The body is read as bytes whatever its declared type.
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        }}))
         .ok(201, "imported", ws_record.clone()),
     );
     let target = json!({"type": "string", "minLength": 1,
