@@ -48,15 +48,9 @@ fn normalize(route: &str) -> (&str, bool) {
 }
 
 /// Requests that change nothing stored although they are not `GET`s: reads over `POST`,
-/// credentials minted without being stored, protocol sessions kept in memory.
-const NOT_STATE_CHANGING: &[&str] = &[
-    "/search",
-    "/chat",
-    "/mcp",
-    "/openai/v1/chat/completions",
-    "/tenant-tokens",
-    "/auth/login",
-];
+/// protocol sessions kept in memory. (A sign-in and a tenant token's minting are audited: they
+/// issue credentials, although only the session is stored.)
+const NOT_STATE_CHANGING: &[&str] = &["/search", "/chat", "/mcp", "/openai/v1/chat/completions"];
 
 /// The audit action of a request, or `None` when it is not audited: reads are not (except
 /// the operator's: every operator request is recorded), nor the requests of
@@ -111,7 +105,9 @@ pub fn classify(method: &str, route: Option<&str>, operator: bool) -> Option<Cla
         ("POST", "/invitations/{token}/accept") => Some(("invitation.accept", C, None)),
         ("PUT", "/orgs/{org}/providers/{name}") => Some(("provider.set", C, Some("provider"))),
         ("DELETE", "/orgs/{org}/providers/{name}") => Some(("provider.clear", C, Some("provider"))),
+        ("POST", "/auth/login") => Some(("session.login", C, None)),
         ("POST", "/auth/logout") => Some(("session.logout", C, None)),
+        ("POST", "/tenant-tokens") => Some(("tenant_token.mint", W, None)),
         ("POST", "/admin/tenant-token-secret/rotate") => Some(("token_secret.rotate", C, None)),
         _ => None,
     };
@@ -192,7 +188,16 @@ mod tests {
         // Reads and read-like posts are not audited, except the operator's.
         assert_eq!(c("GET", "/v1/workspaces/{ws}/documents"), None);
         assert_eq!(c("POST", "/v1/workspaces/{ws}/search"), None);
-        assert_eq!(c("POST", "/v1/tenant-tokens"), None);
+        assert_eq!(c("POST", "/v1/chat"), None);
+        // Credentials issued are audited: a sign-in, a tenant token minted.
+        assert_eq!(
+            c("POST", "/v1/tenant-tokens").map(|c| (c.action, c.scope)),
+            Some(("tenant_token.mint".to_string(), Scope::Workspace))
+        );
+        assert_eq!(
+            c("POST", "/v1/auth/login").map(|c| (c.action, c.scope)),
+            Some(("session.login".to_string(), Scope::Control))
+        );
         assert!(classify("GET", Some("/v1/orgs"), true).is_some());
         assert!(classify("GET", None, true).is_some());
         assert!(classify("GET", None, false).is_none());

@@ -25,12 +25,24 @@ pub async fn login(
     ClientAddr(client): ClientAddr,
     Json(body): Json<LoginBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let res = blocking(move || {
+    let res = crate::task::blocking(move || {
         app.identity()
             .login(&body.email, &body.password, client.as_deref())
     })
-    .await?;
-    Ok(axum::Json(res))
+    .await;
+    // A sign-in is audited as the user it signed in; a wrong password as `anonymous` (`denied`,
+    // naming no user). An attempt refused by the login throttle is not recorded: it costs the
+    // client nothing, so recording it would let anyone fill the trail; wrong passwords are
+    // bounded by the throttle (per email and per client address).
+    match &res {
+        Ok(r) => {
+            super::middleware::record_principal("user");
+            super::middleware::record_actor_id(Some(r.user.id.to_string()));
+        }
+        Err(crate::Error::RateLimited(_)) => {}
+        Err(_) => super::middleware::record_principal("anonymous"),
+    }
+    Ok(axum::Json(res?))
 }
 
 pub async fn logout(State(app): State<Arc<App>>, auth: Auth) -> ApiResult<impl IntoResponse> {

@@ -583,3 +583,69 @@ async fn metrics_have_route_histograms_and_no_tenant_labels() {
         );
     }
 }
+
+/// Credentials issued are audited although they change no stored row of the tenant's data: a
+/// sign-in (in the control plane's trail: as `anonymous` and `denied` when refused, naming no
+/// user; as the user when it succeeds) and a tenant token's minting (in the workspace's trail,
+/// by the API key that minted it).
+#[tokio::test]
+async fn sign_ins_and_minted_tenant_tokens_are_audited() {
+    let srv = TestServer::start();
+    let op = srv.api();
+    let org = op.create_org("signins").await;
+    let ws = op.create_workspace(&org, "signins-ws").await;
+    let user = op.create_user(&org, "admin@signins.test", "admin").await;
+
+    let r = op.login("admin@signins.test", "not the password").await;
+    assert_eq!(r.status, 401, "{:?}", r.body);
+    let r = op
+        .login("admin@signins.test", crate::harness::PASSWORD)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    let trail = op.get("/v1/admin/audit?action=session.login").await;
+    assert_eq!(trail.status, 200, "{:?}", trail.body);
+    let entries = trail.body["data"].as_array().expect("entries");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    // Newest first: the sign-in, then the refused attempt.
+    assert_eq!(entries[0]["actor"], "user");
+    assert_eq!(entries[0]["actor_id"].as_str(), Some(user.id.as_str()));
+    assert_eq!(entries[0]["outcome"], "success");
+    assert_eq!(entries[1]["actor"], "anonymous");
+    assert_eq!(entries[1]["outcome"], "denied");
+    assert!(entries[1].get("actor_id").is_none(), "{:?}", entries[1]);
+
+    // Attempts refused by the login throttle cost nothing and are not recorded.
+    for _ in 0..enclave::identity::throttle::PER_EMAIL as usize {
+        assert_eq!(op.login("nobody@signins.test", "guess").await.status, 401);
+    }
+    for _ in 0..3 {
+        assert_eq!(op.login("nobody@signins.test", "guess").await.status, 429);
+    }
+    let trail = op.get("/v1/admin/audit?action=session.login").await;
+    let entries = trail.body["data"].as_array().expect("entries");
+    assert_eq!(
+        entries.len(),
+        2 + enclave::identity::throttle::PER_EMAIL as usize,
+        "{entries:?}"
+    );
+    assert!(
+        entries.iter().all(|e| e["outcome"] != "refused"),
+        "{entries:?}"
+    );
+
+    let key = op.create_key(&ws, &["search"]).await;
+    let client = op.with_token(&key.key);
+    client.tenant_token(json!({"expires_in": 600})).await;
+    let trail = op
+        .get(&format!(
+            "/v1/workspaces/{ws}/audit?action=tenant_token.mint"
+        ))
+        .await;
+    assert_eq!(trail.status, 200, "{:?}", trail.body);
+    let entries = trail.body["data"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["actor"], "api_key");
+    assert_eq!(entries[0]["actor_id"].as_str(), Some(key.id.as_str()));
+    assert_eq!(entries[0]["outcome"], "success");
+}

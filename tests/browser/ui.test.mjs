@@ -491,6 +491,76 @@ test('operator: org, workspace, upload, search, chat, API keys, sign out', { tim
     }
     await page.getByRole('cell', { name: 'org.suspend' }).first().waitFor();
 
+    // The org's usage: the workload above is counted (requests, documents, chunks, chat tokens).
+    await page.getByRole('link', { name: 'Organizations' }).click();
+    await page.getByRole('link', { name: 'Browser Test Org' }).click();
+    await page.getByRole('link', { name: 'Usage', exact: true }).click();
+    await page.getByRole('heading', { name: 'Usage', level: 2 }).waitFor();
+    await page.locator('.stat[data-stat="requests"]').waitFor();
+    const statOf = async (k) => Number((await page.locator(`.stat[data-stat="${k}"] b`).innerText()).replace(/[^\d]/g, ''));
+    const usage = (await api('GET', '/orgs/browser-test-org/usage')).body.data;
+    const apiRequests = usage.reduce((a, r) => a + r.requests_search + r.requests_chat + r.requests_ingest + r.requests_mcp + r.requests_openai, 0);
+    assert.ok(await statOf('requests') >= 6, 'uploads, searches and a chat are counted');
+    assert.ok(await statOf('requests') <= apiRequests, 'the page shows what the API reports');
+    assert.ok(await statOf('documents_added') >= 2, 'documents added');
+    assert.ok(await statOf('embedding_chunks') > 0, 'chunks embedded');
+    assert.ok(await statOf('chat_tokens') > 0, 'chat tokens');
+    // Charts with an accessible name, and their numbers in a table.
+    for (const name of ['Requests by kind', 'Chat tokens', 'Chunks embedded', 'Documents stored', 'Storage']) {
+      await page.getByRole('img', { name: new RegExp(`^${name}`) }).waitFor();
+    }
+    assert.ok(await page.locator('svg.chart rect.bar').count() > 0, 'bars are drawn');
+    await page.getByText('Numbers: Requests by kind').click();
+    const today = new Date().toISOString().slice(0, 10);
+    const todayRow = page.locator('details.numbers').first().getByRole('row').filter({ hasText: today });
+    assert.ok(Number((await todayRow.locator('td').last().innerText()).replace(/[^\d]/g, '')) > 0, "today's requests in the table");
+    const wsUsage = page.getByRole('table', { name: 'Usage by workspace' }).getByRole('row').filter({ hasText: 'Handbook' });
+    assert.ok(Number((await wsUsage.locator('td').nth(1).innerText()).replace(/[^\d]/g, '')) > 0, 'the workspace breakdown');
+    await view(page, '17-usage');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await view(page, '17-usage-dark');
+    await page.emulateMedia({ colorScheme: 'light' });
+    // CSV, fetched with the bearer header and saved through a Blob URL.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download CSV', exact: true }).click()]);
+    assert.match(download.suggestedFilename(), /^usage-browser-test-org-.*\.csv$/);
+    const csv = fs.readFileSync(await download.path(), 'utf8').trim().split('\n');
+    assert.match(csv[0], /^org_id,workspace_id,period,requests_search,/);
+    assert.ok(csv.length >= 2 && csv.slice(1).some((l) => l.includes(today)), 'a row for today');
+    const [byWs] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download CSV by workspace' }).click()]);
+    assert.ok(fs.readFileSync(await byWs.path(), 'utf8').includes(wsId), 'the workspace is a column');
+    // By month: the last 12 months, one period each.
+    await page.getByRole('button', { name: 'Last 12 months' }).click();
+    await page.waitForFunction(() => document.querySelectorAll('details.numbers')[0]?.querySelectorAll('tbody tr').length === 12);
+    assert.ok(await statOf('requests') > 0);
+
+    // The org's audit trail, filtered by action; then the workspace's.
+    await page.getByRole('link', { name: 'Audit trail', exact: true }).click();
+    await page.getByRole('heading', { name: 'Audit trail', level: 2 }).waitFor();
+    await page.getByLabel('Action', { exact: true }).fill('org.suspend');
+    await page.getByRole('button', { name: 'Show', exact: true }).click();
+    await page.getByRole('cell', { name: 'org.suspend' }).first().waitFor();
+    await page.waitForFunction(() => [...document.querySelectorAll('tbody tr')].every((r) => r.dataset.action === 'org.suspend'));
+    const suspendRow = page.getByRole('row').filter({ hasText: 'org.suspend' }).first();
+    assert.match(await suspendRow.innerText(), /operator[\s\S]*org\.suspend[\s\S]*success/);
+    assert.notEqual((await suspendRow.locator('td').last().innerText()).trim(), '—', 'a request id');
+    await view(page, '18-org-audit');
+    await page.getByRole('link', { name: 'Workspaces', exact: true }).click();
+    await page.getByRole('link', { name: 'Handbook' }).click();
+    await page.getByRole('link', { name: 'Workspace audit' }).click();
+    await page.getByRole('cell', { name: 'document.add' }).first().waitFor();
+    await page.getByLabel('Action', { exact: true }).fill('agent.*');
+    await page.getByRole('button', { name: 'Show', exact: true }).click();
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('tbody tr')];
+      return rows.length > 0 && rows.every((r) => r.dataset.action.startsWith('agent.'));
+    });
+    // One page only: the API gave no next_offset, so there is nothing older to ask for.
+    assert.ok(await page.getByRole('button', { name: 'Older' }).isDisabled());
+    assert.ok(await page.getByRole('button', { name: 'Newer' }).isDisabled());
+    await page.getByRole('button', { name: 'Clear filters' }).click();
+    await page.getByRole('cell', { name: 'document.add' }).first().waitFor();
+    await view(page, '19-workspace-audit');
+
     // Sign out: the token is gone from memory; nothing was stored in the browser.
     assert.equal(await page.evaluate(() => localStorage.length + sessionStorage.length), 0);
     assert.ok(!(await page.context().cookies()).length, 'no cookie');
@@ -529,6 +599,8 @@ test('viewer: what a viewer may not do is not offered, and is refused', { timeou
     assert.equal(await page.getByRole('button', { name: /^Delete/ }).count(), 0);
     assert.equal(await page.getByRole('link', { name: 'Invitations' }).count(), 0);
     assert.equal(await page.getByRole('link', { name: 'Model providers' }).count(), 0);
+    assert.equal(await page.getByRole('link', { name: 'Usage' }).count(), 0);
+    assert.equal(await page.getByRole('link', { name: 'Audit trail' }).count(), 0);
     await page.getByRole('link', { name: 'Members' }).click();
     await page.getByRole('cell', { name: 'vera@example.com' }).waitFor();
     assert.equal(await page.getByRole('combobox').count(), 0, 'no role selector');
@@ -541,6 +613,7 @@ test('viewer: what a viewer may not do is not offered, and is refused', { timeou
     assert.equal(await page.locator('input[type=file]').count(), 0);
     assert.equal(await page.getByRole('button', { name: /^Delete/ }).count(), 0);
     assert.equal(await page.getByRole('link', { name: 'API keys' }).count(), 0);
+    assert.equal(await page.getByRole('link', { name: 'Workspace audit' }).count(), 0);
     await view(page, '21-viewer-documents');
     await page.getByRole('link', { name: 'Search' }).click();
     await page.getByLabel('Query').fill('holidays');
@@ -562,6 +635,15 @@ test('viewer: what a viewer may not do is not offered, and is refused', { timeou
     await page.getByLabel('Email').fill('friend@example.com');
     await page.getByRole('button', { name: 'Create invitation' }).click();
     await page.getByRole('alert').filter({ hasText: 'forbidden' }).waitFor();
+    // Usage and audit trails: not offered, and refused by the API.
+    await page.evaluate(() => { location.hash = '#/orgs/viewer-org/usage'; });
+    await page.getByRole('alert').filter({ hasText: "may not read the organization's usage" }).waitFor();
+    await page.evaluate(() => { location.hash = '#/orgs/viewer-org/audit'; });
+    await page.getByRole('alert').filter({ hasText: 'may not read the audit trail' }).waitFor();
+    await page.evaluate((id) => { location.hash = `#/ws/${id}/audit`; }, ws.id);
+    await page.getByRole('heading', { name: 'Workspace audit', level: 2 }).waitFor();
+    await page.getByRole('alert').filter({ hasText: 'may not read the audit trail' }).waitFor();
+    assert.equal(await page.getByRole('link', { name: 'Workspace audit' }).count(), 0);
 
     // Sign out, then in again with email and password.
     await page.getByRole('button', { name: 'Sign out' }).click();

@@ -10,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${1:-target/debug/enclave}
-port=${PORT:-7812}
+# A free port unless one is given: another server on a fixed port would answer in our place.
+port=${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 examples=${EXAMPLES:-8}
 base="http://127.0.0.1:$port"
 tmp=$(mktemp -d)
@@ -22,13 +23,16 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-for _ in $(seq 1 200); do
-  curl -fsS "$base/healthz" >/dev/null 2>&1 && break
+# Ready when our server answers and has printed its operator token (so the answer is ours).
+op=
+for _ in $(seq 1 300); do
   kill -0 "$pid" 2>/dev/null || { echo "the server exited"; cat "$tmp/log"; exit 1; }
+  op=$(grep -o 'enc_op_[A-Za-z0-9_-]*' "$tmp/log" | head -1 || true)
+  [ -n "$op" ] && curl -fsS "$base/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
-op=$(grep -o 'enc_op_[A-Za-z0-9_-]*' "$tmp/log" | head -1)
 [ -n "$op" ] || { echo "no operator token in the log"; cat "$tmp/log"; exit 1; }
+curl -fsS "$base/healthz" >/dev/null || { echo "the server does not answer on $base"; cat "$tmp/log"; exit 1; }
 
 # call METHOD PATH BODY TOKEN: prints the JSON answer, fails on an error status.
 call() {

@@ -59,6 +59,20 @@ export const patch = (p, b) => api('PATCH', p, b);
 export const put = (p, b) => api('PUT', p, b);
 export const del = (p) => api('DELETE', p);
 
+/** GETs a file (e.g. a CSV report) with the bearer header; resolves with a Blob. */
+export async function fetchBlob(path, accept) {
+  const headers = headersFor();
+  if (accept) headers.accept = accept;
+  let res;
+  try {
+    res = await fetch(`/v1${path}`, { headers, credentials: 'omit', cache: 'no-store' });
+  } catch (e) {
+    throw new ApiError(0, 'network', `The server could not be reached (${e.message})`);
+  }
+  if (!res.ok) return parse(res);
+  return res.blob();
+}
+
 /** Uploads one file (multipart) with progress callbacks (0..1). */
 export function upload(path, file, onProgress, metadata) {
   return new Promise((resolve, reject) => {

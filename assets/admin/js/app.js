@@ -18,8 +18,8 @@ const routes = [
   [/^#\/operator\/health$/, operator.health],
   [/^#\/operator\/audit$/, operator.audit],
   [/^#\/orgs$/, org.myOrgs],
-  [/^#\/orgs\/([^/]+)(?:\/(workspaces|members|invitations|providers))?$/, org.view],
-  [/^#\/ws\/([^/]+)(?:\/(documents|search|chat|agents|keys|tokens|embedder))?$/, ws.view],
+  [/^#\/orgs\/([^/]+)(?:\/(workspaces|members|invitations|providers|usage|audit))?$/, org.view],
+  [/^#\/ws\/([^/]+)(?:\/(documents|search|chat|agents|keys|tokens|embedder|audit))?$/, ws.view],
 ];
 
 // Every render gets a fresh context; timers and streams check `alive()` and stop when the

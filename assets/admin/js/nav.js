@@ -25,7 +25,9 @@ export function sideNav(ctx, { org, ws } = {}) {
       link(`${base}/workspaces`, 'Workspaces'),
       link(`${base}/members`, 'Members'),
       can(org.id, 'admin') ? link(`${base}/invitations`, 'Invitations') : null,
-      can(org.id, 'admin') ? link(`${base}/providers`, 'Model providers') : null));
+      can(org.id, 'admin') ? link(`${base}/providers`, 'Model providers') : null,
+      can(org.id, 'admin') ? link(`${base}/usage`, 'Usage') : null,
+      can(org.id, 'admin') ? link(`${base}/audit`, 'Audit trail') : null));
   }
   if (ws && org) {
     const base = `#/ws/${ws.id}`;
@@ -36,7 +38,8 @@ export function sideNav(ctx, { org, ws } = {}) {
       link(`${base}/agents`, 'Agents'),
       can(org.id, 'admin') ? link(`${base}/keys`, 'API keys') : null,
       link(`${base}/tokens`, 'Tenant tokens'),
-      link(`${base}/embedder`, 'Embedder')));
+      link(`${base}/embedder`, 'Embedder'),
+      can(org.id, 'admin') ? link(`${base}/audit`, 'Workspace audit') : null));
   }
   ctx.setSide(h('div', {}, parts));
   const crumbs = [];

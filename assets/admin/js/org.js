@@ -2,6 +2,8 @@
 import { h, clear, field, errorBox, toast, onSubmit, empty, statusBadge, badge, table, fmtDate, fmtBytes, confirmDanger, secretBox } from './dom.js';
 import { session, get, post, put, patch, del, can, roleIn, isOperator } from './api.js';
 import { sideNav } from './nav.js';
+import { usage } from './usage.js';
+import { trail } from './audit.js';
 
 const ROLES = ['viewer', 'member', 'admin', 'owner'];
 
@@ -29,7 +31,10 @@ export async function view(el, [slug, tab = 'workspaces'], ctx) {
     h('div', {}, h('h1', {}, org.name),
       h('p', { class: 'muted' }, 'Plan ', badge(org.plan), ' · status ', statusBadge(org.status), ' · you are ', badge(role || '—')))),
   body);
-  const views = { workspaces, members, invitations, providers };
+  const audit = (b) => trail(b, { path: `/orgs/${org.id}/audit`, title: 'Audit trail',
+    intro: 'This organization\'s trail, newest first: members, invitations, workspaces created or deleted, providers, sign-ins, and the operator\'s actions on it. A workspace\'s own actions (documents, agents, keys) are in its Workspace audit.',
+    none: 'Nothing recorded here yet (or nothing matches the filters).' }, ctx);
+  const views = { workspaces, members, invitations, providers, usage, audit };
   await views[tab](body, org, ctx);
 }
 

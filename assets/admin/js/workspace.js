@@ -3,6 +3,7 @@ import { h, clear, field, errorBox, toast, onSubmit, empty, statusBadge, badge, 
   confirmDanger, secretBox, highlighted, openDialog, messageOf, plural } from './dom.js';
 import { session, get, post, put, patch, del, upload, stream, can } from './api.js';
 import { sideNav } from './nav.js';
+import { trail } from './audit.js';
 
 // API keys created in this tab, by workspace, so that tenant tokens can be minted with them
 // (memory only, like the session).
@@ -21,7 +22,10 @@ export async function view(el, [id, tab = 'documents'], ctx) {
   // Views that change the workspace's contents refresh the summary.
   const refresh = () => get(`/workspaces/${ws.id}`).then((w) => { if (ctx.alive()) show(w.stats); }).catch(() => {});
   clear(el, h('h1', {}, ws.name), summary, body);
-  const views = { documents, search, chat, agents, keys, tokens, embedder };
+  const audit = (b) => trail(b, { path: `/workspaces/${ws.id}/audit`, title: 'Workspace audit',
+    intro: 'This workspace\'s trail, newest first: documents, jobs, agents, API keys, tenant tokens minted, the embedder and settings.',
+    none: 'Nothing recorded here yet (or nothing matches the filters).' }, ctx);
+  const views = { documents, search, chat, agents, keys, tokens, embedder, audit };
   await views[tab](body, { ws, org, base: `/workspaces/${ws.id}`, refresh }, ctx);
 }
 
