@@ -12,6 +12,10 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 /// ~250 KiB and 3 file descriptors per open workspace: 256 open ≈ 64 MiB and 768 fds.
 pub const DEFAULT_MAX_OPEN_WORKSPACES: usize = 256;
+/// Seconds between scheduled backups.
+pub const DEFAULT_BACKUP_INTERVAL_SECS: u64 = 86_400;
+/// Scheduled backups kept.
+pub const DEFAULT_BACKUP_KEEP: usize = 7;
 pub const DEFAULT_WRITER_IDLE_SECS: u64 = 30;
 pub const DEFAULT_OPEN_WAIT_SECS: u64 = 30;
 /// Seconds a model provider may take to answer (to its first byte when streaming, then between
@@ -91,6 +95,15 @@ pub struct ConfigArgs {
     /// Seconds after which an idle Tantivy writer is committed and closed [default: 30].
     #[arg(long, env = "ENCLAVE_WRITER_IDLE_SECS")]
     pub writer_idle_secs: Option<u64>,
+    /// Scheduled backups from the server: a folder or s3://bucket/prefix [default: none].
+    #[arg(long, env = "ENCLAVE_BACKUP_TO")]
+    pub backup_to: Option<String>,
+    /// Seconds between scheduled backups [default: 86400].
+    #[arg(long, env = "ENCLAVE_BACKUP_INTERVAL")]
+    pub backup_interval: Option<u64>,
+    /// Scheduled backups kept (older ones and their unshared objects are removed) [default: 7].
+    #[arg(long, env = "ENCLAVE_BACKUP_KEEP")]
+    pub backup_keep: Option<usize>,
     /// Seconds a request waits for a free open-workspace slot before 503 [default: 30].
     #[arg(long, env = "ENCLAVE_OPEN_WAIT_SECS")]
     pub open_wait_secs: Option<u64>,
@@ -185,6 +198,9 @@ struct FileConfig {
     max_open_workspaces: Option<usize>,
     log_format: Option<LogFormat>,
     writer_idle_secs: Option<u64>,
+    backup_to: Option<String>,
+    backup_interval: Option<u64>,
+    backup_keep: Option<usize>,
     open_wait_secs: Option<u64>,
     tenant_domain: Option<String>,
     master_key_file: Option<PathBuf>,
@@ -214,6 +230,10 @@ pub struct Config {
     pub max_open_workspaces: usize,
     pub log_format: LogFormat,
     pub writer_idle_secs: u64,
+    /// Scheduled backups: where to (none: no scheduled backups), how often, how many kept.
+    pub backup_to: Option<String>,
+    pub backup_interval_secs: u64,
+    pub backup_keep: usize,
     pub open_wait_secs: u64,
     /// With `example.com`, a request to `<workspace-id>.example.com` names that workspace, which
     /// must agree with the credential (like `X-Tenant-ID`).
@@ -259,6 +279,9 @@ impl Config {
             max_open_workspaces: DEFAULT_MAX_OPEN_WORKSPACES,
             log_format: LogFormat::Text,
             writer_idle_secs: DEFAULT_WRITER_IDLE_SECS,
+            backup_to: None,
+            backup_interval_secs: DEFAULT_BACKUP_INTERVAL_SECS,
+            backup_keep: DEFAULT_BACKUP_KEEP,
             open_wait_secs: DEFAULT_OPEN_WAIT_SECS,
             tenant_domain: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
@@ -368,6 +391,17 @@ impl Config {
                 .writer_idle_secs
                 .or(file.writer_idle_secs)
                 .unwrap_or(DEFAULT_WRITER_IDLE_SECS),
+            backup_to: args.backup_to.clone().or(file.backup_to),
+            backup_interval_secs: args
+                .backup_interval
+                .or(file.backup_interval)
+                .unwrap_or(DEFAULT_BACKUP_INTERVAL_SECS)
+                .max(1),
+            backup_keep: args
+                .backup_keep
+                .or(file.backup_keep)
+                .unwrap_or(DEFAULT_BACKUP_KEEP)
+                .max(1),
             open_wait_secs: args
                 .open_wait_secs
                 .or(file.open_wait_secs)

@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod crypto;
 pub mod db;
+pub mod durability;
 pub mod embed;
 pub mod error;
 pub mod filter;

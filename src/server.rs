@@ -122,6 +122,9 @@ pub async fn serve(
         }
     });
 
+    // Scheduled backups (`--backup-to`): the first after one interval.
+    let backups = crate::durability::backup::spawn_schedule(app.clone());
+
     // Governance upkeep: purge what is past its grace period, drop idle rate-limit buckets.
     let upkeep = tokio::spawn({
         let app = app.clone();
@@ -168,6 +171,9 @@ pub async fn serve(
         .map(crate::tls::acceptor)
         .transpose()?;
     let result = accept_loop(app.clone(), listener, tls, shutdown).await;
+    if let Some(b) = backups {
+        b.abort();
+    }
     sweeper.abort();
     usage.abort();
     upkeep.abort();

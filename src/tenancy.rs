@@ -26,6 +26,7 @@ use crate::identity::{Action, Identity, OrgAccess, Role, WorkspaceAccess};
 use crate::knowledge::Knowledge;
 use crate::workspace::{self, Handle, Registry, Stats};
 
+mod adopt;
 mod lifecycle;
 pub use lifecycle::UPKEEP_INTERVAL;
 

@@ -2,6 +2,8 @@
 //! data directory directly (no server needed).
 
 mod documents;
+pub mod archive;
+pub mod backup;
 pub mod eval;
 pub mod governance;
 pub mod ingest;
@@ -53,6 +55,11 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Evaluate retrieval quality on a BEIR-format folder (nDCG@10, recall@100 per mode).
     Eval(crate::cli::eval::EvalArgs),
+    /// Back up the data directory (or one workspace) to a folder or S3; `backup verify`,
+    /// `backup list`.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty data directory, or one workspace into a running server.
+    Restore(backup::RestoreArgs),
     /// Run a benchmark and print its report.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -139,6 +146,10 @@ pub enum WorkspaceCommand {
         #[arg(value_name = "WORKSPACE")]
         id: String,
     },
+    /// Write a workspace's archive (documents, chunks, vectors, agents, chats, audit, blobs).
+    Export(archive::ExportArgs),
+    /// Create a workspace from an archive.
+    Import(archive::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +271,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => crate::bench::run(cmd, &args),
         Command::Eval(args) => crate::cli::eval::run(args),
         Command::Ingest(args) => ingest::run(config, args),
+        Command::Backup(args) => backup::run_backup(config, args),
+        Command::Restore(args) => backup::run_restore(config, args),
         Command::Audit(cmd) => governance::audit(open_app(config)?, cmd),
         Command::Usage(cmd) => governance::usage(open_app(config)?, cmd),
         Command::Plan(cmd) => {
@@ -387,6 +400,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Workspace(WorkspaceCommand::Export(args)) => archive::export(config, args),
+        Command::Workspace(WorkspaceCommand::Import(args)) => archive::import(config, args),
         Command::Workspace(cmd) => {
             let app = open_app(config)?;
             match cmd {
@@ -417,6 +432,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     audit_cli(&app, "workspace delete", None, Some(id));
                     println!("deleted workspace {id}");
                     Ok(())
+                }
+                WorkspaceCommand::Export(_) | WorkspaceCommand::Import(_) => {
+                    anyhow::bail!("export and import are handled above")
                 }
             }
         }

@@ -283,3 +283,19 @@ impl ControlPlane {
         Ok(out)
     }
 }
+
+impl ControlPlane {
+    /// When workspace `id` is deleted but not yet purged (restorable): its `purge_after`.
+    /// `None` for a live workspace, a purged one or an unknown id.
+    pub fn workspace_restorable_until(&self, id: Uuid) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT coalesce(purge_after, '') FROM workspaces
+                 WHERE id = ?1 AND status = 'deleted' AND purged_at IS NULL",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}

@@ -65,7 +65,9 @@ pub fn classify(method: &str, route: Option<&str>, operator: bool) -> Option<Cla
         });
     };
     let (r, ws_prefix) = normalize(route);
-    let changes = state_changing(method) && !NOT_STATE_CHANGING.contains(&r);
+    // An export takes a workspace's data out: audited although it is a read.
+    let export = method == "GET" && ws_prefix && r == "/export";
+    let changes = export || (state_changing(method) && !NOT_STATE_CHANGING.contains(&r));
     if !changes {
         return operator.then(|| Classified {
             action: format!("{method} {route}"),
@@ -83,7 +85,10 @@ pub fn classify(method: &str, route: Option<&str>, operator: bool) -> Option<Cla
         ("PATCH", "/agents/{id}") => Some(("agent.update", W, Some("agent"))),
         ("DELETE", "/agents/{id}") => Some(("agent.delete", W, Some("agent"))),
         ("DELETE", "/sessions/{id}") => Some(("session.delete", W, Some("session"))),
-        ("POST", "/export") => Some(("workspace.export", W, None)),
+        ("GET", "/export") => Some(("workspace.export", W, None)),
+        ("POST", "/orgs/{org}/workspaces/import") => Some(("workspace.import", C, None)),
+        ("POST", "/admin/backups") => Some(("backup.create", C, None)),
+        ("POST", "/admin/restore") => Some(("backup.restore", C, None)),
         ("PATCH", "") if ws_prefix => Some(("workspace.update", W, None)),
         ("DELETE", "") if ws_prefix => Some(("workspace.delete", C, None)),
         ("POST", "/api-keys") => Some(("api_key.create", W, None)),
@@ -165,6 +170,21 @@ mod tests {
             c("POST", "/v1/orgs/{org}/suspend").map(|c| c.action),
             Some("org.suspend".to_string())
         );
+        // An export is audited in the workspace's trail; an import, a backup and a restore
+        // from one in the control plane's.
+        let export = c("GET", "/v1/workspaces/{ws}/export").expect("audited");
+        assert_eq!(
+            (export.action.as_str(), export.scope),
+            ("workspace.export", Scope::Workspace)
+        );
+        for (route, action) in [
+            ("/v1/orgs/{org}/workspaces/import", "workspace.import"),
+            ("/v1/admin/backups", "backup.create"),
+            ("/v1/admin/restore", "backup.restore"),
+        ] {
+            let got = c("POST", route).expect("audited");
+            assert_eq!((got.action.as_str(), got.scope), (action, Scope::Control));
+        }
         // Reads and read-like posts are not audited, except the operator's.
         assert_eq!(c("GET", "/v1/workspaces/{ws}/documents"), None);
         assert_eq!(c("POST", "/v1/workspaces/{ws}/search"), None);

@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_ui;
+mod archive;
 pub mod auth;
 mod chat;
 mod cors;
@@ -86,6 +87,11 @@ fn api_routes(upload_limit: usize) -> Routes<Arc<App>> {
             "/orgs/{org}/workspaces/{slug}",
             get(orgs::get_workspace_by_slug),
         )
+        .route(
+            "/orgs/{org}/workspaces/import",
+            post(archive::import).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/workspaces/{ws}/export", get(archive::export))
         .route("/orgs/{org}/members", get(members::list))
         .route(
             "/orgs/{org}/members/{user}",
@@ -111,6 +117,8 @@ fn api_routes(upload_limit: usize) -> Routes<Arc<App>> {
             "/orgs/{org}/providers/{name}",
             put(providers::put).delete(providers::delete),
         )
+        .route("/admin/backups", post(archive::backup))
+        .route("/admin/restore", post(archive::restore))
         .route("/admin/audit", get(governance::admin_audit))
         .route("/admin/usage", get(governance::admin_usage))
         .route("/orgs/{org}/audit", get(governance::org_audit))

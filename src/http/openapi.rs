@@ -878,6 +878,9 @@ fn describe(s: &mut Spec) {
     // Plans, limits and the lifecycle (governance, issue 12 part A).
     describe_plans(s);
 
+    // Archives, backups and restores (durability, issue 13).
+    describe_durability(s);
+
     // Operator.
     let rotated = s.schema::<Rotated>();
     s.op(
@@ -1254,6 +1257,99 @@ fn describe(s: &mut Spec) {
 }
 
 /// `schema` with one more required string property (a secret shown once).
+/// Workspace archives (export, import), the server's backups and a workspace's restore from
+/// one (issue 13). Bodies and answers are written here: the request types are `durability`'s.
+fn describe_durability(s: &mut Spec) {
+    let ws_record = s.schema::<crate::control::WorkspaceRecord>();
+    let tar = |description: &str| {
+        json!({"application/x-tar": {"schema": {"type": "string", "format": "binary",
+            "description": description}}})
+    };
+    s.op(
+        "GET",
+        "/v1/workspaces/{ws}/export",
+        op(
+            "archives",
+            "exportWorkspace",
+            "The workspace as a tar archive (documents, chunks, vectors, agents, chats, audit, originals)",
+        )
+        .content(200, "the archive, streamed", tar("a workspace archive")),
+    );
+    s.op(
+        "POST",
+        "/v1/orgs/{org}/workspaces/import",
+        op(
+            "archives",
+            "importWorkspace",
+            "Create a workspace in an organization from an archive sent as the request body",
+        )
+        .auth(Auth::User)
+        .query("name", json!({"type": "string", "minLength": 1}), "the new workspace's name (default: the archived one)")
+        .query("slug", json!({"type": "string", "minLength": 1}), "its slug (default: the archived one)")
+        .body(json!({"required": true, "content": {
+            "application/x-tar": tar("an archive made by GET /v1/workspaces/{ws}/export")["application/x-tar"].clone(),
+            // The body is read as bytes whatever its declared type.
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        }}))
+        .ok(201, "imported", ws_record.clone()),
+    );
+    let target = json!({"type": "string", "minLength": 1,
+        "description": "a folder on the server's machine, or s3://bucket/prefix"});
+    let uuid = json!({"type": "string", "format": "uuid"});
+    s.op(
+        "POST",
+        "/v1/admin/backups",
+        op(
+            "backups",
+            "createBackup",
+            "Back up the data directory (or one workspace)",
+        )
+        .auth(Auth::Operator)
+        .json_body(
+            json!({"type": "object", "required": ["to"], "additionalProperties": false,
+                "properties": {"to": target.clone(), "workspace": uuid.clone()}}),
+        )
+        .ok(
+            201,
+            "the backup written",
+            json!({"type": "object",
+            "required": ["id", "target", "workspaces", "workspaces_snapshotted",
+                "objects_uploaded", "bytes_uploaded", "bytes_total", "seconds", "failed"],
+            "properties": {
+                "id": {"type": "string"}, "target": {"type": "string"},
+                "workspaces": {"type": "integer", "minimum": 0},
+                "workspaces_snapshotted": {"type": "integer", "minimum": 0},
+                "objects_uploaded": {"type": "integer", "minimum": 0},
+                "bytes_uploaded": {"type": "integer", "minimum": 0},
+                "bytes_total": {"type": "integer", "minimum": 0},
+                "seconds": {"type": "number"},
+                "failed": {"type": "object", "additionalProperties": {"type": "string"},
+                    "description": "workspaces left out, by id, with the reason"},
+            }}),
+        ),
+    );
+    s.op(
+        "POST",
+        "/v1/admin/restore",
+        op(
+            "backups",
+            "restoreFromBackup",
+            "Restore one workspace of a backup: over the live workspace of that id, or as a new workspace",
+        )
+        .auth(Auth::Operator)
+        .json_body(json!({"type": "object", "required": ["from", "workspace"],
+            "additionalProperties": false,
+            "properties": {
+                "from": target,
+                "backup": {"type": "string", "minLength": 1, "description": "default: the latest"},
+                "workspace": uuid,
+                "org": {"type": "string", "minLength": 1, "description": "when restored as a new workspace: its org (id or slug)"},
+                "slug": {"type": "string", "minLength": 1, "description": "when restored as a new workspace: its slug"},
+            }}))
+        .ok(200, "restored", ws_record),
+    );
+}
+
 /// Plans, an org's limits, deleted orgs and workspaces, restores (issue 12 part A). Their
 /// types serialize by hand (limits keyed by name), so their schemas are written here.
 fn describe_plans(s: &mut Spec) {

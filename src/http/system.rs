@@ -84,6 +84,44 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     };
+    if let Some(b) = crate::durability::backup::schedule_status(app.data_dir()) {
+        gauge(
+            "enclave_backup_runs_total",
+            "Scheduled backups run since start.",
+            "counter",
+            b.runs,
+        );
+        gauge(
+            "enclave_backup_failures_total",
+            "Scheduled backups that failed (or left a workspace out).",
+            "counter",
+            b.failures,
+        );
+        gauge(
+            "enclave_backup_last_success_timestamp_seconds",
+            "Unix time of the last scheduled backup that succeeded (0: none yet).",
+            "gauge",
+            b.last_success_unix,
+        );
+        gauge(
+            "enclave_backup_last_duration_milliseconds",
+            "How long the last successful scheduled backup took.",
+            "gauge",
+            (b.last_seconds * 1000.0) as u64,
+        );
+        gauge(
+            "enclave_backup_last_uploaded_bytes",
+            "Bytes the last successful scheduled backup uploaded (incremental).",
+            "gauge",
+            b.last_bytes_uploaded,
+        );
+        gauge(
+            "enclave_backup_last_workspaces",
+            "Workspaces in the last successful scheduled backup.",
+            "gauge",
+            b.last_workspaces,
+        );
+    }
     gauge(
         "enclave_workspaces_open",
         "Workspace stores open now.",
