@@ -29,6 +29,7 @@ pub struct BackupArgs {
 pub enum BackupCommand {
     /// Check every object of a backup (SHA-256) and open every database.
     Verify {
+        /// The backup target: a folder, or s3://bucket/prefix.
         #[arg(long)]
         from: String,
         /// The backup's id (default: the newest).
@@ -37,6 +38,7 @@ pub enum BackupCommand {
     },
     /// List the backups at a target, oldest first.
     List {
+        /// The backup target: a folder, or s3://bucket/prefix.
         #[arg(long)]
         from: String,
     },
