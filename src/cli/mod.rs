@@ -1,9 +1,9 @@
 //! The command line: `serve`, `org`, `workspace`, `user`, `key` and `bench`. Management commands work on the
 //! data directory directly (no server needed).
 
-mod documents;
 pub mod archive;
 pub mod backup;
+mod documents;
 pub mod eval;
 pub mod governance;
 pub mod ingest;

@@ -3,8 +3,8 @@
 mod admin_ui;
 mod auth;
 mod authz_prop;
-mod browser;
 mod backup;
+mod browser;
 mod chat;
 mod cli;
 mod clients;
