@@ -1,5 +1,3 @@
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -56,32 +54,7 @@ async fn a_generated_operator_token_survives_restarts_as_a_hash() {
 #[tokio::test]
 async fn the_binary_shuts_down_cleanly_on_sigterm() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let spawn = || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_enclave"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(tmp.path())
-            .env("ENCLAVE_ADMIN_TOKEN", TOKEN)
-            .env("ENCLAVE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn enclave");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .expect("line");
-            if let Some(rest) = line.split("address=").nth(1) {
-                break rest.split_whitespace().next().unwrap_or("").to_string();
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        (child, format!("http://{addr}"))
-    };
+    let spawn = || crate::harness::spawn_binary(tmp.path());
 
     let (child, base) = spawn();
     let api = Api::new(&base, Some(TOKEN));
