@@ -328,6 +328,8 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
                 .tenancy()
                 .create_org(NewOrg {
                     name: "bench".into(),
+                    // Measurements are not held by a plan's limits.
+                    plan: Some("enterprise".into()),
                     ..Default::default()
                 })?
                 .id

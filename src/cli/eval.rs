@@ -146,6 +146,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let (app, _) = App::open(config)?;
     let org = app.tenancy().create_org(NewOrg {
         name: "eval".into(),
+        // Measurements are not held by a plan's limits.
+        plan: Some("enterprise".into()),
         ..Default::default()
     })?;
     let org_access = app.identity().operator_org(&org.id.to_string())?;
