@@ -42,6 +42,10 @@ fn available(dir: &Path) -> Option<u64> {
 /// writing it does not fill the disk again at once). Returns whether it wrote it; a full disk
 /// is not an error (it is tried again later) and leaves no partial file.
 pub fn ensure(data_dir: &Path) -> Result<bool> {
+    // One writer at a time: the server's start-up upkeep and its periodic sweep both call this,
+    // and two writers of the one temporary file made the second rename fail (`NotFound`).
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
     if is_held(data_dir) {
         return Ok(false);
     }
@@ -103,5 +107,23 @@ mod tests {
         assert!(release(tmp.path()));
         assert!(!release(tmp.path()), "nothing left to release");
         assert!(!is_held(tmp.path()));
+    }
+
+    #[test]
+    fn concurrent_writers_write_it_once_without_error() {
+        for _ in 0..5 {
+            let tmp = tempfile::tempdir().expect("tmp");
+            let dir = tmp.path().to_path_buf();
+            let outcomes: Vec<bool> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4).map(|_| s.spawn(|| ensure(&dir))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("thread").expect("no writer fails"))
+                    .collect()
+            });
+            assert_eq!(outcomes.iter().filter(|w| **w).count(), 1, "{outcomes:?}");
+            assert!(is_held(&dir));
+            assert!(!dir.join(format!("{RESERVE_FILE}.tmp")).exists());
+        }
     }
 }
