@@ -3,8 +3,8 @@
 //! an embedder switch; then a restart, and every acknowledged document must be there exactly
 //! once, indexed and findable in every mode, its jobs finished or resumed.
 //!
-//! `ENCLAVE_CRASH_ITERATIONS` sets the number of kills (default 4: one per kind, about 30 s in
-//! a debug build); `ENCLAVE_CRASH_SEED` fixes the random moments.
+//! `ENCLAVE_CRASH_ITERATIONS` sets the number of kills (default 5: one per kind, the last the
+//! re-embedding, about 20 s in a debug build); `ENCLAVE_CRASH_SEED` fixes the random moments.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -113,7 +113,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let iterations: usize = std::env::var("ENCLAVE_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(5);
     let seed: u64 = std::env::var("ENCLAVE_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
