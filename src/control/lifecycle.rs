@@ -220,67 +220,52 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// What the operator can still restore: deleted orgs and workspaces not purged.
+    /// What the operator can still restore: deleted orgs and workspaces not purged (a row whose
+    /// ids do not parse is left out).
     pub fn list_deleted(&self) -> Result<Vec<Deleted>> {
         let conn = self.conn();
+        let queries = [
+            (
+                "org",
+                "SELECT id, id AS org_id, name, slug, deleted_at, purge_after FROM orgs
+                 WHERE status = 'deleted' AND purged_at IS NULL ORDER BY deleted_at, id",
+            ),
+            (
+                "workspace",
+                "SELECT id, org_id, name, slug, deleted_at, purge_after FROM workspaces
+                 WHERE status = 'deleted' AND purged_at IS NULL AND deleted_with_org = 0
+                 ORDER BY deleted_at, id",
+            ),
+        ];
         let mut out = Vec::new();
-        let mut stmt = conn.prepare(
-            "SELECT id, id AS org_id, name, slug, deleted_at, purge_after FROM orgs
-             WHERE status = 'deleted' AND purged_at IS NULL ORDER BY deleted_at, id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>("id")?,
-                r.get::<_, String>("org_id")?,
-                r.get::<_, String>("name")?,
-                r.get::<_, String>("slug")?,
-                r.get::<_, Option<String>>("deleted_at")?,
-                r.get::<_, Option<String>>("purge_after")?,
-            ))
-        })?;
-        let mut push = |kind,
-                        row: (
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-        )| {
-            if let (Ok(id), Ok(org_id)) = (Uuid::try_parse(&row.0), Uuid::try_parse(&row.1)) {
-                out.push(Deleted {
-                    kind,
-                    id,
-                    org_id,
-                    name: row.2,
-                    slug: row.3,
-                    deleted_at: row.4,
-                    purge_after: row.5,
-                });
+        for (kind, sql) in queries {
+            let mut stmt = conn.prepare(sql)?;
+            let rows = stmt.query_map([], |r| Deleted::from_row(kind, r))?;
+            for row in rows {
+                out.extend(row?);
             }
-        };
-        for r in rows {
-            push("org", r?);
-        }
-        let mut stmt = conn.prepare(
-            "SELECT id, org_id, name, slug, deleted_at, purge_after FROM workspaces
-             WHERE status = 'deleted' AND purged_at IS NULL AND deleted_with_org = 0
-             ORDER BY deleted_at, id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>("id")?,
-                r.get::<_, String>("org_id")?,
-                r.get::<_, String>("name")?,
-                r.get::<_, String>("slug")?,
-                r.get::<_, Option<String>>("deleted_at")?,
-                r.get::<_, Option<String>>("purge_after")?,
-            ))
-        })?;
-        for r in rows {
-            push("workspace", r?);
         }
         Ok(out)
+    }
+}
+
+impl Deleted {
+    /// A row of `list_deleted`'s queries, read by column name; `None` when an id does not parse.
+    fn from_row(kind: &'static str, r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Deleted>> {
+        let id: String = r.get("id")?;
+        let org_id: String = r.get("org_id")?;
+        let (Ok(id), Ok(org_id)) = (Uuid::try_parse(&id), Uuid::try_parse(&org_id)) else {
+            return Ok(None);
+        };
+        Ok(Some(Deleted {
+            kind,
+            id,
+            org_id,
+            name: r.get("name")?,
+            slug: r.get("slug")?,
+            deleted_at: r.get("deleted_at")?,
+            purge_after: r.get("purge_after")?,
+        }))
     }
 }
 

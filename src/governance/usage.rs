@@ -281,30 +281,19 @@ fn write_cells(
     gauges: &[(Key, u64)],
 ) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    {
-        let mut add = tx.prepare_cached(
+    // Counters add up; gauges (samples) keep the day's largest.
+    for (cells, merge) in [
+        (counters, "value + excluded.value"),
+        (gauges, "max(value, excluded.value)"),
+    ] {
+        let mut upsert = tx.prepare_cached(&format!(
             "INSERT INTO usage_daily (org_id, workspace_id, day, metric, value)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (org_id, day, workspace_id, metric)
-             DO UPDATE SET value = value + excluded.value",
-        )?;
-        for (k, v) in counters {
-            add.execute(params![
-                k.org.to_string(),
-                k.ws.map(|w| w.to_string()).unwrap_or_default(),
-                k.day.format("%Y-%m-%d").to_string(),
-                k.metric.name(),
-                i64::try_from(*v).unwrap_or(i64::MAX)
-            ])?;
-        }
-        let mut max = tx.prepare_cached(
-            "INSERT INTO usage_daily (org_id, workspace_id, day, metric, value)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (org_id, day, workspace_id, metric)
-             DO UPDATE SET value = max(value, excluded.value)",
-        )?;
-        for (k, v) in gauges {
-            max.execute(params![
+             DO UPDATE SET value = {merge}"
+        ))?;
+        for (k, v) in cells {
+            upsert.execute(params![
                 k.org.to_string(),
                 k.ws.map(|w| w.to_string()).unwrap_or_default(),
                 k.day.format("%Y-%m-%d").to_string(),
