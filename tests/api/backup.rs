@@ -404,14 +404,7 @@ fn the_cli_exports_imports_backs_up_and_restores() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let run = |dir: &Path, args: &[&str]| -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
-            .arg("--data-dir")
-            .arg(dir)
-            .args(args)
-            .env("ENCLAVE_ADMIN_TOKEN", crate::harness::TOKEN)
-            .env("ENCLAVE_LOG", "warn")
-            .output()
-            .expect("run enclave");
+        let out = crate::cli::enclave(dir, args);
         assert!(
             out.status.success(),
             "enclave {args:?}: {}",

@@ -1,25 +1,13 @@
 //! Issue 12 part B: the audit trails (recorded, listed, filtered, tamper-evident), metered usage
 //! (reconciled exactly against a known workload) and the metrics.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::harness::{TestServer, TOKEN};
+use crate::cli::enclave;
+use crate::harness::TestServer;
 use enclave::governance::usage::Refusal;
-
-fn enclave(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_enclave"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env("ENCLAVE_ADMIN_TOKEN", TOKEN)
-        .env("ENCLAVE_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run enclave")
-}
 
 fn actions(body: &Value) -> Vec<String> {
     body["data"]
