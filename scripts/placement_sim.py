@@ -21,8 +21,10 @@ N nodes with four schemes and prints, per scheme and N, Markdown tables of:
 Schemes (node ids are stable integers; a new node gets the next id):
 
 - ``modulo``: node = hash(ws) mod N (what a proxy's map-based hash does).
-- ``ring``: consistent hashing with V virtual nodes per node (Ketama; HAProxy ``hash-type
-  consistent``, Envoy ``RING_HASH``, nginx ``hash ... consistent``).
+- ``ring``: consistent hashing with --vnodes virtual nodes per node (Ketama; HAProxy ``hash-type
+  consistent``, Envoy ``RING_HASH``, nginx ``hash ... consistent``); ``ring@V`` with V of them.
+- ``maglev``: Maglev hashing (Envoy ``MAGLEV``): a lookup table of 65,537 slots shared out evenly;
+  minimal, not zero, disruption when nodes change.
 - ``hrw``: rendezvous / highest-random-weight hashing: the node with the highest hash(ws, node).
 - ``bounded``: consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2018; HAProxy
   ``hash-balance-factor``, Envoy ``hash_balance_factor``): a workspace goes to the first node
@@ -122,6 +124,35 @@ def place_ring(pop, nodes, vnodes=100):
     return out
 
 
+def maglev_table(nodes, size=65537):
+    """Maglev's lookup table (Eisenbud et al., NSDI 2016, section 3.4; Envoy's MAGLEV, default
+    table size 65537): each node fills the slots of its own permutation of the table in turn."""
+    perms = []
+    for node in nodes:
+        offset = h64(b"maglev-offset-%d" % node) % size
+        skip = h64(b"maglev-skip-%d" % node) % (size - 1) + 1
+        perms.append((node, offset, skip))
+    table = [-1] * size
+    nxt = [0] * len(perms)
+    filled = 0
+    while True:
+        for k, (node, offset, skip) in enumerate(perms):
+            c = (offset + nxt[k] * skip) % size
+            while table[c] >= 0:
+                nxt[k] += 1
+                c = (offset + nxt[k] * skip) % size
+            table[c] = node
+            nxt[k] += 1
+            filled += 1
+            if filled == size:
+                return table
+
+
+def place_maglev(pop, nodes, size=65537):
+    table = maglev_table(nodes, size)
+    return array.array("H", (table[k % size] for k in pop.keys))
+
+
 def place_hrw(pop, nodes):
     """Rendezvous hashing. score(ws, node) is the node-th 32-bit word of SHAKE-128(ws id): an
     extendable-output hash, so a node's score never depends on which other nodes exist (a new
@@ -136,6 +167,33 @@ def place_hrw(pop, nodes):
             scores[d] = 0
         out[i] = scores.index(max(scores))
     return out
+
+
+def hrw_scenarios(pop, nodes, added):
+    """HRW's placements on `nodes`, on `nodes` without any one of them, and on `nodes` plus the
+    node `added`, in one pass: per workspace the best and second-best of `nodes` and the score of
+    `added`. By HRW's definition (the highest score among the live nodes), when node f fails a
+    workspace whose best is f goes to its second-best and every other stays; the added node takes
+    a workspace when its score beats the best. `place_hrw` computes each from scratch; the tests
+    check that both agree."""
+    top = max(max(nodes), added) + 1
+    dead = [n for n in range(top) if n not in set(nodes)]
+    width = 4 * top
+    best = array.array("H", bytes(2 * len(pop)))
+    second = array.array("H", bytes(2 * len(pop)))
+    grown = array.array("H", bytes(2 * len(pop)))
+    for i, wid in enumerate(pop.ids):
+        scores = array.array("I", hashlib.shake_128(wid).digest(width))
+        extra = scores[added]
+        for d in dead + [added]:
+            scores[d] = 0
+        first_score = max(scores)
+        b = scores.index(first_score)
+        best[i] = b
+        grown[i] = added if extra > first_score else b
+        scores[b] = 0
+        second[i] = scores.index(max(scores))
+    return best, second, grown
 
 
 def weights_of(pop, bound_on):
@@ -188,14 +246,27 @@ def place_bounded(pop, nodes, vnodes=100, factor=1.25, bound_on="count", keep=No
     return out
 
 
-SCHEMES = ("modulo", "ring", "hrw", "bounded", "bounded+")
+SCHEMES = ("modulo", "ring", "maglev", "hrw", "bounded", "bounded+")
+DEFAULT_SCHEMES = ("modulo", "ring@10", "ring", "ring@1000", "maglev", "hrw", "bounded",
+                   "bounded+")
+
+
+def scheme_ok(scheme):
+    if scheme.startswith("ring@"):
+        return scheme[5:].isdigit() and int(scheme[5:]) > 0
+    return scheme in SCHEMES
 
 
 def place(scheme, pop, nodes, args, previous=None):
+    """`scheme` is one of SCHEMES, or ring@V: consistent hashing with V virtual nodes per node."""
     if scheme == "modulo":
         return place_modulo(pop, nodes)
     if scheme == "ring":
         return place_ring(pop, nodes, args.vnodes)
+    if scheme.startswith("ring@"):
+        return place_ring(pop, nodes, int(scheme[5:]))
+    if scheme == "maglev":
+        return place_maglev(pop, nodes)
     if scheme == "hrw":
         return place_hrw(pop, nodes)
     if scheme == "bounded":
@@ -315,8 +386,8 @@ def run(args, out=sys.stdout):
           f"largest {fmt_bytes(max(pop.size))}; hot (resident): {hot_total:,} workspaces, "
           f"{fmt_bytes(hot_bytes)}, {100 * math.fsum(r for r, h in zip(pop.rate, pop.hot) if h):.1f}% "
           f"of requests; the busiest workspace has {100 * top_rate:.2f}% of all requests", file=out)
-    print(f"- schemes: {', '.join(args.schemes)}; ring/bounded: {args.vnodes} virtual nodes per "
-          f"node; bounded: factor {args.balance_factor} on {args.bound_on}", file=out)
+    print(f"- schemes: {', '.join(args.schemes)}; ring, bounded: {args.vnodes} virtual nodes per "
+          f"node (ring@V: V); bounded: factor {args.balance_factor} on {args.bound_on}", file=out)
     print(f"- hydration: {args.bandwidth_mbs:g} MB/s per node, {args.latency_ms:g} ms per workspace, "
           f"{args.concurrency} parallel downloads per node", file=out)
     print(file=out)
@@ -331,16 +402,22 @@ def run(args, out=sys.stdout):
         rows_balance, rows_moves, rows_storm = [], [], []
         for scheme in args.schemes:
             t0 = time.monotonic()
-            base = place(scheme, pop, nodes, args)
+            if scheme == "hrw":  # one pass instead of three (see hrw_scenarios)
+                base, second, after_add = hrw_scenarios(pop, nodes, n)
+            else:
+                base = place(scheme, pop, nodes, args)
             bal = balance(pop, base, nodes)
             bytes_per = per_node(base, nodes, pop.size)
             failed = max(nodes, key=bytes_per.__getitem__)
             on_failed = sum(1 for x in base if x == failed)
             survivors = [x for x in nodes if x != failed]
-            after_fail = place(scheme, pop, survivors, args, previous=base)
+            if scheme == "hrw":
+                after_fail = array.array("H", (s if b == failed else b
+                                               for b, s in zip(base, second)))
+            else:
+                after_fail = place(scheme, pop, survivors, args, previous=base)
+                after_add = place(scheme, pop, nodes + [n], args, previous=base)
             fail_moves = moved(base, after_fail)
-            grown = nodes + [n]
-            after_add = place(scheme, pop, grown, args, previous=base)
             add_moves = len(moved(base, after_add))
             storm = hydration(pop, base, after_fail, failed, bandwidth, latency, args.concurrency)
             whole = hydration(pop, base, after_fail, failed, bandwidth, latency, args.concurrency,
@@ -395,8 +472,9 @@ def parse_args(argv=None):
     p.add_argument("--workspaces", type=int, default=1_000_000)
     p.add_argument("--nodes", type=lambda s: [int(x) for x in s.split(",")],
                    default=[10, 50, 100], help="comma-separated node counts (default 10,50,100)")
-    p.add_argument("--schemes", type=lambda s: s.split(","), default=list(SCHEMES),
-                   help="comma-separated, of: " + ", ".join(SCHEMES))
+    p.add_argument("--schemes", type=lambda s: s.split(","), default=list(DEFAULT_SCHEMES),
+                   help="comma-separated, of: " + ", ".join(SCHEMES) + ", ring@V (default: "
+                   + ",".join(DEFAULT_SCHEMES) + ")")
     p.add_argument("--seed", type=int, default=17)
     p.add_argument("--vnodes", type=int, default=100, help="virtual nodes per node (ring, bounded)")
     p.add_argument("--balance-factor", type=float, default=1.25)
@@ -414,7 +492,7 @@ def parse_args(argv=None):
     p.add_argument("--concurrency", type=int, default=16)
     args = p.parse_args(argv)
     for s in args.schemes:
-        if s not in SCHEMES:
+        if not scheme_ok(s):
             p.error(f"unknown scheme {s!r}: choose among {', '.join(SCHEMES)}")
     if args.workspaces < 1 or any(n < 2 for n in args.nodes) or max(args.nodes) >= 65535:
         p.error("need at least 1 workspace and 2 to 65534 nodes")

@@ -83,6 +83,33 @@ class PlacementInvariants(unittest.TestCase):
                 # about 1/(N+1) of them
                 self.assertLess(abs(len(moved) - len(self.pop) / 9), len(self.pop) / 9 * 0.5)
 
+    def test_hrw_in_one_pass_equals_hrw_from_scratch(self):
+        best, second, grown = sim.hrw_scenarios(self.pop, self.nodes, 8)
+        self.assertEqual(list(best), list(sim.place_hrw(self.pop, self.nodes)))
+        self.assertEqual(list(grown), list(sim.place_hrw(self.pop, self.nodes + [8])))
+        for failed in (1, 6):
+            survivors = [n for n in self.nodes if n != failed]
+            derived = [s if b == failed else b for b, s in zip(best, second)]
+            self.assertEqual(derived, list(sim.place_hrw(self.pop, survivors)))
+
+    def test_maglev_shares_its_table_evenly_and_mostly_stays_put(self):
+        table = sim.maglev_table(self.nodes, size=1009)
+        counts = [table.count(n) for n in self.nodes]
+        self.assertEqual(sum(counts), 1009)
+        self.assertLessEqual(max(counts) - min(counts), 1)
+        smaller = sim.maglev_table([n for n in self.nodes if n != 3], size=1009)
+        kept = sum(1 for a, b in zip(table, smaller) if a == b and a != 3)
+        # every slot of a live node mostly keeps its node (minimal disruption, not zero)
+        self.assertGreater(kept, 0.9 * (1009 - counts[3]))
+        self.assertNotIn(3, smaller)
+
+    def test_ring_variants_parse(self):
+        self.assertTrue(sim.scheme_ok("ring@10"))
+        self.assertFalse(sim.scheme_ok("ring@x"))
+        self.assertFalse(sim.scheme_ok("ring@0"))
+        a = sim.place("ring@7", self.pop, self.nodes, self.args)
+        self.assertEqual(list(a), list(sim.place_ring(self.pop, self.nodes, 7)))
+
     def test_bounded_load_respects_its_bound(self):
         for factor in (1.05, 1.25):
             placement = sim.place_bounded(self.pop, self.nodes, vnodes=50, factor=factor)
@@ -124,7 +151,7 @@ class PlacementInvariants(unittest.TestCase):
         out = io.StringIO()
         sim.run(sim.parse_args(["--workspaces", "2000", "--nodes", "4,6", "--vnodes", "20"]), out)
         text = out.getvalue()
-        for scheme in sim.SCHEMES:
+        for scheme in sim.DEFAULT_SCHEMES:
             self.assertIn(f"| {scheme} |", text)
         self.assertIn("## N = 6 nodes", text)
 
