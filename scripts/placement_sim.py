@@ -76,14 +76,20 @@ def make_population(n, seed=17, max_chunks=100_000, size_exp=0.7, activity_exp=1
                     hot_fraction=0.01, base_bytes=176 * KIB, bytes_per_chunk=5147):
     """A deterministic population of `n` workspaces (see the module docstring)."""
     rng = random.Random(seed)
-    ids = [rng.randbytes(16) for _ in range(n)]
+    raw = rng.randbytes(16 * n)
+    ids = [raw[i:i + 16] for i in range(0, 16 * n, 16)]
     keys = array.array("Q", (h64(i) for i in ids))
-    size_rank = list(range(1, n + 1))
-    rng.shuffle(size_rank)
+    # two independent random rankings (sorting by two unrelated random keys: C-speed shuffles)
+    shuffle_a = array.array("Q", rng.randbytes(8 * n))
+    shuffle_b = array.array("Q", rng.randbytes(8 * n))
+    size_rank = array.array("L", bytes(array.array("L").itemsize * n))
+    for r, i in enumerate(sorted(range(n), key=shuffle_a.__getitem__), start=1):
+        size_rank[i] = r
+    rate_rank = array.array("L", bytes(array.array("L").itemsize * n))
+    for r, i in enumerate(sorted(range(n), key=shuffle_b.__getitem__), start=1):
+        rate_rank[i] = r
     size = array.array("Q", (base_bytes + int(max_chunks * r ** -size_exp) * bytes_per_chunk
                              for r in size_rank))
-    rate_rank = list(range(1, n + 1))
-    rng.shuffle(rate_rank)
     harmonic = math.fsum(r ** -activity_exp for r in range(1, n + 1))
     rate = array.array("d", (r ** -activity_exp / harmonic for r in rate_rank))
     hot_count = max(1, int(n * hot_fraction)) if hot_fraction > 0 else 0
@@ -206,7 +212,7 @@ def weights_of(pop, bound_on):
     raise ValueError(bound_on)
 
 
-def place_bounded(pop, nodes, vnodes=100, factor=1.25, bound_on="count", keep=None):
+def place_bounded(pop, nodes, vnodes=100, factor=1.10, bound_on="count", keep=None):
     """Consistent hashing with bounded loads, workspaces taken in id order (creation order).
     With `keep` (a previous placement), every workspace whose node is still live stays there and
     only the others are placed, walking the ring from their hash; a workspace whose first choice
@@ -297,13 +303,19 @@ def max_over_mean(totals):
 
 
 def balance(pop, placement, nodes):
-    hot_rate = array.array("d", (r if h else 0.0 for r, h in zip(pop.rate, pop.hot)))
-    return {
-        "workspaces": max_over_mean(per_node(placement, nodes)),
-        "bytes": max_over_mean(per_node(placement, nodes, pop.size)),
-        "requests": max_over_mean(per_node(placement, nodes, pop.rate)),
-        "hot_requests": max_over_mean(per_node(placement, nodes, hot_rate)),
-    }
+    """max/mean per node of workspaces, bytes, requests and hot requests (one pass)."""
+    count = {n: 0 for n in nodes}
+    size = {n: 0 for n in nodes}
+    rate = {n: 0.0 for n in nodes}
+    hot = {n: 0.0 for n in nodes}
+    for node, b, r, h in zip(placement, pop.size, pop.rate, pop.hot):
+        count[node] += 1
+        size[node] += b
+        rate[node] += r
+        if h:
+            hot[node] += r
+    return {"workspaces": max_over_mean(count), "bytes": max_over_mean(size),
+            "requests": max_over_mean(rate), "hot_requests": max_over_mean(hot)}
 
 
 def moved(before, after):
@@ -400,12 +412,17 @@ def run(args, out=sys.stdout):
               f"{fmt_bytes(total_bytes / n)}; request floor max/mean {floor:.2f})", file=out)
         print(file=out)
         rows_balance, rows_moves, rows_storm = [], [], []
+        bounded_base = None  # bounded and bounded+ place the first time alike
         for scheme in args.schemes:
             t0 = time.monotonic()
             if scheme == "hrw":  # one pass instead of three (see hrw_scenarios)
                 base, second, after_add = hrw_scenarios(pop, nodes, n)
+            elif scheme in ("bounded", "bounded+") and bounded_base is not None:
+                base = bounded_base
             else:
                 base = place(scheme, pop, nodes, args)
+            if scheme in ("bounded", "bounded+"):
+                bounded_base = base
             bal = balance(pop, base, nodes)
             bytes_per = per_node(base, nodes, pop.size)
             failed = max(nodes, key=bytes_per.__getitem__)
@@ -477,7 +494,7 @@ def parse_args(argv=None):
                    + ",".join(DEFAULT_SCHEMES) + ")")
     p.add_argument("--seed", type=int, default=17)
     p.add_argument("--vnodes", type=int, default=100, help="virtual nodes per node (ring, bounded)")
-    p.add_argument("--balance-factor", type=float, default=1.25)
+    p.add_argument("--balance-factor", type=float, default=1.10)
     p.add_argument("--bound-on", choices=("count", "requests", "bytes"), default="count")
     p.add_argument("--max-chunks", type=int, default=100_000)
     p.add_argument("--size-exp", type=float, default=0.7)
