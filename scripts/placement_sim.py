@@ -6,7 +6,7 @@
     python3 -m unittest scripts/test_placement_sim.py       # the invariants, on small populations
 
 Standard library only, deterministic for a given --seed. It places a population of workspaces on
-N nodes with four schemes and prints, per scheme and N, Markdown tables of:
+N nodes with each scheme below and prints, per N, Markdown tables of:
 
 - load balance: max/mean per node of workspaces, bytes and (hot) request rate, with the floor no
   placement can beat (the busiest single workspace is on one node: a workspace has one writer);
