@@ -104,6 +104,15 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         match err {
+            // A batch item's own error, its message prefixed and its index in the details.
+            Error::BatchItem { index, error } => {
+                let mut api = ApiError::from(*error);
+                api.message = format!("item {index}: {}", api.message);
+                api.details
+                    .get_or_insert_with(Default::default)
+                    .insert("index".into(), index.into());
+                api
+            }
             Error::Invalid(m) => ApiError::invalid(StatusCode::BAD_REQUEST, m),
             Error::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, m),
