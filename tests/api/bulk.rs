@@ -470,3 +470,64 @@ async fn batched_documents_are_searchable_in_all_three_modes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enclave_ingest_sends_text_files_in_batches_and_drops_a_refused_one() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start();
+    let api = s.api();
+    let ws = api.knowledge_workspace("cli-batch").await;
+    let key = api.create_key(&ws, &["ingest"]).await;
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).expect("mkdir");
+    for i in 0..5 {
+        std::fs::write(
+            docs.join(format!("note-{i}.md")),
+            format!("# Note {i}\n\nthe marsh holds {i} herons"),
+        )
+        .expect("write");
+    }
+    // A name with a control character cannot be an external_id: the server refuses that item
+    // (and with it the batch); the command sends the others again without it.
+    std::fs::write(docs.join("bad\u{7}name.txt"), "refused by its name").expect("write");
+    let run = || {
+        crate::cli::enclave(
+            &tmp.path().join("unused-data"),
+            &[
+                "ingest",
+                "--server",
+                &s.base,
+                "--token",
+                &key.key,
+                docs.to_str().expect("utf-8 path"),
+            ],
+        )
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "one file failed: {stdout}");
+    assert!(
+        stdout.contains("6 files: 5 added or updated, 0 unchanged, 0 skipped, 1 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("name.txt: item") && stdout.contains("external_id"),
+        "the refused file and why: {stdout}"
+    );
+    assert_eq!(count(&api, &ws).await, 5);
+    let doc = &api.get(&format!("/v1/workspaces/{ws}/documents")).await.body["data"][0];
+    assert!(doc["source_name"].as_str().is_some_and(|n| n.starts_with("note-")), "{doc}");
+    assert_eq!(doc["title"].as_str().map(|t| t.starts_with("Note ")), Some(true), "{doc}");
+    assert_eq!(doc["mime_type"], "text/markdown", "{doc}");
+    // Again: all unchanged.
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        stdout.contains("6 files: 0 added or updated, 5 unchanged, 0 skipped, 1 failed"),
+        "{stdout}"
+    );
+    let hits = api
+        .search(&ws, json!({"query": "herons", "mode": "hybrid"}))
+        .await;
+    assert_eq!(hits.len(), 5, "{hits:?}");
+}
