@@ -155,6 +155,15 @@ mod tests {
             ("document.add", Scope::Workspace)
         );
         assert_eq!(c("POST", "/v1/documents"), Some(doc));
+        let batch = c("POST", "/v1/documents/batch").expect("audited");
+        assert_eq!(
+            (batch.action.as_str(), batch.scope),
+            ("document.add_batch", Scope::Workspace)
+        );
+        assert_eq!(
+            request_kind("POST", "/v1/workspaces/{ws}/documents/batch"),
+            Some(RequestKind::Ingest)
+        );
         let del = c("DELETE", "/v1/documents/{id}").expect("audited");
         assert_eq!(
             del.target_from_path("/v1/documents/abc").as_deref(),

@@ -274,6 +274,28 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_items_error_keeps_its_status_and_names_its_index() {
+        let api = ApiError::from(Error::Conflict("still being ingested".into()).at_item(7));
+        assert_eq!((api.status.as_u16(), api.code.as_str()), (409, "conflict"));
+        assert_eq!(api.message, "item 7: still being ingested");
+        assert_eq!(
+            api.details.as_ref().and_then(|d| d.get("index")),
+            Some(&serde_json::json!(7))
+        );
+        // A quota refusal keeps its own details beside the index; nesting keeps the first.
+        let e = Error::QuotaExceeded {
+            resource: "documents",
+            limit: 2,
+            used: 2,
+        }
+        .at_item(1)
+        .at_item(5);
+        let api = ApiError::from(e);
+        let d = api.details.expect("details");
+        assert_eq!((d["index"].clone(), d["limit"].clone()), (1.into(), 2.into()));
+    }
+
+    #[test]
     fn a_full_disk_is_507_from_every_layer() {
         let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
         let quota = std::io::Error::from_raw_os_error(libc::EDQUOT);
