@@ -311,10 +311,10 @@ mod batch {
             } else {
                 super::StatusCode::BAD_REQUEST
             };
-            let what = if e.is_data() {
-                "invalid document"
-            } else {
-                "malformed JSON"
+            let what = match (e.is_data(), index) {
+                (true, Some(_)) => "invalid document",
+                (true, None) => "invalid body (a JSON array of documents)",
+                (false, _) => "malformed JSON",
             };
             let mut api = super::ApiError::invalid(status, format!("{what}: {e}"));
             if let Some(i) = index {
