@@ -24,6 +24,10 @@ pub const DEFAULT_PROVIDER_TIMEOUT_SECS: u64 = 60;
 /// Retries of a provider call that answered 429 or 5xx or could not be reached.
 pub const DEFAULT_PROVIDER_RETRIES: u32 = 2;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 50 << 20;
+/// Most documents in one `POST /documents/batch`.
+pub const DEFAULT_MAX_BATCH_DOCUMENTS: usize = 1000;
+/// Largest `POST /documents/batch` body.
+pub const DEFAULT_MAX_BATCH_BYTES: u64 = 32 << 20;
 pub const DEFAULT_INGEST_WORKERS: usize = 1;
 /// Seconds a client has to send a request's headers: from accepting its connection, or from
 /// the first byte of a later request on a kept-alive connection. Slower ones are disconnected.
@@ -121,6 +125,14 @@ pub struct ConfigArgs {
     /// Largest document upload in bytes; larger ones are refused with 413 [default: 52428800].
     #[arg(long, env = "ENCLAVE_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
+    /// Most documents in one batch (`POST /documents/batch`); more are refused with 413
+    /// [default: 1000].
+    #[arg(long, env = "ENCLAVE_MAX_BATCH_DOCUMENTS")]
+    pub max_batch_documents: Option<usize>,
+    /// Largest batch body in bytes (`POST /documents/batch`); larger ones are refused with 413
+    /// [default: 33554432].
+    #[arg(long, env = "ENCLAVE_MAX_BATCH_BYTES")]
+    pub max_batch_bytes: Option<u64>,
     /// Threads that run ingestion and embedding jobs for the whole server; 0 queues jobs
     /// without running them (maintenance) [default: 1].
     #[arg(long, env = "ENCLAVE_INGEST_WORKERS")]
@@ -207,6 +219,8 @@ struct FileConfig {
     provider_timeout_secs: Option<u64>,
     provider_retries: Option<u32>,
     max_upload_bytes: Option<u64>,
+    max_batch_documents: Option<usize>,
+    max_batch_bytes: Option<u64>,
     ingest_workers: Option<usize>,
     header_read_timeout_secs: Option<u64>,
     keep_alive_idle_secs: Option<u64>,
@@ -239,6 +253,9 @@ pub struct Config {
     /// must agree with the credential (like `X-Tenant-ID`).
     pub tenant_domain: Option<String>,
     pub max_upload_bytes: u64,
+    /// Most documents, and largest body, of one `POST /documents/batch`.
+    pub max_batch_documents: usize,
+    pub max_batch_bytes: u64,
     pub ingest_workers: usize,
     /// `ENCLAVE_ADMIN_TOKEN`: read from the environment only, never from a flag or file.
     pub admin_token: Option<String>,
@@ -285,6 +302,8 @@ impl Config {
             open_wait_secs: DEFAULT_OPEN_WAIT_SECS,
             tenant_domain: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            max_batch_documents: DEFAULT_MAX_BATCH_DOCUMENTS,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             ingest_workers: DEFAULT_INGEST_WORKERS,
             admin_token: None,
             master_key: None,
@@ -416,6 +435,16 @@ impl Config {
                 .max_upload_bytes
                 .or(file.max_upload_bytes)
                 .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES)
+                .max(1),
+            max_batch_documents: args
+                .max_batch_documents
+                .or(file.max_batch_documents)
+                .unwrap_or(DEFAULT_MAX_BATCH_DOCUMENTS)
+                .max(1),
+            max_batch_bytes: args
+                .max_batch_bytes
+                .or(file.max_batch_bytes)
+                .unwrap_or(DEFAULT_MAX_BATCH_BYTES)
                 .max(1),
             ingest_workers: args
                 .ingest_workers

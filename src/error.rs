@@ -109,6 +109,10 @@ pub enum Error {
     /// Anything else that is the server's fault.
     #[error("{0}")]
     Internal(String),
+    /// One item of a batch request was refused (the whole batch with it): its index in the
+    /// batch (from 0) and why. Answered as the item's own error, naming the index.
+    #[error("item {index}: {error}")]
+    BatchItem { index: usize, error: Box<Error> },
 }
 
 /// The message of [`Error::InsufficientStorage`].
@@ -184,7 +188,21 @@ impl From<tantivy::TantivyError> for Error {
 impl Error {
     /// True for a write that failed for lack of space.
     pub fn is_storage_full(&self) -> bool {
-        matches!(self, Error::InsufficientStorage(_))
+        match self {
+            Error::BatchItem { error, .. } => error.is_storage_full(),
+            e => matches!(e, Error::InsufficientStorage(_)),
+        }
+    }
+
+    /// `self` as the refusal of the batch item at `index`.
+    pub fn at_item(self, index: usize) -> Error {
+        match self {
+            e @ Error::BatchItem { .. } => e,
+            e => Error::BatchItem {
+                index,
+                error: Box::new(e),
+            },
+        }
     }
 
     pub fn invalid(msg: impl Into<String>) -> Self {

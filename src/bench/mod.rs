@@ -2,6 +2,7 @@
 //! module and adds one variant to [`BenchCommand`].
 
 mod auth;
+mod load;
 pub mod report;
 mod search;
 mod tenants;
@@ -21,6 +22,9 @@ pub enum BenchCommand {
     /// Knowledge: ingestion rate per embedder, search latency on a big workspace and across
     /// many small ones, through HTTP.
     Search(search::Args),
+    /// Bulk load: documents/s through `POST /documents/batch` at several batch sizes, into one
+    /// workspace and spread over many, against one request per document.
+    Load(load::Args),
 }
 
 pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
@@ -29,5 +33,6 @@ pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
         BenchCommand::Auth(a) => auth::run(a, args),
         BenchCommand::Embed(a) => crate::embed::bench::bench(a),
         BenchCommand::Search(a) => search::run(a, args),
+        BenchCommand::Load(a) => load::run(a, args),
     }
 }

@@ -199,14 +199,14 @@ fn ingest_rate(
     Ok((n, n as f64 / secs))
 }
 
-struct Server {
-    base: String,
+pub(super) struct Server {
+    pub(super) base: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    fn start(app: Arc<App>) -> anyhow::Result<Server> {
+    pub(super) fn start(app: Arc<App>) -> anyhow::Result<Server> {
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

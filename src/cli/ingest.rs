@@ -17,6 +17,8 @@ use std::time::Duration;
 use crate::app::App;
 use crate::error::Error;
 use crate::knowledge::service::DocumentInput;
+use crate::knowledge::bulk::{BatchItem, ItemStatus};
+use crate::knowledge::extract::Format;
 use crate::knowledge::status::{JobPhase, JobStatus};
 
 #[derive(Debug, clap::Args)]
@@ -99,10 +101,60 @@ enum AddError {
     Fatal(String),
 }
 
+/// A text file sent in a batch: its path (its `external_id`), its text and its type.
+struct TextFile {
+    path: PathBuf,
+    shown: PathBuf,
+    text: String,
+    format: Format,
+}
+
+/// What became of a batch's file: `Ok(Some(job))` added (its embedding job), `Ok(None)`
+/// unchanged or added with nothing left to wait for.
+type BatchResult = Result<Vec<Option<String>>, BatchError>;
+
+/// Why a batch was refused (batches are atomic: nothing of it was stored).
+enum BatchError {
+    /// Because of the file at this index: the others are sent again without it.
+    Item(usize, String),
+    /// As a whole (a quota, the server's limits): every file of it failed so.
+    Whole(String),
+    /// As every request would be: the run ends.
+    Fatal(String),
+}
+
+/// Text files up to this size go in batches (larger ones one request each, extracted by the
+/// server's jobs).
+const BATCH_FILE_MAX: usize = 256 << 10;
+/// Most files in one batch.
+const BATCH_FILES: usize = 200;
+/// Most text in one batch (bytes; JSON escaping may double it, the server takes 32 MiB).
+const BATCH_BYTES: usize = 4 << 20;
+
+/// The file's text and type when it goes in a batch: plain text, Markdown or HTML (as the
+/// server would detect them from its name and first bytes), valid UTF-8, not empty and at most
+/// [`BATCH_FILE_MAX`] bytes.
+fn batchable(path: &Path, bytes: Vec<u8>) -> Result<(String, Format), Vec<u8>> {
+    let name = path.file_name().and_then(|n| n.to_str());
+    let head = &bytes[..bytes.len().min(512)];
+    match Format::detect(None, name, head) {
+        Some(f @ (Format::Text | Format::Markdown | Format::Html))
+            if bytes.len() <= BATCH_FILE_MAX && !bytes.iter().all(u8::is_ascii_whitespace) =>
+        {
+            String::from_utf8(bytes)
+                .map(|t| (t, f))
+                .map_err(|e| e.into_bytes())
+        }
+        _ => Err(bytes),
+    }
+}
+
 /// Where the files go: the data directory, or a running server.
 trait Target {
     /// Adds one file: `Ok(Some(job))` when it is new or changed, `Ok(None)` when unchanged.
     fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, AddError>;
+    /// Adds text files in one batch (atomic): each one's job, or `None` when unchanged.
+    fn add_batch(&mut self, files: &[TextFile]) -> BatchResult;
     /// Until every job has ended; `progress` is told how far they are.
     fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(Phases));
     /// How a job ended: `Err(reason)` unless it succeeded.
@@ -136,6 +188,15 @@ impl Target for Local {
             )
             .map_err(|e| AddError::File(e.to_string()))?;
         Ok(if added.duplicate { None } else { added.job_id })
+    }
+
+    fn add_batch(&mut self, files: &[TextFile]) -> BatchResult {
+        let inputs = files.iter().map(|f| f.input()).collect();
+        match self.app.knowledge().add_documents(&self.permit, inputs) {
+            Ok(added) => Ok(added.items.into_iter().map(outcome).collect()),
+            Err(Error::BatchItem { index, error }) => Err(BatchError::Item(index, error.to_string())),
+            Err(e) => Err(BatchError::Whole(e.to_string())),
+        }
     }
 
     fn wait(&mut self, jobs: &[(PathBuf, String)], progress: &mut dyn FnMut(Phases)) {
@@ -284,7 +345,89 @@ impl Remote {
     }
 }
 
+impl TextFile {
+    fn input(&self) -> DocumentInput {
+        DocumentInput {
+            bytes: self.text.clone().into_bytes(),
+            content_type: Some(self.format.mime().to_string()),
+            file_name: self.name(),
+            external_id: Some(self.path.display().to_string()),
+            is_text: true,
+            ..Default::default()
+        }
+    }
+
+    fn name(&self) -> Option<String> {
+        self.path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+    }
+}
+
+/// A batch item's job to wait for: none when it was unchanged.
+fn outcome(item: BatchItem) -> Option<String> {
+    match item.status {
+        ItemStatus::Unchanged => None,
+        ItemStatus::Created | ItemStatus::Updated => item.job_id,
+    }
+}
+
+/// A batch item as the server answers it (what the command reads of it).
+#[derive(serde::Deserialize)]
+struct RemoteItem {
+    status: String,
+    job_id: Option<String>,
+}
+
 impl Target for Remote {
+    fn add_batch(&mut self, files: &[TextFile]) -> BatchResult {
+        let body: Vec<serde_json::Value> = files
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "text": f.text,
+                    "content_type": f.format.mime(),
+                    "source_name": f.name(),
+                    "external_id": f.path.display().to_string(),
+                })
+            })
+            .collect();
+        let r = self
+            .client
+            .post(format!("{}/documents/batch", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send();
+        let r = r.map_err(|e| BatchError::Whole(format!("the server did not answer: {e}")))?;
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().unwrap_or(serde_json::Value::Null);
+        if status >= 400 {
+            let msg = body["error"]["message"].as_str().unwrap_or("no message");
+            let msg = format!("{msg} (HTTP {status})");
+            return Err(match (status, body["error"]["index"].as_u64()) {
+                (401 | 403 | 404, _) => BatchError::Fatal(format!("the server refused: {msg}")),
+                (_, Some(i)) => BatchError::Item(usize::try_from(i).unwrap_or(usize::MAX), msg),
+                _ => BatchError::Whole(msg),
+            });
+        }
+        let items: Vec<RemoteItem> =
+            serde_json::from_value(body["items"].clone()).map_err(|e| {
+                BatchError::Whole(format!("the server's answer is not a batch result: {e}"))
+            })?;
+        if items.len() != files.len() {
+            return Err(BatchError::Whole(format!(
+                "the server answered {} results for {} files",
+                items.len(),
+                files.len()
+            )));
+        }
+        Ok(items
+            .into_iter()
+            .map(|i| i.job_id.filter(|_| i.status != "unchanged"))
+            .collect())
+    }
+
     fn add(&mut self, path: &Path, bytes: Vec<u8>) -> Result<Option<String>, AddError> {
         let name = path
             .file_name()
@@ -472,29 +615,57 @@ fn ingest(target: &mut dyn Target, args: &IngestArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message("sending");
-    let (mut added, mut unchanged) = (0usize, 0usize);
-    let mut failures: Vec<(PathBuf, String)> = selection.unreadable.clone();
-    let mut jobs: Vec<(PathBuf, String)> = Vec::new();
+    let mut sent = Sent {
+        failures: selection.unreadable.clone(),
+        ..Default::default()
+    };
+    // Text files go in batches (one request, one transaction for many); others one by one.
+    let mut batch: Vec<TextFile> = Vec::new();
+    let mut batch_bytes = 0usize;
     for path in files {
         bar.inc(1);
         let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-        let result = std::fs::read(&abs)
-            .map_err(|e| AddError::File(e.to_string()))
-            .and_then(|bytes| target.add(&abs, bytes));
-        match result {
-            Ok(None) => unchanged += 1,
-            Ok(Some(job)) => {
-                added += 1;
-                jobs.push((path.clone(), job));
+        let bytes = match std::fs::read(&abs) {
+            Ok(b) => b,
+            Err(e) => {
+                sent.failures.push((path.clone(), e.to_string()));
+                continue;
             }
-            Err(AddError::File(e)) => failures.push((path.clone(), e)),
-            Err(AddError::Fatal(e)) => {
-                bar.finish_and_clear();
-                anyhow::bail!("{e}");
+        };
+        let result = match batchable(&abs, bytes) {
+            Ok((text, format)) => {
+                batch_bytes += text.len();
+                batch.push(TextFile {
+                    path: abs,
+                    shown: path.clone(),
+                    text,
+                    format,
+                });
+                if batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+                    batch_bytes = 0;
+                    send_batch(target, std::mem::take(&mut batch), &mut sent)
+                } else {
+                    Ok(())
+                }
             }
+            Err(bytes) => sent.one(path, target.add(&abs, bytes)),
+        };
+        if let Err(e) = result {
+            bar.finish_and_clear();
+            anyhow::bail!("{e}");
         }
     }
+    if let Err(e) = send_batch(target, batch, &mut sent) {
+        bar.finish_and_clear();
+        anyhow::bail!("{e}");
+    }
     bar.finish_and_clear();
+    let Sent {
+        added,
+        unchanged,
+        mut failures,
+        jobs,
+    } = sent;
     let total = jobs.len() as u64;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
@@ -574,6 +745,62 @@ fn ingest(target: &mut dyn Target, args: &IngestArgs) -> anyhow::Result<()> {
     // skipped files are no failure.
     if !failures.is_empty() {
         anyhow::bail!("{} of {} files failed", failures.len(), seen);
+    }
+    Ok(())
+}
+
+/// What the sending phase did: files added (with the jobs to follow), unchanged, failed.
+#[derive(Default)]
+struct Sent {
+    added: usize,
+    unchanged: usize,
+    failures: Vec<(PathBuf, String)>,
+    jobs: Vec<(PathBuf, String)>,
+}
+
+impl Sent {
+    /// Counts one file's result; `Err` ends the run.
+    fn one(&mut self, path: &Path, r: Result<Option<String>, AddError>) -> Result<(), String> {
+        match r {
+            Ok(None) => self.unchanged += 1,
+            Ok(Some(job)) => {
+                self.added += 1;
+                self.jobs.push((path.to_path_buf(), job));
+            }
+            Err(AddError::File(e)) => self.failures.push((path.to_path_buf(), e)),
+            Err(AddError::Fatal(e)) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+/// Sends a batch; a file the server refuses is counted as failed and the rest sent again
+/// without it (at most once per file). `Err` ends the run.
+fn send_batch(
+    target: &mut dyn Target,
+    mut batch: Vec<TextFile>,
+    sent: &mut Sent,
+) -> Result<(), String> {
+    while !batch.is_empty() {
+        match target.add_batch(&batch) {
+            Ok(results) => {
+                for (f, r) in batch.iter().zip(results) {
+                    sent.one(&f.shown, Ok(r))?;
+                }
+                return Ok(());
+            }
+            Err(BatchError::Item(i, why)) if i < batch.len() => {
+                let f = batch.remove(i);
+                sent.failures.push((f.shown, why));
+            }
+            Err(BatchError::Item(_, why) | BatchError::Whole(why)) => {
+                for f in batch {
+                    sent.failures.push((f.shown, why.clone()));
+                }
+                return Ok(());
+            }
+            Err(BatchError::Fatal(e)) => return Err(e),
+        }
     }
     Ok(())
 }

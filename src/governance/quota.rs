@@ -326,16 +326,7 @@ impl Governance {
         replaces: bool,
     ) -> Result<Reservation> {
         let (org, ws) = (access.org_id(), access.workspace_id());
-        let limits = self.limits(org)?;
-        if let Some(max) = limits.get(Limit::UploadBytes) {
-            if bytes > max {
-                self.record_refusal(org, Some(ws), Refusal::Quota);
-                return Err(Error::PayloadTooLarge(format!(
-                    "the document is {bytes} bytes; the organization's plan allows uploads of at \
-                     most {max} bytes"
-                )));
-            }
-        }
+        self.check_upload_size(org, ws, bytes)?;
         self.monthly_room(org, Monthly::EmbeddingChunks)?;
         let r = self.reserve_uncounted(
             org,
@@ -352,6 +343,57 @@ impl Governance {
                 .stale(org, &[Counted::Documents, Counted::StorageBytes]);
         }
         Ok(r)
+    }
+
+    /// [`Governance::reserve_document`] for a batch: every item's size (`sizes`, in batch
+    /// order) against `upload_bytes` (a refusal names the item's index), the month's embedding
+    /// chunks not used up, and room for `new` more documents and `bytes` more bytes reserved
+    /// together, so a batch is accepted or refused whole. A `QuotaExceeded` is not counted here
+    /// (the caller counts it).
+    pub fn reserve_documents(
+        &self,
+        access: &WorkspaceAccess,
+        sizes: &[u64],
+        new: u64,
+        bytes: u64,
+        replaces: bool,
+    ) -> Result<Reservation> {
+        let (org, ws) = (access.org_id(), access.workspace_id());
+        for (i, b) in sizes.iter().enumerate() {
+            self.check_upload_size(org, ws, *b)
+                .map_err(|e| e.at_item(i))?;
+        }
+        self.monthly_room(org, Monthly::EmbeddingChunks)?;
+        let r = self.reserve_uncounted(
+            org,
+            &[
+                (Counted::Documents, i64::try_from(new).unwrap_or(i64::MAX)),
+                (
+                    Counted::StorageBytes,
+                    i64::try_from(bytes).unwrap_or(i64::MAX),
+                ),
+            ],
+        )?;
+        if replaces {
+            self.ledger
+                .stale(org, &[Counted::Documents, Counted::StorageBytes]);
+        }
+        Ok(r)
+    }
+
+    /// One document's size against the plan's `upload_bytes` (a refusal counted here).
+    fn check_upload_size(&self, org: Uuid, ws: Uuid, bytes: u64) -> Result<()> {
+        let limits = self.limits(org)?;
+        if let Some(max) = limits.get(Limit::UploadBytes) {
+            if bytes > max {
+                self.record_refusal(org, Some(ws), Refusal::Quota);
+                return Err(Error::PayloadTooLarge(format!(
+                    "the document is {bytes} bytes; the organization's plan allows uploads of at \
+                     most {max} bytes"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A monthly allowance (chat tokens, embedding chunks): refused (and counted) once the

@@ -78,6 +78,8 @@ pub fn classify(method: &str, route: Option<&str>, operator: bool) -> Option<Cla
     use Scope::{Control as C, Workspace as W};
     let known: Option<(&str, Scope, Option<&'static str>)> = match (method, r) {
         ("POST", "/documents") => Some(("document.add", W, None)),
+        // One entry for the batch; its target names the counts (`record_target`).
+        ("POST", "/documents/batch") => Some(("document.add_batch", W, None)),
         ("DELETE", "/documents/{id}") => Some(("document.delete", W, Some("document"))),
         ("POST", "/jobs/{id}/cancel") => Some(("job.cancel", W, Some("job"))),
         ("PUT", "/embedder") => Some(("embedder.set", W, None)),
@@ -133,7 +135,7 @@ pub fn request_kind(method: &str, route: &str) -> Option<RequestKind> {
     match (method, r) {
         ("POST", "/search") => Some(RequestKind::Search),
         ("POST", "/chat") => Some(RequestKind::Chat),
-        ("POST", "/documents") => Some(RequestKind::Ingest),
+        ("POST", "/documents" | "/documents/batch") => Some(RequestKind::Ingest),
         ("POST", "/mcp") => Some(RequestKind::Mcp),
         (_, r) if r.starts_with("/openai/") => Some(RequestKind::OpenAi),
         _ => None,
@@ -153,6 +155,15 @@ mod tests {
             ("document.add", Scope::Workspace)
         );
         assert_eq!(c("POST", "/v1/documents"), Some(doc));
+        let batch = c("POST", "/v1/documents/batch").expect("audited");
+        assert_eq!(
+            (batch.action.as_str(), batch.scope),
+            ("document.add_batch", Scope::Workspace)
+        );
+        assert_eq!(
+            request_kind("POST", "/v1/workspaces/{ws}/documents/batch"),
+            Some(RequestKind::Ingest)
+        );
         let del = c("DELETE", "/v1/documents/{id}").expect("audited");
         assert_eq!(
             del.target_from_path("/v1/documents/abc").as_deref(),

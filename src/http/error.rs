@@ -104,6 +104,15 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         match err {
+            // A batch item's own error, its message prefixed and its index in the details.
+            Error::BatchItem { index, error } => {
+                let mut api = ApiError::from(*error);
+                api.message = format!("item {index}: {}", api.message);
+                api.details
+                    .get_or_insert_with(Default::default)
+                    .insert("index".into(), index.into());
+                api
+            }
             Error::Invalid(m) => ApiError::invalid(StatusCode::BAD_REQUEST, m),
             Error::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, m),
@@ -262,6 +271,28 @@ mod tests {
             assert_eq!((api.status.as_u16(), api.code.as_str()), (status, code));
             assert!(!api.message.contains("secret detail"));
         }
+    }
+
+    #[test]
+    fn a_batch_items_error_keeps_its_status_and_names_its_index() {
+        let api = ApiError::from(Error::Conflict("still being ingested".into()).at_item(7));
+        assert_eq!((api.status.as_u16(), api.code.as_str()), (409, "conflict"));
+        assert_eq!(api.message, "item 7: still being ingested");
+        assert_eq!(
+            api.details.as_ref().and_then(|d| d.get("index")),
+            Some(&serde_json::json!(7))
+        );
+        // A quota refusal keeps its own details beside the index; nesting keeps the first.
+        let e = Error::QuotaExceeded {
+            resource: "documents",
+            limit: 2,
+            used: 2,
+        }
+        .at_item(1)
+        .at_item(5);
+        let api = ApiError::from(e);
+        let d = api.details.expect("details");
+        assert_eq!((d["index"].clone(), d["limit"].clone()), (1.into(), 2.into()));
     }
 
     #[test]

@@ -40,6 +40,25 @@ pub struct NewDocumentBody {
     /// The document's vector (workspaces with a `user-provided` embedder).
     #[serde(default)]
     pub embedding: Option<Vec<f32>>,
+    /// Where the text came from (a file name): shown as `source_name`, and the title of last
+    /// resort.
+    #[serde(default)]
+    pub source_name: Option<String>,
+}
+
+impl NewDocumentBody {
+    fn into_input(self) -> DocumentInput {
+        DocumentInput {
+            bytes: self.text.into_bytes(),
+            content_type: self.content_type,
+            file_name: self.source_name,
+            title: self.title,
+            metadata: self.metadata,
+            external_id: self.external_id,
+            embedding: self.embedding,
+            is_text: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,16 +155,7 @@ pub async fn add(
         read_multipart(mp).await?
     } else {
         let Json(body) = Json::<NewDocumentBody>::from_request(req, &()).await?;
-        DocumentInput {
-            bytes: body.text.into_bytes(),
-            content_type: body.content_type,
-            title: body.title,
-            metadata: body.metadata,
-            external_id: body.external_id,
-            embedding: body.embedding,
-            is_text: true,
-            ..Default::default()
-        }
+        body.into_input()
     };
     let added = blocking({
         let app = app.clone();
@@ -204,6 +214,191 @@ pub async fn add(
             ),
             ..ApiError::from(crate::Error::ShuttingDown)
         }),
+    }
+}
+
+/// `POST /documents/batch`: a JSON array (`application/json`) or NDJSON
+/// (`application/x-ndjson`, one object a line) of the bodies `POST /documents` takes, written
+/// together ([`crate::knowledge::Knowledge::add_documents`]: atomic, indexed when it answers).
+pub async fn add_batch(
+    State(app): State<Arc<App>>,
+    ctx: WorkspaceContext,
+    req: Request,
+) -> ApiResult<impl IntoResponse> {
+    // The permission first: a refused principal's body is never read.
+    let permit = app.knowledge().ingest_permit(&ctx)?;
+    record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let ndjson = if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl")
+    {
+        true
+    } else if ct.starts_with("application/json") {
+        false
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "send the batch as application/json (an array of documents) or \
+             application/x-ndjson (one document a line)",
+        ));
+    };
+    let max_bytes = app.config().max_batch_bytes;
+    let body = axum::body::Bytes::from_request(req, &())
+        .await
+        .map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge,
+                    format!(
+                        "the batch is over the limit of {max_bytes} bytes (max_batch_bytes): \
+                         split it"
+                    ),
+                )
+            } else {
+                ApiError::invalid(StatusCode::BAD_REQUEST, rej.body_text())
+            }
+        })?;
+    let max_items = app.config().max_batch_documents;
+    let added = blocking({
+        let app = app.clone();
+        // Parsed off the async threads too: a batch body is megabytes of JSON.
+        move || {
+            Ok(batch::parse(&body, ndjson, max_items).and_then(|items| {
+                let inputs = items.into_iter().map(NewDocumentBody::into_input).collect();
+                Ok(app.knowledge().add_documents(&permit, inputs)?)
+            }))
+        }
+    })
+    .await??;
+    super::middleware::record_target(
+        "batch",
+        format!(
+            "{} created, {} updated, {} unchanged",
+            added.created, added.updated, added.unchanged
+        ),
+    );
+    Ok(axum::Json(added))
+}
+
+/// Reading a batch body, bounded in items while it is parsed.
+mod batch {
+    use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
+
+    use super::NewDocumentBody;
+    use crate::error::Error;
+
+    /// The items of a JSON array or NDJSON body. A malformed item is refused naming its index
+    /// (a syntax error `400`, a wrong field or type `422`); more than `max` items `413`.
+    pub fn parse(
+        body: &[u8],
+        ndjson: bool,
+        max: usize,
+    ) -> Result<Vec<NewDocumentBody>, super::ApiError> {
+        let too_many = || {
+            super::ApiError::from(Error::PayloadTooLarge(format!(
+                "the batch holds more than {max} documents (max_batch_documents): split it"
+            )))
+        };
+        let bad = |index: Option<usize>, e: serde_json::Error| {
+            let status = if e.is_data() {
+                super::StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                super::StatusCode::BAD_REQUEST
+            };
+            let what = match (e.is_data(), index) {
+                (true, Some(_)) => "invalid document",
+                (true, None) => "invalid body (a JSON array of documents)",
+                (false, _) => "malformed JSON",
+            };
+            let mut api = super::ApiError::invalid(status, format!("{what}: {e}"));
+            if let Some(i) = index {
+                api.message = format!("item {i}: {}", api.message);
+                api.details
+                    .get_or_insert_with(Default::default)
+                    .insert("index".into(), i.into());
+            }
+            api
+        };
+        if ndjson {
+            let mut items = Vec::new();
+            for line in body.split(|b| *b == b'\n') {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if items.len() == max {
+                    return Err(too_many());
+                }
+                let item = serde_json::from_slice::<NewDocumentBody>(line)
+                    .map_err(|e| bad(Some(items.len()), e))?;
+                items.push(item);
+            }
+            return Ok(items);
+        }
+        let mut state = State::default();
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let parsed = Items {
+            max,
+            state: &mut state,
+        }
+        .deserialize(&mut de)
+        .and_then(|items| de.end().map(|()| items));
+        match parsed {
+            Ok(items) => Ok(items),
+            Err(_) if state.too_many => Err(too_many()),
+            Err(e) => Err(bad(state.failed_at, e)),
+        }
+    }
+
+    #[derive(Default)]
+    struct State {
+        /// The index of the item being read when reading failed.
+        failed_at: Option<usize>,
+        too_many: bool,
+    }
+
+    /// A JSON array of at most `max` documents.
+    struct Items<'a> {
+        max: usize,
+        state: &'a mut State,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Items<'_> {
+        type Value = Vec<NewDocumentBody>;
+
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Items<'_> {
+        type Value = Vec<NewDocumentBody>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array of documents")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+            loop {
+                self.state.failed_at = Some(items.len());
+                match seq.next_element::<NewDocumentBody>()? {
+                    Some(_) if items.len() == self.max => {
+                        self.state.too_many = true;
+                        return Err(A::Error::custom("too many documents"));
+                    }
+                    Some(item) => items.push(item),
+                    None => break,
+                }
+            }
+            self.state.failed_at = None;
+            Ok(items)
+        }
     }
 }
 

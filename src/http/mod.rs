@@ -42,7 +42,8 @@ pub fn router(app: Arc<App>) -> Router {
         .unwrap_or(usize::MAX)
         .saturating_mul(2)
         .saturating_add(64 << 10);
-    let (api, _) = api_routes(upload_limit).into_parts();
+    let batch_limit = usize::try_from(app.config().max_batch_bytes).unwrap_or(usize::MAX);
+    let (api, _) = api_routes(upload_limit, batch_limit).into_parts();
     let router = api
         .merge(admin_ui::routes())
         .fallback(not_found)
@@ -62,12 +63,12 @@ pub fn router(app: Arc<App>) -> Router {
 /// Every (method, path) the API serves (the admin UI's static files aside), sorted: what
 /// `openapi` must describe.
 pub fn route_table() -> Vec<RouteEntry> {
-    api_routes(0).into_parts().1
+    api_routes(0, 0).into_parts().1
 }
 
 /// The API's routes. Declared through `routes::Routes`, which records each one for
 /// [`route_table`].
-fn api_routes(upload_limit: usize) -> Routes<Arc<App>> {
+fn api_routes(upload_limit: usize, batch_limit: usize) -> Routes<Arc<App>> {
     let mut v1 = Routes::new()
         .route("/auth/login", post(session::login))
         .route("/auth/logout", post(session::logout))
@@ -158,6 +159,10 @@ fn api_routes(upload_limit: usize) -> Routes<Arc<App>> {
                 post(knowledge::add)
                     .layer(DefaultBodyLimit::max(upload_limit))
                     .get(knowledge::list),
+            )
+            .route(
+                &at("/documents/batch"),
+                post(knowledge::add_batch).layer(DefaultBodyLimit::max(batch_limit)),
             )
             .route(
                 &at("/documents/{id}"),

@@ -902,6 +902,7 @@ fn describe(s: &mut Spec) {
 
     // The data plane, with `{ws}` and without (the workspace of the API key or tenant token).
     let new_doc = s.schema::<NewDocumentBody>();
+    let batch_added = s.schema::<crate::knowledge::bulk::BatchAdded>();
     let (added, doc, doc_created) = (
         s.schema::<Added>(),
         s.schema::<DocumentView>(),
@@ -999,6 +1000,31 @@ fn describe(s: &mut Spec) {
             .ok(200, "the same content was there already", added.clone())
             .ok(201, "indexed (with ?wait=true)", doc_created.clone())
             .ok(202, "queued", added.clone()),
+        );
+        s.op(
+            "POST",
+            &at("/documents/batch"),
+            tenant(op(
+                "documents",
+                &id("addDocuments"),
+                "Add documents in one batch (a JSON array, or NDJSON: one a line), indexed when \
+                 it answers; atomic: a refused item refuses the batch, naming its index",
+            ))
+            .body(json!({
+                "required": true,
+                "content": {
+                    "application/json": {"schema": {
+                        "type": "array", "minItems": 1, "items": new_doc,
+                        "description": "at most max_batch_documents (default 1000) documents, \
+                            the body at most max_batch_bytes (default 32 MiB)",
+                    }},
+                    "application/x-ndjson": {"schema": {
+                        "type": "string",
+                        "description": "one document object (as in the JSON array) a line",
+                    }},
+                },
+            }))
+            .ok(200, "every item's result, in order, and the counts", batch_added.clone()),
         );
         s.op(
             "GET",

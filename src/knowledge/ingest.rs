@@ -108,10 +108,10 @@ impl Runtime<'_> {
 
 /// The result of extracting and chunking one document: its extracted title and chunks, or
 /// the reason it failed.
-type Extraction = std::result::Result<(Option<String>, Vec<Chunk>), String>;
+pub(super) type Extraction = std::result::Result<(Option<String>, Vec<Chunk>), String>;
 
 /// Extracts and chunks `bytes`, stopping when `stop` says so.
-fn extract_and_chunk(
+pub(super) fn extract_and_chunk(
     format: Format,
     bytes: &[u8],
     limits: &Limits,
@@ -947,7 +947,7 @@ fn prepare(
 /// The document's title: the one it was given, else the extracted one (its own metadata, else
 /// its first heading: `extract::extract_with`), else the uploaded file's name, held to the
 /// API's limit on titles.
-fn document_title(given: &str, extracted: Option<String>, file_name: Option<&str>) -> String {
+pub(super) fn document_title(given: &str, extracted: Option<String>, file_name: Option<&str>) -> String {
     if !given.is_empty() {
         return given.to_string();
     }
@@ -975,7 +975,7 @@ fn own_embedding(payload: &str) -> Option<Vec<f32>> {
 }
 
 /// A document with its own vector is one chunk, within the chunk limit.
-fn one_chunk(chunks: Vec<Chunk>) -> std::result::Result<Vec<Chunk>, String> {
+pub(super) fn one_chunk(chunks: Vec<Chunk>) -> std::result::Result<Vec<Chunk>, String> {
     let chunks = if chunks.len() > 1 {
         let text = chunks
             .iter()
@@ -1215,11 +1215,11 @@ fn write_piece(ws: &Workspace, docs: &VecDeque<Prepared>, slices: &[Slice]) -> R
 }
 
 /// The job phase of documents written to SQLite whose full-text commit has not succeeded yet.
-const FULLTEXT_PHASE: JobPhase = JobPhase::Fulltext;
+pub(super) const FULLTEXT_PHASE: JobPhase = JobPhase::Fulltext;
 
 /// Moves the jobs whose documents the index now holds past the full-text phase: to embedding,
 /// or done when their chunks need no vectors. Only call it when the index is in sync.
-fn complete_fulltext_jobs(ws: &Workspace) -> Result<()> {
+pub(super) fn complete_fulltext_jobs(ws: &Workspace) -> Result<()> {
     let mut conn = ws.conn();
     let pending = conn
         .query_row(

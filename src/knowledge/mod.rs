@@ -1,7 +1,8 @@
 //! Knowledge: documents become searchable by full text, by meaning and by both.
 //!
 //! - [`extract`] turns files into structural blocks, [`chunk`] cuts them into chunks;
-//! - [`store`] keeps documents, blobs and jobs in the workspace database;
+//! - [`store`] keeps documents, blobs and jobs in the workspace database; [`bulk`] writes
+//!   batches of documents at once (`POST /documents/batch`);
 //! - [`ingest`] does the jobs' work in quanta, which the server-wide [`scheduler`] hands out
 //!   fairly across workspaces, weighted by plan priority;
 //! - [`embedders`] selects a workspace's embedder, [`vectors`] keeps its vector tables, and
@@ -12,6 +13,7 @@
 //! - [`service`] is the API of all this on [`crate::app::App`].
 
 pub mod ann;
+pub mod bulk;
 pub mod caches;
 pub mod chunk;
 pub mod embedders;

@@ -68,6 +68,33 @@ pub struct DocumentInput {
     pub is_text: bool,
 }
 
+/// Whether a document's vector fits the workspace's active space: one of `space.dim` finite
+/// numbers when the embedder is user-provided, none otherwise.
+pub(super) fn check_embedding(new: &NewDocument, space: &vectors::Space) -> Result<()> {
+    match (&new.embedding, space.config.is_user_provided()) {
+        (Some(v), true) => {
+            if v.len() != space.dim || v.iter().any(|x| !x.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "embedding must be {} finite numbers",
+                    space.dim
+                )));
+            }
+        }
+        (None, true) => {
+            return Err(Error::invalid(
+                "this workspace's embedder is user-provided: send the document's embedding",
+            ))
+        }
+        (Some(_), false) => {
+            return Err(Error::invalid(
+                "embedding is only accepted by workspaces whose embedder is user-provided",
+            ))
+        }
+        (None, false) => {}
+    }
+    Ok(())
+}
+
 /// A document or job id from a request, parsed (`400` when it is none), hyphenated as stored.
 fn parse_id(text: &str, what: &str) -> Result<String> {
     Ok(crate::ids::parse_uuid(text, what)?.hyphenated().to_string())
@@ -113,6 +140,7 @@ pub struct Knowledge {
     providers: Arc<dyn OrgProviders>,
     draining: Draining,
     max_upload_bytes: u64,
+    max_batch_documents: usize,
     ingest_workers: usize,
     /// Usage metering: ingested bytes, embedding work.
     governance: Arc<Governance>,
@@ -142,6 +170,7 @@ impl Knowledge {
             providers,
             draining,
             max_upload_bytes: config.max_upload_bytes,
+            max_batch_documents: config.max_batch_documents,
             ingest_workers: config.ingest_workers,
             governance,
         }
@@ -194,6 +223,131 @@ impl Knowledge {
     /// Adds (or replaces, by `external_id`) a document; its ingestion runs as a job.
     pub fn add_document(&self, permit: &IngestPermit, input: DocumentInput) -> Result<Added> {
         let ctx = &permit.ctx;
+        let new = self.new_document(input)?;
+        let handle = self.store(ctx)?;
+        let ws = ctx.workspace_id();
+        let space = vectors::active(&handle.conn())?;
+        check_embedding(&new, &space)?;
+        // Governance hook: the plan's upload size, documents and storage quotas, checked and
+        // reserved before anything is stored (a document already there is no new one).
+        let bytes = new.bytes.len() as u64;
+        let room = match self
+            .governance
+            .reserve_document(ctx, bytes, new.external_id.is_some())
+        {
+            Ok(room) => room,
+            Err(e @ Error::QuotaExceeded { .. }) => {
+                return match store::duplicate_of(&handle, &new)? {
+                    // Nothing new: answered as the duplicate (counted as such by metering).
+                    Some(added) => Ok(added),
+                    None => {
+                        self.governance
+                            .record_refusal(ctx.org_id(), Some(ws), Refusal::Quota);
+                        Err(e)
+                    }
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        // The marker first: a crash after the job is written still finds it on restart.
+        self.scheduler.mark(ws)?;
+        let added = store::add(&handle, new)?;
+        if !added.duplicate {
+            room.commit();
+        }
+        self.wake_scheduler(ws, ctx.org_id());
+        self.governance
+            .ingested(ctx.org_id(), ws, bytes, !added.duplicate);
+        Ok(added)
+    }
+
+    /// Adds a batch of documents to the permit's workspace, written together and indexed
+    /// before it answers ([`super::bulk`]): each item checked like a single add, deduplicated
+    /// the same way, its `external_id` replacing the holder's. Atomic: an item refused refuses
+    /// the batch (`Error::BatchItem` names its index) and nothing is written; the quotas are
+    /// reserved for the whole batch at once. At most `max_batch_documents` items.
+    pub fn add_documents(
+        &self,
+        permit: &IngestPermit,
+        inputs: Vec<DocumentInput>,
+    ) -> Result<super::bulk::BatchAdded> {
+        let ctx = &permit.ctx;
+        if inputs.is_empty() {
+            return Err(Error::invalid(
+                "the batch is empty: send at least one document",
+            ));
+        }
+        if inputs.len() > self.max_batch_documents {
+            return Err(Error::PayloadTooLarge(format!(
+                "the batch holds {} documents; at most {} are taken in one request: split it",
+                inputs.len(),
+                self.max_batch_documents
+            )));
+        }
+        let mut news = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            news.push(self.new_document(input).map_err(|e| e.at_item(i))?);
+        }
+        let handle = self.store(ctx)?;
+        let ws = ctx.workspace_id();
+        let space = vectors::active(&handle.conn())?;
+        let user_provided = space.config.is_user_provided();
+        let limits = self.extract_limits();
+        let mut ready = Vec::with_capacity(news.len());
+        let mut sizes = Vec::with_capacity(news.len());
+        for (i, new) in news.into_iter().enumerate() {
+            check_embedding(&new, &space).map_err(|e| e.at_item(i))?;
+            sizes.push(new.bytes.len() as u64);
+            let one_chunk = user_provided || new.embedding.is_some();
+            ready.push(super::bulk::prepare(i, new, one_chunk, &limits)?);
+        }
+        let plan = super::bulk::Plan::new(&handle, ready)?;
+        // Governance hook: upload size per item, then room for the batch's new documents and
+        // bytes, reserved together (a batch over a quota is refused whole).
+        let new_bytes: u64 = plan.write.iter().map(|r| r.new.bytes.len() as u64).sum();
+        let replaces = plan.write.iter().any(|r| r.new.external_id.is_some());
+        let room = match self.governance.reserve_documents(
+            ctx,
+            &sizes,
+            plan.write.len() as u64,
+            new_bytes,
+            replaces,
+        ) {
+            Ok(room) => room,
+            Err(e @ Error::QuotaExceeded { .. }) if !plan.write.is_empty() => {
+                self.governance
+                    .record_refusal(ctx.org_id(), Some(ws), Refusal::Quota);
+                return Err(e);
+            }
+            // Nothing new to store: answered with what is there, as a single add is.
+            Err(Error::QuotaExceeded { .. }) => return Ok(plan.finish(Vec::new())),
+            Err(e) => return Err(e),
+        };
+        let embed_jobs = !user_provided && !plan.write.is_empty();
+        if embed_jobs {
+            // The marker first: a crash after the jobs are written still finds them.
+            self.scheduler.mark(ws)?;
+        }
+        let (written, indexed) = super::bulk::write(&handle, &plan.write, embed_jobs)?;
+        room.commit();
+        for r in &plan.write {
+            self.governance
+                .ingested(ctx.org_id(), ws, r.new.bytes.len() as u64, true);
+        }
+        if let Err(e) = &indexed {
+            tracing::warn!(workspace_id = %ws, error = %e,
+                "batch stored; the full-text index follows when it is reconciled");
+        }
+        if embed_jobs || indexed.is_err() {
+            self.wake_scheduler(ws, ctx.org_id());
+        }
+        Ok(plan.finish(written))
+    }
+
+    /// The checks of a document as the API receives it, the same for single and batch adds
+    /// (size, metadata, title, external id, type, empty text): the document to store. Its
+    /// vector is checked against the workspace's space by [`check_embedding`].
+    pub(super) fn new_document(&self, input: DocumentInput) -> Result<NewDocument> {
         if input.bytes.len() as u64 > self.max_upload_bytes {
             return Err(Error::PayloadTooLarge(format!(
                 "the document is over the limit of {} bytes",
@@ -259,31 +413,7 @@ impl Knowledge {
         {
             return Err(Error::invalid("text must not be empty"));
         }
-        let handle = self.store(ctx)?;
-        let ws = ctx.workspace_id();
-        let space = vectors::active(&handle.conn())?;
-        match (&input.embedding, space.config.is_user_provided()) {
-            (Some(v), true) => {
-                if v.len() != space.dim || v.iter().any(|x| !x.is_finite()) {
-                    return Err(Error::invalid(format!(
-                        "embedding must be {} finite numbers",
-                        space.dim
-                    )));
-                }
-            }
-            (None, true) => {
-                return Err(Error::invalid(
-                    "this workspace's embedder is user-provided: send the document's embedding",
-                ))
-            }
-            (Some(_), false) => {
-                return Err(Error::invalid(
-                    "embedding is only accepted by workspaces whose embedder is user-provided",
-                ))
-            }
-            (None, false) => {}
-        }
-        let new = NewDocument {
+        Ok(NewDocument {
             bytes: input.bytes,
             format,
             title,
@@ -291,38 +421,7 @@ impl Knowledge {
             external_id: input.external_id,
             source_name: input.file_name,
             embedding: input.embedding,
-        };
-        // Governance hook: the plan's upload size, documents and storage quotas, checked and
-        // reserved before anything is stored (a document already there is no new one).
-        let bytes = new.bytes.len() as u64;
-        let room = match self
-            .governance
-            .reserve_document(ctx, bytes, new.external_id.is_some())
-        {
-            Ok(room) => room,
-            Err(e @ Error::QuotaExceeded { .. }) => {
-                return match store::duplicate_of(&handle, &new)? {
-                    // Nothing new: answered as the duplicate (counted as such by metering).
-                    Some(added) => Ok(added),
-                    None => {
-                        self.governance
-                            .record_refusal(ctx.org_id(), Some(ws), Refusal::Quota);
-                        Err(e)
-                    }
-                };
-            }
-            Err(e) => return Err(e),
-        };
-        // The marker first: a crash after the job is written still finds it on restart.
-        self.scheduler.mark(ws)?;
-        let added = store::add(&handle, new)?;
-        if !added.duplicate {
-            room.commit();
-        }
-        self.wake_scheduler(ws, ctx.org_id());
-        self.governance
-            .ingested(ctx.org_id(), ws, bytes, !added.duplicate);
-        Ok(added)
+        })
     }
 
     pub(crate) fn wake_scheduler(&self, ws: Uuid, org: Uuid) {

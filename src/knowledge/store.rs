@@ -138,27 +138,32 @@ pub fn collect_blobs(ws: &Workspace, hashes: &[String]) {
 /// The identical document already there (same content, title, metadata, type, embedding and
 /// external id), if any: what [`add`] answers instead of adding.
 pub fn duplicate_of(ws: &Workspace, new: &NewDocument) -> Result<Option<Added>> {
-    let fingerprint = fingerprint_of(new);
-    let conn = ws.conn();
+    duplicate_in(&ws.conn(), &fingerprint_of(new), new.external_id.as_deref())
+}
+
+/// [`duplicate_of`] by the new document's fingerprint ([`fingerprint_of`]) and external id.
+pub(super) fn duplicate_in(
+    conn: &Connection,
+    fingerprint: &str,
+    external_id: Option<&str>,
+) -> Result<Option<Added>> {
     let existing: Option<(String, DocumentStatus)> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT id, status FROM documents
              WHERE fingerprint = ?1 AND status <> 'failed'
                AND (coalesce(external_id, pending_external_id) IS ?2)
              ORDER BY id DESC LIMIT 1",
-            params![fingerprint, new.external_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        )?
+        .query_row(params![fingerprint, external_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     let Some((id, status)) = existing else {
         return Ok(None);
     };
     let job_id: Option<String> = conn
-        .query_row(
-            "SELECT id FROM jobs WHERE document_id = ?1 ORDER BY id DESC LIMIT 1",
-            [&id],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT id FROM jobs WHERE document_id = ?1 ORDER BY id DESC LIMIT 1")?
+        .query_row([&id], |r| r.get(0))
         .optional()?;
     Ok(Some(Added {
         id,
@@ -168,7 +173,8 @@ pub fn duplicate_of(ws: &Workspace, new: &NewDocument) -> Result<Option<Added>> 
     }))
 }
 
-fn fingerprint_of(new: &NewDocument) -> String {
+/// What makes two documents identical: content, title, metadata, type and embedding.
+pub(super) fn fingerprint_of(new: &NewDocument) -> String {
     let hash = content_hash(&new.bytes);
     let title = new.title.clone().unwrap_or_default();
     let meta = new.metadata.to_string();

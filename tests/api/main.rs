@@ -4,6 +4,7 @@ mod admin_ui;
 mod auth;
 mod authz_prop;
 mod backup;
+mod bulk;
 mod browser;
 mod chat;
 mod cli;
