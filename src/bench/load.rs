@@ -108,7 +108,10 @@ impl Corpus {
                 s.push(' ');
             }
             let x: f64 = rng.random();
-            let k = self.cdf.partition_point(|c| *c < x).min(self.words.len() - 1);
+            let k = self
+                .cdf
+                .partition_point(|c| *c < x)
+                .min(self.words.len() - 1);
             s.push_str(&self.words[k]);
         }
         s

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::error::Error;
-use crate::knowledge::service::DocumentInput;
 use crate::knowledge::bulk::{BatchItem, ItemStatus};
 use crate::knowledge::extract::Format;
+use crate::knowledge::service::DocumentInput;
 use crate::knowledge::status::{JobPhase, JobStatus};
 
 #[derive(Debug, clap::Args)]
@@ -194,7 +194,9 @@ impl Target for Local {
         let inputs = files.iter().map(|f| f.input()).collect();
         match self.app.knowledge().add_documents(&self.permit, inputs) {
             Ok(added) => Ok(added.items.into_iter().map(outcome).collect()),
-            Err(Error::BatchItem { index, error }) => Err(BatchError::Item(index, error.to_string())),
+            Err(Error::BatchItem { index, error }) => {
+                Err(BatchError::Item(index, error.to_string()))
+            }
             Err(e) => Err(BatchError::Whole(e.to_string())),
         }
     }

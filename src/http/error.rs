@@ -292,7 +292,10 @@ mod tests {
         .at_item(5);
         let api = ApiError::from(e);
         let d = api.details.expect("details");
-        assert_eq!((d["index"].clone(), d["limit"].clone()), (1.into(), 2.into()));
+        assert_eq!(
+            (d["index"].clone(), d["limit"].clone()),
+            (1.into(), 2.into())
+        );
     }
 
     #[test]

@@ -234,8 +234,7 @@ pub async fn add_batch(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let ndjson = if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl")
-    {
+    let ndjson = if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") {
         true
     } else if ct.starts_with("application/json") {
         false

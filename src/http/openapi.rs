@@ -1024,7 +1024,11 @@ fn describe(s: &mut Spec) {
                     }},
                 },
             }))
-            .ok(200, "every item's result, in order, and the counts", batch_added.clone()),
+            .ok(
+                200,
+                "every item's result, in order, and the counts",
+                batch_added.clone(),
+            ),
         );
         s.op(
             "GET",

@@ -947,7 +947,11 @@ fn prepare(
 /// The document's title: the one it was given, else the extracted one (its own metadata, else
 /// its first heading: `extract::extract_with`), else the uploaded file's name, held to the
 /// API's limit on titles.
-pub(super) fn document_title(given: &str, extracted: Option<String>, file_name: Option<&str>) -> String {
+pub(super) fn document_title(
+    given: &str,
+    extracted: Option<String>,
+    file_name: Option<&str>,
+) -> String {
     if !given.is_empty() {
         return given.to_string();
     }

@@ -99,7 +99,10 @@ async fn a_batch_mixes_new_unchanged_and_updated_items() {
     );
     assert_eq!(first.body["items"][0]["document_status"], "indexed");
     assert_eq!(first.body["items"][0]["job_id"], Value::Null);
-    let old_kf = first.body["items"][1]["id"].as_str().expect("id").to_string();
+    let old_kf = first.body["items"][1]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
 
     let second = batch(
         &api,
@@ -125,7 +128,12 @@ async fn a_batch_mixes_new_unchanged_and_updated_items() {
     assert_eq!(got[0], ids(&first)[0]);
     assert_ne!(got[1], old_kf, "the new version is a new document");
     assert_eq!(got[3], got[2]);
-    for (i, item) in second.body["items"].as_array().expect("items").iter().enumerate() {
+    for (i, item) in second.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .enumerate()
+    {
         assert_eq!(item["index"], i);
     }
     assert_eq!(
@@ -237,8 +245,17 @@ async fn a_bad_item_refuses_the_batch_naming_its_index() {
             &body,
         )
         .await;
-    assert_eq!((r.status, &r.body["error"]["index"]), (400, &json!(1)), "{:?}", r.body);
-    assert_eq!(count(&api, &ws).await, 0, "nothing of a refused batch is stored");
+    assert_eq!(
+        (r.status, &r.body["error"]["index"]),
+        (400, &json!(1)),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        count(&api, &ws).await,
+        0,
+        "nothing of a refused batch is stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -251,16 +268,45 @@ async fn batches_over_the_limits_are_refused() {
     let ws = vector_workspace(&api, "limits").await;
     let item = |i: usize| json!({"text": format!("document {i}"), "embedding": vector(i)});
     let r = batch(&api, &ws, json!([item(0), item(1), item(2), item(3)])).await;
-    assert_eq!((r.status, r.code()), (413, "payload_too_large"), "{:?}", r.body);
-    assert!(r.message().contains("more than 3 documents"), "{}", r.message());
+    assert_eq!(
+        (r.status, r.code()),
+        (413, "payload_too_large"),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        r.message().contains("more than 3 documents"),
+        "{}",
+        r.message()
+    );
     let items: Vec<Value> = (0..4).map(item).collect();
     let r = ndjson(&api, &ws, &items).await;
-    assert_eq!((r.status, r.code()), (413, "payload_too_large"), "{:?}", r.body);
-    let r = batch(&api, &ws, json!([{"text": "y".repeat(5000), "embedding": vector(0)}])).await;
-    assert_eq!((r.status, r.code()), (413, "payload_too_large"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (413, "payload_too_large"),
+        "{:?}",
+        r.body
+    );
+    let r = batch(
+        &api,
+        &ws,
+        json!([{"text": "y".repeat(5000), "embedding": vector(0)}]),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (413, "payload_too_large"),
+        "{:?}",
+        r.body
+    );
     assert!(r.message().contains("4096 bytes"), "{}", r.message());
     let r = batch(&api, &ws, json!([])).await;
-    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
     let r = batch(&api, &ws, json!({"text": "not an array"})).await;
     assert_eq!(r.status, 422, "{:?}", r.body);
     let r = api
@@ -271,7 +317,12 @@ async fn batches_over_the_limits_are_refused() {
             "hello",
         )
         .await;
-    assert_eq!((r.status, r.code()), (415, "unsupported_media_type"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (415, "unsupported_media_type"),
+        "{:?}",
+        r.body
+    );
     // Within the limits it passes.
     let r = batch(&api, &ws, json!([item(0), item(1), item(2)])).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -295,7 +346,12 @@ async fn the_documents_quota_is_reserved_for_the_whole_batch() {
     let item = |i: usize| json!({"text": format!("quota document {i}")});
     // Four new documents would pass three: refused whole, nothing written.
     let r = batch(&api, &ws, json!([item(0), item(1), item(2), item(3)])).await;
-    assert_eq!((r.status, r.code()), (429, "quota_exceeded"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "quota_exceeded"),
+        "{:?}",
+        r.body
+    );
     assert_eq!(r.body["error"]["resource"], "documents");
     assert_eq!(count(&api, &ws).await, 0);
     // Three fit.
@@ -308,7 +364,12 @@ async fn the_documents_quota_is_reserved_for_the_whole_batch() {
     assert_eq!(statuses(&r), ["unchanged", "unchanged"]);
     // One new one among them is refused.
     let r = batch(&api, &ws, json!([item(0), item(9)])).await;
-    assert_eq!((r.status, r.code()), (429, "quota_exceeded"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "quota_exceeded"),
+        "{:?}",
+        r.body
+    );
     assert_eq!(count(&api, &ws).await, 3);
 }
 
@@ -331,7 +392,13 @@ async fn ndjson_and_a_json_array_give_the_same_result() {
     let b = vector_workspace(&api, "as-ndjson").await;
     let ra = batch(&api, &a, Value::Array(items.clone())).await;
     let rb = ndjson(&api, &b, &items).await;
-    assert_eq!((ra.status, rb.status), (200, 200), "{:?} {:?}", ra.body, rb.body);
+    assert_eq!(
+        (ra.status, rb.status),
+        (200, 200),
+        "{:?} {:?}",
+        ra.body,
+        rb.body
+    );
     assert_eq!(statuses(&ra), statuses(&rb));
     for k in ["created", "updated", "unchanged"] {
         assert_eq!(ra.body[k], rb.body[k]);
@@ -427,7 +494,10 @@ async fn batched_documents_are_searchable_in_all_three_modes() {
         .await;
     assert_eq!(top(&hits), Some(json!(ids[2])), "{hits:?}");
     let hits = api
-        .search(&ws, json!({"mode": "vector", "vector": vector(3), "limit": 3}))
+        .search(
+            &ws,
+            json!({"mode": "vector", "vector": vector(3), "limit": 3}),
+        )
         .await;
     assert_eq!(top(&hits), Some(json!(ids[3])), "{hits:?}");
     let hits = api
@@ -459,10 +529,17 @@ async fn batched_documents_are_searchable_in_all_three_modes() {
     let doc = api
         .get(&format!("/v1/workspaces/{ws}/documents/{}", ids[1]))
         .await;
-    assert_eq!(doc.body["embedded_chunks"], doc.body["chunk_count"], "{:?}", doc.body);
+    assert_eq!(
+        doc.body["embedded_chunks"], doc.body["chunk_count"],
+        "{:?}",
+        doc.body
+    );
     for mode in ["vector", "hybrid"] {
         let hits = api
-            .search(&ws, json!({"query": "kingfisher", "mode": mode, "limit": 6}))
+            .search(
+                &ws,
+                json!({"query": "kingfisher", "mode": mode, "limit": 6}),
+            )
             .await;
         assert!(
             hits.iter().any(|h| h["document_id"] == json!(ids[1])),
@@ -515,9 +592,21 @@ async fn enclave_ingest_sends_text_files_in_batches_and_drops_a_refused_one() {
         "the refused file and why: {stdout}"
     );
     assert_eq!(count(&api, &ws).await, 5);
-    let doc = &api.get(&format!("/v1/workspaces/{ws}/documents")).await.body["data"][0];
-    assert!(doc["source_name"].as_str().is_some_and(|n| n.starts_with("note-")), "{doc}");
-    assert_eq!(doc["title"].as_str().map(|t| t.starts_with("Note ")), Some(true), "{doc}");
+    let doc = &api
+        .get(&format!("/v1/workspaces/{ws}/documents"))
+        .await
+        .body["data"][0];
+    assert!(
+        doc["source_name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("note-")),
+        "{doc}"
+    );
+    assert_eq!(
+        doc["title"].as_str().map(|t| t.starts_with("Note ")),
+        Some(true),
+        "{doc}"
+    );
     assert_eq!(doc["mime_type"], "text/markdown", "{doc}");
     // Again: all unchanged.
     let out = run();
