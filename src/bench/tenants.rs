@@ -39,6 +39,21 @@ pub struct Args {
     /// Keep the benchmark's data directory instead of removing it.
     #[arg(long)]
     pub keep: bool,
+    /// Load each workspace like the issue-16 corpus instead of raw rows: this many documents
+    /// of `--words` words, one chunk each, with user-provided vectors of `--dim` dimensions,
+    /// through `Knowledge::add_document` and the job scheduler (the API's path).
+    #[arg(long, default_value_t = 0)]
+    pub docs: usize,
+    /// Words per document of `--docs`.
+    #[arg(long, default_value_t = 80)]
+    pub words: usize,
+    /// Dimension of the user-provided vectors of `--docs`.
+    #[arg(long, default_value_t = 256)]
+    pub dim: usize,
+    /// With `--docs`: run the jobs after every this many documents (1: as one HTTP request per
+    /// document with `?wait=true` does; each is its own index commit).
+    #[arg(long, default_value_t = 1)]
+    pub jobs_every: usize,
 }
 
 pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
@@ -101,11 +116,16 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
     let create_secs = started.elapsed().as_secs_f64();
     println!("  created {n} workspaces in {create_secs:.1} s");
     let started = Instant::now();
-    parallel(n, threads, |i| seed(&app.registry().get(ids[i])?, a.rows))?;
+    if a.docs > 0 {
+        parallel(n, threads, |i| load_corpus(&app, ids[i], i as u64, a))?;
+    } else {
+        parallel(n, threads, |i| seed(&app.registry().get(ids[i])?, a.rows))?;
+    }
     let seed_secs = started.elapsed().as_secs_f64();
     println!("  seeded them in {seed_secs:.1} s");
     app.shutdown();
     drop(app);
+    let disk = Footprint::of_workspaces(data_dir, &ids)?;
 
     // 2. Cold and warm opens, through a registry of our own.
     let picks: Vec<Uuid> = spread(&ids, sample);
@@ -117,6 +137,9 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
         cold.push(timed_open(&registry, *id)?);
         registry.remove(*id);
     }
+    drop(registry);
+    // A registry of its own: `remove` left tombstones in the first one.
+    let registry = Registry::new(data_dir, sample.max(1) + 1, Duration::from_secs(30));
     let mut warm = Vec::with_capacity(picks.len());
     for id in &picks {
         warm.push(timed_open(&registry, *id)?);
@@ -156,11 +179,20 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
         format!("{:.0} workspaces/s", n as f64 / create_secs),
         String::new(),
     ]);
+    let seeded = if a.docs > 0 {
+        format!(
+            "loading rate ({} documents x {} words, {}-dim vectors, jobs every {})",
+            a.docs, a.words, a.dim, a.jobs_every
+        )
+    } else {
+        format!("seeding rate ({} rows indexed + committed)", a.rows)
+    };
     t.row(&[
-        format!("seeding rate ({} rows indexed + committed)", a.rows),
+        seeded,
         format!("{:.0} workspaces/s", n as f64 / seed_secs),
         String::new(),
     ]);
+    disk.rows(&mut t, n);
     let cold_label = if dropped_cache {
         "cold open p50 (page cache dropped)"
     } else {
@@ -270,6 +302,138 @@ fn parallel<T: Send>(
     }
     all.sort_by_key(|(i, _)| *i);
     Ok(all.into_iter().map(|(_, t)| t).collect())
+}
+
+/// Loads workspace `ws` like the issue-16 corpus: a user-provided embedder of `a.dim`
+/// dimensions, then `a.docs` one-chunk documents of `a.words` words with their vectors, through
+/// `Knowledge::add_document`, running the jobs every `a.jobs_every` documents.
+fn load_corpus(app: &App, ws: Uuid, seed: u64, a: &Args) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    use serde_json::json;
+    const WORDS: &[&str] = &[
+        "tenant", "index", "vector", "search", "store", "query", "shard", "merge", "segment",
+        "commit", "page", "cache", "open", "close", "write", "read", "token", "chunk", "model",
+        "embed", "score", "rank", "filter", "field", "term", "phrase", "batch", "job", "queue",
+        "disk", "memory", "thread", "lock", "file", "blob", "table", "row", "column", "schema",
+        "latency",
+    ];
+    let ctx = app.identity().operator_workspace(ws)?;
+    app.knowledge().set_embedder(
+        &ctx,
+        crate::knowledge::EmbedderConfig::UserProvided { dimension: a.dim },
+    )?;
+    let permit = app.knowledge().ingest_permit(&ctx)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for d in 0..a.docs {
+        let text: Vec<String> = (0..a.words)
+            .map(|w| {
+                let word = WORDS[rng.random_range(0..WORDS.len())];
+                format!("{word}{}", (w * 7 + d) % 50)
+            })
+            .collect();
+        let mut v: Vec<f32> = (0..a.dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+        v.iter_mut().for_each(|x| *x /= norm);
+        app.knowledge().add_document(
+            &permit,
+            crate::knowledge::service::DocumentInput {
+                bytes: text.join(" ").into_bytes(),
+                title: Some(format!("Document {d}")),
+                metadata: Some(json!({"n": d})),
+                embedding: Some(v),
+                is_text: true,
+                ..Default::default()
+            },
+        )?;
+        if (d + 1) % a.jobs_every.max(1) == 0 || d + 1 == a.docs {
+            app.knowledge().run_jobs_until_idle(|| {});
+        }
+    }
+    Ok(())
+}
+
+/// Files and bytes of the workspaces' folders after loading, by kind.
+#[derive(Default)]
+struct Footprint {
+    files: u64,
+    max_files: u64,
+    /// Apparent sizes (file lengths).
+    bytes: u64,
+    /// Allocated blocks (what `du` counts).
+    allocated: u64,
+    by_kind: std::collections::BTreeMap<&'static str, (u64, u64)>,
+}
+
+impl Footprint {
+    fn of_workspaces(data_dir: &Path, ids: &[Uuid]) -> anyhow::Result<Footprint> {
+        use std::os::unix::fs::MetadataExt;
+        let mut fp = Footprint::default();
+        for id in ids {
+            let root = crate::workspace::dir_of(data_dir, *id);
+            let mut files = 0;
+            let mut stack = vec![root.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d)? {
+                    let e = e?;
+                    let m = e.metadata()?;
+                    if m.is_dir() {
+                        stack.push(e.path());
+                        continue;
+                    }
+                    files += 1;
+                    fp.bytes += m.len();
+                    fp.allocated += m.blocks() * 512;
+                    let rel = e.path();
+                    let rel = rel.strip_prefix(&root).unwrap_or(&rel);
+                    let name = rel.to_string_lossy();
+                    let kind = if name.starts_with("index") {
+                        "index/"
+                    } else if name.starts_with("blobs") {
+                        "blobs/"
+                    } else if name.ends_with("-wal") {
+                        "workspace.db-wal"
+                    } else if name.ends_with("-shm") {
+                        "workspace.db-shm"
+                    } else if name == crate::workspace::DB_FILE {
+                        "workspace.db"
+                    } else {
+                        "other"
+                    };
+                    let k = fp.by_kind.entry(kind).or_default();
+                    k.0 += 1;
+                    k.1 += m.len();
+                }
+            }
+            fp.files += files;
+            fp.max_files = fp.max_files.max(files);
+        }
+        Ok(fp)
+    }
+
+    fn rows(&self, t: &mut Table, n: usize) {
+        let kib = |b: u64| format!("{:.1} KiB", b as f64 / 1024.0 / n.max(1) as f64);
+        t.row(&[
+            "disk per workspace (apparent / allocated)".into(),
+            format!("{} / {}", kib(self.bytes), kib(self.allocated)),
+            "<= 340 KiB".into(),
+        ]);
+        t.row(&[
+            "files per workspace (mean / max)".into(),
+            format!("{:.1} / {}", self.files as f64 / n.max(1) as f64, self.max_files),
+            "<= 12".into(),
+        ]);
+        for (kind, (files, bytes)) in &self.by_kind {
+            t.row(&[
+                format!("  {kind} per workspace"),
+                format!(
+                    "{:.1} files, {}",
+                    *files as f64 / n.max(1) as f64,
+                    kib(*bytes)
+                ),
+                String::new(),
+            ]);
+        }
+    }
 }
 
 /// Writes `rows` documents with one chunk each, indexed in Tantivy and committed.

@@ -646,9 +646,11 @@ fn fail_job(ws: &Workspace, job_id: &str, doc_id: &str, msg: &str) -> Result<()>
     let now = db::now();
     let fail = |tx: &rusqlite::Connection| -> Result<()> {
         tx.execute(
-            "UPDATE jobs SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
+            "UPDATE jobs SET status = 'failed', error = ?2, finished_at = ?3, payload = '{}'
+             WHERE id = ?1",
             params![job_id, msg, now],
         )?;
+        tx.execute("DELETE FROM document_bodies WHERE document_id = ?1", [doc_id])?;
         tx.execute(
             "UPDATE documents SET status = 'failed', error = ?2, updated_at = ?3,
                 pending_external_id = NULL WHERE id = ?1",
@@ -860,6 +862,9 @@ fn extract_job(
         params![job.job_id, db::now()],
     )?;
     let path = store::blob_path(ws, &job.hash);
+    // A document sent as text waits in the database, not in a blob (it is never over
+    // `INLINE_MAX_BYTES`, so never extracted in the background, which reads files).
+    let inline = store::inline_body(&ws.conn(), &job.doc_id)?;
     let format = match Format::from_mime(&job.mime) {
         Some(f) => f,
         None => {
@@ -873,6 +878,9 @@ fn extract_job(
         // Queued for a background slot (in the fair order of orgs).
         bg.start(rt.org, key, format, path, *limits);
         return Ok(Extracted::Later);
+    }
+    if let Some(bytes) = inline {
+        return Ok(extract_inline(rt, key, format, path, &bytes, limits, left));
     }
     match std::fs::read(&path) {
         Err(e) => Ok(Extracted::Ready(
@@ -1158,9 +1166,15 @@ fn write_piece(ws: &Workspace, docs: &VecDeque<Prepared>, slices: &[Slice]) -> R
                     // Not acknowledged yet: the job leaves this phase once the full-text
                     // commit below succeeded (`complete_fulltext_jobs`), so a job never
                     // succeeds with a document that full-text search cannot find.
+                    // The chunks (and the vector) now hold what the job brought: its text
+                    // and its payload's vector go.
                     tx.execute(
-                        "UPDATE jobs SET phase = ?2, progress = 0.5 WHERE id = ?1",
+                        "UPDATE jobs SET phase = ?2, progress = 0.5, payload = '{}' WHERE id = ?1",
                         params![p.job_id, FULLTEXT_PHASE],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM document_bodies WHERE document_id = ?1",
+                        [&p.doc_id],
                     )?;
                 } else {
                     // Written in part: searches skip documents that are not `indexed`.
@@ -1633,6 +1647,7 @@ mod tests {
                 external_id: None,
                 source_name: None,
                 embedding: None,
+                is_text: false,
             },
         )
         .expect("add");

@@ -291,6 +291,7 @@ impl Knowledge {
             external_id: input.external_id,
             source_name: input.file_name,
             embedding: input.embedding,
+            is_text: input.is_text,
         };
         // Governance hook: the plan's upload size, documents and storage quotas, checked and
         // reserved before anything is stored (a document already there is no new one).

@@ -29,7 +29,15 @@ pub struct NewDocument {
     pub source_name: Option<String>,
     /// A user-provided vector (workspaces whose embedder is `user-provided`).
     pub embedding: Option<Vec<f32>>,
+    /// Text sent as such (a JSON body), not an uploaded file: it has no original worth keeping
+    /// once its chunks hold it, so it waits in `document_bodies` (up to
+    /// [`INLINE_BODY_MAX_BYTES`]) instead of a blob file.
+    pub is_text: bool,
 }
+
+/// The largest text kept in the database until indexed rather than in a blob (the inline
+/// extraction's bound: larger documents are extracted in the background from their file).
+pub const INLINE_BODY_MAX_BYTES: usize = super::ingest::INLINE_MAX_BYTES;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Added {
@@ -116,6 +124,14 @@ fn put_blob(ws: &Workspace, hash: &str, bytes: &[u8]) -> Result<()> {
 
 pub fn read_blob(ws: &Workspace, hash: &str) -> Result<Vec<u8>> {
     Ok(std::fs::read(blob_path(ws, hash))?)
+}
+
+/// The text of a document sent as text and not yet indexed (`document_bodies`), if it has one.
+pub fn inline_body(conn: &Connection, document_id: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .prepare_cached("SELECT body FROM document_bodies WHERE document_id = ?1")?
+        .query_row([document_id], |r| r.get(0))
+        .optional()?)
 }
 
 /// Removes blobs that no document refers to any more.
@@ -216,7 +232,10 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
             }
         }
     }
-    put_blob(ws, &hash, &new.bytes)?;
+    let inline = new.is_text && new.bytes.len() <= INLINE_BODY_MAX_BYTES;
+    if !inline {
+        put_blob(ws, &hash, &new.bytes)?;
+    }
     let id = crate::ids::new_id().to_string();
     let job_id = crate::ids::new_id().to_string();
     let now = db::now();
@@ -241,6 +260,12 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
             DocumentStatus::Pending,
         ],
     )?;
+    if inline {
+        tx.execute(
+            "INSERT INTO document_bodies (document_id, body) VALUES (?1, ?2)",
+            params![id, new.bytes],
+        )?;
+    }
     tx.execute(
         "INSERT INTO jobs (id, kind, document_id, status, phase, payload, created_at)
          VALUES (?1, ?5, ?2, ?6, ?7, ?3, ?4)",

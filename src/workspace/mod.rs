@@ -66,6 +66,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "audit_chain",
         sql: include_str!("../../schema/workspace/0007_audit_chain.sql"),
     },
+    Migration {
+        version: 8,
+        name: "footprint",
+        sql: include_str!("../../schema/workspace/0008_footprint.sql"),
+    },
 ];
 
 /// The tokenizer of the full-text fields: lower-cased, English-stemmed.
@@ -76,6 +81,20 @@ const MMAP_SIZE: i64 = 1 << 30;
 
 /// Memory budget of the (single-threaded) Tantivy writer; Tantivy's minimum is 15 MB.
 const WRITER_MEMORY: usize = 20_000_000;
+
+/// When a writer closes (idle, or with its store), its segments of fewer documents than this
+/// are merged into one: a workspace loaded one small commit at a time ends as one segment
+/// (six files) instead of several, and the work stays bounded (at most this many documents
+/// rewritten). Larger segments are left to the merge policy.
+pub const CLOSE_MERGE_MAX_DOCS: u32 = 20_000;
+
+/// Segments of the same size class that the writer's merge policy lets accumulate before it
+/// merges them while writing (Tantivy's default is 8).
+const MERGE_MIN_SEGMENTS: usize = 4;
+
+/// `PRAGMA journal_size_limit` of a workspace database: after a checkpoint the WAL file is cut
+/// back to this size instead of keeping its high-water mark.
+const JOURNAL_SIZE_LIMIT: i64 = 256 * 1024;
 
 /// The folder of a workspace. Takes a parsed [`Uuid`], never text: the only way from a request
 /// to a path.
@@ -216,6 +235,9 @@ struct WriterHome {
     id: Uuid,
     slot: Mutex<Option<WriterSlot>>,
     reader: IndexReader,
+    /// The store's connection, to truncate its WAL when the writer goes idle (weak: the home
+    /// outlives nothing of the store).
+    conn: Weak<Mutex<Connection>>,
     /// Set when an index change failed after SQLite committed (a failed commit, a full disk):
     /// the index lacks or holds chunks it should not, and is reconciled before it is next
     /// written (`knowledge::ingest::run_quantum`), or on the next open.
@@ -250,11 +272,24 @@ impl WriterHome {
                 tracing::warn!(workspace_id = %self.id, error = %e, "commit of an idle writer failed: index to be reconciled");
                 return Err(e);
             }
-            entry.writer.wait_merging_threads()?;
+            entry.close()?;
             self.reader.reload()?;
+        }
+        // The store was written and is idle now: its WAL goes back to nothing (never waiting
+        // for a connection in use: the next idle close does it).
+        if let Some(conn) = self.conn.upgrade() {
+            if let Ok(conn) = conn.try_lock() {
+                truncate_wal(&conn)?;
+            }
         }
         Ok(true)
     }
+}
+
+/// Checkpoints the WAL into the database and truncates it to nothing.
+fn truncate_wal(conn: &Connection) -> Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
 }
 
 struct WriterSlot {
@@ -284,6 +319,27 @@ impl WriterSlot {
     fn commit(&mut self) -> Result<()> {
         self.commit_with(None)
     }
+
+    /// Closes a committed writer: merges its small segments into one
+    /// ([`CLOSE_MERGE_MAX_DOCS`]), then waits for its threads. A failed merge leaves the
+    /// segments as they were (the index is whole either way).
+    fn close(mut self) -> Result<()> {
+        let small: Vec<tantivy::index::SegmentId> = self
+            .writer
+            .index()
+            .searchable_segment_metas()?
+            .iter()
+            .filter(|m| m.num_docs() < CLOSE_MERGE_MAX_DOCS)
+            .map(|m| m.id())
+            .collect();
+        if small.len() > 1 {
+            if let Err(e) = self.writer.merge(&small).wait() {
+                tracing::warn!(error = %e, "merging small segments on close failed");
+            }
+        }
+        self.writer.wait_merging_threads()?;
+        Ok(())
+    }
 }
 
 /// Errors a closure returns before touching the index (the writer stays usable).
@@ -299,7 +355,7 @@ fn leaves_writer_intact(e: &Error) -> bool {
 pub struct Workspace {
     id: Uuid,
     dir: PathBuf,
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     index: Index,
     reader: IndexReader,
     fields: IndexFields,
@@ -377,7 +433,9 @@ impl Workspace {
         // sqlite-vec reads and writes vectors through blob I/O over overflow pages; memory-mapped
         // reads keep that (and brute-force KNN) out of pread copies. Address space only: the
         // pages are the OS page cache, shared, not per-connection heap.
-        conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
+        conn.execute_batch(&format!(
+            "PRAGMA mmap_size = {MMAP_SIZE}; PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};"
+        ))?;
         db::migrate(&mut conn, MIGRATIONS)?;
         // One update hook feeds the state derived from this database: the data version that
         // cached results are checked against, and the row observers of the extensions (the
@@ -419,17 +477,19 @@ impl Workspace {
             }
         };
         let fields = fields_of(&index.schema())?;
+        let conn = Arc::new(Mutex::new(conn));
         let home = Arc::new(WriterHome {
             id,
             slot: Mutex::new(None),
             reader: reader.clone(),
+            conn: Arc::downgrade(&conn),
             needs_reconcile: AtomicBool::new(rebuild),
         });
         writers.register(&home);
         let ws = Workspace {
             id,
             dir: dir.to_path_buf(),
-            conn: Mutex::new(conn),
+            conn,
             index,
             reader,
             fields,
@@ -757,7 +817,10 @@ impl Workspace {
                 .num_worker_threads(1)
                 .num_merge_threads(1)
                 .build();
-            let writer = self.index.writer_with_options(options)?;
+            let writer: IndexWriter = self.index.writer_with_options(options)?;
+            let mut policy = tantivy::indexer::LogMergePolicy::default();
+            policy.set_min_num_segments(MERGE_MIN_SEGMENTS);
+            writer.set_merge_policy(Box::new(policy));
             let payload = self.index.load_metas()?.payload;
             *slot = Some(WriterSlot {
                 writer,
@@ -801,9 +864,7 @@ impl Workspace {
     /// Commits and closes the writer and truncates the WAL: what a clean shutdown does.
     pub fn flush(&self) -> Result<()> {
         self.close_writer_if_idle(Duration::ZERO)?;
-        self.conn()
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+        truncate_wal(&self.conn())
     }
 
     /// Counts documents and chunks in the database and the bytes of the folder on disk.
@@ -854,10 +915,17 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         if let Ok(mut slot) = self.home.slot.lock() {
             if let Some(mut entry) = slot.take() {
-                if let Err(e) = entry.commit() {
-                    tracing::warn!(workspace_id = %self.id, error = %e, "commit on close failed");
+                match entry.commit() {
+                    Ok(()) => {
+                        if let Err(e) = entry.close() {
+                            tracing::warn!(workspace_id = %self.id, error = %e, "closing the writer failed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(workspace_id = %self.id, error = %e, "commit on close failed");
+                        let _ = entry.writer.wait_merging_threads();
+                    }
                 }
-                let _ = entry.writer.wait_merging_threads();
             }
         }
         if let Some(f) = &self.on_close {
