@@ -7,7 +7,7 @@ pub mod repair;
 pub mod reserve;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,12 @@ pub const CLOSE_MERGE_MAX_DOCS: u32 = 20_000;
 /// Segments of the same size class that the writer's merge policy lets accumulate before it
 /// merges them while writing (Tantivy's default is 8).
 const MERGE_MIN_SEGMENTS: usize = 4;
+
+/// Read-only connections a store opens, at most, for reads that find its connection busy
+/// ([`Workspace::read`]). Each holds two file descriptors (the database and its WAL; the
+/// `-shm` mapping is shared per file), so open stores hold at most
+/// `max_open_workspaces × (3 + 2 × READERS)` descriptors for SQLite.
+pub const READERS: usize = 2;
 
 /// `PRAGMA journal_size_limit` of a workspace database: after a checkpoint the WAL file is cut
 /// back to this size instead of keeping its high-water mark.
@@ -356,6 +362,9 @@ pub struct Workspace {
     id: Uuid,
     dir: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    /// Read-only connections for reads that would wait for `conn` (WAL: they run alongside
+    /// it and each other). Opened on contention only, at most [`READERS`].
+    readers: ReadPool,
     index: Index,
     reader: IndexReader,
     fields: IndexFields,
@@ -430,6 +439,7 @@ impl Workspace {
 
     fn open_store(dir: &Path, id: Uuid, writers: Writers) -> Result<Self> {
         let mut conn = db::open(&dir.join(DB_FILE), false)?;
+        db::persist_wal(&conn)?;
         // sqlite-vec reads and writes vectors through blob I/O over overflow pages; memory-mapped
         // reads keep that (and brute-force KNN) out of pread copies. Address space only: the
         // pages are the OS page cache, shared, not per-connection heap.
@@ -490,6 +500,7 @@ impl Workspace {
             id,
             dir: dir.to_path_buf(),
             conn,
+            readers: ReadPool::new(dir.join(DB_FILE)),
             index,
             reader,
             fields,
@@ -674,6 +685,30 @@ impl Workspace {
     /// file descriptors at three per open workspace).
     pub fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection for reads that need no transaction with writes and no write count (search
+    /// hydration, exact vector search, document reads): the store's connection when it is
+    /// free, else an idle read-only one (opened on first need, at most [`READERS`]), else the
+    /// store's connection when it frees up. In WAL mode readers never wait for a writer nor
+    /// for each other. Each statement sees the latest committed data. What checks cached
+    /// state against [`Workspace::data_version`] must read with [`Workspace::conn`].
+    pub fn read(&self) -> ReadConn<'_> {
+        if let Ok(main) = self.conn.try_lock() {
+            return ReadConn(Lent::Main(main));
+        }
+        ReadConn(match self.readers.take() {
+            Some(conn) => Lent::Pooled {
+                conn: Some(conn),
+                pool: &self.readers,
+            },
+            None => Lent::Main(self.conn()),
+        })
+    }
+
+    /// Read-only connections open now (for the benchmark and tests).
+    pub fn readers_open(&self) -> usize {
+        self.readers.open.load(Ordering::Relaxed)
     }
 
     /// Runs `f` with the workspace's single Tantivy writer, opening it on first use.
@@ -908,6 +943,100 @@ impl Workspace {
             ))?;
             Ok(())
         })
+    }
+}
+
+/// A store's read-only connections ([`Workspace::read`]).
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    /// Opened and not closed (idle or lent).
+    open: AtomicUsize,
+}
+
+impl ReadPool {
+    fn new(path: PathBuf) -> Self {
+        ReadPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// An idle reader, or a new one while fewer than [`READERS`] are open; `None` otherwise
+    /// (or when one cannot be opened: the caller falls back to the store's connection).
+    fn take(&self) -> Option<Connection> {
+        if let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Some(c);
+        }
+        if self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < READERS).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return None;
+        }
+        match open_reader(&self.path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(error = %e, "opening a read-only connection failed");
+                None
+            }
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+    }
+}
+
+/// A read-only connection to a store's database (`query_only`: it can never write).
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = db::open(path, false)?;
+    db::persist_wal(&conn)?;
+    conn.execute_batch(&format!(
+        "PRAGMA mmap_size = {MMAP_SIZE}; PRAGMA query_only = 1;"
+    ))?;
+    Ok(conn)
+}
+
+/// A connection lent for reads by [`Workspace::read`].
+pub struct ReadConn<'a>(Lent<'a>);
+
+enum Lent<'a> {
+    /// The store's own connection (it was free, or every reader was busy).
+    Main(MutexGuard<'a, Connection>),
+    /// A read-only connection, back to the pool when dropped.
+    Pooled {
+        conn: Option<Connection>,
+        pool: &'a ReadPool,
+    },
+}
+
+impl std::ops::Deref for ReadConn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match &self.0 {
+            Lent::Main(g) => g,
+            // `conn` is only `None` inside `drop`.
+            Lent::Pooled { conn, .. } => conn.as_ref().expect("reader used after drop"),
+        }
+    }
+}
+
+impl Drop for ReadConn<'_> {
+    fn drop(&mut self) {
+        if let Lent::Pooled { conn, pool } = &mut self.0 {
+            if let Some(c) = conn.take() {
+                pool.give_back(c);
+            }
+        }
     }
 }
 
