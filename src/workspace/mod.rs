@@ -244,6 +244,7 @@ struct WriterHome {
     /// The store's connection, to truncate its WAL when the writer goes idle (weak: the home
     /// outlives nothing of the store).
     conn: Weak<Mutex<Connection>>,
+    index_dir: PathBuf,
     /// Set when an index change failed after SQLite committed (a failed commit, a full disk):
     /// the index lacks or holds chunks it should not, and is reconciled before it is next
     /// written (`knowledge::ingest::run_quantum`), or on the next open.
@@ -278,7 +279,7 @@ impl WriterHome {
                 tracing::warn!(workspace_id = %self.id, error = %e, "commit of an idle writer failed: index to be reconciled");
                 return Err(e);
             }
-            entry.close()?;
+            entry.close(&self.index_dir)?;
             self.reader.reload()?;
         }
         // The store was written and is idle now: its WAL goes back to nothing (never waiting
@@ -327,9 +328,13 @@ impl WriterSlot {
     }
 
     /// Closes a committed writer: merges its small segments into one
-    /// ([`CLOSE_MERGE_MAX_DOCS`]), then waits for its threads. A failed merge leaves the
-    /// segments as they were (the index is whole either way).
-    fn close(mut self) -> Result<()> {
+    /// ([`CLOSE_MERGE_MAX_DOCS`]), then waits for its threads, then removes the writer's lock
+    /// file (Tantivy leaves it behind; it is made again with the next writer). That is safe
+    /// because one writer at a time ever works on a store's index: the writer slot's lock in
+    /// a process, `data/.lock` across processes (commands without it never open a writer on
+    /// a live store). A failed merge leaves the segments as they were (the index is whole
+    /// either way).
+    fn close(mut self, index_dir: &Path) -> Result<()> {
         let small: Vec<tantivy::index::SegmentId> = self
             .writer
             .index()
@@ -344,6 +349,13 @@ impl WriterSlot {
             }
         }
         self.writer.wait_merging_threads()?;
+        let lock = &tantivy::directory::INDEX_WRITER_LOCK.filepath;
+        match std::fs::remove_file(index_dir.join(lock)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(error = %e, "removing the index writer's lock file failed")
+            }
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -493,6 +505,7 @@ impl Workspace {
             slot: Mutex::new(None),
             reader: reader.clone(),
             conn: Arc::downgrade(&conn),
+            index_dir: index_dir.clone(),
             needs_reconcile: AtomicBool::new(rebuild),
         });
         writers.register(&home);
@@ -1046,7 +1059,7 @@ impl Drop for Workspace {
             if let Some(mut entry) = slot.take() {
                 match entry.commit() {
                     Ok(()) => {
-                        if let Err(e) = entry.close() {
+                        if let Err(e) = entry.close(&self.home.index_dir) {
                             tracing::warn!(workspace_id = %self.id, error = %e, "closing the writer failed");
                         }
                     }
@@ -1214,6 +1227,99 @@ mod tests {
             .expect("index again");
         ws.flush().expect("flush");
         assert_eq!(ws.indexed_chunks(), 2);
+    }
+
+    #[test]
+    fn reads_proceed_while_the_connection_is_held() {
+        let (_tmp, ws) = fresh();
+        ws.conn()
+            .execute(
+                "INSERT INTO workspace_meta (key, value) VALUES ('probe', 'one')",
+                [],
+            )
+            .expect("insert");
+        // Uncontended: the store's own connection, no reader opened.
+        drop(ws.read());
+        assert_eq!(ws.readers_open(), 0);
+        let held = ws.conn();
+        // Two readers hold their connections at once while the store's is held.
+        let go = std::sync::Barrier::new(2);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (ws, tx, go) = (&ws, tx.clone(), &go);
+                    s.spawn(move || {
+                        let r = ws.read();
+                        let v: String = r
+                            .query_row(
+                                "SELECT value FROM workspace_meta WHERE key = 'probe'",
+                                [],
+                                |r| r.get(0),
+                            )
+                            .expect("read");
+                        // Both are inside a read at this point.
+                        go.wait();
+                        tx.send(v).expect("send");
+                    })
+                })
+                .collect();
+            for r in readers {
+                r.join().expect("reader");
+            }
+            let seen: Vec<String> = rx.try_iter().collect();
+            assert_eq!(seen, vec!["one".to_string(), "one".to_string()]);
+        });
+        assert_eq!(ws.readers_open(), READERS);
+        // A write committed on the store's connection is what readers see next.
+        held.execute("UPDATE workspace_meta SET value = 'two' WHERE key = 'probe'", [])
+            .expect("update");
+        let r = ws.read();
+        let v: String = r
+            .query_row("SELECT value FROM workspace_meta WHERE key = 'probe'", [], |r| r.get(0))
+            .expect("read");
+        assert_eq!(v, "two");
+        // Readers never write.
+        assert!(r
+            .execute("DELETE FROM workspace_meta", [])
+            .is_err());
+        drop(r);
+        drop(held);
+        assert_eq!(ws.readers_open(), READERS, "readers are kept, not reopened");
+    }
+
+    #[test]
+    fn an_idle_close_merges_segments_removes_the_lock_and_truncates_the_wal() {
+        let (_tmp, ws) = fresh();
+        for i in 0..5u64 {
+            ws.index_chunk(i, "d", "Title", "", &format!("text number {i}"))
+                .expect("index");
+            ws.commit_index().expect("commit");
+            ws.conn()
+                .execute(
+                    "INSERT INTO workspace_meta (key, value) VALUES (?1, 'x')",
+                    [format!("k{i}")],
+                )
+                .expect("write");
+        }
+        assert!(ws.reader().searcher().segment_readers().len() > 1);
+        let wal = ws.dir().join(format!("{DB_FILE}-wal"));
+        assert!(std::fs::metadata(&wal).expect("wal").len() > 0);
+        assert!(ws.close_writer_if_idle(Duration::ZERO).expect("close"));
+        assert_eq!(ws.reader().searcher().segment_readers().len(), 1);
+        assert_eq!(ws.indexed_chunks(), 5);
+        assert_eq!(std::fs::metadata(&wal).expect("wal").len(), 0);
+        let lock = &tantivy::directory::INDEX_WRITER_LOCK.filepath;
+        assert!(!ws.dir().join(INDEX_DIR).join(lock).exists());
+        // A writer opens again (and the generation payload survived the merge).
+        ws.index_chunk(9, "d", "Title", "", "again").expect("index");
+        ws.flush().expect("flush");
+        assert_eq!(ws.indexed_chunks(), 6);
+        // Closed for good: the WAL file stays (persistent, so reopening creates nothing) and
+        // is empty.
+        let dir = ws.dir().to_path_buf();
+        drop(ws);
+        assert_eq!(std::fs::metadata(dir.join(format!("{DB_FILE}-wal"))).expect("wal").len(), 0);
     }
 
     #[test]
