@@ -76,6 +76,11 @@ pub static MIGRATIONS: &[Migration] = &[
 /// The tokenizer of the full-text fields: lower-cased, English-stemmed.
 pub const TEXT_TOKENIZER: &str = "en_stem";
 
+/// Page size of a new workspace database. 2 KiB rather than SQLite's 4: a workspace has ~40
+/// tables and indexes of at least one page each, most of them small (a 200-chunk workspace is
+/// 12% smaller). Stores made before keep their 4 KiB pages; both read alike.
+const PAGE_SIZE: u32 = 2048;
+
 /// `PRAGMA mmap_size` of a workspace database.
 const MMAP_SIZE: i64 = 1 << 30;
 
@@ -87,6 +92,9 @@ const WRITER_MEMORY: usize = 20_000_000;
 /// (six files) instead of several, and the work stays bounded (at most this many documents
 /// rewritten). Larger segments are left to the merge policy.
 pub const CLOSE_MERGE_MAX_DOCS: u32 = 20_000;
+
+/// Tries of the merge on close while a merge of the policy holds some of the segments.
+const CLOSE_MERGE_ATTEMPTS: u32 = 100;
 
 /// Segments of the same size class that the writer's merge policy lets accumulate before it
 /// merges them while writing (Tantivy's default is 8).
@@ -161,6 +169,12 @@ pub fn create(dir: &Path) -> Result<()> {
     let (schema, _) = index_schema();
     Index::create_in_dir(dir.join(INDEX_DIR), schema)?;
     let mut conn = db::open(&dir.join(DB_FILE), true)?;
+    // The page size is fixed when the first table is written (WAL mode keeps it after).
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = DELETE; PRAGMA page_size = {PAGE_SIZE}; VACUUM; \
+         PRAGMA journal_mode = WAL;"
+    ))?;
+    db::persist_wal(&conn)?;
     db::migrate(&mut conn, MIGRATIONS)?;
     Ok(())
 }
@@ -335,17 +349,26 @@ impl WriterSlot {
     /// a live store). A failed merge leaves the segments as they were (the index is whole
     /// either way).
     fn close(mut self, index_dir: &Path) -> Result<()> {
-        let small: Vec<tantivy::index::SegmentId> = self
-            .writer
-            .index()
-            .searchable_segment_metas()?
-            .iter()
-            .filter(|m| m.num_docs() < CLOSE_MERGE_MAX_DOCS)
-            .map(|m| m.id())
-            .collect();
-        if small.len() > 1 {
-            if let Err(e) = self.writer.merge(&small).wait() {
-                tracing::warn!(error = %e, "merging small segments on close failed");
+        // A merge the policy started may hold some of them: Tantivy refuses to merge those
+        // again, so the attempt is repeated (briefly) until that merge is done.
+        for attempt in 0..CLOSE_MERGE_ATTEMPTS {
+            let small: Vec<tantivy::index::SegmentId> = self
+                .writer
+                .index()
+                .searchable_segment_metas()?
+                .iter()
+                .filter(|m| m.num_docs() < CLOSE_MERGE_MAX_DOCS)
+                .map(|m| m.id())
+                .collect();
+            if small.len() < 2 {
+                break;
+            }
+            match self.writer.merge(&small).wait() {
+                Ok(_) => break,
+                Err(e) if attempt + 1 == CLOSE_MERGE_ATTEMPTS => {
+                    tracing::warn!(error = %e, "merging small segments on close failed")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
         self.writer.wait_merging_threads()?;
@@ -1180,6 +1203,16 @@ mod tests {
     #[test]
     fn a_new_store_is_whole_and_empty() {
         let (_tmp, ws) = fresh();
+        let (page, mode): (u32, String) = ws
+            .conn()
+            .query_row(
+                "SELECT (SELECT page_size FROM pragma_page_size), \
+                        (SELECT journal_mode FROM pragma_journal_mode)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("pragmas");
+        assert_eq!((page, mode.as_str()), (PAGE_SIZE, "wal"));
         let stats = ws.stats().expect("stats");
         assert_eq!((stats.documents, stats.chunks), (0, 0));
         assert!(stats.bytes_on_disk > 0);
