@@ -149,19 +149,19 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
 
     // 3. RSS and fds with `hold` workspaces open.
     trim_heap();
-    let (rss0, fds0) = (rss_kib(), open_fds());
+    let (rss0, fds0, mem0) = (rss_parts(), open_fds(), sqlite_heap());
     let registry = Registry::new(data_dir, hold.max(1), Duration::from_secs(30));
     let mut held: Vec<Handle> = Vec::with_capacity(hold);
     for id in spread(&ids, hold) {
         let h = registry.get(id)?;
-        h.stats()?;
+        touch(&h)?;
         held.push(h);
     }
-    let (rss1, fds1) = (rss_kib(), open_fds());
+    let (rss1, fds1, mem1) = (rss_parts(), open_fds(), sqlite_heap());
     drop(held);
     drop(registry);
     trim_heap();
-    let rss2 = rss_kib();
+    let rss2 = rss_parts();
 
     // 4. Server start time with N workspaces on disk.
     let mut starts = Vec::new();
@@ -170,7 +170,8 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
     }
 
     let ms = |v: f64| format!("{v:.2} ms");
-    let per_ws_rss = (rss1.saturating_sub(rss0)) as f64 / hold.max(1) as f64;
+    let per_ws = |a: u64, b: u64| a.saturating_sub(b) as f64 / hold.max(1) as f64;
+    let per_ws_rss = per_ws(rss1.total(), rss0.total());
     let per_ws_fds = (fds1.saturating_sub(fds0)) as f64 / hold.max(1) as f64;
     let mut t = Table::new(&["measure", "value", "target"]);
     t.row(&["workspaces on disk".into(), n.to_string(), String::new()]);
@@ -219,22 +220,41 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
         String::new(),
     ]);
     t.row(&[
-        format!("RSS with {hold} open"),
-        format!("{:.1} MiB", rss1 as f64 / 1024.0),
+        format!("RSS with {hold} open (anonymous / file-mapped)"),
+        format!(
+            "{:.1} MiB ({:.1} / {:.1})",
+            rss1.total() as f64 / 1024.0,
+            rss1.anon as f64 / 1024.0,
+            rss1.file as f64 / 1024.0
+        ),
         if hold == 1000 {
-            "< 400 MiB".into()
+            "anonymous <= 200 MiB".into()
         } else {
             String::new()
         },
     ]);
     t.row(&[
-        "RSS per open workspace".into(),
-        format!("{per_ws_rss:.0} KiB"),
+        "RSS per open workspace (anonymous / file-mapped)".into(),
+        format!(
+            "{per_ws_rss:.0} KiB ({:.0} / {:.0})",
+            per_ws(rss1.anon, rss0.anon),
+            per_ws(rss1.file, rss0.file)
+        ),
         String::new(),
     ]);
     t.row(&[
-        "RSS after closing all (trimmed)".into(),
-        format!("{:.1} MiB", rss2 as f64 / 1024.0),
+        "SQLite heap per open workspace (page cache, schema, statements)".into(),
+        format!("{:.0} KiB", per_ws(mem1, mem0) / 1024.0),
+        format!("page cache <= {} KiB per connection", crate::workspace::CACHE_KIB),
+    ]);
+    t.row(&[
+        "RSS after closing all (trimmed; anonymous / file-mapped)".into(),
+        format!(
+            "{:.1} MiB ({:.1} / {:.1})",
+            rss2.total() as f64 / 1024.0,
+            rss2.anon as f64 / 1024.0,
+            rss2.file as f64 / 1024.0
+        ),
         String::new(),
     ]);
     t.row(&[
@@ -529,17 +549,69 @@ fn trim_heap() {
     }
 }
 
-/// Resident set size of this process, KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+/// Resident memory of this process by kind, KiB (`/proc/self/status`).
+#[derive(Clone, Copy, Default)]
+struct Rss {
+    /// Heap and other private memory (`RssAnon`).
+    anon: u64,
+    /// Pages of mapped files (`RssFile`: the memory-mapped databases and index files, the
+    /// binary), shared with the OS page cache and reclaimable.
+    file: u64,
+    /// Shared memory (`RssShmem`: SQLite's `-shm` files are mapped, and counted here).
+    shmem: u64,
+}
+
+impl Rss {
+    fn total(&self) -> u64 {
+        self.anon + self.file + self.shmem
+    }
+}
+
+fn rss_parts() -> Rss {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Rss {
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+        shmem: field("RssShmem:"),
+    }
+}
+
+/// Bytes SQLite holds on the heap (page caches, schemas, prepared statements) in this process.
+fn sqlite_heap() -> u64 {
+    // SAFETY: a plain read of SQLite's memory statistics.
+    let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
+    u64::try_from(used).unwrap_or(0)
+}
+
+/// What a search touches in an open store: its counts, its vectors, its full-text reader.
+fn touch(h: &Handle) -> anyhow::Result<()> {
+    h.stats()?;
+    let conn = h.read();
+    let table: String = conn.query_row(
+        "SELECT table_name FROM vector_spaces WHERE state = 'active'",
+        [],
+        |r| r.get(0),
+    )?;
+    let _: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM {table} WHERE chunk_id > 0"),
+        [],
+        |r| r.get(0),
+    )?;
+    let _: i64 = conn.query_row("SELECT sum(length(text)) FROM chunks", [], |r| {
+        Ok(r.get::<_, Option<i64>>(0)?.unwrap_or(0))
+    })?;
+    drop(conn);
+    let searcher = h.reader().searcher();
+    let _ = searcher.search(&tantivy::query::AllQuery, &tantivy::collector::Count)?;
+    Ok(())
 }
 
 fn open_fds() -> usize {

@@ -106,6 +106,12 @@ const MERGE_MIN_SEGMENTS: usize = 4;
 /// `max_open_workspaces × (3 + 2 × READERS)` descriptors for SQLite.
 pub const READERS: usize = 2;
 
+/// `PRAGMA cache_size` of a workspace connection, KiB (SQLite's default is 2,000 KiB per
+/// connection). Reads come through the memory map (`MMAP_SIZE`: the OS page cache, shared and
+/// reclaimable), so the private cache holds mostly pages being written; this bounds the heap a
+/// store can hold to `CACHE_KIB × (1 + READERS)`.
+pub const CACHE_KIB: u32 = 256;
+
 /// `PRAGMA journal_size_limit` of a workspace database: after a checkpoint the WAL file is cut
 /// back to this size instead of keeping its high-water mark.
 const JOURNAL_SIZE_LIMIT: i64 = 256 * 1024;
@@ -479,7 +485,8 @@ impl Workspace {
         // reads keep that (and brute-force KNN) out of pread copies. Address space only: the
         // pages are the OS page cache, shared, not per-connection heap.
         conn.execute_batch(&format!(
-            "PRAGMA mmap_size = {MMAP_SIZE}; PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};"
+            "PRAGMA mmap_size = {MMAP_SIZE}; PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}; \
+             PRAGMA cache_size = -{CACHE_KIB};"
         ))?;
         db::migrate(&mut conn, MIGRATIONS)?;
         // One update hook feeds the state derived from this database: the data version that
@@ -1037,7 +1044,7 @@ fn open_reader(path: &Path) -> Result<Connection> {
     let conn = db::open(path, false)?;
     db::persist_wal(&conn)?;
     conn.execute_batch(&format!(
-        "PRAGMA mmap_size = {MMAP_SIZE}; PRAGMA query_only = 1;"
+        "PRAGMA mmap_size = {MMAP_SIZE}; PRAGMA query_only = 1; PRAGMA cache_size = -{CACHE_KIB};"
     ))?;
     Ok(conn)
 }
