@@ -245,7 +245,10 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
     t.row(&[
         "SQLite heap per open workspace (page cache, schema, statements)".into(),
         format!("{:.0} KiB", per_ws(mem1, mem0) / 1024.0),
-        format!("page cache <= {} KiB per connection", crate::workspace::CACHE_KIB),
+        format!(
+            "page cache <= {} KiB per connection",
+            crate::workspace::CACHE_KIB
+        ),
     ]);
     t.row(&[
         "RSS after closing all (trimmed; anonymous / file-mapped)".into(),
@@ -439,7 +442,11 @@ impl Footprint {
         ]);
         t.row(&[
             "files per workspace (mean / max)".into(),
-            format!("{:.1} / {}", self.files as f64 / n.max(1) as f64, self.max_files),
+            format!(
+                "{:.1} / {}",
+                self.files as f64 / n.max(1) as f64,
+                self.max_files
+            ),
             "<= 12".into(),
         ]);
         for (kind, (files, bytes)) in &self.by_kind {

@@ -650,7 +650,10 @@ fn fail_job(ws: &Workspace, job_id: &str, doc_id: &str, msg: &str) -> Result<()>
              WHERE id = ?1",
             params![job_id, msg, now],
         )?;
-        tx.execute("DELETE FROM document_bodies WHERE document_id = ?1", [doc_id])?;
+        tx.execute(
+            "DELETE FROM document_bodies WHERE document_id = ?1",
+            [doc_id],
+        )?;
         tx.execute(
             "UPDATE documents SET status = 'failed', error = ?2, updated_at = ?3,
                 pending_external_id = NULL WHERE id = ?1",

@@ -1312,17 +1312,22 @@ mod tests {
         });
         assert_eq!(ws.readers_open(), READERS);
         // A write committed on the store's connection is what readers see next.
-        held.execute("UPDATE workspace_meta SET value = 'two' WHERE key = 'probe'", [])
-            .expect("update");
+        held.execute(
+            "UPDATE workspace_meta SET value = 'two' WHERE key = 'probe'",
+            [],
+        )
+        .expect("update");
         let r = ws.read();
         let v: String = r
-            .query_row("SELECT value FROM workspace_meta WHERE key = 'probe'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM workspace_meta WHERE key = 'probe'",
+                [],
+                |r| r.get(0),
+            )
             .expect("read");
         assert_eq!(v, "two");
         // Readers never write.
-        assert!(r
-            .execute("DELETE FROM workspace_meta", [])
-            .is_err());
+        assert!(r.execute("DELETE FROM workspace_meta", []).is_err());
         drop(r);
         drop(held);
         assert_eq!(ws.readers_open(), READERS, "readers are kept, not reopened");
@@ -1359,7 +1364,12 @@ mod tests {
         // is empty.
         let dir = ws.dir().to_path_buf();
         drop(ws);
-        assert_eq!(std::fs::metadata(dir.join(format!("{DB_FILE}-wal"))).expect("wal").len(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.join(format!("{DB_FILE}-wal")))
+                .expect("wal")
+                .len(),
+            0
+        );
     }
 
     #[test]

@@ -80,7 +80,10 @@ async fn a_loaded_idle_workspace_is_small_and_keeps_no_blob_for_text() {
     assert_eq!(job["status"], "succeeded", "{job:?}");
     let dir = s.data_path(&ws);
     let blobs: Vec<String> = files_under(&dir.join("blobs"));
-    assert!(blobs.is_empty(), "text sent as JSON keeps no blob: {blobs:?}");
+    assert!(
+        blobs.is_empty(),
+        "text sent as JSON keeps no blob: {blobs:?}"
+    );
 
     // Idle: the writer is closed by the sweeper, its segments merged into one, the WAL
     // truncated.
@@ -97,11 +100,16 @@ async fn a_loaded_idle_workspace_is_small_and_keeps_no_blob_for_text() {
 
     // Every document is still found, and the uploaded one's original is readable.
     let hits = api
-        .search(&ws, json!({"query": "walrus", "mode": "fulltext", "limit": 50}))
+        .search(
+            &ws,
+            json!({"query": "walrus", "mode": "fulltext", "limit": 50}),
+        )
         .await;
     assert_eq!(hits.len(), 50);
     let docs = api
-        .get(&format!("/v1/workspaces/{ws}/documents?limit=100&offset=100"))
+        .get(&format!(
+            "/v1/workspaces/{ws}/documents?limit=100&offset=100"
+        ))
         .await;
     assert_eq!(docs.body["data"].as_array().map(Vec::len), Some(100));
 }
@@ -112,7 +120,10 @@ async fn an_uploaded_file_keeps_its_blob_and_json_text_has_none() {
     let api = s.api();
     let ws = api.knowledge_workspace("blobs").await;
     let text = api
-        .add_doc(&ws, json!({"title": "t", "text": "json text about walruses"}))
+        .add_doc(
+            &ws,
+            json!({"title": "t", "text": "json text about walruses"}),
+        )
         .await;
     let blobs = s.data_path(&format!("{ws}/blobs"));
     assert!(files_under(&blobs).is_empty());
@@ -126,9 +137,15 @@ async fn an_uploaded_file_keeps_its_blob_and_json_text_has_none() {
         )
         .await;
     assert_eq!(up.status, 201, "{:?}", up.body);
-    assert_eq!(files_under(&blobs).len(), 1, "the upload keeps its original");
+    assert_eq!(
+        files_under(&blobs).len(),
+        1,
+        "the upload keeps its original"
+    );
     for q in ["walruses", "narwhals"] {
-        let hits = api.search(&ws, json!({"query": q, "mode": "fulltext"})).await;
+        let hits = api
+            .search(&ws, json!({"query": q, "mode": "fulltext"}))
+            .await;
         assert_eq!(hits.len(), 1, "{q}");
     }
     // Deleting the uploaded document removes its blob; the text document had none to remove.
@@ -137,7 +154,9 @@ async fn an_uploaded_file_keeps_its_blob_and_json_text_has_none() {
         .await;
     assert_eq!(r.status, 204);
     assert!(files_under(&blobs).is_empty());
-    let r = api.delete(&format!("/v1/workspaces/{ws}/documents/{text}")).await;
+    let r = api
+        .delete(&format!("/v1/workspaces/{ws}/documents/{text}"))
+        .await;
     assert_eq!(r.status, 204);
 }
 
@@ -174,6 +193,7 @@ async fn reopening_after_churn_keeps_data_and_closing_truncates_the_wal() {
     let _ = api
         .search(&spaces[2], json!({"query": "otter", "mode": "fulltext"}))
         .await;
-    let wal = std::fs::metadata(s.data_path(closed).join("workspace.db-wal")).map_or(0, |m| m.len());
+    let wal =
+        std::fs::metadata(s.data_path(closed).join("workspace.db-wal")).map_or(0, |m| m.len());
     assert_eq!(wal, 0, "a closed store's WAL is truncated");
 }
