@@ -158,6 +158,12 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
         held.push(h);
     }
     let (rss1, fds1, mem1) = (rss_parts(), open_fds(), sqlite_heap());
+    // Reads of one hot store from 8 threads: through its one connection, then through
+    // `Workspace::read` (its connection when free, else a read-only one).
+    let hot = held.first().map(|h| -> anyhow::Result<(f64, f64)> {
+        Ok((reads_per_sec(h, 8, false)?, reads_per_sec(h, 8, true)?))
+    });
+    let hot = hot.transpose()?;
     drop(held);
     drop(registry);
     trim_heap();
@@ -260,6 +266,13 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
         ),
         String::new(),
     ]);
+    if let Some((serial, pooled)) = hot {
+        t.row(&[
+            "reads of one store, 8 threads: one connection / read pool".into(),
+            format!("{serial:.0} / {pooled:.0} reads/s"),
+            "pool scales with cores".into(),
+        ]);
+    }
     t.row(&[
         format!("open fds with {hold} open"),
         format!("{fds1} ({fds0} before)"),
@@ -596,6 +609,61 @@ fn sqlite_heap() -> u64 {
     // SAFETY: a plain read of SQLite's memory statistics.
     let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
     u64::try_from(used).unwrap_or(0)
+}
+
+/// Reads per second of `threads` threads for 1 s on one store, each read what a search's
+/// hydration and exact vector search do (a KNN over the active space, then 10 chunks' text),
+/// through the store's connection (`pooled` false) or [`crate::workspace::Workspace::read`].
+fn reads_per_sec(h: &Handle, threads: usize, pooled: bool) -> anyhow::Result<f64> {
+    let (table, dim): (String, i64) = h.conn().query_row(
+        "SELECT table_name, dim FROM vector_spaces WHERE state = 'active'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let query: Vec<u8> = (0..dim)
+        .flat_map(|i| ((i % 7) as f32 / 7.0 - 0.4).to_le_bytes())
+        .collect();
+    let knn = format!(
+        "SELECT chunk_id FROM {table} WHERE embedding MATCH ?1 AND k = 10 ORDER BY distance"
+    );
+    let read = |conn: &rusqlite::Connection| -> anyhow::Result<()> {
+        let ids: Vec<i64> = conn
+            .prepare_cached(&knn)?
+            .query_map([&query], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let json = serde_json::to_string(&ids)?;
+        let _: i64 = conn
+            .prepare_cached(
+                "SELECT count(length(c.text)) FROM json_each(?1) j CROSS JOIN chunks c ON c.id = j.value",
+            )?
+            .query_row([json], |r| r.get(0))?;
+        Ok(())
+    };
+    let stop = Instant::now() + Duration::from_secs(1);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<()> {
+                    while Instant::now() < stop {
+                        if pooled {
+                            read(&h.read())?;
+                        } else {
+                            read(&h.conn())?;
+                        }
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("reader thread panicked")))?;
+        }
+        Ok(())
+    })?;
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64)
 }
 
 /// What a search touches in an open store: its counts, its vectors, its full-text reader.

@@ -789,6 +789,8 @@ struct QueuedJob {
     /// The uploaded file's name: the title of last resort.
     source_name: Option<String>,
     byte_size: i64,
+    /// The document's own vector, waiting in `document_bodies` (older jobs: in the payload).
+    embedding: Option<Vec<u8>>,
 }
 
 impl QueuedJob {
@@ -803,6 +805,7 @@ impl QueuedJob {
             title: r.get("title")?,
             source_name: r.get("source_name")?,
             byte_size: r.get("byte_size")?,
+            embedding: r.get("embedding")?,
         })
     }
 }
@@ -812,8 +815,9 @@ fn queued_jobs(ws: &Workspace) -> Result<Vec<QueuedJob>> {
     let conn = ws.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT j.id, j.document_id, j.payload, d.mime_type, d.content_hash,
-                d.pending_external_id, d.title, d.source_name, d.byte_size
+                d.pending_external_id, d.title, d.source_name, d.byte_size, b.embedding
          FROM jobs j JOIN documents d ON d.id = j.document_id
+         LEFT JOIN document_bodies b ON b.document_id = d.id
          WHERE j.kind = 'ingest' AND j.status IN {UNFINISHED_JOBS_SQL} AND j.phase = 'queued'
          ORDER BY j.id LIMIT ?1"
     ))?;
@@ -934,7 +938,11 @@ fn prepare(
     written: usize,
     embedder: &EmbedderConfig,
 ) -> std::result::Result<Prepared, String> {
-    let embedding = own_embedding(&job.payload);
+    let embedding = job
+        .embedding
+        .as_deref()
+        .map(vectors::from_blob)
+        .or_else(|| own_embedding(&job.payload));
     let prepared = outcome.and_then(|(extracted_title, chunks)| {
         let title = document_title(&job.title, extracted_title, job.source_name.as_deref());
         let chunks = if embedding.is_some() || embedder.is_user_provided() {
@@ -977,7 +985,8 @@ fn document_title(given: &str, extracted: Option<String>, file_name: Option<&str
     t
 }
 
-/// The vector a job's payload brings for its document (user-provided embedders).
+/// The vector the payload of a job queued before issue 16 brings for its document
+/// (user-provided embedders); newer ones wait in `document_bodies`.
 fn own_embedding(payload: &str) -> Option<Vec<f32>> {
     let payload: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
     payload

@@ -129,7 +129,9 @@ pub fn read_blob(ws: &Workspace, hash: &str) -> Result<Vec<u8>> {
 /// The text of a document sent as text and not yet indexed (`document_bodies`), if it has one.
 pub fn inline_body(conn: &Connection, document_id: &str) -> Result<Option<Vec<u8>>> {
     Ok(conn
-        .prepare_cached("SELECT body FROM document_bodies WHERE document_id = ?1")?
+        .prepare_cached(
+            "SELECT body FROM document_bodies WHERE document_id = ?1 AND body IS NOT NULL",
+        )?
         .query_row([document_id], |r| r.get(0))
         .optional()?)
 }
@@ -239,7 +241,9 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
     let id = crate::ids::new_id().to_string();
     let job_id = crate::ids::new_id().to_string();
     let now = db::now();
-    let payload = serde_json::json!({ "embedding": new.embedding });
+    // The document's own vector waits with its text (`document_bodies`), not in the job's
+    // payload: a 5 KB JSON payload, cleared later, left near-empty pages behind.
+    let payload = "{}";
     let mut conn = ws.conn();
     let tx = conn.transaction()?;
     tx.execute(
@@ -260,10 +264,12 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
             DocumentStatus::Pending,
         ],
     )?;
-    if inline {
+    let embedding = new.embedding.as_deref().map(vectors::to_blob);
+    if inline || embedding.is_some() {
+        let body = inline.then_some(&new.bytes);
         tx.execute(
-            "INSERT INTO document_bodies (document_id, body) VALUES (?1, ?2)",
-            params![id, new.bytes],
+            "INSERT INTO document_bodies (document_id, body, embedding) VALUES (?1, ?2, ?3)",
+            params![id, body, embedding],
         )?;
     }
     tx.execute(
@@ -272,7 +278,7 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
         params![
             job_id,
             id,
-            payload.to_string(),
+            payload,
             now,
             JobKind::Ingest,
             JobStatus::Queued,

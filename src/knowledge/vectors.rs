@@ -113,6 +113,13 @@ pub fn to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The vector of a [`to_blob`] blob (trailing bytes short of a float are ignored).
+pub fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 /// Stores (or replaces) the vector of a chunk, and its code (`vector_codes`).
 pub fn put(conn: &Connection, space: &Space, chunk_id: i64, v: &[f32]) -> Result<()> {
     let table = &space.table;

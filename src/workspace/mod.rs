@@ -177,8 +177,8 @@ pub fn create(dir: &Path) -> Result<()> {
     let mut conn = db::open(&dir.join(DB_FILE), true)?;
     // The page size is fixed when the first table is written (WAL mode keeps it after).
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = DELETE; PRAGMA page_size = {PAGE_SIZE}; VACUUM; \
-         PRAGMA journal_mode = WAL;"
+        "PRAGMA journal_mode = DELETE; PRAGMA page_size = {PAGE_SIZE}; \
+         PRAGMA auto_vacuum = INCREMENTAL; VACUUM; PRAGMA journal_mode = WAL;"
     ))?;
     db::persist_wal(&conn)?;
     db::migrate(&mut conn, MIGRATIONS)?;
@@ -313,8 +313,11 @@ impl WriterHome {
     }
 }
 
-/// Checkpoints the WAL into the database and truncates it to nothing.
+/// Gives the database's free pages back to the file system (databases made with
+/// `auto_vacuum = INCREMENTAL`; a no-op for older ones), checkpoints the WAL into the database
+/// and truncates it to nothing.
 fn truncate_wal(conn: &Connection) -> Result<()> {
+    conn.execute_batch("PRAGMA incremental_vacuum;")?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok(())
 }
@@ -1220,6 +1223,11 @@ mod tests {
             )
             .expect("pragmas");
         assert_eq!((page, mode.as_str()), (PAGE_SIZE, "wal"));
+        let vacuum: i64 = ws
+            .conn()
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .expect("auto_vacuum");
+        assert_eq!(vacuum, 2, "incremental");
         let stats = ws.stats().expect("stats");
         assert_eq!((stats.documents, stats.chunks), (0, 0));
         assert!(stats.bytes_on_disk > 0);
