@@ -136,6 +136,39 @@ pub fn inline_body(conn: &Connection, document_id: &str) -> Result<Option<Vec<u8
         .optional()?)
 }
 
+/// The text (`document_bodies`) of a document not yet indexed whose content hash is `hash`:
+/// what an archive carries as that document's blob.
+pub fn pending_text(conn: &Connection, hash: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT b.body FROM document_bodies b JOIN documents d ON d.id = b.document_id
+             WHERE d.content_hash = ?1 AND b.body IS NOT NULL LIMIT 1",
+        )?
+        .query_row([hash], |r| r.get(0))
+        .optional()?)
+}
+
+/// Writes the vectors waiting in `document_bodies` into their queued jobs' payloads (the
+/// form jobs had before issue 16, which ingestion still reads): for a snapshot an archive is
+/// written from, whose tables do not include `document_bodies`.
+pub fn pending_vectors_to_payloads(conn: &Connection) -> Result<()> {
+    let pending: Vec<(String, Vec<u8>)> = {
+        let mut stmt = conn.prepare(
+            "SELECT document_id, embedding FROM document_bodies WHERE embedding IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (doc, blob) in pending {
+        let payload = serde_json::json!({ "embedding": vectors::from_blob(&blob) });
+        conn.execute(
+            "UPDATE jobs SET payload = ?2 WHERE document_id = ?1 AND kind = 'ingest'",
+            params![doc, payload.to_string()],
+        )?;
+    }
+    Ok(())
+}
+
 /// Removes blobs that no document refers to any more.
 pub fn collect_blobs(ws: &Workspace, hashes: &[String]) {
     for h in hashes {

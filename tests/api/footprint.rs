@@ -197,3 +197,53 @@ async fn reopening_after_churn_keeps_data_and_closing_truncates_the_wal() {
         std::fs::metadata(s.data_path(closed).join("workspace.db-wal")).map_or(0, |m| m.len());
     assert_eq!(wal, 0, "a closed store's WAL is truncated");
 }
+
+#[tokio::test]
+async fn an_export_carries_the_text_and_vector_of_documents_not_yet_indexed() {
+    // No job workers: the documents stay queued, their text and vector in `document_bodies`.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = TestServer::start_with(Options::on(tmp.path(), 0));
+    let api = a.api();
+    let org = api.create_org("pending").await;
+    let ws = api.create_workspace(&org, "pending").await;
+    let r = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/workspaces/{ws}/embedder"),
+            Some(json!({"kind": "user-provided", "dimension": DIM})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    api.queue_document(&ws, doc(1)).await;
+    let bytes = crate::durability::export_bytes(&a, &ws).await;
+    a.stop();
+
+    let b = TestServer::start();
+    let api = b.api();
+    let org = api.create_org("target").await;
+    let (status, body) = crate::durability::import_bytes(&b, &org, bytes, "").await;
+    assert_eq!(status, 201, "{body:?}");
+    let copy = body["id"].as_str().expect("id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let hits = api
+            .search(&copy, json!({"query": "walrus", "mode": "fulltext"}))
+            .await;
+        if hits.len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the imported document was never indexed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its own vector came along: vector search finds it by that vector.
+    let hits = api
+        .search(
+            &copy,
+            json!({"query": "walrus", "mode": "vector", "vector": vector(1)}),
+        )
+        .await;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+}
