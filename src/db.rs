@@ -60,6 +60,28 @@ pub fn open(path: &Path, create: bool) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Keeps the database's `-wal` and `-shm` files when its last connection closes (the WAL
+/// checkpointed and truncated to zero bytes instead of deleted). Reopening then creates no
+/// file: creating and deleting the two files on every open and close was most of a cold
+/// open's time, and all of its tail.
+pub fn persist_wal(conn: &Connection) -> Result<()> {
+    let mut on: std::os::raw::c_int = 1;
+    // SAFETY: a live connection handle, a NUL-terminated schema name, and the `int*` argument
+    // SQLITE_FCNTL_PERSIST_WAL takes.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&mut on as *mut std::os::raw::c_int).cast(),
+        )
+    };
+    if rc != rusqlite::ffi::SQLITE_OK {
+        return Err(Error::internal(format!("persistent WAL refused ({rc})")));
+    }
+    Ok(())
+}
+
 /// Applies every migration newer than the database's `user_version`, each in its own
 /// transaction, and records it in `schema_migrations`. Fast when nothing is pending: one pragma.
 pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<()> {

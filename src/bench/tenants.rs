@@ -39,6 +39,21 @@ pub struct Args {
     /// Keep the benchmark's data directory instead of removing it.
     #[arg(long)]
     pub keep: bool,
+    /// Load each workspace like the issue-16 corpus instead of raw rows: this many documents
+    /// of `--words` words, one chunk each, with user-provided vectors of `--dim` dimensions,
+    /// through `Knowledge::add_document` and the job scheduler (the API's path).
+    #[arg(long, default_value_t = 0)]
+    pub docs: usize,
+    /// Words per document of `--docs`.
+    #[arg(long, default_value_t = 80)]
+    pub words: usize,
+    /// Dimension of the user-provided vectors of `--docs`.
+    #[arg(long, default_value_t = 256)]
+    pub dim: usize,
+    /// With `--docs`: run the jobs after every this many documents (1: as one HTTP request per
+    /// document with `?wait=true` does; each is its own index commit).
+    #[arg(long, default_value_t = 1)]
+    pub jobs_every: usize,
 }
 
 pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
@@ -101,11 +116,16 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
     let create_secs = started.elapsed().as_secs_f64();
     println!("  created {n} workspaces in {create_secs:.1} s");
     let started = Instant::now();
-    parallel(n, threads, |i| seed(&app.registry().get(ids[i])?, a.rows))?;
+    if a.docs > 0 {
+        parallel(n, threads, |i| load_corpus(&app, ids[i], i as u64, a))?;
+    } else {
+        parallel(n, threads, |i| seed(&app.registry().get(ids[i])?, a.rows))?;
+    }
     let seed_secs = started.elapsed().as_secs_f64();
     println!("  seeded them in {seed_secs:.1} s");
     app.shutdown();
     drop(app);
+    let disk = Footprint::of_workspaces(data_dir, &ids)?;
 
     // 2. Cold and warm opens, through a registry of our own.
     let picks: Vec<Uuid> = spread(&ids, sample);
@@ -117,6 +137,9 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
         cold.push(timed_open(&registry, *id)?);
         registry.remove(*id);
     }
+    drop(registry);
+    // A registry of its own: `remove` left tombstones in the first one.
+    let registry = Registry::new(data_dir, sample.max(1) + 1, Duration::from_secs(30));
     let mut warm = Vec::with_capacity(picks.len());
     for id in &picks {
         warm.push(timed_open(&registry, *id)?);
@@ -126,19 +149,25 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
 
     // 3. RSS and fds with `hold` workspaces open.
     trim_heap();
-    let (rss0, fds0) = (rss_kib(), open_fds());
+    let (rss0, fds0, mem0) = (rss_parts(), open_fds(), sqlite_heap());
     let registry = Registry::new(data_dir, hold.max(1), Duration::from_secs(30));
     let mut held: Vec<Handle> = Vec::with_capacity(hold);
     for id in spread(&ids, hold) {
         let h = registry.get(id)?;
-        h.stats()?;
+        touch(&h)?;
         held.push(h);
     }
-    let (rss1, fds1) = (rss_kib(), open_fds());
+    let (rss1, fds1, mem1) = (rss_parts(), open_fds(), sqlite_heap());
+    // Reads of one hot store from 8 threads: through its one connection, then through
+    // `Workspace::read` (its connection when free, else a read-only one).
+    let hot = held.first().map(|h| -> anyhow::Result<(f64, f64)> {
+        Ok((reads_per_sec(h, 8, false)?, reads_per_sec(h, 8, true)?))
+    });
+    let hot = hot.transpose()?;
     drop(held);
     drop(registry);
     trim_heap();
-    let rss2 = rss_kib();
+    let rss2 = rss_parts();
 
     // 4. Server start time with N workspaces on disk.
     let mut starts = Vec::new();
@@ -147,7 +176,8 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
     }
 
     let ms = |v: f64| format!("{v:.2} ms");
-    let per_ws_rss = (rss1.saturating_sub(rss0)) as f64 / hold.max(1) as f64;
+    let per_ws = |a: u64, b: u64| a.saturating_sub(b) as f64 / hold.max(1) as f64;
+    let per_ws_rss = per_ws(rss1.total(), rss0.total());
     let per_ws_fds = (fds1.saturating_sub(fds0)) as f64 / hold.max(1) as f64;
     let mut t = Table::new(&["measure", "value", "target"]);
     t.row(&["workspaces on disk".into(), n.to_string(), String::new()]);
@@ -156,11 +186,20 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
         format!("{:.0} workspaces/s", n as f64 / create_secs),
         String::new(),
     ]);
+    let seeded = if a.docs > 0 {
+        format!(
+            "loading rate ({} documents x {} words, {}-dim vectors, jobs every {})",
+            a.docs, a.words, a.dim, a.jobs_every
+        )
+    } else {
+        format!("seeding rate ({} rows indexed + committed)", a.rows)
+    };
     t.row(&[
-        format!("seeding rate ({} rows indexed + committed)", a.rows),
+        seeded,
         format!("{:.0} workspaces/s", n as f64 / seed_secs),
         String::new(),
     ]);
+    disk.rows(&mut t, n);
     let cold_label = if dropped_cache {
         "cold open p50 (page cache dropped)"
     } else {
@@ -187,24 +226,53 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
         String::new(),
     ]);
     t.row(&[
-        format!("RSS with {hold} open"),
-        format!("{:.1} MiB", rss1 as f64 / 1024.0),
+        format!("RSS with {hold} open (anonymous / file-mapped)"),
+        format!(
+            "{:.1} MiB ({:.1} / {:.1})",
+            rss1.total() as f64 / 1024.0,
+            rss1.anon as f64 / 1024.0,
+            rss1.file as f64 / 1024.0
+        ),
         if hold == 1000 {
-            "< 400 MiB".into()
+            "anonymous <= 200 MiB".into()
         } else {
             String::new()
         },
     ]);
     t.row(&[
-        "RSS per open workspace".into(),
-        format!("{per_ws_rss:.0} KiB"),
+        "RSS per open workspace (anonymous / file-mapped)".into(),
+        format!(
+            "{per_ws_rss:.0} KiB ({:.0} / {:.0})",
+            per_ws(rss1.anon, rss0.anon),
+            per_ws(rss1.file, rss0.file)
+        ),
         String::new(),
     ]);
     t.row(&[
-        "RSS after closing all (trimmed)".into(),
-        format!("{:.1} MiB", rss2 as f64 / 1024.0),
+        "SQLite heap per open workspace (page cache, schema, statements)".into(),
+        format!("{:.0} KiB", per_ws(mem1, mem0) / 1024.0),
+        format!(
+            "page cache <= {} KiB per connection",
+            crate::workspace::CACHE_KIB
+        ),
+    ]);
+    t.row(&[
+        "RSS after closing all (trimmed; anonymous / file-mapped)".into(),
+        format!(
+            "{:.1} MiB ({:.1} / {:.1})",
+            rss2.total() as f64 / 1024.0,
+            rss2.anon as f64 / 1024.0,
+            rss2.file as f64 / 1024.0
+        ),
         String::new(),
     ]);
+    if let Some((serial, pooled)) = hot {
+        t.row(&[
+            "reads of one store, 8 threads: one connection / read pool".into(),
+            format!("{serial:.0} / {pooled:.0} reads/s"),
+            "pool scales with cores".into(),
+        ]);
+    }
     t.row(&[
         format!("open fds with {hold} open"),
         format!("{fds1} ({fds0} before)"),
@@ -270,6 +338,142 @@ fn parallel<T: Send>(
     }
     all.sort_by_key(|(i, _)| *i);
     Ok(all.into_iter().map(|(_, t)| t).collect())
+}
+
+/// Loads workspace `ws` like the issue-16 corpus: a user-provided embedder of `a.dim`
+/// dimensions, then `a.docs` one-chunk documents of `a.words` words with their vectors, through
+/// `Knowledge::add_document`, running the jobs every `a.jobs_every` documents.
+fn load_corpus(app: &App, ws: Uuid, seed: u64, a: &Args) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    use serde_json::json;
+    const WORDS: &[&str] = &[
+        "tenant", "index", "vector", "search", "store", "query", "shard", "merge", "segment",
+        "commit", "page", "cache", "open", "close", "write", "read", "token", "chunk", "model",
+        "embed", "score", "rank", "filter", "field", "term", "phrase", "batch", "job", "queue",
+        "disk", "memory", "thread", "lock", "file", "blob", "table", "row", "column", "schema",
+        "latency",
+    ];
+    let ctx = app.identity().operator_workspace(ws)?;
+    app.knowledge().set_embedder(
+        &ctx,
+        crate::knowledge::EmbedderConfig::UserProvided { dimension: a.dim },
+    )?;
+    let permit = app.knowledge().ingest_permit(&ctx)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for d in 0..a.docs {
+        let text: Vec<String> = (0..a.words)
+            .map(|w| {
+                let word = WORDS[rng.random_range(0..WORDS.len())];
+                format!("{word}{}", (w * 7 + d) % 50)
+            })
+            .collect();
+        let mut v: Vec<f32> = (0..a.dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+        v.iter_mut().for_each(|x| *x /= norm);
+        app.knowledge().add_document(
+            &permit,
+            crate::knowledge::service::DocumentInput {
+                bytes: text.join(" ").into_bytes(),
+                title: Some(format!("Document {d}")),
+                metadata: Some(json!({"n": d})),
+                embedding: Some(v),
+                is_text: true,
+                ..Default::default()
+            },
+        )?;
+        if (d + 1) % a.jobs_every.max(1) == 0 || d + 1 == a.docs {
+            app.knowledge().run_jobs_until_idle(|| {});
+        }
+    }
+    Ok(())
+}
+
+/// Files and bytes of the workspaces' folders after loading, by kind.
+#[derive(Default)]
+struct Footprint {
+    files: u64,
+    max_files: u64,
+    /// Apparent sizes (file lengths).
+    bytes: u64,
+    /// Allocated blocks (what `du` counts).
+    allocated: u64,
+    by_kind: std::collections::BTreeMap<&'static str, (u64, u64)>,
+}
+
+impl Footprint {
+    fn of_workspaces(data_dir: &Path, ids: &[Uuid]) -> anyhow::Result<Footprint> {
+        use std::os::unix::fs::MetadataExt;
+        let mut fp = Footprint::default();
+        for id in ids {
+            let root = crate::workspace::dir_of(data_dir, *id);
+            let mut files = 0;
+            let mut stack = vec![root.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d)? {
+                    let e = e?;
+                    let m = e.metadata()?;
+                    if m.is_dir() {
+                        stack.push(e.path());
+                        continue;
+                    }
+                    files += 1;
+                    fp.bytes += m.len();
+                    fp.allocated += m.blocks() * 512;
+                    let rel = e.path();
+                    let rel = rel.strip_prefix(&root).unwrap_or(&rel);
+                    let name = rel.to_string_lossy();
+                    let kind = if name.starts_with("index") {
+                        "index/"
+                    } else if name.starts_with("blobs") {
+                        "blobs/"
+                    } else if name.ends_with("-wal") {
+                        "workspace.db-wal"
+                    } else if name.ends_with("-shm") {
+                        "workspace.db-shm"
+                    } else if name == crate::workspace::DB_FILE {
+                        "workspace.db"
+                    } else {
+                        "other"
+                    };
+                    let k = fp.by_kind.entry(kind).or_default();
+                    k.0 += 1;
+                    k.1 += m.len();
+                }
+            }
+            fp.files += files;
+            fp.max_files = fp.max_files.max(files);
+        }
+        Ok(fp)
+    }
+
+    fn rows(&self, t: &mut Table, n: usize) {
+        let kib = |b: u64| format!("{:.1} KiB", b as f64 / 1024.0 / n.max(1) as f64);
+        t.row(&[
+            "disk per workspace (apparent / allocated)".into(),
+            format!("{} / {}", kib(self.bytes), kib(self.allocated)),
+            "<= 340 KiB".into(),
+        ]);
+        t.row(&[
+            "files per workspace (mean / max)".into(),
+            format!(
+                "{:.1} / {}",
+                self.files as f64 / n.max(1) as f64,
+                self.max_files
+            ),
+            "<= 12".into(),
+        ]);
+        for (kind, (files, bytes)) in &self.by_kind {
+            t.row(&[
+                format!("  {kind} per workspace"),
+                format!(
+                    "{:.1} files, {}",
+                    *files as f64 / n.max(1) as f64,
+                    kib(*bytes)
+                ),
+                String::new(),
+            ]);
+        }
+    }
 }
 
 /// Writes `rows` documents with one chunk each, indexed in Tantivy and committed.
@@ -365,17 +569,124 @@ fn trim_heap() {
     }
 }
 
-/// Resident set size of this process, KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+/// Resident memory of this process by kind, KiB (`/proc/self/status`).
+#[derive(Clone, Copy, Default)]
+struct Rss {
+    /// Heap and other private memory (`RssAnon`).
+    anon: u64,
+    /// Pages of mapped files (`RssFile`: the memory-mapped databases and index files, the
+    /// binary), shared with the OS page cache and reclaimable.
+    file: u64,
+    /// Shared memory (`RssShmem`: SQLite's `-shm` files are mapped, and counted here).
+    shmem: u64,
+}
+
+impl Rss {
+    fn total(&self) -> u64 {
+        self.anon + self.file + self.shmem
+    }
+}
+
+fn rss_parts() -> Rss {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Rss {
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+        shmem: field("RssShmem:"),
+    }
+}
+
+/// Bytes SQLite holds on the heap (page caches, schemas, prepared statements) in this process.
+fn sqlite_heap() -> u64 {
+    // SAFETY: a plain read of SQLite's memory statistics.
+    let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
+    u64::try_from(used).unwrap_or(0)
+}
+
+/// Reads per second of `threads` threads for 1 s on one store, each read what a search's
+/// hydration and exact vector search do (a KNN over the active space, then 10 chunks' text),
+/// through the store's connection (`pooled` false) or [`crate::workspace::Workspace::read`].
+fn reads_per_sec(h: &Handle, threads: usize, pooled: bool) -> anyhow::Result<f64> {
+    let (table, dim): (String, i64) = h.conn().query_row(
+        "SELECT table_name, dim FROM vector_spaces WHERE state = 'active'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let query: Vec<u8> = (0..dim)
+        .flat_map(|i| ((i % 7) as f32 / 7.0 - 0.4).to_le_bytes())
+        .collect();
+    let knn = format!(
+        "SELECT chunk_id FROM {table} WHERE embedding MATCH ?1 AND k = 10 ORDER BY distance"
+    );
+    let read = |conn: &rusqlite::Connection| -> anyhow::Result<()> {
+        let ids: Vec<i64> = conn
+            .prepare_cached(&knn)?
+            .query_map([&query], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let json = serde_json::to_string(&ids)?;
+        let _: i64 = conn
+            .prepare_cached(
+                "SELECT count(length(c.text)) FROM json_each(?1) j CROSS JOIN chunks c ON c.id = j.value",
+            )?
+            .query_row([json], |r| r.get(0))?;
+        Ok(())
+    };
+    let stop = Instant::now() + Duration::from_secs(1);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<()> {
+                    while Instant::now() < stop {
+                        if pooled {
+                            read(&h.read())?;
+                        } else {
+                            read(&h.conn())?;
+                        }
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("reader thread panicked")))?;
+        }
+        Ok(())
+    })?;
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64)
+}
+
+/// What a search touches in an open store: its counts, its vectors, its full-text reader.
+fn touch(h: &Handle) -> anyhow::Result<()> {
+    h.stats()?;
+    let conn = h.read();
+    let table: String = conn.query_row(
+        "SELECT table_name FROM vector_spaces WHERE state = 'active'",
+        [],
+        |r| r.get(0),
+    )?;
+    let _: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM {table} WHERE chunk_id > 0"),
+        [],
+        |r| r.get(0),
+    )?;
+    let _: i64 = conn.query_row("SELECT sum(length(text)) FROM chunks", [], |r| {
+        Ok(r.get::<_, Option<i64>>(0)?.unwrap_or(0))
+    })?;
+    drop(conn);
+    let searcher = h.reader().searcher();
+    let _ = searcher.search(&tantivy::query::AllQuery, &tantivy::collector::Count)?;
+    Ok(())
 }
 
 fn open_fds() -> usize {

@@ -162,6 +162,7 @@ pub fn export_store(data_dir: &Path, record: &WorkspaceRecord, ws: &Workspace) -
         let conn = ws.conn();
         snapshot_db(&conn, &snap)?;
         let snap_conn = crate::db::open(&snap, false)?;
+        crate::knowledge::store::pending_vectors_to_payloads(&snap_conn)?;
         let mut stmt = snap_conn
             .prepare("SELECT DISTINCT content_hash FROM documents ORDER BY content_hash")?;
         let hashes = stmt
@@ -177,7 +178,21 @@ pub fn export_store(data_dir: &Path, record: &WorkspaceRecord, ws: &Workspace) -
             let dst = blob_dir.join(&h);
             match std::fs::hard_link(&src, &dst) {
                 Ok(()) => blobs.push(h),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(h),
+                // Text sent as such has no blob; while not yet indexed its text waits in the
+                // database, and the archive carries it as the blob it stands for.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    match crate::knowledge::store::pending_text(&snap_conn, &h)? {
+                        Some(bytes) => {
+                            let mut f = crate::perms::private_file_options()
+                                .write(true)
+                                .create_new(true)
+                                .open(&dst)?;
+                            f.write_all(&bytes)?;
+                            blobs.push(h);
+                        }
+                        None => missing.push(h),
+                    }
+                }
                 Err(_) => {
                     std::fs::copy(&src, &dst)?;
                     blobs.push(h);

@@ -646,8 +646,13 @@ fn fail_job(ws: &Workspace, job_id: &str, doc_id: &str, msg: &str) -> Result<()>
     let now = db::now();
     let fail = |tx: &rusqlite::Connection| -> Result<()> {
         tx.execute(
-            "UPDATE jobs SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
+            "UPDATE jobs SET status = 'failed', error = ?2, finished_at = ?3, payload = '{}'
+             WHERE id = ?1",
             params![job_id, msg, now],
+        )?;
+        tx.execute(
+            "DELETE FROM document_bodies WHERE document_id = ?1",
+            [doc_id],
         )?;
         tx.execute(
             "UPDATE documents SET status = 'failed', error = ?2, updated_at = ?3,
@@ -784,6 +789,8 @@ struct QueuedJob {
     /// The uploaded file's name: the title of last resort.
     source_name: Option<String>,
     byte_size: i64,
+    /// The document's own vector, waiting in `document_bodies` (older jobs: in the payload).
+    embedding: Option<Vec<u8>>,
 }
 
 impl QueuedJob {
@@ -798,6 +805,7 @@ impl QueuedJob {
             title: r.get("title")?,
             source_name: r.get("source_name")?,
             byte_size: r.get("byte_size")?,
+            embedding: r.get("embedding")?,
         })
     }
 }
@@ -807,8 +815,9 @@ fn queued_jobs(ws: &Workspace) -> Result<Vec<QueuedJob>> {
     let conn = ws.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT j.id, j.document_id, j.payload, d.mime_type, d.content_hash,
-                d.pending_external_id, d.title, d.source_name, d.byte_size
+                d.pending_external_id, d.title, d.source_name, d.byte_size, b.embedding
          FROM jobs j JOIN documents d ON d.id = j.document_id
+         LEFT JOIN document_bodies b ON b.document_id = d.id
          WHERE j.kind = 'ingest' AND j.status IN {UNFINISHED_JOBS_SQL} AND j.phase = 'queued'
          ORDER BY j.id LIMIT ?1"
     ))?;
@@ -860,6 +869,9 @@ fn extract_job(
         params![job.job_id, db::now()],
     )?;
     let path = store::blob_path(ws, &job.hash);
+    // A document sent as text waits in the database, not in a blob (it is never over
+    // `INLINE_MAX_BYTES`, so never extracted in the background, which reads files).
+    let inline = store::inline_body(&ws.conn(), &job.doc_id)?;
     let format = match Format::from_mime(&job.mime) {
         Some(f) => f,
         None => {
@@ -873,6 +885,9 @@ fn extract_job(
         // Queued for a background slot (in the fair order of orgs).
         bg.start(rt.org, key, format, path, *limits);
         return Ok(Extracted::Later);
+    }
+    if let Some(bytes) = inline {
+        return Ok(extract_inline(rt, key, format, path, &bytes, limits, left));
     }
     match std::fs::read(&path) {
         Err(e) => Ok(Extracted::Ready(
@@ -923,7 +938,11 @@ fn prepare(
     written: usize,
     embedder: &EmbedderConfig,
 ) -> std::result::Result<Prepared, String> {
-    let embedding = own_embedding(&job.payload);
+    let embedding = job
+        .embedding
+        .as_deref()
+        .map(vectors::from_blob)
+        .or_else(|| own_embedding(&job.payload));
     let prepared = outcome.and_then(|(extracted_title, chunks)| {
         let title = document_title(&job.title, extracted_title, job.source_name.as_deref());
         let chunks = if embedding.is_some() || embedder.is_user_provided() {
@@ -970,7 +989,8 @@ pub(super) fn document_title(
     t
 }
 
-/// The vector a job's payload brings for its document (user-provided embedders).
+/// The vector the payload of a job queued before issue 16 brings for its document
+/// (user-provided embedders); newer ones wait in `document_bodies`.
 fn own_embedding(payload: &str) -> Option<Vec<f32>> {
     let payload: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
     payload
@@ -1162,9 +1182,15 @@ fn write_piece(ws: &Workspace, docs: &VecDeque<Prepared>, slices: &[Slice]) -> R
                     // Not acknowledged yet: the job leaves this phase once the full-text
                     // commit below succeeded (`complete_fulltext_jobs`), so a job never
                     // succeeds with a document that full-text search cannot find.
+                    // The chunks (and the vector) now hold what the job brought: its text
+                    // and its payload's vector go.
                     tx.execute(
-                        "UPDATE jobs SET phase = ?2, progress = 0.5 WHERE id = ?1",
+                        "UPDATE jobs SET phase = ?2, progress = 0.5, payload = '{}' WHERE id = ?1",
                         params![p.job_id, FULLTEXT_PHASE],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM document_bodies WHERE document_id = ?1",
+                        [&p.doc_id],
                     )?;
                 } else {
                     // Written in part: searches skip documents that are not `indexed`.
@@ -1637,6 +1663,7 @@ mod tests {
                 external_id: None,
                 source_name: None,
                 embedding: None,
+                is_text: false,
             },
         )
         .expect("add");

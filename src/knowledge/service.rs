@@ -421,6 +421,7 @@ impl Knowledge {
             external_id: input.external_id,
             source_name: input.file_name,
             embedding: input.embedding,
+            is_text: input.is_text,
         })
     }
 

@@ -29,7 +29,15 @@ pub struct NewDocument {
     pub source_name: Option<String>,
     /// A user-provided vector (workspaces whose embedder is `user-provided`).
     pub embedding: Option<Vec<f32>>,
+    /// Text sent as such (a JSON body), not an uploaded file: it has no original worth keeping
+    /// once its chunks hold it, so it waits in `document_bodies` (up to
+    /// [`INLINE_BODY_MAX_BYTES`]) instead of a blob file.
+    pub is_text: bool,
 }
+
+/// The largest text kept in the database until indexed rather than in a blob (the inline
+/// extraction's bound: larger documents are extracted in the background from their file).
+pub const INLINE_BODY_MAX_BYTES: usize = super::ingest::INLINE_MAX_BYTES;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Added {
@@ -116,6 +124,49 @@ fn put_blob(ws: &Workspace, hash: &str, bytes: &[u8]) -> Result<()> {
 
 pub fn read_blob(ws: &Workspace, hash: &str) -> Result<Vec<u8>> {
     Ok(std::fs::read(blob_path(ws, hash))?)
+}
+
+/// The text of a document sent as text and not yet indexed (`document_bodies`), if it has one.
+pub fn inline_body(conn: &Connection, document_id: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT body FROM document_bodies WHERE document_id = ?1 AND body IS NOT NULL",
+        )?
+        .query_row([document_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// The text (`document_bodies`) of a document not yet indexed whose content hash is `hash`:
+/// what an archive carries as that document's blob.
+pub fn pending_text(conn: &Connection, hash: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT b.body FROM document_bodies b JOIN documents d ON d.id = b.document_id
+             WHERE d.content_hash = ?1 AND b.body IS NOT NULL LIMIT 1",
+        )?
+        .query_row([hash], |r| r.get(0))
+        .optional()?)
+}
+
+/// Writes the vectors waiting in `document_bodies` into their queued jobs' payloads (the
+/// form jobs had before issue 16, which ingestion still reads): for a snapshot an archive is
+/// written from, whose tables do not include `document_bodies`.
+pub fn pending_vectors_to_payloads(conn: &Connection) -> Result<()> {
+    let pending: Vec<(String, Vec<u8>)> = {
+        let mut stmt = conn.prepare(
+            "SELECT document_id, embedding FROM document_bodies WHERE embedding IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (doc, blob) in pending {
+        let payload = serde_json::json!({ "embedding": vectors::from_blob(&blob) });
+        conn.execute(
+            "UPDATE jobs SET payload = ?2 WHERE document_id = ?1 AND kind = 'ingest'",
+            params![doc, payload.to_string()],
+        )?;
+    }
+    Ok(())
 }
 
 /// Removes blobs that no document refers to any more.
@@ -222,11 +273,16 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
             }
         }
     }
-    put_blob(ws, &hash, &new.bytes)?;
+    let inline = new.is_text && new.bytes.len() <= INLINE_BODY_MAX_BYTES;
+    if !inline {
+        put_blob(ws, &hash, &new.bytes)?;
+    }
     let id = crate::ids::new_id().to_string();
     let job_id = crate::ids::new_id().to_string();
     let now = db::now();
-    let payload = serde_json::json!({ "embedding": new.embedding });
+    // The document's own vector waits with its text (`document_bodies`), not in the job's
+    // payload: a 5 KB JSON payload, cleared later, left near-empty pages behind.
+    let payload = "{}";
     let mut conn = ws.conn();
     let tx = conn.transaction()?;
     tx.execute(
@@ -247,13 +303,21 @@ pub fn add(ws: &Workspace, new: NewDocument) -> Result<Added> {
             DocumentStatus::Pending,
         ],
     )?;
+    let embedding = new.embedding.as_deref().map(vectors::to_blob);
+    if inline || embedding.is_some() {
+        let body = inline.then_some(&new.bytes);
+        tx.execute(
+            "INSERT INTO document_bodies (document_id, body, embedding) VALUES (?1, ?2, ?3)",
+            params![id, body, embedding],
+        )?;
+    }
     tx.execute(
         "INSERT INTO jobs (id, kind, document_id, status, phase, payload, created_at)
          VALUES (?1, ?5, ?2, ?6, ?7, ?3, ?4)",
         params![
             job_id,
             id,
-            payload.to_string(),
+            payload,
             now,
             JobKind::Ingest,
             JobStatus::Queued,

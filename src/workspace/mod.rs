@@ -7,7 +7,7 @@ pub mod repair;
 pub mod reserve;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -66,16 +66,55 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "audit_chain",
         sql: include_str!("../../schema/workspace/0007_audit_chain.sql"),
     },
+    Migration {
+        version: 8,
+        name: "footprint",
+        sql: include_str!("../../schema/workspace/0008_footprint.sql"),
+    },
 ];
 
 /// The tokenizer of the full-text fields: lower-cased, English-stemmed.
 pub const TEXT_TOKENIZER: &str = "en_stem";
+
+/// Page size of a new workspace database. 2 KiB rather than SQLite's 4: a workspace has ~40
+/// tables and indexes of at least one page each, most of them small (a 200-chunk workspace is
+/// 12% smaller). Stores made before keep their 4 KiB pages; both read alike.
+const PAGE_SIZE: u32 = 2048;
 
 /// `PRAGMA mmap_size` of a workspace database.
 const MMAP_SIZE: i64 = 1 << 30;
 
 /// Memory budget of the (single-threaded) Tantivy writer; Tantivy's minimum is 15 MB.
 const WRITER_MEMORY: usize = 20_000_000;
+
+/// When a writer closes (idle, or with its store), its segments of fewer documents than this
+/// are merged into one: a workspace loaded one small commit at a time ends as one segment
+/// (six files) instead of several, and the work stays bounded (at most this many documents
+/// rewritten). Larger segments are left to the merge policy.
+pub const CLOSE_MERGE_MAX_DOCS: u32 = 20_000;
+
+/// Tries of the merge on close while a merge of the policy holds some of the segments.
+const CLOSE_MERGE_ATTEMPTS: u32 = 100;
+
+/// Segments of the same size class that the writer's merge policy lets accumulate before it
+/// merges them while writing (Tantivy's default is 8).
+const MERGE_MIN_SEGMENTS: usize = 4;
+
+/// Read-only connections a store opens, at most, for reads that find its connection busy
+/// ([`Workspace::read`]). Each holds two file descriptors (the database and its WAL; the
+/// `-shm` mapping is shared per file), so open stores hold at most
+/// `max_open_workspaces × (3 + 2 × READERS)` descriptors for SQLite.
+pub const READERS: usize = 2;
+
+/// `PRAGMA cache_size` of a workspace connection, KiB (SQLite's default is 2,000 KiB per
+/// connection). Reads come through the memory map (`MMAP_SIZE`: the OS page cache, shared and
+/// reclaimable), so the private cache holds mostly pages being written; this bounds the heap a
+/// store can hold to `CACHE_KIB × (1 + READERS)`.
+pub const CACHE_KIB: u32 = 256;
+
+/// `PRAGMA journal_size_limit` of a workspace database: after a checkpoint the WAL file is cut
+/// back to this size instead of keeping its high-water mark.
+const JOURNAL_SIZE_LIMIT: i64 = 256 * 1024;
 
 /// The folder of a workspace. Takes a parsed [`Uuid`], never text: the only way from a request
 /// to a path.
@@ -136,6 +175,12 @@ pub fn create(dir: &Path) -> Result<()> {
     let (schema, _) = index_schema();
     Index::create_in_dir(dir.join(INDEX_DIR), schema)?;
     let mut conn = db::open(&dir.join(DB_FILE), true)?;
+    // The page size is fixed when the first table is written (WAL mode keeps it after).
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = DELETE; PRAGMA page_size = {PAGE_SIZE}; \
+         PRAGMA auto_vacuum = INCREMENTAL; VACUUM; PRAGMA journal_mode = WAL;"
+    ))?;
+    db::persist_wal(&conn)?;
     db::migrate(&mut conn, MIGRATIONS)?;
     Ok(())
 }
@@ -216,6 +261,10 @@ struct WriterHome {
     id: Uuid,
     slot: Mutex<Option<WriterSlot>>,
     reader: IndexReader,
+    /// The store's connection, to truncate its WAL when the writer goes idle (weak: the home
+    /// outlives nothing of the store).
+    conn: Weak<Mutex<Connection>>,
+    index_dir: PathBuf,
     /// Set when an index change failed after SQLite committed (a failed commit, a full disk):
     /// the index lacks or holds chunks it should not, and is reconciled before it is next
     /// written (`knowledge::ingest::run_quantum`), or on the next open.
@@ -250,11 +299,27 @@ impl WriterHome {
                 tracing::warn!(workspace_id = %self.id, error = %e, "commit of an idle writer failed: index to be reconciled");
                 return Err(e);
             }
-            entry.writer.wait_merging_threads()?;
+            entry.close(&self.index_dir)?;
             self.reader.reload()?;
+        }
+        // The store was written and is idle now: its WAL goes back to nothing (never waiting
+        // for a connection in use: the next idle close does it).
+        if let Some(conn) = self.conn.upgrade() {
+            if let Ok(conn) = conn.try_lock() {
+                truncate_wal(&conn)?;
+            }
         }
         Ok(true)
     }
+}
+
+/// Gives the database's free pages back to the file system (databases made with
+/// `auto_vacuum = INCREMENTAL`; a no-op for older ones), checkpoints the WAL into the database
+/// and truncates it to nothing.
+fn truncate_wal(conn: &Connection) -> Result<()> {
+    conn.execute_batch("PRAGMA incremental_vacuum;")?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
 }
 
 struct WriterSlot {
@@ -284,6 +349,47 @@ impl WriterSlot {
     fn commit(&mut self) -> Result<()> {
         self.commit_with(None)
     }
+
+    /// Closes a committed writer: merges its small segments into one
+    /// ([`CLOSE_MERGE_MAX_DOCS`]), then waits for its threads, then removes the writer's lock
+    /// file (Tantivy leaves it behind; it is made again with the next writer). That is safe
+    /// because one writer at a time ever works on a store's index: the writer slot's lock in
+    /// a process, `data/.lock` across processes (commands without it never open a writer on
+    /// a live store). A failed merge leaves the segments as they were (the index is whole
+    /// either way).
+    fn close(mut self, index_dir: &Path) -> Result<()> {
+        // A merge the policy started may hold some of them: Tantivy refuses to merge those
+        // again, so the attempt is repeated (briefly) until that merge is done.
+        for attempt in 0..CLOSE_MERGE_ATTEMPTS {
+            let small: Vec<tantivy::index::SegmentId> = self
+                .writer
+                .index()
+                .searchable_segment_metas()?
+                .iter()
+                .filter(|m| m.num_docs() < CLOSE_MERGE_MAX_DOCS)
+                .map(|m| m.id())
+                .collect();
+            if small.len() < 2 {
+                break;
+            }
+            match self.writer.merge(&small).wait() {
+                Ok(_) => break,
+                Err(e) if attempt + 1 == CLOSE_MERGE_ATTEMPTS => {
+                    tracing::warn!(error = %e, "merging small segments on close failed")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        self.writer.wait_merging_threads()?;
+        let lock = &tantivy::directory::INDEX_WRITER_LOCK.filepath;
+        match std::fs::remove_file(index_dir.join(lock)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(error = %e, "removing the index writer's lock file failed")
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// Errors a closure returns before touching the index (the writer stays usable).
@@ -299,7 +405,10 @@ fn leaves_writer_intact(e: &Error) -> bool {
 pub struct Workspace {
     id: Uuid,
     dir: PathBuf,
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    /// Read-only connections for reads that would wait for `conn` (WAL: they run alongside
+    /// it and each other). Opened on contention only, at most [`READERS`].
+    readers: ReadPool,
     index: Index,
     reader: IndexReader,
     fields: IndexFields,
@@ -374,10 +483,14 @@ impl Workspace {
 
     fn open_store(dir: &Path, id: Uuid, writers: Writers) -> Result<Self> {
         let mut conn = db::open(&dir.join(DB_FILE), false)?;
+        db::persist_wal(&conn)?;
         // sqlite-vec reads and writes vectors through blob I/O over overflow pages; memory-mapped
         // reads keep that (and brute-force KNN) out of pread copies. Address space only: the
         // pages are the OS page cache, shared, not per-connection heap.
-        conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
+        conn.execute_batch(&format!(
+            "PRAGMA mmap_size = {MMAP_SIZE}; PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}; \
+             PRAGMA cache_size = -{CACHE_KIB};"
+        ))?;
         db::migrate(&mut conn, MIGRATIONS)?;
         // One update hook feeds the state derived from this database: the data version that
         // cached results are checked against, and the row observers of the extensions (the
@@ -419,17 +532,21 @@ impl Workspace {
             }
         };
         let fields = fields_of(&index.schema())?;
+        let conn = Arc::new(Mutex::new(conn));
         let home = Arc::new(WriterHome {
             id,
             slot: Mutex::new(None),
             reader: reader.clone(),
+            conn: Arc::downgrade(&conn),
+            index_dir: index_dir.clone(),
             needs_reconcile: AtomicBool::new(rebuild),
         });
         writers.register(&home);
         let ws = Workspace {
             id,
             dir: dir.to_path_buf(),
-            conn: Mutex::new(conn),
+            conn,
+            readers: ReadPool::new(dir.join(DB_FILE)),
             index,
             reader,
             fields,
@@ -616,6 +733,30 @@ impl Workspace {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A connection for reads that need no transaction with writes and no write count (search
+    /// hydration, exact vector search, document reads): the store's connection when it is
+    /// free, else an idle read-only one (opened on first need, at most [`READERS`]), else the
+    /// store's connection when it frees up. In WAL mode readers never wait for a writer nor
+    /// for each other. Each statement sees the latest committed data. What checks cached
+    /// state against [`Workspace::data_version`] must read with [`Workspace::conn`].
+    pub fn read(&self) -> ReadConn<'_> {
+        if let Ok(main) = self.conn.try_lock() {
+            return ReadConn(Lent::Main(main));
+        }
+        ReadConn(match self.readers.take() {
+            Some(conn) => Lent::Pooled {
+                conn: Some(conn),
+                pool: &self.readers,
+            },
+            None => Lent::Main(self.conn()),
+        })
+    }
+
+    /// Read-only connections open now (for the benchmark and tests).
+    pub fn readers_open(&self) -> usize {
+        self.readers.open.load(Ordering::Relaxed)
+    }
+
     /// Runs `f` with the workspace's single Tantivy writer, opening it on first use.
     pub fn with_writer<T>(&self, f: impl FnOnce(&mut IndexWriter) -> Result<T>) -> Result<T> {
         self.with_writer_slot(|slot| f(&mut slot.writer))
@@ -757,7 +898,10 @@ impl Workspace {
                 .num_worker_threads(1)
                 .num_merge_threads(1)
                 .build();
-            let writer = self.index.writer_with_options(options)?;
+            let writer: IndexWriter = self.index.writer_with_options(options)?;
+            let mut policy = tantivy::indexer::LogMergePolicy::default();
+            policy.set_min_num_segments(MERGE_MIN_SEGMENTS);
+            writer.set_merge_policy(Box::new(policy));
             let payload = self.index.load_metas()?.payload;
             *slot = Some(WriterSlot {
                 writer,
@@ -801,9 +945,7 @@ impl Workspace {
     /// Commits and closes the writer and truncates the WAL: what a clean shutdown does.
     pub fn flush(&self) -> Result<()> {
         self.close_writer_if_idle(Duration::ZERO)?;
-        self.conn()
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+        truncate_wal(&self.conn())
     }
 
     /// Counts documents and chunks in the database and the bytes of the folder on disk.
@@ -850,14 +992,115 @@ impl Workspace {
     }
 }
 
+/// A store's read-only connections ([`Workspace::read`]).
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    /// Opened and not closed (idle or lent).
+    open: AtomicUsize,
+}
+
+impl ReadPool {
+    fn new(path: PathBuf) -> Self {
+        ReadPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// An idle reader, or a new one while fewer than [`READERS`] are open; `None` otherwise
+    /// (or when one cannot be opened: the caller falls back to the store's connection).
+    fn take(&self) -> Option<Connection> {
+        if let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Some(c);
+        }
+        if self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < READERS).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return None;
+        }
+        match open_reader(&self.path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(error = %e, "opening a read-only connection failed");
+                None
+            }
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+    }
+}
+
+/// A read-only connection to a store's database (`query_only`: it can never write).
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = db::open(path, false)?;
+    db::persist_wal(&conn)?;
+    conn.execute_batch(&format!(
+        "PRAGMA mmap_size = {MMAP_SIZE}; PRAGMA query_only = 1; PRAGMA cache_size = -{CACHE_KIB};"
+    ))?;
+    Ok(conn)
+}
+
+/// A connection lent for reads by [`Workspace::read`].
+pub struct ReadConn<'a>(Lent<'a>);
+
+enum Lent<'a> {
+    /// The store's own connection (it was free, or every reader was busy).
+    Main(MutexGuard<'a, Connection>),
+    /// A read-only connection, back to the pool when dropped.
+    Pooled {
+        conn: Option<Connection>,
+        pool: &'a ReadPool,
+    },
+}
+
+impl std::ops::Deref for ReadConn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match &self.0 {
+            Lent::Main(g) => g,
+            // `conn` is only `None` inside `drop`.
+            Lent::Pooled { conn, .. } => conn.as_ref().expect("reader used after drop"),
+        }
+    }
+}
+
+impl Drop for ReadConn<'_> {
+    fn drop(&mut self) {
+        if let Lent::Pooled { conn, pool } = &mut self.0 {
+            if let Some(c) = conn.take() {
+                pool.give_back(c);
+            }
+        }
+    }
+}
+
 impl Drop for Workspace {
     fn drop(&mut self) {
         if let Ok(mut slot) = self.home.slot.lock() {
             if let Some(mut entry) = slot.take() {
-                if let Err(e) = entry.commit() {
-                    tracing::warn!(workspace_id = %self.id, error = %e, "commit on close failed");
+                match entry.commit() {
+                    Ok(()) => {
+                        if let Err(e) = entry.close(&self.home.index_dir) {
+                            tracing::warn!(workspace_id = %self.id, error = %e, "closing the writer failed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(workspace_id = %self.id, error = %e, "commit on close failed");
+                        let _ = entry.writer.wait_merging_threads();
+                    }
                 }
-                let _ = entry.writer.wait_merging_threads();
             }
         }
         if let Some(f) = &self.on_close {
@@ -970,6 +1213,21 @@ mod tests {
     #[test]
     fn a_new_store_is_whole_and_empty() {
         let (_tmp, ws) = fresh();
+        let (page, mode): (u32, String) = ws
+            .conn()
+            .query_row(
+                "SELECT (SELECT page_size FROM pragma_page_size), \
+                        (SELECT journal_mode FROM pragma_journal_mode)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("pragmas");
+        assert_eq!((page, mode.as_str()), (PAGE_SIZE, "wal"));
+        let vacuum: i64 = ws
+            .conn()
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .expect("auto_vacuum");
+        assert_eq!(vacuum, 2, "incremental");
         let stats = ws.stats().expect("stats");
         assert_eq!((stats.documents, stats.chunks), (0, 0));
         assert!(stats.bytes_on_disk > 0);
@@ -1017,6 +1275,109 @@ mod tests {
             .expect("index again");
         ws.flush().expect("flush");
         assert_eq!(ws.indexed_chunks(), 2);
+    }
+
+    #[test]
+    fn reads_proceed_while_the_connection_is_held() {
+        let (_tmp, ws) = fresh();
+        ws.conn()
+            .execute(
+                "INSERT INTO workspace_meta (key, value) VALUES ('probe', 'one')",
+                [],
+            )
+            .expect("insert");
+        // Uncontended: the store's own connection, no reader opened.
+        drop(ws.read());
+        assert_eq!(ws.readers_open(), 0);
+        let held = ws.conn();
+        // Two readers hold their connections at once while the store's is held.
+        let go = std::sync::Barrier::new(2);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (ws, tx, go) = (&ws, tx.clone(), &go);
+                    s.spawn(move || {
+                        let r = ws.read();
+                        let v: String = r
+                            .query_row(
+                                "SELECT value FROM workspace_meta WHERE key = 'probe'",
+                                [],
+                                |r| r.get(0),
+                            )
+                            .expect("read");
+                        // Both are inside a read at this point.
+                        go.wait();
+                        tx.send(v).expect("send");
+                    })
+                })
+                .collect();
+            for r in readers {
+                r.join().expect("reader");
+            }
+            let seen: Vec<String> = rx.try_iter().collect();
+            assert_eq!(seen, vec!["one".to_string(), "one".to_string()]);
+        });
+        assert_eq!(ws.readers_open(), READERS);
+        // A write committed on the store's connection is what readers see next.
+        held.execute(
+            "UPDATE workspace_meta SET value = 'two' WHERE key = 'probe'",
+            [],
+        )
+        .expect("update");
+        let r = ws.read();
+        let v: String = r
+            .query_row(
+                "SELECT value FROM workspace_meta WHERE key = 'probe'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("read");
+        assert_eq!(v, "two");
+        // Readers never write.
+        assert!(r.execute("DELETE FROM workspace_meta", []).is_err());
+        drop(r);
+        drop(held);
+        assert_eq!(ws.readers_open(), READERS, "readers are kept, not reopened");
+    }
+
+    #[test]
+    fn an_idle_close_merges_segments_removes_the_lock_and_truncates_the_wal() {
+        let (_tmp, ws) = fresh();
+        for i in 0..5u64 {
+            ws.index_chunk(i, "d", "Title", "", &format!("text number {i}"))
+                .expect("index");
+            ws.commit_index().expect("commit");
+            ws.conn()
+                .execute(
+                    "INSERT INTO workspace_meta (key, value) VALUES (?1, 'x')",
+                    [format!("k{i}")],
+                )
+                .expect("write");
+        }
+        assert!(ws.reader().searcher().segment_readers().len() > 1);
+        let wal = ws.dir().join(format!("{DB_FILE}-wal"));
+        assert!(std::fs::metadata(&wal).expect("wal").len() > 0);
+        assert!(ws.close_writer_if_idle(Duration::ZERO).expect("close"));
+        assert_eq!(ws.reader().searcher().segment_readers().len(), 1);
+        assert_eq!(ws.indexed_chunks(), 5);
+        assert_eq!(std::fs::metadata(&wal).expect("wal").len(), 0);
+        let lock = &tantivy::directory::INDEX_WRITER_LOCK.filepath;
+        assert!(!ws.dir().join(INDEX_DIR).join(lock).exists());
+        // A writer opens again (and the generation payload survived the merge).
+        ws.index_chunk(9, "d", "Title", "", "again").expect("index");
+        ws.flush().expect("flush");
+        assert_eq!(ws.indexed_chunks(), 6);
+        // Closed for good: the WAL file stays (persistent, so reopening creates nothing) and
+        // is empty.
+        let dir = ws.dir().to_path_buf();
+        drop(ws);
+        assert_eq!(
+            std::fs::metadata(dir.join(format!("{DB_FILE}-wal")))
+                .expect("wal")
+                .len(),
+            0
+        );
     }
 
     #[test]

@@ -191,6 +191,17 @@ async fn corrupt_truncated_or_tampered_archives_are_refused_and_leave_nothing() 
     let a = TestServer::start();
     let api = a.api();
     let (ws, _) = api.workspace_with_docs("source", docs()).await;
+    // Text sent as JSON keeps no blob: an uploaded file gives the archive one to tamper with.
+    let up = api
+        .upload(
+            &format!("/v1/workspaces/{ws}/documents?wait=true"),
+            "original.txt",
+            Some("text/plain"),
+            b"an uploaded original".to_vec(),
+            &[],
+        )
+        .await;
+    assert_eq!(up.status, 201, "{:?}", up.body);
     let good = export_bytes(&a, &ws).await;
     let org = api.create_org("target").await;
     let before = tree(&a.data_dir);

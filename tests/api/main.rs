@@ -16,6 +16,7 @@ mod doc_files;
 mod durability;
 mod facade;
 mod first_ingest;
+mod footprint;
 mod governance_quota;
 mod governance_usage;
 mod hardening_access;

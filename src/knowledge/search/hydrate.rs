@@ -55,7 +55,7 @@ pub(super) fn hydrate(ws: &Workspace, ranked: &[(i64, f32)]) -> Result<Vec<Searc
     }
     let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
     let json = serde_json::to_string(&ids).map_err(|e| Error::internal(e.to_string()))?;
-    let conn = ws.conn();
+    let conn = ws.read();
     let mut stmt = conn.prepare_cached(
         "SELECT c.id, c.document_id, d.external_id, d.title, c.heading_path, c.text, d.metadata
          FROM json_each(?1) j

@@ -184,7 +184,7 @@ pub(super) fn fulltext(
             // results). A filter's allowed chunks exclude them already. Only documents that
             // already have chunks count (a queued backlog has none).
             let writing: Vec<String> = {
-                let conn = ws.conn();
+                let conn = ws.read();
                 let mut stmt = conn.prepare_cached(
                     "SELECT d.id FROM documents d WHERE d.status = 'indexing'
                        AND EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id)",

@@ -278,6 +278,7 @@ mod tests {
                     external_id: None,
                     source_name: None,
                     embedding: None,
+                    is_text: false,
                 },
             )
             .expect("add");

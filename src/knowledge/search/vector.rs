@@ -55,19 +55,24 @@ pub(super) fn vector(
     k: usize,
     fusion: &Fusion,
 ) -> Result<Vec<(i64, f32)>> {
-    let space = vectors::active(&ws.conn())?;
+    let space = vectors::active(&ws.read())?;
     let Some(q) = query_vector(embedders, &space, req, text)? else {
         return Ok(Vec::new());
     };
     let caches = caches::of(ws);
-    let conn = ws.conn();
     let chunks = allowed.map(|a| a.chunks.as_ref());
-    if let Some(hits) = caches
-        .ann
-        .search(&conn, &space, &q, k, &fusion.ann, chunks)?
     {
-        return Ok(hits);
+        // The codes are checked against the store's write count: its own connection.
+        let conn = ws.conn();
+        if let Some(hits) = caches
+            .ann
+            .search(&conn, &space, &q, k, &fusion.ann, chunks)?
+        {
+            return Ok(hits);
+        }
     }
+    // Exact search reads only committed rows: a read connection (concurrent in WAL).
+    let conn = ws.read();
     let Some(allowed) = allowed else {
         return vectors::knn(&conn, &space, &q, k);
     };
@@ -135,6 +140,7 @@ mod tests {
                 external_id: None,
                 source_name: None,
                 embedding: None,
+                is_text: false,
             },
         )
         .expect("add");
