@@ -15,6 +15,7 @@ mod doc_files;
 mod durability;
 mod facade;
 mod first_ingest;
+mod fusion;
 mod governance_quota;
 mod governance_usage;
 mod hardening_access;
