@@ -185,7 +185,11 @@ pub(crate) struct Built {
 }
 
 impl Built {
-    pub(crate) fn new(args: &EvalArgs, dir: &Path, embedder: EmbedderConfig) -> anyhow::Result<Built> {
+    pub(crate) fn new(
+        args: &EvalArgs,
+        dir: &Path,
+        embedder: EmbedderConfig,
+    ) -> anyhow::Result<Built> {
         let corpus: Vec<CorpusDoc> = read_jsonl(&dir.join("corpus.jsonl"))?;
         let (queries, qrels) = read_queries(args, dir)?;
         let tmp = tempfile_dir()?;

@@ -32,18 +32,123 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "the", "a", "of", "and", "to", "in", "is", "for", "on", "with", "as", "by", "at", "from",
-    "this", "that", "it", "was", "are", "be", "or", "an", "which", "their", "has", "have", "its",
-    "system", "service", "report", "team", "customer", "order", "file", "network", "server",
-    "update", "process", "data", "user", "account", "payment", "schedule", "meeting", "office",
-    "project", "budget", "review", "policy", "support", "release", "version", "market", "price",
-    "product", "quality", "delivery", "warehouse", "shipment", "invoice", "contract", "manager",
-    "weather", "river", "mountain", "garden", "kitchen", "recipe", "bread", "coffee", "music",
-    "history", "city", "village", "school", "student", "teacher", "library", "museum", "travel",
-    "train", "airport", "hotel", "morning", "evening", "summer", "winter", "family", "friend",
-    "error", "failed", "while", "saving", "loading", "connection", "timeout", "disk", "memory",
-    "quickly", "slowly", "carefully", "new", "old", "large", "small", "important", "simple",
-    "runs", "opens", "closes", "sends", "reads", "writes", "checks", "builds", "moves", "keeps",
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "for",
+    "on",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "this",
+    "that",
+    "it",
+    "was",
+    "are",
+    "be",
+    "or",
+    "an",
+    "which",
+    "their",
+    "has",
+    "have",
+    "its",
+    "system",
+    "service",
+    "report",
+    "team",
+    "customer",
+    "order",
+    "file",
+    "network",
+    "server",
+    "update",
+    "process",
+    "data",
+    "user",
+    "account",
+    "payment",
+    "schedule",
+    "meeting",
+    "office",
+    "project",
+    "budget",
+    "review",
+    "policy",
+    "support",
+    "release",
+    "version",
+    "market",
+    "price",
+    "product",
+    "quality",
+    "delivery",
+    "warehouse",
+    "shipment",
+    "invoice",
+    "contract",
+    "manager",
+    "weather",
+    "river",
+    "mountain",
+    "garden",
+    "kitchen",
+    "recipe",
+    "bread",
+    "coffee",
+    "music",
+    "history",
+    "city",
+    "village",
+    "school",
+    "student",
+    "teacher",
+    "library",
+    "museum",
+    "travel",
+    "train",
+    "airport",
+    "hotel",
+    "morning",
+    "evening",
+    "summer",
+    "winter",
+    "family",
+    "friend",
+    "error",
+    "failed",
+    "while",
+    "saving",
+    "loading",
+    "connection",
+    "timeout",
+    "disk",
+    "memory",
+    "quickly",
+    "slowly",
+    "carefully",
+    "new",
+    "old",
+    "large",
+    "small",
+    "important",
+    "simple",
+    "runs",
+    "opens",
+    "closes",
+    "sends",
+    "reads",
+    "writes",
+    "checks",
+    "builds",
+    "moves",
+    "keeps",
 ];
 
 /// Ordinary text: `n` words of the common vocabulary.
@@ -57,7 +162,9 @@ fn ordinary(rng: &mut Rng, n: usize) -> String {
 
 /// A made-up word of 3 syllables (unique ones are kept by the caller).
 fn pseudo_word(rng: &mut Rng) -> String {
-    const ON: &[&str] = &["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z"];
+    const ON: &[&str] = &[
+        "b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
+    ];
     const NU: &[&str] = &["a", "e", "i", "o", "u", "ai", "ou"];
     (0..3)
         .map(|_| format!("{}{}", ON[rng.below(ON.len())], NU[rng.below(NU.len())]))
@@ -200,7 +307,17 @@ async fn exact_matches_reach_the_first_page_of_hybrid() {
                 assert!((0.0..=1.0).contains(&score), "{query:?}: score {score}");
             }
             if !documents(&hits).contains(doc) {
-                missing.push((query.clone(), limit));
+                let why = api
+                    .search(
+                        &ws,
+                        json!({"query": query, "vector": vector, "limit": limit + 1, "explain": true}),
+                    )
+                    .await;
+                let why: Vec<String> = why
+                    .iter()
+                    .map(|h| format!("{} {}", h["score"], h["explain"]))
+                    .collect();
+                missing.push((query.clone(), limit, why));
             }
         }
     }
@@ -318,7 +435,10 @@ async fn explain_shows_each_lists_rank_score_and_the_fused_components() {
     let plain = api
         .search(&ws, json!({"query": "apples orchard", "vector": vector}))
         .await;
-    assert!(plain.iter().all(|h| h.get("explain").is_none()), "{plain:?}");
+    assert!(
+        plain.iter().all(|h| h.get("explain").is_none()),
+        "{plain:?}"
+    );
     let ft_explained = api
         .search(
             &ws,

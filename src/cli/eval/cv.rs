@@ -100,7 +100,7 @@ pub(crate) fn grid() -> Vec<Fusion> {
     let mut out = Vec::new();
     for w in 4..=16 {
         for peak_rank in [5, 10, 20] {
-            for gamma in [0.25f32, 0.5, 1.0, 2.0] {
+            for gamma in [1.0f32, 1.5, 2.0] {
                 out.push(Fusion {
                     weight: w as f32 * 0.05,
                     peak_rank,
@@ -225,8 +225,16 @@ pub(super) fn report(sets: &[SetLists], folds: usize) {
         .map(|s| Scored {
             set: s.set.clone(),
             embedder: s.embedder.clone(),
-            fulltext: s.queries.iter().map(|q| single(&q.lexical, &q.rels)).collect(),
-            vector: s.queries.iter().map(|q| single(&q.semantic, &q.rels)).collect(),
+            fulltext: s
+                .queries
+                .iter()
+                .map(|q| single(&q.lexical, &q.rels))
+                .collect(),
+            vector: s
+                .queries
+                .iter()
+                .map(|q| single(&q.semantic, &q.rels))
+                .collect(),
             hybrid: grid
                 .iter()
                 .map(|f| s.queries.iter().map(|q| hybrid(q, f)).collect())
@@ -248,7 +256,9 @@ pub(super) fn report(sets: &[SetLists], folds: usize) {
     );
     println!("{HEADER}");
     for set in &names {
-        let members: Vec<usize> = (0..groups.len()).filter(|&i| &groups[i].set == set).collect();
+        let members: Vec<usize> = (0..groups.len())
+            .filter(|&i| &groups[i].set == set)
+            .collect();
         for &gi in &members {
             let g = &groups[gi];
             let n = g.fulltext.len();
@@ -349,5 +359,7 @@ pub(super) fn report(sets: &[SetLists], folds: usize) {
             constants(&default)
         );
     }
-    println!("\nWorst fold (hybrid − the better of fulltext and vector, out of sample): {worst:+.4}");
+    println!(
+        "\nWorst fold (hybrid − the better of fulltext and vector, out of sample): {worst:+.4}"
+    );
 }
