@@ -6,7 +6,8 @@
 //! others: k folds within a set (tuned on the other k − 1 folds), and across sets (tuned on all
 //! of one set, reported per fold of the other), both directions. The tuning objective is the
 //! mean nDCG@10 of hybrid over the training groups (set × embedder), each group weighing the
-//! same whatever its number of queries.
+//! same whatever its number of queries; the peak constants are shared by the embedders, the
+//! prior weight is each embedder's own.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -98,7 +99,7 @@ pub(super) fn lists(
 /// above 0: the peak term is what lets a strong exact match lead (module `fusion`).
 pub(crate) fn grid() -> Vec<Fusion> {
     let mut out = Vec::new();
-    for w in 4..=16 {
+    for w in 4..=19 {
         for peak_rank in [5, 10, 20] {
             for gamma in [1.0f32, 1.5, 2.0] {
                 out.push(Fusion {
@@ -165,22 +166,63 @@ fn mean(xs: impl Iterator<Item = (f64, f64)>) -> (f64, f64) {
     }
 }
 
-/// The candidate with the best mean nDCG@10 over `train`: (group, query indices) pairs, each
-/// group weighing the same. Ties go to the first in grid order.
-fn tune(groups: &[Scored], train: &[(usize, Vec<usize>)], n: usize) -> usize {
-    let mut best = (0, f64::MIN);
-    for c in 0..n {
-        let per_group: Vec<f64> = train
-            .iter()
-            .filter(|(_, qs)| !qs.is_empty())
-            .map(|(g, qs)| mean(qs.iter().map(|&q| groups[*g].hybrid[c][q])).0)
-            .collect();
-        let score = per_group.iter().sum::<f64>() / per_group.len().max(1) as f64;
-        if score > best.1 + 1e-12 {
-            best = (c, score);
+/// Mean nDCG@10 of candidate `c` over `train` ((group, query indices) pairs), each group
+/// weighing the same.
+fn objective(groups: &[Scored], train: &[&(usize, Vec<usize>)], c: usize) -> f64 {
+    let per_group: Vec<f64> = train
+        .iter()
+        .filter(|(_, qs)| !qs.is_empty())
+        .map(|(g, qs)| mean(qs.iter().map(|&q| groups[*g].hybrid[c][q])).0)
+        .collect();
+    per_group.iter().sum::<f64>() / per_group.len().max(1) as f64
+}
+
+/// The best candidate for each embedder over `train`: the peak constants shared by all
+/// embedders, the prior weight each embedder's own. Ties go to the first in grid order.
+fn tune(
+    groups: &[Scored],
+    train: &[(usize, Vec<usize>)],
+    grid: &[Fusion],
+) -> HashMap<String, usize> {
+    let mut embedders: Vec<String> = train
+        .iter()
+        .map(|(g, _)| groups[*g].embedder.clone())
+        .collect();
+    embedders.sort();
+    embedders.dedup();
+    let mut shapes: Vec<(usize, f32)> = Vec::new();
+    for f in grid {
+        if !shapes.contains(&(f.peak_rank, f.gamma)) {
+            shapes.push((f.peak_rank, f.gamma));
         }
     }
-    best.0
+    let mut best: (f64, HashMap<String, usize>) = (f64::MIN, HashMap::new());
+    for shape in shapes {
+        let mut total = 0.0;
+        let mut pick = HashMap::new();
+        for e in &embedders {
+            let tr: Vec<&(usize, Vec<usize>)> = train
+                .iter()
+                .filter(|(g, _)| &groups[*g].embedder == e)
+                .collect();
+            let mut top = (0, f64::MIN);
+            for (c, f) in grid.iter().enumerate() {
+                if (f.peak_rank, f.gamma) != shape {
+                    continue;
+                }
+                let o = objective(groups, &tr, c);
+                if o > top.1 + 1e-12 {
+                    top = (c, o);
+                }
+            }
+            total += top.1;
+            pick.insert(e.clone(), top.0);
+        }
+        if total > best.0 + 1e-12 {
+            best = (total, pick);
+        }
+    }
+    best.1
 }
 
 fn fold_of(q: usize, folds: usize) -> usize {
@@ -239,7 +281,14 @@ pub(super) fn report(sets: &[SetLists], folds: usize) {
                 .iter()
                 .map(|f| s.queries.iter().map(|q| hybrid(q, f)).collect())
                 .collect(),
-            default: s.queries.iter().map(|q| hybrid(q, &default)).collect(),
+            default: {
+                let config = match s.embedder.as_str() {
+                    "minilm" => EmbedderConfig::Minilm,
+                    _ => EmbedderConfig::Static,
+                };
+                let f = default.for_embedder(&config);
+                s.queries.iter().map(|q| hybrid(q, &f)).collect()
+            },
         })
         .collect();
     let names: Vec<String> = {
@@ -275,7 +324,7 @@ pub(super) fn report(sets: &[SetLists], folds: usize) {
                         (m, (0..len).filter(|&q| fold_of(q, folds) != fold).collect())
                     })
                     .collect();
-                let c = tune(&groups, &train, grid.len());
+                let c = tune(&groups, &train, &grid)[&g.embedder];
                 for &q in &test {
                     oof[q] = c;
                 }
@@ -302,8 +351,11 @@ pub(super) fn report(sets: &[SetLists], folds: usize) {
                 .filter(|&i| &groups[i].set != set)
                 .map(|i| (i, all(&groups[i])))
                 .collect();
-            let c = tune(&groups, &train, grid.len());
+            let picks = tune(&groups, &train, &grid);
             for g in groups.iter().filter(|g| &g.set == set) {
+                let Some(&c) = picks.get(&g.embedder) else {
+                    continue;
+                };
                 let n = g.fulltext.len();
                 for fold in 0..folds {
                     let test: Vec<usize> = (0..n).filter(|&q| fold_of(q, folds) == fold).collect();
@@ -331,16 +383,20 @@ pub(super) fn report(sets: &[SetLists], folds: usize) {
     }
 
     let train: Vec<(usize, Vec<usize>)> = (0..groups.len()).map(|i| (i, all(&groups[i]))).collect();
-    let c = tune(&groups, &train, grid.len());
+    let picks = tune(&groups, &train, &grid);
+    let mut names: Vec<String> = picks
+        .iter()
+        .map(|(e, c)| format!("{e}: {}", constants(&grid[*c])))
+        .collect();
+    names.sort();
     println!(
-        "\n## Tuned on everything above (the candidate a product default would take): {}; \
-         the product's default: {}\n",
-        constants(&grid[c]),
-        constants(&default)
+        "\n## Tuned on everything above (what a product default would take): {}\n",
+        names.join("; ")
     );
     println!("{HEADER}");
     for g in &groups {
         let n = g.fulltext.len();
+        let c = picks.get(&g.embedder).copied().unwrap_or(0);
         row("all, tuned on all", g, &all(g), &vec![c; n], "in-sample");
         let ft = mean(g.fulltext.iter().copied());
         let vec = mean(g.vector.iter().copied());
@@ -356,7 +412,10 @@ pub(super) fn report(sets: &[SetLists], folds: usize) {
             ft.1,
             vec.1,
             hy.1,
-            constants(&default)
+            constants(&default.for_embedder(&match g.embedder.as_str() {
+                "minilm" => EmbedderConfig::Minilm,
+                _ => EmbedderConfig::Static,
+            }))
         );
     }
     println!(

@@ -16,8 +16,10 @@
 //!    document first in both lists, comparable within one query. Ties go to the better rank in
 //!    either list, then to the chunk id (deterministic).
 //!
-//! Three constants (`weight`, `peak_rank`, `gamma`), each chosen by cross-validation over query
-//! folds within and across the two evaluation sets (`enclave eval --cv`, README). The peak term
+//! The constants (`peak_rank`, `gamma`, and the prior `weight` of each built-in embedder's
+//! vector list: how good an embedder is next to BM25 is a property of the embedder, not of a
+//! query), each chosen by cross-validation over query folds within and across the two
+//! evaluation sets (`enclave eval --cv`, README). The peak term
 //! is what keeps exact matches: a query's rare terms matched by one document make the full-text
 //! list peaked and the vector list (which does not know the terms) flat, so that document
 //! leads the page.
@@ -25,12 +27,19 @@
 use std::collections::HashMap;
 
 use crate::knowledge::ann::AnnParams;
+use crate::knowledge::embedders::EmbedderConfig;
 
 /// Fusion parameters (chosen by cross-validation, see the module documentation).
 #[derive(Debug, Clone, Copy)]
 pub struct Fusion {
-    /// Prior weight of the vector list, 0..=1 (the full-text list gets `1 − weight`).
+    /// Prior weight of the vector list, 0..=1 (the full-text list gets `1 − weight`), for
+    /// embedders without their own (OpenAI-compatible, user-provided); [`Fusion::for_embedder`]
+    /// puts the built-in embedder's in its place.
     pub weight: f32,
+    /// Prior weight of the vector list with the built-in static embedder.
+    pub weight_static: f32,
+    /// Prior weight of the vector list with the built-in MiniLM embedder.
+    pub weight_minilm: f32,
     /// The rank whose normalized score measures a list's peakedness.
     pub peak_rank: usize,
     /// Exponent of the peakedness in the weights (0: fixed weights).
@@ -52,13 +61,27 @@ impl Default for Fusion {
     fn default() -> Self {
         Fusion {
             weight: 0.5,
+            weight_static: 0.5,
+            weight_minilm: 0.5,
             peak_rank: 10,
-            gamma: 0.5,
+            gamma: 1.0,
             depth: 100,
             title_boost: 2.0,
             ann: AnnParams::default(),
             term_set_limit: 1024,
         }
+    }
+}
+
+impl Fusion {
+    /// These parameters with the prior weight of `embedder`'s vector list in `weight`.
+    pub fn for_embedder(mut self, embedder: &EmbedderConfig) -> Fusion {
+        self.weight = match embedder {
+            EmbedderConfig::Static => self.weight_static,
+            EmbedderConfig::Minilm => self.weight_minilm,
+            _ => self.weight,
+        };
+        self
     }
 }
 
@@ -91,7 +114,7 @@ impl Scale {
     /// `s` mapped to [0, 1]. A flat list (top = floor) maps everything at the top to 1.
     pub fn unit(&self, s: f32) -> f32 {
         let span = self.top - self.floor;
-        if !(span > f32::EPSILON) {
+        if span.is_nan() || span <= f32::EPSILON {
             return if s >= self.top { 1.0 } else { 0.0 };
         }
         ((s - self.floor) / span).clamp(0.0, 1.0)

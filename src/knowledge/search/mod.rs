@@ -62,8 +62,9 @@ pub struct SearchRequest {
     pub vector: Option<Vec<f32>>,
     /// Whether to compute highlights (default true).
     pub highlight: Option<bool>,
-    /// Prior weight of the vector list in hybrid fusion, 0..=1 (default 0.5; the full-text list
-    /// gets the rest). Each query then shifts it towards the more peaked list.
+    /// Prior weight of the vector list in hybrid fusion, 0..=1 (default: the workspace
+    /// embedder's, chosen by cross-validation; the full-text list gets the rest). Each query
+    /// then shifts it towards the more peaked list.
     pub hybrid_weight: Option<f32>,
     /// Return, per result, where it came from: its rank and raw score in each list and, in
     /// hybrid mode, the normalized scores, the weights and their contributions (default false).
@@ -183,6 +184,11 @@ pub fn search(
         )));
     }
     let mut fusion = *fusion;
+    if mode == Mode::Hybrid && req.hybrid_weight.is_none() {
+        // The prior weight of this workspace's embedder.
+        let space = crate::knowledge::vectors::active(&ws.conn())?;
+        fusion = fusion.for_embedder(&space.config);
+    }
     if let Some(w) = req.hybrid_weight {
         if !(0.0..=1.0).contains(&w) {
             return Err(Error::invalid("hybrid_weight must be between 0 and 1"));
