@@ -301,7 +301,7 @@ pub(super) fn report(sets: &[SetLists], folds: usize) {
 
     println!(
         "## Within each set: {folds} folds (query i is in fold i mod {folds}, queries sorted by id); \
-         constants tuned on the other folds of the same set (every embedder of the run together)\n"
+         constants tuned on the other folds of the same set (peak constants shared by the run's embedders, prior weight per embedder)\n"
     );
     println!("{HEADER}");
     for set in &names {
