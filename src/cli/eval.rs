@@ -17,17 +17,32 @@ use crate::knowledge::embedders::EmbedderConfig;
 use crate::knowledge::search::{Fusion, Mode, SearchRequest};
 use crate::knowledge::service::DocumentInput;
 
+mod cv;
+
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
-    /// A BEIR-format folder.
-    #[arg(long)]
-    pub beir: PathBuf,
-    /// Embedder of the temporary workspace: minilm (default) or static.
+    /// A BEIR-format folder (repeat the flag for several sets).
+    #[arg(long, required = true)]
+    pub beir: Vec<PathBuf>,
+    /// Embedder of the temporary workspace: minilm (default) or static, or both as
+    /// `minilm,static`.
     #[arg(long, default_value = "minilm")]
     pub embedder: String,
-    /// Also print hybrid results for a sweep of fusion weights.
+    /// Also print hybrid results for a sweep of fusion weights and title boosts.
     #[arg(long)]
     pub sweep: bool,
+    /// Cross-validate the fusion constants: k folds of each set's queries, and each set tuned
+    /// on the others (tune on one, report on the other); prints nDCG@10 and recall@100 per
+    /// fold, direction and mode.
+    #[arg(long)]
+    pub cv: bool,
+    /// Folds per set for `--cv`.
+    #[arg(long, default_value_t = 4)]
+    pub folds: usize,
+    /// With `--cv`: keep each set's candidate lists (per embedder) in this folder and reuse them
+    /// on later runs, so a run costs seconds instead of an ingestion.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
     /// Write each query's full-text and vector candidates (top 100, with scores) as JSON lines
     /// to this file, for offline fusion tuning.
     #[arg(long)]
@@ -47,10 +62,10 @@ struct CorpusDoc {
 }
 
 #[derive(Deserialize)]
-struct QueryRow {
+pub(crate) struct QueryRow {
     #[serde(rename = "_id")]
-    id: String,
-    text: String,
+    pub(crate) id: String,
+    pub(crate) text: String,
 }
 
 fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
@@ -70,7 +85,7 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T
     Ok(out)
 }
 
-type Qrels = HashMap<String, HashMap<String, u32>>;
+pub(crate) type Qrels = HashMap<String, HashMap<String, u32>>;
 
 fn read_qrels(path: &Path) -> anyhow::Result<Qrels> {
     let text = std::fs::read_to_string(path)
@@ -127,183 +142,256 @@ pub fn ndcg_recall(
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let corpus: Vec<CorpusDoc> = read_jsonl(&args.beir.join("corpus.jsonl"))?;
-    let queries: Vec<QueryRow> = read_jsonl(&args.beir.join("queries.jsonl"))?;
-    let qrels = read_qrels(&args.beir.join("qrels").join(&args.qrels))?;
-    let queries: Vec<QueryRow> = queries
-        .into_iter()
-        .filter(|q| qrels.contains_key(&q.id))
-        .collect();
-    let embedder: EmbedderConfig = match args.embedder.as_str() {
-        "minilm" => EmbedderConfig::Minilm,
-        "static" => EmbedderConfig::Static,
-        other => anyhow::bail!("unknown embedder {other:?} (minilm or static)"),
-    };
+    let embedders: Vec<EmbedderConfig> = args
+        .embedder
+        .split(',')
+        .map(|e| match e.trim() {
+            "minilm" => Ok(EmbedderConfig::Minilm),
+            "static" => Ok(EmbedderConfig::Static),
+            other => anyhow::bail!("unknown embedder {other:?} (minilm or static)"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if args.beir.is_empty() {
+        anyhow::bail!("give at least one --beir folder");
+    }
+    if args.cv {
+        let mut sets = Vec::new();
+        for dir in &args.beir {
+            for e in &embedders {
+                sets.push(cv::lists(&args, dir, e.clone())?);
+            }
+        }
+        cv::report(&sets, args.folds.max(2));
+        return Ok(());
+    }
+    for dir in &args.beir {
+        for e in &embedders {
+            let built = Built::new(&args, dir, e.clone())?;
+            built.table(&args)?;
+            built.close();
+        }
+    }
+    Ok(())
+}
 
-    let tmp = tempfile_dir()?;
-    let mut config = Config::for_data_dir(&tmp);
-    config.admin_token = Some("eval-operator-token-0000".into());
-    let (app, _) = App::open(config)?;
-    let org = app.tenancy().create_org(NewOrg {
-        name: "eval".into(),
-        // Measurements are not held by a plan's limits.
-        plan: Some("enterprise".into()),
-        ..Default::default()
-    })?;
-    let org_access = app.identity().operator_org(&org.id.to_string())?;
-    let ws = app
-        .tenancy()
-        .create_workspace(
-            &org_access,
-            NewWorkspace {
-                name: "eval".into(),
-                ..Default::default()
-            },
-        )?
-        .id;
-    let ctx = app.identity().operator_workspace(ws)?;
-    app.knowledge().set_embedder(&ctx, embedder)?;
-    let permit = app.knowledge().ingest_permit(&ctx)?;
+/// A BEIR set ingested into a temporary workspace.
+pub(crate) struct Built {
+    app: std::sync::Arc<App>,
+    ctx: crate::identity::WorkspaceAccess,
+    tmp: PathBuf,
+    dir: PathBuf,
+    pub(crate) queries: Vec<QueryRow>,
+    pub(crate) qrels: Qrels,
+}
 
-    eprintln!("ingesting {} documents...", corpus.len());
-    let started = Instant::now();
-    for d in &corpus {
-        app.knowledge().add_document(
-            &permit,
-            DocumentInput {
-                bytes: d.text.clone().into_bytes(),
-                title: Some(d.title.clone()),
-                external_id: Some(d.id.clone()),
-                is_text: true,
+impl Built {
+    pub(crate) fn new(
+        args: &EvalArgs,
+        dir: &Path,
+        embedder: EmbedderConfig,
+    ) -> anyhow::Result<Built> {
+        let corpus: Vec<CorpusDoc> = read_jsonl(&dir.join("corpus.jsonl"))?;
+        let (queries, qrels) = read_queries(args, dir)?;
+        let tmp = tempfile_dir()?;
+        let mut config = Config::for_data_dir(&tmp);
+        config.admin_token = Some("eval-operator-token-0000".into());
+        let (app, _) = App::open(config)?;
+        let org = app.tenancy().create_org(NewOrg {
+            name: "eval".into(),
+            // Measurements are not held by a plan's limits.
+            plan: Some("enterprise".into()),
+            ..Default::default()
+        })?;
+        let org_access = app.identity().operator_org(&org.id.to_string())?;
+        let ws = app
+            .tenancy()
+            .create_workspace(
+                &org_access,
+                NewWorkspace {
+                    name: "eval".into(),
+                    ..Default::default()
+                },
+            )?
+            .id;
+        let ctx = app.identity().operator_workspace(ws)?;
+        app.knowledge().set_embedder(&ctx, embedder)?;
+        let permit = app.knowledge().ingest_permit(&ctx)?;
+
+        eprintln!("ingesting {} documents...", corpus.len());
+        let started = Instant::now();
+        for d in &corpus {
+            app.knowledge().add_document(
+                &permit,
+                DocumentInput {
+                    bytes: d.text.clone().into_bytes(),
+                    title: Some(d.title.clone()),
+                    external_id: Some(d.id.clone()),
+                    is_text: true,
+                    ..Default::default()
+                },
+            )?;
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        app.knowledge().run_jobs_until_idle(|| bar.tick());
+        bar.finish_and_clear();
+        let secs = started.elapsed().as_secs_f64();
+        let chunks = app.tenancy().get_workspace(&ctx)?.stats.chunks;
+        eprintln!(
+            "ingested {} documents ({chunks} chunks) in {secs:.1} s ({:.0} chunks/s)",
+            corpus.len(),
+            chunks as f64 / secs
+        );
+        Ok(Built {
+            app,
+            ctx,
+            tmp,
+            dir: dir.to_path_buf(),
+            queries,
+            qrels,
+        })
+    }
+
+    /// One mode's results for a query: (chunk id, external id, score), best first.
+    pub(crate) fn list(&self, query: &str, mode: Mode) -> anyhow::Result<Vec<(i64, String, f32)>> {
+        let resp = self.app.knowledge().search(
+            &self.ctx,
+            &SearchRequest {
+                query: query.to_string(),
+                mode: Some(mode),
+                limit: Some(100),
+                highlight: Some(false),
                 ..Default::default()
             },
         )?;
+        Ok(resp
+            .results
+            .into_iter()
+            .filter_map(|r| r.external_id.map(|e| (r.chunk_id, e, r.score)))
+            .collect())
     }
-    let bar = indicatif::ProgressBar::new_spinner();
-    app.knowledge().run_jobs_until_idle(|| bar.tick());
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    let chunks = app.tenancy().get_workspace(&ctx)?.stats.chunks;
-    eprintln!(
-        "ingested {} documents ({chunks} chunks) in {secs:.1} s ({:.0} chunks/s)",
-        corpus.len(),
-        chunks as f64 / secs
-    );
 
-    if let Some(path) = &args.dump {
-        let mut out = String::new();
-        for q in &queries {
-            let mut lists = Vec::new();
-            for mode in [Mode::Fulltext, Mode::Vector] {
-                let resp = app.knowledge().search(
-                    &ctx,
-                    &SearchRequest {
-                        query: q.text.clone(),
-                        mode: Some(mode),
-                        limit: Some(100),
-                        highlight: Some(false),
-                        ..Default::default()
-                    },
-                )?;
-                let list: Vec<(String, f32)> = resp
-                    .results
-                    .into_iter()
-                    .filter_map(|r| r.external_id.map(|e| (e, r.score)))
-                    .collect();
-                lists.push(list);
-            }
-            out.push_str(
-                &serde_json::json!({"qid": q.id, "lexical": lists[0], "semantic": lists[1],
-                    "qrels": qrels.get(&q.id)})
-                .to_string(),
-            );
-            out.push('\n');
-        }
-        std::fs::write(path, out)?;
+    fn close(self) {
+        self.app.shutdown();
+        let _ = std::fs::remove_dir_all(&self.tmp);
     }
-    // `codes`: the approximate path of large workspaces (`knowledge::ann`), forced here (the
-    // evaluation sets are below its threshold), to show what it costs in quality.
-    let mut runs: Vec<(String, Mode, Option<f32>, bool)> = vec![
-        ("fulltext".into(), Mode::Fulltext, None, false),
-        ("vector".into(), Mode::Vector, None, false),
-        ("hybrid".into(), Mode::Hybrid, None, false),
-        ("vector (codes)".into(), Mode::Vector, None, true),
-        ("hybrid (codes)".into(), Mode::Hybrid, None, true),
-    ];
-    let boosts: Vec<f32> = if args.sweep {
-        for w in [0.4, 0.5, 0.55, 0.65, 0.7, 0.8] {
-            runs.push((format!("hybrid w={w}"), Mode::Hybrid, Some(w), false));
+
+    /// The table of each mode through the API's code path.
+    fn table(&self, args: &EvalArgs) -> anyhow::Result<()> {
+        let (app, ctx, queries, qrels) = (&self.app, &self.ctx, &self.queries, &self.qrels);
+        if let Some(path) = &args.dump {
+            let mut out = String::new();
+            for q in queries {
+                let mut lists = Vec::new();
+                for mode in [Mode::Fulltext, Mode::Vector] {
+                    let list: Vec<(String, f32)> = self
+                        .list(&q.text, mode)?
+                        .into_iter()
+                        .map(|(_, e, s)| (e, s))
+                        .collect();
+                    lists.push(list);
+                }
+                out.push_str(
+                    &serde_json::json!({"qid": q.id, "lexical": lists[0], "semantic": lists[1],
+                        "qrels": qrels.get(&q.id)})
+                    .to_string(),
+                );
+                out.push('\n');
+            }
+            std::fs::write(path, out)?;
         }
-        vec![1.0, 2.0, 3.0, 5.0]
-    } else {
-        vec![app
-            .knowledge()
-            .fusion()
-            .read()
-            .map(|f| f.title_boost)
-            .unwrap_or(2.0)]
-    };
-    println!("{}: {} queries", args.beir.display(), queries.len());
-    println!("| mode | nDCG@10 | recall@100 | p50 ms |");
-    println!("|---|---|---|---|");
-    for boost in boosts {
-        if let Ok(mut f) = app.knowledge().fusion().write() {
-            f.title_boost = boost;
-        }
-        for (name, mode, weight, codes) in runs.clone() {
+        // `codes`: the approximate path of large workspaces (`knowledge::ann`), forced here (the
+        // evaluation sets are below its threshold), to show what it costs in quality.
+        let mut runs: Vec<(String, Mode, Option<f32>, bool)> = vec![
+            ("fulltext".into(), Mode::Fulltext, None, false),
+            ("vector".into(), Mode::Vector, None, false),
+            ("hybrid".into(), Mode::Hybrid, None, false),
+            ("vector (codes)".into(), Mode::Vector, None, true),
+            ("hybrid (codes)".into(), Mode::Hybrid, None, true),
+        ];
+        let boosts: Vec<f32> = if args.sweep {
+            for w in [0.3, 0.4, 0.6, 0.7] {
+                runs.push((format!("hybrid w={w}"), Mode::Hybrid, Some(w), false));
+            }
+            vec![1.0, 2.0, 3.0, 5.0]
+        } else {
+            vec![app
+                .knowledge()
+                .fusion()
+                .read()
+                .map(|f| f.title_boost)
+                .unwrap_or(2.0)]
+        };
+        println!("{}: {} queries", self.dir.display(), queries.len());
+        println!("| mode | nDCG@10 | recall@100 | p50 ms |");
+        println!("|---|---|---|---|");
+        for boost in boosts {
             if let Ok(mut f) = app.knowledge().fusion().write() {
-                f.ann.min_vectors = if codes {
-                    0
+                f.title_boost = boost;
+            }
+            for (name, mode, weight, codes) in runs.clone() {
+                if let Ok(mut f) = app.knowledge().fusion().write() {
+                    f.ann.min_vectors = if codes {
+                        0
+                    } else {
+                        Fusion::default().ann.min_vectors
+                    };
+                }
+                let name = if args.sweep {
+                    format!("{name} title×{boost}")
                 } else {
-                    Fusion::default().ann.min_vectors
+                    name
                 };
+                let (mut ndcg, mut recall) = (0.0, 0.0);
+                let mut times = Vec::new();
+                for q in queries {
+                    let t = Instant::now();
+                    let resp = app.knowledge().search(
+                        ctx,
+                        &SearchRequest {
+                            query: q.text.clone(),
+                            mode: Some(mode),
+                            limit: Some(100),
+                            highlight: Some(false),
+                            hybrid_weight: weight,
+                            ..Default::default()
+                        },
+                    )?;
+                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+                    let mut seen = std::collections::HashSet::new();
+                    let ranked: Vec<String> = resp
+                        .results
+                        .into_iter()
+                        .filter_map(|r| r.external_id)
+                        .filter(|d| seen.insert(d.clone()))
+                        .collect();
+                    let rels = qrels.get(&q.id).cloned().unwrap_or_default();
+                    let (n, r) = ndcg_recall(&ranked, &rels, 10, 100);
+                    ndcg += n;
+                    recall += r;
+                }
+                times.sort_by(f64::total_cmp);
+                let nq = queries.len().max(1) as f64;
+                println!(
+                    "| {name} | {:.4} | {:.3} | {:.1} |",
+                    ndcg / nq,
+                    recall / nq,
+                    times.get(times.len() / 2).copied().unwrap_or(0.0)
+                );
             }
-            let name = if args.sweep {
-                format!("{name} title×{boost}")
-            } else {
-                name
-            };
-            let (mut ndcg, mut recall) = (0.0, 0.0);
-            let mut times = Vec::new();
-            for q in &queries {
-                let t = Instant::now();
-                let resp = app.knowledge().search(
-                    &ctx,
-                    &SearchRequest {
-                        query: q.text.clone(),
-                        mode: Some(mode),
-                        limit: Some(100),
-                        highlight: Some(false),
-                        hybrid_weight: weight,
-                        ..Default::default()
-                    },
-                )?;
-                times.push(t.elapsed().as_secs_f64() * 1000.0);
-                let mut seen = std::collections::HashSet::new();
-                let ranked: Vec<String> = resp
-                    .results
-                    .into_iter()
-                    .filter_map(|r| r.external_id)
-                    .filter(|d| seen.insert(d.clone()))
-                    .collect();
-                let rels = qrels.get(&q.id).cloned().unwrap_or_default();
-                let (n, r) = ndcg_recall(&ranked, &rels, 10, 100);
-                ndcg += n;
-                recall += r;
-            }
-            times.sort_by(f64::total_cmp);
-            let nq = queries.len().max(1) as f64;
-            println!(
-                "| {name} | {:.4} | {:.3} | {:.1} |",
-                ndcg / nq,
-                recall / nq,
-                times.get(times.len() / 2).copied().unwrap_or(0.0)
-            );
         }
+        Ok(())
     }
-    app.shutdown();
-    let _ = std::fs::remove_dir_all(&tmp);
-    Ok(())
+}
+
+/// The queries that have judgements, and the judgements.
+fn read_queries(args: &EvalArgs, dir: &Path) -> anyhow::Result<(Vec<QueryRow>, Qrels)> {
+    let queries: Vec<QueryRow> = read_jsonl(&dir.join("queries.jsonl"))?;
+    let qrels = read_qrels(&dir.join("qrels").join(&args.qrels))?;
+    let queries = queries
+        .into_iter()
+        .filter(|q| qrels.contains_key(&q.id))
+        .collect();
+    Ok((queries, qrels))
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -1090,7 +1090,7 @@ fn describe(s: &mut Spec) {
             .json_body(search.clone())
             .ok(
                 200,
-                "the results, best first; results whose text is the same or nearly the same as a better one's are collapsed into its `duplicates` (`limit` counts distinct results)",
+                "the results, best first; results whose text is the same or nearly the same as a better one's are collapsed into its `duplicates` (`limit` counts distinct results). `score`: hybrid, the fused score in [0, 1] (comparable within one query); fulltext, BM25 (≥ 0); vector, cosine similarity (−1 to 1). `explain: true` adds each list's rank and raw score and the fused components",
                 results.clone(),
             ),
         );

@@ -17,6 +17,7 @@ mod durability;
 mod facade;
 mod first_ingest;
 mod footprint;
+mod fusion;
 mod governance_quota;
 mod governance_usage;
 mod hardening_access;

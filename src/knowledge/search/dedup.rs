@@ -128,6 +128,7 @@ mod tests {
             metadata: serde_json::Value::Null,
             highlights: Vec::new(),
             duplicates: Vec::new(),
+            explain: None,
         }
     }
 

@@ -92,6 +92,7 @@ pub(super) fn hydrate(ws: &Workspace, ranked: &[(i64, f32)]) -> Result<Vec<Searc
                 metadata: crate::db::json_column(&meta)?,
                 highlights: Vec::new(),
                 duplicates: Vec::new(),
+                explain: None,
             },
         );
     }

@@ -12,6 +12,7 @@
 //! fusion of the two lists), `hydrate` (results read from SQLite, highlights). This module holds
 //! the request and response types and [`search`], which runs the stages.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,7 @@ mod lexical;
 mod vector;
 
 pub use allowed::{Allowed, AllowedCache};
-pub use fusion::{fuse, fuse_rrf, Fusion};
+pub use fusion::{fuse, Fused, Fusion, Scale, Weights};
 pub use lexical::{MAX_QUERY_NESTING, SEARCHABLE_FIELDS};
 
 use hydrate::{highlighter, hydrate};
@@ -61,8 +62,13 @@ pub struct SearchRequest {
     pub vector: Option<Vec<f32>>,
     /// Whether to compute highlights (default true).
     pub highlight: Option<bool>,
-    /// Weight of the vector list in hybrid fusion, 0..=1 (default tuned).
+    /// Prior weight of the vector list in hybrid fusion, 0..=1 (default: the workspace
+    /// embedder's, chosen by cross-validation; the full-text list gets the rest). Each query
+    /// then shifts it towards the more peaked list.
     pub hybrid_weight: Option<f32>,
+    /// Return, per result, where it came from: its rank and raw score in each list and, in
+    /// hybrid mode, the normalized scores, the weights and their contributions (default false).
+    pub explain: Option<bool>,
     /// Read the query as plain words, without the query language (a chat message is text, not
     /// a query). Not part of the API.
     #[serde(skip)]
@@ -77,6 +83,9 @@ pub struct SearchResult {
     pub title: String,
     pub heading_path: String,
     pub text: String,
+    /// `hybrid`: the fused score in [0, 1] (1 only for a chunk first in both lists), comparable
+    /// within one query, not across queries. `fulltext`: the BM25 score (≥ 0, unbounded).
+    /// `vector`: the cosine similarity to the query vector (−1 to 1).
     pub score: f32,
     pub metadata: Value,
     pub highlights: Vec<String>,
@@ -84,6 +93,46 @@ pub struct SearchResult {
     /// in another document, e.g. a page and a print version repeating it), ranked below it and
     /// therefore not returned on their own. Empty when there are none.
     pub duplicates: Vec<Duplicate>,
+    /// Present when the request asked for `explain`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Explain>,
+}
+
+/// Where a result's score comes from (`explain: true`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Explain {
+    /// The chunk in the full-text list; null when it is not among its candidates (or the mode
+    /// is `vector`).
+    pub fulltext: Option<ListEntry>,
+    /// The chunk in the vector list; null when it is not among its candidates (or the mode is
+    /// `fulltext`).
+    pub vector: Option<ListEntry>,
+    /// `hybrid` only: the weights of the two lists for this query (they sum to 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<ExplainWeights>,
+}
+
+/// A chunk's place in one list.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ListEntry {
+    /// 1-based rank in the list (before duplicates are collapsed).
+    pub rank: usize,
+    /// The raw score: BM25 (full text) or cosine similarity (vector).
+    pub score: f32,
+    /// `hybrid` only: the raw score mapped to [0, 1] for this query (BM25 divided by the list's
+    /// best; the similarity min-max scaled over the list's candidates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalized: Option<f32>,
+    /// `hybrid` only: `weight × normalized`, this list's part of the fused score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contribution: Option<f32>,
+}
+
+/// The per-query weights of the two lists in hybrid fusion.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct ExplainWeights {
+    pub fulltext: f32,
+    pub vector: f32,
 }
 
 /// A result collapsed onto a better-scored one with the same or nearly the same text.
@@ -135,6 +184,11 @@ pub fn search(
         )));
     }
     let mut fusion = *fusion;
+    if mode == Mode::Hybrid && req.hybrid_weight.is_none() {
+        // The prior weight of this workspace's embedder.
+        let space = crate::knowledge::vectors::active(&ws.conn())?;
+        fusion = fusion.for_embedder(&space.config);
+    }
     if let Some(w) = req.hybrid_weight {
         if !(0.0..=1.0).contains(&w) {
             return Err(Error::invalid("hybrid_weight must be between 0 and 1"));
@@ -208,10 +262,11 @@ pub fn search(
         )?,
         Mode::Fulltext => Vec::new(),
     };
-    let ranked: Vec<(i64, f32)> = match mode {
-        Mode::Fulltext => lexical,
-        Mode::Vector => semantic,
-        Mode::Hybrid => fuse_rrf(&lexical, &semantic, &fusion),
+    let fused = (mode == Mode::Hybrid).then(|| fuse(&lexical, &semantic, &fusion));
+    let ranked: &[(i64, f32)] = match (&fused, mode) {
+        (Some(f), _) => &f.ranked,
+        (None, Mode::Vector) => &semantic,
+        (None, _) => &lexical,
     };
     // Hydrated a window at a time, best first, until `want` distinct results are kept.
     let mut collapsed = dedup::Collapser::default();
@@ -242,7 +297,82 @@ pub fn search(
             }
         }
     }
+    if req.explain.unwrap_or(false) {
+        let explainer = Explainer::new(&lexical, &semantic, fused.as_ref(), mode);
+        for r in &mut results {
+            r.explain = Some(explainer.explain(r.chunk_id));
+        }
+    }
     Ok(SearchResponse { results, mode })
+}
+
+/// Builds each result's [`Explain`] from the two lists and the fusion.
+struct Explainer<'a> {
+    lexical: HashMap<i64, (usize, f32)>,
+    semantic: HashMap<i64, (usize, f32)>,
+    fused: Option<&'a Fused>,
+}
+
+impl<'a> Explainer<'a> {
+    fn new(
+        lexical: &[(i64, f32)],
+        semantic: &[(i64, f32)],
+        fused: Option<&'a Fused>,
+        mode: Mode,
+    ) -> Self {
+        let index = |list: &[(i64, f32)]| -> HashMap<i64, (usize, f32)> {
+            list.iter()
+                .enumerate()
+                .map(|(i, &(id, s))| (id, (i + 1, s)))
+                .collect()
+        };
+        Explainer {
+            lexical: if mode == Mode::Vector {
+                HashMap::new()
+            } else {
+                index(lexical)
+            },
+            semantic: if mode == Mode::Fulltext {
+                HashMap::new()
+            } else {
+                index(semantic)
+            },
+            fused,
+        }
+    }
+
+    fn explain(&self, chunk: i64) -> Explain {
+        let entry = |list: &HashMap<i64, (usize, f32)>,
+                     scale: Option<Scale>,
+                     weight: Option<f32>|
+         -> Option<ListEntry> {
+            let &(rank, score) = list.get(&chunk)?;
+            let normalized = scale.map(|s| s.unit(score));
+            Some(ListEntry {
+                rank,
+                score,
+                normalized,
+                contribution: normalized.zip(weight).map(|(n, w)| n * w),
+            })
+        };
+        let f = self.fused;
+        Explain {
+            fulltext: entry(
+                &self.lexical,
+                f.and_then(|f| f.fulltext),
+                f.map(|f| f.weights.fulltext),
+            ),
+            vector: entry(
+                &self.semantic,
+                f.and_then(|f| f.vector),
+                f.map(|f| f.weights.vector),
+            ),
+            weights: f.map(|f| ExplainWeights {
+                fulltext: f.weights.fulltext,
+                vector: f.weights.vector,
+            }),
+        }
+    }
 }
 
 /// Shared, for callers that hold embedders in an `Arc`.
