@@ -399,7 +399,9 @@ impl Config {
         };
         let offload_after_secs = match args.offload_after.clone().or(file.offload_after) {
             Some(d) => parse_duration(&d).ok_or_else(|| {
-                anyhow::anyhow!("invalid offload-after {d:?}: give a duration such as 24h, 30m, 90s or 0s")
+                anyhow::anyhow!(
+                    "invalid offload-after {d:?}: give a duration such as 24h, 30m, 90s or 0s"
+                )
             })?,
             None => DEFAULT_OFFLOAD_AFTER_SECS,
         };

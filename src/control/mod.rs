@@ -63,7 +63,8 @@ pub static MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "governance",
         sql: include_str!("../../schema/control/0007_governance.sql"),
-    },    Migration {
+    },
+    Migration {
         version: 8,
         name: "tier",
         sql: include_str!("../../schema/control/0008_tier.sql"),

@@ -40,6 +40,8 @@ pub struct TierRecord {
 }
 
 const TIER_COLUMNS: &str = "generation, state, bytes, updated_at";
+/// The same, qualified (in joins with `workspaces`, which has an `updated_at` too).
+const TIER_COLUMNS_T: &str = "t.generation, t.state, t.bytes, t.updated_at";
 
 impl TierRecord {
     fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TierRecord> {
@@ -145,7 +147,7 @@ impl ControlPlane {
     pub fn tier_offloaded_workspaces(&self) -> Result<Vec<(Uuid, TierRecord)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT w.id, {TIER_COLUMNS} FROM workspaces w
+            "SELECT w.id, {TIER_COLUMNS_T} FROM workspaces w
              JOIN workspace_tier t ON t.workspace_id = w.id
              WHERE w.status <> 'deleted' AND t.state = 'offloaded' ORDER BY t.updated_at"
         ))?;

@@ -110,7 +110,10 @@ fn manifests_prefix(id: Uuid) -> String {
 }
 
 fn manifest_key(id: Uuid, generation: u64) -> String {
-    format!("workspaces/{}/manifests/{generation:012}.json", id.hyphenated())
+    format!(
+        "workspaces/{}/manifests/{generation:012}.json",
+        id.hyphenated()
+    )
 }
 
 /// Sizes and modification times of the files a write changes (the database, its WAL, the
@@ -264,7 +267,10 @@ fn data_files(dir: &Path) -> Result<Vec<String>> {
 #[serde(rename_all = "snake_case")]
 pub enum Offload {
     /// Uploaded as this generation.
-    Uploaded { generation: u64, bytes_uploaded: u64 },
+    Uploaded {
+        generation: u64,
+        bytes_uploaded: u64,
+    },
     /// Untouched since its copy of this generation: recorded as current again, nothing sent.
     Reused { generation: u64 },
     /// Not offloaded now, and why (open, jobs pending, changed during the upload, ...).
@@ -495,7 +501,10 @@ impl Tier {
                 return skipped("open");
             };
             let rec = app.control_plane().tier_of(id)?;
-            if rec.as_ref().is_some_and(|r| r.state == TierState::Offloaded) {
+            if rec
+                .as_ref()
+                .is_some_and(|r| r.state == TierState::Offloaded)
+            {
                 return skipped("already offloaded");
             }
             let previous = rec.as_ref().map_or(0, |r| r.generation);
@@ -688,9 +697,7 @@ impl Tier {
         let skew = (app.identity().clock().now() - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
-        r.closed = app
-            .registry()
-            .close_idle_stores(self.offload_after, skew);
+        r.closed = app.registry().close_idle_stores(self.offload_after, skew);
         match app.control_plane().tier_local_workspaces() {
             Ok(ids) => {
                 for id in ids {
@@ -834,7 +841,11 @@ mod tests {
                 .query_row("SELECT count(*) FROM documents", [], |r| r.get(0))
                 .expect("read");
         }
-        assert_eq!(fingerprint(&dir).expect("fp"), before, "a read changes nothing");
+        assert_eq!(
+            fingerprint(&dir).expect("fp"),
+            before,
+            "a read changes nothing"
+        );
         std::thread::sleep(Duration::from_millis(20));
         {
             let conn = crate::db::open(&dir.join(DB_FILE), false).expect("open");

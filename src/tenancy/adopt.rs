@@ -96,7 +96,9 @@ impl Tenancy {
         });
         // Tiered storage: the new folder is the current copy, not a stale one of the object
         // store's generation (before readmitting, so no open hydrates over it).
-        let swapped = swapped.map_err(crate::error::Error::from).and_then(|()| self.control.tier_local(ws));
+        let swapped = swapped
+            .map_err(crate::error::Error::from)
+            .and_then(|()| self.control.tier_local(ws));
         self.registry.readmit(ws);
         swapped?;
         self.governance.forget_workspace(ws);
