@@ -5,6 +5,7 @@ mod auth;
 pub mod report;
 mod search;
 mod tenants;
+mod tier;
 
 use clap::Subcommand;
 
@@ -21,6 +22,9 @@ pub enum BenchCommand {
     /// Knowledge: ingestion rate per embedder, search latency on a big workspace and across
     /// many small ones, through HTTP.
     Search(search::Args),
+    /// Tiered storage: offload and hydration latency of workspaces of given sizes through an
+    /// object store, and the local disk of many workspaces of which few are hot.
+    Tier(tier::Args),
 }
 
 pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
@@ -29,5 +33,6 @@ pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
         BenchCommand::Auth(a) => auth::run(a, args),
         BenchCommand::Embed(a) => crate::embed::bench::bench(a),
         BenchCommand::Search(a) => search::run(a, args),
+        BenchCommand::Tier(a) => tier::run(a, args),
     }
 }
