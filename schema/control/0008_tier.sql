@@ -8,6 +8,8 @@ CREATE TABLE workspace_tier (
     state TEXT NOT NULL CHECK (state IN ('local', 'offloaded')),
     -- Bytes of the generation's files (what a local copy of it takes).
     bytes INTEGER NOT NULL DEFAULT 0,
+    -- Documents in that generation (quotas count an offloaded workspace without hydrating it).
+    documents INTEGER NOT NULL DEFAULT 0,
     updated_at TEXT NOT NULL
 );
 CREATE INDEX workspace_tier_state ON workspace_tier (state);

@@ -36,12 +36,14 @@ pub struct TierRecord {
     pub state: TierState,
     /// Bytes of that generation's files.
     pub bytes: u64,
+    /// Documents in that generation.
+    pub documents: u64,
     pub updated_at: String,
 }
 
-const TIER_COLUMNS: &str = "generation, state, bytes, updated_at";
+const TIER_COLUMNS: &str = "generation, state, bytes, documents, updated_at";
 /// The same, qualified (in joins with `workspaces`, which has an `updated_at` too).
-const TIER_COLUMNS_T: &str = "t.generation, t.state, t.bytes, t.updated_at";
+const TIER_COLUMNS_T: &str = "t.generation, t.state, t.bytes, t.documents, t.updated_at";
 
 impl TierRecord {
     fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TierRecord> {
@@ -54,6 +56,7 @@ impl TierRecord {
                 TierState::Local
             },
             bytes: u64::try_from(r.get::<_, i64>("bytes")?).unwrap_or(0),
+            documents: u64::try_from(r.get::<_, i64>("documents")?).unwrap_or(0),
             updated_at: r.get("updated_at")?,
         })
     }
@@ -76,7 +79,8 @@ impl ControlPlane {
             .optional()?)
     }
 
-    /// Records that generation `generation` (of `bytes`) is in the object store and is now the
+    /// Records that generation `generation` (of `bytes`, holding `documents`) is in the object
+    /// store and is now the
     /// current copy, if the record still says `previous` (the generation the offload started
     /// from: fencing, so an offload never overwrites a newer record). Returns whether it did.
     pub fn tier_offloaded(
@@ -85,31 +89,35 @@ impl ControlPlane {
         previous: u64,
         generation: u64,
         bytes: u64,
+        documents: u64,
     ) -> Result<bool> {
         let conn = self.conn();
         let now = db::now();
         let gen = i64::try_from(generation).unwrap_or(i64::MAX);
         let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let docs = i64::try_from(documents).unwrap_or(i64::MAX);
         let n = if previous == 0 {
             conn.execute(
-                "INSERT INTO workspace_tier (workspace_id, generation, state, bytes, updated_at)
-                 VALUES (?1, ?2, 'offloaded', ?3, ?4)
+                "INSERT INTO workspace_tier
+                     (workspace_id, generation, state, bytes, documents, updated_at)
+                 VALUES (?1, ?2, 'offloaded', ?3, ?5, ?4)
                  ON CONFLICT (workspace_id) DO UPDATE SET generation = ?2, state = 'offloaded',
-                     bytes = ?3, updated_at = ?4
+                     bytes = ?3, documents = ?5, updated_at = ?4
                  WHERE workspace_tier.generation = 0",
-                params![ws.to_string(), gen, bytes, now],
+                params![ws.to_string(), gen, bytes, now, docs],
             )?
         } else {
             conn.execute(
                 "UPDATE workspace_tier SET generation = ?2, state = 'offloaded', bytes = ?3,
-                     updated_at = ?4
+                     documents = ?6, updated_at = ?4
                  WHERE workspace_id = ?1 AND generation = ?5",
                 params![
                     ws.to_string(),
                     gen,
                     bytes,
                     now,
-                    i64::try_from(previous).unwrap_or(i64::MAX)
+                    i64::try_from(previous).unwrap_or(i64::MAX),
+                    docs
                 ],
             )?
         };

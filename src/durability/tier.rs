@@ -496,7 +496,7 @@ impl Tier {
         let skipped = |why: &str| Ok(Offload::Skipped(why.to_string()));
         let dir = workspace::dir_of(app.data_dir(), id);
         let scratch;
-        let (previous, fp, files) = {
+        let (previous, fp, files, documents) = {
             let Some(_hold) = app.registry().hold_closed(id) else {
                 return skipped("open");
             };
@@ -523,10 +523,13 @@ impl Tier {
             let fp = fingerprint(&dir)?;
             if let (Some(m), Some(r)) = (read_marker(&dir), &rec) {
                 if previous > 0 && m.generation == previous && m.fingerprint == fp {
-                    return if app
-                        .control_plane()
-                        .tier_offloaded(id, previous, previous, r.bytes)?
-                    {
+                    return if app.control_plane().tier_offloaded(
+                        id,
+                        previous,
+                        previous,
+                        r.bytes,
+                        r.documents,
+                    )? {
                         Ok(Offload::Reused {
                             generation: previous,
                         })
@@ -543,6 +546,11 @@ impl Tier {
                 }
                 snapshot_db(&conn, &scratch.0.join(DB_FILE))?;
             }
+            let documents: i64 = rusqlite::Connection::open_with_flags(
+                scratch.0.join(DB_FILE),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?
+            .query_row("SELECT count(*) FROM documents", [], |r| r.get(0))?;
             // The connection is closed (its WAL removed): what the fingerprint is compared
             // with after the upload.
             let fp = fingerprint(&dir)?;
@@ -558,7 +566,7 @@ impl Tier {
                 }
                 files.push(rel);
             }
-            (previous, fp, files)
+            (previous, fp, files, u64::try_from(documents).unwrap_or(0))
         };
         fault("offload-snapshot");
         // Upload, without the hold: requests may open the workspace meanwhile (then the
@@ -612,7 +620,7 @@ impl Tier {
             )?;
             if !app
                 .control_plane()
-                .tier_offloaded(id, previous, generation, total)?
+                .tier_offloaded(id, previous, generation, total, documents)?
             {
                 return skipped("record changed");
             }

@@ -102,6 +102,33 @@ async fn idle_workspaces_are_offloaded_and_hydrated_transparently() {
     assert_eq!(r.offloaded, 1, "{r:?}");
     assert_eq!(state(&s, &ws), Some((1, TierState::Offloaded)));
     assert!(!folder(&s, &ws).exists(), "the local folder is gone");
+    let rec = s
+        .app
+        .control_plane()
+        .tier_of(Uuid::parse_str(&ws).expect("id"))
+        .expect("record")
+        .expect("offloaded");
+    assert_eq!(rec.documents, 1);
+    assert!(rec.bytes > 0);
+
+    // A sibling workspace's upload counts the org's documents and storage (quotas): the
+    // offloaded workspace is counted from its record, not hydrated.
+    let org = s
+        .app
+        .control_plane()
+        .get_workspace(Uuid::parse_str(&ws).expect("id"))
+        .expect("record")
+        .org_id
+        .to_string();
+    let sibling = api.create_workspace(&org, "sibling").await;
+    api.use_static_embedder(&sibling).await;
+    api.add_doc(
+        &sibling,
+        json!({"title": "Seal", "text": "A seal on the ice."}),
+    )
+    .await;
+    assert_eq!(tier::installed(&s.app).expect("tier").hydrations(), 0);
+    assert!(!folder(&s, &ws).exists());
 
     // A search hydrates it, transparently.
     assert_eq!(titles(&api, &ws, "penguins").await, vec!["Glacier"]);
@@ -114,8 +141,12 @@ async fn idle_workspaces_are_offloaded_and_hydrated_transparently() {
 
     // Read, not written: the next offload records generation 1 again, uploading nothing.
     s.advance_clock(HOUR + Duration::from_secs(60));
-    let r = offload(&s, 1).await;
-    assert_eq!((r.offloaded, r.reused), (0, 1), "{r:?}");
+    let r = offload(&s, 2).await;
+    assert_eq!(
+        (r.offloaded, r.reused),
+        (1, 1),
+        "the sibling uploaded, this one reused: {r:?}"
+    );
     assert_eq!(state(&s, &ws), Some((1, TierState::Offloaded)));
 
     // Written after hydration: the next offload is generation 2, with the new document.
