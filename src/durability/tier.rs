@@ -771,7 +771,7 @@ impl Tier {
             clean.push((self.idle_for(app, id, skew), id, rec, n));
         }
         // Coldest (idle longest) first.
-        clean.sort_by(|a, b| b.0.cmp(&a.0));
+        clean.sort_by_key(|c| std::cmp::Reverse(c.0));
         let mut evicted = 0;
         for (_, id, rec, n) in clean {
             if total <= self.cache_bytes {
@@ -781,10 +781,14 @@ impl Tier {
                 continue;
             };
             let dir = workspace::dir_of(data_dir, id);
+            // Clean: still the recorded generation, and untouched since it was (a process
+            // without tiering, such as a management command, may have written it).
             let still = app.control_plane().tier_of(id)?;
-            if still.as_ref() != Some(&rec)
-                || read_marker(&dir).map(|m| m.generation) != Some(rec.generation)
-            {
+            let clean = read_marker(&dir).is_some_and(|m| {
+                m.generation == rec.generation
+                    && fingerprint(&dir).is_ok_and(|fp| fp == m.fingerprint)
+            });
+            if still.as_ref() != Some(&rec) || !clean {
                 continue;
             }
             discard(data_dir, &dir)?;

@@ -304,10 +304,10 @@ async fn restart_with(
     let mut config = s.app.config().clone();
     keep.extend(s.stop());
     change(&mut config);
-    let mut opts = Options::default();
-    opts.config = config;
-    opts.keep_data_dir = true;
-    TestServer::start_with(opts)
+    TestServer::start_with(Options {
+        config,
+        keep_data_dir: true,
+    })
 }
 
 #[tokio::test]
