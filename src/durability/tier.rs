@@ -341,6 +341,37 @@ pub fn install(app: &Arc<App>, rt: tokio::runtime::Handle) -> Result<Option<Arc<
     Ok(Some(tier))
 }
 
+/// Tiered storage for a command that holds the data directory's lock (no server runs on it:
+/// `workspace export`, `backup`, `ingest` without `--server`), with a one-thread runtime of its
+/// own for the object store. Keep it alive while the app is used.
+pub struct CommandTier {
+    _tier: Arc<Tier>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for CommandTier {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// [`install`] for a command (see [`CommandTier`]); `None` without an object store.
+pub fn for_command(app: &Arc<App>) -> Result<Option<CommandTier>> {
+    if app.config().object_store.is_none() {
+        return Ok(None);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    Ok(install(app, rt.handle().clone())?.map(|tier| CommandTier {
+        _tier: tier,
+        rt: Some(rt),
+    }))
+}
+
 /// The tiering installed for this app's data directory, if any.
 pub fn installed(app: &App) -> Option<Arc<Tier>> {
     INSTALLED

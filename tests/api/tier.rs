@@ -536,3 +536,54 @@ async fn kill_9_during_offload_or_hydration_loses_nothing() {
         kill(child);
     }
 }
+
+/// A folder as the object store (`file:///`), and the command line on a data directory without
+/// a server: `workspace export` downloads the offloaded workspace it reads.
+#[tokio::test]
+async fn a_folder_store_and_the_command_line_hydrate_too() {
+    let store = tempfile::tempdir().expect("store");
+    let url = format!("file://{}", store.path().display());
+    let s = TestServer::start_with(Options::configured(|c| {
+        c.object_store = Some(url.clone());
+        c.offload_after_secs = 3600;
+        c.local_cache_bytes = 0;
+    }));
+    let api = s.api();
+    let (ws, _) = api
+        .workspace_with_docs(
+            "folder",
+            vec![json!({"title": "Compass", "text": "The compass points north."})],
+        )
+        .await;
+    s.advance_clock(HOUR + Duration::from_secs(60));
+    assert_eq!(offload(&s, 1).await.offloaded, 1);
+    assert!(!folder(&s, &ws).exists());
+    let manifests = store.path().join("workspaces").join(&ws).join("manifests");
+    assert!(
+        manifests.join("000000000001.json").exists(),
+        "the manifest is in the folder store"
+    );
+    let data = s.data_dir.clone();
+    let mut keep = Vec::new();
+    keep.extend(s.stop());
+
+    let out_file = store.path().join("export.tar");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["workspace", "export", &ws, "--out"])
+        .arg(&out_file)
+        .env("ENCLAVE_ADMIN_TOKEN", TOKEN)
+        .env("ENCLAVE_OBJECT_STORE", &url)
+        .env("ENCLAVE_LOG", "warn")
+        .env_remove(tier::FAULT_ENV)
+        .output()
+        .expect("run enclave");
+    assert!(
+        out.status.success(),
+        "export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::metadata(&out_file).expect("archive").len() > 0);
+    assert!(data.join(&ws).exists(), "hydrated by the command");
+}
