@@ -33,6 +33,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -303,7 +304,26 @@ pub struct Tier {
     sizes: Mutex<HashMap<Uuid, (String, u64)>>,
     /// One sweep at a time.
     sweeping: Mutex<()>,
-    hydrations: std::sync::atomic::AtomicU64,
+    hydrations: AtomicU64,
+    hydration_failures: AtomicU64,
+    hydration_ms: AtomicU64,
+    offloads: AtomicU64,
+    evictions: AtomicU64,
+    local_bytes: AtomicU64,
+}
+
+/// Counters of tiered storage since start, for `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TierStats {
+    pub hydrations: u64,
+    pub hydration_failures: u64,
+    /// Milliseconds spent hydrating, in all.
+    pub hydration_ms: u64,
+    /// Offloads recorded (uploaded, or the same generation again).
+    pub offloads: u64,
+    pub evictions: u64,
+    /// Bytes of local workspace folders at the last sweep.
+    pub local_bytes: u64,
 }
 
 static INSTALLED: Mutex<Option<HashMap<PathBuf, Weak<Tier>>>> = Mutex::new(None);
@@ -329,6 +349,11 @@ pub fn install(app: &Arc<App>, rt: tokio::runtime::Handle) -> Result<Option<Arc<
         sizes: Mutex::new(HashMap::new()),
         sweeping: Mutex::new(()),
         hydrations: Default::default(),
+        hydration_failures: Default::default(),
+        hydration_ms: Default::default(),
+        offloads: Default::default(),
+        evictions: Default::default(),
+        local_bytes: Default::default(),
     });
     app.registry().set_tiering(tier.clone());
     INSTALLED
@@ -414,9 +439,17 @@ impl crate::workspace::Tiering for Tier {
                 s.spawn(|| self.hydrate(&app, id, rec.generation, dir))
                     .join()
                     .unwrap_or_else(|_| Err(Error::internal("hydration panicked")))
+            })
+            .inspect_err(|e| {
+                self.hydration_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(workspace_id = %id, generation = rec.generation, error = %e,
+                    "hydration failed");
             })?;
-            self.hydrations
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.hydrations.fetch_add(1, Ordering::Relaxed);
+            self.hydration_ms.fetch_add(
+                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
             tracing::info!(workspace_id = %id, generation = rec.generation,
                 ms = started.elapsed().as_millis() as u64, "workspace hydrated");
         }
@@ -429,7 +462,18 @@ impl crate::workspace::Tiering for Tier {
 impl Tier {
     /// Hydrations done by this process.
     pub fn hydrations(&self) -> u64 {
-        self.hydrations.load(std::sync::atomic::Ordering::Relaxed)
+        self.hydrations.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> TierStats {
+        TierStats {
+            hydrations: self.hydrations.load(Ordering::Relaxed),
+            hydration_failures: self.hydration_failures.load(Ordering::Relaxed),
+            hydration_ms: self.hydration_ms.load(Ordering::Relaxed),
+            offloads: self.offloads.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            local_bytes: self.local_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// The manifest of a workspace's generation, checked.
@@ -763,6 +807,8 @@ impl Tier {
             Ok((evicted, bytes)) => {
                 r.evicted = evicted;
                 r.local_bytes = bytes;
+                self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+                self.local_bytes.store(bytes, Ordering::Relaxed);
             }
             Err(e) => tracing::warn!(error = %e, "tiering: cache eviction failed"),
         }
@@ -779,6 +825,8 @@ impl Tier {
                 }
             }
         }
+        self.offloads
+            .fetch_add((r.offloaded + r.reused) as u64, Ordering::Relaxed);
         r
     }
 

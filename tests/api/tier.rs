@@ -136,6 +136,9 @@ async fn idle_workspaces_are_offloaded_and_hydrated_transparently() {
     assert_eq!(state(&s, &ws), Some((1, TierState::Local)));
     let hydrations = tier::installed(&s.app).expect("tier").hydrations();
     assert_eq!(hydrations, 1);
+    let metrics = api.text("/metrics").await;
+    assert!(metrics.contains("enclave_tier_hydrations_total 1\n"), "{metrics}");
+    assert!(metrics.contains("enclave_tier_offloads_total 1\n"), "{metrics}");
     let r = api.get(&format!("/v1/workspaces/{ws}/documents")).await;
     assert_eq!(r.body["data"].as_array().map(Vec::len), Some(1));
 
