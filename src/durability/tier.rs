@@ -440,6 +440,13 @@ impl crate::workspace::Tiering for Tier {
                     .join()
                     .unwrap_or_else(|_| Err(Error::internal("hydration panicked")))
             })
+            // A missing or unreadable object is the server's problem, not the request's.
+            .map_err(|e| match e {
+                Error::Invalid(m) => Error::Corrupt(format!(
+                    "workspace {id}: its offloaded copy cannot be read: {m}"
+                )),
+                e => e,
+            })
             .inspect_err(|e| {
                 self.hydration_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(workspace_id = %id, generation = rec.generation, error = %e,
