@@ -28,9 +28,10 @@ pub struct Args {
     /// Hydrations measured per size.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
-    /// Workspaces in the disk estimate, and how many of them are hot.
+    /// Workspaces in the disk estimate.
     #[arg(long, default_value_t = 100_000)]
     pub workspaces: u64,
+    /// How many of them are hot (kept local) in the disk estimate.
     #[arg(long, default_value_t = 1_000)]
     pub hot: u64,
 }
