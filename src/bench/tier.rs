@@ -143,7 +143,7 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
                 anyhow::bail!("workspace {ws} not offloaded again: {o:?}");
             }
         }
-        let p50 = percentile(&mut hydrate.clone(), 0.5);
+        let p50 = percentile(&mut hydrate.clone(), 50.0);
         let min = hydrate.iter().copied().fold(f64::MAX, f64::min);
         let max = hydrate.iter().copied().fold(0.0, f64::max);
         table.row(&[
@@ -154,7 +154,7 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
             format!("{min:.1}"),
             format!("{max:.1}"),
             format!("{first_search:.1}"),
-            format!("{:.1}", percentile(&mut reoffload, 0.5)),
+            format!("{:.1}", percentile(&mut reoffload, 50.0)),
         ]);
     }
     table.print();
