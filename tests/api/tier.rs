@@ -137,8 +137,14 @@ async fn idle_workspaces_are_offloaded_and_hydrated_transparently() {
     let hydrations = tier::installed(&s.app).expect("tier").hydrations();
     assert_eq!(hydrations, 1);
     let metrics = api.text("/metrics").await;
-    assert!(metrics.contains("enclave_tier_hydrations_total 1\n"), "{metrics}");
-    assert!(metrics.contains("enclave_tier_offloads_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("enclave_tier_hydrations_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("enclave_tier_offloads_total 1\n"),
+        "{metrics}"
+    );
     let r = api.get(&format!("/v1/workspaces/{ws}/documents")).await;
     assert_eq!(r.body["data"].as_array().map(Vec::len), Some(1));
 
