@@ -17,6 +17,11 @@ pub const DEFAULT_BACKUP_INTERVAL_SECS: u64 = 86_400;
 /// Scheduled backups kept.
 pub const DEFAULT_BACKUP_KEEP: usize = 7;
 pub const DEFAULT_WRITER_IDLE_SECS: u64 = 30;
+/// Tiered storage: a workspace closed this long is offloaded to the object store (24 h).
+pub const DEFAULT_OFFLOAD_AFTER_SECS: u64 = 86_400;
+/// Tiered storage: bytes of local workspace folders kept before the coldest clean copies of
+/// offloaded workspaces are evicted (10 GiB).
+pub const DEFAULT_LOCAL_CACHE_BYTES: u64 = 10 << 30;
 pub const DEFAULT_OPEN_WAIT_SECS: u64 = 30;
 /// Seconds a model provider may take to answer (to its first byte when streaming, then between
 /// chunks) before the request fails with `502 provider_error`.
@@ -108,6 +113,18 @@ pub struct ConfigArgs {
     /// Scheduled backups kept (older ones and their unshared objects are removed) [default: 7].
     #[arg(long, env = "ENCLAVE_BACKUP_KEEP")]
     pub backup_keep: Option<usize>,
+    /// Tiered storage: offload closed workspaces to s3://bucket/prefix or file:///folder
+    /// [default: none, every workspace stays local].
+    #[arg(long, env = "ENCLAVE_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// Tiered storage: how long a workspace stays closed before it is offloaded, e.g. 24h,
+    /// 30m, 90s [default: 24h].
+    #[arg(long, env = "ENCLAVE_OFFLOAD_AFTER")]
+    pub offload_after: Option<String>,
+    /// Tiered storage: bytes of local workspace folders above which the coldest clean copies
+    /// of offloaded workspaces are removed [default: 10737418240].
+    #[arg(long, env = "ENCLAVE_LOCAL_CACHE_BYTES")]
+    pub local_cache_bytes: Option<u64>,
     /// Seconds a request waits for a free open-workspace slot before 503 [default: 30].
     #[arg(long, env = "ENCLAVE_OPEN_WAIT_SECS")]
     pub open_wait_secs: Option<u64>,
@@ -213,6 +230,9 @@ struct FileConfig {
     backup_to: Option<String>,
     backup_interval: Option<u64>,
     backup_keep: Option<usize>,
+    object_store: Option<String>,
+    offload_after: Option<String>,
+    local_cache_bytes: Option<u64>,
     open_wait_secs: Option<u64>,
     tenant_domain: Option<String>,
     master_key_file: Option<PathBuf>,
@@ -248,6 +268,11 @@ pub struct Config {
     pub backup_to: Option<String>,
     pub backup_interval_secs: u64,
     pub backup_keep: usize,
+    /// Tiered storage: the object store (none: off), how long a workspace stays closed before
+    /// it is offloaded, and the bound on local workspace folders.
+    pub object_store: Option<String>,
+    pub offload_after_secs: u64,
+    pub local_cache_bytes: u64,
     pub open_wait_secs: u64,
     /// With `example.com`, a request to `<workspace-id>.example.com` names that workspace, which
     /// must agree with the credential (like `X-Tenant-ID`).
@@ -299,6 +324,9 @@ impl Config {
             backup_to: None,
             backup_interval_secs: DEFAULT_BACKUP_INTERVAL_SECS,
             backup_keep: DEFAULT_BACKUP_KEEP,
+            object_store: None,
+            offload_after_secs: DEFAULT_OFFLOAD_AFTER_SECS,
+            local_cache_bytes: DEFAULT_LOCAL_CACHE_BYTES,
             open_wait_secs: DEFAULT_OPEN_WAIT_SECS,
             tenant_domain: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
@@ -388,6 +416,27 @@ impl Config {
             (None, None) => None,
             _ => anyhow::bail!("give both tls-cert and tls-key (or neither)"),
         };
+        let offload_after_secs = match args.offload_after.clone().or(file.offload_after) {
+            Some(d) => parse_duration(&d).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid offload-after {d:?}: give a duration such as 24h, 30m, 90s or 0s"
+                )
+            })?,
+            None => DEFAULT_OFFLOAD_AFTER_SECS,
+        };
+        let object_store = args
+            .object_store
+            .clone()
+            .or(file.object_store)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        if let Some(o) = &object_store {
+            if !(o.starts_with("s3://") || o.starts_with("file:///")) {
+                anyhow::bail!(
+                    "invalid object-store {o:?}: give s3://bucket/prefix or file:///absolute/folder"
+                );
+            }
+        }
         let admin_token = std::env::var("ENCLAVE_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty());
@@ -421,6 +470,12 @@ impl Config {
                 .or(file.backup_keep)
                 .unwrap_or(DEFAULT_BACKUP_KEEP)
                 .max(1),
+            object_store,
+            offload_after_secs,
+            local_cache_bytes: args
+                .local_cache_bytes
+                .or(file.local_cache_bytes)
+                .unwrap_or(DEFAULT_LOCAL_CACHE_BYTES),
             open_wait_secs: args
                 .open_wait_secs
                 .or(file.open_wait_secs)
@@ -507,6 +562,24 @@ impl Config {
             tls,
         })
     }
+}
+
+/// A duration in seconds from `90`, `90s`, `30m`, `24h` or `7d` (whole numbers).
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 #[cfg(test)]

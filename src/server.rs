@@ -125,6 +125,14 @@ pub async fn serve(
     // Scheduled backups (`--backup-to`): the first after one interval.
     let backups = crate::durability::backup::spawn_schedule(app.clone());
 
+    // Tiered storage (`--object-store`): hydration on the registry's miss path, and the sweep
+    // that offloads closed workspaces and bounds the local cache.
+    let tiering = match crate::durability::tier::install(&app, tokio::runtime::Handle::current()) {
+        Ok(Some(tier)) => Some(crate::durability::tier::spawn_sweeper(app.clone(), tier)),
+        Ok(None) => None,
+        Err(e) => return Err(std::io::Error::other(format!("tiered storage: {e}"))),
+    };
+
     // Governance upkeep: purge what is past its grace period, drop idle rate-limit buckets.
     let upkeep = tokio::spawn({
         let app = app.clone();
@@ -173,6 +181,9 @@ pub async fn serve(
     let result = accept_loop(app.clone(), listener, tls, shutdown).await;
     if let Some(b) = backups {
         b.abort();
+    }
+    if let Some(t) = tiering {
+        t.abort();
     }
     sweeper.abort();
     usage.abort();

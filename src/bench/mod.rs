@@ -6,6 +6,7 @@ mod load;
 pub mod report;
 mod search;
 mod tenants;
+mod tier;
 
 use clap::Subcommand;
 
@@ -25,6 +26,9 @@ pub enum BenchCommand {
     /// Bulk load: documents/s through `POST /documents/batch` at several batch sizes, into one
     /// workspace and spread over many, against one request per document.
     Load(load::Args),
+    /// Tiered storage: offload and hydration latency of workspaces of given sizes through an
+    /// object store, and the local disk of many workspaces of which few are hot.
+    Tier(tier::Args),
 }
 
 pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
@@ -34,5 +38,6 @@ pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
         BenchCommand::Embed(a) => crate::embed::bench::bench(a),
         BenchCommand::Search(a) => search::run(a, args),
         BenchCommand::Load(a) => load::run(a, args),
+        BenchCommand::Tier(a) => tier::run(a, args),
     }
 }

@@ -51,16 +51,16 @@ pub struct Args {
 
 /// Words per chunk of the synthetic documents (the chunker's target).
 const WORDS_PER_CHUNK: usize = 170;
-const CHUNKS_PER_DOC: usize = 10;
+pub(super) const CHUNKS_PER_DOC: usize = 10;
 const GROUPS: [&str; 3] = ["a", "b", "c"];
 
-struct Lexicon {
+pub(super) struct Lexicon {
     words: Vec<String>,
     cdf: Vec<f64>,
 }
 
 impl Lexicon {
-    fn new(n: usize, rng: &mut StdRng) -> Self {
+    pub(super) fn new(n: usize, rng: &mut StdRng) -> Self {
         const SYL: &[&str] = &[
             "ka", "lo", "mi", "ren", "to", "sa", "vel", "dor", "an", "is", "qu", "ber", "tan",
             "el", "or", "fi", "nu", "gra", "pe", "sol", "mar", "tri", "zen", "ho", "lu",
@@ -110,7 +110,7 @@ impl Lexicon {
         s
     }
 
-    fn query(&self, rng: &mut StdRng) -> String {
+    pub(super) fn query(&self, rng: &mut StdRng) -> String {
         // Queries favour mid-frequency words, as real ones do.
         let n = rng.random_range(2..=5);
         (0..n)
@@ -128,7 +128,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn new_workspace(
+pub(super) fn new_workspace(
     app: &App,
     org: &str,
     name: &str,
@@ -149,7 +149,7 @@ fn new_workspace(
     Ok(ws)
 }
 
-fn add_docs(
+pub(super) fn add_docs(
     app: &App,
     ws: Uuid,
     lex: &Lexicon,

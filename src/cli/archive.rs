@@ -113,6 +113,8 @@ pub fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let (app, _) = App::open(config)?;
+    // Tiered storage: an offloaded workspace is downloaded to be exported.
+    let _tier = crate::durability::tier::for_command(&app)?;
     let ctx = app.identity().operator_workspace(id)?;
     let prepared = archive::export(&app, &ctx)?;
     let mut out = std::io::BufWriter::new(output(&args.out)?);

@@ -134,6 +134,8 @@ pub fn run_backup(config: Config, args: BackupArgs) -> anyhow::Result<()> {
         .map(|w| crate::ids::parse_uuid(w, "workspace"))
         .transpose()?;
     let app = open_locked(config)?;
+    // Tiered storage: offloaded workspaces are downloaded to be read or replaced.
+    let _tier = crate::durability::tier::install(&app, rt.handle().clone())?;
     let target = Target::open(&to, rt.handle().clone())?;
     let report = backup::backup(&app, &target, only);
     if report.is_ok() {
@@ -182,6 +184,8 @@ pub fn run_restore(config: Config, args: RestoreArgs) -> anyhow::Result<()> {
     }
     let ws = crate::ids::parse_uuid(&ws, "workspace")?;
     let app = open_locked(config)?;
+    // Tiered storage: offloaded workspaces are downloaded to be read or replaced.
+    let _tier = crate::durability::tier::install(&app, rt.handle().clone())?;
     let target = Target::open(&args.from, rt.handle().clone())?;
     let rec = backup::restore_workspace(
         &app,

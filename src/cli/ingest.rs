@@ -587,6 +587,8 @@ pub fn run(config: crate::config::Config, args: IngestArgs) -> anyhow::Result<()
         e => e.into(),
     })?;
     super::announce_token(&source);
+    // Tiered storage: an offloaded workspace is downloaded before it is written.
+    let _tier = crate::durability::tier::for_command(&app)?;
     let ws = args
         .workspace
         .as_deref()

@@ -10,6 +10,7 @@ mod operator;
 mod orgs;
 mod plans;
 mod providers;
+pub mod tier;
 mod users;
 mod workspaces;
 
@@ -62,6 +63,11 @@ pub static MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "governance",
         sql: include_str!("../../schema/control/0007_governance.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "tier",
+        sql: include_str!("../../schema/control/0008_tier.sql"),
     },
 ];
 

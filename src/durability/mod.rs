@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod backup;
 pub mod objstore;
+pub mod tier;
 
 use std::path::{Path, PathBuf};
 

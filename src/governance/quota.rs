@@ -258,6 +258,15 @@ impl Governance {
                 let mut docs = 0i64;
                 let mut bytes = 0i64;
                 for ws in self.control.live_workspace_ids(org)? {
+                    // Tiered storage: an offloaded workspace is counted from what its offload
+                    // recorded (exact: it has not been opened since), not hydrated to count it.
+                    if let Some(t) = self.control.tier_of(ws)? {
+                        if t.state == crate::control::tier::TierState::Offloaded {
+                            docs += i64::try_from(t.documents).unwrap_or(i64::MAX);
+                            bytes += i64::try_from(t.bytes).unwrap_or(i64::MAX);
+                            continue;
+                        }
+                    }
                     // The record first: a deleted workspace is never reopened.
                     let handle = match self
                         .control

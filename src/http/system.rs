@@ -122,6 +122,49 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             b.last_workspaces,
         );
     }
+    if let Some(t) = crate::durability::tier::installed(&app) {
+        let t = t.stats();
+        for (name, help, kind, value) in [
+            (
+                "enclave_tier_hydrations_total",
+                "Workspaces downloaded from the object store.",
+                "counter",
+                t.hydrations,
+            ),
+            (
+                "enclave_tier_hydration_failures_total",
+                "Hydrations that failed (the request got an error).",
+                "counter",
+                t.hydration_failures,
+            ),
+            (
+                "enclave_tier_hydration_milliseconds_total",
+                "Time spent hydrating, in all.",
+                "counter",
+                t.hydration_ms,
+            ),
+            (
+                "enclave_tier_offloads_total",
+                "Offloads recorded by the sweep (uploaded, or the same generation again).",
+                "counter",
+                t.offloads,
+            ),
+            (
+                "enclave_tier_evictions_total",
+                "Clean local copies removed to stay within local-cache-bytes.",
+                "counter",
+                t.evictions,
+            ),
+            (
+                "enclave_tier_local_bytes",
+                "Bytes of local workspace folders at the last sweep.",
+                "gauge",
+                t.local_bytes,
+            ),
+        ] {
+            gauge(name, help, kind, value);
+        }
+    }
     gauge(
         "enclave_workspaces_open",
         "Workspace stores open now.",

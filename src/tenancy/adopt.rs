@@ -82,11 +82,23 @@ impl Tenancy {
         let rec = self.control.get_workspace(ws)?;
         self.registry.remove(ws);
         let dir = workspace::dir_of(self.data_dir(), ws);
-        let swapped = std::fs::rename(&dir, old_to).and_then(|()| {
+        // An offloaded workspace may have no local folder (tiered storage): nothing to move.
+        let moved_old = match std::fs::rename(&dir, old_to) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            r => r.map(|()| true),
+        };
+        let swapped = moved_old.and_then(|moved| {
             std::fs::rename(prepared, &dir).inspect_err(|_| {
-                let _ = std::fs::rename(old_to, &dir);
+                if moved {
+                    let _ = std::fs::rename(old_to, &dir);
+                }
             })
         });
+        // Tiered storage: the new folder is the current copy, not a stale one of the object
+        // store's generation (before readmitting, so no open hydrates over it).
+        let swapped = swapped
+            .map_err(crate::error::Error::from)
+            .and_then(|()| self.control.tier_local(ws));
         self.registry.readmit(ws);
         swapped?;
         self.governance.forget_workspace(ws);

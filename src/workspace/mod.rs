@@ -23,7 +23,7 @@ use crate::db::{self, Migration};
 use crate::error::{Error, Resource, Result};
 
 pub use extensions::Slots;
-pub use registry::{Handle, Registry};
+pub use registry::{ClosedHold, Handle, Registry, Tiering};
 
 pub const DB_FILE: &str = "workspace.db";
 pub const INDEX_DIR: &str = "index";

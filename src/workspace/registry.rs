@@ -13,7 +13,7 @@
 //!   was already past authentication (it gets `404`, or finishes on the handle it already held).
 //!   A restore (`readmit`, after the record is live again) lifts the tombstone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,8 +52,12 @@ impl Drop for Handle {
     fn drop(&mut self) {
         // Release our reference first (closing the store if we were the last), then wake
         // anyone waiting for a slot to become idle.
+        let id = self.ws.as_ref().map(|ws| ws.id());
         drop(self.ws.take());
-        let _guard = self.shared.lock();
+        let mut guard = self.shared.lock();
+        if let Some(id) = id {
+            guard.released.insert(id, Instant::now());
+        }
         self.shared.changed.notify_all();
     }
 }
@@ -65,6 +69,12 @@ struct State {
     /// Workspaces removed (deleted) while this registry lives: never opened again. Ids are
     /// never reused, so this only grows by one per deletion (16 bytes each).
     removed: HashSet<Uuid>,
+    /// Open `Workspace` instances per id (cached, or evicted while a request holds them).
+    instances: HashMap<Uuid, u32>,
+    /// When a handle to each workspace was last let go (tiering's idle time).
+    released: HashMap<Uuid, Instant>,
+    /// Workspaces held closed ([`Registry::hold_closed`]): `get` waits, as for an opening.
+    held: HashSet<Uuid>,
 }
 
 struct Shared {
@@ -81,6 +91,8 @@ struct Shared {
     writers: Writers,
     /// How long opening a store took (a cold open: migrations, index checks, reconciliation).
     open_latency: crate::histogram::Histogram,
+    /// Tiered storage's hook on the miss path (none: folders are always local).
+    tiering: std::sync::OnceLock<Arc<dyn Tiering>>,
 }
 
 impl Shared {
@@ -136,6 +148,9 @@ impl Registry {
                     opening: HashSet::new(),
                     live: 0,
                     removed: HashSet::new(),
+                    instances: HashMap::new(),
+                    released: HashMap::new(),
+                    held: HashSet::new(),
                 }),
                 changed: Condvar::new(),
                 closed: AtomicBool::new(false),
@@ -144,6 +159,7 @@ impl Registry {
                 evictions: AtomicU64::new(0),
                 writers: Writers::default(),
                 open_latency: Default::default(),
+                tiering: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -168,7 +184,7 @@ impl Registry {
             if let Some(ws) = st.cache.get(&id) {
                 return Ok(self.handle(ws.clone()));
             }
-            if st.opening.contains(&id) {
+            if st.opening.contains(&id) || st.held.contains(&id) {
                 st = sh.wait(st, deadline)?;
                 continue;
             }
@@ -195,7 +211,14 @@ impl Registry {
             st.opening.insert(id);
             drop(st);
             let started = Instant::now();
-            let opened = Workspace::open_counted(&dir_of(&sh.data_dir, id), id, sh.writers.clone());
+            let dir = dir_of(&sh.data_dir, id);
+            // Tiered storage first makes the folder current (hydrates it from the object
+            // store); inside `opening`, so concurrent requests wait on one hydration.
+            let opened = match sh.tiering.get() {
+                Some(t) => t.before_open(id, &dir),
+                None => Ok(()),
+            }
+            .and_then(|_| Workspace::open_counted(&dir, id, sh.writers.clone()));
             sh.open_latency.observe(started.elapsed());
             let mut st = sh.lock();
             st.opening.remove(&id);
@@ -206,10 +229,17 @@ impl Registry {
                 if let Some(sh) = weak.upgrade() {
                     let mut st = sh.lock();
                     st.live = st.live.saturating_sub(1);
+                    if let Some(n) = st.instances.get_mut(&id) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            st.instances.remove(&id);
+                        }
+                    }
                     sh.changed.notify_all();
                 }
             }));
             st.live += 1;
+            *st.instances.entry(id).or_insert(0) += 1;
             sh.peak.fetch_max(st.live as u64, Ordering::Relaxed);
             sh.opens.fetch_add(1, Ordering::Relaxed);
             let ws = Arc::new(ws);
@@ -256,7 +286,7 @@ impl Registry {
     pub fn remove(&self, id: Uuid) -> bool {
         let sh = &self.shared;
         let mut st = sh.lock();
-        while st.opening.contains(&id) {
+        while st.opening.contains(&id) || st.held.contains(&id) {
             st = sh.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.removed.insert(id);
@@ -311,6 +341,88 @@ impl Registry {
             evictions_total: sh.evictions.load(Ordering::Relaxed),
             open_writers: sh.writers.get(),
         }
+    }
+}
+
+/// Tiered storage's hook on the registry's miss path (implemented by
+/// `durability::tier::Tier`, installed by the server): called before a store is opened, inside
+/// the registry's single-flight window, to make its folder current (download it from the
+/// object store when it was offloaded; replace a stale copy).
+pub trait Tiering: Send + Sync {
+    fn before_open(&self, id: Uuid, dir: &Path) -> Result<()>;
+}
+
+/// A workspace held closed by [`Registry::hold_closed`]: until dropped, `get` of it waits.
+pub struct ClosedHold {
+    id: Uuid,
+    shared: Arc<Shared>,
+}
+
+impl Drop for ClosedHold {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.held.remove(&self.id);
+        self.shared.changed.notify_all();
+    }
+}
+
+/// Tiered storage's side of the registry.
+impl Registry {
+    /// Installs the miss-path hook (once; later calls are ignored).
+    pub fn set_tiering(&self, t: Arc<dyn Tiering>) {
+        let _ = self.shared.tiering.set(t);
+    }
+
+    /// Keeps workspace `id` closed while the hold lives (opens of it wait), if it is closed now:
+    /// not cached, not being opened, no instance of it open anywhere (a store evicted while a
+    /// request holds it counts), not removed, not already held. Else `None`.
+    pub fn hold_closed(&self, id: Uuid) -> Option<ClosedHold> {
+        let mut st = self.shared.lock();
+        if st.cache.contains(&id)
+            || st.opening.contains(&id)
+            || st.held.contains(&id)
+            || st.removed.contains(&id)
+            || st.instances.contains_key(&id)
+        {
+            return None;
+        }
+        st.held.insert(id);
+        Some(ClosedHold {
+            id,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Closes the cached stores that no request holds and whose last handle was let go more
+    /// than `idle` ago (`skew`: how far the injected clock is ahead, so tests need not sleep).
+    /// Returns how many it closed.
+    pub fn close_idle_stores(&self, idle: Duration, skew: Duration) -> usize {
+        let now = Instant::now();
+        let victims: Vec<Arc<Workspace>> = {
+            let mut st = self.shared.lock();
+            let ids: Vec<Uuid> = st
+                .cache
+                .iter()
+                .filter(|(id, ws)| {
+                    Arc::strong_count(ws) == 1
+                        && st
+                            .released
+                            .get(id)
+                            .is_none_or(|t| now.duration_since(*t) + skew >= idle)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| st.cache.pop(id)).collect()
+        };
+        let n = victims.len();
+        // Closing does I/O (writer commit); never under the lock.
+        drop(victims);
+        n
+    }
+
+    /// When a handle to `id` was last let go in this process (`None`: never opened here).
+    pub fn last_released(&self, id: Uuid) -> Option<Instant> {
+        self.shared.lock().released.get(&id).copied()
     }
 }
 

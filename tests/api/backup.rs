@@ -335,76 +335,14 @@ async fn scheduled_backups_report_in_metrics() {
     assert!((1..=7).contains(&n), "{n}");
 }
 
-/// A moto S3 server on a free loopback port, stopped when dropped.
-struct Moto(std::process::Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_moto() -> Option<(Moto, u16)> {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import moto.server"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("moto is required under CI (pip install 'moto[server]')");
-        }
-        eprintln!("SKIPPED: S3 backup test: moto is not installed (pip install 'moto[server]')");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let moto = Moto(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some((moto, port))
-}
-
 #[tokio::test]
 async fn backup_to_s3_through_moto() {
-    let Some((_moto, port)) = start_moto() else {
-        return;
-    };
-    let endpoint = format!("http://127.0.0.1:{port}");
-    // The bucket (moto takes an unsigned PUT).
-    let r = reqwest::Client::new()
-        .put(format!("{endpoint}/enclave-backups"))
-        .send()
+    // The shared moto of the test binary (`moto.rs`), in a bucket of this test's own.
+    if crate::moto::bucket("S3 backup test", "enclave-backups")
         .await
-        .expect("bucket");
-    assert!(r.status().is_success(), "{}", r.status());
-    // SAFETY of the environment: only S3 targets read these, and only this test uses one.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-        std::env::set_var("AWS_REGION", "us-east-1");
-        std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
-        std::env::set_var("AWS_ALLOW_HTTP", "true");
+        .is_none()
+    {
+        return;
     }
     cycle("s3://enclave-backups/nightly", None).await;
 }
