@@ -27,6 +27,7 @@
 pub mod bench;
 pub mod kernels;
 pub mod minilm;
+pub mod qgemm;
 mod safetensors;
 pub mod static_model;
 pub mod tokenizer;
