@@ -95,7 +95,7 @@ pub fn bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
     );
 
     let mut rows = Vec::new();
-    let load = MiniLm::preload()?;
+    let load = MiniLm::preload(super::minilm::Precision::F32)?;
     let minilm = MiniLm::with_threads(args.threads);
     rows.push(measure(
         &minilm,
