@@ -209,7 +209,11 @@ fn quality(corpus: &Path, threads: usize) -> anyhow::Result<()> {
         .filter(|(id, _)| qrels.contains_key(*id))
         .map(|(id, t)| (id, t.as_str()))
         .collect();
-    anyhow::ensure!(!queries.is_empty(), "no query of {} has qrels", qpath.display());
+    anyhow::ensure!(
+        !queries.is_empty(),
+        "no query of {} has qrels",
+        qpath.display()
+    );
     let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
     let qrefs: Vec<&str> = queries.iter().map(|(_, t)| *t).collect();
     let mut doc_vecs = Vec::new();

@@ -309,9 +309,8 @@ mod x86 {
             let b0 = _mm512_loadu_si512(b as *const _);
             let b1 = _mm512_loadu_si512(b.add(64) as *const _);
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_epi32(
-                    (t.a.add(r * t.lda + 4 * q) as *const i32).read_unaligned(),
-                );
+                let av =
+                    _mm512_set1_epi32((t.a.add(r * t.lda + 4 * q) as *const i32).read_unaligned());
                 row[0] = _mm512_dpbusd_epi32(row[0], av, b0);
                 row[1] = _mm512_dpbusd_epi32(row[1], av, b1);
             }
@@ -332,11 +331,8 @@ mod x86 {
             let c = t.c.add(r * t.ldc);
             for h in 0..2 {
                 let corr = _mm512_sub_epi32(row[h], _mm512_mullo_epi32(zp, cs[h]));
-                let mut v = _mm512_fmadd_ps(
-                    _mm512_cvtepi32_ps(corr),
-                    _mm512_mul_ps(sa, ws[h]),
-                    bias[h],
-                );
+                let mut v =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(sa, ws[h]), bias[h]);
                 if t.accumulate {
                     v = _mm512_add_ps(v, _mm512_loadu_ps(c.add(16 * h)));
                 }
@@ -486,7 +482,9 @@ mod tests {
             let zero_back = (q.zero[r] - q.zero[r]) as f32 * q.scale[r];
             assert_eq!(zero_back, 0.0);
         }
-        assert!(q.data[2 * 52..2 * 52 + k].iter().all(|&u| i32::from(u) == q.zero[2]));
+        assert!(q.data[2 * 52..2 * 52 + k]
+            .iter()
+            .all(|&u| i32::from(u) == q.zero[2]));
     }
 
     /// Naive reference of what the kernels compute: the dequantized operands' product in f64.
