@@ -3,6 +3,8 @@
 //! Chunks are ~200-word windows over a BEIR `corpus.jsonl` (title + text) when one is given,
 //! otherwise generated text; they are embedded in batches of 32, as ingestion does. Queries are
 //! the corpus's sibling `queries.jsonl`, or generated short questions, embedded one at a time.
+//! MiniLM runs twice in the same process, with f32 and with int8 dense layers, and the two
+//! precisions' vectors of the same chunks and queries are compared (cosine).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use super::minilm::Precision;
 use super::{Embedder, MiniLm, StaticModel};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -32,6 +35,11 @@ pub struct EmbedBenchArgs {
     /// Threads for each embedder.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// With --corpus: also embed the whole corpus with MiniLM in both precisions and print the
+    /// brute-force vector nDCG@10 of the sibling qrels/dev.tsv queries for f32, int8 and the
+    /// mixes (f32 documents searched with int8 queries and the reverse).
+    #[arg(long)]
+    pub ndcg: bool,
 }
 
 impl Default for EmbedBenchArgs {
@@ -43,6 +51,7 @@ impl Default for EmbedBenchArgs {
             batch: 32,
             queries: 200,
             threads: 2,
+            ndcg: false,
         }
     }
 }
@@ -94,17 +103,29 @@ pub fn bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
         super::kernels::isa()
     );
 
+    println!(
+        "int8 kernel: {:?}; MiniLM default precision: {}",
+        super::qgemm::qisa(),
+        Precision::from_env().name()
+    );
+
     let mut rows = Vec::new();
-    let load = MiniLm::preload()?;
-    let minilm = MiniLm::with_threads(args.threads);
-    rows.push(measure(
-        &minilm,
-        load.as_secs_f64() * 1e3,
-        &chunks,
-        batch,
-        &queries,
-        args.queries,
-    )?);
+    let mut dims = Vec::new();
+    for precision in Precision::ALL {
+        let load = MiniLm::preload(precision)?;
+        let minilm = MiniLm::with_threads(args.threads).with_precision(precision);
+        let mut row = measure(
+            &minilm,
+            load.as_secs_f64() * 1e3,
+            &chunks,
+            batch,
+            &queries,
+            args.queries,
+        )?;
+        row.model = format!("{} ({})", row.model, precision.name());
+        rows.push(row);
+        dims.push(minilm.dim());
+    }
     let load = StaticModel::preload()?;
     let stat = StaticModel::with_threads(args.threads);
     let many: Vec<String> = chunks
@@ -121,17 +142,161 @@ pub fn bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
         &queries,
         args.queries,
     )?);
+    dims.push(stat.dim());
 
     println!(
         "\n| model | dims | load (ms) | chunks/s | chunks per CPU-second | query p50 (ms) | query p99 (ms) |\n|---|---|---|---|---|---|---|"
     );
-    for (r, dim) in rows.iter().zip([minilm.dim(), stat.dim()]) {
+    for (r, dim) in rows.iter().zip(dims) {
         println!(
             "| {} | {dim} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} |",
             r.model, r.load_ms, r.chunks_per_s, r.chunks_per_cpu_s, r.p50_ms, r.p99_ms
         );
     }
+    if let [f, q, ..] = rows.as_slice() {
+        println!(
+            "\nMiniLM int8 / f32: {:.2}× chunks/s, {:.2}× chunks per CPU-second, query p50 {:.2}×",
+            q.chunks_per_s / f.chunks_per_s,
+            q.chunks_per_cpu_s / f.chunks_per_cpu_s,
+            f.p50_ms / q.p50_ms
+        );
+    }
+    let sample: Vec<&str> = chunks.iter().map(String::as_str).take(256).collect();
+    let qsample: Vec<&str> = queries.iter().map(String::as_str).take(256).collect();
+    println!("\n| int8 vs f32 cosine | texts | min | mean | max |\n|---|---|---|---|---|");
+    for (what, texts) in [("chunks", &sample), ("queries", &qsample)] {
+        let (n, min, mean, max) = agreement(texts, args.threads)?;
+        println!("| {what} | {n} | {min:.5} | {mean:.5} | {max:.5} |");
+    }
+    if args.ndcg {
+        let corpus = args
+            .corpus
+            .as_deref()
+            .context("--ndcg needs --corpus DIR/corpus.jsonl (a BEIR folder)")?;
+        quality(corpus, args.threads)?;
+    }
     Ok(())
+}
+
+/// Brute-force cosine nDCG@10 (linear gains) of the dev queries for each pair of
+/// (document precision, query precision).
+fn quality(corpus: &Path, threads: usize) -> anyhow::Result<()> {
+    let ids = read_jsonl_field(corpus, &["_id"])?;
+    let docs = read_jsonl_field(corpus, &["title", "text"])?;
+    let qpath = corpus.with_file_name("queries.jsonl");
+    let qids = read_jsonl_field(&qpath, &["_id"])?;
+    let qtexts = read_jsonl_field(&qpath, &["text"])?;
+    let qrels_path = corpus.with_file_name("qrels").join("dev.tsv");
+    let mut qrels: std::collections::HashMap<String, std::collections::HashMap<String, f64>> =
+        Default::default();
+    for line in std::fs::read_to_string(&qrels_path)
+        .with_context(|| format!("reading {}", qrels_path.display()))?
+        .lines()
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if let [q, d, g, ..] = cols.as_slice() {
+            if let Ok(g) = g.trim().parse::<f64>() {
+                qrels
+                    .entry(q.to_string())
+                    .or_default()
+                    .insert(d.to_string(), g);
+            }
+        }
+    }
+    let queries: Vec<(&String, &str)> = qids
+        .iter()
+        .zip(&qtexts)
+        .filter(|(id, _)| qrels.contains_key(*id))
+        .map(|(id, t)| (id, t.as_str()))
+        .collect();
+    anyhow::ensure!(
+        !queries.is_empty(),
+        "no query of {} has qrels",
+        qpath.display()
+    );
+    let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+    let qrefs: Vec<&str> = queries.iter().map(|(_, t)| *t).collect();
+    let mut doc_vecs = Vec::new();
+    let mut query_vecs = Vec::new();
+    for precision in Precision::ALL {
+        let model = MiniLm::with_threads(threads).with_precision(precision);
+        let t = Instant::now();
+        let mut dv = Vec::with_capacity(refs.len());
+        for b in refs.chunks(32) {
+            dv.extend(model.embed(b)?);
+        }
+        eprintln!(
+            "embedded {} documents with {} in {:.1} s",
+            refs.len(),
+            precision.name(),
+            t.elapsed().as_secs_f64()
+        );
+        doc_vecs.push(dv);
+        query_vecs.push(model.embed(&qrefs)?);
+    }
+    println!(
+        "\n{}: {} queries, {} documents, brute-force cosine\n| documents | queries | nDCG@10 |\n|---|---|---|",
+        corpus.display(),
+        queries.len(),
+        refs.len()
+    );
+    for (di, dp) in Precision::ALL.iter().enumerate() {
+        for (qi, qp) in Precision::ALL.iter().enumerate() {
+            let mut total = 0.0;
+            for ((qid, _), q) in queries.iter().zip(&query_vecs[qi]) {
+                let mut scored: Vec<(f32, usize)> = doc_vecs[di]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (d.iter().zip(q).map(|(a, b)| a * b).sum(), i))
+                    .collect();
+                scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let rels = &qrels[*qid];
+                let dcg: f64 = scored
+                    .iter()
+                    .take(10)
+                    .enumerate()
+                    .map(|(r, &(_, i))| {
+                        rels.get(&ids[i]).copied().unwrap_or(0.0) / (r as f64 + 2.0).log2()
+                    })
+                    .sum();
+                let mut ideal: Vec<f64> = rels.values().copied().collect();
+                ideal.sort_by(|a, b| b.total_cmp(a));
+                let idcg: f64 = ideal
+                    .iter()
+                    .take(10)
+                    .enumerate()
+                    .map(|(r, g)| g / (r as f64 + 2.0).log2())
+                    .sum();
+                total += if idcg > 0.0 { dcg / idcg } else { 0.0 };
+            }
+            println!(
+                "| {} | {} | {:.4} |",
+                dp.name(),
+                qp.name(),
+                total / queries.len() as f64
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Cosine between MiniLM's f32 and int8 vectors of the same texts: (count, min, mean, max).
+fn agreement(texts: &[&str], threads: usize) -> anyhow::Result<(usize, f64, f64, f64)> {
+    let f = MiniLm::with_threads(threads).with_precision(Precision::F32);
+    let q = MiniLm::with_threads(threads).with_precision(Precision::Int8);
+    let (mut min, mut sum, mut max) = (f64::INFINITY, 0.0, f64::NEG_INFINITY);
+    let mut n = 0;
+    for b in texts.chunks(32) {
+        for (x, y) in f.embed(b)?.iter().zip(q.embed(b)?) {
+            // Both are unit vectors: the dot product is the cosine.
+            let c: f64 = x.iter().zip(&y).map(|(a, b)| f64::from(*a * *b)).sum();
+            min = min.min(c);
+            max = max.max(c);
+            sum += c;
+            n += 1;
+        }
+    }
+    Ok((n, min, sum / n.max(1) as f64, max))
 }
 
 fn measure(

@@ -466,6 +466,54 @@ multiversion! {
     }
 }
 
+#[inline(always)]
+fn lane_min(x: &[f32]) -> f32 {
+    let mut acc = [f32::INFINITY; LANES];
+    let mut it = x.chunks_exact(LANES);
+    for c in &mut it {
+        for i in 0..LANES {
+            acc[i] = if c[i] < acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    let mut m = f32::INFINITY;
+    for v in acc.iter().chain(it.remainder()) {
+        if *v < m {
+            m = *v;
+        }
+    }
+    m
+}
+
+multiversion! {
+    /// Quantizes one row to uint8 with its own scale and zero point, 0 exactly representable:
+    /// `x ≈ scale · (u − zero)`. Writes `q[..x.len()]` and `params = (scale, zero)`; an all-zero
+    /// (or non-finite) row gives zeros with scale 1.
+    pub fn quantize_row_u8(x: &[f32], q: &mut [u8], params: &mut (f32, i32)) {
+        let lo = lane_min(x).min(0.0);
+        let hi = lane_max(x).max(0.0);
+        let range = hi - lo;
+        if !(range > 0.0 && range.is_finite()) {
+            q.iter_mut().for_each(|u| *u = 0);
+            *params = (1.0, 0);
+            return;
+        }
+        let scale = range / 255.0;
+        let inv = 1.0 / scale;
+        let zero = (-lo * inv).round_ties_even().clamp(0.0, 255.0);
+        // Rounding by adding 1.5 · 2^23 (the integer lands in the low mantissa bits) keeps the
+        // loop to float adds and a bit cast, which vectorise (a float-to-int `as` and
+        // `round_ties_even` did not: the loop ran scalar).
+        const MAGIC: f32 = 12_582_912.0;
+        for (u, v) in q.iter_mut().zip(x) {
+            let t = *v * inv + zero;
+            let t = if t < 0.0 { 0.0 } else { t };
+            let t = if t > 255.0 { 255.0 } else { t };
+            *u = (t + MAGIC).to_bits() as u8;
+        }
+        *params = (scale, zero as i32);
+    }
+}
+
 multiversion! {
     /// `dst += src`.
     pub fn add_inplace(dst: &mut [f32], src: &[f32]) {

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
+use super::minilm::Precision;
 use super::{tokenizer, Embedder, MiniLm, StaticModel};
 
 #[derive(Deserialize)]
@@ -25,12 +26,27 @@ fn reference() -> &'static Reference {
     })
 }
 
-/// The MiniLM vectors of the reference sentences, computed once per test binary.
+/// The MiniLM (f32) vectors of the reference sentences, computed once per test binary.
 fn minilm_batch() -> &'static Vec<Vec<f32>> {
     static V: OnceLock<Vec<Vec<f32>>> = OnceLock::new();
     V.get_or_init(|| {
         let texts: Vec<&str> = reference().sentences.iter().map(String::as_str).collect();
-        MiniLm::new().embed(&texts).expect("embed")
+        MiniLm::new()
+            .with_precision(Precision::F32)
+            .embed(&texts)
+            .expect("embed")
+    })
+}
+
+/// The same with int8 dense layers.
+fn minilm_int8_batch() -> &'static Vec<Vec<f32>> {
+    static V: OnceLock<Vec<Vec<f32>>> = OnceLock::new();
+    V.get_or_init(|| {
+        let texts: Vec<&str> = reference().sentences.iter().map(String::as_str).collect();
+        MiniLm::new()
+            .with_precision(Precision::Int8)
+            .embed(&texts)
+            .expect("embed")
     })
 }
 
@@ -91,17 +107,89 @@ fn minilm_matches_sentence_transformers() {
 
 #[test]
 fn minilm_batch_equals_one_by_one() {
-    let batch = minilm_batch();
-    let model = MiniLm::with_threads(1);
-    for (s, b) in reference().sentences.iter().zip(batch) {
-        let one = model.embed_query(s).unwrap();
-        let diff = one
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(diff < 1e-5, "{s:?}: max difference {diff}");
+    for (precision, batch) in [
+        (Precision::F32, minilm_batch()),
+        (Precision::Int8, minilm_int8_batch()),
+    ] {
+        // One thread (row blocks) and two (a short text splits the weights' columns instead).
+        for threads in [1, 2] {
+            let model = MiniLm::with_threads(threads).with_precision(precision);
+            for (s, b) in reference().sentences.iter().zip(batch) {
+                let one = model.embed_query(s).unwrap();
+                let diff = one
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max);
+                assert!(diff < 1e-5, "{precision:?}: {s:?}: max difference {diff}");
+            }
+        }
     }
+}
+
+/// Varied sample texts (short queries, prose, code, numbers, non-English, a long passage).
+const SAMPLES: &[&str] = &[
+    "how do I rotate the encryption keys of a workspace",
+    "what is the capital of Australia",
+    "error E0502: cannot borrow `v` as mutable because it is also borrowed as immutable",
+    "The quarterly report shows revenue grew 12% to $4.2 million while costs fell.",
+    "fn main() { println!(\"hello\"); }",
+    "Le chat dort sur le canapé depuis ce matin.",
+    "東京は日本の首都です。",
+    "SKU-88421-B replacement filter, fits models X200 and X300",
+    "a",
+    "Photosynthesis converts light energy into chemical energy stored in glucose, releasing \
+     oxygen as a by-product; it takes place in the chloroplasts of plant cells, where \
+     chlorophyll absorbs mostly blue and red light. The light-dependent reactions produce ATP \
+     and NADPH, which the Calvin cycle then uses to fix carbon dioxide into sugars. Rates \
+     depend on light intensity, temperature and the concentration of carbon dioxide, and \
+     C4 and CAM plants have evolved ways to limit photorespiration in hot, dry climates.",
+];
+
+#[test]
+fn minilm_int8_is_close_to_f32_on_samples() {
+    let f = MiniLm::new().with_precision(Precision::F32);
+    let q = MiniLm::new().with_precision(Precision::Int8);
+    let a = f.embed(SAMPLES).unwrap();
+    let b = q.embed(SAMPLES).unwrap();
+    let mut worst = 1f32;
+    for ((x, y), s) in a.iter().zip(&b).zip(SAMPLES) {
+        assert_unit(y);
+        let c = cosine(x, y);
+        assert!(c >= 0.99, "int8 / f32 cosine {c} for {s:?}");
+        worst = worst.min(c);
+    }
+    eprintln!("worst int8 / f32 cosine on samples {worst:.5}");
+}
+
+#[test]
+fn minilm_int8_is_close_to_f32_and_the_reference() {
+    let (f32s, int8s) = (minilm_batch(), minilm_int8_batch());
+    let mut worst = 1f32;
+    for (((a, b), w), s) in f32s
+        .iter()
+        .zip(int8s)
+        .zip(&reference().minilm)
+        .zip(&reference().sentences)
+    {
+        assert_unit(b);
+        let c = cosine(a, b);
+        let r = cosine(b, w);
+        eprintln!("int8 cosine with f32 {c:.5}, with the reference {r:.5} for {s:?}");
+        assert!(c >= 0.99 && r >= 0.99, "cosine {c} / {r} for {s:?}");
+        assert!(a != b, "int8 computed the same floats as f32 for {s:?}");
+        worst = worst.min(c);
+    }
+    eprintln!("worst int8 / f32 cosine {worst:.5}");
+}
+
+#[test]
+fn minilm_precision_parses_and_defaults_to_int8() {
+    assert_eq!(Precision::default(), Precision::Int8);
+    assert_eq!(Precision::parse(" F32 ").unwrap(), Precision::F32);
+    assert_eq!(Precision::parse("int8").unwrap(), Precision::Int8);
+    let err = Precision::parse("fp16").unwrap_err().to_string();
+    assert!(err.contains("f32") && err.contains("int8"), "{err}");
 }
 
 #[test]
