@@ -2,6 +2,7 @@
 //! module and adds one variant to [`BenchCommand`].
 
 mod auth;
+mod peer;
 pub mod report;
 mod search;
 mod tenants;
@@ -21,6 +22,9 @@ pub enum BenchCommand {
     /// Knowledge: ingestion rate per embedder, search latency on a big workspace and across
     /// many small ones, through HTTP.
     Search(search::Args),
+    /// Enclave against the shared-PostgreSQL (RLS + pgvector) design on the same corpus, in one
+    /// run; prints the comparison table (Enclave side only without a PostgreSQL DSN).
+    Peer(peer::Args),
 }
 
 pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
@@ -29,5 +33,6 @@ pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
         BenchCommand::Auth(a) => auth::run(a, args),
         BenchCommand::Embed(a) => crate::embed::bench::bench(a),
         BenchCommand::Search(a) => search::run(a, args),
+        BenchCommand::Peer(a) => peer::run(a, args),
     }
 }
