@@ -115,7 +115,12 @@ fn gaussian(rng: &mut StdRng) -> f32 {
 
 fn unit_vector(rng: &mut StdRng, dim: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dim).map(|_| gaussian(rng)).collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    let n = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
     v.iter_mut().for_each(|x| *x /= n);
     v
 }
@@ -155,7 +160,9 @@ impl Corpus {
 
     fn rank(&self, rng: &mut StdRng) -> usize {
         let x: f64 = rng.random();
-        self.cdf.partition_point(|c| *c <= x).min(self.vocab.len() - 1)
+        self.cdf
+            .partition_point(|c| *c <= x)
+            .min(self.vocab.len() - 1)
     }
 
     fn words(&self, rng: &mut StdRng, n: usize) -> String {
@@ -495,7 +502,9 @@ struct Server {
 impl Server {
     fn start(data_dir: &Path, max_open: usize) -> anyhow::Result<Server> {
         let exe = std::env::current_exe().context("locating the enclave binary")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(exe)
             .args(["serve", "--listen", &addr, "--data-dir"])
@@ -566,7 +575,11 @@ struct LoadReport {
 
 /// Creates the org, the workspaces (user-provided embedder, one API key each) and loads every
 /// tenant's chunks; waits until all are indexed.
-fn load_enclave(addr: &str, c: &Corpus, clients: usize) -> anyhow::Result<(Vec<Tenant>, LoadReport)> {
+fn load_enclave(
+    addr: &str,
+    c: &Corpus,
+    clients: usize,
+) -> anyhow::Result<(Vec<Tenant>, LoadReport)> {
     let started = Instant::now();
     let mut admin = Http::new(addr);
     let org = admin.json(
@@ -633,7 +646,11 @@ fn load_enclave(addr: &str, c: &Corpus, clients: usize) -> anyhow::Result<(Vec<T
             if chunks as usize >= c.chunks {
                 break;
             }
-            anyhow::ensure!(Instant::now() < deadline, "workspace {} never indexed", t.ws);
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "workspace {} never indexed",
+                t.ws
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -794,7 +811,9 @@ fn load_peer(dsn: &str, c: &Corpus, tenants: &[Uuid], reuse: bool) -> anyhow::Re
         .filter(|l| !l.trim_start().starts_with('\\'))
         .collect::<Vec<_>>()
         .join("\n");
-    admin.batch_execute(&schema).context("applying the peer schema")?;
+    admin
+        .batch_execute(&schema)
+        .context("applying the peer schema")?;
     let indexes: Vec<(String, String)> = admin
         .query(
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'
@@ -823,14 +842,19 @@ fn load_peer(dsn: &str, c: &Corpus, tenants: &[Uuid], reuse: bool) -> anyhow::Re
                 let hi = (lo + CHUNKS_PER_DOC).min(c.chunks);
                 let body = d.texts[lo..hi].join("\n\n");
                 let doc_id = t * c.docs_per_tenant() + j + 1;
-                writeln!(w, "{id}\t{doc_id}\t{}\t{}", escape_copy(title), escape_copy(&body))?;
+                writeln!(
+                    w,
+                    "{id}\t{doc_id}\t{}\t{}",
+                    escape_copy(title),
+                    escape_copy(&body)
+                )?;
             }
         }
         w.finish()?;
     }
     {
-        let mut w =
-            admin.copy_in("COPY chunks (tenant_id, document_id, id, text, embedding) FROM STDIN")?;
+        let mut w = admin
+            .copy_in("COPY chunks (tenant_id, document_id, id, text, embedding) FROM STDIN")?;
         for (t, id) in tenants.iter().enumerate() {
             let d = c.tenant(t);
             for k in 0..c.chunks {
@@ -1024,7 +1048,9 @@ fn measure<C: Send>(
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     let wall = t0.elapsed().as_secs_f64();
     let (b1, _) = machine_ticks();
@@ -1044,7 +1070,8 @@ fn measure<C: Send>(
         m.errors += p.errors;
     }
     let other = (b1 - b0).saturating_sub(server + me) as f64;
-    let capacity = wall * ticks_per_sec() * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let capacity =
+        wall * ticks_per_sec() * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     m.other_pct = 100.0 * other / capacity.max(1.0);
     m
 }
@@ -1159,8 +1186,14 @@ fn pg_query(
 // ---------------------------------------------------------------------------------------------
 
 pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.tenants > 0 && a.chunks > 0, "-T and -C must be at least 1");
-    anyhow::ensure!(a.queries >= a.clients.max(1), "-Q must be at least --clients");
+    anyhow::ensure!(
+        a.tenants > 0 && a.chunks > 0,
+        "-T and -C must be at least 1"
+    );
+    anyhow::ensure!(
+        a.queries >= a.clients.max(1),
+        "-Q must be at least --clients"
+    );
     let (data_dir, owned) = match &config.data_dir {
         Some(d) => {
             anyhow::ensure!(
@@ -1388,8 +1421,21 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
     // The detailed table.
     println!();
     let mut t = Table::new(&[
-        "phase", "query", "clients", "side", "p50 ms", "p95 ms", "p99 ms", "QPS",
-        "server CPU ms/q", "rows", "short", "foreign", "errors", "busy before %", "other CPU %",
+        "phase",
+        "query",
+        "clients",
+        "side",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "QPS",
+        "server CPU ms/q",
+        "rows",
+        "short",
+        "foreign",
+        "errors",
+        "busy before %",
+        "other CPU %",
     ]);
     for (phase, kind, clients, p, e) in &cells {
         for (side, m) in [("peer", p.as_ref()), ("enclave", Some(e))] {
@@ -1433,7 +1479,13 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
             peer: pp.map(|(a, b)| format!("{} (p99 {})", ms(a), ms(b))),
             enclave: format!("{} (p99 {})", ms(ep.0), ms(ep.1)),
             ratio: pp
-                .map(|(a, b)| format!("{:.2}× / {:.2}× faster", a / ep.0.max(1e-9), b / ep.1.max(1e-9)))
+                .map(|(a, b)| {
+                    format!(
+                        "{:.2}× / {:.2}× faster",
+                        a / ep.0.max(1e-9),
+                        b / ep.1.max(1e-9)
+                    )
+                })
                 .unwrap_or_default(),
         })
     };
@@ -1449,13 +1501,35 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
                 .unwrap_or_default(),
         })
     };
-    rows.extend(lat_row("full text, 1 client, all open, highlights on".into(), "all", Kind::Fts(true)));
-    rows.extend(lat_row("full text, 1 client, all open, highlights off".into(), "all", Kind::Fts(false)));
-    rows.extend(lat_row("vector, 1 client, all open".into(), "all", Kind::Vec));
-    rows.extend(lat_row("hybrid, 1 client, all open, highlights on".into(), "all", Kind::Hybrid(true)));
-    rows.extend(qps_row(format!("hybrid, {} clients, QPS, all open", a.clients), "all"));
     rows.extend(lat_row(
-        format!("full text, 1 client, cache of {} open, requests over {}", a.cache, a.tenants),
+        "full text, 1 client, all open, highlights on".into(),
+        "all",
+        Kind::Fts(true),
+    ));
+    rows.extend(lat_row(
+        "full text, 1 client, all open, highlights off".into(),
+        "all",
+        Kind::Fts(false),
+    ));
+    rows.extend(lat_row(
+        "vector, 1 client, all open".into(),
+        "all",
+        Kind::Vec,
+    ));
+    rows.extend(lat_row(
+        "hybrid, 1 client, all open, highlights on".into(),
+        "all",
+        Kind::Hybrid(true),
+    ));
+    rows.extend(qps_row(
+        format!("hybrid, {} clients, QPS, all open", a.clients),
+        "all",
+    ));
+    rows.extend(lat_row(
+        format!(
+            "full text, 1 client, cache of {} open, requests over {}",
+            a.cache, a.tenants
+        ),
         "cache",
         Kind::Fts(true),
     ));
@@ -1464,16 +1538,27 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
         find("cache", Kind::Healthz, 1),
     ) {
         rows.push(Row {
-            label: format!("authenticated no-op, 1 client, cache {} (Enclave: GET /v1/me; /healthz {})", a.cache, ms(h.p(50.0))),
+            label: format!(
+                "authenticated no-op, 1 client, cache {} (Enclave: GET /v1/me; /healthz {})",
+                a.cache,
+                ms(h.p(50.0))
+            ),
             peer: p.as_ref().map(|p| ms(p.p(50.0))),
-            enclave: format!("{} ({:.2}× /healthz)", ms(e.p(50.0)), e.p(50.0) / h.p(50.0).max(1e-9)),
+            enclave: format!(
+                "{} ({:.2}× /healthz)",
+                ms(e.p(50.0)),
+                e.p(50.0) / h.p(50.0).max(1e-9)
+            ),
             ratio: p
                 .as_ref()
                 .map(|p| format!("{:.2}× faster", p.p(50.0) / e.p(50.0).max(1e-9)))
                 .unwrap_or_default(),
         });
     }
-    rows.extend(qps_row(format!("hybrid, {} clients, QPS, cache {}", a.clients, a.cache), "cache"));
+    rows.extend(qps_row(
+        format!("hybrid, {} clients, QPS, cache {}", a.clients, a.cache),
+        "cache",
+    ));
     let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0));
     rows.push(Row {
         label: "disk after load".into(),
@@ -1511,7 +1596,12 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
             .unwrap_or_default(),
     });
     println!();
-    let mut t = Table::new(&["measure (p50 unless said)", "PostgreSQL RLS peer", "Enclave", "peer / Enclave"]);
+    let mut t = Table::new(&[
+        "measure (p50 unless said)",
+        "PostgreSQL RLS peer",
+        "Enclave",
+        "peer / Enclave",
+    ]);
     for r in rows {
         t.row(&[
             r.label,

@@ -13,9 +13,9 @@ use uuid::Uuid;
 
 use super::throttle::Throttle;
 use crate::clock::Clock;
+use crate::control::KeyRow;
 use crate::control::OrgStatus;
 pub use crate::control::SigningKey;
-use crate::control::KeyRow;
 
 /// How long a cached workspace status is trusted. Changes made through this server invalidate
 /// the cache at once; the TTL only bounds staleness from another process (the command line).

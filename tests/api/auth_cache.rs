@@ -43,7 +43,11 @@ async fn a_revoked_key_and_its_tokens_are_refused_at_once_though_cached() {
         .await;
     assert_eq!(r.status, 204);
     let r = client.get("/v1/me").await;
-    assert_eq!((r.status, r.code()), (401, "unauthenticated"), "revoked key");
+    assert_eq!(
+        (r.status, r.code()),
+        (401, "unauthenticated"),
+        "revoked key"
+    );
     let r = client.get(&format!("/v1/workspaces/{ws}")).await;
     assert_eq!((r.status, r.code()), (401, "unauthenticated"));
     let r = token.get("/v1/me").await;
@@ -52,7 +56,11 @@ async fn a_revoked_key_and_its_tokens_are_refused_at_once_though_cached() {
         (401, "unauthenticated"),
         "token of a revoked key"
     );
-    assert_eq!(other.get("/v1/me").await.status, 200, "other keys unaffected");
+    assert_eq!(
+        other.get("/v1/me").await.status,
+        200,
+        "other keys unaffected"
+    );
 
     // A wrong secret with a cached key's prefix is never a hit.
     let forged = format!("{}{}", &k.key[..k.key.len() - 1], {
@@ -73,7 +81,9 @@ async fn suspension_and_deletion_refuse_cached_keys_at_once() {
     let api = s.api();
     let org = api.create_org("cache-suspend").await;
     let (ws, _k, client) = cached_key(&api, &org, "docs").await;
-    let r = api.post(&format!("/v1/orgs/{org}/suspend"), json!({})).await;
+    let r = api
+        .post(&format!("/v1/orgs/{org}/suspend"), json!({}))
+        .await;
     assert!(r.status < 300, "suspend: {:?}", r.body);
     let r = client.get(&format!("/v1/workspaces/{ws}")).await;
     assert_eq!((r.status, r.code()), (403, "tenant_suspended"));

@@ -8,8 +8,20 @@ use std::process::Command;
 fn bench_peer_runs_enclave_side_only_at_a_tiny_scale() {
     let out = Command::new(env!("CARGO_BIN_EXE_enclave"))
         .args([
-            "bench", "peer", "-T", "3", "-C", "12", "-Q", "12", "--clients", "2", "--cache", "2",
-            "--wait-idle", "100",
+            "bench",
+            "peer",
+            "-T",
+            "3",
+            "-C",
+            "12",
+            "-Q",
+            "12",
+            "--clients",
+            "2",
+            "--cache",
+            "2",
+            "--wait-idle",
+            "100",
         ])
         .env_remove("PEER_ADMIN_DSN")
         .env_remove("PEER_APP_DSN")
@@ -19,8 +31,14 @@ fn bench_peer_runs_enclave_side_only_at_a_tiny_scale() {
         .expect("run enclave bench peer");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench peer failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("PostgreSQL peer: not configured"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "bench peer failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("PostgreSQL peer: not configured"),
+        "{stdout}"
+    );
     for row in [
         "full text, 1 client, all open, highlights on",
         "full text, 1 client, all open, highlights off",
