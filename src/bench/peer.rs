@@ -609,7 +609,7 @@ fn load_enclave(
                         }
                         mine.push((t, load_tenant(&mut http, &org_id, c, t, &batch_route)?));
                         let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                        if d % 100 == 0 {
+                        if d.is_multiple_of(100) {
                             eprintln!(
                                 "  enclave: {d}/{} tenants posted ({:.0} s)",
                                 c.tenants,
