@@ -3,6 +3,7 @@
 
 mod auth;
 mod load;
+mod peer;
 pub mod report;
 mod search;
 mod tenants;
@@ -29,6 +30,9 @@ pub enum BenchCommand {
     /// Tiered storage: offload and hydration latency of workspaces of given sizes through an
     /// object store, and the local disk of many workspaces of which few are hot.
     Tier(tier::Args),
+    /// Enclave against the shared-PostgreSQL (RLS + pgvector) design on the same corpus, in one
+    /// run; prints the comparison table (Enclave side only without a PostgreSQL DSN).
+    Peer(peer::Args),
 }
 
 pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
@@ -39,5 +43,6 @@ pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
         BenchCommand::Search(a) => search::run(a, args),
         BenchCommand::Load(a) => load::run(a, args),
         BenchCommand::Tier(a) => tier::run(a, args),
+        BenchCommand::Peer(a) => peer::run(a, args),
     }
 }

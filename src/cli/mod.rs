@@ -200,7 +200,7 @@ pub enum KeyCommand {
         #[arg(long)]
         workspace: String,
     },
-    /// Revoke an API key, effective at once.
+    /// Revoke an API key: effective at once (a running server drops its cached key within 5 s).
     Revoke {
         /// The key's id (from `key list`).
         id: String,

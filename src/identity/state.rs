@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::throttle::Throttle;
 use crate::clock::Clock;
+use crate::control::KeyRow;
 use crate::control::OrgStatus;
 pub use crate::control::SigningKey;
 
@@ -20,6 +21,17 @@ pub use crate::control::SigningKey;
 /// the cache at once; the TTL only bounds staleness from another process (the command line).
 pub const STATUS_TTL: Duration = Duration::from_secs(5);
 const STATUS_CAPACITY: usize = 16_384;
+/// API keys remembered by the authentication cache (most recently used kept).
+const KEY_CAPACITY: usize = 16_384;
+
+/// How a cached key was looked up: by the digest of the whole presented secret (API keys: a
+/// hit proves the secret matches), or by id (the key behind a tenant token, whose signature is
+/// verified on every request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyLookup {
+    Digest([u8; 32]),
+    Id(Uuid),
+}
 
 /// What the hot path needs to know about a live workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +42,10 @@ pub struct WorkspaceStatus {
 
 pub struct IdentityState {
     status: Mutex<LruCache<Uuid, (WorkspaceStatus, Instant)>>,
+    /// The authentication cache: key rows read from the control plane, trusted for
+    /// [`STATUS_TTL`] like statuses, and forgotten at once on a revocation through this server
+    /// or on any status change.
+    keys: Mutex<LruCache<KeyLookup, (KeyRow, Instant)>>,
     last_used: Mutex<HashMap<Uuid, DateTime<Utc>>>,
     pub throttle: Throttle,
     /// Newest first: the first signs, all verify.
@@ -42,6 +58,9 @@ impl Default for IdentityState {
         IdentityState {
             status: Mutex::new(LruCache::new(
                 NonZeroUsize::new(STATUS_CAPACITY).unwrap_or(NonZeroUsize::MIN),
+            )),
+            keys: Mutex::new(LruCache::new(
+                NonZeroUsize::new(KEY_CAPACITY).unwrap_or(NonZeroUsize::MIN),
             )),
             last_used: Mutex::new(HashMap::new()),
             throttle: Throttle::default(),
@@ -74,12 +93,36 @@ impl IdentityState {
         c.put(ws, (status, Instant::now()));
     }
 
-    /// Forgets every cached status: called on any org or workspace status change.
+    /// Forgets every cached status (and key): called on any org or workspace status change.
     pub fn invalidate_status(&self) {
         self.status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.forget_keys();
+    }
+
+    /// A key row read less than [`STATUS_TTL`] ago.
+    pub fn cached_key(&self, lookup: &KeyLookup) -> Option<KeyRow> {
+        let mut c = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        match c.get(lookup) {
+            Some((k, at)) if at.elapsed() < STATUS_TTL => Some(k.clone()),
+            Some(_) => {
+                c.pop(lookup);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn cache_key(&self, lookup: KeyLookup, key: KeyRow) {
+        let mut c = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        c.put(lookup, (key, Instant::now()));
+    }
+
+    /// Forgets every cached key: called when a key is revoked through this server.
+    pub fn forget_keys(&self) {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Notes that a key was used now (memory only).

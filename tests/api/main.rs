@@ -2,8 +2,10 @@
 
 mod admin_ui;
 mod auth;
+mod auth_cache;
 mod authz_prop;
 mod backup;
+mod bench_peer;
 mod browser;
 mod bulk;
 mod chat;

@@ -11,7 +11,7 @@ use crate::control::{Org, OrgStatus};
 use crate::error::{Error, Resource, Result};
 use crate::filter::{self, Filter};
 use crate::identity::jwt;
-use crate::identity::state::WorkspaceStatus;
+use crate::identity::state::{KeyLookup, WorkspaceStatus};
 use crate::identity::{permits, secrets, Action, Principal, Role, Scopes, Subject};
 
 /// A verified principal's access to one org. Built only by identity (`org_access`,
@@ -183,13 +183,23 @@ impl Identity {
             return Ok(Principal::Operator);
         }
         if let Some(prefix) = secrets::api_key_prefix(credential) {
-            let row = self
-                .control
-                .key_by_prefix(prefix)?
-                .ok_or_else(unauthenticated_key)?;
-            if !secrets::digest_matches(credential, &row.secret_sha256) {
-                return Err(unauthenticated_key());
-            }
+            // The authentication cache: keyed by the digest of the whole secret, so a hit is a
+            // match; a miss reads the control plane and checks the digest there.
+            let lookup = KeyLookup::Digest(secrets::sha256(credential));
+            let row = match self.state.cached_key(&lookup) {
+                Some(row) => row,
+                None => {
+                    let row = self
+                        .control
+                        .key_by_prefix(prefix)?
+                        .ok_or_else(unauthenticated_key)?;
+                    if !secrets::digest_matches(credential, &row.secret_sha256) {
+                        return Err(unauthenticated_key());
+                    }
+                    self.state.cache_key(lookup, row.clone());
+                    row
+                }
+            };
             if !row.is_live(&self.state.clock().now_text()) {
                 return Err(Error::unauthenticated("API key revoked or expired"));
             }
@@ -225,9 +235,18 @@ impl Identity {
         let now = self.state.clock().timestamp();
         let claims = jwt::verify(token, |kid| self.state.signing_secret(kid), now)
             .map_err(|e| Error::unauthenticated(e.message()))?;
-        let key = self
-            .control
-            .key_by_id(claims.key)?
+        let lookup = KeyLookup::Id(claims.key);
+        let key = match self.state.cached_key(&lookup) {
+            Some(k) => Some(k),
+            None => {
+                let k = self.control.key_by_id(claims.key)?;
+                if let Some(k) = &k {
+                    self.state.cache_key(lookup, k.clone());
+                }
+                k
+            }
+        };
+        let key = key
             .filter(|k| k.workspace_id == claims.ws && k.org_id == claims.org)
             .ok_or_else(|| Error::unauthenticated("tenant token's API key does not exist"))?;
         if !key.is_live(&self.state.clock().now_text()) {

@@ -116,6 +116,8 @@ impl Identity {
     pub fn revoke_api_key(&self, access: &WorkspaceAccess, id: Uuid) -> Result<()> {
         access.require(Action::ApiKeysManage)?;
         self.control.revoke_api_key(access.workspace_id(), id)?;
+        // The authentication cache must not outlive the key.
+        self.state.forget_keys();
         tracing::info!(key_id = %id, "API key revoked");
         Ok(())
     }
