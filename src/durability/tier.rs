@@ -945,7 +945,7 @@ mod tests {
         assert_eq!(
             fingerprint(&dir).expect("fp"),
             before,
-            "a read changes nothing"
+            "a read changes nothing: {before}"
         );
         std::thread::sleep(Duration::from_millis(20));
         {

@@ -182,6 +182,9 @@ pub fn create(dir: &Path) -> Result<()> {
     ))?;
     db::persist_wal(&conn)?;
     db::migrate(&mut conn, MIGRATIONS)?;
+    // The migrations' pages go into the database file and the WAL is emptied: a new store
+    // leaves no WAL content behind (disk, and tiering's folder fingerprint).
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok(())
 }
 
