@@ -856,14 +856,27 @@ pub fn tree(dir: &Path) -> Vec<String> {
 /// by a thread so the server never blocks on a full pipe. For tests of the process itself
 /// (signals, SIGKILL, restarts).
 pub fn spawn_binary(dir: &Path) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enclave"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+    spawn_server(server_command(dir))
+}
+
+/// `enclave serve` on `dir` and a free loopback port with the test operator token and plain
+/// logs: add arguments or environment, then start it with [`spawn_server`].
+pub fn server_command(dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_enclave"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("ENCLAVE_ADMIN_TOKEN", TOKEN)
         .env("ENCLAVE_LOG", "info")
-        .env("NO_COLOR", "1")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Starts a server command; returns the child and its base URL once it listens (the address
+/// read from its log). Its stderr is drained by a thread so it never blocks on a full pipe.
+pub fn spawn_server(mut cmd: std::process::Command) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

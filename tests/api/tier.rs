@@ -16,7 +16,7 @@ use enclave::durability::tier::{self, SweepReport};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::{Api, Options, TestServer, TOKEN};
+use crate::harness::{self, Api, Options, TestServer, TOKEN};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -380,42 +380,20 @@ fn copy_dir(from: &Path, to: &Path) {
 // kill -9 at every step: the real binary with `ENCLAVE_TIER_FAULT` naming the step.
 
 fn spawn(dir: &Path, bucket: &str, fault: Option<&str>) -> (Child, String) {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_enclave"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args([
-            "--object-store",
-            &format!("s3://{bucket}/tier"),
-            "--offload-after",
-            "2s",
-            "--local-cache-bytes",
-            "0",
-        ])
-        .env("ENCLAVE_ADMIN_TOKEN", TOKEN)
-        .env("ENCLAVE_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env_remove(tier::FAULT_ENV)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = harness::server_command(dir);
+    cmd.args([
+        "--object-store",
+        &format!("s3://{bucket}/tier"),
+        "--offload-after",
+        "2s",
+        "--local-cache-bytes",
+        "0",
+    ])
+    .env_remove(tier::FAULT_ENV);
     if let Some(f) = fault {
         cmd.env(tier::FAULT_ENV, f);
     }
-    let mut child = cmd.spawn().expect("spawn enclave");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .expect("line");
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().unwrap_or("").to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
+    harness::spawn_server(cmd)
 }
 
 fn kill(mut child: Child) {
