@@ -269,13 +269,7 @@ fn unindexed(app: &App, ws: Uuid) -> anyhow::Result<i64> {
 }
 
 pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
-    let dir = match &config.data_dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!(
-            "enclave-bench-load-{}",
-            crate::ids::new_id().simple()
-        )),
-    };
+    let dir = super::data_dir_or_temp(config, "load");
     std::fs::create_dir_all(&dir)?;
     let token = "bench-operator-token-0123456789".to_string();
     let mut cfg = Config::for_data_dir(&dir);

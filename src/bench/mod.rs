@@ -46,3 +46,29 @@ pub fn run(cmd: BenchCommand, args: &ConfigArgs) -> anyhow::Result<()> {
         BenchCommand::Peer(a) => peer::run(a, args),
     }
 }
+
+/// The benchmark's data directory: `--data-dir` if given, else a new folder under the system's
+/// temporary directory named after the benchmark.
+fn data_dir_or_temp(config: &ConfigArgs, name: &str) -> std::path::PathBuf {
+    match &config.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!(
+            "enclave-bench-{name}-{}",
+            crate::ids::new_id().simple()
+        )),
+    }
+}
+
+/// Like [`data_dir_or_temp`], for benchmarks that need an empty directory: a given
+/// `--data-dir` must be new or empty. Also says whether the folder is the benchmark's own (a
+/// temporary one, removed at the end).
+fn empty_data_dir(config: &ConfigArgs, name: &str) -> anyhow::Result<(std::path::PathBuf, bool)> {
+    if let Some(d) = &config.data_dir {
+        anyhow::ensure!(
+            !d.exists() || std::fs::read_dir(d)?.next().is_none(),
+            "the benchmark needs a new or empty --data-dir ({} is not empty)",
+            d.display()
+        );
+    }
+    Ok((data_dir_or_temp(config, name), config.data_dir.is_none()))
+}

@@ -1194,20 +1194,7 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
         a.queries >= a.clients.max(1),
         "-Q must be at least --clients"
     );
-    let (data_dir, owned) = match &config.data_dir {
-        Some(d) => {
-            anyhow::ensure!(
-                !d.exists() || std::fs::read_dir(d)?.next().is_none(),
-                "the benchmark needs a new or empty --data-dir ({} is not empty)",
-                d.display()
-            );
-            (d.clone(), false)
-        }
-        None => (
-            std::env::temp_dir().join(format!("enclave-bench-peer-{}", Uuid::now_v7().simple())),
-            true,
-        ),
-    };
+    let (data_dir, owned) = super::empty_data_dir(config, "peer")?;
     crate::server::raise_fd_limit();
     let result = bench(&a, &data_dir);
     if owned && !a.keep {

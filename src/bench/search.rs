@@ -289,13 +289,7 @@ struct Manifest {
 const MANIFEST: &str = "bench-search.json";
 
 pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
-    let dir = match &config.data_dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!(
-            "enclave-bench-search-{}",
-            crate::ids::new_id().simple()
-        )),
-    };
+    let dir = super::data_dir_or_temp(config, "search");
     std::fs::create_dir_all(&dir)?;
     let token = "bench-operator-token-0123456789".to_string();
     let mut cfg = Config::for_data_dir(&dir);

@@ -58,20 +58,7 @@ pub struct Args {
 
 pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.workspaces > 0, "--workspaces must be at least 1");
-    let (data_dir, owned) = match &config.data_dir {
-        Some(d) => {
-            anyhow::ensure!(
-                !d.exists() || std::fs::read_dir(d)?.next().is_none(),
-                "the benchmark needs a new or empty --data-dir ({} is not empty)",
-                d.display()
-            );
-            (d.clone(), false)
-        }
-        None => (
-            std::env::temp_dir().join(format!("enclave-bench-{}", Uuid::now_v7().simple())),
-            true,
-        ),
-    };
+    let (data_dir, owned) = super::empty_data_dir(config, "tenants")?;
     let result = bench(&a, &data_dir);
     if owned && !a.keep {
         let _ = std::fs::remove_dir_all(&data_dir);

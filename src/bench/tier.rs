@@ -41,13 +41,7 @@ fn mib(b: u64) -> String {
 }
 
 pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
-    let dir = match &config.data_dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!(
-            "enclave-bench-tier-{}",
-            crate::ids::new_id().simple()
-        )),
-    };
+    let dir = super::data_dir_or_temp(config, "tier");
     std::fs::create_dir_all(&dir)?;
     let mut cfg = Config::for_data_dir(&dir);
     cfg.admin_token = Some("bench-operator-token-0123456789".into());
