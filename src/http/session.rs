@@ -12,6 +12,7 @@ use super::error::ApiResult;
 use super::extract::Json;
 use super::params::blocking;
 use crate::app::App;
+use crate::identity::Principal;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +52,12 @@ pub async fn logout(State(app): State<Arc<App>>, auth: Auth) -> ApiResult<impl I
 }
 
 pub async fn me(State(app): State<Arc<App>>, auth: Auth) -> ApiResult<impl IntoResponse> {
-    let me = blocking(move || app.identity().me(&auth.principal)).await?;
+    // Only a user's answer reads the control plane; a key's, a token's or the operator's is the
+    // credential itself, answered without the blocking pool's hop (the authenticated no-op).
+    let me = if matches!(auth.principal, Principal::User { .. }) {
+        blocking(move || app.identity().me(&auth.principal)).await?
+    } else {
+        app.identity().me(&auth.principal)?
+    };
     Ok(axum::Json(me))
 }
