@@ -142,12 +142,7 @@ pub async fn add(
     // The permission first: a refused principal's upload is never read.
     let permit = app.knowledge().ingest_permit(&ctx)?;
     record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ct = content_type(&req);
     let input = if ct.starts_with("multipart/form-data") {
         let mp = Multipart::from_request(req, &())
             .await
@@ -228,12 +223,7 @@ pub async fn add_batch(
     // The permission first: a refused principal's body is never read.
     let permit = app.knowledge().ingest_permit(&ctx)?;
     record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ct = content_type(&req);
     let ndjson = if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") {
         true
     } else if ct.starts_with("application/json") {
@@ -497,4 +487,13 @@ pub async fn set_embedder(
     record_tenant(Some(ctx.org_id()), Some(ctx.workspace_id()));
     let view = blocking(move || app.knowledge().set_embedder(&ctx, cfg)).await?;
     Ok(axum::Json(view))
+}
+
+/// The request's `Content-Type`, lowercased (empty when absent or not text).
+fn content_type(req: &Request) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
