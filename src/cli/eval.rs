@@ -111,12 +111,49 @@ pub fn ndcg_recall(
     k: usize,
     rk: usize,
 ) -> (f64, f64) {
-    let dcg: f64 = ranked
-        .iter()
-        .take(k)
-        .enumerate()
-        .map(|(i, d)| *rels.get(d).unwrap_or(&0) as f64 / (i as f64 + 2.0).log2())
-        .sum();
+    let results: Vec<Vec<&str>> = ranked.iter().map(|d| vec![d.as_str()]).collect();
+    credited(&results, rels, k, rk)
+}
+
+/// nDCG@k and recall@rk of results that each stand for one or more documents: a result's own
+/// document first, then the documents of the duplicates collapsed onto it (`duplicates`: the
+/// same passage elsewhere, which the user sees listed on it).
+///
+/// The rule: results are read best first; a result's gain is the highest grade among its
+/// documents not credited before, and every one of its documents is then credited, so a
+/// passage counts once however many copies it stands for, and a document counts once however
+/// many results stand for it. A result all of whose documents were credited before is skipped
+/// and takes no rank (as a second passage of the same document). recall@rk is the share of the
+/// relevant documents credited within the first `rk` ranks. The ideal DCG is that of the
+/// judgements (each relevant document at its own rank), so duplicates of one another that are
+/// all relevant cannot all be credited at full gain: the rule never rewards a copy.
+pub fn credited(
+    results: &[Vec<&str>],
+    rels: &HashMap<String, u32>,
+    k: usize,
+    rk: usize,
+) -> (f64, f64) {
+    let grade = |d: &str| rels.get(d).copied().unwrap_or(0);
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let (mut dcg, mut found, mut rank) = (0.0, 0usize, 0usize);
+    for docs in results {
+        if rank >= k.max(rk) {
+            break;
+        }
+        let fresh: Vec<&str> = docs.iter().copied().filter(|d| !seen.contains(d)).collect();
+        if fresh.is_empty() {
+            continue;
+        }
+        let gain = fresh.iter().map(|d| grade(d)).max().unwrap_or(0);
+        if rank < k {
+            dcg += gain as f64 / (rank as f64 + 2.0).log2();
+        }
+        if rank < rk {
+            found += fresh.iter().filter(|d| grade(d) > 0).count();
+        }
+        seen.extend(fresh);
+        rank += 1;
+    }
     let mut ideal: Vec<u32> = rels.values().copied().collect();
     ideal.sort_unstable_by(|a, b| b.cmp(a));
     let idcg: f64 = ideal
@@ -126,11 +163,6 @@ pub fn ndcg_recall(
         .map(|(i, r)| *r as f64 / (i as f64 + 2.0).log2())
         .sum();
     let relevant = rels.values().filter(|r| **r > 0).count();
-    let found = ranked
-        .iter()
-        .take(rk)
-        .filter(|d| rels.get(*d).is_some_and(|r| *r > 0))
-        .count();
     (
         if idcg > 0.0 { dcg / idcg } else { 0.0 },
         if relevant > 0 {
@@ -139,6 +171,15 @@ pub fn ndcg_recall(
             0.0
         },
     )
+}
+
+/// The documents a search result stands for: its own, then its duplicates' (see [`credited`]).
+fn result_documents(r: &crate::knowledge::SearchResult) -> Vec<String> {
+    r.external_id
+        .iter()
+        .chain(r.duplicates.iter().filter_map(|d| d.external_id.as_ref()))
+        .cloned()
+        .collect()
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
@@ -161,8 +202,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 sets.push(cv::lists(&args, dir, e.clone())?);
             }
         }
-        cv::report(&sets, args.folds.max(2));
-        return Ok(());
+        return cv::report(&sets, args.folds.max(2));
     }
     for dir in &args.beir {
         for e in &embedders {
@@ -270,6 +310,38 @@ impl Built {
             .collect())
     }
 
+    /// A mode's raw candidates for a query (duplicates not collapsed), `pages` pages of
+    /// `limit`, best first.
+    pub(crate) fn raw(
+        &self,
+        query: &str,
+        mode: Mode,
+        limit: usize,
+        pages: usize,
+    ) -> anyhow::Result<Vec<crate::knowledge::SearchResult>> {
+        let mut out = Vec::new();
+        for page in 0..pages {
+            let resp = self.app.knowledge().search(
+                &self.ctx,
+                &SearchRequest {
+                    query: query.to_string(),
+                    mode: Some(mode),
+                    limit: Some(limit),
+                    offset: Some(page * limit),
+                    highlight: Some(false),
+                    keep_duplicates: true,
+                    ..Default::default()
+                },
+            )?;
+            let n = resp.results.len();
+            out.extend(resp.results);
+            if n < limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     fn close(self) {
         self.app.shutdown();
         let _ = std::fs::remove_dir_all(&self.tmp);
@@ -357,15 +429,14 @@ impl Built {
                         },
                     )?;
                     times.push(t.elapsed().as_secs_f64() * 1000.0);
-                    let mut seen = std::collections::HashSet::new();
-                    let ranked: Vec<String> = resp
-                        .results
-                        .into_iter()
-                        .filter_map(|r| r.external_id)
-                        .filter(|d| seen.insert(d.clone()))
+                    let docs: Vec<Vec<String>> =
+                        resp.results.iter().map(result_documents).collect();
+                    let docs: Vec<Vec<&str>> = docs
+                        .iter()
+                        .map(|d| d.iter().map(String::as_str).collect())
                         .collect();
                     let rels = qrels.get(&q.id).cloned().unwrap_or_default();
-                    let (n, r) = ndcg_recall(&ranked, &rels, 10, 100);
+                    let (n, r) = credited(&docs, &rels, 10, 100);
                     ndcg += n;
                     recall += r;
                 }

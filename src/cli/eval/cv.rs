@@ -14,17 +14,26 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ndcg_recall, Built, EvalArgs};
+use super::{credited, Built, EvalArgs};
 use crate::knowledge::embedders::EmbedderConfig;
-use crate::knowledge::search::{fuse, Fusion, Mode};
+use crate::knowledge::search::{collapse, fuse, Fusion, Mode};
+use crate::knowledge::SearchResult;
 
-/// One query's candidate lists: (chunk id, external id, score), best first.
+/// One query's raw candidate lists (chunk id, score), best first, as the fusion reads them:
+/// duplicates not collapsed, each list as deep as a hybrid search at limit 100 reads it.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct QueryLists {
     qid: String,
-    lexical: Vec<(i64, String, f32)>,
-    semantic: Vec<(i64, String, f32)>,
+    lexical: Vec<(i64, f32)>,
+    semantic: Vec<(i64, f32)>,
     rels: HashMap<String, u32>,
+}
+
+/// A chunk of the lists: its document's external id and its text (what collapsing compares).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Chunk {
+    external_id: String,
+    text: String,
 }
 
 /// A set's lists under one embedder.
@@ -32,6 +41,7 @@ pub(crate) struct QueryLists {
 pub(crate) struct SetLists {
     set: String,
     embedder: String,
+    chunks: HashMap<i64, Chunk>,
     queries: Vec<QueryLists>,
 }
 
@@ -42,6 +52,9 @@ fn embedder_name(e: &EmbedderConfig) -> &'static str {
         _ => "other",
     }
 }
+
+/// Results per page of the evaluation (nDCG@10 and recall@100 read the first 100).
+const LIMIT: usize = 100;
 
 /// The lists of `dir` under `embedder`: from the cache, or built (and cached).
 pub(super) fn lists(
@@ -54,10 +67,11 @@ pub(super) fn lists(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "set".into());
     let name = embedder_name(&embedder);
+    // v2: raw lists and chunk texts (v1 held lists collapsed within each list).
     let cached = args
         .cache
         .as_ref()
-        .map(|c| c.join(format!("{set}-{name}-{}.json", args.qrels)));
+        .map(|c| c.join(format!("{set}-{name}-{}.v2.json", args.qrels)));
     if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
         let text = std::fs::read_to_string(path)?;
         let lists: SetLists = serde_json::from_str(&text)
@@ -71,11 +85,29 @@ pub(super) fn lists(
     }
     let built = Built::new(args, dir, embedder)?;
     let mut queries = Vec::new();
+    let mut chunks = HashMap::new();
     for q in &built.queries {
+        let mut raw = |mode: Mode| -> anyhow::Result<Vec<(i64, f32)>> {
+            // The depth a hybrid search at limit 100 reads from each list (two pages of the
+            // uncollapsed candidates).
+            let mut out = Vec::new();
+            for page in built.raw(&q.text, mode, LIMIT, 2)? {
+                out.push((page.chunk_id, page.score));
+                if let Some(e) = page.external_id {
+                    chunks.entry(page.chunk_id).or_insert(Chunk {
+                        external_id: e,
+                        text: page.text,
+                    });
+                }
+            }
+            Ok(out)
+        };
+        let lexical = raw(Mode::Fulltext)?;
+        let semantic = raw(Mode::Vector)?;
         queries.push(QueryLists {
             qid: q.id.clone(),
-            lexical: built.list(&q.text, Mode::Fulltext)?,
-            semantic: built.list(&q.text, Mode::Vector)?,
+            lexical,
+            semantic,
             rels: built.qrels.get(&q.id).cloned().unwrap_or_default(),
         });
     }
@@ -84,6 +116,7 @@ pub(super) fn lists(
     let lists = SetLists {
         set,
         embedder: name.into(),
+        chunks,
         queries,
     };
     if let Some(path) = cached {
@@ -93,6 +126,177 @@ pub(super) fn lists(
         std::fs::write(&path, serde_json::to_string(&lists)?)?;
     }
     Ok(lists)
+}
+
+/// The duplicate relation among one query's candidates, by the live rule
+/// ([`collapse`] of the two texts), so that a replay collapses exactly as a search does.
+struct Duplicates {
+    pairs: HashSet<(i64, i64)>,
+}
+
+/// Lowercased word 3-grams of a text (hashed): two texts can be duplicates only if they share
+/// one (or one has fewer than three words); a prefilter that spares most pairs a comparison.
+fn trigrams(text: &str) -> Option<HashSet<u64>> {
+    use std::hash::{Hash, Hasher};
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    if words.len() < 3 {
+        return None;
+    }
+    Some(
+        words
+            .windows(3)
+            .map(|w| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                w.hash(&mut h);
+                h.finish()
+            })
+            .collect(),
+    )
+}
+
+fn as_result(id: i64, c: &Chunk) -> SearchResult {
+    SearchResult {
+        document_id: c.external_id.clone(),
+        external_id: Some(c.external_id.clone()),
+        chunk_id: id,
+        title: String::new(),
+        heading_path: String::new(),
+        text: c.text.clone(),
+        score: 0.0,
+        metadata: serde_json::Value::Null,
+        highlights: Vec::new(),
+        duplicates: Vec::new(),
+        explain: None,
+    }
+}
+
+impl Duplicates {
+    fn of(set: &SetLists, q: &QueryLists, grams: &mut HashMap<i64, Option<HashSet<u64>>>) -> Self {
+        let mut ids: Vec<i64> = q.lexical.iter().chain(&q.semantic).map(|x| x.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|id| set.chunks.contains_key(id));
+        for id in &ids {
+            grams
+                .entry(*id)
+                .or_insert_with(|| trigrams(&set.chunks[id].text));
+        }
+        let mut pairs = HashSet::new();
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                let maybe = match (&grams[a], &grams[b]) {
+                    (Some(x), Some(y)) => !x.is_disjoint(y),
+                    _ => true,
+                };
+                if maybe
+                    && collapse(vec![
+                        as_result(*a, &set.chunks[a]),
+                        as_result(*b, &set.chunks[b]),
+                    ])
+                    .len()
+                        == 1
+                {
+                    pairs.insert((*a, *b));
+                    pairs.insert((*b, *a));
+                }
+            }
+        }
+        Duplicates { pairs }
+    }
+
+    /// `ranked` collapsed as a search collapses it: each kept chunk with the chunks collapsed
+    /// onto it (the first kept one each duplicates), up to `limit` kept.
+    fn collapse(&self, ranked: impl Iterator<Item = i64>, limit: usize) -> Vec<Vec<i64>> {
+        let mut kept: Vec<Vec<i64>> = Vec::new();
+        for id in ranked {
+            match kept.iter().position(|k| self.pairs.contains(&(k[0], id))) {
+                Some(i) => kept[i].push(id),
+                None if kept.len() < limit => kept.push(vec![id]),
+                None => break,
+            }
+        }
+        kept
+    }
+}
+
+/// A query's replay context: its duplicate relation and its chunks' documents.
+struct Replay<'a> {
+    set: &'a SetLists,
+    q: &'a QueryLists,
+    dups: Duplicates,
+}
+
+impl Replay<'_> {
+    /// (nDCG@10, recall@100) of a ranking of chunks, collapsed then credited as `enclave eval`
+    /// credits a live search's results.
+    fn score(&self, ranked: impl Iterator<Item = i64>) -> (f64, f64) {
+        let kept = self.dups.collapse(
+            ranked.filter(|id| self.set.chunks.contains_key(id)),
+            LIMIT,
+        );
+        let docs: Vec<Vec<&str>> = kept
+            .iter()
+            .map(|k| {
+                k.iter()
+                    .map(|id| self.set.chunks[id].external_id.as_str())
+                    .collect()
+            })
+            .collect();
+        credited(&docs, &self.q.rels, 10, LIMIT)
+    }
+
+    fn hybrid(&self, f: &Fusion) -> (f64, f64) {
+        let fused = fuse(&self.q.lexical, &self.q.semantic, f);
+        self.score(fused.ranked.iter().map(|x| x.0))
+    }
+
+    /// The replayed collapse must be the live one: checked on the product default's ranking.
+    fn check(&self, f: &Fusion) -> anyhow::Result<()> {
+        let fused = fuse(&self.q.lexical, &self.q.semantic, f);
+        let ranked: Vec<i64> = fused
+            .ranked
+            .iter()
+            .map(|x| x.0)
+            .filter(|id| self.set.chunks.contains_key(id))
+            .collect();
+        let replay = self.dups.collapse(ranked.iter().copied(), LIMIT);
+        let live: Vec<Vec<i64>> = collapse(
+            ranked
+                .iter()
+                .map(|id| as_result(*id, &self.set.chunks[id]))
+                .collect(),
+        )
+        .into_iter()
+        .take(LIMIT)
+        .map(|r| {
+            std::iter::once(r.chunk_id)
+                .chain(r.duplicates.iter().map(|d| d.chunk_id))
+                .collect()
+        })
+        .collect();
+        // The live collapse reads every candidate; the replay stops at `LIMIT` kept, so only
+        // the kept ones and the duplicates read before the stop are compared.
+        let cut = |v: &[Vec<i64>]| -> Vec<Vec<i64>> {
+            let stop = replay.iter().flatten().count();
+            let read: HashSet<i64> = ranked.iter().take(stop).copied().collect();
+            v.iter()
+                .map(|k| k.iter().copied().filter(|id| read.contains(id)).collect())
+                .collect()
+        };
+        if cut(&live) != cut(&replay) {
+            anyhow::bail!(
+                "{} / {} query {}: the replayed collapse differs from the live one",
+                self.set.set,
+                self.set.embedder,
+                self.q.qid
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The candidate constants: prior weight × peak rank × peak exponent. The exponent is kept
@@ -112,32 +316,6 @@ pub(crate) fn grid() -> Vec<Fusion> {
         }
     }
     out
-}
-
-/// Distinct documents in the order of their best chunk.
-fn documents<'a>(chunks: impl Iterator<Item = &'a String>) -> Vec<String> {
-    let mut seen = HashSet::new();
-    chunks.filter(|d| seen.insert(*d)).cloned().collect()
-}
-
-/// (nDCG@10, recall@100) of a query's fulltext, vector and hybrid (under `f`) rankings.
-fn hybrid(q: &QueryLists, f: &Fusion) -> (f64, f64) {
-    let ids = |l: &[(i64, String, f32)]| -> Vec<(i64, f32)> {
-        l.iter().map(|(c, _, s)| (*c, *s)).collect()
-    };
-    let ext: HashMap<i64, &String> = q
-        .lexical
-        .iter()
-        .chain(&q.semantic)
-        .map(|(c, e, _)| (*c, e))
-        .collect();
-    let fused = fuse(&ids(&q.lexical), &ids(&q.semantic), f);
-    let ranked = documents(fused.ranked.iter().filter_map(|(c, _)| ext.get(c).copied()));
-    ndcg_recall(&ranked, &q.rels, 10, 100)
-}
-
-fn single(list: &[(i64, String, f32)], rels: &HashMap<String, u32>) -> (f64, f64) {
-    ndcg_recall(&documents(list.iter().map(|x| &x.1)), rels, 10, 100)
 }
 
 /// Per query of one group: fulltext, vector, and hybrid under each grid candidate.
@@ -259,38 +437,47 @@ fn row(label: &str, g: &Scored, qs: &[usize], chosen: &[usize], note: &str) -> (
 const HEADER: &str = "| embedder | set | fold | queries | fulltext nDCG@10 | vector nDCG@10 | hybrid nDCG@10 | hybrid − best | fulltext R@100 | vector R@100 | hybrid R@100 | constants |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// Prints the cross-validation tables.
-pub(super) fn report(sets: &[SetLists], folds: usize) {
+pub(super) fn report(sets: &[SetLists], folds: usize) -> anyhow::Result<()> {
     let grid = grid();
     let default = Fusion::default();
-    let groups: Vec<Scored> = sets
-        .iter()
-        .map(|s| Scored {
+    let mut groups: Vec<Scored> = Vec::new();
+    for s in sets {
+        let config = match s.embedder.as_str() {
+            "minilm" => EmbedderConfig::Minilm,
+            _ => EmbedderConfig::Static,
+        };
+        let product = default.for_embedder(&config);
+        let mut grams = HashMap::new();
+        let replays: Vec<Replay> = s
+            .queries
+            .iter()
+            .map(|q| Replay {
+                set: s,
+                q,
+                dups: Duplicates::of(s, q, &mut grams),
+            })
+            .collect();
+        for r in &replays {
+            r.check(&product)?;
+        }
+        groups.push(Scored {
             set: s.set.clone(),
             embedder: s.embedder.clone(),
-            fulltext: s
-                .queries
+            fulltext: replays
                 .iter()
-                .map(|q| single(&q.lexical, &q.rels))
+                .map(|r| r.score(r.q.lexical.iter().map(|x| x.0)))
                 .collect(),
-            vector: s
-                .queries
+            vector: replays
                 .iter()
-                .map(|q| single(&q.semantic, &q.rels))
+                .map(|r| r.score(r.q.semantic.iter().map(|x| x.0)))
                 .collect(),
             hybrid: grid
                 .iter()
-                .map(|f| s.queries.iter().map(|q| hybrid(q, f)).collect())
+                .map(|f| replays.iter().map(|r| r.hybrid(f)).collect())
                 .collect(),
-            default: {
-                let config = match s.embedder.as_str() {
-                    "minilm" => EmbedderConfig::Minilm,
-                    _ => EmbedderConfig::Static,
-                };
-                let f = default.for_embedder(&config);
-                s.queries.iter().map(|q| hybrid(q, &f)).collect()
-            },
-        })
-        .collect();
+            default: replays.iter().map(|r| r.hybrid(&product)).collect(),
+        });
+    }
     let names: Vec<String> = {
         let mut v: Vec<String> = groups.iter().map(|g| g.set.clone()).collect();
         v.dedup();
@@ -421,4 +608,5 @@ pub(super) fn report(sets: &[SetLists], folds: usize) {
     println!(
         "\nWorst fold (hybrid − the better of fulltext and vector, out of sample): {worst:+.4}"
     );
+    Ok(())
 }

@@ -73,6 +73,10 @@ pub struct SearchRequest {
     /// a query). Not part of the API.
     #[serde(skip)]
     pub plain_words: bool,
+    /// Return the ranked candidates as they are, duplicates not collapsed (offline evaluation,
+    /// `enclave eval --cv`, replays fusion and collapsing on them). Not part of the API.
+    #[serde(skip)]
+    pub keep_duplicates: bool,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -268,6 +272,11 @@ pub fn search(
         (None, Mode::Vector) => &semantic,
         (None, _) => &lexical,
     };
+    if req.keep_duplicates {
+        let end = want.min(ranked.len());
+        let results = hydrate(ws, &ranked[offset.min(end)..end])?;
+        return Ok(SearchResponse { results, mode });
+    }
     // Hydrated a window at a time, best first, until `want` distinct results are kept.
     let mut collapsed = dedup::Collapser::default();
     let mut at = 0;
@@ -304,6 +313,13 @@ pub fn search(
         }
     }
     Ok(SearchResponse { results, mode })
+}
+
+/// `results` (best first) collapsed as [`search`] collapses them (for offline replays).
+pub fn collapse(results: Vec<SearchResult>) -> Vec<SearchResult> {
+    let mut collapsed = dedup::Collapser::default();
+    results.into_iter().for_each(|r| collapsed.push(r));
+    collapsed.into_results()
 }
 
 /// Builds each result's [`Explain`] from the two lists and the fusion.
