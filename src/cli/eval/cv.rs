@@ -131,7 +131,8 @@ pub(super) fn lists(
 /// The duplicate relation among one query's candidates, by the live rule
 /// ([`collapse`] of the two texts), so that a replay collapses exactly as a search does.
 struct Duplicates {
-    pairs: HashSet<(i64, i64)>,
+    /// Each chunk that has duplicates among the candidates, with them.
+    partners: HashMap<i64, HashSet<i64>>,
 }
 
 /// Lowercased word 3-grams of a text (hashed): two texts can be duplicates only if they share
@@ -185,7 +186,7 @@ impl Duplicates {
                 .entry(*id)
                 .or_insert_with(|| trigrams(&set.chunks[id].text));
         }
-        let mut pairs = HashSet::new();
+        let mut partners: HashMap<i64, HashSet<i64>> = HashMap::new();
         for (i, a) in ids.iter().enumerate() {
             for b in &ids[i + 1..] {
                 let maybe = match (&grams[a], &grams[b]) {
@@ -200,12 +201,12 @@ impl Duplicates {
                     .len()
                         == 1
                 {
-                    pairs.insert((*a, *b));
-                    pairs.insert((*b, *a));
+                    partners.entry(*a).or_default().insert(*b);
+                    partners.entry(*b).or_default().insert(*a);
                 }
             }
         }
-        Duplicates { pairs }
+        Duplicates { partners }
     }
 
     /// `ranked` collapsed as a search collapses it: each kept chunk with the chunks collapsed
@@ -213,7 +214,11 @@ impl Duplicates {
     fn collapse(&self, ranked: impl Iterator<Item = i64>, limit: usize) -> Vec<Vec<i64>> {
         let mut kept: Vec<Vec<i64>> = Vec::new();
         for id in ranked {
-            match kept.iter().position(|k| self.pairs.contains(&(k[0], id))) {
+            let first = self
+                .partners
+                .get(&id)
+                .and_then(|p| kept.iter().position(|k| p.contains(&k[0])));
+            match first {
                 Some(i) => kept[i].push(id),
                 None if kept.len() < limit => kept.push(vec![id]),
                 None => break,
@@ -368,14 +373,15 @@ fn tune(
         .collect();
     embedders.sort();
     embedders.dedup();
+    let shape = |f: &Fusion| (f.peak_rank, f.gamma);
     let mut shapes: Vec<(usize, f32)> = Vec::new();
     for f in grid {
-        if !shapes.contains(&(f.peak_rank, f.gamma)) {
-            shapes.push((f.peak_rank, f.gamma));
+        if !shapes.contains(&shape(f)) {
+            shapes.push(shape(f));
         }
     }
     let mut best: (f64, HashMap<String, usize>) = (f64::MIN, HashMap::new());
-    for shape in shapes {
+    for sh in shapes {
         let mut total = 0.0;
         let mut pick = HashMap::new();
         for e in &embedders {
@@ -385,7 +391,7 @@ fn tune(
                 .collect();
             let mut top = (0, f64::MIN);
             for (c, f) in grid.iter().enumerate() {
-                if (f.peak_rank, f.gamma) != shape {
+                if shape(f) != sh {
                     continue;
                 }
                 let o = objective(groups, &tr, c);
@@ -418,8 +424,21 @@ fn row(label: &str, g: &Scored, qs: &[usize], chosen: &[usize], note: &str) -> (
     let vec = mean(qs.iter().map(|&q| g.vector[q]));
     let hy = mean(qs.iter().zip(chosen).map(|(&q, &c)| g.hybrid[c][q]));
     let best = ft.0.max(vec.0);
+    // Per query: hybrid − the input that is better on these queries.
+    let diffs: Vec<f64> = qs
+        .iter()
+        .zip(chosen)
+        .map(|(&q, &c)| {
+            let other = if ft.0 >= vec.0 {
+                g.fulltext[q]
+            } else {
+                g.vector[q]
+            };
+            g.hybrid[c][q].0 - other.0
+        })
+        .collect();
     println!(
-        "| {} | {} | {label} | {} | {:.4} | {:.4} | **{:.4}** | {:+.4} | {:.3} | {:.3} | {:.3} | {note} |",
+        "| {} | {} | {label} | {} | {:.4} | {:.4} | **{:.4}** | {:+.4} | {} | {:.3} | {:.3} | {:.3} | {note} |",
         g.embedder,
         g.set,
         qs.len(),
@@ -427,6 +446,7 @@ fn row(label: &str, g: &Scored, qs: &[usize], chosen: &[usize], note: &str) -> (
         vec.0,
         hy.0,
         hy.0 - best,
+        significance(&diffs),
         ft.1,
         vec.1,
         hy.1
@@ -434,7 +454,53 @@ fn row(label: &str, g: &Scored, qs: &[usize], chosen: &[usize], note: &str) -> (
     (hy.0 - best, hy.0)
 }
 
-const HEADER: &str = "| embedder | set | fold | queries | fulltext nDCG@10 | vector nDCG@10 | hybrid nDCG@10 | hybrid − best | fulltext R@100 | vector R@100 | hybrid R@100 | constants |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+/// Paired comparison of per-query differences: wins/losses (ties left out), the two-sided
+/// sign test's p, and the 95% interval of the mean difference by a paired bootstrap (10,000
+/// resamples of the queries, a fixed seed).
+fn significance(diffs: &[f64]) -> String {
+    const EPS: f64 = 1e-9;
+    let wins = diffs.iter().filter(|d| **d > EPS).count();
+    let losses = diffs.iter().filter(|d| **d < -EPS).count();
+    let n = wins + losses;
+    // P(X ≤ min(w, l)) · 2 for X ~ Binomial(n, 1/2).
+    let mut tail = 0.0;
+    let mut choose = 1.0f64;
+    for k in 0..=wins.min(losses) {
+        if k > 0 {
+            choose = choose * (n - k + 1) as f64 / k as f64;
+        }
+        tail += choose;
+    }
+    let p = if n == 0 {
+        1.0
+    } else {
+        (2.0 * tail / 2f64.powi(n as i32)).min(1.0)
+    };
+    let mut seed: u64 = 0x5EED;
+    let mut next = || {
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut means: Vec<f64> = (0..10_000)
+        .map(|_| {
+            let len = diffs.len().max(1);
+            (0..diffs.len())
+                .map(|_| diffs[(next() % len as u64) as usize])
+                .sum::<f64>()
+                / len as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    format!(
+        "{wins}/{losses}, p={p:.2}, [{:+.3}, {:+.3}]",
+        means[250], means[9_749]
+    )
+}
+
+const HEADER: &str = "| embedder | set | fold | queries | fulltext nDCG@10 | vector nDCG@10 | hybrid nDCG@10 | hybrid − best | vs best: wins/losses, sign p, 95% CI | fulltext R@100 | vector R@100 | hybrid R@100 | constants |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// Prints the cross-validation tables.
 pub(super) fn report(sets: &[SetLists], folds: usize) -> anyhow::Result<()> {
@@ -589,7 +655,7 @@ pub(super) fn report(sets: &[SetLists], folds: usize) -> anyhow::Result<()> {
         let vec = mean(g.vector.iter().copied());
         let hy = mean(g.default.iter().copied());
         println!(
-            "| {} | {} | all, product default | {n} | {:.4} | {:.4} | **{:.4}** | {:+.4} | {:.3} | {:.3} | {:.3} | {} |",
+            "| {} | {} | all, product default | {n} | {:.4} | {:.4} | **{:.4}** | {:+.4} | | {:.3} | {:.3} | {:.3} | {} |",
             g.embedder,
             g.set,
             ft.0,
