@@ -491,4 +491,47 @@ mod tests {
         let (n, r) = ndcg_recall(&["x".to_string()], &rels, 10, 100);
         assert_eq!((n, r), (0.0, 0.0));
     }
+
+    /// A result stands for its duplicates' documents: credited at the best grade among those
+    /// not credited before, each document once, a passage once; a result standing only for
+    /// documents already credited takes no rank.
+    #[test]
+    fn duplicates_are_credited_once() {
+        let rels = HashMap::from([
+            ("a".to_string(), 2),
+            ("b".to_string(), 1),
+            ("c".to_string(), 1),
+        ]);
+        let ideal = 2.0 + 1.0 / 3f64.log2() + 1.0 / 4f64.log2();
+        // "x" (not relevant) lists a copy in "a": credited as "a".
+        let (n, r) = credited(&[vec!["x", "a"], vec!["b"], vec!["c"]], &rels, 10, 100);
+        assert!((n - 1.0).abs() < 1e-9 && (r - 1.0).abs() < 1e-9, "{n} {r}");
+        // One passage standing for "a" and "b" gains once (2), at one rank; "b" is found.
+        let (n, r) = credited(&[vec!["a", "b"], vec!["c"]], &rels, 10, 100);
+        let want = (2.0 + 1.0 / 3f64.log2()) / ideal;
+        assert!((n - want).abs() < 1e-9 && (r - 1.0).abs() < 1e-9, "{n} {r}");
+        // "a" again (a second chunk of it) takes no rank and gains nothing; a result that adds
+        // a new document ("y", not relevant) takes a rank, with the gain of "y" only.
+        let (n, _) = credited(
+            &[vec!["a"], vec!["a"], vec!["b"], vec!["c"]],
+            &rels,
+            10,
+            100,
+        );
+        assert!((n - 1.0).abs() < 1e-9, "{n}");
+        let (n, _) = credited(
+            &[vec!["a"], vec!["y", "a"], vec!["b"], vec!["c"]],
+            &rels,
+            10,
+            100,
+        );
+        let want = (2.0 + 1.0 / 4f64.log2() + 1.0 / 5f64.log2()) / ideal;
+        assert!((n - want).abs() < 1e-9, "{n}");
+        // Without the duplicates only the result's own document counts.
+        let (n, r) = credited(&[vec!["x"], vec!["b"], vec!["c"]], &rels, 10, 100);
+        assert!(n < 0.5 && (r - 2.0 / 3.0).abs() < 1e-9, "{n} {r}");
+        // recall@rk reads the first rk ranks only.
+        let (_, r) = credited(&[vec!["x"], vec!["a", "b"]], &rels, 10, 1);
+        assert_eq!(r, 0.0);
+    }
 }

@@ -239,10 +239,9 @@ impl Replay<'_> {
     /// (nDCG@10, recall@100) of a ranking of chunks, collapsed then credited as `enclave eval`
     /// credits a live search's results.
     fn score(&self, ranked: impl Iterator<Item = i64>) -> (f64, f64) {
-        let kept = self.dups.collapse(
-            ranked.filter(|id| self.set.chunks.contains_key(id)),
-            LIMIT,
-        );
+        let kept = self
+            .dups
+            .collapse(ranked.filter(|id| self.set.chunks.contains_key(id)), LIMIT);
         let docs: Vec<Vec<&str>> = kept
             .iter()
             .map(|k| {
@@ -675,4 +674,82 @@ pub(super) fn report(sets: &[SetLists], folds: usize) -> anyhow::Result<()> {
         "\nWorst fold (hybrid − the better of fulltext and vector, out of sample): {worst:+.4}"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSAGE: &str = "Ownership is a set of rules that govern how a Rust program manages memory. All programs have to manage the way they use a computer's memory while running.";
+
+    /// The replay collapses as the live path does (`search::collapse`), and a duplicate's
+    /// document is credited on the result it is collapsed onto.
+    #[test]
+    fn replay_collapses_after_fusion_and_credits_duplicates() {
+        let texts = [
+            (1, "d1", PASSAGE.to_string()),
+            (2, "d2", PASSAGE.to_uppercase()),
+            (
+                3,
+                "d3",
+                "Cargo is Rust's build system and package manager.".to_string(),
+            ),
+            (
+                4,
+                "d4",
+                format!("Chapter four. {PASSAGE} And more words follow here."),
+            ),
+            (5, "d5", "Rust memory rules".to_string()),
+        ];
+        let set = SetLists {
+            set: "t".into(),
+            embedder: "static".into(),
+            chunks: texts
+                .iter()
+                .map(|(id, e, t)| {
+                    (
+                        *id,
+                        Chunk {
+                            external_id: e.to_string(),
+                            text: t.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            queries: Vec::new(),
+        };
+        // Full text ranks the copy (d2) first, vector the original (d1); d2 is the relevant one.
+        let q = QueryLists {
+            qid: "q".into(),
+            lexical: vec![(2, 9.0), (3, 5.0), (5, 1.0)],
+            semantic: vec![(1, 0.9), (4, 0.8), (2, 0.7), (3, 0.2)],
+            rels: HashMap::from([("d2".to_string(), 1)]),
+        };
+        let mut grams = HashMap::new();
+        let replay = Replay {
+            set: &set,
+            q: &q,
+            dups: Duplicates::of(&set, &q, &mut grams),
+        };
+        let f = Fusion::default();
+        replay
+            .check(&f)
+            .expect("the replay collapses as the live path");
+        let fused: Vec<i64> = fuse(&q.lexical, &q.semantic, &f)
+            .ranked
+            .iter()
+            .map(|x| x.0)
+            .collect();
+        let kept = replay.dups.collapse(fused.iter().copied(), LIMIT);
+        // 1, 2 and 4 are one passage: one result, the others listed on it.
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        let group = kept
+            .iter()
+            .find(|k| k.contains(&1))
+            .expect("d1 kept or listed");
+        assert!(group.contains(&2) && group.contains(&4), "{kept:?}");
+        // The vector list alone: d1 first stands for its copies d4 and d2, so d2 is credited.
+        let (n, r) = replay.score(q.semantic.iter().map(|x| x.0));
+        assert!((n - 1.0).abs() < 1e-9 && (r - 1.0).abs() < 1e-9, "{n} {r}");
+    }
 }
