@@ -165,6 +165,11 @@ const MAX_RESULT_PATH_CHARS: usize = 2000;
 
 /// `text` cut to at most `max` characters (at a character boundary).
 fn bounded(mut text: String, max: usize) -> String {
+    // No character is shorter than a byte: a text of at most `max` bytes is within bounds
+    // (the usual case, without walking its characters).
+    if text.len() <= max {
+        return text;
+    }
     if let Some((at, _)) = text.char_indices().nth(max) {
         text.truncate(at);
     }
