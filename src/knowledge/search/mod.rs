@@ -285,14 +285,12 @@ pub fn search(
         .take(limit)
         .collect();
     if req.highlight.unwrap_or(true) {
-        if let Some(mut gen) = highlighter(ws, &searcher, text_query.as_deref(), mode)? {
-            // Each result's text is bounded (`hydrate`), and so is its one fragment.
-            gen.set_max_num_chars(MAX_HIGHLIGHT_CHARS);
+        if let Some(mut h) = highlighter(ws, &searcher, text_query.as_deref(), mode)? {
+            // Each result's text is bounded (`hydrate`), and so is its one fragment
+            // (`MAX_HIGHLIGHT_CHARS`).
             for r in &mut results {
-                let mut s = gen.snippet(&r.text);
-                if !s.highlighted().is_empty() {
-                    s.set_snippet_prefix_postfix("<mark>", "</mark>");
-                    r.highlights.push(s.to_html());
+                if let Some(html) = h.highlight(&r.text) {
+                    r.highlights.push(html);
                 }
             }
         }
