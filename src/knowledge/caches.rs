@@ -115,7 +115,11 @@ mod tests {
         ws.conn()
             .execute("UPDATE vector_spaces SET embedder = embedder", [])
             .expect("update");
-        assert_eq!(get(), 2, "read again after a change of the store's connection");
+        assert_eq!(
+            get(),
+            2,
+            "read again after a change of the store's connection"
+        );
         assert_eq!(get(), 2);
         // A change of the chunks is none of the spaces'.
         ws.conn()

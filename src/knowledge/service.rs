@@ -818,16 +818,14 @@ impl Knowledge {
 /// The embedder configurations of a workspace, through its cache (`caches::SpacesCache`): read
 /// (and scrubbed, [`scrub_legacy_embedders`]) once per change of its vector spaces.
 fn space_configs(handle: &Handle) -> Result<Arc<super::caches::SpaceConfigs>> {
-    super::caches::of(handle)
-        .spaces
-        .get_or_load(handle, || {
-            let all = scrub_legacy_embedders(handle)?;
-            let active = vectors::active(&handle.conn())?.config;
-            Ok(super::caches::SpaceConfigs {
-                all,
-                active: Some(active),
-            })
+    super::caches::of(handle).spaces.get_or_load(handle, || {
+        let all = scrub_legacy_embedders(handle)?;
+        let active = vectors::active(&handle.conn())?.config;
+        Ok(super::caches::SpaceConfigs {
+            all,
+            active: Some(active),
         })
+    })
 }
 
 /// The embedder configurations of a workspace (active and building). Rows stored before org

@@ -140,16 +140,12 @@ impl Highlighter {
             terms
                 .iter()
                 .find(|(t, _)| {
-                    t.len() == b.len()
-                        && t.bytes().zip(b).all(|(x, y)| x == y.to_ascii_lowercase())
+                    t.len() == b.len() && t.bytes().zip(b).all(|(x, y)| x == y.to_ascii_lowercase())
                 })
                 .map(|(_, s)| *s)
         } else {
             let lower = token.to_lowercase();
-            terms
-                .iter()
-                .find(|(t, _)| *t == lower)
-                .map(|(_, s)| *s)
+            terms.iter().find(|(t, _)| *t == lower).map(|(_, s)| *s)
         }
     }
 
