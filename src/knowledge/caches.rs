@@ -39,8 +39,11 @@ pub struct SpaceConfigs {
 #[derive(Debug, Default)]
 pub struct SpacesCache {
     changes: Arc<AtomicU64>,
-    entry: Mutex<Option<((u64, i64), Arc<SpaceConfigs>)>>,
+    entry: Mutex<Option<(SpacesVersion, Arc<SpaceConfigs>)>>,
 }
+
+/// The count of `vector_spaces` row changes and SQLite's `data_version`.
+type SpacesVersion = (u64, i64);
 
 impl SpacesCache {
     /// The cached configurations, or `load`'s (which reads them from SQLite) when they changed.
