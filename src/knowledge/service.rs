@@ -559,9 +559,17 @@ impl Knowledge {
         filter: Option<&Filter>,
     ) -> Result<SearchResponse> {
         let handle = self.store(ctx)?;
-        let embedders = self.workspace_embedders(ctx.org_id(), &handle)?;
+        let spaces = space_configs(&handle)?;
+        let embedders = self.embedders_of(ctx.org_id(), &spaces.all);
         let fusion = *self.fusion.read().unwrap_or_else(|p| p.into_inner());
-        super::search::search(&handle, &embedders, req, filter, &fusion)
+        super::search::search_with(
+            &handle,
+            &embedders,
+            req,
+            filter,
+            &fusion,
+            spaces.active.as_ref(),
+        )
     }
 
     /// The workspace's embedder (`DocumentsRead`).
@@ -774,7 +782,11 @@ impl Knowledge {
     /// A provider that cannot be used becomes a `provider_error` only when an embedding is
     /// needed. Legacy configurations with a plaintext key are rewritten first.
     fn workspace_embedders(&self, org: Uuid, handle: &Handle) -> Result<Embedders> {
-        let configs = scrub_legacy_embedders(handle)?;
+        Ok(self.embedders_of(org, &space_configs(handle)?.all))
+    }
+
+    /// The embedders of `configs`, bound to the org's providers they use.
+    fn embedders_of(&self, org: Uuid, configs: &[EmbedderConfig]) -> Embedders {
         let mut providers: HashMap<String, Resolved> = HashMap::new();
         for name in configs.iter().filter_map(EmbedderConfig::provider) {
             if !providers.contains_key(name) {
@@ -782,9 +794,9 @@ impl Knowledge {
             }
         }
         if providers.is_empty() {
-            return Ok(self.embedders.clone());
+            return self.embedders.clone();
         }
-        Ok(self.embedders.bind(providers))
+        self.embedders.bind(providers)
     }
 
     fn resolve_provider(&self, org: Uuid, name: &str) -> Resolved {
@@ -801,6 +813,19 @@ impl Knowledge {
             }
         }
     }
+}
+
+/// The embedder configurations of a workspace, through its cache (`caches::SpacesCache`): read
+/// (and scrubbed, [`scrub_legacy_embedders`]) once per change of its vector spaces.
+fn space_configs(handle: &Handle) -> Result<Arc<super::caches::SpaceConfigs>> {
+    super::caches::of(handle).spaces.get_or_load(handle, || {
+        let all = scrub_legacy_embedders(handle)?;
+        let active = vectors::active(&handle.conn())?.config;
+        Ok(super::caches::SpaceConfigs {
+            all,
+            active: Some(active),
+        })
+    })
 }
 
 /// The embedder configurations of a workspace (active and building). Rows stored before org

@@ -42,12 +42,10 @@ fn finish(row: (i64, String, String, i64)) -> Result<Space> {
 }
 
 fn space_in_state(conn: &Connection, state: &str) -> Result<Option<Space>> {
+    // Cached: read on every vector search.
     let row = conn
-        .query_row(
-            "SELECT id, table_name, embedder, dim FROM vector_spaces WHERE state = ?1",
-            [state],
-            space_from_row,
-        )
+        .prepare_cached("SELECT id, table_name, embedder, dim FROM vector_spaces WHERE state = ?1")?
+        .query_row([state], space_from_row)
         .optional()?;
     row.map(finish).transpose()
 }

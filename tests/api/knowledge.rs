@@ -656,6 +656,12 @@ async fn openai_compatible_and_user_provided_embedders() {
     let org = api.create_org("k-remote").await;
     let ws = api.create_workspace(&org, "remote").await;
     let embedder = format!("/v1/workspaces/{ws}/embedder");
+    // A search first: the workspace's embedder configurations are cached with it, and the
+    // switch below must be seen (the search after it binds the org's provider).
+    assert!(api
+        .search(&ws, json!({"query": "zzz", "mode": "hybrid"}))
+        .await
+        .is_empty());
     let openai =
         json!({"kind": "openai", "provider": "openai-compatible", "model": "fake", "dimension": 8});
     // No provider in the org yet: not found.

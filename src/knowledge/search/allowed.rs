@@ -97,7 +97,9 @@ impl AllowedCache {
         let key = FilterKey::of(f);
         let conn = ws.conn();
         // This connection's writes (the hook's count) and other connections' (SQLite's).
-        let external: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let external: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
         let version = (ws.data_version(), external);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((v, a)) = entries.get(&key) {

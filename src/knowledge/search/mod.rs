@@ -169,6 +169,19 @@ pub fn search(
     extra: Option<&Filter>,
     fusion: &Fusion,
 ) -> Result<SearchResponse> {
+    search_with(ws, embedders, req, extra, fusion, None)
+}
+
+/// [`search`], given the active space's embedder (for its prior hybrid weight) when the caller
+/// has it at hand (cached); `None` reads it from SQLite when needed.
+pub fn search_with(
+    ws: &Workspace,
+    embedders: &Embedders,
+    req: &SearchRequest,
+    extra: Option<&Filter>,
+    fusion: &Fusion,
+    active: Option<&crate::knowledge::embedders::EmbedderConfig>,
+) -> Result<SearchResponse> {
     let mode = req.mode.unwrap_or_default();
     let limit = req.limit.unwrap_or(10);
     let offset = req.offset.unwrap_or(0);
@@ -190,8 +203,10 @@ pub fn search(
     let mut fusion = *fusion;
     if mode == Mode::Hybrid && req.hybrid_weight.is_none() {
         // The prior weight of this workspace's embedder.
-        let space = crate::knowledge::vectors::active(&ws.conn())?;
-        fusion = fusion.for_embedder(&space.config);
+        fusion = match active {
+            Some(config) => fusion.for_embedder(config),
+            None => fusion.for_embedder(&crate::knowledge::vectors::active(&ws.conn())?.config),
+        };
     }
     if let Some(w) = req.hybrid_weight {
         if !(0.0..=1.0).contains(&w) {
@@ -294,14 +309,12 @@ pub fn search(
         .take(limit)
         .collect();
     if req.highlight.unwrap_or(true) {
-        if let Some(mut gen) = highlighter(ws, &searcher, text_query.as_deref(), mode)? {
-            // Each result's text is bounded (`hydrate`), and so is its one fragment.
-            gen.set_max_num_chars(MAX_HIGHLIGHT_CHARS);
+        if let Some(mut h) = highlighter(ws, &searcher, text_query.as_deref(), mode)? {
+            // Each result's text is bounded (`hydrate`), and so is its one fragment
+            // (`MAX_HIGHLIGHT_CHARS`).
             for r in &mut results {
-                let mut s = gen.snippet(&r.text);
-                if !s.highlighted().is_empty() {
-                    s.set_snippet_prefix_postfix("<mark>", "</mark>");
-                    r.highlights.push(s.to_html());
+                if let Some(html) = h.highlight(&r.text) {
+                    r.highlights.push(html);
                 }
             }
         }
