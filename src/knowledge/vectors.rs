@@ -1,14 +1,49 @@
-//! Vector spaces: one sqlite-vec `vec0` table per embedder configuration. sqlite-vec allocates
-//! vectors a chunk at a time; spaces made since issue 16 use chunks of [`CHUNK_SIZE`] (32), so a
-//! workspace of 200 vectors preallocates 24 spare slots instead of 56 (older spaces keep their
-//! 128: the size is the table's own and both read alike). Vectors are L2-normalised, so L2 distance
-//! ranks like cosine (`cos = 1 - d²/2`). One space is `active` (searched); while the workspace
-//! switches embedder a second one is `building`.
+//! Vector spaces: one table per embedder configuration. Vectors are L2-normalised, so the dot
+//! product is the cosine. One space is `active` (searched); while the workspace switches
+//! embedder a second one is `building`.
+//!
+//! A space stores its vectors one of two ways ([`Storage`], told by its table's name):
+//! - **int8** (`vq_<id>`, every space made since issue 16 unless `vector_storage = "f32"`): a
+//!   plain table `(chunk_id INTEGER PRIMARY KEY, v BLOB)`, `v` the vector's bytes and scale
+//!   ([`super::quant`]): 260 bytes for 256 dimensions instead of 1 KiB. Searched by a scan of
+//!   the table through our own kernel (exact over the stored vectors); the binary codes of
+//!   large spaces ([`super::ann`]) are computed from these rows, not stored.
+//! - **vec0** (`chunk_vectors`, `vec_<id>`): sqlite-vec's float table, which allocates vectors a
+//!   chunk at a time (spaces made since issue 16 use chunks of [`CHUNK_SIZE`]). Older spaces
+//!   stay readable and writable as they are (no re-embedding); their codes live in
+//!   `vector_codes`.
+
+use std::collections::HashSet;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::embedders::EmbedderConfig;
+use super::quant;
+use crate::config::VectorStorage;
 use crate::error::{Error, Result};
+
+/// How a space stores its vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Plain table of int8 vectors and their scale (`vq_<id>`).
+    Int8,
+    /// sqlite-vec `vec0` table of floats (`chunk_vectors`, `vec_<id>`).
+    Vec0,
+}
+
+/// Table names of int8 spaces start with this.
+pub const INT8_PREFIX: &str = "vq_";
+
+impl Storage {
+    /// The storage of a space's table, by its name.
+    pub fn of_table(table: &str) -> Storage {
+        if table.starts_with(INT8_PREFIX) {
+            Storage::Int8
+        } else {
+            Storage::Vec0
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Space {
@@ -16,6 +51,20 @@ pub struct Space {
     pub table: String,
     pub config: EmbedderConfig,
     pub dim: usize,
+    pub storage: Storage,
+}
+
+impl Space {
+    pub fn new(id: i64, table: String, config: EmbedderConfig, dim: usize) -> Space {
+        let storage = Storage::of_table(&table);
+        Space {
+            id,
+            table,
+            config,
+            dim,
+            storage,
+        }
+    }
 }
 
 /// Up to this many allowed chunks, a filtered vector search of a small space reads their
@@ -33,21 +82,13 @@ fn space_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, Strin
 fn finish(row: (i64, String, String, i64)) -> Result<Space> {
     let config: EmbedderConfig = serde_json::from_str(&row.2)
         .map_err(|e| Error::internal(format!("corrupt embedder configuration: {e}")))?;
-    Ok(Space {
-        id: row.0,
-        table: row.1,
-        config,
-        dim: row.3 as usize,
-    })
+    Ok(Space::new(row.0, row.1, config, row.3 as usize))
 }
 
 fn space_in_state(conn: &Connection, state: &str) -> Result<Option<Space>> {
     let row = conn
-        .query_row(
-            "SELECT id, table_name, embedder, dim FROM vector_spaces WHERE state = ?1",
-            [state],
-            space_from_row,
-        )
+        .prepare_cached("SELECT id, table_name, embedder, dim FROM vector_spaces WHERE state = ?1")?
+        .query_row([state], space_from_row)
         .optional()?;
     row.map(finish).transpose()
 }
@@ -60,12 +101,29 @@ pub fn building(conn: &Connection) -> Result<Option<Space>> {
     space_in_state(conn, "building")
 }
 
-/// Creates a space and its table (inside the caller's transaction).
+/// The SQL that creates the table of a space.
+pub fn create_table_sql(table: &str, dim: usize, chunk_size: usize) -> String {
+    match Storage::of_table(table) {
+        Storage::Int8 => format!(
+            "CREATE TABLE {table} (chunk_id INTEGER PRIMARY KEY, v BLOB NOT NULL) STRICT"
+        ),
+        Storage::Vec0 => format!(
+            "CREATE VIRTUAL TABLE {table} USING vec0 (
+                chunk_id INTEGER PRIMARY KEY,
+                embedding float[{dim}],
+                chunk_size = {chunk_size}
+            )"
+        ),
+    }
+}
+
+/// Creates a space and its table (inside the caller's transaction), stored as `storage` says.
 pub fn create_space(
     conn: &Connection,
     config: &EmbedderConfig,
     dim: usize,
     state: &str,
+    storage: VectorStorage,
 ) -> Result<Space> {
     let cfg = serde_json::to_string(config).map_err(|e| Error::internal(e.to_string()))?;
     conn.execute(
@@ -74,31 +132,40 @@ pub fn create_space(
         params![cfg, dim as i64, state, crate::db::now()],
     )?;
     let id = conn.last_insert_rowid();
-    let table = format!("vec_{id}");
+    let table = match storage {
+        VectorStorage::Int8 => format!("{INT8_PREFIX}{id}"),
+        VectorStorage::F32 => format!("vec_{id}"),
+    };
     conn.execute(
         "UPDATE vector_spaces SET table_name = ?2 WHERE id = ?1",
         params![id, table],
     )?;
-    conn.execute_batch(&format!(
-        "CREATE VIRTUAL TABLE {table} USING vec0 (
-            chunk_id INTEGER PRIMARY KEY,
-            embedding float[{dim}],
-            chunk_size = {CHUNK_SIZE}
-        )"
-    ))?;
-    Ok(Space {
-        id,
-        table,
-        config: config.clone(),
-        dim,
-    })
+    // A table of that name belongs to no space (the id is new): an orphan, see `drop_space`.
+    conn.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+    conn.execute_batch(&create_table_sql(&table, dim, CHUNK_SIZE))?;
+    Ok(Space::new(id, table, config.clone(), dim))
 }
 
-/// Drops a space and its table.
+/// Tables a migration may have left without a space: the default space's vec0 table once
+/// migration 0009 moved an empty default space to int8, and that int8 table in stores whose
+/// default space kept its vectors.
+const MAYBE_ORPHANS: [&str; 2] = ["chunk_vectors", "vq_1"];
+
+/// Drops a space and its table, and any table of [`MAYBE_ORPHANS`] that no space uses.
 pub fn drop_space(conn: &Connection, space: &Space) -> Result<()> {
     conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", space.table))?;
     conn.execute("DELETE FROM vector_codes WHERE space_id = ?1", [space.id])?;
     conn.execute("DELETE FROM vector_spaces WHERE id = ?1", [space.id])?;
+    for table in MAYBE_ORPHANS {
+        let used: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM vector_spaces WHERE table_name = ?1)",
+            [table],
+            |r| r.get(0),
+        )?;
+        if !used {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+        }
+    }
     Ok(())
 }
 
@@ -120,13 +187,127 @@ pub fn from_blob(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// Stores (or replaces) the vector of a chunk, and its code (`vector_codes`).
+/// The vector of a chunk as stored (an int8 space's dequantised: a unit vector), if it has one.
+pub fn get(conn: &Connection, space: &Space, chunk_id: i64) -> Result<Option<Vec<f32>>> {
+    let column = match space.storage {
+        Storage::Int8 => "v",
+        Storage::Vec0 => "embedding",
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {column} FROM {} WHERE chunk_id = ?1",
+        space.table
+    ))?;
+    let blob: Option<Vec<u8>> = stmt.query_row([chunk_id], |r| r.get(0)).optional()?;
+    Ok(blob.and_then(|b| decode(space, &b)))
+}
+
+/// The cosine of `query` and a chunk's stored vector, if it has one (what a scan scores).
+pub fn score(conn: &Connection, space: &Space, chunk_id: i64, query: &[f32]) -> Result<Option<f32>> {
+    if space.storage == Storage::Vec0 {
+        return Ok(get(conn, space, chunk_id)?
+            .filter(|v| v.len() == query.len())
+            .map(|v| v.iter().zip(query).map(|(a, b)| a * b).sum()));
+    }
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT v FROM {} WHERE chunk_id = ?1", space.table))?;
+    let mut rows = stmt.query([chunk_id])?;
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let blob = r.get_ref(0)?.as_blob().map_err(|e| Error::internal(e.to_string()))?;
+    Ok(quant::score(query, blob))
+}
+
+/// A stored vector's floats, if the blob is one of `space`'s.
+pub fn decode(space: &Space, blob: &[u8]) -> Option<Vec<f32>> {
+    match space.storage {
+        Storage::Int8 => quant::dequantize(blob, space.dim),
+        Storage::Vec0 => (blob.len() == space.dim * 4).then(|| from_blob(blob)),
+    }
+}
+
+/// Every vector of `space`, in chunk id order: calls `f(chunk_id, floats)`.
+pub fn for_each(
+    conn: &Connection,
+    space: &Space,
+    mut f: impl FnMut(i64, Vec<f32>) -> Result<()>,
+) -> Result<()> {
+    let column = match space.storage {
+        Storage::Int8 => "v",
+        Storage::Vec0 => "embedding",
+    };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT chunk_id, {column} FROM {} ORDER BY chunk_id",
+        space.table
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let blob = r.get_ref(1)?.as_blob().map_err(|e| Error::internal(e.to_string()))?;
+        let v = decode(space, blob).ok_or_else(|| {
+            Error::internal(format!(
+                "vector of chunk {id} has {} bytes, not one of {} dimensions",
+                blob.len(),
+                space.dim
+            ))
+        })?;
+        f(id, v)?;
+    }
+    Ok(())
+}
+
+/// The number of vectors in a space.
+pub fn count(conn: &Connection, space: &Space) -> Result<usize> {
+    let table = match space.storage {
+        Storage::Int8 => space.table.clone(),
+        Storage::Vec0 => format!("{}_rowids", space.table),
+    };
+    let n: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM {table}"))?
+        .query_row([], |r| r.get(0))?;
+    Ok(n.max(0) as usize)
+}
+
+/// Stores (or replaces) the vector of a chunk (and, in a vec0 space, its code in
+/// `vector_codes`).
 pub fn put(conn: &Connection, space: &Space, chunk_id: i64, v: &[f32]) -> Result<()> {
     let table = &space.table;
-    conn.prepare_cached(&format!("DELETE FROM {table} WHERE chunk_id = ?1"))?
-        .execute([chunk_id])?;
+    match space.storage {
+        Storage::Int8 => {
+            conn.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {table} (chunk_id, v) VALUES (?1, ?2)"
+            ))?
+            .execute(params![chunk_id, quant::quantize(v)])?;
+        }
+        Storage::Vec0 => {
+            conn.prepare_cached(&format!("DELETE FROM {table} WHERE chunk_id = ?1"))?
+                .execute([chunk_id])?;
+            put_vec0(conn, space, chunk_id, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores the vector of a chunk that has none in `space` (a chunk just made): one insert, no
+/// delete first. A chunk that has one already is an error.
+pub fn put_new(conn: &Connection, space: &Space, chunk_id: i64, v: &[f32]) -> Result<()> {
+    match space.storage {
+        Storage::Int8 => {
+            conn.prepare_cached(&format!(
+                "INSERT INTO {} (chunk_id, v) VALUES (?1, ?2)",
+                space.table
+            ))?
+            .execute(params![chunk_id, quant::quantize(v)])?;
+            Ok(())
+        }
+        Storage::Vec0 => put_vec0(conn, space, chunk_id, v),
+    }
+}
+
+fn put_vec0(conn: &Connection, space: &Space, chunk_id: i64, v: &[f32]) -> Result<()> {
     conn.prepare_cached(&format!(
-        "INSERT INTO {table} (chunk_id, embedding) VALUES (?1, ?2)"
+        "INSERT INTO {} (chunk_id, embedding) VALUES (?1, ?2)",
+        space.table
     ))?
     .execute(params![chunk_id, to_blob(v)])?;
     conn.prepare_cached(
@@ -140,11 +321,15 @@ pub fn put(conn: &Connection, space: &Space, chunk_id: i64, v: &[f32]) -> Result
 pub fn delete_chunks(conn: &Connection, chunk_ids: &[i64]) -> Result<()> {
     for (space_id, table) in all_tables(conn)? {
         let mut stmt = conn.prepare_cached(&format!("DELETE FROM {table} WHERE chunk_id = ?1"))?;
-        let mut codes =
-            conn.prepare_cached("DELETE FROM vector_codes WHERE space_id = ?1 AND chunk_id = ?2")?;
         for id in chunk_ids {
             stmt.execute([id])?;
-            codes.execute([space_id, *id])?;
+        }
+        if Storage::of_table(&table) == Storage::Vec0 {
+            let mut codes = conn
+                .prepare_cached("DELETE FROM vector_codes WHERE space_id = ?1 AND chunk_id = ?2")?;
+            for id in chunk_ids {
+                codes.execute([space_id, *id])?;
+            }
         }
     }
     Ok(())
@@ -155,17 +340,71 @@ pub fn similarity(distance: f64) -> f32 {
     (1.0 - distance * distance / 2.0) as f32
 }
 
+/// Keeps the best `k` (highest score, then lowest chunk id) of `hits`, sorted best first.
+fn best(mut hits: Vec<(i64, f32)>, k: usize) -> Vec<(i64, f32)> {
+    let order = |a: &(i64, f32), b: &(i64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if hits.len() > k && k > 0 {
+        hits.select_nth_unstable_by(k - 1, order);
+        hits.truncate(k);
+    }
+    hits.sort_by(order);
+    hits
+}
+
+/// Scores every row `stmt` returns as (chunk id, int8 vector) against `query`, keeping those
+/// `admit` lets through.
+fn scan_rows(
+    rows: &mut rusqlite::Rows<'_>,
+    query: &[f32],
+    admit: impl Fn(i64) -> bool,
+) -> Result<Vec<(i64, f32)>> {
+    let mut hits = Vec::new();
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        if !admit(id) {
+            continue;
+        }
+        let blob = r.get_ref(1)?.as_blob().map_err(|e| Error::internal(e.to_string()))?;
+        if let Some(s) = quant::score(query, blob) {
+            hits.push((id, s));
+        }
+    }
+    Ok(hits)
+}
+
 /// The `k` nearest chunks: (chunk id, cosine similarity), best first.
 pub fn knn(conn: &Connection, space: &Space, query: &[f32], k: usize) -> Result<Vec<(i64, f32)>> {
-    let k = k.clamp(1, MAX_K);
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT chunk_id, distance FROM {} WHERE embedding MATCH ?1 AND k = ?2 ORDER BY distance",
-        space.table
-    ))?;
-    let rows = stmt.query_map(params![to_blob(query), k as i64], |r| {
-        Ok((r.get::<_, i64>(0)?, similarity(r.get::<_, f64>(1)?)))
+    match space.storage {
+        Storage::Int8 => nearest_int8(conn, space, query, k, None),
+        Storage::Vec0 => {
+            let k = k.clamp(1, MAX_K);
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT chunk_id, distance FROM {} WHERE embedding MATCH ?1 AND k = ?2 ORDER BY distance",
+                space.table
+            ))?;
+            let rows = stmt.query_map(params![to_blob(query), k as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, similarity(r.get::<_, f64>(1)?)))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        }
+    }
+}
+
+/// The `k` nearest chunks of an int8 space among `allowed` (all when `None`): an exact scan of
+/// the table.
+pub fn nearest_int8(
+    conn: &Connection,
+    space: &Space,
+    query: &[f32],
+    k: usize,
+    allowed: Option<&HashSet<u64>>,
+) -> Result<Vec<(i64, f32)>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT chunk_id, v FROM {}", space.table))?;
+    let mut rows = stmt.query([])?;
+    let hits = scan_rows(&mut rows, query, |id| {
+        allowed.is_none_or(|a| a.contains(&(id as u64)))
     })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    Ok(best(hits, k.max(1)))
 }
 
 /// Exact nearest chunks among the chunks of `document_ids` (a JSON array).
@@ -176,6 +415,17 @@ pub fn scan_documents(
     document_ids_json: &str,
     k: usize,
 ) -> Result<Vec<(i64, f32)>> {
+    if space.storage == Storage::Int8 {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT v.chunk_id, v.v
+             FROM chunks c JOIN {} v ON v.chunk_id = c.id
+             WHERE c.document_id IN (SELECT value FROM json_each(?1))",
+            space.table
+        ))?;
+        let mut rows = stmt.query([document_ids_json])?;
+        let hits = scan_rows(&mut rows, query, |_| true)?;
+        return Ok(best(hits, k.max(1)));
+    }
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT v.chunk_id, vec_distance_l2(v.embedding, ?1) AS d
          FROM chunks c JOIN {} v ON v.chunk_id = c.id
