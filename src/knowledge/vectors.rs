@@ -450,3 +450,170 @@ pub fn code_of(v: &[f32]) -> Vec<u8> {
     }
     bytes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::MIGRATIONS;
+    use rand::{Rng, SeedableRng};
+
+    fn unit(rng: &mut rand::rngs::StdRng, dim: usize) -> Vec<f32> {
+        let v: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect()
+    }
+
+    fn space(table: &str, dim: usize) -> Space {
+        Space::new(1, table.into(), EmbedderConfig::Static, dim)
+    }
+
+    #[test]
+    fn int8_search_ranks_like_f32_up_to_ties_within_the_error_bound() {
+        crate::db::register_sqlite_vec();
+        let conn = Connection::open_in_memory().expect("db");
+        let dim = 256;
+        let (q8, f32s) = (space("vq_1", dim), space("vec_2", dim));
+        conn.execute_batch(&create_table_sql(&q8.table, dim, CHUNK_SIZE))
+            .expect("int8 table");
+        conn.execute_batch(&create_table_sql(&f32s.table, dim, CHUNK_SIZE))
+            .expect("vec0 table");
+        conn.execute_batch(include_str!("../../schema/workspace/0005_vector_codes.sql"))
+            .expect("codes");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // Clustered vectors, as embeddings are: close neighbours make the order delicate.
+        let centres: Vec<Vec<f32>> = (0..8).map(|_| unit(&mut rng, dim)).collect();
+        let mut all = Vec::new();
+        for id in 1..=600i64 {
+            let c = &centres[id as usize % centres.len()];
+            let noise = unit(&mut rng, dim);
+            let v: Vec<f32> = c.iter().zip(&noise).map(|(a, b)| a + 0.6 * b).collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let v: Vec<f32> = v.into_iter().map(|x| x / n).collect();
+            put_new(&conn, &q8, id, &v).expect("put int8");
+            put(&conn, &f32s, id, &v).expect("put f32");
+            all.push((id, v));
+        }
+        // Both read back as (nearly) the same vector.
+        let back = get(&conn, &q8, 5).expect("get").expect("some");
+        let cos: f32 = back.iter().zip(&all[4].1).map(|(a, b)| a * b).sum();
+        assert!(cos > 0.9999, "{cos}");
+        assert_eq!(count(&conn, &q8).expect("count"), 600);
+        assert_eq!(count(&conn, &f32s).expect("count"), 600);
+        let mut max_diff = 0f32;
+        for _ in 0..30 {
+            let c = &centres[rng.random_range(0..centres.len())];
+            let noise = unit(&mut rng, dim);
+            let q: Vec<f32> = c.iter().zip(&noise).map(|(a, b)| a + 0.5 * b).collect();
+            let n = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let q: Vec<f32> = q.into_iter().map(|x| x / n).collect();
+            let a = knn(&conn, &q8, &q, 10).expect("int8 knn");
+            let b = knn(&conn, &f32s, &q, 10).expect("f32 knn");
+            assert_eq!(a.len(), 10);
+            let exact: std::collections::HashMap<i64, f32> = all
+                .iter()
+                .map(|(id, v)| (*id, v.iter().zip(&q).map(|(x, y)| x * y).sum()))
+                .collect();
+            for (x, y) in a.iter().zip(&b) {
+                max_diff = max_diff.max((x.1 - y.1).abs());
+                if x.0 != y.0 {
+                    // A swap only between chunks whose true scores are within the bound.
+                    let gap = (exact[&x.0] - exact[&y.0]).abs();
+                    assert!(gap < 4e-3, "order differs beyond the bound: {a:?} vs {b:?}");
+                }
+            }
+            // Each int8 score is its chunk's float cosine up to the quantisation error.
+            for (id, s) in &a {
+                assert!((s - exact[id]).abs() < 2e-3, "chunk {id}: {s} vs {}", exact[id]);
+            }
+            // A filtered scan keeps only the allowed chunks, in the same order.
+            let allowed: HashSet<u64> = a.iter().step_by(2).map(|x| x.0 as u64).collect();
+            let f = nearest_int8(&conn, &q8, &q, 3, Some(&allowed)).expect("filtered");
+            let want: Vec<i64> = a.iter().step_by(2).take(3).map(|x| x.0).collect();
+            assert_eq!(f.iter().map(|x| x.0).collect::<Vec<_>>(), want);
+        }
+        assert!(max_diff < 2e-3, "scores differ by {max_diff}");
+        // Replacing and deleting work alike.
+        put(&conn, &q8, 1, &all[1].1).expect("replace");
+        assert!(put_new(&conn, &q8, 1, &all[1].1).is_err(), "put_new of an existing chunk");
+        conn.execute_batch(
+            "CREATE TABLE vector_spaces (id INTEGER PRIMARY KEY, table_name TEXT NOT NULL);
+             INSERT INTO vector_spaces VALUES (1, 'vq_1'), (2, 'vec_2');",
+        )
+        .expect("spaces");
+        delete_chunks(&conn, &[1, 2]).expect("delete");
+        assert_eq!(count(&conn, &q8).expect("count"), 598);
+        assert_eq!(count(&conn, &f32s).expect("count"), 598);
+        assert!(get(&conn, &q8, 1).expect("get").is_none());
+    }
+
+    fn doc_with_chunk(conn: &Connection, chunk: i64) {
+        let doc = format!("doc-{chunk}");
+        conn.execute(
+            "INSERT INTO documents (id, mime_type, content_hash, byte_size, created_at, updated_at)
+             VALUES (?1, 'text/plain', 'x', 1, 'now', 'now')",
+            [&doc],
+        )
+        .expect("document");
+        conn.execute(
+            "INSERT INTO chunks (id, document_id, ordinal, text) VALUES (?1, ?2, 0, 'text')",
+            params![chunk, doc],
+        )
+        .expect("chunk");
+    }
+
+    #[test]
+    fn a_vec0_store_from_before_int8_keeps_its_vectors_and_a_new_store_is_int8() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        // A store made by the previous version, with a vector in its default vec0 space.
+        let mut old = crate::db::open(&tmp.path().join("old.db"), true).expect("open");
+        crate::db::migrate(&mut old, &MIGRATIONS[..8]).expect("old migrations");
+        doc_with_chunk(&old, 7);
+        let v: Vec<f32> = (0..384).map(|i| if i == 3 { 1.0 } else { 0.0 }).collect();
+        let before = active(&old).expect("active");
+        assert_eq!((before.table.as_str(), before.storage), ("chunk_vectors", Storage::Vec0));
+        put(&old, &before, 7, &v).expect("put");
+        // The upgrade keeps it where it is, searchable and writable.
+        crate::db::migrate(&mut old, MIGRATIONS).expect("upgrade");
+        let space = active(&old).expect("active");
+        assert_eq!(space.table, "chunk_vectors");
+        assert_eq!(space.storage, Storage::Vec0);
+        let hits = knn(&old, &space, &v, 5).expect("knn");
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].0, 7);
+        assert!((hits[0].1 - 1.0).abs() < 1e-6);
+        doc_with_chunk(&old, 8);
+        put_new(&old, &space, 8, &v).expect("put_new");
+        assert_eq!(count(&old, &space).expect("count"), 2);
+        // Dropping it (an embedder change) also drops the int8 table no space uses.
+        let replacement =
+            create_space(&old, &EmbedderConfig::Static, 8, "building", VectorStorage::Int8)
+                .expect("create");
+        assert_eq!(replacement.storage, Storage::Int8);
+        drop_space(&old, &space).expect("drop");
+        let tables = |c: &Connection| -> Vec<String> {
+            c.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND (name GLOB 'vq_*' OR name GLOB 'vec_*' OR name GLOB 'chunk_vectors*') ORDER BY name")
+                .expect("schema")
+                .query_map([], |r| r.get(0))
+                .expect("rows")
+                .collect::<rusqlite::Result<_>>()
+                .expect("names")
+        };
+        assert_eq!(tables(&old), vec![replacement.table.clone()]);
+
+        // A new store's default space is int8; its unused vec0 table goes at the first change.
+        let mut new = crate::db::open(&tmp.path().join("new.db"), true).expect("open");
+        crate::db::migrate(&mut new, MIGRATIONS).expect("migrations");
+        let space = active(&new).expect("active");
+        assert_eq!((space.table.as_str(), space.storage), ("vq_1", Storage::Int8));
+        doc_with_chunk(&new, 1);
+        put_new(&new, &space, 1, &v).expect("put");
+        assert_eq!(knn(&new, &space, &v, 3).expect("knn")[0].0, 1);
+        new.execute("DELETE FROM chunks", []).expect("clear");
+        delete_chunks(&new, &[1]).expect("delete");
+        drop_space(&new, &space).expect("drop");
+        let f32s = create_space(&new, &EmbedderConfig::Static, 8, "active", VectorStorage::F32)
+            .expect("f32 space");
+        assert_eq!((f32s.table.as_str(), f32s.storage), ("vec_1", Storage::Vec0));
+        assert!(tables(&new).iter().all(|t| t.starts_with("vec_1")), "{:?}", tables(&new));
+    }
+}
