@@ -581,6 +581,56 @@ mod tests {
     }
 
     #[test]
+    fn an_int8_space_is_searched_from_its_rows_and_its_writes_are_seen() {
+        let dim = 48;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        crate::db::register_sqlite_vec();
+        let conn = Connection::open_in_memory().expect("db");
+        let q8 = Space::new(
+            1,
+            "vq_1".into(),
+            crate::knowledge::EmbedderConfig::Static,
+            dim,
+        );
+        conn.execute_batch(&vectors::create_table_sql("vq_1", dim, 8))
+            .expect("table");
+        let ann = Ann::default();
+        install(&ann, &conn);
+        for id in 1..=300 {
+            vectors::put_new(&conn, &q8, id, &unit(&mut rng, dim)).expect("put");
+        }
+        let p = AnnParams {
+            min_vectors: 0,
+            candidates: 300,
+            rerank: 300,
+        };
+        let q = unit(&mut rng, dim);
+        // Every candidate re-ranked: the answer is the exact scan's, scores included.
+        let got = |conn: &Connection| {
+            ann.search(conn, &q8, &q, 5, &p, None)
+                .expect("search")
+                .expect("codes")
+        };
+        assert_eq!(got(&conn), vectors::knn(&conn, &q8, &q, 5).expect("knn"));
+        // No codes are stored for an int8 space.
+        let codes: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'vector_codes'", [], |r| r.get(0))
+            .expect("schema");
+        assert_eq!(codes, 0);
+        // An insert, a replacement and a delete reach the codes through the update hook.
+        vectors::put_new(&conn, &q8, 1000, &q).expect("insert");
+        assert_eq!(got(&conn)[0].0, 1000);
+        let away: Vec<f32> = q.iter().map(|x| -x).collect();
+        vectors::put(&conn, &q8, 1000, &away).expect("replace");
+        assert_ne!(got(&conn)[0].0, 1000);
+        vectors::put(&conn, &q8, 1000, &q).expect("replace back");
+        assert_eq!(got(&conn)[0].0, 1000);
+        conn.execute("DELETE FROM vq_1 WHERE chunk_id = 1000", [])
+            .expect("delete");
+        assert_eq!(got(&conn), vectors::knn(&conn, &q8, &q, 5).expect("knn"));
+    }
+
+    #[test]
     fn another_connections_writes_are_seen() {
         let dim = 16;
         let tmp = tempfile::tempdir().expect("tmp");
