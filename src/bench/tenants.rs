@@ -603,9 +603,7 @@ fn sqlite_heap() -> u64 {
 /// through the store's connection (`pooled` false) or [`crate::workspace::Workspace::read`].
 fn reads_per_sec(h: &Handle, threads: usize, pooled: bool) -> anyhow::Result<f64> {
     let space = crate::knowledge::vectors::active(&h.conn())?;
-    let query: Vec<f32> = (0..space.dim)
-        .map(|i| (i % 7) as f32 / 7.0 - 0.4)
-        .collect();
+    let query: Vec<f32> = (0..space.dim).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect();
     let read = |conn: &rusqlite::Connection| -> anyhow::Result<()> {
         let ids: Vec<i64> = crate::knowledge::vectors::knn(conn, &space, &query, 10)?
             .into_iter()

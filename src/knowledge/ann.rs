@@ -614,7 +614,11 @@ mod tests {
         assert_eq!(got(&conn), vectors::knn(&conn, &q8, &q, 5).expect("knn"));
         // No codes are stored for an int8 space.
         let codes: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'vector_codes'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'vector_codes'",
+                [],
+                |r| r.get(0),
+            )
             .expect("schema");
         assert_eq!(codes, 0);
         // An insert, a replacement and a delete reach the codes through the update hook.

@@ -180,10 +180,11 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
+    type Kernel = fn(&[f32], &[i8]) -> f32;
+
     /// Every kernel this CPU runs, by name.
-    fn kernels() -> Vec<(&'static str, fn(&[f32], &[i8]) -> f32)> {
-        let mut out: Vec<(&'static str, fn(&[f32], &[i8]) -> f32)> =
-            vec![("generic", dot_generic)];
+    fn kernels() -> Vec<(&'static str, Kernel)> {
+        let mut out: Vec<(&'static str, Kernel)> = vec![("generic", dot_generic)];
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2")

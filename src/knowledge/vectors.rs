@@ -104,9 +104,9 @@ pub fn building(conn: &Connection) -> Result<Option<Space>> {
 /// The SQL that creates the table of a space.
 pub fn create_table_sql(table: &str, dim: usize, chunk_size: usize) -> String {
     match Storage::of_table(table) {
-        Storage::Int8 => format!(
-            "CREATE TABLE {table} (chunk_id INTEGER PRIMARY KEY, v BLOB NOT NULL) STRICT"
-        ),
+        Storage::Int8 => {
+            format!("CREATE TABLE {table} (chunk_id INTEGER PRIMARY KEY, v BLOB NOT NULL) STRICT")
+        }
         Storage::Vec0 => format!(
             "CREATE VIRTUAL TABLE {table} USING vec0 (
                 chunk_id INTEGER PRIMARY KEY,
@@ -202,19 +202,29 @@ pub fn get(conn: &Connection, space: &Space, chunk_id: i64) -> Result<Option<Vec
 }
 
 /// The cosine of `query` and a chunk's stored vector, if it has one (what a scan scores).
-pub fn score(conn: &Connection, space: &Space, chunk_id: i64, query: &[f32]) -> Result<Option<f32>> {
+pub fn score(
+    conn: &Connection,
+    space: &Space,
+    chunk_id: i64,
+    query: &[f32],
+) -> Result<Option<f32>> {
     if space.storage == Storage::Vec0 {
         return Ok(get(conn, space, chunk_id)?
             .filter(|v| v.len() == query.len())
             .map(|v| v.iter().zip(query).map(|(a, b)| a * b).sum()));
     }
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT v FROM {} WHERE chunk_id = ?1", space.table))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT v FROM {} WHERE chunk_id = ?1",
+        space.table
+    ))?;
     let mut rows = stmt.query([chunk_id])?;
     let Some(r) = rows.next()? else {
         return Ok(None);
     };
-    let blob = r.get_ref(0)?.as_blob().map_err(|e| Error::internal(e.to_string()))?;
+    let blob = r
+        .get_ref(0)?
+        .as_blob()
+        .map_err(|e| Error::internal(e.to_string()))?;
     Ok(quant::score(query, blob))
 }
 
@@ -243,7 +253,10 @@ pub fn for_each(
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
-        let blob = r.get_ref(1)?.as_blob().map_err(|e| Error::internal(e.to_string()))?;
+        let blob = r
+            .get_ref(1)?
+            .as_blob()
+            .map_err(|e| Error::internal(e.to_string()))?;
         let v = decode(space, blob).ok_or_else(|| {
             Error::internal(format!(
                 "vector of chunk {id} has {} bytes, not one of {} dimensions",
@@ -364,7 +377,10 @@ fn scan_rows(
         if !admit(id) {
             continue;
         }
-        let blob = r.get_ref(1)?.as_blob().map_err(|e| Error::internal(e.to_string()))?;
+        let blob = r
+            .get_ref(1)?
+            .as_blob()
+            .map_err(|e| Error::internal(e.to_string()))?;
         if let Some(s) = quant::score(query, blob) {
             hits.push((id, s));
         }
@@ -523,7 +539,11 @@ mod tests {
             }
             // Each int8 score is its chunk's float cosine up to the quantisation error.
             for (id, s) in &a {
-                assert!((s - exact[id]).abs() < 2e-3, "chunk {id}: {s} vs {}", exact[id]);
+                assert!(
+                    (s - exact[id]).abs() < 2e-3,
+                    "chunk {id}: {s} vs {}",
+                    exact[id]
+                );
             }
             // A filtered scan keeps only the allowed chunks, in the same order.
             let allowed: HashSet<u64> = a.iter().step_by(2).map(|x| x.0 as u64).collect();
@@ -534,7 +554,10 @@ mod tests {
         assert!(max_diff < 2e-3, "scores differ by {max_diff}");
         // Replacing and deleting work alike.
         put(&conn, &q8, 1, &all[1].1).expect("replace");
-        assert!(put_new(&conn, &q8, 1, &all[1].1).is_err(), "put_new of an existing chunk");
+        assert!(
+            put_new(&conn, &q8, 1, &all[1].1).is_err(),
+            "put_new of an existing chunk"
+        );
         conn.execute_batch(
             "CREATE TABLE vector_spaces (id INTEGER PRIMARY KEY, table_name TEXT NOT NULL);
              INSERT INTO vector_spaces VALUES (1, 'vq_1'), (2, 'vec_2');",
@@ -570,7 +593,10 @@ mod tests {
         doc_with_chunk(&old, 7);
         let v: Vec<f32> = (0..384).map(|i| if i == 3 { 1.0 } else { 0.0 }).collect();
         let before = active(&old).expect("active");
-        assert_eq!((before.table.as_str(), before.storage), ("chunk_vectors", Storage::Vec0));
+        assert_eq!(
+            (before.table.as_str(), before.storage),
+            ("chunk_vectors", Storage::Vec0)
+        );
         put(&old, &before, 7, &v).expect("put");
         // The upgrade keeps it where it is, searchable and writable.
         crate::db::migrate(&mut old, MIGRATIONS).expect("upgrade");
@@ -585,9 +611,14 @@ mod tests {
         put_new(&old, &space, 8, &v).expect("put_new");
         assert_eq!(count(&old, &space).expect("count"), 2);
         // Dropping it (an embedder change) also drops the int8 table no space uses.
-        let replacement =
-            create_space(&old, &EmbedderConfig::Static, 8, "building", VectorStorage::Int8)
-                .expect("create");
+        let replacement = create_space(
+            &old,
+            &EmbedderConfig::Static,
+            8,
+            "building",
+            VectorStorage::Int8,
+        )
+        .expect("create");
         assert_eq!(replacement.storage, Storage::Int8);
         drop_space(&old, &space).expect("drop");
         let tables = |c: &Connection| -> Vec<String> {
@@ -604,16 +635,32 @@ mod tests {
         let mut new = crate::db::open(&tmp.path().join("new.db"), true).expect("open");
         crate::db::migrate(&mut new, MIGRATIONS).expect("migrations");
         let space = active(&new).expect("active");
-        assert_eq!((space.table.as_str(), space.storage), ("vq_1", Storage::Int8));
+        assert_eq!(
+            (space.table.as_str(), space.storage),
+            ("vq_1", Storage::Int8)
+        );
         doc_with_chunk(&new, 1);
         put_new(&new, &space, 1, &v).expect("put");
         assert_eq!(knn(&new, &space, &v, 3).expect("knn")[0].0, 1);
         new.execute("DELETE FROM chunks", []).expect("clear");
         delete_chunks(&new, &[1]).expect("delete");
         drop_space(&new, &space).expect("drop");
-        let f32s = create_space(&new, &EmbedderConfig::Static, 8, "active", VectorStorage::F32)
-            .expect("f32 space");
-        assert_eq!((f32s.table.as_str(), f32s.storage), ("vec_1", Storage::Vec0));
-        assert!(tables(&new).iter().all(|t| t.starts_with("vec_1")), "{:?}", tables(&new));
+        let f32s = create_space(
+            &new,
+            &EmbedderConfig::Static,
+            8,
+            "active",
+            VectorStorage::F32,
+        )
+        .expect("f32 space");
+        assert_eq!(
+            (f32s.table.as_str(), f32s.storage),
+            ("vec_1", Storage::Vec0)
+        );
+        assert!(
+            tables(&new).iter().all(|t| t.starts_with("vec_1")),
+            "{:?}",
+            tables(&new)
+        );
     }
 }

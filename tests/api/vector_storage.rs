@@ -25,11 +25,19 @@ fn docs() -> Vec<Value> {
     .collect()
 }
 
-const QUERIES: &[&str] = &["refund", "warehouse parcels", "password link", "apples cider", "email"];
+const QUERIES: &[&str] = &[
+    "refund",
+    "warehouse parcels",
+    "password link",
+    "apples cider",
+    "email",
+];
 
 /// The active space's table of a workspace (read from its database file).
 fn active_table(data_dir: &Path, ws: &str) -> String {
-    let db = find(data_dir, ws).expect("workspace folder").join("workspace.db");
+    let db = find(data_dir, ws)
+        .expect("workspace folder")
+        .join("workspace.db");
     let conn = rusqlite::Connection::open(db).expect("open");
     conn.query_row(
         "SELECT table_name FROM vector_spaces WHERE state = 'active'",
@@ -58,7 +66,10 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 async fn vector_answers(s: &TestServer, ws: &str) -> Vec<Vec<(String, i64, f64)>> {
     let mut out = Vec::new();
     for q in QUERIES {
-        let hits = s.api().search(ws, json!({"query": q, "mode": "vector"})).await;
+        let hits = s
+            .api()
+            .search(ws, json!({"query": q, "mode": "vector"}))
+            .await;
         out.push(
             hits.iter()
                 .map(|h| {
@@ -93,13 +104,22 @@ async fn an_f32_workspace_stays_searchable_and_writable_under_int8_and_keeps_its
     assert_eq!(vector_answers(&b, &ws).await, before);
     // New documents go into the workspace's float space and are found.
     b.api()
-        .add_doc(&ws, json!({"text": "Gift cards never expire and can be refunded."}))
+        .add_doc(
+            &ws,
+            json!({"text": "Gift cards never expire and can be refunded."}),
+        )
         .await;
     let hits = b
         .api()
         .search(&ws, json!({"query": "gift cards", "mode": "vector"}))
         .await;
-    assert!(hits[0]["text"].as_str().unwrap_or_default().contains("Gift cards"), "{hits:?}");
+    assert!(
+        hits[0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Gift cards"),
+        "{hits:?}"
+    );
     // Its archive keeps float storage through an import on this int8 server.
     let first = export_bytes(&b, &ws).await;
     let org = b.api().create_org("copies").await;
@@ -107,7 +127,10 @@ async fn an_f32_workspace_stays_searchable_and_writable_under_int8_and_keeps_its
     assert_eq!(status, 201, "{rec}");
     let copy = rec["id"].as_str().expect("id").to_string();
     assert_eq!(entries(&first), entries(&export_bytes(&b, &copy).await));
-    assert_eq!(vector_answers(&b, &copy).await, vector_answers(&b, &ws).await);
+    assert_eq!(
+        vector_answers(&b, &copy).await,
+        vector_answers(&b, &ws).await
+    );
     let data_dir = b.data_dir.clone();
     b.stop();
     assert!(active_table(&data_dir, &copy).starts_with("vec_"));
@@ -124,7 +147,10 @@ async fn int8_archives_round_trip_to_the_same_bytes_and_int8_answers_like_f32() 
     assert!(active_table(&q8.data_dir, &ws8).starts_with("vq_"));
     assert!(active_table(&f32s.data_dir, &ws32).starts_with("vec_"));
     // The same ranking (no ties in this corpus), scores within the quantisation error.
-    let (a, b) = (vector_answers(&q8, &ws8).await, vector_answers(&f32s, &ws32).await);
+    let (a, b) = (
+        vector_answers(&q8, &ws8).await,
+        vector_answers(&f32s, &ws32).await,
+    );
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.len(), y.len());
         for ((_, _, s8), (_, _, s32)) in x.iter().zip(y) {

@@ -76,8 +76,7 @@ pub(super) fn vector(
     let Some(allowed) = allowed else {
         return vectors::knn(&conn, &space, &q, k);
     };
-    if space.storage == vectors::Storage::Int8 && allowed.chunks.len() > vectors::EXACT_SCAN_LIMIT
-    {
+    if space.storage == vectors::Storage::Int8 && allowed.chunks.len() > vectors::EXACT_SCAN_LIMIT {
         // An int8 space is scanned whole anyway: filtered in the scan, exact at any depth.
         return vectors::nearest_int8(&conn, &space, &q, k, Some(allowed.chunks.as_ref()));
     }
