@@ -67,6 +67,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// How new vector spaces store their vectors (`vector_storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorStorage {
+    /// One signed byte per dimension and a scale: a quarter of the floats' size.
+    #[default]
+    Int8,
+    /// sqlite-vec's float table (the store of every space before int8).
+    F32,
+}
+
 /// The options every command takes (`enclave --data-dir D org list`): where the data and the
 /// configuration file are.
 #[derive(Debug, Clone, Default, Args)]
@@ -154,6 +165,10 @@ pub struct ConfigArgs {
     /// without running them (maintenance) [default: 1].
     #[arg(long, env = "ENCLAVE_INGEST_WORKERS")]
     pub ingest_workers: Option<usize>,
+    /// How vector spaces made from now on store their vectors: `int8` (a byte per dimension)
+    /// or `f32` (sqlite-vec floats) [default: int8].
+    #[arg(long, env = "ENCLAVE_VECTOR_STORAGE", value_enum)]
+    pub vector_storage: Option<VectorStorage>,
     /// Seconds a client has to send a request's headers [default: 10].
     #[arg(long, env = "ENCLAVE_HEADER_READ_TIMEOUT_SECS")]
     pub header_read_timeout_secs: Option<u64>,
@@ -242,6 +257,7 @@ struct FileConfig {
     max_batch_documents: Option<usize>,
     max_batch_bytes: Option<u64>,
     ingest_workers: Option<usize>,
+    vector_storage: Option<VectorStorage>,
     header_read_timeout_secs: Option<u64>,
     keep_alive_idle_secs: Option<u64>,
     max_connections: Option<usize>,
@@ -282,6 +298,8 @@ pub struct Config {
     pub max_batch_documents: usize,
     pub max_batch_bytes: u64,
     pub ingest_workers: usize,
+    /// The store of vector spaces made from now on.
+    pub vector_storage: VectorStorage,
     /// `ENCLAVE_ADMIN_TOKEN`: read from the environment only, never from a flag or file.
     pub admin_token: Option<String>,
     /// `ENCLAVE_MASTER_KEY`: read from the environment only.
@@ -333,6 +351,7 @@ impl Config {
             max_batch_documents: DEFAULT_MAX_BATCH_DOCUMENTS,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             ingest_workers: DEFAULT_INGEST_WORKERS,
+            vector_storage: VectorStorage::default(),
             admin_token: None,
             master_key: None,
             master_key_file: None,
@@ -505,6 +524,10 @@ impl Config {
                 .ingest_workers
                 .or(file.ingest_workers)
                 .unwrap_or(DEFAULT_INGEST_WORKERS),
+            vector_storage: args
+                .vector_storage
+                .or(file.vector_storage)
+                .unwrap_or_default(),
             admin_token,
             master_key: std::env::var("ENCLAVE_MASTER_KEY")
                 .ok()

@@ -602,22 +602,13 @@ fn sqlite_heap() -> u64 {
 /// hydration and exact vector search do (a KNN over the active space, then 10 chunks' text),
 /// through the store's connection (`pooled` false) or [`crate::workspace::Workspace::read`].
 fn reads_per_sec(h: &Handle, threads: usize, pooled: bool) -> anyhow::Result<f64> {
-    let (table, dim): (String, i64) = h.conn().query_row(
-        "SELECT table_name, dim FROM vector_spaces WHERE state = 'active'",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let query: Vec<u8> = (0..dim)
-        .flat_map(|i| ((i % 7) as f32 / 7.0 - 0.4).to_le_bytes())
-        .collect();
-    let knn = format!(
-        "SELECT chunk_id FROM {table} WHERE embedding MATCH ?1 AND k = 10 ORDER BY distance"
-    );
+    let space = crate::knowledge::vectors::active(&h.conn())?;
+    let query: Vec<f32> = (0..space.dim).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect();
     let read = |conn: &rusqlite::Connection| -> anyhow::Result<()> {
-        let ids: Vec<i64> = conn
-            .prepare_cached(&knn)?
-            .query_map([&query], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let ids: Vec<i64> = crate::knowledge::vectors::knn(conn, &space, &query, 10)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         let json = serde_json::to_string(&ids)?;
         let _: i64 = conn
             .prepare_cached(
@@ -657,16 +648,8 @@ fn reads_per_sec(h: &Handle, threads: usize, pooled: bool) -> anyhow::Result<f64
 fn touch(h: &Handle) -> anyhow::Result<()> {
     h.stats()?;
     let conn = h.read();
-    let table: String = conn.query_row(
-        "SELECT table_name FROM vector_spaces WHERE state = 'active'",
-        [],
-        |r| r.get(0),
-    )?;
-    let _: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM {table} WHERE chunk_id > 0"),
-        [],
-        |r| r.get(0),
-    )?;
+    let space = crate::knowledge::vectors::active(&conn)?;
+    crate::knowledge::vectors::count(&conn, &space)?;
     let _: i64 = conn.query_row("SELECT sum(length(text)) FROM chunks", [], |r| {
         Ok(r.get::<_, Option<i64>>(0)?.unwrap_or(0))
     })?;

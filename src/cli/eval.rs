@@ -47,6 +47,10 @@ pub struct EvalArgs {
     /// to this file, for offline fusion tuning.
     #[arg(long)]
     pub dump: Option<PathBuf>,
+    /// How the temporary workspace stores its vectors (`int8`, the default, or `f32`): to
+    /// measure what int8 storage costs in quality.
+    #[arg(long, value_enum, default_value = "int8")]
+    pub vector_storage: crate::config::VectorStorage,
     /// Qrels file inside `qrels/` [default: dev.tsv].
     #[arg(long, default_value = "dev.tsv")]
     pub qrels: String,
@@ -235,6 +239,7 @@ impl Built {
         let tmp = tempfile_dir()?;
         let mut config = Config::for_data_dir(&tmp);
         config.admin_token = Some("eval-operator-token-0000".into());
+        config.vector_storage = args.vector_storage;
         let (app, _) = App::open(config)?;
         let org = app.tenancy().create_org(NewOrg {
             name: "eval".into(),

@@ -351,29 +351,23 @@ fn read_spaces(conn: &Connection) -> Result<Vec<SpaceRow>> {
         .collect()
 }
 
+/// The vectors of a space as floats (an int8 space's dequantised: importing them stores the
+/// same bytes again), each after its chunk id.
 fn write_vectors(conn: &Connection, space: &SpaceRow, path: &Path) -> Result<u64> {
     let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut stmt = conn.prepare(&format!(
-        "SELECT chunk_id, embedding FROM {} ORDER BY chunk_id",
-        space.table_name
-    ))?;
-    let mut rows = stmt.query([])?;
+    let space = vectors::Space::new(
+        space.id,
+        space.table_name.clone(),
+        space.embedder.clone(),
+        space.dim as usize,
+    );
     let mut n = 0;
-    let want = space.dim as usize * 4;
-    while let Some(row) = rows.next()? {
-        let id: i64 = row.get(0)?;
-        let v = row.get_ref(1)?;
-        let bytes = v.as_blob().map_err(|e| Error::internal(e.to_string()))?;
-        if bytes.len() != want {
-            return Err(Error::internal(format!(
-                "vector of chunk {id} has {} bytes, not {want}",
-                bytes.len()
-            )));
-        }
+    vectors::for_each(conn, &space, |id, v| {
         w.write_all(&id.to_le_bytes())?;
-        w.write_all(bytes)?;
+        w.write_all(&vectors::to_blob(&v))?;
         n += 1;
-    }
+        Ok(())
+    })?;
     w.flush()?;
     Ok(n)
 }
@@ -884,12 +878,11 @@ fn fill_store(
     }
     let mut tables = HashSet::new();
     for s in &spaces {
-        let want_table = if s.table_name == "chunk_vectors" {
-            "chunk_vectors".to_string()
-        } else {
-            format!("vec_{}", s.id)
-        };
-        if s.table_name != want_table || !tables.insert(s.table_name.clone()) {
+        // vec0 (`chunk_vectors`, `vec_<id>`) or int8 (`vq_<id>`): the archive's storage is kept.
+        let named = s.table_name == "chunk_vectors"
+            || s.table_name == format!("vec_{}", s.id)
+            || s.table_name == format!("{}{}", vectors::INT8_PREFIX, s.id);
+        if !named || !tables.insert(s.table_name.clone()) {
             return Err(bad(format!(
                 "vector space {}: bad table name {:?}",
                 s.id, s.table_name
@@ -925,7 +918,7 @@ fn fill_store(
                 rusqlite::params![s.id, cfg, s.dim, s.state, s.created_at, s.table_name],
             )
             .map_err(|e| sql_error("vector_spaces.jsonl", e))?;
-            if s.dim != 384 {
+            if s.table_name == "chunk_vectors" && s.dim != 384 {
                 return Err(bad("vector space chunk_vectors must have dimension 384"));
             }
         } else {
@@ -935,21 +928,20 @@ fn fill_store(
                 rusqlite::params![s.id, s.table_name, cfg, s.dim, s.state, s.created_at],
             )
             .map_err(|e| sql_error("vector_spaces.jsonl", e))?;
-            tx.execute_batch(&format!(
-                "CREATE VIRTUAL TABLE {} USING vec0 (
-                    chunk_id INTEGER PRIMARY KEY,
-                    embedding float[{}],
-                    chunk_size = 128
-                )",
-                s.table_name, s.dim
+            // The fresh store may hold the table without a space (see vectors::drop_space).
+            tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", s.table_name))?;
+            tx.execute_batch(&vectors::create_table_sql(
+                &s.table_name,
+                s.dim as usize,
+                vectors::CHUNK_SIZE,
             ))?;
         }
-        let space = vectors::Space {
-            id: s.id,
-            table: s.table_name.clone(),
-            config: s.embedder.clone(),
-            dim: s.dim as usize,
-        };
+        let space = vectors::Space::new(
+            s.id,
+            s.table_name.clone(),
+            s.embedder.clone(),
+            s.dim as usize,
+        );
         vector_total += load_vectors(&tx, &space, &entries.join(format!("vectors/{}.f32", s.id)))?;
     }
     if manifest.counts.get("vectors").copied().unwrap_or(0) != vector_total {
@@ -1062,7 +1054,7 @@ fn load_vectors(conn: &Connection, space: &vectors::Space, path: &Path) -> Resul
                 "{rel}: vector of chunk {id}, which is not in the archive"
             )));
         }
-        vectors::put(conn, space, id, &v).map_err(|e| match e {
+        vectors::put_new(conn, space, id, &v).map_err(|e| match e {
             Error::Sqlite(s) => sql_error(&rel, s),
             e => e,
         })?;

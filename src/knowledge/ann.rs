@@ -6,13 +6,14 @@
 //! A code is the sign bits of a vector (`dim / 8` bytes). A search ranks every code by Hamming
 //! distance to the query's signs, re-scores the best `candidates` asymmetrically (the float
 //! query against the candidate's signs, through one lookup table per code byte), and ranks the
-//! best `rerank` of those by their exact cosine, read from sqlite-vec, the vectors' only store.
-//! When the space holds no more than `rerank` vectors the answer is exact.
+//! best `rerank` of those by their exact cosine, read from the vector table, the vectors' only
+//! store. When the space holds no more than `rerank` vectors the answer is exact.
 //!
-//! The codes are derived data: built from the vector table on first use, and kept current by
-//! the workspace connection's SQLite update hook (an observer of the store's row changes,
-//! registered by `knowledge::caches`) on the table's rowid shadow table, which marks the chunk
-//! of every inserted or deleted vector dirty. The next search re-reads dirty chunks from SQLite, so a
+//! The codes are derived data: built from the vector table on first use (an int8 space's
+//! rows, or a vec0 space's `vector_codes`), and kept current by the workspace connection's
+//! SQLite update hook (an observer of the store's row changes, registered by
+//! `knowledge::caches`) on an int8 table itself or on a vec0 table's rowid shadow table, which
+//! marks the chunk of every inserted or deleted vector dirty. The next search re-reads dirty chunks from SQLite, so a
 //! rolled-back write leaves nothing behind. Writes by another connection (another process on
 //! the same data directory) do not reach the hook; SQLite's `PRAGMA data_version` tells of
 //! them, and the codes are then rebuilt. Lock order: the connection, then the codes.
@@ -20,9 +21,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
-use super::vectors::{code_of, Space};
+use super::vectors::{self, code_of, Space, Storage};
 use crate::error::Result;
 
 /// Tuning of the approximate path.
@@ -139,13 +140,18 @@ impl Ann {
     /// Notes a row change reported by the connection's update hook: an inserted or deleted
     /// vector (a row of a vector table's rowid shadow table) makes its chunk dirty.
     pub fn note(&self, table: &str, rowid: i64) {
-        if let Some(t) = table.strip_suffix(ROWIDS_SUFFIX) {
-            let mut st = self.lock();
-            if st.tables.contains_key(t) {
-                st.dirty.entry(t.to_string()).or_default().insert(rowid);
-            }
-            st.small.remove(t);
+        let t = if table.starts_with(vectors::INT8_PREFIX) {
+            table
+        } else if let Some(t) = table.strip_suffix(ROWIDS_SUFFIX) {
+            t
+        } else {
+            return;
+        };
+        let mut st = self.lock();
+        if st.tables.contains_key(t) {
+            st.dirty.entry(t.to_string()).or_default().insert(rowid);
         }
+        st.small.remove(t);
     }
 
     /// The `k` nearest chunks of `space` to the L2-normalised `query`: (chunk id, cosine),
@@ -211,10 +217,8 @@ impl Ann {
         drop(st);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(v) = stored_vector(conn, table, id)? {
-                if v.len() == query.len() {
-                    out.push((id, dot(&v, query)));
-                }
+            if let Some(s) = vectors::score(conn, space, id, query)? {
+                out.push((id, s));
             }
         }
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -246,7 +250,7 @@ impl Ann {
         if !st.tables.contains_key(table) {
             let n = match st.small.get(table) {
                 Some(n) => *n,
-                None => vector_count(conn, table)?,
+                None => vectors::count(conn, space)?,
             };
             if n < min_vectors {
                 st.small.insert(table.to_string(), n);
@@ -282,7 +286,7 @@ impl Ann {
             return Ok(false);
         };
         for id in dirty {
-            match stored_vector(conn, table, id)? {
+            match vectors::get(conn, space, id)? {
                 Some(v) => codes.upsert(id, &v),
                 None => codes.remove(id),
             }
@@ -298,39 +302,29 @@ impl Ann {
     }
 }
 
-/// The number of vectors in a vector table (its rowid shadow table's rows).
-fn vector_count(conn: &Connection, table: &str) -> Result<usize> {
-    let n: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM {table}{ROWIDS_SUFFIX}"),
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(n.max(0) as usize)
-}
-
-/// The stored float vector of a chunk, if it has one.
-fn stored_vector(conn: &Connection, table: &str, chunk_id: i64) -> Result<Option<Vec<f32>>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT embedding FROM {table} WHERE chunk_id = ?1"
-    ))?;
-    let blob: Option<Vec<u8>> = stmt.query_row([chunk_id], |r| r.get(0)).optional()?;
-    Ok(blob.as_deref().and_then(floats))
-}
-
-/// The codes of `space`: from `vector_codes` when its rows match the vector count (`count`, if
-/// known), else computed from the vectors themselves and written back for next time.
+/// The codes of `space`: an int8 space's from its rows; a vec0 space's from `vector_codes` when
+/// its rows match the vector count (`count`, if known), else computed from the vectors
+/// themselves and written back for next time.
 fn load(conn: &Connection, space: &Space, count: Option<usize>) -> Result<Codes> {
     let table = &space.table;
+    let mut codes = Codes::new(space.dim);
+    if space.storage == Storage::Int8 {
+        // Computed from the int8 rows (a quarter of the floats), never stored.
+        vectors::for_each(conn, space, |id, v| {
+            codes.upsert(id, &v);
+            Ok(())
+        })?;
+        return Ok(codes);
+    }
     let vectors = match count {
         Some(n) => n,
-        None => vector_count(conn, table)?,
+        None => vectors::count(conn, space)?,
     };
     let stored: i64 = conn.query_row(
         "SELECT count(*) FROM vector_codes WHERE space_id = ?1",
         [space.id],
         |r| r.get(0),
     )?;
-    let mut codes = Codes::new(space.dim);
     if stored.max(0) as usize == vectors {
         let mut stmt =
             conn.prepare_cached("SELECT chunk_id, code FROM vector_codes WHERE space_id = ?1")?;
@@ -426,6 +420,7 @@ fn floats(blob: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
+#[cfg(test)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -509,12 +504,12 @@ mod tests {
     }
 
     fn space(dim: usize) -> Space {
-        Space {
-            id: 1,
-            table: "vec_1".into(),
-            config: crate::knowledge::EmbedderConfig::Static,
+        Space::new(
+            1,
+            "vec_1".into(),
+            crate::knowledge::EmbedderConfig::Static,
             dim,
-        }
+        )
     }
 
     fn put(conn: &Connection, id: i64, v: &[f32]) {
@@ -583,6 +578,60 @@ mod tests {
             filtered.into_iter().map(|x| x.0).collect::<Vec<_>>(),
             exact(&only, &q, 3)
         );
+    }
+
+    #[test]
+    fn an_int8_space_is_searched_from_its_rows_and_its_writes_are_seen() {
+        let dim = 48;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        crate::db::register_sqlite_vec();
+        let conn = Connection::open_in_memory().expect("db");
+        let q8 = Space::new(
+            1,
+            "vq_1".into(),
+            crate::knowledge::EmbedderConfig::Static,
+            dim,
+        );
+        conn.execute_batch(&vectors::create_table_sql("vq_1", dim, 8))
+            .expect("table");
+        let ann = Ann::default();
+        install(&ann, &conn);
+        for id in 1..=300 {
+            vectors::put_new(&conn, &q8, id, &unit(&mut rng, dim)).expect("put");
+        }
+        let p = AnnParams {
+            min_vectors: 0,
+            candidates: 300,
+            rerank: 300,
+        };
+        let q = unit(&mut rng, dim);
+        // Every candidate re-ranked: the answer is the exact scan's, scores included.
+        let got = |conn: &Connection| {
+            ann.search(conn, &q8, &q, 5, &p, None)
+                .expect("search")
+                .expect("codes")
+        };
+        assert_eq!(got(&conn), vectors::knn(&conn, &q8, &q, 5).expect("knn"));
+        // No codes are stored for an int8 space.
+        let codes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'vector_codes'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(codes, 0);
+        // An insert, a replacement and a delete reach the codes through the update hook.
+        vectors::put_new(&conn, &q8, 1000, &q).expect("insert");
+        assert_eq!(got(&conn)[0].0, 1000);
+        let away: Vec<f32> = q.iter().map(|x| -x).collect();
+        vectors::put(&conn, &q8, 1000, &away).expect("replace");
+        assert_ne!(got(&conn)[0].0, 1000);
+        vectors::put(&conn, &q8, 1000, &q).expect("replace back");
+        assert_eq!(got(&conn)[0].0, 1000);
+        conn.execute("DELETE FROM vq_1 WHERE chunk_id = 1000", [])
+            .expect("delete");
+        assert_eq!(got(&conn), vectors::knn(&conn, &q8, &q, 5).expect("knn"));
     }
 
     #[test]

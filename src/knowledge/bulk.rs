@@ -324,7 +324,7 @@ pub(super) fn write(
                         ids.push(tx.last_insert_rowid());
                     }
                     if let (Some(v), Some(first)) = (user_vector, ids.first()) {
-                        vectors::put(&tx, &active, *first, &normalize(v.clone()))?;
+                        vectors::put_new(&tx, &active, *first, &normalize(v.clone()))?;
                     }
                     let job_id = if embed_jobs {
                         let job = crate::ids::new_id().to_string();

@@ -5,7 +5,8 @@
 //!   batches of documents at once (`POST /documents/batch`);
 //! - [`ingest`] does the jobs' work in quanta, which the server-wide [`scheduler`] hands out
 //!   fairly across workspaces, weighted by plan priority;
-//! - [`embedders`] selects a workspace's embedder, [`vectors`] keeps its vector tables, and
+//! - [`embedders`] selects a workspace's embedder, [`vectors`] keeps its vector tables (int8
+//!   through [`quant`], or sqlite-vec floats), and
 //!   [`ann`] their in-memory binary codes for fast approximate search of large workspaces;
 //! - [`caches`] keeps the codes and the allowed chunks of recent filters with each open
 //!   workspace;
@@ -20,6 +21,7 @@ pub mod embedders;
 pub mod extract;
 pub use crate::filter;
 pub mod ingest;
+pub mod quant;
 pub mod scheduler;
 pub mod search;
 pub mod service;

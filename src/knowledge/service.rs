@@ -70,6 +70,14 @@ pub struct DocumentInput {
 
 /// Whether a document's vector fits the workspace's active space: one of `space.dim` finite
 /// numbers when the embedder is user-provided, none otherwise.
+/// The storage of spaces made under a `vector_storage` setting.
+fn storage_of(setting: crate::config::VectorStorage) -> vectors::Storage {
+    match setting {
+        crate::config::VectorStorage::Int8 => vectors::Storage::Int8,
+        crate::config::VectorStorage::F32 => vectors::Storage::Vec0,
+    }
+}
+
 pub(super) fn check_embedding(new: &NewDocument, space: &vectors::Space) -> Result<()> {
     match (&new.embedding, space.config.is_user_provided()) {
         (Some(v), true) => {
@@ -142,6 +150,8 @@ pub struct Knowledge {
     max_upload_bytes: u64,
     max_batch_documents: usize,
     ingest_workers: usize,
+    /// How vector spaces made from now on store their vectors.
+    vector_storage: crate::config::VectorStorage,
     /// Usage metering: ingested bytes, embedding work.
     governance: Arc<Governance>,
 }
@@ -172,6 +182,7 @@ impl Knowledge {
             max_upload_bytes: config.max_upload_bytes,
             max_batch_documents: config.max_batch_documents,
             ingest_workers: config.ingest_workers,
+            vector_storage: config.vector_storage,
             governance,
         }
     }
@@ -614,17 +625,20 @@ impl Knowledge {
                     [&now],
                 )?;
             }
-            if active.config != cfg {
-                let chunks: i64 = tx.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?;
+            let chunks: i64 = tx.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?;
+            // An empty workspace's space also takes the server's vector storage (its default
+            // space was made int8 by its migration, whatever the setting).
+            let convert = chunks == 0 && active.storage != storage_of(self.vector_storage);
+            if active.config != cfg || convert {
                 if chunks == 0 {
                     vectors::drop_space(&tx, &active)?;
-                    vectors::create_space(&tx, &cfg, dim, "active")?;
+                    vectors::create_space(&tx, &cfg, dim, "active", self.vector_storage)?;
                 } else if cfg.is_user_provided() {
                     return Err(Error::invalid(
                         "a workspace with documents cannot switch to user-provided vectors",
                     ));
                 } else {
-                    vectors::create_space(&tx, &cfg, dim, "building")?;
+                    vectors::create_space(&tx, &cfg, dim, "building", self.vector_storage)?;
                     tx.execute(
                         "INSERT INTO jobs (id, kind, status, phase, payload, created_at)
                          VALUES (?1, ?3, ?4, ?5, '{}', ?2)",

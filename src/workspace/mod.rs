@@ -71,6 +71,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "footprint",
         sql: include_str!("../../schema/workspace/0008_footprint.sql"),
     },
+    Migration {
+        version: 9,
+        name: "int8_vectors",
+        sql: include_str!("../../schema/workspace/0009_int8_vectors.sql"),
+    },
 ];
 
 /// The tokenizer of the full-text fields: lower-cased, English-stemmed.

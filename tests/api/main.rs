@@ -38,4 +38,5 @@ mod registry;
 mod tier;
 mod tmpfs;
 mod traversal;
+mod vector_storage;
 mod workspaces;

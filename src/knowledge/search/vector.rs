@@ -1,6 +1,6 @@
 //! The vector list of a search: the query vector (the request's, or the query text embedded)
-//! and its nearest chunks, through the in-memory binary codes, sqlite-vec's KNN or an exact
-//! scan of the allowed documents.
+//! and its nearest chunks, through the in-memory binary codes, a scan of an int8 space,
+//! sqlite-vec's KNN, or an exact scan of the allowed documents.
 
 use super::{Allowed, Fusion, SearchRequest};
 use crate::error::{Error, Result};
@@ -76,6 +76,10 @@ pub(super) fn vector(
     let Some(allowed) = allowed else {
         return vectors::knn(&conn, &space, &q, k);
     };
+    if space.storage == vectors::Storage::Int8 && allowed.chunks.len() > vectors::EXACT_SCAN_LIMIT {
+        // An int8 space is scanned whole anyway: filtered in the scan, exact at any depth.
+        return vectors::nearest_int8(&conn, &space, &q, k, Some(allowed.chunks.as_ref()));
+    }
     if allowed.chunks.len() <= vectors::EXACT_SCAN_LIMIT {
         let json = serde_json::to_string(&allowed.documents)
             .map_err(|e| Error::internal(e.to_string()))?;
