@@ -244,13 +244,13 @@ fn make_queries(c: &Corpus, n: usize, seed: u64) -> Vec<Query> {
 // ---------------------------------------------------------------------------------------------
 // A minimal HTTP/1.1 keep-alive client (the bench must not measure a client library).
 
-struct Http {
+pub(super) struct Http {
     addr: String,
     stream: Option<BufReader<TcpStream>>,
 }
 
 impl Http {
-    fn new(addr: &str) -> Http {
+    pub(super) fn new(addr: &str) -> Http {
         Http {
             addr: addr.to_string(),
             stream: None,
@@ -270,7 +270,7 @@ impl Http {
 
     /// One request; `(status, body)`. Retries once on a fresh connection when the kept-alive
     /// one was closed by the server.
-    fn call(
+    pub(super) fn call(
         &mut self,
         method: &str,
         path: &str,
@@ -457,7 +457,7 @@ fn wait_idle(pct: f64, timeout: Duration) -> f64 {
     }
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
+pub(super) fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -1304,9 +1304,15 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
                 }
             }
         }
+        // The cold-tenant phase runs every query of the all-open one (each p50 is compared
+        // with its all-open p50), plus the workspace read (a store open and little else).
         let plan: Vec<(Kind, usize)> = if phase == "cache" {
             vec![
                 (Kind::Fts(true), 1),
+                (Kind::Fts(false), 1),
+                (Kind::Vec, 1),
+                (Kind::Hybrid(true), 1),
+                (Kind::Hybrid(false), 1),
                 (Kind::Noop, 1),
                 (Kind::Healthz, 1),
                 (Kind::WorkspaceRead, 1),

@@ -39,6 +39,10 @@ pub struct Args {
     /// Keep the benchmark's data directory instead of removing it.
     #[arg(long)]
     pub keep: bool,
+    /// `--max-open-workspaces` of the server started for the start time and the opens
+    /// through HTTP.
+    #[arg(long, default_value_t = 256)]
+    pub cache: usize,
     /// Load each workspace like the issue-16 corpus instead of raw rows: this many documents
     /// of `--words` words, one chunk each, with user-provided vectors of `--dim` dimensions,
     /// through `Knowledge::add_document` and the job scheduler (the API's path).
@@ -156,10 +160,35 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
     trim_heap();
     let rss2 = rss_parts();
 
-    // 4. Server start time with N workspaces on disk.
+    // 4. Server start time with N workspaces on disk, its memory once started, and cold opens
+    // through HTTP (the first requests of the first start: every workspace asked is opened).
     let mut starts = Vec::new();
-    for _ in 0..5 {
-        starts.push(server_start(data_dir)?);
+    let mut served: Option<Served> = None;
+    for round in 0..5 {
+        let (ms, mut child, addr) = server_start(data_dir, a.cache)?;
+        starts.push(ms);
+        if round == 0 {
+            let pid = child.id();
+            let rss = (
+                super::peer::status_kib(pid, "VmRSS"),
+                super::peer::status_kib(pid, "RssAnon"),
+            );
+            let measured = http_opens(&addr, &ids, sample);
+            let rss_after = super::peer::status_kib(pid, "VmRSS");
+            stop_child(&mut child);
+            let (cold_get, warm_get, cold_search, warm_search) = measured?;
+            served = Some(Served {
+                rss_kib: rss.0,
+                anon_kib: rss.1,
+                rss_after_kib: rss_after,
+                cold_get,
+                warm_get,
+                cold_search,
+                warm_search,
+            });
+        } else {
+            stop_child(&mut child);
+        }
     }
 
     let ms = |v: f64| format!("{v:.2} ms");
@@ -280,6 +309,57 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
         ms(starts.iter().cloned().fold(0.0, f64::max)),
         String::new(),
     ]);
+    if let Some(mut sv) = served {
+        t.row(&[
+            "server RSS after start (anonymous)".into(),
+            format!(
+                "{:.1} MiB ({:.1})",
+                sv.rss_kib as f64 / 1024.0,
+                sv.anon_kib as f64 / 1024.0
+            ),
+            "< 50 MiB".into(),
+        ]);
+        let http = |t: &mut Table, label: &str, v: &mut Vec<f64>, target: &str| {
+            t.row(&[
+                format!("{label} p50 / p99 through HTTP"),
+                format!("{} / {}", ms(percentile(v, 50.0)), ms(percentile(v, 99.0))),
+                target.into(),
+            ]);
+        };
+        http(
+            &mut t,
+            &format!(
+                "cold GET /v1/workspaces/{{ws}} ({} distinct, cache {})",
+                sv.cold_get.len(),
+                a.cache
+            ),
+            &mut sv.cold_get,
+            "p99 < 5 ms",
+        );
+        http(
+            &mut t,
+            "warm GET /v1/workspaces/{ws} (the same again)",
+            &mut sv.warm_get,
+            "",
+        );
+        http(
+            &mut t,
+            &format!("cold full-text search ({} distinct)", sv.cold_search.len()),
+            &mut sv.cold_search,
+            "",
+        );
+        http(
+            &mut t,
+            "warm full-text search (the same again)",
+            &mut sv.warm_search,
+            "",
+        );
+        t.row(&[
+            "server RSS after the HTTP opens".into(),
+            format!("{:.1} MiB", sv.rss_after_kib as f64 / 1024.0),
+            String::new(),
+        ]);
+    }
     println!();
     t.print();
     println!("\nopen = registry open (SQLite + migrations check + Tantivy index + reader) and one first read of each.");
@@ -665,8 +745,74 @@ fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
-/// Milliseconds from spawning `enclave serve` on `data_dir` until `/healthz` answers 200.
-fn server_start(data_dir: &Path) -> anyhow::Result<f64> {
+/// What the first server start measured through HTTP.
+struct Served {
+    rss_kib: u64,
+    anon_kib: u64,
+    rss_after_kib: u64,
+    cold_get: Vec<f64>,
+    warm_get: Vec<f64>,
+    cold_search: Vec<f64>,
+    warm_search: Vec<f64>,
+}
+
+/// Latencies (ms) through a running server of: `GET /v1/workspaces/{ws}` of `sample` distinct
+/// workspaces not yet open (a cold open each), each followed at once by the same request again
+/// (warm); then a full-text search of `sample` other workspaces, cold then warm.
+#[allow(clippy::type_complexity)]
+fn http_opens(
+    addr: &str,
+    ids: &[Uuid],
+    sample: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let mut http = super::peer::Http::new(addr);
+    let mut timed = |method: &str, path: &str, body: Option<&[u8]>| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let (status, out) = http.call(method, path, Some(BENCH_TOKEN), body)?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        anyhow::ensure!(
+            status == 200,
+            "{method} {path}: {status} {}",
+            String::from_utf8_lossy(&out)
+        );
+        Ok(ms)
+    };
+    let half = ids.len() / 2;
+    let (gets, searches) = if half > 0 {
+        (spread(&ids[..half], sample), spread(&ids[half..], sample))
+    } else {
+        (ids.to_vec(), Vec::new())
+    };
+    let (mut cold_get, mut warm_get) = (Vec::new(), Vec::new());
+    for id in &gets {
+        let path = format!("/v1/workspaces/{id}");
+        cold_get.push(timed("GET", &path, None)?);
+        warm_get.push(timed("GET", &path, None)?);
+    }
+    let body = br#"{"query": "benchmark tenants", "mode": "fulltext", "limit": 10}"#;
+    let (mut cold_search, mut warm_search) = (Vec::new(), Vec::new());
+    for id in &searches {
+        let path = format!("/v1/workspaces/{id}/search");
+        cold_search.push(timed("POST", &path, Some(body))?);
+        warm_search.push(timed("POST", &path, Some(body))?);
+    }
+    Ok((cold_get, warm_get, cold_search, warm_search))
+}
+
+fn stop_child(child: &mut std::process::Child) {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+}
+
+/// Spawns `enclave serve` on `data_dir` (at most `cache` workspaces open); returns the
+/// milliseconds until `/healthz` answered 200, the running child and its address.
+fn server_start(
+    data_dir: &Path,
+    cache: usize,
+) -> anyhow::Result<(f64, std::process::Child, String)> {
     let exe = std::env::current_exe().context("locating the enclave binary")?;
     let t = Instant::now();
     let mut child = Command::new(exe)
@@ -680,6 +826,7 @@ fn server_start(data_dir: &Path) -> anyhow::Result<f64> {
         ])
         .arg(data_dir)
         .env("ENCLAVE_ADMIN_TOKEN", BENCH_TOKEN)
+        .env("ENCLAVE_MAX_OPEN_WORKSPACES", cache.to_string())
         .env("ENCLAVE_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -707,12 +854,9 @@ fn server_start(data_dir: &Path) -> anyhow::Result<f64> {
         );
         std::thread::sleep(Duration::from_micros(200));
     };
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let _ = child.wait();
-    Ok(ms)
+    // The log pipe is drained (and closed with the child), so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    Ok((ms, child, addr))
 }
 
 fn healthz(addr: &str) -> bool {

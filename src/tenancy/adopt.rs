@@ -70,8 +70,9 @@ impl Tenancy {
     /// checked by the caller); the old folder is moved to `old_to` (a staging folder the
     /// caller removes). Operator only (the route takes the `Operator` extractor; the command
     /// line acts as the operator). The store is out of the registry during the swap (a request
-    /// arriving then gets `404`, one already holding the old store finishes on its files),
-    /// then readmitted and opened again, which reports a damaged copy here. A deleted
+    /// arriving then gets `404`; the swap waits for requests holding the old store to finish,
+    /// `503` if one outlasts the registry's wait), then readmitted and opened again, which
+    /// reports a damaged copy here. A deleted
     /// workspace is refused: restore it first (`POST /v1/workspaces/{ws}/restore`).
     pub fn replace_workspace_store(
         &self,
@@ -81,6 +82,13 @@ impl Tenancy {
     ) -> Result<WorkspaceRecord> {
         let rec = self.control.get_workspace(ws)?;
         self.registry.remove(ws);
+        // No instance of the old store may outlive the swap: a holder would open files by
+        // path in the new folder (readers, index segments), and the registry would take it
+        // back after the readmission. Wait for the holders (bounded), else refuse.
+        if let Err(e) = self.registry.wait_closed(ws) {
+            self.registry.readmit(ws);
+            return Err(e);
+        }
         let dir = workspace::dir_of(self.data_dir(), ws);
         // An offloaded workspace may have no local folder (tiered storage): nothing to move.
         let moved_old = match std::fs::rename(&dir, old_to) {

@@ -442,8 +442,21 @@ pub struct Workspace {
     /// State derived from this store by higher layers (knowledge's search caches), and the
     /// observers of its row changes.
     extensions: extensions::Extensions,
-    /// Told when the store closes (the registry's count of live stores).
-    on_close: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Told when the store is closed (the registry's count of live stores). The last field:
+    /// fields drop in order, so it runs once the connections and the index are closed.
+    on_close: OnClose,
+}
+
+/// Calls its function when dropped (the last field of [`Workspace`]).
+#[derive(Default)]
+struct OnClose(Option<Box<dyn Fn() + Send + Sync>>);
+
+impl Drop for OnClose {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            f();
+        }
+    }
 }
 
 impl std::fmt::Debug for Workspace {
@@ -566,7 +579,7 @@ impl Workspace {
             rebuilder: OnceLock::new(),
             version,
             extensions,
-            on_close: None,
+            on_close: OnClose::default(),
         };
         if !rebuild {
             // An index that opens but cannot be read (a damaged segment) is rebuilt like a
@@ -732,7 +745,7 @@ impl Workspace {
     }
 
     pub(crate) fn set_on_close(&mut self, f: Box<dyn Fn() + Send + Sync>) {
-        self.on_close = Some(f);
+        self.on_close = OnClose(Some(f));
     }
 
     /// The store's SQLite connection, serialised by a mutex (one connection per store keeps
@@ -1110,9 +1123,6 @@ impl Drop for Workspace {
                     }
                 }
             }
-        }
-        if let Some(f) = &self.on_close {
-            f();
         }
     }
 }

@@ -69,8 +69,13 @@ struct State {
     /// Workspaces removed (deleted) while this registry lives: never opened again. Ids are
     /// never reused, so this only grows by one per deletion (16 bytes each).
     removed: HashSet<Uuid>,
-    /// Open `Workspace` instances per id (cached, or evicted while a request holds them).
-    instances: HashMap<Uuid, u32>,
+    /// The open `Workspace` instance of each id (cached, or evicted or removed while a request
+    /// holds it, or closing): at most one per id. A miss of the cache finds it here and takes
+    /// it back (while it is alive) or waits for it to close: never a second instance on the
+    /// same files (two writer slots, two sets of derived state).
+    instances: HashMap<Uuid, Weak<Workspace>>,
+    /// Evicted stores handed to the closer thread and not closed yet (counted in `live`).
+    closing: usize,
     /// When a handle to each workspace was last let go (tiering's idle time).
     released: HashMap<Uuid, Instant>,
     /// Workspaces held closed ([`Registry::hold_closed`]): `get` waits, as for an opening.
@@ -93,6 +98,9 @@ struct Shared {
     open_latency: crate::histogram::Histogram,
     /// Tiered storage's hook on the miss path (none: folders are always local).
     tiering: std::sync::OnceLock<Arc<dyn Tiering>>,
+    /// Evicted stores go to a closer thread (started on first use): closing (a writer commit,
+    /// SQLite's close, the index's unmapping) is not the requester's wait.
+    closer: Mutex<Option<std::sync::mpsc::Sender<Arc<Workspace>>>>,
 }
 
 impl Shared {
@@ -149,6 +157,7 @@ impl Registry {
                     live: 0,
                     removed: HashSet::new(),
                     instances: HashMap::new(),
+                    closing: 0,
                     released: HashMap::new(),
                     held: HashSet::new(),
                 }),
@@ -160,6 +169,7 @@ impl Registry {
                 writers: Writers::default(),
                 open_latency: Default::default(),
                 tiering: std::sync::OnceLock::new(),
+                closer: Mutex::new(None),
             }),
         }
     }
@@ -188,23 +198,36 @@ impl Registry {
                 st = sh.wait(st, deadline)?;
                 continue;
             }
+            if let Some(alive) = st.instances.get(&id) {
+                // Not cached, but open: evicted or removed while a request held it, or closing.
+                // The live one is taken back (it is counted in `live` already); a closing one
+                // is waited for. Never a second instance of the same store.
+                match alive.upgrade() {
+                    Some(ws) => {
+                        st.cache.put(id, ws.clone());
+                        return Ok(self.handle(ws));
+                    }
+                    None => {
+                        st = sh.wait(st, deadline)?;
+                        continue;
+                    }
+                }
+            }
             if st.live + st.opening.len() >= sh.capacity {
-                let victim = st
-                    .cache
-                    .iter()
-                    .rev()
-                    .find(|(_, ws)| Arc::strong_count(ws) == 1)
-                    .map(|(k, _)| *k);
-                match victim {
-                    Some(k) => {
-                        let evicted = st.cache.pop(&k);
+                // Stores already on their way out free their slots soon: wait for them
+                // rather than evict more.
+                if st.closing > 0 {
+                    st = sh.wait(st, deadline)?;
+                    continue;
+                }
+                match self.evict_one(&mut st) {
+                    Evicted::Closing => {}
+                    Evicted::CloseHere(ws) => {
                         drop(st);
-                        sh.evictions.fetch_add(1, Ordering::Relaxed);
-                        // Closing does I/O (writer commit); never under the lock.
-                        drop(evicted);
+                        drop(ws);
                         st = sh.lock();
                     }
-                    None => st = sh.wait(st, deadline)?,
+                    Evicted::None => st = sh.wait(st, deadline)?,
                 }
                 continue;
             }
@@ -225,24 +248,24 @@ impl Registry {
             sh.changed.notify_all();
             let mut ws = opened?;
             let weak: Weak<Shared> = Arc::downgrade(&self.shared);
+            // Told once the store's files are closed (after every field of the store dropped).
             ws.set_on_close(Box::new(move || {
                 if let Some(sh) = weak.upgrade() {
                     let mut st = sh.lock();
                     st.live = st.live.saturating_sub(1);
-                    if let Some(n) = st.instances.get_mut(&id) {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            st.instances.remove(&id);
-                        }
+                    // The entry is this instance's (at most one per id, and a new one is
+                    // made only once this one is gone from the map).
+                    if st.instances.get(&id).is_some_and(|w| w.strong_count() == 0) {
+                        st.instances.remove(&id);
                     }
                     sh.changed.notify_all();
                 }
             }));
             st.live += 1;
-            *st.instances.entry(id).or_insert(0) += 1;
             sh.peak.fetch_max(st.live as u64, Ordering::Relaxed);
             sh.opens.fetch_add(1, Ordering::Relaxed);
             let ws = Arc::new(ws);
+            st.instances.insert(id, Arc::downgrade(&ws));
             // An index found unreadable later (by a search, a commit) is rebuilt the same way.
             let (weak_ws, weak_sh) = (Arc::downgrade(&ws), Arc::downgrade(&self.shared));
             ws.set_rebuilder(Box::new(move || {
@@ -254,11 +277,82 @@ impl Registry {
                 }
             }));
             st.cache.put(id, ws.clone());
+            // Full: the least recently used idle store starts closing now, in the background,
+            // so the next miss finds its slot free instead of closing it itself.
+            let close_here = if st.live + st.opening.len() >= sh.capacity && st.closing == 0 {
+                match self.evict_one(&mut st) {
+                    Evicted::CloseHere(ws) => Some(ws),
+                    _ => None,
+                }
+            } else {
+                None
+            };
             drop(st);
+            drop(close_here);
             if ws.rebuild_pending() {
                 spawn_rebuild(self.handle(ws.clone()));
             }
             return Ok(self.handle(ws));
+        }
+    }
+
+    /// Takes the least recently used store that no request holds out of the cache and hands
+    /// it to the closer thread (closed there, never under the lock nor on the requester's
+    /// time). Its slot stays counted in `live` until it is closed. Returns whether there was
+    /// one.
+    fn evict_one(&self, st: &mut State) -> Evicted {
+        let victim = st
+            .cache
+            .iter()
+            .rev()
+            .find(|(_, ws)| Arc::strong_count(ws) == 1)
+            .map(|(k, _)| *k);
+        let Some(ws) = victim.and_then(|k| st.cache.pop(&k)) else {
+            return Evicted::None;
+        };
+        self.shared.evictions.fetch_add(1, Ordering::Relaxed);
+        st.closing += 1;
+        match self.send_to_closer(ws) {
+            Ok(()) => Evicted::Closing,
+            Err(ws) => {
+                // No closer thread: the caller closes it, outside the lock.
+                st.closing -= 1;
+                Evicted::CloseHere(ws)
+            }
+        }
+    }
+
+    /// Sends an evicted store to the closer thread, starting it on first use.
+    fn send_to_closer(&self, ws: Arc<Workspace>) -> std::result::Result<(), Arc<Workspace>> {
+        let mut closer = self.shared.closer.lock().unwrap_or_else(|p| p.into_inner());
+        if closer.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<Arc<Workspace>>();
+            let weak = Arc::downgrade(&self.shared);
+            let started = std::thread::Builder::new()
+                .name("enclave-store-closer".into())
+                .spawn(move || {
+                    for ws in rx {
+                        // The last reference: dropping it closes the store (writer committed
+                        // and closed, connections closed), then `live` goes down.
+                        drop(ws);
+                        if let Some(sh) = weak.upgrade() {
+                            let mut st = sh.lock();
+                            st.closing = st.closing.saturating_sub(1);
+                            sh.changed.notify_all();
+                        }
+                    }
+                });
+            match started {
+                Ok(_) => *closer = Some(tx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the store closer thread");
+                    return Err(ws);
+                }
+            }
+        }
+        match closer.as_ref() {
+            Some(tx) => tx.send(ws).map_err(|e| e.0),
+            None => Err(ws),
         }
     }
 
@@ -295,6 +389,20 @@ impl Registry {
         removed.is_some()
     }
 
+    /// Waits (up to the registry's wait timeout) until no instance of workspace `id` is open,
+    /// after [`Registry::remove`]: its folder may then be replaced (a holder would otherwise
+    /// keep working on the old files and open new ones by path in the new folder). `Busy`
+    /// when a request still holds it at the deadline.
+    pub fn wait_closed(&self, id: Uuid) -> Result<()> {
+        let sh = &self.shared;
+        let deadline = Instant::now() + sh.wait_timeout;
+        let mut st = sh.lock();
+        while st.instances.contains_key(&id) {
+            st = sh.wait(st, deadline)?;
+        }
+        Ok(())
+    }
+
     /// Lets a removed workspace be opened again: its deletion was undone (a restore within the
     /// grace period, its record live again). Its folder was never touched.
     pub fn readmit(&self, id: Uuid) {
@@ -327,6 +435,15 @@ impl Registry {
                 tracing::warn!(workspace_id = %ws.id(), error = %e, "flush on shutdown failed");
             }
         }
+        // Stores evicted just before are closed by the closer thread: wait for them (bounded).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut st = self.shared.lock();
+        while st.closing > 0 {
+            match self.shared.wait(st, deadline) {
+                Ok(g) => st = g,
+                Err(_) => return,
+            }
+        }
     }
 
     pub fn stats(&self) -> RegistryStats {
@@ -342,6 +459,16 @@ impl Registry {
             open_writers: sh.writers.get(),
         }
     }
+}
+
+/// What [`Registry::evict_one`] did.
+enum Evicted {
+    /// No store could be evicted (all held).
+    None,
+    /// One is closing on the closer thread.
+    Closing,
+    /// One was taken out but must be closed by the caller, outside the lock.
+    CloseHere(Arc<Workspace>),
 }
 
 /// Tiered storage's hook on the registry's miss path (implemented by
@@ -684,6 +811,57 @@ mod tests {
         assert_eq!(reg.stats().open_writers, 1, "the busy one, now idle");
         assert_eq!(reg.close_idle_writers(Duration::ZERO), 1);
         assert_eq!(reg.stats().open_writers, 0);
+    }
+
+    #[test]
+    fn a_store_taken_out_while_held_is_taken_back_not_opened_twice() {
+        let (_t, reg, ids) = setup(2, 2, Duration::from_secs(5));
+        let held = reg.get(ids[0]).expect("a");
+        // Out of the cache while a request holds it (a deletion undone by a restore).
+        assert!(reg.remove(ids[0]));
+        reg.readmit(ids[0]);
+        let opens = reg.stats().opens_total;
+        let again = reg.get(ids[0]).expect("a again");
+        assert!(
+            std::ptr::eq::<Workspace>(&*held, &*again),
+            "the held instance is taken back"
+        );
+        assert_eq!(reg.stats().opens_total, opens, "nothing opened");
+        assert_eq!(reg.stats().open, 1);
+        // Its writer slot is the one slot of the store: a writer opened through one handle is
+        // seen through the other.
+        again.index_chunk(1, "d", "T", "", "words").expect("index");
+        assert!(held.writer_is_open());
+        drop((held, again));
+        assert_eq!(reg.stats().open, 1, "cached again");
+    }
+
+    #[test]
+    fn an_evicted_store_is_closed_before_it_opens_again() {
+        // Capacity 1: every get of the other store evicts this one, in the background; a get
+        // right after finds it closing and waits, so there is never a second instance.
+        let (_t, reg, ids) = setup(2, 1, Duration::from_secs(10));
+        for _ in 0..50 {
+            for id in &ids {
+                let h = reg.get(*id).expect("get");
+                assert!(usable(&h));
+                h.index_chunk(1, "d", "T", "", "words").expect("index");
+            }
+        }
+        let s = reg.stats();
+        assert_eq!(s.peak_open, 1, "{s:?}");
+        assert!(s.evictions_total >= 98, "{s:?}");
+    }
+
+    #[test]
+    fn waiting_for_a_removed_store_to_close_is_bounded() {
+        let (_t, reg, ids) = setup(1, 2, Duration::from_millis(100));
+        let held = reg.get(ids[0]).expect("a");
+        assert!(reg.remove(ids[0]));
+        assert!(matches!(reg.wait_closed(ids[0]), Err(Error::Busy)));
+        drop(held);
+        reg.wait_closed(ids[0]).expect("closed once let go");
+        assert_eq!(reg.stats().open, 0);
     }
 
     #[test]
