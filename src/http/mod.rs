@@ -25,6 +25,7 @@ pub mod ratelimit;
 pub mod routes;
 mod session;
 pub mod system;
+mod vector_json;
 mod workspaces;
 
 use std::sync::Arc;
