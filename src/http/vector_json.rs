@@ -83,7 +83,11 @@ pub fn parse(s: &[u8]) -> Option<Vec<f32>> {
 
 /// One JSON number at `s[*i..]`, as serde_json reads it into an `f32`.
 fn number(s: &[u8], i: &mut usize) -> Option<f32> {
-    let digit = |i: usize| s.get(i).filter(|b| b.is_ascii_digit()).map(|b| u64::from(b - b'0'));
+    let digit = |i: usize| {
+        s.get(i)
+            .filter(|b| b.is_ascii_digit())
+            .map(|b| u64::from(b - b'0'))
+    };
     let positive = if s.get(*i) == Some(&b'-') {
         *i += 1;
         false
@@ -252,7 +256,9 @@ mod tests {
         assert_eq!(ours("[0.5, -1, 2e3, -0]"), serde("[0.5, -1, 2e3, -0]"));
         assert!(ours("[0.5, -1, 2e3, -0]").is_some());
         assert_eq!(ours("[]"), Some(vec![]));
-        for odd in ["[1e400]", "[\"1\"]", "[1,]", "[01]", "[1.]", "[-]", "[1e]", "{}", "[1] x"] {
+        for odd in [
+            "[1e400]", "[\"1\"]", "[1,]", "[01]", "[1.]", "[-]", "[1e]", "{}", "[1] x",
+        ] {
             assert_eq!(ours(odd), None, "{odd}");
         }
     }

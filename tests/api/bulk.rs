@@ -765,11 +765,19 @@ async fn sigkill_during_batches_loses_no_acknowledged_item_and_no_batch_is_half_
             if held.is_empty() && is_cut_new {
                 continue; // a new item of the cut batch, not taken
             }
-            assert_eq!(held.len(), 1, "iteration {it}: {ext} held {} times", held.len());
+            assert_eq!(
+                held.len(),
+                1,
+                "iteration {it}: {ext} held {} times",
+                held.len()
+            );
             let d = &held[0];
             assert_eq!(d["status"], "indexed", "iteration {it}: {d}");
             let title = d["title"].as_str().unwrap_or("").to_string();
-            assert!(titles.contains(&title), "iteration {it}: {ext} is {title:?}, not one of {titles:?}");
+            assert!(
+                titles.contains(&title),
+                "iteration {it}: {ext} is {title:?}, not one of {titles:?}"
+            );
             *titles = vec![title];
         }
         allowed.retain(|ext, _| docs.contains_key(ext));
