@@ -38,7 +38,7 @@ pub struct NewDocumentBody {
     #[serde(default)]
     pub content_type: Option<String>,
     /// The document's vector (workspaces with a `user-provided` embedder).
-    #[serde(default, deserialize_with = "super::vector_json::deserialize")]
+    #[serde(default)]
     pub embedding: Option<Vec<f32>>,
     /// Where the text came from (a file name): shown as `source_name`, and the title of last
     /// resort.

@@ -25,7 +25,6 @@ pub mod ratelimit;
 pub mod routes;
 mod session;
 pub mod system;
-mod vector_json;
 mod workspaces;
 
 use std::sync::Arc;
