@@ -668,13 +668,23 @@ fn load_enclave(
     ))
 }
 
-fn document(c: &Corpus, d: &TenantData, t: usize, k: usize) -> Value {
-    json!({
-        "title": d.titles[k / CHUNKS_PER_DOC],
-        "text": d.texts[k],
-        "external_id": c.chunk_id(t, k).to_string(),
-        "embedding": d.vectors[k],
-    })
+/// One document of the load, serialized as it is typed: the vector as `f32`s (shortest
+/// form, ~10 characters a number; a `serde_json::Value` would widen them to `f64`s of ~19).
+#[derive(serde::Serialize)]
+struct LoadDocument<'a> {
+    title: &'a str,
+    text: &'a str,
+    external_id: String,
+    embedding: &'a [f32],
+}
+
+fn document<'a>(c: &Corpus, d: &'a TenantData, t: usize, k: usize) -> LoadDocument<'a> {
+    LoadDocument {
+        title: &d.titles[k / CHUNKS_PER_DOC],
+        text: &d.texts[k],
+        external_id: c.chunk_id(t, k).to_string(),
+        embedding: &d.vectors[k],
+    }
 }
 
 fn load_tenant(
@@ -714,7 +724,7 @@ fn load_tenant(
         .context("api key secret in the answer")?
         .to_string();
     let data = c.tenant(t);
-    let docs: Vec<Value> = (0..c.chunks).map(|k| document(c, &data, t, k)).collect();
+    let docs: Vec<LoadDocument> = (0..c.chunks).map(|k| document(c, &data, t, k)).collect();
     if batch_route.load(Ordering::Relaxed) != 2 {
         let body = serde_json::to_vec(&docs)?;
         let (status, out) = http.call(
@@ -740,7 +750,7 @@ fn load_tenant(
             "POST",
             &format!("/v1/workspaces/{ws}/documents"),
             Some(&key),
-            d,
+            &serde_json::to_value(d)?,
         )?;
     }
     Ok(Tenant { ws, key })

@@ -19,9 +19,9 @@
 //! is written. No original is kept in `blobs/` for a batch's documents: the database holds
 //! their text (an export lists them as originals missing).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 use tantivy::Term;
 
@@ -87,6 +87,8 @@ impl BatchAdded {
 pub(super) struct Ready {
     pub index: usize,
     pub new: NewDocument,
+    /// SHA-256 of the content (computed once: the fingerprint and the stored row use it).
+    pub content_hash: String,
     pub fingerprint: String,
     pub title: String,
     pub chunks: Vec<Chunk>,
@@ -114,9 +116,11 @@ pub(super) fn prepare(
         extracted,
         new.source_name.as_deref(),
     );
+    let content_hash = store::content_hash(&new.bytes);
     Ok(Ready {
         index,
-        fingerprint: store::fingerprint_of(&new),
+        fingerprint: store::fingerprint_with(&new, &content_hash),
+        content_hash,
         new,
         title,
         chunks,
@@ -145,6 +149,14 @@ impl Plan {
         };
         let mut by_external: HashMap<String, usize> = HashMap::new();
         let mut by_fingerprint: HashMap<(String, Option<String>), usize> = HashMap::new();
+        // One query for the batch: only an item whose fingerprint is stored can be a duplicate
+        // (a fresh load asks nothing more).
+        let stored = matching(
+            &conn,
+            "SELECT DISTINCT fingerprint FROM documents
+             WHERE fingerprint IN (SELECT value FROM json_each(?1))",
+            items.iter().map(|i| i.fingerprint.as_str()),
+        )?;
         for item in items {
             if let Some(ext) = &item.new.external_id {
                 if let Some(first) = by_external.insert(ext.clone(), item.index) {
@@ -160,9 +172,11 @@ impl Plan {
                 plan.earlier.push((item.index, *first));
                 continue;
             }
-            if let Some(added) = store::duplicate_in(&conn, &key.0, key.1.as_deref())? {
-                plan.stored.push((item.index, added));
-                continue;
+            if stored.contains(&key.0) {
+                if let Some(added) = store::duplicate_in(&conn, &key.0, key.1.as_deref())? {
+                    plan.stored.push((item.index, added));
+                    continue;
+                }
             }
             by_fingerprint.insert(key, item.index);
             plan.write.push(item);
@@ -214,6 +228,41 @@ impl Plan {
     }
 }
 
+/// The values of `keys` that `sql` (one column, `?1` a JSON array of the keys) returns: one
+/// statement for a whole batch instead of one per item.
+fn matching<'a>(
+    conn: &Connection,
+    sql: &str,
+    keys: impl Iterator<Item = &'a str>,
+) -> Result<HashSet<String>> {
+    let keys: Vec<&str> = keys.collect();
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let list = serde_json::to_string(&keys).map_err(|e| Error::internal(e.to_string()))?;
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map([list], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The documents holding `externals` now: external id → (document id, content hash).
+fn holders_of<'a>(
+    conn: &Connection,
+    externals: impl Iterator<Item = &'a str>,
+) -> Result<HashMap<String, (String, String)>> {
+    let keys: Vec<&str> = externals.collect();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let list = serde_json::to_string(&keys).map_err(|e| Error::internal(e.to_string()))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT external_id, id, content_hash FROM documents
+         WHERE external_id IN (SELECT value FROM json_each(?1))",
+    )?;
+    let rows = stmt.query_map([list], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// One written document: its id, its embedding job, whether it replaced its external id's
 /// holder.
 pub(super) struct Written {
@@ -245,13 +294,19 @@ pub(super) fn write(
             let mut written = Vec::with_capacity(items.len());
             let mut chunk_ids: Vec<Vec<i64>> = Vec::with_capacity(items.len());
             {
-                let mut racing = tx.prepare_cached(&format!(
-                    "SELECT 1 FROM documents WHERE pending_external_id = ?1
-                     AND status IN {DOCUMENTS_IN_PROGRESS_SQL} LIMIT 1"
-                ))?;
-                let mut holder = tx.prepare_cached(
-                    "SELECT id, content_hash FROM documents WHERE external_id = ?1",
+                // The batch's external ids still being ingested by single adds, and their
+                // holders: one query each for the whole batch (a batch names each at most once).
+                let externals = || items.iter().filter_map(|i| i.new.external_id.as_deref());
+                let racing = matching(
+                    &tx,
+                    &format!(
+                        "SELECT DISTINCT pending_external_id FROM documents
+                         WHERE pending_external_id IN (SELECT value FROM json_each(?1))
+                         AND status IN {DOCUMENTS_IN_PROGRESS_SQL}"
+                    ),
+                    externals(),
                 )?;
+                let mut holders = holders_of(&tx, externals())?;
                 let mut cancel = tx.prepare_cached(&format!(
                     "UPDATE jobs SET status = 'cancelled', finished_at = ?2,
                         error = 'the document was replaced'
@@ -278,17 +333,14 @@ pub(super) fn write(
                     let new = &item.new;
                     let mut was_replaced = false;
                     if let Some(ext) = &new.external_id {
-                        if racing.exists([ext])? {
+                        if racing.contains(ext) {
                             return Err(Error::Conflict(format!(
                                 "a document with external_id {ext:?} is still being ingested; \
                                  retry when its job is done"
                             ))
                             .at_item(item.index));
                         }
-                        let held: Option<(String, String)> = holder
-                            .query_row([ext], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()?;
-                        if let Some((hid, hhash)) = held {
+                        if let Some((hid, hhash)) = holders.remove(ext) {
                             store::remove_document_rows(&tx, &hid)?;
                             cancel.execute(params![hid, now])?;
                             replaced.push((hid, hhash));
@@ -302,7 +354,7 @@ pub(super) fn write(
                         item.title,
                         new.source_name,
                         new.format.mime(),
-                        store::content_hash(&new.bytes),
+                        item.content_hash,
                         new.bytes.len() as i64,
                         new.metadata.to_string(),
                         DocumentStatus::Indexed,

@@ -226,20 +226,27 @@ pub(super) fn duplicate_in(
 
 /// What makes two documents identical: content, title, metadata, type and embedding.
 pub(super) fn fingerprint_of(new: &NewDocument) -> String {
-    let hash = content_hash(&new.bytes);
-    let title = new.title.clone().unwrap_or_default();
+    fingerprint_with(new, &content_hash(&new.bytes))
+}
+
+/// [`fingerprint_of`] with the document's [`content_hash`] already computed (a batch computes
+/// it once for both).
+pub(super) fn fingerprint_with(new: &NewDocument, content_hash: &str) -> String {
+    let title = new.title.as_deref().unwrap_or_default();
     let meta = new.metadata.to_string();
-    let emb = new
-        .embedding
-        .as_ref()
-        .map(|v| serde_json::to_string(v).unwrap_or_default())
-        .unwrap_or_default();
+    let mut emb = Vec::new();
+    if let Some(v) = &new.embedding {
+        emb.reserve(v.len() * 12 + 2);
+        if serde_json::to_writer(&mut emb, v).is_err() {
+            emb.clear();
+        }
+    }
     hex_sha256(&[
-        hash.as_bytes(),
+        content_hash.as_bytes(),
         title.as_bytes(),
         meta.as_bytes(),
         new.format.mime().as_bytes(),
-        emb.as_bytes(),
+        &emb,
     ])
 }
 

@@ -620,3 +620,192 @@ async fn enclave_ingest_sends_text_files_in_batches_and_drops_a_refused_one() {
         .await;
     assert_eq!(hits.len(), 5, "{hits:?}");
 }
+
+/// The documents of `ws` by external id: (title, status) of each holder, in listing order.
+async fn by_external_id(api: &Api, ws: &str) -> std::collections::BTreeMap<String, Vec<Value>> {
+    let mut out: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    let mut offset = 0;
+    loop {
+        let r = api
+            .get(&format!(
+                "/v1/workspaces/{ws}/documents?limit=1000&offset={offset}"
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let page = r.body["data"].as_array().cloned().unwrap_or_default();
+        offset += page.len();
+        let n = page.len();
+        for d in page {
+            let ext = d["external_id"].as_str().unwrap_or("").to_string();
+            out.entry(ext).or_default().push(d);
+        }
+        if n < 1000 {
+            return out;
+        }
+    }
+}
+
+/// Durability of the batch route: the real binary receives batches (new documents, and
+/// replacements of earlier ones by `external_id`) and is SIGKILLed at a random moment; after a
+/// restart every acknowledged item is there exactly once, indexed, in its acknowledged version
+/// (or in that of the batch cut by the kill, which is all or nothing), and findable by full
+/// text and by vector. `ENCLAVE_CRASH_ITERATIONS` (default 3) kills, `ENCLAVE_CRASH_SEED`.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_batches_loses_no_acknowledged_item_and_no_batch_is_half_written() {
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    const ITEMS: usize = 40;
+    let iterations: usize = std::env::var("ENCLAVE_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seed: u64 = std::env::var("ENCLAVE_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("batch crash test: {iterations} kills, ENCLAVE_CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut child, mut base) = crate::harness::spawn_binary(tmp.path());
+    let ws = vector_workspace(&Api::new(&base, Some(crate::harness::TOKEN)), "bulkcrash").await;
+    // external id → the titles its holder may have (the acknowledged one, and the one of a
+    // batch whose answer the kill cut).
+    let mut allowed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut next_batch = 0usize;
+    for it in 0..iterations {
+        let client = reqwest::Client::new();
+        let url = format!("{base}/v1/workspaces/{ws}/documents/batch");
+        let delay = Duration::from_millis(rng.random_range(50..1500));
+        let deadline = tokio::time::Instant::now() + delay;
+        // The batch in flight when the kill came: its titles by external id.
+        let mut cut: Option<BTreeMap<String, String>> = None;
+        loop {
+            let b = next_batch;
+            next_batch += 1;
+            // Every third batch replaces the items of an earlier one; the others are new.
+            let exts: Vec<String> = if b % 3 == 2 && allowed.len() >= ITEMS {
+                let start = rng.random_range(0..=allowed.len() - ITEMS);
+                allowed.keys().skip(start).take(ITEMS).cloned().collect()
+            } else {
+                (0..ITEMS).map(|i| format!("b{b}-{i}")).collect()
+            };
+            let titles: BTreeMap<String, String> = exts
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.clone(), format!("zq{b}x{i}")))
+                .collect();
+            let items: Vec<Value> = exts
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    json!({"title": titles[e], "text": format!("Document {} of batch {b}.", titles[e]),
+                           "external_id": e, "embedding": vector(b * ITEMS + i)})
+                })
+                .collect();
+            for (e, t) in &titles {
+                allowed.entry(e.clone()).or_default().push(t.clone());
+            }
+            let sent = client
+                .post(&url)
+                .bearer_auth(crate::harness::TOKEN)
+                .json(&items)
+                .send();
+            let answer = tokio::select! {
+                r = sent => Some(r),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            match answer {
+                Some(Ok(r)) if r.status() == 200 => {
+                    let body: Value = r.json().await.expect("answer");
+                    assert_eq!(body["items"].as_array().map(Vec::len), Some(ITEMS));
+                    for (e, t) in &titles {
+                        allowed.insert(e.clone(), vec![t.clone()]);
+                    }
+                }
+                Some(Ok(r)) => panic!("batch {b}: {} {:?}", r.status(), r.text().await),
+                Some(Err(e)) => panic!("batch {b}: {e}"),
+                None => {
+                    cut = Some(titles);
+                    break;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        // SAFETY: a signal to our own child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGKILL);
+        }
+        let _ = child.wait();
+        (child, base) = crate::harness::spawn_binary(tmp.path());
+        let api = Api::new(&base, Some(crate::harness::TOKEN));
+        let docs = by_external_id(&api, &ws).await;
+        // The cut batch: all of its items in its version, or none.
+        if let Some(titles) = &cut {
+            let taken = titles
+                .iter()
+                .filter(|(e, t)| {
+                    docs.get(*e)
+                        .and_then(|d| d.first())
+                        .is_some_and(|d| d["title"] == json!(t))
+                })
+                .count();
+            assert!(
+                taken == 0 || taken == titles.len(),
+                "iteration {it}: {taken} of the cut batch's {} items were written",
+                titles.len()
+            );
+        }
+        for (ext, titles) in &mut allowed {
+            let held = docs.get(ext).map(Vec::as_slice).unwrap_or_default();
+            let is_cut_new = cut.as_ref().is_some_and(|c| c.contains_key(ext)) && titles.len() == 1;
+            if held.is_empty() && is_cut_new {
+                continue; // a new item of the cut batch, not taken
+            }
+            assert_eq!(
+                held.len(),
+                1,
+                "iteration {it}: {ext} held {} times",
+                held.len()
+            );
+            let d = &held[0];
+            assert_eq!(d["status"], "indexed", "iteration {it}: {d}");
+            let title = d["title"].as_str().unwrap_or("").to_string();
+            assert!(
+                titles.contains(&title),
+                "iteration {it}: {ext} is {title:?}, not one of {titles:?}"
+            );
+            *titles = vec![title];
+        }
+        allowed.retain(|ext, _| docs.contains_key(ext));
+        // Findable: a sample of the holders by full text and by vector (the id's own filter).
+        let sample: Vec<(String, String)> = allowed
+            .iter()
+            .filter(|_| rng.random_bool(0.05))
+            .take(10)
+            .map(|(e, t)| (e.clone(), t[0].clone()))
+            .collect();
+        for (ext, title) in sample {
+            let hits = api
+                .search(&ws, json!({"query": title, "mode": "fulltext", "limit": 3}))
+                .await;
+            assert!(
+                hits.first().is_some_and(|h| h["title"] == json!(title)),
+                "{ext}: full text {title}: {hits:?}"
+            );
+            let hits = api
+                .search(
+                    &ws,
+                    json!({"mode": "vector", "vector": vector(0), "limit": 1,
+                           "filter": {"external_id": ext}}),
+                )
+                .await;
+            assert_eq!(hits.len(), 1, "{ext}: vector: {hits:?}");
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
