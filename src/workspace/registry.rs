@@ -626,7 +626,9 @@ mod tests {
         }
         let s = reg.stats();
         assert!(s.peak_open <= 2, "{s:?}");
-        assert_eq!(s.open, 2);
+        // A miss that fills the cache sends the least recently used idle store to the closer
+        // ahead of the next miss: 1 or 2 are open, depending on how far the closer has got.
+        assert!((1..=2).contains(&s.open), "{s:?}");
         assert!(s.evictions_total >= 16);
     }
 
