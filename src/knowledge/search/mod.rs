@@ -275,7 +275,6 @@ pub fn search_with(
             ws,
             embedders,
             req,
-            query_text,
             allowed.as_deref(),
             depth,
             &fusion,

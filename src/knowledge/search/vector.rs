@@ -50,12 +50,12 @@ pub(super) fn vector(
     ws: &Workspace,
     embedders: &Embedders,
     req: &SearchRequest,
-    text: &str,
     allowed: Option<&Allowed>,
     k: usize,
     fusion: &Fusion,
     active: Option<&Space>,
 ) -> Result<Vec<(i64, f32)>> {
+    let text = req.query.trim();
     // The caller's (cached per change of `vector_spaces`), else read here.
     let read;
     let space = match active {
