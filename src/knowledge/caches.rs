@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::ann::Ann;
 use super::embedders::EmbedderConfig;
 use super::search::AllowedCache;
+use super::vectors::Space;
 use crate::error::Result;
 use crate::workspace::Workspace;
 
@@ -28,8 +29,8 @@ pub struct Caches {
 pub struct SpaceConfigs {
     /// Every space's (active and building).
     pub all: Vec<EmbedderConfig>,
-    /// The active space's.
-    pub active: Option<EmbedderConfig>,
+    /// The active space (its table, dimension, storage and embedder), as a search reads it.
+    pub active: Option<Space>,
 }
 
 /// The [`SpaceConfigs`] of a workspace, read once per change instead of once per search: kept

@@ -834,7 +834,7 @@ impl Knowledge {
 fn space_configs(handle: &Handle) -> Result<Arc<super::caches::SpaceConfigs>> {
     super::caches::of(handle).spaces.get_or_load(handle, || {
         let all = scrub_legacy_embedders(handle)?;
-        let active = vectors::active(&handle.conn())?.config;
+        let active = vectors::active(&handle.conn())?;
         Ok(super::caches::SpaceConfigs {
             all,
             active: Some(active),

@@ -210,10 +210,14 @@ impl Duplicates {
     }
 
     /// `ranked` collapsed as a search collapses it: each kept chunk with the chunks collapsed
-    /// onto it (the first kept one each duplicates), up to `limit` kept.
+    /// onto it (the first kept one each duplicates), up to `limit` kept; as a search, it reads
+    /// no candidate once `limit` are kept (a copy ranked below the last is not listed).
     fn collapse(&self, ranked: impl Iterator<Item = i64>, limit: usize) -> Vec<Vec<i64>> {
         let mut kept: Vec<Vec<i64>> = Vec::new();
         for id in ranked {
+            if kept.len() >= limit {
+                break;
+            }
             let first = self
                 .partners
                 .get(&id)

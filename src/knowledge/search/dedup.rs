@@ -13,8 +13,10 @@
 //!   contained in its counterpart while the two differ in length. Texts of fewer than
 //!   [`MIN_SHINGLES`] shingles are only compared exactly (a few shared words are no evidence).
 //!
-//! The cost is bounded: at most `MAX_CANDIDATES` results are read, each compared with the
-//! results kept (at most `offset + limit`), by sorted-shingle merges.
+//! The cost is bounded: candidates are read only until the page (`offset + limit` distinct
+//! results) is full, each compared with the results kept by sorted-shingle merges. A result's
+//! `duplicates` are therefore the candidates collapsed onto it that rank above the page's last
+//! result (a copy ranked below it is not looked at).
 
 use super::SearchResult;
 

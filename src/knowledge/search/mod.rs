@@ -172,15 +172,16 @@ pub fn search(
     search_with(ws, embedders, req, extra, fusion, None)
 }
 
-/// [`search`], given the active space's embedder (for its prior hybrid weight) when the caller
-/// has it at hand (cached); `None` reads it from SQLite when needed.
+/// [`search`], given the active vector space (its embedder gives the prior hybrid weight; the
+/// vector list searches it) when the caller has it at hand (cached, `caches::SpacesCache`);
+/// `None` reads it from SQLite when needed.
 pub fn search_with(
     ws: &Workspace,
     embedders: &Embedders,
     req: &SearchRequest,
     extra: Option<&Filter>,
     fusion: &Fusion,
-    active: Option<&crate::knowledge::embedders::EmbedderConfig>,
+    active: Option<&crate::knowledge::vectors::Space>,
 ) -> Result<SearchResponse> {
     let mode = req.mode.unwrap_or_default();
     let limit = req.limit.unwrap_or(10);
@@ -204,7 +205,7 @@ pub fn search_with(
     if mode == Mode::Hybrid && req.hybrid_weight.is_none() {
         // The prior weight of this workspace's embedder.
         fusion = match active {
-            Some(config) => fusion.for_embedder(config),
+            Some(space) => fusion.for_embedder(&space.config),
             None => fusion.for_embedder(&crate::knowledge::vectors::active(&ws.conn())?.config),
         };
     }
@@ -274,10 +275,10 @@ pub fn search_with(
             ws,
             embedders,
             req,
-            query_text,
             allowed.as_deref(),
             depth,
             &fusion,
+            active,
         )?,
         Mode::Fulltext => Vec::new(),
     };
@@ -292,12 +293,24 @@ pub fn search_with(
         let results = hydrate(ws, &ranked[offset.min(end)..end])?;
         return Ok(SearchResponse { results, mode });
     }
-    // Hydrated a window at a time, best first, until `want` distinct results are kept.
+    // Hydrated (and fingerprinted) a window at a time, best first, until `want` distinct
+    // results are kept: each window is as many candidates as the page still needs (each
+    // candidate fills at most one place), so with no duplicates exactly `want` are read. After
+    // a window that left places empty (duplicates, or chunks deleted since the index saw them)
+    // at least `MIN_WINDOW` are read at once, which bounds the round trips. A result's
+    // `duplicates` are thus the candidates collapsed onto it that rank above the page's last
+    // result (`dedup`).
+    const MIN_WINDOW: usize = 8;
     let mut collapsed = dedup::Collapser::default();
     let mut at = 0;
     while collapsed.len() < want && at < ranked.len() {
-        let end = (at + (want - collapsed.len()).max(16)).min(ranked.len());
+        let need = want - collapsed.len();
+        let window = if at == 0 { need } else { need.max(MIN_WINDOW) };
+        let end = (at + window).min(ranked.len());
         for r in hydrate(ws, &ranked[at..end])? {
+            if collapsed.len() == want {
+                break;
+            }
             collapsed.push(r);
         }
         at = end;
@@ -524,6 +537,80 @@ mod tests {
                 vec![ids[1].clone(), ids[2].clone()]
             );
         }
+    }
+
+    /// A page reads candidates best first until it holds `limit` distinct results, and no
+    /// more: its results and their `duplicates` are exactly the ranked candidates down to its
+    /// last result (a prefix of the uncollapsed list), whatever the limit; all of them when
+    /// the page is left short.
+    #[test]
+    fn a_page_and_its_duplicates_are_a_prefix_of_the_ranking() {
+        const COPY: &str = "Apples ripen in the orchard during the late summer months and the \
+                            pickers fill their baskets before the first autumn frost arrives";
+        let mut docs: Vec<(String, Value)> = Vec::new();
+        for i in 0..4 {
+            docs.push((format!("{COPY} {}", ["", "!", "?", "."][i]), json!({})));
+            docs.push((
+                format!("apples number {i} with words of its own, {} times", i * 7),
+                json!({}),
+            ));
+        }
+        let docs: Vec<(&str, Value)> = docs.iter().map(|(t, m)| (t.as_str(), m.clone())).collect();
+        let (_t, ws, emb, _ids) = workspace_with(&docs);
+        let fusion = Fusion::default();
+        let raw = search(
+            &ws,
+            &emb,
+            &SearchRequest {
+                query: "apples".into(),
+                mode: Some(Mode::Fulltext),
+                limit: Some(100),
+                keep_duplicates: true,
+                ..Default::default()
+            },
+            None,
+            &fusion,
+        )
+        .expect("raw");
+        let ranked: Vec<i64> = raw.results.iter().map(|r| r.chunk_id).collect();
+        assert_eq!(ranked.len(), 8);
+        let mut saw_duplicates = false;
+        for limit in 1..=6 {
+            let page = search(
+                &ws,
+                &emb,
+                &SearchRequest {
+                    query: "apples".into(),
+                    mode: Some(Mode::Fulltext),
+                    limit: Some(limit),
+                    ..Default::default()
+                },
+                None,
+                &fusion,
+            )
+            .expect("page");
+            assert_eq!(page.results.len(), limit.min(5), "limit {limit}");
+            let last = page.results.last().map(|r| r.chunk_id).expect("a result");
+            let mut seen: Vec<i64> = page
+                .results
+                .iter()
+                .flat_map(|r| {
+                    std::iter::once(r.chunk_id).chain(r.duplicates.iter().map(|d| d.chunk_id))
+                })
+                .collect();
+            saw_duplicates |= page.results.iter().any(|r| !r.duplicates.is_empty());
+            seen.sort_unstable();
+            // A page left short read every candidate.
+            let upto = if page.results.len() < limit {
+                ranked.len()
+            } else {
+                ranked.iter().position(|c| *c == last).expect("ranked") + 1
+            };
+            let mut prefix = ranked[..upto].to_vec();
+            prefix.sort_unstable();
+            assert_eq!(seen, prefix, "limit {limit}");
+        }
+        assert!(saw_duplicates, "the copies collapse");
     }
 }
 

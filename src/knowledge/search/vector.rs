@@ -50,13 +50,22 @@ pub(super) fn vector(
     ws: &Workspace,
     embedders: &Embedders,
     req: &SearchRequest,
-    text: &str,
     allowed: Option<&Allowed>,
     k: usize,
     fusion: &Fusion,
+    active: Option<&Space>,
 ) -> Result<Vec<(i64, f32)>> {
-    let space = vectors::active(&ws.read())?;
-    let Some(q) = query_vector(embedders, &space, req, text)? else {
+    let text = req.query.trim();
+    // The caller's (cached per change of `vector_spaces`), else read here.
+    let read;
+    let space = match active {
+        Some(s) => s,
+        None => {
+            read = vectors::active(&ws.read())?;
+            &read
+        }
+    };
+    let Some(q) = query_vector(embedders, space, req, text)? else {
         return Ok(Vec::new());
     };
     let caches = caches::of(ws);
@@ -66,7 +75,7 @@ pub(super) fn vector(
         let conn = ws.conn();
         if let Some(hits) = caches
             .ann
-            .search(&conn, &space, &q, k, &fusion.ann, chunks)?
+            .search(&conn, space, &q, k, &fusion.ann, chunks)?
         {
             return Ok(hits);
         }
@@ -74,19 +83,19 @@ pub(super) fn vector(
     // Exact search reads only committed rows: a read connection (concurrent in WAL).
     let conn = ws.read();
     let Some(allowed) = allowed else {
-        return vectors::knn(&conn, &space, &q, k);
+        return vectors::knn(&conn, space, &q, k);
     };
     if space.storage == vectors::Storage::Int8 && allowed.chunks.len() > vectors::EXACT_SCAN_LIMIT {
         // An int8 space is scanned whole anyway: filtered in the scan, exact at any depth.
-        return vectors::nearest_int8(&conn, &space, &q, k, Some(allowed.chunks.as_ref()));
+        return vectors::nearest_int8(&conn, space, &q, k, Some(allowed.chunks.as_ref()));
     }
     if allowed.chunks.len() <= vectors::EXACT_SCAN_LIMIT {
         let json = serde_json::to_string(&allowed.documents)
             .map_err(|e| Error::internal(e.to_string()))?;
-        return vectors::scan_documents(&conn, &space, &q, &json, k);
+        return vectors::scan_documents(&conn, space, &q, &json, k);
     }
     // A small space and many allowed chunks: a deep KNN, post-filtered.
-    let hits = vectors::knn(&conn, &space, &q, vectors::MAX_K)?;
+    let hits = vectors::knn(&conn, space, &q, vectors::MAX_K)?;
     Ok(hits
         .into_iter()
         .filter(|(id, _)| allowed.chunks.contains(&(*id as u64)))
