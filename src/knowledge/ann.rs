@@ -450,13 +450,8 @@ fn popcount_fn() -> fn(&[u64], &[u64]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
-
-    fn unit(rng: &mut rand::rngs::StdRng, dim: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / n).collect()
-    }
+    use crate::knowledge::quant::tests::unit;
+    use rand::SeedableRng;
 
     fn install(ann: &Ann, conn: &Connection) {
         let ann = ann.clone();

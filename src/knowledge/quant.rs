@@ -166,11 +166,13 @@ unsafe fn dot_avx512(x: &[f32], q: &[i8]) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    fn unit(rng: &mut rand::rngs::StdRng, dim: usize) -> Vec<f32> {
+    /// A random unit vector of `dim` dimensions (shared by the vector tests of `vectors` and
+    /// `ann`).
+    pub(crate) fn unit(rng: &mut rand::rngs::StdRng, dim: usize) -> Vec<f32> {
         let v: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         v.into_iter().map(|x| x / n).collect()

@@ -471,14 +471,9 @@ pub fn code_of(v: &[f32]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::knowledge::quant::tests::unit;
     use crate::workspace::MIGRATIONS;
     use rand::{Rng, SeedableRng};
-
-    fn unit(rng: &mut rand::rngs::StdRng, dim: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / n).collect()
-    }
 
     fn space(table: &str, dim: usize) -> Space {
         Space::new(1, table.into(), EmbedderConfig::Static, dim)
