@@ -657,15 +657,7 @@ async fn sigkill_during_batches_loses_no_acknowledged_item_and_no_batch_is_half_
     use std::time::Duration;
 
     const ITEMS: usize = 40;
-    let iterations: usize = std::env::var("ENCLAVE_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let seed: u64 = std::env::var("ENCLAVE_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    eprintln!("batch crash test: {iterations} kills, ENCLAVE_CRASH_SEED={seed}");
+    let (iterations, seed) = crate::harness::crash_settings("batch crash test", 3);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().expect("tempdir");
     let (mut child, mut base) = crate::harness::spawn_binary(tmp.path());

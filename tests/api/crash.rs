@@ -110,15 +110,7 @@ async fn check(api: &Api, ws: &str, acked: &Acked) {
 
 #[tokio::test]
 async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
-    let iterations: usize = std::env::var("ENCLAVE_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let seed: u64 = std::env::var("ENCLAVE_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    eprintln!("crash test: {iterations} iterations, ENCLAVE_CRASH_SEED={seed}");
+    let (iterations, seed) = crate::harness::crash_settings("crash test", 5);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().expect("tempdir");
     let backups = tempfile::tempdir().expect("tempdir");

@@ -851,6 +851,23 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
+/// The kill tests' settings: `ENCLAVE_CRASH_ITERATIONS` (else `default_iterations`) kills, and
+/// the seed of their random moments (`ENCLAVE_CRASH_SEED`, else a random one, printed with
+/// `name` so that a failure can be replayed).
+pub fn crash_settings(name: &str, default_iterations: usize) -> (usize, u64) {
+    use rand::Rng;
+    let iterations: usize = std::env::var("ENCLAVE_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_iterations);
+    let seed: u64 = std::env::var("ENCLAVE_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("{name}: {iterations} kills, ENCLAVE_CRASH_SEED={seed}");
+    (iterations, seed)
+}
+
 /// Starts the real binary (`enclave serve`) on `dir` and a free loopback port with the test
 /// operator token; returns the child and its base URL once it listens. Its stderr is drained
 /// by a thread so the server never blocks on a full pipe. For tests of the process itself
