@@ -72,3 +72,21 @@ fn empty_data_dir(config: &ConfigArgs, name: &str) -> anyhow::Result<(std::path:
     }
     Ok((data_dir_or_temp(config, name), config.data_dir.is_none()))
 }
+
+/// Runs `bench` in an [`empty_data_dir`]; removes the folder afterwards when it is the
+/// benchmark's own and `keep` is false, else prints where the data stays.
+fn in_empty_data_dir(
+    config: &ConfigArgs,
+    name: &str,
+    keep: bool,
+    bench: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let (data_dir, owned) = empty_data_dir(config, name)?;
+    let result = bench(&data_dir);
+    if owned && !keep {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    } else {
+        println!("data kept in {}", data_dir.display());
+    }
+    result
+}

@@ -1204,15 +1204,8 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
         a.queries >= a.clients.max(1),
         "-Q must be at least --clients"
     );
-    let (data_dir, owned) = super::empty_data_dir(config, "peer")?;
     crate::server::raise_fd_limit();
-    let result = bench(&a, &data_dir);
-    if owned && !a.keep {
-        let _ = std::fs::remove_dir_all(&data_dir);
-    } else {
-        println!("data kept in {}", data_dir.display());
-    }
-    result
+    super::in_empty_data_dir(config, "peer", a.keep, |dir| bench(&a, dir))
 }
 
 /// One line of the final table: the peer's and Enclave's figures.

@@ -62,14 +62,7 @@ pub struct Args {
 
 pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.workspaces > 0, "--workspaces must be at least 1");
-    let (data_dir, owned) = super::empty_data_dir(config, "tenants")?;
-    let result = bench(&a, &data_dir);
-    if owned && !a.keep {
-        let _ = std::fs::remove_dir_all(&data_dir);
-    } else {
-        println!("data kept in {}", data_dir.display());
-    }
-    result
+    super::in_empty_data_dir(config, "tenants", a.keep, |dir| bench(&a, dir))
 }
 
 fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
