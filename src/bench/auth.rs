@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::config::{Config, ConfigArgs};
-use crate::control::{NewOrg, NewWorkspace};
+use crate::control::NewWorkspace;
 use crate::http::auth::{Scope, WorkspaceContext};
 use crate::http::error::ApiError;
 use crate::identity::{NewApiKey, NewTenantToken, Role};
@@ -94,11 +94,7 @@ fn fixture() -> anyhow::Result<Fixture> {
     let mut config = Config::for_data_dir(&dir);
     config.admin_token = Some("bench-operator-token-0123456789".into());
     let (app, _) = App::open(config)?;
-    let org = app.tenancy().create_org(NewOrg {
-        name: "Bench".into(),
-        plan: Some("enterprise".into()),
-        ..Default::default()
-    })?;
+    let org = super::unlimited_org(&app, "Bench")?;
     let ws = app.tenancy().create_workspace(
         &app.identity().operator_org(&org.slug)?,
         NewWorkspace {
@@ -138,11 +134,7 @@ fn fixture() -> anyhow::Result<Fixture> {
         .identity()
         .login("bench@example.com", "bench password", None)?
         .token;
-    let limited = app.tenancy().create_org(NewOrg {
-        name: "Bench limited".into(),
-        plan: Some("enterprise".into()),
-        ..Default::default()
-    })?;
+    let limited = super::unlimited_org(&app, "Bench limited")?;
     app.governance().set_org_overrides(
         &limited.slug,
         &json!({"requests_per_minute_per_key": 1_000_000_000u64,

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::report::Table;
 use crate::app::App;
 use crate::config::{Config, ConfigArgs};
-use crate::control::{NewOrg, NewWorkspace};
+use crate::control::NewWorkspace;
 use crate::knowledge::EmbedderConfig;
 
 #[derive(Debug, clap::Args)]
@@ -301,16 +301,7 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
     cfg.admin_token = Some(token.clone());
     cfg.max_open_workspaces = cfg.max_open_workspaces.max(a.clients * 4);
     let (app, _) = App::open(cfg)?;
-    let org = app
-        .tenancy()
-        .create_org(NewOrg {
-            name: "bench-load".into(),
-            // Measurements are not held by a plan's limits.
-            plan: Some("enterprise".into()),
-            ..Default::default()
-        })?
-        .id
-        .to_string();
+    let org = super::unlimited_org(&app, "bench-load")?.id.to_string();
     let corpus = Arc::new(Corpus::new(a.dim));
     let server = super::search::Server::start(app.clone())?;
     println!(

@@ -59,6 +59,16 @@ fn data_dir_or_temp(config: &ConfigArgs, name: &str) -> std::path::PathBuf {
     }
 }
 
+/// An org on the enterprise plan, for a benchmark: measurements are not held by a plan's
+/// limits.
+fn unlimited_org(app: &crate::app::App, name: &str) -> anyhow::Result<crate::control::Org> {
+    Ok(app.tenancy().create_org(crate::control::NewOrg {
+        name: name.into(),
+        plan: Some("enterprise".into()),
+        ..Default::default()
+    })?)
+}
+
 /// Like [`data_dir_or_temp`], for benchmarks that need an empty directory: a given
 /// `--data-dir` must be new or empty. Also says whether the folder is the benchmark's own (a
 /// temporary one, removed at the end).

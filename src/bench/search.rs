@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::config::{Config, ConfigArgs};
-use crate::control::{NewOrg, NewWorkspace};
+use crate::control::NewWorkspace;
 use crate::knowledge::service::DocumentInput;
 use crate::knowledge::EmbedderConfig;
 
@@ -318,16 +318,7 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
             (m.big, n, m.small)
         }
         None => {
-            let org = app
-                .tenancy()
-                .create_org(NewOrg {
-                    name: "bench".into(),
-                    // Measurements are not held by a plan's limits.
-                    plan: Some("enterprise".into()),
-                    ..Default::default()
-                })?
-                .id
-                .to_string();
+            let org = super::unlimited_org(&app, "bench")?.id.to_string();
             println!(
                 "## Ingestion (extraction, chunking, full text, embeddings; through the job scheduler)\n"
             );

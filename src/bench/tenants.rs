@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::report::{percentile, Table};
 use crate::app::App;
 use crate::config::{Config, ConfigArgs};
-use crate::control::{NewOrg, NewWorkspace};
+use crate::control::NewWorkspace;
 use crate::workspace::{Handle, Registry};
 
 const BENCH_TOKEN: &str = "bench-operator-token-0123456789";
@@ -81,11 +81,7 @@ fn bench(a: &Args, data_dir: &Path) -> anyhow::Result<()> {
     config.admin_token = Some(BENCH_TOKEN.into());
     config.max_open_workspaces = 64;
     let (app, _) = App::open(config)?;
-    let org = app.tenancy().create_org(NewOrg {
-        name: "Bench".into(),
-        plan: Some("enterprise".into()),
-        ..Default::default()
-    })?;
+    let org = super::unlimited_org(&app, "Bench")?;
     let org_access = app.identity().operator_org(&org.slug)?;
     let threads = a.threads.max(1);
     let started = Instant::now();

@@ -13,7 +13,6 @@ use super::report::{percentile, Table};
 use super::search::{add_docs, new_workspace, Lexicon, CHUNKS_PER_DOC};
 use crate::app::App;
 use crate::config::{Config, ConfigArgs};
-use crate::control::NewOrg;
 use crate::durability::tier::{self, Offload};
 use crate::knowledge::EmbedderConfig;
 
@@ -58,15 +57,7 @@ pub fn run(a: Args, config: &ConfigArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no object store"))?;
     let mut rng = StdRng::seed_from_u64(17);
     let lex = Lexicon::new(30_000, &mut rng);
-    let org = app
-        .tenancy()
-        .create_org(NewOrg {
-            name: "bench".into(),
-            plan: Some("enterprise".into()),
-            ..Default::default()
-        })?
-        .id
-        .to_string();
+    let org = super::unlimited_org(&app, "bench")?.id.to_string();
     // An empty workspace: the floor of a folder.
     let empty = new_workspace(&app, &org, "empty", EmbedderConfig::Static)?;
     let empty_bytes = crate::workspace::dir_size(&crate::workspace::dir_of(&dir, empty))?;
